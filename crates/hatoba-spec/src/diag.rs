@@ -1,0 +1,135 @@
+//! Diagnostics: what is wrong in a spec, where, and what to do about it.
+//!
+//! Decoding collects every diagnostic in one pass; `render` turns them into
+//! the text `hatoba validate` prints, with the source line underlined. No IO.
+
+use crate::yaml::Span;
+use std::fmt::Write as _;
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The spec cannot be used.
+    Error,
+    /// The spec works but probably not as meant.
+    Warning,
+}
+
+/// One thing wrong with a spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Where, when the problem has a place in the file.
+    pub span: Option<Span>,
+    /// The field path, e.g. `services.web.strategy.canary.steps[2].setWeight`;
+    /// empty for the whole document.
+    pub path: String,
+    /// What is wrong: expected what, found what.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    /// An error at a place.
+    pub fn error(span: Span, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            span: Some(span),
+            path: path.to_owned(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A warning at a place.
+    pub fn warning(span: Span, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            span: Some(span),
+            path: path.to_owned(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Adds a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Diagnostic {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Renders diagnostics as `hatoba validate` prints them:
+///
+/// ```text
+/// hatoba.yaml:14:22: error: services.web.strategy.canary.steps[2].setWeight: expected a weight from 0 to 100, found `120`
+///    |
+/// 14 |       - setWeight: 120
+///    |                    ^^^
+///    = hint: ...
+/// ```
+pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut out = String::new();
+    for d in diagnostics {
+        let level = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let place = match d.span {
+            Some(s) => format!("{file}:{}:{}", s.start.line, s.start.col),
+            None => file.to_owned(),
+        };
+        let path = if d.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", d.path)
+        };
+        let _ = writeln!(out, "{place}: {level}: {path}{}", d.message);
+        if let Some(span) = d.span
+            && let Some(text) = lines.get(span.start.line.saturating_sub(1))
+        {
+            let number = span.start.line.to_string();
+            let pad = " ".repeat(number.len());
+            let text: String = text
+                .chars()
+                .map(|c| if c == '\t' { ' ' } else { c })
+                .take(200)
+                .collect();
+            let width = text.chars().count();
+            let col = span.start.col.saturating_sub(1).min(width);
+            let len = span.len.min(width.saturating_sub(col)).max(1);
+            let _ = writeln!(out, "{pad} |");
+            let _ = writeln!(out, "{number} | {text}");
+            let _ = writeln!(out, "{pad} | {}{}", " ".repeat(col), "^".repeat(len));
+            if let Some(hint) = &d.hint {
+                let _ = writeln!(out, "{pad} = hint: {hint}");
+            }
+        } else if let Some(hint) = &d.hint {
+            let _ = writeln!(out, "  = hint: {hint}");
+        }
+    }
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics.len() - errors;
+    if !diagnostics.is_empty() {
+        let plural = |n: usize, w: &str| {
+            if n == 1 {
+                format!("{n} {w}")
+            } else {
+                format!("{n} {w}s")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{file}: {}, {}",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        );
+    }
+    out
+}

@@ -1,0 +1,573 @@
+//! The typed spec: what `hatoba.yaml` means once it has been read and checked.
+//!
+//! These types are the file format's single definition. The decoder in
+//! `decode_spec.rs` builds them; `hatoba schema` derives the JSON Schema from
+//! them (the doc comments become the schema's descriptions), so the two can
+//! not drift. They are not `Serialize`: nothing else writes this format.
+
+use crate::condition::Condition;
+use crate::schema::{
+    ConditionText, DurationText, ListenText, NameText, VersionedText, WeightNumber,
+};
+use hatoba_core::{EnvName, ServiceName, Weight};
+use schemars::JsonSchema;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A whole `hatoba.yaml`.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "hatoba.yaml")]
+pub struct Spec {
+    /// The application's name, shown in the dashboard and notifications.
+    pub app: String,
+    /// The services of the application, by name (lowercase letters, digits, `-`).
+    #[schemars(with = "BTreeMap<NameText, Service>")]
+    pub services: BTreeMap<ServiceName, Service>,
+    /// Environments (development, staging, production or any names), each with
+    /// overrides of service fields. A service deployed to an environment uses
+    /// the merged result, available in `Environment::services`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<NameText, Environment>")]
+    pub environments: BTreeMap<EnvName, Environment>,
+    /// Analysis templates referenced by canary steps.
+    #[serde(default)]
+    pub analysis: Analysis,
+}
+
+/// How to run one service and how to roll out a new version of it.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// What runs: a local process or a Docker container (exactly one).
+    #[serde(flatten)]
+    pub runtime: Runtime,
+    /// How many instances serve the stable version. Default 1.
+    #[serde(default)]
+    pub replicas: u32,
+    /// The public address the proxy listens on for this service.
+    pub route: Route,
+    /// Readiness and liveness probes.
+    #[serde(default)]
+    pub health: Health,
+    /// How long a new version may take to become ready before the deployment
+    /// is rolled back. Default `10m`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub progress_deadline: Duration,
+    /// How long an instance has between SIGTERM and SIGKILL. Default `30s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub termination_grace_period: Duration,
+    /// Pre-stop drain: after an instance is taken out of the proxy, how long
+    /// to wait at most for its in-flight requests before stopping it. Default `30s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub drain: Duration,
+    /// How a new version replaces the old one. Default `rolling: {}`.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+/// What runs. Strings may use `${VERSION}`, `${NAME}` and `${NAME:-default}`.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Runtime {
+    /// A local process. Each instance gets a free port in `PORT`.
+    Process(ProcessRuntime),
+    /// A Docker container from a locally built image.
+    Docker(DockerRuntime),
+}
+
+/// A local process.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcessRuntime {
+    /// The program to run (a path, or a name looked up in `PATH`).
+    #[schemars(with = "VersionedText")]
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    #[schemars(with = "Vec<VersionedText>")]
+    pub args: Vec<String>,
+    /// Environment variables, added to `PORT`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, VersionedText>")]
+    pub env: BTreeMap<String, String>,
+    /// The working directory, relative to the spec file. Default: the spec's directory.
+    #[serde(default)]
+    #[schemars(with = "Option<VersionedText>")]
+    pub working_dir: Option<String>,
+}
+
+/// A Docker container.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DockerRuntime {
+    /// The image, usually with `${VERSION}` in its tag: `shop/web:${VERSION}`.
+    #[schemars(with = "VersionedText")]
+    pub image: String,
+    /// Arguments after the image's entrypoint.
+    #[serde(default)]
+    #[schemars(with = "Vec<VersionedText>")]
+    pub args: Vec<String>,
+    /// Environment variables, added to `PORT`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, VersionedText>")]
+    pub env: BTreeMap<String, String>,
+    /// The port the application listens on inside the container; `PORT` is set to it. Default 8080.
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// The public side of a service.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// `host:port` the proxy listens on, e.g. `127.0.0.1:8080` or `0.0.0.0:80`.
+    #[schemars(with = "ListenText")]
+    pub listen: Listen,
+    /// TLS termination; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+/// A certificate and its key, PEM files relative to the spec file.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain (PEM).
+    pub cert: String,
+    /// The private key (PEM).
+    pub key: String,
+}
+
+/// A listening address: a host (name, IPv4 or bracketed IPv6) and a port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Listen {
+    /// `127.0.0.1`, `0.0.0.0`, `::1`, `localhost`.
+    pub host: String,
+    /// 1-65535.
+    pub port: u16,
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Probes that tell whether an instance may get traffic and whether it lives.
+#[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Health {
+    /// Traffic goes to an instance only after this probe passes.
+    #[serde(default)]
+    pub readiness: Option<Probe>,
+    /// An instance that fails this probe is restarted.
+    #[serde(default)]
+    pub liveness: Option<Probe>,
+}
+
+/// An HTTP probe: a GET on the instance's port; 2xx and 3xx pass.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Probe {
+    /// The path, starting with `/`.
+    pub path: String,
+    /// Wait this long after start before the first probe. Default `0s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub initial_delay: Duration,
+    /// Time between probes. Default `1s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub period: Duration,
+    /// A probe slower than this fails. Default `1s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub timeout: Duration,
+    /// Consecutive failures that make the instance unready (or dead). Default 3.
+    #[serde(default)]
+    pub failure_threshold: u32,
+    /// Consecutive successes that make it ready again. Default 1.
+    #[serde(default)]
+    pub success_threshold: u32,
+}
+
+/// How a new version replaces the old one (exactly one of these keys).
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Strategy {
+    /// Replace instances a few at a time.
+    Rolling(Rolling),
+    /// Start the new colour beside the old, switch all traffic at once.
+    BlueGreen(BlueGreen),
+    /// Shift traffic in steps, pausing and analysing between them.
+    Canary(Canary),
+}
+
+impl Default for Strategy {
+    fn default() -> Strategy {
+        Strategy::Rolling(Rolling {
+            max_surge: IntOrPercent::Percent(25),
+            max_unavailable: IntOrPercent::Count(0),
+        })
+    }
+}
+
+impl Strategy {
+    /// `rolling`, `blue_green` or `canary`, as recorded in the history.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Strategy::Rolling(_) => "rolling",
+            Strategy::BlueGreen(_) => "blue_green",
+            Strategy::Canary(_) => "canary",
+        }
+    }
+}
+
+/// Rolling update.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rolling {
+    /// Instances above `replicas` during the update, a count or a percent
+    /// (rounded up). Default `25%`.
+    #[serde(default)]
+    pub max_surge: IntOrPercent,
+    /// Instances below `replicas` during the update, a count or a percent
+    /// (rounded down). Default 0: capacity never drops.
+    #[serde(default)]
+    pub max_unavailable: IntOrPercent,
+}
+
+/// A count (`1`) or a percent of replicas (`25%`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntOrPercent {
+    /// A number of instances.
+    Count(u32),
+    /// A percent of `replicas`, 0-100.
+    Percent(u8),
+}
+
+impl Default for IntOrPercent {
+    fn default() -> IntOrPercent {
+        IntOrPercent::Count(0)
+    }
+}
+
+impl IntOrPercent {
+    /// The number of instances for `replicas`, rounding percents up or down.
+    pub fn resolve(self, replicas: u32, round_up: bool) -> u32 {
+        match self {
+            IntOrPercent::Count(n) => n,
+            IntOrPercent::Percent(p) => {
+                let scaled = u64::from(replicas) * u64::from(p);
+                let n = if round_up {
+                    scaled.div_ceil(100)
+                } else {
+                    scaled / 100
+                };
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        }
+    }
+}
+
+impl fmt::Display for IntOrPercent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntOrPercent::Count(n) => write!(f, "{n}"),
+            IntOrPercent::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// Blue-green.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlueGreen {
+    /// An address that serves the new colour before the switch, for smoke
+    /// tests. None: no preview listener.
+    #[serde(default)]
+    #[schemars(with = "Option<ListenText>")]
+    pub preview_listen: Option<Listen>,
+    /// When to switch once the new colour is ready.
+    #[serde(flatten)]
+    pub promotion: Promotion,
+    /// How long the old colour stays up after the switch, so a rollback is
+    /// instant. Default `30s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub scale_down_delay: Duration,
+}
+
+/// When blue-green switches traffic. Written as `autoPromotionEnabled: false`
+/// (wait for `hatoba promote`) or `autoPromotionSeconds: N` (switch N seconds
+/// after the new colour is ready). Default: switch as soon as it is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Promotion {
+    /// Switch this long after the new colour is ready (0: at once).
+    #[schemars(with = "u32")]
+    AutoPromotionSeconds(Duration),
+    /// `false`: wait for `hatoba promote`.
+    AutoPromotionEnabled(bool),
+}
+
+impl Promotion {
+    /// None means a person must promote.
+    pub fn delay(self) -> Option<Duration> {
+        match self {
+            Promotion::AutoPromotionSeconds(d) => Some(d),
+            Promotion::AutoPromotionEnabled(true) => Some(Duration::ZERO),
+            Promotion::AutoPromotionEnabled(false) => None,
+        }
+    }
+}
+
+/// Canary.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Canary {
+    /// The steps, in order. After the last one the canary is promoted to 100 %.
+    pub steps: Vec<Step>,
+    /// The highest weight a step may give the canary before promotion. Default 100.
+    #[serde(default)]
+    #[schemars(with = "WeightNumber")]
+    pub max_weight: Weight,
+    /// Analysis that runs in the background for the whole rollout.
+    #[serde(default)]
+    pub analysis: Option<AnalysisRef>,
+}
+
+/// One canary step (exactly one key).
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Step {
+    /// Send this percent of traffic to the canary.
+    SetWeight(#[schemars(with = "WeightNumber")] Weight),
+    /// Wait: `{duration: 5m}` for a time, `{}` until `hatoba promote`.
+    Pause(Pause),
+    /// Run analysis templates; the step passes when they succeed.
+    Analysis(AnalysisRef),
+}
+
+/// A pause step.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pause {
+    /// How long; absent means until `hatoba promote`.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationText>")]
+    pub duration: Option<Duration>,
+}
+
+/// A use of analysis templates.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisRef {
+    /// Names of templates under `analysis.templates`.
+    pub templates: Vec<String>,
+    /// Values for the templates' arguments.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+/// Analysis templates.
+#[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Analysis {
+    /// Templates by name.
+    #[serde(default)]
+    pub templates: BTreeMap<String, AnalysisTemplate>,
+}
+
+/// A named set of metrics judged together.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisTemplate {
+    /// Arguments the template takes, used as `{{name}}` in queries.
+    #[serde(default)]
+    pub args: Vec<TemplateArg>,
+    /// The metrics.
+    pub metrics: Vec<Metric>,
+}
+
+/// A template argument.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateArg {
+    /// Its name.
+    pub name: String,
+    /// The value when a step gives none; without one, steps must give a value.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// One measurement, taken every `interval` and judged by its conditions.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metric {
+    /// Unique within its template.
+    pub name: String,
+    /// Where the value comes from.
+    pub provider: Provider,
+    /// Time between measurements. Default `1m`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub interval: Duration,
+    /// How many measurements; absent means until the step or rollout ends.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// A measurement succeeds when this holds, e.g. `result >= 0.95`.
+    #[serde(default)]
+    #[schemars(with = "Option<ConditionText>")]
+    pub success_condition: Option<Condition>,
+    /// A measurement fails when this holds, e.g. `result > 0.5`.
+    #[serde(default)]
+    #[schemars(with = "Option<ConditionText>")]
+    pub failure_condition: Option<Condition>,
+    /// Failed measurements tolerated; one more fails the analysis. Default 0.
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// Inconclusive measurements tolerated before the rollout pauses. Default 0.
+    #[serde(default)]
+    pub inconclusive_limit: u32,
+    /// Consecutive provider errors tolerated. Default 4.
+    #[serde(default)]
+    pub consecutive_error_limit: u32,
+}
+
+/// Where a metric's value comes from (exactly one key).
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Provider {
+    /// Measured by Hatoba's own proxy.
+    Builtin(BuiltinProvider),
+    /// A PromQL instant query.
+    Prometheus(PrometheusProvider),
+    /// An HTTP call whose JSON answer holds the value.
+    Webhook(WebhookProvider),
+    /// A command: its exit status, or a number on its stdout.
+    Command(CommandProvider),
+}
+
+/// A metric Hatoba measures itself.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BuiltinProvider {
+    /// `success-rate`, `error-rate`, `latency-p50`, `latency-p95`, `latency-p99`
+    /// (milliseconds) or `request-rate` (per second).
+    pub metric: BuiltinMetric,
+    /// Over how much recent traffic. Default: the metric's interval.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationText>")]
+    pub window: Option<Duration>,
+}
+
+/// The metrics the proxy measures per version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuiltinMetric {
+    /// Share of requests not answered 5xx or failed upstream, 0-1.
+    SuccessRate,
+    /// 1 - success rate.
+    ErrorRate,
+    /// Median latency, ms.
+    LatencyP50,
+    /// 95th percentile latency, ms.
+    LatencyP95,
+    /// 99th percentile latency, ms.
+    LatencyP99,
+    /// Requests per second.
+    RequestRate,
+}
+
+impl BuiltinMetric {
+    /// Every builtin metric with its name in the spec.
+    pub const ALL: [(&'static str, BuiltinMetric); 6] = [
+        ("success-rate", BuiltinMetric::SuccessRate),
+        ("error-rate", BuiltinMetric::ErrorRate),
+        ("latency-p50", BuiltinMetric::LatencyP50),
+        ("latency-p95", BuiltinMetric::LatencyP95),
+        ("latency-p99", BuiltinMetric::LatencyP99),
+        ("request-rate", BuiltinMetric::RequestRate),
+    ];
+}
+
+/// A Prometheus query.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusProvider {
+    /// The server, e.g. `http://127.0.0.1:9090`.
+    pub address: String,
+    /// A PromQL instant query returning one number; may use `{{service}}`,
+    /// `{{version}}`, `{{canary_version}}`, `{{env}}` and template arguments.
+    pub query: String,
+    /// Default `10s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub timeout: Duration,
+}
+
+/// An HTTP call.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookProvider {
+    /// The URL (http or https).
+    pub url: String,
+    /// `GET` (default) or `POST`.
+    #[serde(default)]
+    pub method: String,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body (POST).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Where the number is in the JSON answer, e.g. `$.data.ok`.
+    pub json_path: String,
+    /// Default `10s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub timeout: Duration,
+}
+
+/// A command.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommandProvider {
+    /// The program.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Default `30s`.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub timeout: Duration,
+}
+
+/// One environment.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Environment {
+    /// Deployments wait for `hatoba approve` by another person. Default false.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// Variables for `${NAME}` in this environment's services.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Overrides of any service field, merged over `services.<name>`: maps
+    /// merge key by key, lists and scalars replace. After decoding this holds
+    /// the merged service for every service of the spec.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<NameText, serde_json::Value>")]
+    pub services: BTreeMap<ServiceName, Service>,
+}

@@ -1,0 +1,462 @@
+//! A YAML tree that remembers where every node came from.
+//!
+//! `hatoba.yaml` is read into this tree first (one pass over saphyr's events),
+//! then decoded field by field, so every diagnostic can point at a line and a
+//! column. Scalars stay text here: whether `8080` is a number or a string is
+//! decided by the field that reads it. Aliases are expanded with a budget so a
+//! "billion laughs" file is an error, not an out-of-memory. No IO.
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use std::collections::HashMap;
+
+/// A position in the source: 1-based line and column (in characters), and
+/// the character offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+}
+
+/// Where a node starts and how many characters of its first line it covers
+/// (for underlining).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Span {
+    /// Where the node starts.
+    pub start: Pos,
+    /// How many characters to underline (at least 1).
+    pub len: usize,
+}
+
+/// One node of the tree.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Node {
+    /// Where it was written.
+    pub span: Span,
+    /// What it is.
+    pub kind: NodeKind,
+}
+
+/// The shape of a node.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum NodeKind {
+    /// `~`, `null` or nothing at all.
+    Null,
+    /// Any other scalar, as written. `quoted` is true for `'...'`, `"..."`,
+    /// block scalars and `!!str` tags: such text is never a number or a bool.
+    Scalar {
+        /// The text after YAML unescaping.
+        text: String,
+        /// Written in a way that forces a string.
+        quoted: bool,
+    },
+    /// `[a, b]` or `- a` lines.
+    Seq(Vec<Node>),
+    /// `{k: v}` or `k: v` lines, in file order. Keys are unique.
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// How a person would describe what was found here, for "expected X,
+    /// found Y" messages.
+    pub(crate) fn describe(&self) -> String {
+        match &self.kind {
+            NodeKind::Null => "nothing".to_owned(),
+            NodeKind::Scalar { text, .. } => {
+                let mut shown: String = text.chars().take(40).collect();
+                if text.chars().count() > 40 {
+                    shown.push('…');
+                }
+                format!("`{}`", shown.replace('\n', "\\n"))
+            }
+            NodeKind::Seq(_) => "a list".to_owned(),
+            NodeKind::Map(_) => "a mapping".to_owned(),
+        }
+    }
+
+    /// The scalar text, if this is a scalar.
+    pub(crate) fn as_scalar(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// Why the text is not a YAML document we can read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct YamlError {
+    /// Where the problem is.
+    pub span: Span,
+    /// What is wrong, in words.
+    pub message: String,
+    /// What to do about it, when we know.
+    pub hint: Option<String>,
+}
+
+/// The most nodes a file may expand to (aliases included).
+const NODE_BUDGET: usize = 200_000;
+/// The deepest nesting we accept; far beyond any real spec.
+const MAX_DEPTH: usize = 64;
+
+/// Reads one YAML document into a tree. An empty document is `Ok(None)`.
+pub(crate) fn parse(source: &str) -> Result<Option<Node>, YamlError> {
+    let mut parser = Parser::new_from_str(source);
+    let mut builder = Builder {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        root: None,
+        documents: 0,
+    };
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(|e| YamlError {
+            span: span_at(e.marker().line(), e.marker().col(), 1),
+            message: format!("invalid YAML: {}", e.info()),
+            hint: None,
+        })?;
+        let span = span_at(span.start.line(), span.start.col(), span.len().max(1));
+        builder.event(event, span)?;
+    }
+    Ok(builder.root)
+}
+
+fn span_at(line: usize, col0: usize, len: usize) -> Span {
+    Span {
+        start: Pos {
+            line: line.max(1),
+            col: col0 + 1,
+        },
+        len: len.max(1),
+    }
+}
+
+enum Frame {
+    Seq {
+        span: Span,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        span: Span,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    nodes: usize,
+    root: Option<Node>,
+    documents: usize,
+}
+
+impl Builder {
+    fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => Ok(()),
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(YamlError {
+                        span,
+                        message: "a second YAML document (`---`) in one file".to_owned(),
+                        hint: Some("hatoba.yaml holds exactly one document; remove the `---` and what follows, or merge them".to_owned()),
+                    });
+                }
+                Ok(())
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let forced_string = tag
+                    .as_ref()
+                    .is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str")
+                    || tag
+                        .as_ref()
+                        .is_some_and(|t| t.handle == "!!" && t.suffix == "str");
+                let quoted = forced_string || !matches!(style, ScalarStyle::Plain);
+                let kind =
+                    if !quoted && matches!(text.as_ref(), "~" | "null" | "Null" | "NULL" | "") {
+                        NodeKind::Null
+                    } else {
+                        NodeKind::Scalar {
+                            text: text.into_owned(),
+                            quoted,
+                        }
+                    };
+                let span = Span {
+                    start: span.start,
+                    len: span.len,
+                };
+                self.push(Node { span, kind }, anchor)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.open(span)?;
+                self.stack.push(Frame::Seq {
+                    span,
+                    anchor,
+                    items: Vec::new(),
+                });
+                Ok(())
+            }
+            Event::MappingStart(anchor, _) => {
+                self.open(span)?;
+                self.stack.push(Frame::Map {
+                    span,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                });
+                Ok(())
+            }
+            Event::SequenceEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    span,
+                    anchor,
+                    items,
+                }) => self.push(
+                    Node {
+                        span,
+                        kind: NodeKind::Seq(items),
+                    },
+                    anchor,
+                ),
+                _ => Err(internal(span)),
+            },
+            Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Map {
+                    span,
+                    anchor,
+                    entries,
+                    ..
+                }) => self.push(
+                    Node {
+                        span,
+                        kind: NodeKind::Map(entries),
+                    },
+                    anchor,
+                ),
+                _ => Err(internal(span)),
+            },
+            Event::Alias(id) => {
+                let Some(target) = self.anchors.get(&id).cloned() else {
+                    return Err(YamlError {
+                        span,
+                        message: "alias to an unknown anchor".to_owned(),
+                        hint: None,
+                    });
+                };
+                self.nodes += count(&target);
+                if self.nodes > NODE_BUDGET {
+                    return Err(too_big(span));
+                }
+                let mut node = target;
+                node.span = span;
+                self.push(node, 0)
+            }
+        }
+    }
+
+    fn open(&mut self, span: Span) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(YamlError {
+                span,
+                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                hint: Some("hatoba.yaml is never this deep; is this the right file?".to_owned()),
+            });
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
+        self.nodes += 1;
+        if self.nodes > NODE_BUDGET {
+            return Err(too_big(node.span));
+        }
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => {
+                self.root = Some(node);
+                Ok(())
+            }
+            Some(Frame::Seq { items, .. }) => {
+                items.push(node);
+                Ok(())
+            }
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => {
+                    if !matches!(node.kind, NodeKind::Scalar { .. } | NodeKind::Null) {
+                        return Err(YamlError {
+                            span: node.span,
+                            message: format!(
+                                "a mapping key must be plain text, found {}",
+                                node.describe()
+                            ),
+                            hint: None,
+                        });
+                    }
+                    if node.as_scalar() == Some("<<") {
+                        return Err(YamlError {
+                            span: node.span,
+                            message: "merge keys (`<<`) are not supported".to_owned(),
+                            hint: Some("write the fields out, or use `environments.<name>.services` overrides".to_owned()),
+                        });
+                    }
+                    let text = node.as_scalar().unwrap_or("");
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(k, _)| k.as_scalar().unwrap_or("") == text)
+                    {
+                        return Err(YamlError {
+                            span: node.span,
+                            message: format!(
+                                "duplicate key `{text}` (first written at line {})",
+                                first.span.start.line
+                            ),
+                            hint: Some(
+                                "a key may appear once per mapping; remove one of them".to_owned(),
+                            ),
+                        });
+                    }
+                    *key = Some(node);
+                    Ok(())
+                }
+                Some(k) => {
+                    entries.push((k, node));
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+fn count(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        NodeKind::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| count(k) + count(v))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
+fn too_big(span: Span) -> YamlError {
+    YamlError {
+        span,
+        message: format!("the document expands to more than {NODE_BUDGET} nodes"),
+        hint: Some(
+            "aliases (`*name`) may be multiplying the document; write it out plainly".to_owned(),
+        ),
+    }
+}
+
+fn internal(span: Span) -> YamlError {
+    YamlError {
+        span,
+        message: "invalid YAML: unbalanced structure".to_owned(),
+        hint: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(src: &str) -> String {
+        fn walk(n: &Node, out: &mut String) {
+            match &n.kind {
+                NodeKind::Null => out.push_str("null"),
+                NodeKind::Scalar { text, quoted } => out.push_str(&format!(
+                    "{}{text}@{}:{}",
+                    if *quoted { "q:" } else { "" },
+                    n.span.start.line,
+                    n.span.start.col
+                )),
+                NodeKind::Seq(items) => {
+                    out.push('[');
+                    for i in items {
+                        walk(i, out);
+                        out.push(' ');
+                    }
+                    out.push(']');
+                }
+                NodeKind::Map(entries) => {
+                    out.push('{');
+                    for (k, v) in entries {
+                        walk(k, out);
+                        out.push('=');
+                        walk(v, out);
+                        out.push(' ');
+                    }
+                    out.push('}');
+                }
+            }
+        }
+        match parse(src) {
+            Ok(Some(n)) => {
+                let mut s = String::new();
+                walk(&n, &mut s);
+                s
+            }
+            Ok(None) => "empty".to_owned(),
+            Err(e) => format!(
+                "error {}:{} {}",
+                e.span.start.line, e.span.start.col, e.message
+            ),
+        }
+    }
+
+    #[test]
+    fn positions_and_types() {
+        assert_eq!(
+            kinds("a: 1\nb:\n  - x\n  - 'y'\n"),
+            "{a@1:1=1@1:4 b@2:1=[x@3:5 q:y@4:5 ] }"
+        );
+        assert_eq!(kinds("a:\nb: ~\n"), "{a@1:1=null b@2:1=null }");
+        assert_eq!(kinds(""), "empty");
+        assert_eq!(kinds("# just a comment\n"), "empty");
+    }
+
+    #[test]
+    fn rejects_what_we_cannot_read() {
+        assert_eq!(
+            kinds("a: 1\na: 2\n"),
+            "error 2:1 duplicate key `a` (first written at line 1)"
+        );
+        assert_eq!(
+            kinds("a: 1\n---\nb: 2\n"),
+            "error 2:1 a second YAML document (`---`) in one file"
+        );
+        assert!(kinds("a: [1, 2\n").starts_with("error "));
+        assert_eq!(
+            kinds("<<: {a: 1}\n"),
+            "error 1:1 merge keys (`<<`) are not supported"
+        );
+        assert!(kinds(&"[".repeat(100)).starts_with("error 1:65 nesting deeper"));
+    }
+
+    #[test]
+    fn aliases_expand_within_budget() {
+        assert_eq!(
+            kinds("a: &x {k: v}\nb: *x\n"),
+            "{a@1:1={k@1:8=v@1:11 } b@2:1={k@1:8=v@1:11 } }"
+        );
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = i - 1;
+            bomb.push_str(&format!("a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"));
+        }
+        assert!(
+            kinds(&bomb).contains("more than 200000 nodes"),
+            "{}",
+            kinds(&bomb)
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Integration tests for `hatoba-spec`: the examples are valid, every broken
+//! spec under `tests/data/invalid` renders exactly its expected diagnostics
+//! (`UPDATE_EXPECT=1 cargo test -p hatoba-spec` rewrites the `.txt` files),
+//! bad bytes are refused cleanly, and the checked-in JSON Schema is fresh.
+
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
+use std::path::{Path, PathBuf};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn update() -> bool {
+    std::env::var_os("UPDATE_EXPECT").is_some()
+}
+
+/// Compares `actual` with the file's content, or rewrites it under UPDATE_EXPECT.
+fn expect_file(path: &Path, actual: &str) -> Result<(), String> {
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    if expected == actual {
+        return Ok(());
+    }
+    if update() {
+        std::fs::write(path, actual).unwrap();
+        return Ok(());
+    }
+    Err(format!(
+        "{} is stale (rerun with UPDATE_EXPECT=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    ))
+}
+
+#[test]
+fn examples_are_valid() {
+    let dir = workspace_root().join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().path().join("hatoba.yaml");
+        if !file.exists() {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&file).unwrap();
+        let parsed = hatoba_spec::parse(&text);
+        assert!(
+            parsed.diagnostics.is_empty(),
+            "{}",
+            hatoba_spec::render(&file.display().to_string(), &text, &parsed.diagnostics)
+        );
+        assert!(parsed.spec.is_some());
+    }
+    assert!(seen >= 4, "expected at least 4 examples, found {seen}");
+}
+
+#[test]
+fn seeds_canary_means_what_the_seeds_say() {
+    use hatoba_spec::{Provider, Step, Strategy};
+    let text = std::fs::read_to_string(workspace_root().join("examples/seeds-canary/hatoba.yaml"))
+        .unwrap();
+    let spec = hatoba_spec::parse(&text).spec.unwrap();
+    let api = &spec.services[&"api".parse().unwrap()];
+    let Strategy::Canary(canary) = &api.strategy else {
+        panic!("not a canary")
+    };
+    let steps: Vec<String> = canary
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::SetWeight(w) => w.percent().to_string(),
+            Step::Pause(p) => format!(
+                "pause {}",
+                hatoba_core::format_duration(p.duration.unwrap())
+            ),
+            Step::Analysis(_) => "analysis".to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        steps.join(" → "),
+        "10 → pause 5m → 25 → pause 5m → 50 → pause 10m → 75 → pause 5m → 100"
+    );
+    let background = canary.analysis.as_ref().unwrap();
+    assert_eq!(background.templates, ["success-rate", "latency"]);
+    for name in &background.templates {
+        let metric = &spec.analysis.templates[name].metrics[0];
+        assert_eq!(metric.interval, std::time::Duration::from_secs(60));
+        assert_eq!(metric.failure_limit, 3);
+        assert!(matches!(metric.provider, Provider::Prometheus(_)));
+    }
+    let success = spec.analysis.templates["success-rate"].metrics[0]
+        .success_condition
+        .as_ref()
+        .unwrap();
+    assert!(success.eval(0.95) && !success.eval(0.949));
+    let latency = spec.analysis.templates["latency"].metrics[0]
+        .success_condition
+        .as_ref()
+        .unwrap();
+    assert!(latency.eval(500.0) && !latency.eval(500.1));
+    // Environment overrides merge over the base service.
+    let staging = &spec.environments[&"staging".parse().unwrap()];
+    assert_eq!(staging.services[&"api".parse().unwrap()].replicas, 2);
+    assert_eq!(staging.services[&"api".parse().unwrap()].route, api.route);
+    assert!(spec.environments[&"production".parse().unwrap()].require_approval);
+}
+
+#[test]
+fn broken_specs_render_expected_diagnostics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/invalid");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 25,
+        "expected at least 25 broken specs, found {}",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    let mut distinct = std::collections::BTreeSet::new();
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(file).unwrap();
+        let parsed = hatoba_spec::parse(&text);
+        if parsed.spec.is_some() || parsed.diagnostics.is_empty() {
+            failures.push(format!("{name}: accepted, but it is broken"));
+            continue;
+        }
+        let rendered = hatoba_spec::render(&name, &text, &parsed.diagnostics);
+        distinct.insert(parsed.diagnostics[0].message.clone());
+        if let Err(e) = expect_file(&file.with_extension("txt"), &rendered) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(
+        distinct.len() >= 25,
+        "broken specs should each show a different mistake, got {} distinct",
+        distinct.len()
+    );
+}
+
+#[test]
+fn all_mistakes_are_reported_in_one_pass() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/invalid/30-many-mistakes.yaml"),
+    )
+    .unwrap();
+    let parsed = hatoba_spec::parse(&text);
+    assert!(parsed.diagnostics.len() >= 6, "{:#?}", parsed.diagnostics);
+    // In file order, each with a line.
+    let lines: Vec<usize> = parsed
+        .diagnostics
+        .iter()
+        .map(|d| d.span.unwrap().start.line)
+        .collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+}
+
+#[test]
+fn bad_bytes_are_refused_with_one_message() {
+    let check = |bytes: &[u8], expect: &str| {
+        let parsed = hatoba_spec::parse_bytes(bytes);
+        assert!(parsed.spec.is_none());
+        assert_eq!(parsed.diagnostics.len(), 1, "{:?}", parsed.diagnostics);
+        let rendered = hatoba_spec::render(
+            "f.yaml",
+            &String::from_utf8_lossy(bytes),
+            &parsed.diagnostics,
+        );
+        assert!(rendered.contains(expect), "{rendered}");
+    };
+    check(b"", "f.yaml: error: the file is empty");
+    check(b"   \n# nothing\n", "f.yaml: error: the file is empty");
+    check(
+        b"app: x\nservices:\n  w\x00eb: {}\n",
+        "f.yaml:3:4: error: this is a binary file",
+    );
+    check(
+        b"app: \xff\xfe\n",
+        "f.yaml:1:6: error: the file is not UTF-8 text",
+    );
+    check(
+        &vec![b'a'; hatoba_spec::MAX_SPEC_BYTES + 1],
+        "error: the file is 4194305 bytes; a spec may be at most 4194304 bytes",
+    );
+    check(
+        b"just a string",
+        "expected a mapping with `app` and `services`, found `just a string`",
+    );
+    check(
+        b"[1, 2",
+        "f.yaml:2:1: error: invalid YAML: while parsing a flow sequence",
+    );
+}
+
+#[test]
+fn json_schema_is_fresh() {
+    let path = workspace_root().join("docs/hatoba.schema.json");
+    let actual = hatoba_spec::json_schema();
+    // The schema mentions every top-level section and the strategies.
+    for word in [
+        "\"services\"",
+        "\"environments\"",
+        "\"canary\"",
+        "\"blueGreen\"",
+        "\"rolling\"",
+        "\"setWeight\"",
+        "\"successCondition\"",
+    ] {
+        assert!(actual.contains(word), "schema lacks {word}");
+    }
+    if let Err(e) = expect_file(&path, &actual) {
+        panic!("{e}");
+    }
+}
