@@ -361,7 +361,7 @@ pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
         let (h, p) = rest
             .split_once("]:")
             .ok_or_else(|| "an IPv6 address is written `[::1]:8080`".to_owned())?;
-        if h.parse::<std::net::Ipv6Addr>().is_err() {
+        if h.parse::<core::net::Ipv6Addr>().is_err() {
             return Err(format!("`{h}` is not an IPv6 address"));
         }
         (h, p)
@@ -378,7 +378,7 @@ pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
         return Err("the host is missing: `0.0.0.0:PORT` listens on every interface, `127.0.0.1:PORT` on this machine only".to_owned());
     }
     let looks_ipv4 = host.chars().all(|c| c.is_ascii_digit() || c == '.');
-    if looks_ipv4 && host.parse::<std::net::Ipv4Addr>().is_err() {
+    if looks_ipv4 && host.parse::<core::net::Ipv4Addr>().is_err() {
         return Err(format!("`{host}` is not an IPv4 address"));
     }
     if !host.contains(':')

@@ -218,3 +218,38 @@ fn json_schema_is_fresh() {
         panic!("{e}");
     }
 }
+
+/// The fuzz target's property on the fuzz seed corpus and on cheap mutations
+/// of it (every truncation point and byte flips), so `cargo test` keeps
+/// checking what `cargo fuzz` explores.
+#[test]
+fn fuzz_corpus_and_mutations_never_panic() {
+    let dir = workspace_root().join("fuzz/corpus/spec_parse");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        seeds += 1;
+        for cut in (0..bytes.len()).step_by(3) {
+            let parsed = hatoba_spec::parse_bytes(&bytes[..cut]);
+            let _ = hatoba_spec::render(
+                "f",
+                &String::from_utf8_lossy(&bytes[..cut]),
+                &parsed.diagnostics,
+            );
+        }
+        for (i, flip) in [
+            b'{', b'[', b':', b'-', b'"', b'\'', b'&', b'*', b'!', b'\t', b'\n', 0xff,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut m = bytes.clone();
+            for pos in (i * 7..m.len()).step_by(97) {
+                m[pos] = *flip;
+            }
+            let parsed = hatoba_spec::parse_bytes(&m);
+            assert!(parsed.spec.is_some() || !parsed.diagnostics.is_empty());
+        }
+    }
+    assert!(seeds >= 25, "the seed corpus has {seeds} files");
+}

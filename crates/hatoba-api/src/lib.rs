@@ -1,0 +1,163 @@
+//! Hatoba's JSON wire types: what `--output json` prints today and what the
+//! server's API carries later.
+//!
+//! These are a contract with scripts and other tools: fields are only ever
+//! added, and enums are text (`"rolled_back"`). The types are plain data with
+//! no behaviour and no internal dependencies, so a client links nothing of
+//! the server; conversions from domain types live in the crates that own
+//! those types' users (the binary, the server).
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this wire format, in every top-level document.
+pub const API_VERSION: &str = "hatoba/v1";
+
+/// One deployment, as listed by `hatoba history` and shown by `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Its id, e.g. `d-01kbx2...`.
+    pub id: String,
+    /// The service deployed.
+    pub service: String,
+    /// The environment deployed to.
+    pub environment: String,
+    /// The version deployed.
+    pub version: String,
+    /// The commit the version was built from, when known.
+    pub commit_sha: Option<String>,
+    /// `rolling`, `blue_green` or `canary`.
+    pub strategy: String,
+    /// `pending`, `in_progress`, `paused`, `succeeded`, `failed`, `aborted` or `rolled_back`.
+    pub status: String,
+    /// Why it ended the way it did, when it did not simply succeed.
+    pub reason: Option<String>,
+    /// Who asked for it.
+    pub deployed_by: String,
+    /// When it was recorded, RFC 3339 UTC.
+    pub started_at: String,
+    /// When it ended, RFC 3339 UTC; absent while live.
+    pub finished_at: Option<String>,
+    /// How long it took, in milliseconds; absent while live.
+    pub duration_ms: Option<u64>,
+    /// The deployment this one rolled back, when it is a rollback.
+    pub rollback_of: Option<String>,
+    /// A digest of the spec it was deployed with.
+    pub spec_digest: String,
+}
+
+/// One event in a deployment's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// What kind: `created`, `status_changed`, `weight_changed`, ...
+    pub kind: String,
+    /// In words.
+    pub message: String,
+    /// Structured details, when any.
+    pub data: Option<serde_json::Value>,
+}
+
+/// `hatoba history --output json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Newest first.
+    pub deployments: Vec<Deployment>,
+}
+
+/// The state of one service in one environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service.
+    pub service: String,
+    /// The environment.
+    pub environment: String,
+    /// The version serving traffic: that of the latest succeeded deployment.
+    pub current_version: Option<String>,
+    /// That deployment.
+    pub current: Option<Deployment>,
+    /// A deployment in progress, when there is one.
+    pub live: Option<Deployment>,
+}
+
+/// `hatoba status --output json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// One entry per service and environment that has a history.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One problem found in a spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecDiagnostic {
+    /// `error` or `warning`.
+    pub severity: String,
+    /// The file.
+    pub file: String,
+    /// 1-based line, when the problem has a place.
+    pub line: Option<usize>,
+    /// 1-based column, when the problem has a place.
+    pub column: Option<usize>,
+    /// The field path, e.g. `services.web.replicas`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+/// `hatoba validate --output json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The file checked.
+    pub file: String,
+    /// True when there is no error.
+    pub valid: bool,
+    /// The services the spec declares (empty when invalid).
+    pub services: Vec<String>,
+    /// The environments it declares (empty when invalid).
+    pub environments: Vec<String>,
+    /// Everything found.
+    pub diagnostics: Vec<SpecDiagnostic>,
+}
+
+/// The body of every error answer, and what `--output json` prints on stderr
+/// when a command fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The process exit code that goes with it.
+    pub exit_code: u8,
+    /// What went wrong.
+    pub error: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_are_the_contract() {
+        let s = Status {
+            api_version: API_VERSION.to_owned(),
+            services: vec![ServiceStatus {
+                service: "web".to_owned(),
+                environment: "production".to_owned(),
+                current_version: Some("v2".to_owned()),
+                current: None,
+                live: None,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"api_version":"hatoba/v1","services":[{"service":"web","environment":"production","current_version":"v2","current":null,"live":null}]}"#
+        );
+    }
+}

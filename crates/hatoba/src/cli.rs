@@ -1,0 +1,186 @@
+//! The command line: every command, flag and help text, in one place.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hatoba",
+    version,
+    about = "Deploy an app from a commit to production with zero downtime: \
+             step-by-step traffic shifting, automatic analysis and rollback, full history.",
+    after_help = concat!(
+        "Examples:\n",
+        "  hatoba demo                          see the whole idea in a minute\n",
+        "  hatoba validate -f hatoba.yaml       check a spec, every mistake at once\n",
+        "  hatoba history web --env production  every deployment of `web` in production\n",
+        "  hatoba status --output json          current versions, for scripts\n",
+        "\n",
+        "Exit codes:\n",
+        "  0  success\n",
+        "  1  the operation failed\n",
+        "  2  bad input or usage (invalid spec, unknown flag, unreadable file)\n",
+        "  3  the Hatoba server could not be reached\n",
+        "  4  not found (service, environment, deployment, state directory)\n",
+        "  5  conflict (another deployment of the service is in progress)\n",
+        "  6  not built yet in this version of Hatoba",
+    )
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Where Hatoba keeps its state (history database, logs, server address).
+    #[arg(
+        long,
+        global = true,
+        env = "HATOBA_STATE_DIR",
+        default_value = ".hatoba",
+        value_name = "DIR"
+    )]
+    pub(crate) state_dir: PathBuf,
+    /// How to print results: `text` for people, `json` for scripts.
+    #[arg(long, short = 'o', global = true, env = "HATOBA_OUTPUT", value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Check a spec and report every mistake with file, line and column.
+    #[command(
+        after_help = "Examples:\n  hatoba validate\n  hatoba validate -f examples/quickstart/hatoba.yaml --output json\n\n\
+                            Exits 0 when the spec is valid, 2 with the diagnostics on stderr when not."
+    )]
+    Validate(FileArg),
+    /// Print the JSON Schema of hatoba.yaml (for editors and linters).
+    #[command(after_help = "Example:\n  hatoba schema > hatoba.schema.json")]
+    Schema,
+    /// List past deployments, newest first.
+    #[command(
+        after_help = "Examples:\n  hatoba history\n  hatoba history web --env production --limit 5\n  hatoba history --output json"
+    )]
+    History(HistoryArgs),
+    /// Show the version each service runs in each environment, and any deployment in progress.
+    #[command(after_help = "Examples:\n  hatoba status\n  hatoba status web --output json")]
+    Status(StatusArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  hatoba completions bash > /etc/bash_completion.d/hatoba\n  hatoba completions zsh > \"${fpath[1]}/_hatoba\"\n  hatoba completions fish > ~/.config/fish/completions/hatoba.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Run the Hatoba server in the foreground: controller, proxy and API (not built yet).
+    Up(FileArg),
+    /// Deploy a version of a service (not built yet).
+    Deploy(DeployArgs),
+    /// Move a paused rollout on to its next step, or to 100 % with --full (not built yet).
+    Promote {
+        /// The service.
+        service: String,
+        /// Skip the remaining steps.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Stop a rollout and send all traffic back to the stable version (not built yet).
+    Abort {
+        /// The service.
+        service: String,
+    },
+    /// Return a service to its previous (or a named) version (not built yet).
+    Rollback {
+        /// The service.
+        service: String,
+        /// The version to return to; default: the previous succeeded one.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Approve a deployment waiting for approval (not built yet).
+    Approve {
+        /// The deployment id.
+        deployment: String,
+    },
+    /// Show a service's logs (not built yet).
+    Logs {
+        /// The service.
+        service: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Explain what is wrong with a service: instances, probes, weights, events (not built yet).
+    Diagnose {
+        /// The service.
+        service: String,
+    },
+    /// See the whole idea in a minute, with nothing to install.
+    Demo {
+        /// A shorter run.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FileArg {
+    /// The spec file.
+    #[arg(
+        long,
+        short = 'f',
+        env = "HATOBA_FILE",
+        default_value = "hatoba.yaml",
+        value_name = "FILE"
+    )]
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// Only this service.
+    pub(crate) service: Option<String>,
+    /// Only this environment.
+    #[arg(long, short = 'e')]
+    pub(crate) env: Option<String>,
+    /// At most this many deployments.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub(crate) limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Only this service.
+    pub(crate) service: Option<String>,
+    /// Only this environment.
+    #[arg(long, short = 'e')]
+    pub(crate) env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    /// The service.
+    pub(crate) service: String,
+    /// The version to deploy.
+    #[arg(long)]
+    pub(crate) version: String,
+    /// The environment.
+    #[arg(long, short = 'e', default_value = "development")]
+    pub(crate) env: String,
+    /// Extra variables for `${NAME}` interpolation, as NAME=VALUE.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// Wait until the deployment ends.
+    #[arg(long)]
+    pub(crate) wait: bool,
+}

@@ -1,0 +1,73 @@
+//! Exit codes scripts can trust, and the one error type every command
+//! returns them through.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | success |
+//! | 1 | the operation failed (a deployment failed, the store could not be written) |
+//! | 2 | bad input or usage: an invalid spec, an unknown flag, a bad argument, an unreadable file |
+//! | 3 | the Hatoba server could not be reached |
+//! | 4 | not found: no such service, environment, deployment or state directory |
+//! | 5 | conflict: another deployment of the service is in progress |
+//! | 6 | not built yet: the command exists but this version of Hatoba cannot do it |
+
+use std::fmt;
+
+/// A documented exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code, reason = "the whole table is the contract, also before every command that returns each code exists")]
+pub(crate) enum Exit {
+    Ok = 0,
+    Failed = 1,
+    BadInput = 2,
+    Unreachable = 3,
+    NotFound = 4,
+    Conflict = 5,
+    NotBuilt = 6,
+}
+
+impl Exit {
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A failure the user must read: what went wrong, what to do, and the exit
+/// code that says which kind of failure it was.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub(crate) exit: Exit,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+}
+
+impl CliError {
+    pub(crate) fn new(exit: Exit, message: impl Into<String>) -> CliError {
+        CliError {
+            exit,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> CliError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The exit code for any error: a `CliError` says it; anything else is an
+/// operation that failed.
+pub(crate) fn exit_code(err: &anyhow::Error) -> Exit {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<CliError>())
+        .map_or(Exit::Failed, |e| e.exit)
+}

@@ -1,0 +1,95 @@
+//! The `hatoba` binary: parses the command line, runs one command, prints
+//! its result and exits with a documented code. The only crate that writes
+//! to stdout and stderr.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+mod exit;
+mod output;
+mod spec_file;
+mod validate;
+
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command, Output};
+use exit::{CliError, Exit};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version are successes; usage mistakes exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                Exit::BadInput.code()
+            } else {
+                Exit::Ok.code()
+            });
+        }
+    };
+    let output = cli.global.output;
+    match run(cli) {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(err) => {
+            let exit = exit::exit_code(&err);
+            output::error(output, &err, exit);
+            ExitCode::from(exit.code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let g = cli.global;
+    match cli.command {
+        Command::Validate(f) => validate::run(&f.file, g.output),
+        Command::Schema => {
+            output::stdout(&hatoba_spec::json_schema());
+            Ok(Exit::Ok)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "hatoba", &mut buf);
+            output::stdout(&String::from_utf8_lossy(&buf));
+            Ok(Exit::Ok)
+        }
+        Command::History(_) | Command::Status(_) => Err(not_built("history and status")),
+        Command::Up(_) => Err(not_built(
+            "`hatoba up` (the server: controller, proxy and API)",
+        )),
+        Command::Deploy(_) => Err(not_built("`hatoba deploy`")),
+        Command::Promote { .. } => Err(not_built("`hatoba promote`")),
+        Command::Abort { .. } => Err(not_built("`hatoba abort`")),
+        Command::Rollback { .. } => Err(not_built("`hatoba rollback`")),
+        Command::Approve { .. } => Err(not_built("`hatoba approve`")),
+        Command::Logs { .. } => Err(not_built("`hatoba logs`")),
+        Command::Diagnose { .. } => Err(not_built("`hatoba diagnose`")),
+        Command::Demo { .. } => Err(not_built("`hatoba demo`")),
+    }
+}
+
+fn not_built(what: &str) -> anyhow::Error {
+    CliError::new(
+        Exit::NotBuilt,
+        format!("{what} is not built yet in this version of Hatoba"),
+    )
+    .hint("what works today: validate, schema, history, status, completions, demo")
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn output_flag_is_global() {
+        let cli = Cli::try_parse_from(["hatoba", "validate", "--output", "json"]).unwrap();
+        assert_eq!(cli.global.output, Output::Json);
+    }
+}

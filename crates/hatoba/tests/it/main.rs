@@ -1,0 +1,5 @@
+//! The `hatoba` binary as a user runs it: exit codes, stdout and stderr.
+
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
+mod cli;
