@@ -11,7 +11,7 @@ mod spec_file;
 mod validate;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, Output};
+use cli::{Cli, Command};
 use exit::{CliError, Exit};
 use std::process::ExitCode;
 
@@ -81,6 +81,7 @@ fn not_built(what: &str) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cli::Output;
 
     #[test]
     fn cli_definition_is_consistent() {
