@@ -44,6 +44,10 @@ pub(crate) struct Global {
         value_name = "DIR"
     )]
     pub(crate) state_dir: PathBuf,
+    /// Read the history from this PostgreSQL database instead of the state
+    /// directory's SQLite file (`postgres://user@host:5432/hatoba`).
+    #[arg(long, global = true, env = "HATOBA_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
     /// How to print results: `text` for people, `json` for scripts.
     #[arg(long, short = 'o', global = true, env = "HATOBA_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,

@@ -15,7 +15,10 @@ use std::fmt;
 
 /// A documented exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code, reason = "the whole table is the contract, also before every command that returns each code exists")]
+#[allow(
+    dead_code,
+    reason = "the whole table is the contract, also before every command that returns each code exists"
+)]
 pub(crate) enum Exit {
     Ok = 0,
     Failed = 1,

@@ -5,9 +5,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod demo;
 mod exit;
+mod history;
+mod http;
 mod output;
 mod spec_file;
+mod state;
 mod validate;
 
 use clap::{CommandFactory, Parser};
@@ -54,7 +58,8 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             output::stdout(&String::from_utf8_lossy(&buf));
             Ok(Exit::Ok)
         }
-        Command::History(_) | Command::Status(_) => Err(not_built("history and status")),
+        Command::History(args) => runtime()?.block_on(history::history(&g, &args)),
+        Command::Status(args) => runtime()?.block_on(history::status(&g, &args)),
         Command::Up(_) => Err(not_built(
             "`hatoba up` (the server: controller, proxy and API)",
         )),
@@ -65,8 +70,15 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Approve { .. } => Err(not_built("`hatoba approve`")),
         Command::Logs { .. } => Err(not_built("`hatoba logs`")),
         Command::Diagnose { .. } => Err(not_built("`hatoba diagnose`")),
-        Command::Demo { .. } => Err(not_built("`hatoba demo`")),
+        Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 fn not_built(what: &str) -> anyhow::Error {

@@ -3,3 +3,5 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod cli;
+mod demo;
+mod history;

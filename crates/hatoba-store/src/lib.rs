@@ -1,0 +1,44 @@
+//! Hatoba's deployment history: deployments, their event timelines and the
+//! audit log, on SQLite (one server, the default) or PostgreSQL (several).
+//!
+//! The [`Store`] trait is what the rest of Hatoba uses (the server holds an
+//! `Arc<dyn Store>`). [`SqlStore`] is its one implementation: the two
+//! backends are the same code and the same migrations
+//! (`migrations/*.sql`, embedded with `sqlx::migrate!`) over two drivers,
+//! reached through sqlx's `Any` driver. The SQL therefore keeps to the part
+//! both databases and `Any` agree on: TEXT and BIGINT columns (times are
+//! epoch milliseconds, ids and JSON are text, no BOOLEAN), `$N`
+//! placeholders, and no `QueryBuilder::push_bind`.
+//!
+//! Rules this crate keeps:
+//! - A deployment and its `created` event, a status change and its
+//!   `status_changed` event, are written in one transaction; a process killed
+//!   mid-write leaves nothing half-written.
+//! - At most one live (pending, in progress, paused) deployment per service
+//!   and environment, enforced by a partial unique index.
+//! - The current version is a query (latest succeeded deployment), never a
+//!   stored field.
+//! - Finished deployments never change status.
+//! - The store reads no clock: every time is a [`Millis`](hatoba_core::Millis)
+//!   argument.
+//!
+//! It must not define wire types (rows are not `Serialize`) or decide
+//! anything about rollouts beyond these rules.
+
+mod error;
+mod id;
+mod model;
+mod open;
+mod sql;
+mod store;
+#[doc(hidden)]
+pub mod test_hooks;
+
+pub use error::StoreError;
+pub use model::{
+    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, NewAudit, NewDeployment, NewEvent,
+    event_kind,
+};
+pub use open::Backend;
+pub use sql::SqlStore;
+pub use store::Store;

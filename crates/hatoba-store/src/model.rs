@@ -1,0 +1,192 @@
+//! The rows: what the store records and hands back, and what callers pass in.
+//!
+//! These are the only definitions of the stored data (invariant 4). They are
+//! deliberately not `Serialize`: the JSON wire types live in `hatoba-api`, and
+//! conversions to them are explicit functions there.
+
+use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
+
+/// Event kinds the store writes itself. Callers may use any other kind text.
+pub mod event_kind {
+    /// Written with every new deployment, in the same transaction.
+    pub const CREATED: &str = "created";
+    /// Written with every status change, in the same transaction.
+    pub const STATUS_CHANGED: &str = "status_changed";
+    /// A traffic weight was applied (written by the controller).
+    pub const WEIGHT_CHANGED: &str = "weight_changed";
+}
+
+/// A deployment as recorded: one attempt to bring a version of a service to
+/// an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Made by the store: `d-` + time + randomness, sorts by creation.
+    pub id: DeploymentId,
+    /// The service deployed.
+    pub service: ServiceName,
+    /// The environment deployed to.
+    pub environment: EnvName,
+    /// The version deployed.
+    pub version: Version,
+    /// The commit the version was built from, when known.
+    pub commit_sha: Option<String>,
+    /// The rollout strategy's name (`rolling`, `blue_green`, `canary`, ...).
+    pub strategy: String,
+    /// Where the deployment is in its life.
+    pub status: DeploymentStatus,
+    /// Why it is in its status, as given with the latest transition.
+    pub reason: Option<String>,
+    /// Who asked for it.
+    pub deployed_by: String,
+    /// When it was created.
+    pub started_at: Millis,
+    /// When it reached a terminal status.
+    pub finished_at: Option<Millis>,
+    /// The deployment this one rolls back, if it is a rollback.
+    pub rollback_of: Option<DeploymentId>,
+    /// Digest of the spec the deployment was made from.
+    pub spec_digest: String,
+}
+
+/// What the caller supplies to create a deployment; the store adds the id,
+/// the status (`pending`) and the `created` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment {
+    /// The service to deploy.
+    pub service: ServiceName,
+    /// The environment to deploy to.
+    pub environment: EnvName,
+    /// The version to deploy.
+    pub version: Version,
+    /// The commit the version was built from, when known.
+    pub commit_sha: Option<String>,
+    /// The rollout strategy's name.
+    pub strategy: String,
+    /// Who asks for it.
+    pub deployed_by: String,
+    /// The deployment this one rolls back; it must exist.
+    pub rollback_of: Option<DeploymentId>,
+    /// Digest of the spec.
+    pub spec_digest: String,
+    /// Now, by the caller's clock.
+    pub at: Millis,
+}
+
+/// One entry in a deployment's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The deployment it belongs to.
+    pub deployment_id: DeploymentId,
+    /// Its position in the deployment's timeline, from 1, without gaps.
+    pub seq: u64,
+    /// When it happened.
+    pub at: Millis,
+    /// What kind of event (see [`event_kind`]; free text).
+    pub kind: String,
+    /// A short human-readable line.
+    pub message: String,
+    /// Details for machines.
+    pub data: Option<serde_json::Value>,
+}
+
+/// What the caller supplies to append an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// When it happened.
+    pub at: Millis,
+    /// What kind of event.
+    pub kind: String,
+    /// A short human-readable line.
+    pub message: String,
+    /// Details for machines.
+    pub data: Option<serde_json::Value>,
+}
+
+/// Which deployments [`Store::history`](crate::Store::history) returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryFilter {
+    /// Only this service, or all.
+    pub service: Option<ServiceName>,
+    /// Only this environment, or all.
+    pub environment: Option<EnvName>,
+    /// At most this many, newest first (0 gives none).
+    pub limit: u32,
+}
+
+impl HistoryFilter {
+    /// The newest `limit` deployments of every service and environment.
+    pub fn all(limit: u32) -> HistoryFilter {
+        HistoryFilter {
+            service: None,
+            environment: None,
+            limit,
+        }
+    }
+}
+
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditOutcome {
+    /// Allowed and done.
+    Ok,
+    /// Refused by authorisation.
+    Denied,
+    /// Allowed but failed.
+    Error,
+}
+
+impl AuditOutcome {
+    /// Every outcome.
+    pub const ALL: [AuditOutcome; 3] =
+        [AuditOutcome::Ok, AuditOutcome::Denied, AuditOutcome::Error];
+
+    /// The stored name: `ok`, `denied` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Ok => "ok",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Error => "error",
+        }
+    }
+
+    /// The outcome with this stored name.
+    pub fn from_name(name: &str) -> Option<AuditOutcome> {
+        AuditOutcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+/// One entry of the audit log: who did what to what, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Made by the store: `a-` + time + randomness, sorts by time.
+    pub id: String,
+    /// When it happened.
+    pub at: Millis,
+    /// Who acted (a user or token name).
+    pub actor: String,
+    /// What they did (`deploy`, `abort`, `promote`, ...).
+    pub action: String,
+    /// What they did it to (`web/production`, a deployment id, ...).
+    pub target: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// Anything else worth keeping.
+    pub detail: Option<String>,
+}
+
+/// What the caller supplies to record an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    /// When it happened.
+    pub at: Millis,
+    /// Who acted.
+    pub actor: String,
+    /// What they did.
+    pub action: String,
+    /// What they did it to.
+    pub target: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// Anything else worth keeping.
+    pub detail: Option<String>,
+}

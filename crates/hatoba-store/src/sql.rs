@@ -1,0 +1,608 @@
+//! `SqlStore`: the one implementation of [`Store`], the same SQL over
+//! SQLite and PostgreSQL through sqlx's `Any` driver.
+//!
+//! Rules kept here: every write that touches a deployment runs in one
+//! transaction with its event; write transactions on SQLite begin with
+//! `BEGIN IMMEDIATE` so concurrent writers queue on the busy timeout instead
+//! of failing on a lock upgrade; placeholders are `$N` (never
+//! `QueryBuilder::push_bind`, which emits `?` under `Any`); only TEXT and
+//! BIGINT cross the driver. This file must not read a clock.
+
+use async_trait::async_trait;
+use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName};
+use sqlx::any::AnyRow;
+use sqlx::error::ErrorKind;
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::id::{MAX_MILLIS, new_id};
+use crate::open::Backend;
+use crate::{
+    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, NewAudit, NewDeployment, NewEvent,
+    Store, StoreError, event_kind,
+};
+
+/// The history store over an SQLite file or a PostgreSQL database.
+///
+/// Open one with [`SqlStore::open_sqlite`] or [`SqlStore::connect_postgres`];
+/// clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
+    pub(crate) location: String,
+}
+
+macro_rules! deployment_columns {
+    () => {
+        "id, service, environment, version, commit_sha, strategy, status, reason, \
+         deployed_by, started_at, finished_at, rollback_of, spec_digest"
+    };
+}
+
+macro_rules! live_statuses {
+    () => {
+        "('pending', 'in_progress', 'paused')"
+    };
+}
+
+const SELECT_DEPLOYMENT: &str = concat!(
+    "SELECT ",
+    deployment_columns!(),
+    " FROM deployments WHERE id = $1"
+);
+
+const SELECT_LIVE: &str = concat!(
+    "SELECT ",
+    deployment_columns!(),
+    " FROM deployments WHERE service = $1 AND environment = $2 AND status IN ",
+    live_statuses!()
+);
+
+const SELECT_CURRENT: &str = concat!(
+    "SELECT ",
+    deployment_columns!(),
+    " FROM deployments WHERE service = $1 AND environment = $2 AND status = 'succeeded' \
+     ORDER BY finished_at DESC, id DESC LIMIT 1"
+);
+
+const SELECT_CURRENT_ALL: &str = concat!(
+    "SELECT ",
+    deployment_columns!(),
+    " FROM (SELECT ",
+    deployment_columns!(),
+    ", ROW_NUMBER() OVER (PARTITION BY service, environment \
+       ORDER BY finished_at DESC, id DESC) AS newest \
+     FROM deployments WHERE status = 'succeeded') AS succeeded \
+     WHERE newest = 1 ORDER BY service, environment"
+);
+
+const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments \
+     (id, service, environment, version, commit_sha, strategy, status, reason, deployed_by, \
+      started_at, finished_at, rollback_of, spec_digest, last_event_seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, 1)";
+
+const INSERT_EVENT: &str = "INSERT INTO deployment_events \
+     (deployment_id, seq, at, kind, message, data) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Takes the next event seq and, on PostgreSQL, the row lock that makes the
+/// rest of the transaction see the deployment's latest status.
+const BUMP_EVENT_SEQ: &str = "UPDATE deployments SET last_event_seq = last_event_seq + 1 \
+     WHERE id = $1 RETURNING last_event_seq, status";
+
+const UPDATE_STATUS: &str = concat!(
+    "UPDATE deployments SET status = $2, reason = $3, finished_at = $4 WHERE id = $1 RETURNING ",
+    deployment_columns!()
+);
+
+/// How often `create_deployment` retries when a unique index refused the
+/// row but no live deployment was there to blame (it finished in between,
+/// or the random id collided).
+const CREATE_ATTEMPTS: usize = 5;
+
+impl SqlStore {
+    /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite takes the
+    /// write lock now, so a writer waits (busy timeout) rather than failing
+    /// later when a read lock cannot be upgraded.
+    pub(crate) async fn begin_write(
+        &self,
+        doing: &'static str,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(StoreError::db(doing))
+    }
+
+    /// Inserts the deployment row (not its event) into `tx`.
+    pub(crate) async fn insert_deployment_row(
+        tx: &mut Transaction<'static, Any>,
+        id: &DeploymentId,
+        new: &NewDeployment,
+    ) -> Result<(), InsertError> {
+        sqlx::query(INSERT_DEPLOYMENT)
+            .bind(id.as_str())
+            .bind(new.service.as_str())
+            .bind(new.environment.as_str())
+            .bind(new.version.as_str())
+            .bind(new.commit_sha.as_deref())
+            .bind(new.strategy.as_str())
+            .bind(new.deployed_by.as_str())
+            .bind(db_time(new.at).map_err(InsertError::Store)?)
+            .bind(new.rollback_of.as_ref().map(DeploymentId::as_str))
+            .bind(new.spec_digest.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+                Some(ErrorKind::UniqueViolation) => InsertError::Unique(e),
+                Some(ErrorKind::ForeignKeyViolation) => match &new.rollback_of {
+                    Some(id) => InsertError::Store(StoreError::NotFound { id: id.clone() }),
+                    None => InsertError::Store(StoreError::db("creating a deployment")(e)),
+                },
+                _ => InsertError::Store(StoreError::db("creating a deployment")(e)),
+            })?;
+        Ok(())
+    }
+
+    /// One attempt at `create_deployment`.
+    async fn try_create(&self, new: &NewDeployment) -> Result<Deployment, InsertError> {
+        const DOING: &str = "creating a deployment";
+        let id = deployment_id(new.at).map_err(InsertError::Store)?;
+        let mut tx = self.begin_write(DOING).await.map_err(InsertError::Store)?;
+        SqlStore::insert_deployment_row(&mut tx, &id, new).await?;
+        let mut message = format!(
+            "{} {} to {} by {} ({})",
+            new.service, new.version, new.environment, new.deployed_by, new.strategy
+        );
+        if let Some(of) = &new.rollback_of {
+            message.push_str(&format!(", rolling back {of}"));
+        }
+        sqlx::query(INSERT_EVENT)
+            .bind(id.as_str())
+            .bind(1_i64)
+            .bind(db_time(new.at).map_err(InsertError::Store)?)
+            .bind(event_kind::CREATED)
+            .bind(message)
+            .bind(None::<String>)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| InsertError::Store(StoreError::db(DOING)(e)))?;
+        tx.commit()
+            .await
+            .map_err(|e| InsertError::Store(StoreError::db(DOING)(e)))?;
+        Ok(Deployment {
+            id,
+            service: new.service.clone(),
+            environment: new.environment.clone(),
+            version: new.version.clone(),
+            commit_sha: new.commit_sha.clone(),
+            strategy: new.strategy.clone(),
+            status: DeploymentStatus::Pending,
+            reason: None,
+            deployed_by: new.deployed_by.clone(),
+            started_at: new.at,
+            finished_at: None,
+            rollback_of: new.rollback_of.clone(),
+            spec_digest: new.spec_digest.clone(),
+        })
+    }
+
+    /// Bumps the deployment's event seq inside `tx`, returning the new seq
+    /// and the status it has now, or `NotFound`.
+    async fn next_event_seq(
+        tx: &mut Transaction<'static, Any>,
+        id: &DeploymentId,
+        doing: &'static str,
+    ) -> Result<(i64, DeploymentStatus), StoreError> {
+        let row = sqlx::query(BUMP_EVENT_SEQ)
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::db(doing))?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound { id: id.clone() });
+        };
+        let seq = int(&row, "last_event_seq")?;
+        let status = status(text(&row, "status")?)?;
+        Ok((seq, status))
+    }
+
+    async fn fetch_deployments(
+        &self,
+        query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+        doing: &'static str,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db(doing))?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+}
+
+/// Why one insert attempt failed.
+pub(crate) enum InsertError {
+    /// A unique index refused the row: another live deployment (or, very
+    /// rarely, the same id).
+    Unique(sqlx::Error),
+    /// Anything else, already decided.
+    Store(StoreError),
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment, StoreError> {
+        let mut last = None;
+        for _ in 0..CREATE_ATTEMPTS {
+            match self.try_create(&new).await {
+                Ok(deployment) => return Ok(deployment),
+                Err(InsertError::Store(e)) => return Err(e),
+                Err(InsertError::Unique(e)) => {
+                    // The transaction is gone; look for the one to blame.
+                    if let Some(live) = self.live(&new.service, &new.environment).await? {
+                        return Err(StoreError::Conflict {
+                            service: new.service,
+                            environment: new.environment,
+                            live: live.id,
+                        });
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        let source = last.unwrap_or(sqlx::Error::RowNotFound);
+        Err(StoreError::db("creating a deployment")(source))
+    }
+
+    async fn transition(
+        &self,
+        id: &DeploymentId,
+        to: DeploymentStatus,
+        reason: Option<String>,
+        at: Millis,
+    ) -> Result<Deployment, StoreError> {
+        const DOING: &str = "changing a deployment's status";
+        let at_db = db_time(at)?;
+        let mut tx = self.begin_write(DOING).await?;
+        let (seq, from) = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
+        if from.is_terminal() {
+            // Dropping `tx` rolls the seq bump back.
+            return Err(StoreError::Terminal {
+                id: id.clone(),
+                status: from,
+            });
+        }
+        let finished_at = to.is_terminal().then_some(at_db);
+        let row = sqlx::query(UPDATE_STATUS)
+            .bind(id.as_str())
+            .bind(to.as_str())
+            .bind(reason.as_deref())
+            .bind(finished_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        let deployment = deployment_from_row(&row)?;
+        let message = match &reason {
+            Some(reason) => format!("{from} -> {to}: {reason}"),
+            None => format!("{from} -> {to}"),
+        };
+        let data = serde_json::json!({
+            "from": from.as_str(),
+            "to": to.as_str(),
+            "reason": reason,
+        });
+        sqlx::query(INSERT_EVENT)
+            .bind(id.as_str())
+            .bind(seq)
+            .bind(at_db)
+            .bind(event_kind::STATUS_CHANGED)
+            .bind(message)
+            .bind(data.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(deployment)
+    }
+
+    async fn append_event(&self, id: &DeploymentId, event: NewEvent) -> Result<Event, StoreError> {
+        const DOING: &str = "appending an event";
+        let at_db = db_time(event.at)?;
+        let mut tx = self.begin_write(DOING).await?;
+        let (seq, _status) = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
+        sqlx::query(INSERT_EVENT)
+            .bind(id.as_str())
+            .bind(seq)
+            .bind(at_db)
+            .bind(event.kind.as_str())
+            .bind(event.message.as_str())
+            .bind(event.data.as_ref().map(serde_json::Value::to_string))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(Event {
+            deployment_id: id.clone(),
+            seq: seq_from_db(seq)?,
+            at: event.at,
+            kind: event.kind,
+            message: event.message,
+            data: event.data,
+        })
+    }
+
+    async fn deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>, StoreError> {
+        let row = sqlx::query(SELECT_DEPLOYMENT)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a deployment"))?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    async fn events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, message, data FROM deployment_events \
+             WHERE deployment_id = $1 ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("reading a deployment's events"))?;
+        // Every deployment has its `created` event, so none means no deployment.
+        if rows.is_empty() && self.deployment(id).await?.is_none() {
+            return Err(StoreError::NotFound { id: id.clone() });
+        }
+        rows.iter()
+            .map(|row| {
+                let data = match opt_text(row, "data")? {
+                    Some(text) => {
+                        Some(
+                            serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+                                what: "event data",
+                                found: text,
+                            })?,
+                        )
+                    }
+                    None => None,
+                };
+                Ok(Event {
+                    deployment_id: id.clone(),
+                    seq: seq_from_db(int(row, "seq")?)?,
+                    at: millis(row, "at")?,
+                    kind: text(row, "kind")?,
+                    message: text(row, "message")?,
+                    data,
+                })
+            })
+            .collect()
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Deployment>, StoreError> {
+        const DOING: &str = "reading the history";
+        let limit = i64::from(filter.limit);
+        macro_rules! select {
+            ($where:literal, $limit:literal) => {
+                concat!(
+                    "SELECT ",
+                    deployment_columns!(),
+                    " FROM deployments ",
+                    $where,
+                    " ORDER BY started_at DESC, id DESC LIMIT ",
+                    $limit
+                )
+            };
+        }
+        let query = match (&filter.service, &filter.environment) {
+            (None, None) => sqlx::query(select!("", "$1")).bind(limit),
+            (Some(s), None) => sqlx::query(select!("WHERE service = $1", "$2"))
+                .bind(s.as_str())
+                .bind(limit),
+            (None, Some(e)) => sqlx::query(select!("WHERE environment = $1", "$2"))
+                .bind(e.as_str())
+                .bind(limit),
+            (Some(s), Some(e)) => {
+                sqlx::query(select!("WHERE service = $1 AND environment = $2", "$3"))
+                    .bind(s.as_str())
+                    .bind(e.as_str())
+                    .bind(limit)
+            }
+        };
+        self.fetch_deployments(query, DOING).await
+    }
+
+    async fn current(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let query = sqlx::query(SELECT_CURRENT)
+            .bind(service.as_str())
+            .bind(environment.as_str());
+        let mut found = self
+            .fetch_deployments(query, "reading the current deployment")
+            .await?;
+        Ok(found.pop())
+    }
+
+    async fn current_all(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.fetch_deployments(
+            sqlx::query(SELECT_CURRENT_ALL),
+            "reading the current deployments",
+        )
+        .await
+    }
+
+    async fn live(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let query = sqlx::query(SELECT_LIVE)
+            .bind(service.as_str())
+            .bind(environment.as_str());
+        let mut found = self
+            .fetch_deployments(query, "reading the live deployment")
+            .await?;
+        Ok(found.pop())
+    }
+
+    async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
+        const DOING: &str = "recording an audit entry";
+        let at_db = db_time(entry.at)?;
+        let id = new_id("a-", entry.at)?;
+        sqlx::query(
+            "INSERT INTO audit (id, at, actor, action, target, outcome, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(at_db)
+        .bind(entry.actor.as_str())
+        .bind(entry.action.as_str())
+        .bind(entry.target.as_str())
+        .bind(entry.outcome.as_str())
+        .bind(entry.detail.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db(DOING))?;
+        Ok(AuditEntry {
+            id,
+            at: entry.at,
+            actor: entry.actor,
+            action: entry.action,
+            target: entry.target,
+            outcome: entry.outcome,
+            detail: entry.detail,
+        })
+    }
+
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, outcome, detail FROM audit \
+             ORDER BY at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("reading the audit log"))?;
+        rows.iter()
+            .map(|row| {
+                let outcome = text(row, "outcome")?;
+                let Some(outcome) = AuditOutcome::from_name(&outcome) else {
+                    return Err(StoreError::Corrupt {
+                        what: "audit outcome",
+                        found: outcome,
+                    });
+                };
+                Ok(AuditEntry {
+                    id: text(row, "id")?,
+                    at: millis(row, "at")?,
+                    actor: text(row, "actor")?,
+                    action: text(row, "action")?,
+                    target: text(row, "target")?,
+                    outcome,
+                    detail: opt_text(row, "detail")?,
+                })
+            })
+            .collect()
+    }
+}
+
+// The rest of this file turns rows back into types; anything that does not
+// parse is `Corrupt`, never a panic.
+
+/// A fresh deployment id for a deployment created at `at`.
+pub(crate) fn deployment_id(at: Millis) -> Result<DeploymentId, StoreError> {
+    let id = new_id("d-", at)?;
+    DeploymentId::new(id.as_str()).map_err(|_| StoreError::Corrupt {
+        what: "generated deployment id",
+        found: id,
+    })
+}
+
+/// A time as stored: BIGINT milliseconds.
+fn db_time(at: Millis) -> Result<i64, StoreError> {
+    if at.0 > MAX_MILLIS {
+        return Err(StoreError::TimeOutOfRange { at });
+    }
+    i64::try_from(at.0).map_err(|_| StoreError::TimeOutOfRange { at })
+}
+
+fn seq_from_db(seq: i64) -> Result<u64, StoreError> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt {
+        what: "event seq",
+        found: seq.to_string(),
+    })
+}
+
+fn decode_error(column: &'static str, e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt {
+        what: column,
+        found: e.to_string(),
+    }
+}
+
+fn text(row: &AnyRow, column: &'static str) -> Result<String, StoreError> {
+    row.try_get::<String, _>(column)
+        .map_err(|e| decode_error(column, e))
+}
+
+fn opt_text(row: &AnyRow, column: &'static str) -> Result<Option<String>, StoreError> {
+    row.try_get::<Option<String>, _>(column)
+        .map_err(|e| decode_error(column, e))
+}
+
+fn int(row: &AnyRow, column: &'static str) -> Result<i64, StoreError> {
+    row.try_get::<i64, _>(column)
+        .map_err(|e| decode_error(column, e))
+}
+
+fn to_millis(column: &'static str, ms: i64) -> Result<Millis, StoreError> {
+    u64::try_from(ms)
+        .map(Millis)
+        .map_err(|_| StoreError::Corrupt {
+            what: column,
+            found: ms.to_string(),
+        })
+}
+
+fn millis(row: &AnyRow, column: &'static str) -> Result<Millis, StoreError> {
+    to_millis(column, int(row, column)?)
+}
+
+fn opt_millis(row: &AnyRow, column: &'static str) -> Result<Option<Millis>, StoreError> {
+    row.try_get::<Option<i64>, _>(column)
+        .map_err(|e| decode_error(column, e))?
+        .map(|ms| to_millis(column, ms))
+        .transpose()
+}
+
+fn status(text: String) -> Result<DeploymentStatus, StoreError> {
+    parse("deployment status", text)
+}
+
+/// Parses stored text into a core type, or reports it as corrupt.
+fn parse<T: std::str::FromStr>(what: &'static str, text: String) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt { what, found: text })
+}
+
+fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {
+    Ok(Deployment {
+        id: parse("deployment id", text(row, "id")?)?,
+        service: parse("service name", text(row, "service")?)?,
+        environment: parse("environment name", text(row, "environment")?)?,
+        version: parse("version", text(row, "version")?)?,
+        commit_sha: opt_text(row, "commit_sha")?,
+        strategy: text(row, "strategy")?,
+        status: status(text(row, "status")?)?,
+        reason: opt_text(row, "reason")?,
+        deployed_by: text(row, "deployed_by")?,
+        started_at: millis(row, "started_at")?,
+        finished_at: opt_millis(row, "finished_at")?,
+        rollback_of: opt_text(row, "rollback_of")?
+            .map(|id| parse("deployment id", id))
+            .transpose()?,
+        spec_digest: text(row, "spec_digest")?,
+    })
+}

@@ -1,0 +1,80 @@
+//! The `Store` trait: everything the rest of Hatoba may ask of the history.
+//!
+//! It is object-safe (through `async_trait`) so the server can hold an
+//! `Arc<dyn Store>`. It says what is recorded and which rules hold; it must
+//! not leak SQL, pools or driver types.
+
+use async_trait::async_trait;
+use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName};
+
+use crate::{
+    AuditEntry, Deployment, Event, HistoryFilter, NewAudit, NewDeployment, NewEvent, StoreError,
+};
+
+/// The deployment history: deployments, their timelines, the audit log.
+///
+/// Every write that changes a deployment also appends its event in the same
+/// transaction, so a crash never leaves one without the other. Times are
+/// supplied by the caller; the store reads no clock.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Records a new `pending` deployment and its `created` event.
+    ///
+    /// Fails with [`StoreError::Conflict`] naming the live deployment when
+    /// the service already has one pending, in progress or paused in that
+    /// environment, and with [`StoreError::NotFound`] when `rollback_of`
+    /// names no deployment.
+    async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment, StoreError>;
+
+    /// Moves a deployment to `to`, recording `reason` and, for a terminal
+    /// status, `finished_at`, and appends a `status_changed` event
+    /// (`in_progress -> rolled_back: readiness deadline exceeded`).
+    ///
+    /// Refuses to move a finished deployment ([`StoreError::Terminal`]).
+    async fn transition(
+        &self,
+        id: &DeploymentId,
+        to: DeploymentStatus,
+        reason: Option<String>,
+        at: Millis,
+    ) -> Result<Deployment, StoreError>;
+
+    /// Appends an event to a deployment's timeline (finished ones included).
+    async fn append_event(&self, id: &DeploymentId, event: NewEvent) -> Result<Event, StoreError>;
+
+    /// The deployment with this id, if any.
+    async fn deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>, StoreError>;
+
+    /// A deployment's timeline, oldest first ([`StoreError::NotFound`] for
+    /// an unknown id).
+    async fn events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError>;
+
+    /// Deployments matching the filter, newest first.
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Deployment>, StoreError>;
+
+    /// What runs in an environment: its latest succeeded deployment (by
+    /// finish time, then id). A query over the history, never a cached field.
+    async fn current(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+    ) -> Result<Option<Deployment>, StoreError>;
+
+    /// [`Store::current`] for every service and environment that has a
+    /// succeeded deployment, ordered by service then environment.
+    async fn current_all(&self) -> Result<Vec<Deployment>, StoreError>;
+
+    /// The deployment pending, in progress or paused in an environment (there
+    /// is at most one).
+    async fn live(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+    ) -> Result<Option<Deployment>, StoreError>;
+
+    /// Records who did what, and how it ended.
+    async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}

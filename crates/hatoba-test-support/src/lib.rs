@@ -1,0 +1,22 @@
+//! Test harness shared by Hatoba's crates (a dev-dependency only).
+//!
+//! - [`external`]: the finder for outside parts. A test that needs one
+//!   (PostgreSQL today) asks for it; when it cannot be had the test prints
+//!   `SKIP <test>: <reason>` and returns, unless `HATOBA_REQUIRE_EXTERNAL=1`
+//!   (CI), where it fails instead.
+//! - [`postgres`] / [`TempPostgres`]: a throw-away PostgreSQL cluster on a
+//!   free loopback port, a fresh database per caller, stopped on drop.
+//! - [`wait_for`], [`wait_for_async`]: poll a condition with a deadline
+//!   (tests never sleep a fixed time hoping something is ready).
+//! - [`free_port`]: a free port on 127.0.0.1.
+//!
+//! Panicking is how this crate fails a test; it must never be a dependency
+//! of production code.
+
+mod external;
+mod postgres;
+mod wait;
+
+pub use external::{REQUIRE_EXTERNAL, external, require_external};
+pub use postgres::{PostgresUnavailable, TempPostgres, postgres};
+pub use wait::{TimedOut, free_port, wait_for, wait_for_async};

@@ -1,0 +1,220 @@
+//! `hatoba history` and `hatoba status`: reading the deployment history.
+//!
+//! Rows come from `hatoba-store`; they are converted to `hatoba-api` types
+//! here (the one place that knows both) and printed as a table or JSON.
+
+use crate::cli::{Global, HistoryArgs, Output, StatusArgs};
+use crate::exit::{CliError, Exit};
+use crate::output;
+use comfy_table::{Table, presets};
+use hatoba_core::{EnvName, ServiceName};
+use hatoba_store::{HistoryFilter, Store};
+
+pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> anyhow::Result<Exit> {
+    let filter = HistoryFilter {
+        service: args.service.as_deref().map(parse_service).transpose()?,
+        environment: args.env.as_deref().map(parse_env).transpose()?,
+        limit: args.limit,
+    };
+    let store = crate::state::open_for_reading(global).await?;
+    let rows = store.history(&filter).await?;
+    store.close().await;
+    let deployments: Vec<hatoba_api::Deployment> = rows.iter().map(to_api).collect();
+    match global.output {
+        Output::Json => output::json(&hatoba_api::History {
+            api_version: hatoba_api::API_VERSION.to_owned(),
+            deployments,
+        })?,
+        Output::Text if deployments.is_empty() => output::stderr("no deployments match\n"),
+        Output::Text => output::stdout(&history_table(&deployments)),
+    }
+    Ok(Exit::Ok)
+}
+
+pub(crate) async fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<Exit> {
+    let service = args.service.as_deref().map(parse_service).transpose()?;
+    let env = args.env.as_deref().map(parse_env).transpose()?;
+    let store = crate::state::open_for_reading(global).await?;
+    let statuses = collect_status(&store, service.as_ref(), env.as_ref()).await;
+    store.close().await;
+    let statuses = statuses?;
+    if statuses.is_empty() && service.is_some() {
+        return Err(CliError::new(
+            Exit::NotFound,
+            format!(
+                "service `{}` has no deployment history{}",
+                args.service.as_deref().unwrap_or_default(),
+                match &env {
+                    Some(e) => format!(" in `{e}`"),
+                    None => String::new(),
+                }
+            ),
+        )
+        .hint("`hatoba history` lists what has been deployed")
+        .into());
+    }
+    match global.output {
+        Output::Json => output::json(&hatoba_api::Status {
+            api_version: hatoba_api::API_VERSION.to_owned(),
+            services: statuses,
+        })?,
+        Output::Text if statuses.is_empty() => output::stderr("nothing has been deployed yet\n"),
+        Output::Text => output::stdout(&status_table(&statuses)),
+    }
+    Ok(Exit::Ok)
+}
+
+/// Current and live deployment of every (service, environment) with a
+/// history, optionally narrowed.
+async fn collect_status(
+    store: &dyn Store,
+    service: Option<&ServiceName>,
+    env: Option<&EnvName>,
+) -> anyhow::Result<Vec<hatoba_api::ServiceStatus>> {
+    // Every pair that appears in the history, not only those with a success:
+    // a service whose first deployment failed still has a status.
+    let mut pairs: Vec<(ServiceName, EnvName)> = Vec::new();
+    let filter = HistoryFilter {
+        service: service.cloned(),
+        environment: env.cloned(),
+        limit: 10_000,
+    };
+    for d in store.history(&filter).await? {
+        let pair = (d.service, d.environment);
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
+    pairs.sort();
+    let mut out = Vec::with_capacity(pairs.len());
+    for (s, e) in pairs {
+        let current = store.current(&s, &e).await?;
+        let live = store.live(&s, &e).await?;
+        out.push(hatoba_api::ServiceStatus {
+            service: s.to_string(),
+            environment: e.to_string(),
+            current_version: current.as_ref().map(|d| d.version.to_string()),
+            current: current.as_ref().map(to_api),
+            live: live.as_ref().map(to_api),
+        });
+    }
+    Ok(out)
+}
+
+fn parse_service(s: &str) -> Result<ServiceName, CliError> {
+    s.parse()
+        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))
+}
+
+fn parse_env(s: &str) -> Result<EnvName, CliError> {
+    s.parse()
+        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))
+}
+
+/// A stored deployment as the wire shows it.
+pub(crate) fn to_api(d: &hatoba_store::Deployment) -> hatoba_api::Deployment {
+    hatoba_api::Deployment {
+        id: d.id.to_string(),
+        service: d.service.to_string(),
+        environment: d.environment.to_string(),
+        version: d.version.to_string(),
+        commit_sha: d.commit_sha.clone(),
+        strategy: d.strategy.clone(),
+        status: d.status.to_string(),
+        reason: d.reason.clone(),
+        deployed_by: d.deployed_by.clone(),
+        started_at: d.started_at.to_rfc3339(),
+        finished_at: d.finished_at.map(|t| t.to_rfc3339()),
+        duration_ms: d.finished_at.map(|f| f.0.saturating_sub(d.started_at.0)),
+        rollback_of: d.rollback_of.as_ref().map(ToString::to_string),
+        spec_digest: d.spec_digest.clone(),
+    }
+}
+
+/// `2026-11-23T12:15:13.000Z` → `2026-11-23 12:15:13`.
+fn short_time(rfc3339: &str) -> String {
+    rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
+}
+
+fn short_duration(ms: Option<u64>) -> String {
+    ms.map_or_else(
+        || "-".to_owned(),
+        |ms| hatoba_core::format_duration(std::time::Duration::from_millis(ms)),
+    )
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+pub(crate) fn history_table(deployments: &[hatoba_api::Deployment]) -> String {
+    let mut t = table(&[
+        "ID",
+        "SERVICE",
+        "ENV",
+        "VERSION",
+        "STRATEGY",
+        "STATUS",
+        "STARTED (UTC)",
+        "TOOK",
+        "BY",
+        "REASON",
+    ]);
+    for d in deployments {
+        t.add_row(vec![
+            d.id.clone(),
+            d.service.clone(),
+            d.environment.clone(),
+            d.version.clone(),
+            d.strategy.clone(),
+            d.status.clone(),
+            short_time(&d.started_at),
+            short_duration(d.duration_ms),
+            d.deployed_by.clone(),
+            d.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    format!("{}\n", trim_lines(&t.to_string()))
+}
+
+fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
+    let mut t = table(&[
+        "SERVICE",
+        "ENV",
+        "VERSION",
+        "SINCE (UTC)",
+        "DEPLOYMENT",
+        "IN PROGRESS",
+    ]);
+    for s in statuses {
+        let live = s.live.as_ref().map_or_else(
+            || "-".to_owned(),
+            |d| format!("{} {} ({})", d.version, d.status, d.id),
+        );
+        t.add_row(vec![
+            s.service.clone(),
+            s.environment.clone(),
+            s.current_version.clone().unwrap_or_else(|| "-".to_owned()),
+            s.current
+                .as_ref()
+                .and_then(|d| d.finished_at.as_deref())
+                .map_or_else(|| "-".to_owned(), short_time),
+            s.current
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |d| d.id.clone()),
+            live,
+        ]);
+    }
+    format!("{}\n", trim_lines(&t.to_string()))
+}
+
+/// comfy-table pads the last column and starts rows with a space; trim both.
+fn trim_lines(s: &str) -> String {
+    s.lines()
+        .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
