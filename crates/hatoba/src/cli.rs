@@ -78,6 +78,25 @@ pub(crate) enum Command {
     /// Show the version each service runs in each environment, and any deployment in progress.
     #[command(after_help = "Examples:\n  hatoba status\n  hatoba status web --output json")]
     Status(StatusArgs),
+    /// Run Hatoba's proxy alone over fixed backends from a routes file (for
+    /// benchmarks and tests; `hatoba up` runs it with the controller).
+    #[command(after_help = "Example:\n  hatoba proxy --routes routes.toml\n\n\
+                            The routes file (TOML):\n\
+                            \x20 listen = \"127.0.0.1:8080\"\n\
+                            \x20 admin = \"127.0.0.1:9901\"   # optional: /metrics, /routes, /healthz\n\
+                            \x20 service = \"web\"\n\
+                            \x20 [[group]]\n\
+                            \x20 role = \"stable\"            # stable | canary | preview\n\
+                            \x20 version = \"v1\"\n\
+                            \x20 weight = 100\n\
+                            \x20 backends = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n\n\
+                            SIGHUP reloads the file (a bad file keeps the running table); SIGTERM or Ctrl-C\n\
+                            stops accepting and lets requests in flight finish.")]
+    Proxy {
+        /// The routes file.
+        #[arg(long, value_name = "FILE")]
+        routes: PathBuf,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  hatoba completions bash > /etc/bash_completion.d/hatoba\n  hatoba completions zsh > \"${fpath[1]}/_hatoba\"\n  hatoba completions fish > ~/.config/fish/completions/hatoba.fish"

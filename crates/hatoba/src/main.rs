@@ -10,6 +10,7 @@ mod exit;
 mod history;
 mod http;
 mod output;
+mod proxy_cmd;
 mod spec_file;
 mod state;
 mod validate;
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             output::stdout(&hatoba_spec::json_schema());
             Ok(Exit::Ok)
         }
+        Command::Proxy { routes } => proxy_cmd::run(&routes),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();

@@ -1,0 +1,310 @@
+//! `GroupStats`, the traffic of one (service, role, version): cumulative
+//! totals for Prometheus, two rings of time slots for the rolling windows,
+//! an in-flight gauge, and the per-instance counters (`InstanceStats`) of
+//! the backends serving it.
+//!
+//! `record` is the proxy's hot path: relaxed atomics only, no lock, no
+//! allocation, no clock (the caller passes `now`). Only creating an
+//! instance's stats takes a lock, and that happens when a route table is
+//! built, not per request.
+
+use crate::counts::{Counts, Tally};
+use crate::histogram::BUCKETS;
+use crate::outcome::{Failure, Outcome, Record, Role, STATUS_SLOTS, status_label};
+use crate::window::{Ring, Window, WindowStats};
+use hatoba_core::Millis;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+const FINE_SLOTS: usize = 10;
+const COARSE_SLOTS: usize = 30;
+
+/// The traffic of one (service, role, version). Obtained once from
+/// [`Recorder::group`](crate::Recorder::group) and kept by the caller; it
+/// keeps counting for as long as anyone holds it.
+pub struct GroupStats {
+    service: String,
+    role: Role,
+    version: String,
+    totals: Tally,
+    /// Cumulative count per status code 100-599, then "other".
+    by_status: Box<[AtomicU64]>,
+    /// Cumulative latency buckets of judged requests.
+    latency: Box<[AtomicU64]>,
+    in_flight: AtomicU64,
+    /// `now + 1` of the newest record, 0 before the first.
+    last_record: AtomicU64,
+    /// 1 s slots: the 10 s window.
+    fine: Ring,
+    /// 10 s slots: the 1 min and 5 min windows.
+    coarse: Ring,
+    instances: RwLock<BTreeMap<String, Arc<InstanceStats>>>,
+}
+
+impl fmt::Debug for GroupStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupStats")
+            .field("service", &self.service)
+            .field("role", &self.role)
+            .field("version", &self.version)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupStats {
+    pub(crate) fn new(service: &str, role: Role, version: &str) -> GroupStats {
+        GroupStats {
+            service: service.to_owned(),
+            role,
+            version: version.to_owned(),
+            totals: Tally::default(),
+            by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            latency: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            in_flight: AtomicU64::new(0),
+            last_record: AtomicU64::new(0),
+            fine: Ring::new(Window::S10.slot(), FINE_SLOTS),
+            coarse: Ring::new(Window::M5.slot(), COARSE_SLOTS),
+            instances: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Approximate bytes one group holds (counters, buckets and both rings;
+    /// not its names or instances): about 245 KB.
+    pub fn memory_bytes() -> usize {
+        size_of::<GroupStats>()
+            + STATUS_SLOTS * size_of::<AtomicU64>()
+            + BUCKETS * size_of::<AtomicU64>()
+            + Ring::memory_bytes(FINE_SLOTS)
+            + Ring::memory_bytes(COARSE_SLOTS)
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The role the version plays.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Records one finished request: how it ended and how long it took (from
+    /// receiving the request to its end), at `now`. Lock-free and
+    /// allocation-free; see the crate docs for what concurrent calls
+    /// guarantee.
+    pub fn record(&self, now: Millis, outcome: Outcome, latency: Duration) {
+        let rec = Record::new(outcome, latency);
+        self.totals.add(&rec);
+        self.by_status[rec.status_slot].fetch_add(1, Relaxed);
+        if let Some((bucket, _)) = rec.latency {
+            self.latency[bucket].fetch_add(1, Relaxed);
+        }
+        self.fine.record(now, &rec);
+        self.coarse.record(now, &rec);
+        let stamp = now.0.saturating_add(1);
+        if self.last_record.load(Relaxed) < stamp {
+            self.last_record.fetch_max(stamp, Relaxed);
+        }
+    }
+
+    /// Counts one request in flight until the guard is dropped.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(Gauge::Group(Arc::clone(self)))
+    }
+
+    /// Requests in flight now (started and not yet dropped).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// The `now` of the newest record so far, if any.
+    pub fn last_record(&self) -> Option<Millis> {
+        self.last_record.load(Relaxed).checked_sub(1).map(Millis)
+    }
+
+    /// Everything recorded since the group was created.
+    pub fn totals(&self) -> Counts {
+        let mut out = Counts::default();
+        self.totals.add_to(&mut out);
+        for (o, b) in out.latency.counts_mut().iter_mut().zip(self.latency.iter()) {
+            *o = b.load(Relaxed);
+        }
+        out
+    }
+
+    /// Cumulative count per status code, for codes seen at least once, in
+    /// code order; `None` stands for numbers outside 100-599.
+    pub fn status_totals(&self) -> Vec<(Option<u16>, u64)> {
+        self.by_status
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (status_label(i), c.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The requests recorded in `window` up to `now` (see the `window`
+    /// module for what a window covers). Reading never changes the group.
+    pub fn window(&self, window: Window, now: Millis) -> WindowStats {
+        let mut stats = WindowStats::empty(window, now);
+        let mut scratch = Counts::default();
+        let ring = match window {
+            Window::S10 => &self.fine,
+            Window::M1 | Window::M5 => &self.coarse,
+        };
+        ring.read(now, window.slots(), &mut stats.counts, &mut scratch);
+        stats
+    }
+
+    /// Get-or-create the counters of one instance (a backend's `host:port`)
+    /// serving this group. Takes a lock; call it when building a route
+    /// table and keep the `Arc`.
+    pub fn instance(&self, instance: &str) -> Arc<InstanceStats> {
+        if let Some(found) = self
+            .instances
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(instance)
+        {
+            return Arc::clone(found);
+        }
+        let mut map = self
+            .instances
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            map.entry(instance.to_owned())
+                .or_insert_with(|| Arc::new(InstanceStats::new(instance))),
+        )
+    }
+
+    /// The instances seen so far, by name.
+    pub fn instances(&self) -> Vec<Arc<InstanceStats>> {
+        self.instances
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets an instance's counters (e.g. once it is gone from every route
+    /// table); holders of its `Arc` keep counting into a detached copy.
+    pub fn remove_instance(&self, instance: &str) -> Option<Arc<InstanceStats>> {
+        self.instances
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(instance)
+    }
+}
+
+/// Counters of one instance inside a group: requests by class and failures
+/// by kind since start, and requests in flight. No histograms, no windows.
+#[derive(Debug)]
+pub struct InstanceStats {
+    instance: String,
+    by_class: [AtomicU64; 5],
+    failures: [AtomicU64; 3],
+    in_flight: AtomicU64,
+}
+
+/// What an instance's counters add up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceCounts {
+    /// Every outcome recorded (`by_class` summed).
+    pub requests: u64,
+    /// Outcomes by status class 1xx..5xx (see `Outcome::status`).
+    pub by_class: [u64; 5],
+    /// Upstream failures.
+    pub upstream_failures: u64,
+    /// Downstream failures.
+    pub downstream_failures: u64,
+    /// Internal failures.
+    pub internal_failures: u64,
+}
+
+impl InstanceStats {
+    fn new(instance: &str) -> InstanceStats {
+        InstanceStats {
+            instance: instance.to_owned(),
+            by_class: Default::default(),
+            failures: Default::default(),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// The instance's name (`host:port`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Records one outcome of a request (or of one attempt, if the caller
+    /// retries) sent to this instance. Lock-free, allocation-free.
+    pub fn record(&self, outcome: Outcome) {
+        let rec = Record::new(outcome, Duration::ZERO);
+        self.by_class[rec.class].fetch_add(1, Relaxed);
+        if let Some(f) = rec.failure {
+            self.failures[f].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one request in flight to this instance until the guard is
+    /// dropped.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(Gauge::Instance(Arc::clone(self)))
+    }
+
+    /// Requests in flight to this instance now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Everything recorded since the instance's counters were created.
+    pub fn totals(&self) -> InstanceCounts {
+        let mut by_class = [0u64; 5];
+        for (o, c) in by_class.iter_mut().zip(self.by_class.iter()) {
+            *o = c.load(Relaxed);
+        }
+        let f = |k: Failure| self.failures[k.index()].load(Relaxed);
+        InstanceCounts {
+            requests: by_class.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+            by_class,
+            upstream_failures: f(Failure::Upstream),
+            downstream_failures: f(Failure::Downstream),
+            internal_failures: f(Failure::Internal),
+        }
+    }
+}
+
+/// A request in flight, counted in its group's or instance's gauge until
+/// dropped (answered, failed or abandoned).
+#[must_use = "the request counts as in flight only while the guard lives"]
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+#[derive(Debug)]
+enum Gauge {
+    Group(Arc<GroupStats>),
+    Instance(Arc<InstanceStats>),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let gauge = match &self.0 {
+            Gauge::Group(g) => &g.in_flight,
+            Gauge::Instance(i) => &i.in_flight,
+        };
+        gauge.fetch_sub(1, Relaxed);
+    }
+}

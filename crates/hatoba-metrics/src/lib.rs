@@ -1,0 +1,44 @@
+//! Hatoba's per-version traffic recorder: what the proxy measures about
+//! every request it carries, read in-process by analysis (rolling windows)
+//! and scraped by Prometheus (cumulative counters) on the admin listener.
+//!
+//! One [`Recorder`] per proxy process holds a [`GroupStats`] per (service,
+//! [`Role`], version), and inside each the [`InstanceStats`] of the backends
+//! serving it. The proxy gets each `Arc` once, when it builds a route table,
+//! and on every request calls [`GroupStats::record`] with `now`, the
+//! [`Outcome`] and the latency.
+//!
+//! Rules this crate keeps, and must keep:
+//! - **The record path is cheap**: relaxed atomic adds on fixed arrays; no
+//!   lock, no allocation, no clock. (The one wait: a record landing on a
+//!   window slot that another thread is recycling waits for that recycle,
+//!   which happens at most once per slot period and zeroes ~1,400 counters;
+//!   see the `window` module.)
+//! - **No clock**: every call takes `now` (`hatoba_core::Millis`) from the
+//!   caller, so tests drive time by hand.
+//! - **Only upstream failures count against a version** ([`Failure`]):
+//!   downstream and internal failures are counted, but neither in the
+//!   success rate nor in the latency histograms.
+//! - **Bounded memory**: about 245 KB per group ([`GroupStats::memory_bytes`]),
+//!   fixed at creation; groups live until [`Recorder::remove`] or
+//!   [`Recorder::retain`].
+//! - No IO, no printing, no async runtime.
+//!
+//! Latency histograms have a fixed layout ([`Bucket`]): 100 µs buckets below
+//! 10 ms, 1 ms below 1 s, then ≤ 2.5 %-wide buckets up to 100 s; quantiles
+//! are within half a bucket of the true nearest-rank value.
+
+mod counts;
+mod group;
+mod histogram;
+mod outcome;
+mod prometheus;
+mod recorder;
+mod window;
+
+pub use counts::Counts;
+pub use group::{GroupStats, InFlight, InstanceCounts, InstanceStats};
+pub use histogram::{BUCKETS, Bucket, LatencyHistogram, nearest_rank};
+pub use outcome::{Failure, Outcome, Role};
+pub use recorder::Recorder;
+pub use window::{Window, WindowStats};

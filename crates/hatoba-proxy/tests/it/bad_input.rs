@@ -1,0 +1,198 @@
+//! Hostile and broken input: each gets the right answer, nobody else is
+//! disturbed, nothing panics.
+
+use crate::support::{InProcess, Load, Proxy, group, raw, spec};
+use hatoba_metrics::Role;
+use hatoba_proxy::ProxyOptions;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_backend_is_a_503_with_a_json_body() {
+    let proxy = Proxy::start(spec(vec![]), ProxyOptions::default());
+    let resp = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert!(
+        resp.contains("application/json") && resp.contains("\"error\":\"no_backend\""),
+        "{resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_backends_are_a_502() {
+    let dead = hatoba_test_support::free_port().unwrap();
+    let proxy = Proxy::start(
+        spec(vec![group(
+            Role::Stable,
+            "v1",
+            100,
+            &[format!("127.0.0.1:{dead}").parse().unwrap()],
+        )]),
+        ProxyOptions::default(),
+    );
+    let resp = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    assert!(
+        resp.contains("\"error\":\"upstream_unreachable\""),
+        "{resp}"
+    );
+}
+
+/// A backend that answers garbage, one that hangs: 502 and 504, and a good
+/// backend beside them keeps serving a concurrent load without failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_and_hanging_backends_get_502_and_504_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = garbage.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
+            });
+        }
+    });
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_addr = hanging.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hanging.accept().await {
+            held.push(s);
+        }
+    });
+    let good = InProcess::start("v1", |_| {}).await;
+    let opts = ProxyOptions {
+        response_timeout: Duration::from_millis(500),
+        ..ProxyOptions::default()
+    };
+    let bad_proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[garbage_addr])]),
+        opts.clone(),
+    );
+    let slow_proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[hanging_addr])]),
+        opts.clone(),
+    );
+    let good_proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[good.addr])]),
+        opts,
+    );
+    let load = Load::start(good_proxy.addr, 8);
+    let resp = raw(
+        bad_proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    let resp = raw(
+        slow_proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+    assert!(resp.contains("\"error\":\"upstream_timeout\""), "{resp}");
+    load.pass(1_000).await;
+    let tally = load.finish().await;
+    assert!(tally.failed.is_empty(), "{:?}", tally.failed);
+    good.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_are_refused() {
+    let s = InProcess::start("v1", |_| {}).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[s.addr])]),
+        ProxyOptions::default(),
+    );
+    let resp = raw(proxy.addr, b"NOT A REQUEST\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp:?}");
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    big.extend(b"\r\n\r\n");
+    let resp = raw(proxy.addr, &big).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{:?}",
+        &resp[..resp.len().min(100)]
+    );
+    // The proxy still serves after all that.
+    let resp = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_disconnects_mid_body_disturbs_no_one() {
+    use tokio::io::AsyncWriteExt;
+    let s = InProcess::start("v1", |_| {}).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[s.addr])]),
+        ProxyOptions::default(),
+    );
+    let load = Load::start(proxy.addr, 8);
+    for _ in 0..20 {
+        let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nonly a little")
+            .await
+            .unwrap();
+        drop(c);
+    }
+    load.pass(1_000).await;
+    let tally = load.finish().await;
+    assert!(tally.failed.is_empty(), "{:?}", tally.failed);
+    s.stop().await;
+}
+
+/// A client that sends its headers a byte at a time is cut off after the
+/// header timeout; a load beside it is served without a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slowloris_is_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = InProcess::start("v1", |_| {}).await;
+    let opts = ProxyOptions {
+        header_read_timeout: Duration::from_secs(1),
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(spec(vec![group(Role::Stable, "v1", 100, &[s.addr])]), opts);
+    let load = Load::start(proxy.addr, 8);
+    let started = tokio::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut closed = false;
+    for b in
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+    {
+        if slow.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await
+        {
+            // EOF or an error answer: the proxy gave up on this client.
+            let _ = n;
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the slow client was never cut off");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "cut off only after {took:?}");
+    load.pass(1_000).await;
+    let tally = load.finish().await;
+    assert!(tally.failed.is_empty(), "{:?}", tally.failed);
+    s.stop().await;
+}

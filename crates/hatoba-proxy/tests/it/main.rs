@@ -1,0 +1,10 @@
+//! The proxy under load and under attack, with real backends on loopback:
+//! zero failed requests through weight changes, a blue-green swap, a drain
+//! and a SIGKILL; clean answers to bad input.
+
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
+mod bad_input;
+mod features;
+mod support;
+mod zero_downtime;

@@ -1,0 +1,88 @@
+//! `hatoba proxy --routes FILE`: the proxy alone over fixed backends.
+//! Reloads the file on SIGHUP, drains on SIGTERM / Ctrl-C.
+
+use crate::exit::{CliError, Exit};
+use crate::output;
+use hatoba_proxy::{AdminServer, ProxyOptions, ProxyServer, Router, RoutesFile};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+
+fn load(path: &Path) -> Result<RoutesFile, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::new(
+            Exit::BadInput,
+            format!("cannot read routes file `{}`: {e}", path.display()),
+        )
+    })?;
+    RoutesFile::parse(&text).map_err(|e| {
+        CliError::new(
+            Exit::BadInput,
+            format!("routes file `{}`: {e}", path.display()),
+        )
+    })
+}
+
+pub(crate) fn run(path: &Path) -> anyhow::Result<Exit> {
+    let file = load(path)?;
+    let recorder = Arc::new(hatoba_metrics::Recorder::new());
+    let router = Arc::new(
+        Router::new(file.route_spec(), Arc::clone(&recorder))
+            .map_err(|e| CliError::new(Exit::BadInput, e.to_string()))?,
+    );
+    let server = ProxyServer::start(
+        file.listen,
+        Arc::clone(&router),
+        ProxyOptions::default(),
+        file.threads,
+    )
+    .map_err(|e| {
+        CliError::new(
+            Exit::Failed,
+            format!("cannot listen on {}: {e}", file.listen),
+        )
+    })?;
+    let admin = match file.admin {
+        Some(a) => Some(
+            AdminServer::start(a, Arc::clone(&recorder), vec![Arc::clone(&router)]).map_err(
+                |e| CliError::new(Exit::Failed, format!("cannot listen on {a} (admin): {e}")),
+            )?,
+        ),
+        None => None,
+    };
+    output::stderr(&format!("listening on {}\n", server.local_addr()));
+    if let Some(a) = &admin {
+        output::stderr(&format!(
+            "admin on {} (/metrics, /routes, /healthz)\n",
+            a.local_addr()
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match load(path) {
+                    Ok(f) => match router.update(f.route_spec()) {
+                        Ok(()) => output::stderr("routes reloaded\n"),
+                        Err(e) => output::stderr(&format!("routes not reloaded, keeping the running table: {e}\n")),
+                    },
+                    Err(e) => output::stderr(&format!("routes not reloaded, keeping the running table: {e}\n")),
+                },
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    output::stderr("stopping: finishing requests in flight\n");
+    server.shutdown();
+    if let Some(a) = admin {
+        a.shutdown();
+    }
+    Ok(Exit::Ok)
+}
