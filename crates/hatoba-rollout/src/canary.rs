@@ -1,0 +1,393 @@
+//! Canary: shift traffic to the new version in steps, pausing and analysing
+//! between them, then promote it; abort at any time.
+//!
+//! Each `setWeight` step first scales the canary track in proportion to the
+//! weight (at least one instance) and sets the weight only once that many
+//! canary instances are ready, so traffic never goes to instances that can
+//! not take it. Waiting for readiness is bounded by the progress deadline.
+//! After the last step the canary is scaled to full size, gets 100 %, and
+//! the stable track is scaled to zero. An abort (operator) or a failed
+//! check (analysis, health, deadline) sets the weight back to 0 while the
+//! stable track is still at full size, then scales the canary to zero.
+
+use crate::{AnalysisRun, Command, Input, Outcome, Track, Verdict};
+use hatoba_core::{Millis, Weight, format_duration};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// One canary step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Give the canary this share of traffic.
+    SetWeight(Weight),
+    /// Wait this long, or (None) until an operator promotes.
+    Pause(Option<Duration>),
+    /// Run this step's analysis; move on when it passes.
+    Analysis,
+}
+
+/// What the canary machine needs to know about the rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryPlan {
+    /// Instances of the new version at the end (and of stable now).
+    pub replicas: u32,
+    /// Ready stable instances when the rollout starts; 0 on a first
+    /// deployment, which skips the steps (there is nothing to compare with).
+    pub stable_ready: u32,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// How long canary instances may take to become ready.
+    pub progress_deadline: Duration,
+    /// Run a background analysis for the whole rollout.
+    pub background_analysis: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    /// Waiting for `need` ready canary instances before setting `weight`.
+    Scaling {
+        step: usize,
+        weight: Weight,
+        need: u32,
+        since: Millis,
+    },
+    /// A pause step; `until: None` waits for a promote.
+    Paused {
+        step: usize,
+        until: Option<Millis>,
+    },
+    /// A step's analysis is running.
+    Analysing {
+        step: usize,
+    },
+    /// A step's analysis was inconclusive: waits for a promote or an abort.
+    Held {
+        step: usize,
+    },
+    /// After the last step: waiting for the canary at full size.
+    Promoting {
+        since: Millis,
+    },
+    /// The background analysis was inconclusive: promotion waits for a person.
+    AwaitingPromotion,
+    Done,
+}
+
+/// The canary state machine.
+#[derive(Debug)]
+pub struct Canary {
+    plan: CanaryPlan,
+    state: State,
+    ready_canary: u32,
+    /// The canary's current weight, as last commanded.
+    weight: Weight,
+    /// Canary instances currently asked for.
+    scaled: u32,
+    background: bool,
+    hold_promotion: bool,
+    commands: VecDeque<Command>,
+}
+
+impl Canary {
+    /// A machine for this plan, not started.
+    pub fn new(plan: CanaryPlan) -> Canary {
+        Canary {
+            plan,
+            state: State::Idle,
+            ready_canary: 0,
+            weight: Weight::ZERO,
+            scaled: 0,
+            background: false,
+            hold_promotion: false,
+            commands: VecDeque::new(),
+        }
+    }
+
+    /// The next command to execute, in order.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let deadline = |since: Millis| Some(since.saturating_add(self.plan.progress_deadline));
+        match &self.state {
+            State::Scaling { since, .. } | State::Promoting { since } => deadline(*since),
+            State::Paused { until, .. } => *until,
+            _ => None,
+        }
+    }
+
+    /// True once the machine has finished.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The canary's current weight.
+    pub fn weight(&self) -> Weight {
+        self.weight
+    }
+
+    /// Time passed: pauses end, deadlines expire.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        match self.state.clone() {
+            State::Paused { step, .. } => {
+                self.record(format!("step {step}: pause over"));
+                self.advance(now, step + 1);
+            }
+            State::Scaling { need, .. } => self.deadline_passed(need),
+            State::Promoting { .. } => self.deadline_passed(self.plan.replicas),
+            _ => {}
+        }
+    }
+
+    fn deadline_passed(&mut self, need: u32) {
+        let reason = format!(
+            "canary not ready within {}: {}/{need} instances ready",
+            format_duration(self.plan.progress_deadline),
+            self.ready_canary
+        );
+        self.end(Outcome::RolledBack(reason));
+    }
+
+    /// Feeds one observation or command.
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        if self.state == State::Done {
+            return;
+        }
+        match input {
+            Input::Start => {
+                if self.state != State::Idle {
+                    return;
+                }
+                if self.plan.background_analysis && self.plan.stable_ready > 0 {
+                    self.background = true;
+                    self.commands
+                        .push_back(Command::StartAnalysis(AnalysisRun::Background));
+                }
+                if self.plan.stable_ready == 0 {
+                    self.record("first deployment: no stable version to compare with, going straight to full size".to_owned());
+                    self.promote(now);
+                } else {
+                    self.advance(now, 0);
+                }
+            }
+            Input::Ready { canary, .. } => {
+                self.ready_canary = canary;
+                self.on_ready(now);
+            }
+            Input::Verdict(run, verdict) => self.on_verdict(now, run, verdict),
+            Input::Promote => match self.state.clone() {
+                State::Paused { step, .. } | State::Held { step } => {
+                    self.record(format!("step {step}: promoted"));
+                    self.advance(now, step + 1);
+                }
+                State::Analysing { step } => {
+                    self.commands
+                        .push_back(Command::StopAnalysis(AnalysisRun::Step(step)));
+                    self.record(format!("step {step}: promoted, analysis skipped"));
+                    self.advance(now, step + 1);
+                }
+                State::AwaitingPromotion => {
+                    self.record("promoted".to_owned());
+                    self.hold_promotion = false;
+                    self.promote(now);
+                }
+                State::Scaling { step, .. } => self.record(format!(
+                    "step {step}: promote ignored: waiting for canary instances"
+                )),
+                _ => {}
+            },
+            Input::PromoteFull => {
+                if let State::Analysing { step } = self.state {
+                    self.commands
+                        .push_back(Command::StopAnalysis(AnalysisRun::Step(step)));
+                }
+                if !matches!(self.state, State::Idle | State::Promoting { .. }) {
+                    self.record("promoted fully: remaining steps skipped".to_owned());
+                    self.hold_promotion = false;
+                    self.promote(now);
+                }
+            }
+            Input::Abort(reason) => self.end(Outcome::Aborted(reason)),
+            Input::Unhealthy(reason) => self.end(Outcome::RolledBack(reason)),
+        }
+    }
+
+    fn on_ready(&mut self, now: Millis) {
+        match self.state.clone() {
+            State::Scaling {
+                step, weight, need, ..
+            } if self.ready_canary >= need => {
+                self.set_weight(weight);
+                self.advance(now, step + 1);
+            }
+            State::Promoting { .. } if self.ready_canary >= self.plan.replicas => {
+                self.finish_promotion()
+            }
+            _ => {}
+        }
+    }
+
+    fn on_verdict(&mut self, now: Millis, run: AnalysisRun, verdict: Verdict) {
+        match (run, verdict) {
+            (AnalysisRun::Background, Verdict::Fail) if self.background => {
+                self.end(Outcome::RolledBack("background analysis failed".to_owned()));
+            }
+            (AnalysisRun::Background, Verdict::Inconclusive) if self.background => {
+                self.record(
+                    "background analysis inconclusive: promotion will wait for `hatoba promote`"
+                        .to_owned(),
+                );
+                self.hold_promotion = true;
+                if let State::Promoting { .. } = self.state {
+                    self.state = State::AwaitingPromotion;
+                }
+            }
+            (AnalysisRun::Step(i), v) if self.state == (State::Analysing { step: i }) => {
+                self.commands.push_back(Command::StopAnalysis(run));
+                match v {
+                    Verdict::Pass => {
+                        self.record(format!("step {i}: analysis passed"));
+                        self.advance(now, i + 1);
+                    }
+                    Verdict::Fail => {
+                        self.end(Outcome::RolledBack(format!("step {i}: analysis failed")))
+                    }
+                    Verdict::Inconclusive => {
+                        self.record(format!("step {i}: analysis inconclusive: waiting for `hatoba promote` or `hatoba abort`"));
+                        self.state = State::Held { step: i };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs steps from `from` until one has to wait.
+    fn advance(&mut self, now: Millis, from: usize) {
+        let mut i = from;
+        while let Some(step) = self.plan.steps.get(i).cloned() {
+            match step {
+                Step::SetWeight(w) => {
+                    let need = canary_size(self.plan.replicas, w);
+                    self.record(format!("step {i}: set weight {w}"));
+                    self.scale_canary(need);
+                    if self.ready_canary < need {
+                        self.state = State::Scaling {
+                            step: i,
+                            weight: w,
+                            need,
+                            since: now,
+                        };
+                        return;
+                    }
+                    self.set_weight(w);
+                }
+                Step::Pause(d) => {
+                    let until = d.map(|d| now.saturating_add(d));
+                    self.record(match d {
+                        Some(d) => format!("step {i}: pause {}", format_duration(d)),
+                        None => format!("step {i}: pause until `hatoba promote`"),
+                    });
+                    self.state = State::Paused { step: i, until };
+                    return;
+                }
+                Step::Analysis => {
+                    self.record(format!("step {i}: analysis"));
+                    self.commands
+                        .push_back(Command::StartAnalysis(AnalysisRun::Step(i)));
+                    self.state = State::Analysing { step: i };
+                    return;
+                }
+            }
+            i += 1;
+        }
+        self.promote(now);
+    }
+
+    fn promote(&mut self, now: Millis) {
+        self.scale_canary(self.plan.replicas);
+        self.state = State::Promoting { since: now };
+        if self.ready_canary >= self.plan.replicas {
+            self.finish_promotion();
+        }
+    }
+
+    fn finish_promotion(&mut self) {
+        if self.hold_promotion {
+            self.record("canary at full size: waiting for `hatoba promote` (background analysis inconclusive)".to_owned());
+            self.state = State::AwaitingPromotion;
+            return;
+        }
+        self.set_weight(Weight::FULL);
+        self.commands.push_back(Command::Scale(Track::Stable, 0));
+        if self.background {
+            self.background = false;
+            self.commands
+                .push_back(Command::StopAnalysis(AnalysisRun::Background));
+        }
+        self.commands.push_back(Command::Finish(Outcome::Succeeded));
+        self.state = State::Done;
+    }
+
+    /// Ends the rollout with traffic back on stable (still at full size).
+    fn end(&mut self, outcome: Outcome) {
+        if matches!(self.state, State::Done) {
+            return;
+        }
+        match &outcome {
+            Outcome::Aborted(r) => self.record(format!("aborted: {r}")),
+            Outcome::RolledBack(r) => self.record(format!("rolling back: {r}")),
+            Outcome::Succeeded => {}
+        }
+        if self.weight != Weight::ZERO {
+            self.set_weight(Weight::ZERO);
+        }
+        if let State::Analysing { step } = self.state {
+            self.commands
+                .push_back(Command::StopAnalysis(AnalysisRun::Step(step)));
+        }
+        if self.background {
+            self.background = false;
+            self.commands
+                .push_back(Command::StopAnalysis(AnalysisRun::Background));
+        }
+        if self.scaled > 0 {
+            self.scaled = 0;
+            self.commands.push_back(Command::Scale(Track::Canary, 0));
+        }
+        self.commands.push_back(Command::Finish(outcome));
+        self.state = State::Done;
+    }
+
+    fn set_weight(&mut self, w: Weight) {
+        if self.weight != w {
+            self.weight = w;
+            self.commands.push_back(Command::SetWeight(w));
+        }
+    }
+
+    fn scale_canary(&mut self, n: u32) {
+        if n > self.scaled {
+            self.scaled = n;
+            self.commands.push_back(Command::Scale(Track::Canary, n));
+        }
+    }
+
+    fn record(&mut self, message: String) {
+        self.commands.push_back(Command::Record(message));
+    }
+}
+
+/// Canary instances for a weight: in proportion to it, rounded up, at least one.
+pub(crate) fn canary_size(replicas: u32, w: Weight) -> u32 {
+    let n = (u64::from(replicas) * u64::from(w.percent())).div_ceil(100);
+    u32::try_from(n)
+        .unwrap_or(u32::MAX)
+        .clamp(1, replicas.max(1))
+}

@@ -1,0 +1,104 @@
+//! Rollout strategies as sans-IO state machines.
+//!
+//! A machine is fed what the shell observed — how many instances of each
+//! track are ready, analysis verdicts, operator commands — and the time, as
+//! `Millis` the caller supplies. It answers with commands for the shell to
+//! execute: scale a track, set the canary's traffic weight, start or stop an
+//! analysis, record an event, finish. Quinn's shape: `handle(now, input)`,
+//! `handle_timeout(now)`, `poll_timeout()`, `poll_command()`.
+//!
+//! The machines decide; they never act (invariant 2). They do no IO, read
+//! no clock and never sleep (invariant 1), so every trace is tested on a
+//! simulated clock in microseconds.
+//!
+//! Vocabulary: the *stable* track runs the version serving users now; the
+//! *canary* track runs the new version (for blue-green, the new colour).
+//! Weights are the canary's share; the stable track gets the rest.
+
+mod canary;
+
+pub use canary::{Canary, CanaryPlan, Step};
+
+use hatoba_core::Weight;
+
+/// Which version's instances a command or observation is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    /// The version serving users before the rollout.
+    Stable,
+    /// The new version.
+    Canary,
+}
+
+/// Which analysis run a command is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnalysisRun {
+    /// The analysis of canary step `n` (0-based).
+    Step(usize),
+    /// The background analysis that runs for the whole rollout.
+    Background,
+}
+
+/// An analysis result, as the analysis layer reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The new version is good enough.
+    Pass,
+    /// The new version is worse: roll back.
+    Fail,
+    /// Not enough evidence: never promote on it; wait for a person.
+    Inconclusive,
+}
+
+/// What the shell tells a machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Begin the rollout.
+    Start,
+    /// How many instances of each track are ready now (passing readiness).
+    Ready {
+        /// Ready stable instances.
+        stable: u32,
+        /// Ready canary instances.
+        canary: u32,
+    },
+    /// An analysis run ended with a verdict.
+    Verdict(AnalysisRun, Verdict),
+    /// An operator moves a paused rollout on by one step.
+    Promote,
+    /// An operator skips every remaining step.
+    PromoteFull,
+    /// An operator stops the rollout: traffic back on stable.
+    Abort(String),
+    /// A check failed outside analysis (liveness, crash loop): roll back.
+    Unhealthy(String),
+}
+
+/// What a machine asks the shell to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run this many instances of a track (start or stop the difference).
+    Scale(Track, u32),
+    /// Send this share of traffic to the canary track, the rest to stable.
+    /// Only ever set when the receiving tracks have ready instances.
+    SetWeight(Weight),
+    /// Start an analysis run.
+    StartAnalysis(AnalysisRun),
+    /// Stop an analysis run.
+    StopAnalysis(AnalysisRun),
+    /// Record an event in the deployment's history.
+    Record(String),
+    /// The rollout is over; no command follows this one.
+    Finish(Outcome),
+}
+
+/// How a rollout ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new version serves all traffic.
+    Succeeded,
+    /// An operator aborted it; traffic is back on stable.
+    Aborted(String),
+    /// A check failed; traffic is back on stable.
+    RolledBack(String),
+}

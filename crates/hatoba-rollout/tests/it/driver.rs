@@ -1,0 +1,84 @@
+//! Runs a script of timed inputs against a machine and renders the commands
+//! it returns, with the simulated time at which it returned them.
+//!
+//! Script lines: `TIME INPUT`, where TIME is a duration (`0s`, `5m`) and
+//! INPUT one of `start`, `ready STABLE CANARY`, `pass|fail|inconclusive
+//! step N|background`, `promote`, `promote-full`, `abort REASON`,
+//! `unhealthy REASON`, `tick`. Timers due before an input fire first, at
+//! their own time.
+
+use hatoba_core::{Millis, format_duration, parse_duration};
+use hatoba_rollout::{AnalysisRun, Canary, Command, Input, Outcome, Track, Verdict};
+use std::time::Duration;
+
+pub(crate) fn parse_input(words: &[&str]) -> Option<Input> {
+    let run = |w: &[&str]| match w {
+        ["step", n] => AnalysisRun::Step(n.parse().unwrap()),
+        ["background"] => AnalysisRun::Background,
+        _ => panic!("bad analysis run {w:?}"),
+    };
+    Some(match words {
+        ["start"] => Input::Start,
+        ["ready", s, c] => Input::Ready {
+            stable: s.parse().unwrap(),
+            canary: c.parse().unwrap(),
+        },
+        ["pass", rest @ ..] => Input::Verdict(run(rest), Verdict::Pass),
+        ["fail", rest @ ..] => Input::Verdict(run(rest), Verdict::Fail),
+        ["inconclusive", rest @ ..] => Input::Verdict(run(rest), Verdict::Inconclusive),
+        ["promote"] => Input::Promote,
+        ["promote-full"] => Input::PromoteFull,
+        ["abort", rest @ ..] => Input::Abort(rest.join(" ")),
+        ["unhealthy", rest @ ..] => Input::Unhealthy(rest.join(" ")),
+        ["tick"] => return None,
+        _ => panic!("bad input {words:?}"),
+    })
+}
+
+pub(crate) fn render(c: &Command) -> String {
+    let track = |t: &Track| match t {
+        Track::Stable => "stable",
+        Track::Canary => "canary",
+    };
+    let run = |r: &AnalysisRun| match r {
+        AnalysisRun::Step(n) => format!("step {n}"),
+        AnalysisRun::Background => "background".to_owned(),
+    };
+    match c {
+        Command::Scale(t, n) => format!("scale {} {n}", track(t)),
+        Command::SetWeight(w) => format!("weight {}", w.percent()),
+        Command::StartAnalysis(r) => format!("start analysis {}", run(r)),
+        Command::StopAnalysis(r) => format!("stop analysis {}", run(r)),
+        Command::Record(m) => format!("# {m}"),
+        Command::Finish(Outcome::Succeeded) => "finish: succeeded".to_owned(),
+        Command::Finish(Outcome::Aborted(r)) => format!("finish: aborted: {r}"),
+        Command::Finish(Outcome::RolledBack(r)) => format!("finish: rolled back: {r}"),
+    }
+}
+
+fn at(ms: u64) -> String {
+    format_duration(Duration::from_millis(ms))
+}
+
+/// Feeds the script to the machine; returns the trace.
+pub(crate) fn run_canary(machine: &mut Canary, script: &str) -> String {
+    let mut out = String::new();
+    let drain = |m: &mut Canary, now: u64, out: &mut String| {
+        while let Some(c) = m.poll_command() {
+            out.push_str(&format!("{:>4} {}\n", at(now), render(&c)));
+        }
+    };
+    for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let now = u64::try_from(parse_duration(words[0]).unwrap().as_millis()).unwrap();
+        while let Some(t) = machine.poll_timeout().filter(|t| t.0 <= now) {
+            machine.handle_timeout(t);
+            drain(machine, t.0, &mut out);
+        }
+        if let Some(input) = parse_input(&words[1..]) {
+            machine.handle(Millis(now), input);
+        }
+        drain(machine, now, &mut out);
+    }
+    out
+}
