@@ -45,26 +45,26 @@ fn good_canary_goes_through_every_step() {
          7m promote
          7m ready 4 4",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 25%
-              0s scale canary 1
-              3s weight 25
-              3s # step 1: pause 5m
-            5m3s # step 1: pause over
-            5m3s # step 2: set weight 50%
-            5m3s scale canary 2
-            5m3s weight 50
-            5m3s # step 3: analysis
-            5m3s start analysis step 3
-              6m stop analysis step 3
-              6m # step 3: analysis passed
-              6m # step 4: pause until `hatoba promote`
-              7m # step 4: promoted
-              7m scale canary 4
-              7m weight 100
-              7m scale stable 0
-              7m stop analysis background
-              7m finish: succeeded
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            3s    weight 25
+            3s    # step 1: pause 5m
+            5m3s  # step 1: pause over
+            5m3s  # step 2: set weight 50%
+            5m3s  scale canary 2
+            5m3s  weight 50
+            5m3s  # step 3: analysis
+            5m3s  start analysis step 3
+            6m    stop analysis step 3
+            6m    # step 3: analysis passed
+            6m    # step 4: pause until `hatoba promote`
+            7m    # step 4: promoted
+            7m    scale canary 4
+            7m    weight 100
+            7m    scale stable 0
+            7m    stop analysis background
+            7m    finish: succeeded
         "#]],
     );
 }
@@ -77,9 +77,9 @@ fn weight_waits_for_ready_instances() {
          10s ready 4 0
          20s tick",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 25%
-              0s scale canary 1
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
         "#]],
     );
 }
@@ -91,13 +91,13 @@ fn canary_never_ready_is_rolled_back_at_the_deadline() {
         "0s start
          2m tick",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 25%
-              0s scale canary 1
-              1m # rolling back: canary not ready within 1m: 0/1 instances ready
-              1m stop analysis background
-              1m scale canary 0
-              1m finish: rolled back: canary not ready within 1m: 0/1 instances ready
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            1m    # rolling back: canary not ready within 1m: 0/1 instances ready
+            1m    stop analysis background
+            1m    scale canary 0
+            1m    finish: rolled back: canary not ready within 1m: 0/1 instances ready
         "#]],
     );
 }
@@ -110,16 +110,16 @@ fn failed_background_analysis_rolls_back_with_weight_zero_first() {
          1s ready 4 1
          30s fail background",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 25%
-              0s scale canary 1
-              1s weight 25
-              1s # step 1: pause 5m
-             30s # rolling back: background analysis failed
-             30s weight 0
-             30s stop analysis background
-             30s scale canary 0
-             30s finish: rolled back: background analysis failed
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            1s    weight 25
+            1s    # step 1: pause 5m
+            30s   # rolling back: background analysis failed
+            30s   weight 0
+            30s   stop analysis background
+            30s   scale canary 0
+            30s   finish: rolled back: background analysis failed
         "#]],
     );
 }
@@ -134,24 +134,24 @@ fn inconclusive_step_analysis_waits_for_a_person() {
          1h tick
          1h abort looks odd",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 25%
-              0s scale canary 1
-              0s weight 25
-              0s # step 1: pause 5m
-              5m # step 1: pause over
-              5m # step 2: set weight 50%
-              5m scale canary 2
-              5m weight 50
-              5m # step 3: analysis
-              5m start analysis step 3
-              5m stop analysis step 3
-              5m # step 3: analysis inconclusive: waiting for `hatoba promote` or `hatoba abort`
-              1h # aborted: looks odd
-              1h weight 0
-              1h stop analysis background
-              1h scale canary 0
-              1h finish: aborted: looks odd
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            0s    weight 25
+            0s    # step 1: pause 5m
+            5m    # step 1: pause over
+            5m    # step 2: set weight 50%
+            5m    scale canary 2
+            5m    weight 50
+            5m    # step 3: analysis
+            5m    start analysis step 3
+            5m    stop analysis step 3
+            5m    # step 3: analysis inconclusive: waiting for `hatoba promote` or `hatoba abort`
+            1h    # aborted: looks odd
+            1h    weight 0
+            1h    stop analysis background
+            1h    scale canary 0
+            1h    finish: aborted: looks odd
         "#]],
     );
 }
@@ -165,13 +165,13 @@ fn promote_full_skips_the_rest_and_first_deployments_skip_the_steps() {
          1m promote-full
          1m30s ready 4 4",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 25%
-              0s scale canary 1
-              0s weight 25
-              0s # step 1: pause 5m
-              1m # promoted fully: remaining steps skipped
-              1m scale canary 4
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            0s    weight 25
+            0s    # step 1: pause 5m
+            1m    # promoted fully: remaining steps skipped
+            1m    scale canary 4
             1m30s weight 100
             1m30s scale stable 0
             1m30s stop analysis background
@@ -186,11 +186,11 @@ fn promote_full_skips_the_rest_and_first_deployments_skip_the_steps() {
         "0s start
          5s ready 0 4",
         expect![[r#"
-              0s # first deployment: no stable version to compare with, going straight to full size
-              0s scale canary 4
-              5s weight 100
-              5s scale stable 0
-              5s finish: succeeded
+            0s    # first deployment: no stable version to compare with, going straight to full size
+            0s    scale canary 4
+            5s    weight 100
+            5s    scale stable 0
+            5s    finish: succeeded
         "#]],
     );
 }
@@ -209,17 +209,17 @@ fn inconclusive_background_analysis_holds_promotion() {
          1m promote
          1m ready 4 4",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 50%
-              0s scale canary 2
-              0s weight 50
-              0s scale canary 4
-              0s # background analysis inconclusive: promotion will wait for `hatoba promote`
-              1m # promoted
-              1m weight 100
-              1m scale stable 0
-              1m stop analysis background
-              1m finish: succeeded
+            0s    start analysis background
+            0s    # step 0: set weight 50%
+            0s    scale canary 2
+            0s    weight 50
+            0s    scale canary 4
+            0s    # background analysis inconclusive: promotion will wait for `hatoba promote`
+            1m    # promoted
+            1m    weight 100
+            1m    scale stable 0
+            1m    stop analysis background
+            1m    finish: succeeded
         "#]],
     );
 }
@@ -234,13 +234,13 @@ fn nothing_happens_after_the_end() {
          3s promote
          4s fail background",
         expect![[r#"
-              0s start analysis background
-              0s # step 0: set weight 25%
-              0s scale canary 1
-              1s # aborted: stop
-              1s stop analysis background
-              1s scale canary 0
-              1s finish: aborted: stop
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            1s    # aborted: stop
+            1s    stop analysis background
+            1s    scale canary 0
+            1s    finish: aborted: stop
         "#]],
     );
 }

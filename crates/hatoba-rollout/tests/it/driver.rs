@@ -65,7 +65,7 @@ pub(crate) fn run_canary(machine: &mut Canary, script: &str) -> String {
     let mut out = String::new();
     let drain = |m: &mut Canary, now: u64, out: &mut String| {
         while let Some(c) = m.poll_command() {
-            out.push_str(&format!("{:>4} {}\n", at(now), render(&c)));
+            out.push_str(&format!("{:<6}{}\n", at(now), render(&c)));
         }
     };
     for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
