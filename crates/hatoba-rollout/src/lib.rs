@@ -15,8 +15,10 @@
 //! *canary* track runs the new version (for blue-green, the new colour).
 //! Weights are the canary's share; the stable track gets the rest.
 
+mod blue_green;
 mod canary;
 
+pub use blue_green::{BlueGreen, BlueGreenPlan};
 pub use canary::{Canary, CanaryPlan, Step};
 
 use hatoba_core::Weight;
@@ -37,6 +39,8 @@ pub enum AnalysisRun {
     Step(usize),
     /// The background analysis that runs for the whole rollout.
     Background,
+    /// Blue-green's checks against the preview, before the switch.
+    PrePromotion,
 }
 
 /// An analysis result, as the analysis layer reports it.
@@ -86,6 +90,9 @@ pub enum Command {
     StartAnalysis(AnalysisRun),
     /// Stop an analysis run.
     StopAnalysis(AnalysisRun),
+    /// Serve (true) or stop serving (false) the canary track on the
+    /// service's preview address.
+    SetPreview(bool),
     /// Record an event in the deployment's history.
     Record(String),
     /// The rollout is over; no command follows this one.

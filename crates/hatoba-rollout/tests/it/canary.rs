@@ -1,6 +1,6 @@
 //! Canary traces and properties.
 
-use crate::driver::run_canary;
+use crate::driver::run;
 use expect_test::{Expect, expect};
 use hatoba_core::{Millis, Weight};
 use hatoba_rollout::{AnalysisRun, Canary, CanaryPlan, Command, Input, Outcome, Step, Verdict};
@@ -31,7 +31,7 @@ fn plan() -> CanaryPlan {
 
 fn check(plan: CanaryPlan, script: &str, expect: Expect) {
     let mut m = Canary::new(plan);
-    expect.assert_eq(&run_canary(&mut m, script));
+    expect.assert_eq(&run(&mut m, script));
 }
 
 #[test]

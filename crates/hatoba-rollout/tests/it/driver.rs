@@ -15,6 +15,7 @@ pub(crate) fn parse_input(words: &[&str]) -> Option<Input> {
     let run = |w: &[&str]| match w {
         ["step", n] => AnalysisRun::Step(n.parse().unwrap()),
         ["background"] => AnalysisRun::Background,
+        ["preview"] => AnalysisRun::PrePromotion,
         _ => panic!("bad analysis run {w:?}"),
     };
     Some(match words {
@@ -43,12 +44,14 @@ pub(crate) fn render(c: &Command) -> String {
     let run = |r: &AnalysisRun| match r {
         AnalysisRun::Step(n) => format!("step {n}"),
         AnalysisRun::Background => "background".to_owned(),
+        AnalysisRun::PrePromotion => "preview".to_owned(),
     };
     match c {
         Command::Scale(t, n) => format!("scale {} {n}", track(t)),
         Command::SetWeight(w) => format!("weight {}", w.percent()),
         Command::StartAnalysis(r) => format!("start analysis {}", run(r)),
         Command::StopAnalysis(r) => format!("stop analysis {}", run(r)),
+        Command::SetPreview(on) => format!("preview {}", if *on { "on" } else { "off" }),
         Command::Record(m) => format!("# {m}"),
         Command::Finish(Outcome::Succeeded) => "finish: succeeded".to_owned(),
         Command::Finish(Outcome::Aborted(r)) => format!("finish: aborted: {r}"),
@@ -60,10 +63,39 @@ fn at(ms: u64) -> String {
     format_duration(Duration::from_millis(ms))
 }
 
+/// The machines' common surface, for one driver.
+pub(crate) trait Machine {
+    fn handle(&mut self, now: Millis, input: Input);
+    fn handle_timeout(&mut self, now: Millis);
+    fn poll_timeout(&self) -> Option<Millis>;
+    fn poll_command(&mut self) -> Option<Command>;
+}
+
+macro_rules! machine {
+    ($t:ty) => {
+        impl Machine for $t {
+            fn handle(&mut self, now: Millis, input: Input) {
+                <$t>::handle(self, now, input)
+            }
+            fn handle_timeout(&mut self, now: Millis) {
+                <$t>::handle_timeout(self, now)
+            }
+            fn poll_timeout(&self) -> Option<Millis> {
+                <$t>::poll_timeout(self)
+            }
+            fn poll_command(&mut self) -> Option<Command> {
+                <$t>::poll_command(self)
+            }
+        }
+    };
+}
+machine!(Canary);
+machine!(hatoba_rollout::BlueGreen);
+
 /// Feeds the script to the machine; returns the trace.
-pub(crate) fn run_canary(machine: &mut Canary, script: &str) -> String {
+pub(crate) fn run<M: Machine>(machine: &mut M, script: &str) -> String {
     let mut out = String::new();
-    let drain = |m: &mut Canary, now: u64, out: &mut String| {
+    let drain = |m: &mut M, now: u64, out: &mut String| {
         while let Some(c) = m.poll_command() {
             out.push_str(&format!("{:<6}{}\n", at(now), render(&c)));
         }

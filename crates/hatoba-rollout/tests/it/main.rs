@@ -4,5 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod blue_green;
 mod canary;
 mod driver;

@@ -1,0 +1,308 @@
+//! Blue-green: start the new colour beside the old one at full size, show
+//! it on the preview address and run the pre-promotion checks, switch all
+//! traffic at once, keep the old colour warm for the scale-down delay (a
+//! rollback in that window is one weight change), then stop it.
+
+use crate::{AnalysisRun, Command, Input, Outcome, Track, Verdict};
+use hatoba_core::{Millis, Weight, format_duration};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// What the blue-green machine needs to know about the rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlueGreenPlan {
+    /// Instances of each colour.
+    pub replicas: u32,
+    /// Ready instances of the old colour at the start; 0 on a first deployment.
+    pub stable_ready: u32,
+    /// Switch this long after the new colour is ready and checked; None:
+    /// wait for `hatoba promote`.
+    pub auto_promotion: Option<Duration>,
+    /// How long the old colour stays up after the switch.
+    pub scale_down_delay: Duration,
+    /// How long the new colour may take to become ready.
+    pub progress_deadline: Duration,
+    /// Expose the new colour on a preview address before the switch.
+    pub preview: bool,
+    /// Run checks (smoke tests, analysis) against the preview before the switch.
+    pub pre_promotion_analysis: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    Starting {
+        since: Millis,
+    },
+    Checking,
+    AwaitingPromotion {
+        until: Option<Millis>,
+    },
+    /// Promoted, but the new colour lost ready instances: switch when it is
+    /// fully ready again (all traffic must land on a full colour).
+    SwitchWhenReady {
+        since: Millis,
+    },
+    /// Traffic is on the new colour; the old one is warm until `until`.
+    Switched {
+        until: Millis,
+    },
+    Done,
+}
+
+/// The blue-green state machine.
+#[derive(Debug)]
+pub struct BlueGreen {
+    plan: BlueGreenPlan,
+    state: State,
+    ready_new: u32,
+    weight: Weight,
+    preview_on: bool,
+    analysing: bool,
+    commands: VecDeque<Command>,
+}
+
+impl BlueGreen {
+    /// A machine for this plan, not started.
+    pub fn new(plan: BlueGreenPlan) -> BlueGreen {
+        BlueGreen {
+            plan,
+            state: State::Idle,
+            ready_new: 0,
+            weight: Weight::ZERO,
+            preview_on: false,
+            analysing: false,
+            commands: VecDeque::new(),
+        }
+    }
+
+    /// The next command to execute.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match self.state {
+            State::Starting { since } | State::SwitchWhenReady { since } => {
+                Some(since.saturating_add(self.plan.progress_deadline))
+            }
+            State::AwaitingPromotion { until } => until,
+            State::Switched { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// True once finished.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        match self.state {
+            State::Starting { .. } | State::SwitchWhenReady { .. } => {
+                let reason = format!(
+                    "new colour not ready within {}: {}/{} instances ready",
+                    format_duration(self.plan.progress_deadline),
+                    self.ready_new,
+                    self.plan.replicas
+                );
+                self.end(Outcome::RolledBack(reason));
+            }
+            State::AwaitingPromotion { .. } => {
+                self.record("auto-promotion delay over".to_owned());
+                self.switch(now);
+            }
+            State::Switched { .. } => {
+                self.record(format!(
+                    "scale-down delay over: stopping the old colour ({})",
+                    format_duration(self.plan.scale_down_delay)
+                ));
+                self.commands.push_back(Command::Scale(Track::Stable, 0));
+                self.commands.push_back(Command::Finish(Outcome::Succeeded));
+                self.state = State::Done;
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds one observation or command.
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        if self.state == State::Done {
+            return;
+        }
+        match input {
+            Input::Start if self.state == State::Idle => {
+                self.record(format!(
+                    "starting the new colour: {} instances",
+                    self.plan.replicas
+                ));
+                self.commands
+                    .push_back(Command::Scale(Track::Canary, self.plan.replicas));
+                self.state = State::Starting { since: now };
+                self.on_ready(now);
+            }
+            Input::Ready { canary, .. } => {
+                self.ready_new = canary;
+                self.on_ready(now);
+            }
+            Input::Verdict(AnalysisRun::PrePromotion, v) if self.state == State::Checking => {
+                self.stop_analysis();
+                match v {
+                    Verdict::Pass => {
+                        self.record("pre-promotion checks passed".to_owned());
+                        self.await_promotion(now);
+                    }
+                    Verdict::Fail => self.end(Outcome::RolledBack(
+                        "pre-promotion checks failed".to_owned(),
+                    )),
+                    Verdict::Inconclusive => {
+                        self.record(
+                            "pre-promotion checks inconclusive: waiting for `hatoba promote`"
+                                .to_owned(),
+                        );
+                        self.state = State::AwaitingPromotion { until: None };
+                    }
+                }
+            }
+            Input::Promote | Input::PromoteFull => match self.state {
+                State::AwaitingPromotion { .. } | State::Checking => {
+                    self.stop_analysis();
+                    self.record("promoted".to_owned());
+                    self.switch(now);
+                }
+                State::Switched { .. } => {
+                    self.record(
+                        "promoted: old colour stopped without waiting for the scale-down delay"
+                            .to_owned(),
+                    );
+                    self.state = State::Switched { until: now };
+                    self.handle_timeout(now);
+                }
+                _ => {}
+            },
+            Input::Abort(r) => self.end(Outcome::Aborted(r)),
+            Input::Unhealthy(r) => self.end(Outcome::RolledBack(r)),
+            _ => {}
+        }
+    }
+
+    fn on_ready(&mut self, now: Millis) {
+        if let State::SwitchWhenReady { .. } = self.state
+            && self.ready_new >= self.plan.replicas
+        {
+            self.switch(now);
+            return;
+        }
+        if let State::Starting { .. } = self.state
+            && self.ready_new >= self.plan.replicas
+        {
+            self.record("new colour ready".to_owned());
+            if self.plan.stable_ready == 0 {
+                self.record("first deployment: switching at once".to_owned());
+                self.set_weight(Weight::FULL);
+                self.commands.push_back(Command::Finish(Outcome::Succeeded));
+                self.state = State::Done;
+                return;
+            }
+            if self.plan.preview {
+                self.preview_on = true;
+                self.commands.push_back(Command::SetPreview(true));
+            }
+            if self.plan.pre_promotion_analysis {
+                self.analysing = true;
+                self.commands
+                    .push_back(Command::StartAnalysis(AnalysisRun::PrePromotion));
+                self.state = State::Checking;
+            } else {
+                self.await_promotion(now);
+            }
+        }
+    }
+
+    fn await_promotion(&mut self, now: Millis) {
+        match self.plan.auto_promotion {
+            Some(d) if d.is_zero() => self.switch(now),
+            Some(d) => {
+                self.record(format!("switching in {}", format_duration(d)));
+                self.state = State::AwaitingPromotion {
+                    until: Some(now.saturating_add(d)),
+                };
+            }
+            None => {
+                self.record("waiting for `hatoba promote`".to_owned());
+                self.state = State::AwaitingPromotion { until: None };
+            }
+        }
+    }
+
+    fn switch(&mut self, now: Millis) {
+        if self.ready_new < self.plan.replicas {
+            self.record(format!(
+                "switch waits for the new colour to be fully ready ({}/{})",
+                self.ready_new, self.plan.replicas
+            ));
+            self.state = State::SwitchWhenReady { since: now };
+            return;
+        }
+        self.record("switching all traffic to the new colour".to_owned());
+        self.set_weight(Weight::FULL);
+        if self.preview_on {
+            self.preview_on = false;
+            self.commands.push_back(Command::SetPreview(false));
+        }
+        self.state = State::Switched {
+            until: now.saturating_add(self.plan.scale_down_delay),
+        };
+    }
+
+    /// Back to the old colour: one weight change while it is still warm.
+    fn end(&mut self, outcome: Outcome) {
+        if self.state == State::Done || self.state == State::Idle {
+            if self.state == State::Idle {
+                self.commands.push_back(Command::Finish(outcome));
+                self.state = State::Done;
+            }
+            return;
+        }
+        match &outcome {
+            Outcome::Aborted(r) => self.record(format!("aborted: {r}")),
+            Outcome::RolledBack(r) => self.record(format!("rolling back: {r}")),
+            Outcome::Succeeded => {}
+        }
+        self.stop_analysis();
+        if self.weight != Weight::ZERO {
+            self.set_weight(Weight::ZERO);
+        }
+        if self.preview_on {
+            self.preview_on = false;
+            self.commands.push_back(Command::SetPreview(false));
+        }
+        self.commands.push_back(Command::Scale(Track::Canary, 0));
+        self.commands.push_back(Command::Finish(outcome));
+        self.state = State::Done;
+    }
+
+    fn stop_analysis(&mut self) {
+        if self.analysing {
+            self.analysing = false;
+            self.commands
+                .push_back(Command::StopAnalysis(AnalysisRun::PrePromotion));
+        }
+    }
+
+    fn set_weight(&mut self, w: Weight) {
+        if self.weight != w {
+            self.weight = w;
+            self.commands.push_back(Command::SetWeight(w));
+        }
+    }
+
+    fn record(&mut self, m: String) {
+        self.commands.push_back(Command::Record(m));
+    }
+}
