@@ -160,25 +160,43 @@ proptest! {
                 6 => Some(Input::Unhealthy("crash loop".to_owned())),
                 _ => None,
             };
-            if let Some(Input::Ready { canary, .. }) = &input { ready = *canary; }
+            // Timers due before this input fire first, with the readiness seen so far.
             while let Some(t) = Machine::poll_timeout(&m).filter(|t| t.0 <= now) {
                 m.handle_timeout(t);
             }
+            check_commands(&mut m, ready, &mut weight, &mut finished)?;
+            if let Some(Input::Ready { canary, .. }) = &input { ready = *canary; }
             if let Some(i) = input { m.handle(Millis(now), i); }
-            while let Some(c) = m.poll_command() {
-                prop_assert!(!finished, "command after the end: {c:?}");
-                match c {
-                    Command::SetWeight(w) => {
-                        // All or nothing, and only onto a new colour that is fully ready.
-                        prop_assert!(w.percent() == 0 || (w.percent() == 100 && ready >= 2));
-                        weight = w.percent();
-                    }
-                    Command::Finish(Outcome::Succeeded) => { prop_assert_eq!(weight, 100); finished = true; }
-                    Command::Finish(_) => { prop_assert_eq!(weight, 0); finished = true; }
-                    _ => {}
-                }
-            }
+            check_commands(&mut m, ready, &mut weight, &mut finished)?;
         }
         prop_assert_eq!(m.is_done(), finished);
     }
+}
+
+fn check_commands(
+    m: &mut BlueGreen,
+    ready: u32,
+    weight: &mut u8,
+    finished: &mut bool,
+) -> Result<(), TestCaseError> {
+    while let Some(c) = m.poll_command() {
+        prop_assert!(!*finished, "command after the end: {c:?}");
+        match c {
+            Command::SetWeight(w) => {
+                // All or nothing, and only onto a new colour that is fully ready.
+                prop_assert!(w.percent() == 0 || (w.percent() == 100 && ready >= 2));
+                *weight = w.percent();
+            }
+            Command::Finish(Outcome::Succeeded) => {
+                prop_assert_eq!(*weight, 100);
+                *finished = true;
+            }
+            Command::Finish(_) => {
+                prop_assert_eq!(*weight, 0);
+                *finished = true;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
