@@ -17,9 +17,11 @@
 
 mod blue_green;
 mod canary;
+mod rolling;
 
 pub use blue_green::{BlueGreen, BlueGreenPlan};
 pub use canary::{Canary, CanaryPlan, Step};
+pub use rolling::{Rolling, RollingPlan};
 
 use hatoba_core::Weight;
 

@@ -91,6 +91,7 @@ macro_rules! machine {
 }
 machine!(Canary);
 machine!(hatoba_rollout::BlueGreen);
+machine!(hatoba_rollout::Rolling);
 
 /// Feeds the script to the machine; returns the trace.
 pub(crate) fn run<M: Machine>(machine: &mut M, script: &str) -> String {

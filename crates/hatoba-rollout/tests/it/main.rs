@@ -7,3 +7,4 @@
 mod blue_green;
 mod canary;
 mod driver;
+mod rolling;
