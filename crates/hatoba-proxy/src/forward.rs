@@ -11,6 +11,7 @@
 use crate::body::{ProxyBody, Tracked};
 use crate::pool;
 use crate::table::{Backend, Group, InFlight, RouteTable, Router};
+use crate::tls::TlsSettings;
 use bytes::Bytes;
 use hatoba_metrics::{Failure, Outcome, Role};
 use http_body_util::{Either, Empty, Full};
@@ -32,8 +33,9 @@ pub struct ProxyOptions {
     pub response_timeout: Duration,
     /// At most this many backends are tried per request.
     pub max_attempts: usize,
-    /// Requests arrive over TLS (for X-Forwarded-Proto).
-    pub tls: bool,
+    /// Terminate TLS with this certificate; `None` serves plain HTTP (and
+    /// h2c). Requests get `X-Forwarded-Proto: https` exactly when this is set.
+    pub tls: Option<TlsSettings>,
     /// A client must send a request's headers within this, or its connection
     /// is closed (slowloris); also how long an idle keep-alive connection may
     /// wait before its next request.
@@ -46,7 +48,7 @@ impl Default for ProxyOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(60),
             max_attempts: 3,
-            tls: false,
+            tls: None,
             header_read_timeout: Duration::from_secs(10),
         }
     }
@@ -359,7 +361,7 @@ fn prepare_upstream_headers(
     }
     headers.insert(
         "x-forwarded-proto",
-        HeaderValue::from_static(if opts.tls { "https" } else { "http" }),
+        HeaderValue::from_static(if opts.tls.is_some() { "https" } else { "http" }),
     );
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);

@@ -4,7 +4,8 @@
 //! - `table`: the immutable route table (groups by role and version, with
 //!   weights) and the `Router` that swaps tables atomically (invariant 5).
 //! - `server`: thread-per-core listeners (`SO_REUSEPORT`), HTTP/1.1 and
-//!   h2c, graceful shutdown.
+//!   h2c, or HTTPS (h2 and http/1.1 by ALPN), graceful shutdown.
+//! - `tls`: TLS termination with rustls (ring): certificate and key from PEM.
 //! - `forward`: the request path: group by pin header, sticky cookie or
 //!   weight; backend by power of two choices; retries of what is safe to
 //!   retry; forwarded headers; JSON 502/503/504 answers.
@@ -25,6 +26,7 @@ mod pool;
 mod routes_file;
 mod server;
 mod table;
+mod tls;
 mod upgrade;
 
 pub use admin::AdminServer;
@@ -33,6 +35,7 @@ pub use forward::{ProxyOptions, ROUTE_HEADER, STICKY_COOKIE};
 pub use routes_file::{GroupEntry, RoleName, RoutesFile, RoutesFileError};
 pub use server::{MAX_HEADER_BYTES, ProxyServer, SHUTDOWN_GRACE};
 pub use table::{Backend, Group, GroupSpec, RouteError, RouteSpec, RouteTable, Router};
+pub use tls::{TlsConfig, TlsError, TlsSettings, load_tls};
 
 use hatoba_core::Millis;
 use std::cell::Cell;

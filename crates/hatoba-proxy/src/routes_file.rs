@@ -8,6 +8,10 @@
 //! threads = 2                  # optional, default one per core
 //! sticky = false               # optional
 //!
+//! [tls]                        # optional: serve HTTPS (h2 and http/1.1 by ALPN)
+//! cert = "cert.pem"            # PEM chain, leaf first; relative to this file's directory
+//! key = "key.pem"              # PEM private key: PKCS#8, RSA or SEC1
+//!
 //! [[group]]
 //! role = "stable"              # stable | canary | preview
 //! version = "v1"
@@ -23,8 +27,13 @@
 //!
 //! Under `hatoba up` the controller builds route tables itself; this file
 //! format exists only for the standalone proxy.
+//!
+//! [`RoutesFile::parse`] reads text only: it neither opens the `[tls]` files
+//! nor resolves their paths; the caller, which knows where the file is, does
+//! both with [`TlsConfig::relative_to`] and [`TlsConfig::load`].
 
 use crate::table::{GroupSpec, RouteSpec};
+use crate::tls::TlsConfig;
 use hatoba_metrics::Role;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -49,6 +58,9 @@ pub struct RoutesFile {
     /// The groups.
     #[serde(rename = "group", default)]
     pub groups: Vec<GroupEntry>,
+    /// TLS termination, if wanted; paths as written (relative to the file).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// One `[[group]]`.
@@ -147,6 +159,35 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("line 7")
+        );
+    }
+
+    #[test]
+    fn tls_table_is_optional_and_checked() {
+        let base = "listen = \"127.0.0.1:8443\"\nservice = \"web\"\n[[group]]\nrole = \"stable\"\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n";
+        assert!(RoutesFile::parse(base).unwrap().tls.is_none());
+        let with =
+            format!("{base}[tls]\ncert = \"certs/cert.pem\"\nkey = \"/etc/hatoba/key.pem\"\n");
+        let tls = RoutesFile::parse(&with).unwrap().tls.unwrap();
+        let resolved = tls.relative_to(std::path::Path::new("/srv/proxy"));
+        assert_eq!(
+            resolved.cert,
+            std::path::Path::new("/srv/proxy/certs/cert.pem")
+        );
+        assert_eq!(resolved.key, std::path::Path::new("/etc/hatoba/key.pem"));
+        let missing_key = format!("{base}[tls]\ncert = \"cert.pem\"\n");
+        assert!(
+            RoutesFile::parse(&missing_key)
+                .unwrap_err()
+                .to_string()
+                .contains("missing field `key`")
+        );
+        let typo = format!("{base}[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nkeys = \"x\"\n");
+        assert!(
+            RoutesFile::parse(&typo)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `keys`")
         );
     }
 }

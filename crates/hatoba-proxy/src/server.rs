@@ -7,12 +7,20 @@
 //! upstream connection pool. This is what lets a hyper proxy match nginx and
 //! HAProxy on this hardware (see DEPENDENCIES.md §6).
 //!
+//! With TLS on, each accepted connection is handed to its own task that runs
+//! the handshake (bounded by `header_read_timeout`, so a client that never
+//! finishes it is dropped) and then serves HTTP/1.1 or HTTP/2 over it; the
+//! accept loop never waits on a handshake. A failed handshake is a closed
+//! connection, nothing more. Without TLS the accept loop is exactly the
+//! plain one: no handshake task, no extra allocation or indirection.
+//!
 //! Shutdown is graceful: stop accepting, let every connection finish its
 //! current request (keep-alive connections close after it), then return.
 
 use crate::forward::{self, ProxyOptions};
 use crate::pool;
 use crate::table::Router;
+use crate::tls::TlsSettings;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -128,6 +136,7 @@ async fn serve(
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
+    let tls = opts.tls.as_ref().map(TlsSettings::acceptor);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -139,6 +148,8 @@ async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+    // Shared with the handshake tasks of TLS connections.
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -156,12 +167,32 @@ async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let (router, opts) = (Arc::clone(&router), Arc::clone(&opts));
+                let handshake_timeout = opts.header_read_timeout;
                 let service = service_fn(move |req| forward::handle(req, Arc::clone(&router), peer, Arc::clone(&opts)));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let Some(acceptor) = &tls else {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        // A broken client connection is the client's business.
+                        let _ = conn.await;
+                    });
+                    continue;
+                };
+                let (acceptor, builder, watcher, mut stop) =
+                    (acceptor.clone(), Arc::clone(&builder), graceful.watcher(), stopped.clone());
                 tokio::spawn(async move {
-                    // A broken client connection is the client's business.
-                    let _ = conn.await;
+                    // A client that sends no ClientHello, garbage, or never
+                    // finishes the handshake just gets its connection closed.
+                    let stream = tokio::select! {
+                        done = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => match done {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(_)) | Err(_) => return,
+                        },
+                        _ = stop.wait_for(|stop| *stop) => return,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    drop(builder);
+                    let _ = watcher.watch(conn).await;
                 });
             }
         }

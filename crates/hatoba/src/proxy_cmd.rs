@@ -1,9 +1,11 @@
 //! `hatoba proxy --routes FILE`: the proxy alone over fixed backends.
-//! Reloads the file on SIGHUP, drains on SIGTERM / Ctrl-C.
+//! Reloads the file on SIGHUP, drains on SIGTERM / Ctrl-C. With a `[tls]`
+//! table it serves HTTPS; its certificate and key paths are relative to the
+//! routes file's directory and are read once, at start (a reload keeps them).
 
 use crate::exit::{CliError, Exit};
 use crate::output;
-use hatoba_proxy::{AdminServer, ProxyOptions, ProxyServer, Router, RoutesFile};
+use hatoba_proxy::{AdminServer, ProxyOptions, ProxyServer, Router, RoutesFile, TlsSettings};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,8 +25,26 @@ fn load(path: &Path) -> Result<RoutesFile, CliError> {
     })
 }
 
+/// Loads the certificate and key the file's `[tls]` table names, if any.
+fn load_tls(path: &Path, file: &RoutesFile) -> Result<Option<TlsSettings>, CliError> {
+    let Some(tls) = &file.tls else {
+        return Ok(None);
+    };
+    // A bare `routes.toml` has an empty parent: its paths stay relative to
+    // the working directory, as the file itself is.
+    let dir = path.parent().unwrap_or(Path::new(""));
+    tls.relative_to(dir).load().map(Some).map_err(|e| {
+        CliError::new(
+            Exit::BadInput,
+            format!("routes file `{}`: [tls]: {e}", path.display()),
+        )
+    })
+}
+
 pub(crate) fn run(path: &Path) -> anyhow::Result<Exit> {
     let file = load(path)?;
+    let tls = load_tls(path, &file)?;
+    let https = tls.is_some();
     let recorder = Arc::new(hatoba_metrics::Recorder::new());
     let router = Arc::new(
         Router::new(file.route_spec(), Arc::clone(&recorder))
@@ -33,7 +53,10 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<Exit> {
     let server = ProxyServer::start(
         file.listen,
         Arc::clone(&router),
-        ProxyOptions::default(),
+        ProxyOptions {
+            tls,
+            ..ProxyOptions::default()
+        },
         file.threads,
     )
     .map_err(|e| {
@@ -50,7 +73,11 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<Exit> {
         ),
         None => None,
     };
-    output::stderr(&format!("listening on {}\n", server.local_addr()));
+    output::stderr(&format!(
+        "listening on {}{}\n",
+        server.local_addr(),
+        if https { " (TLS)" } else { "" }
+    ));
     if let Some(a) = &admin {
         output::stderr(&format!(
             "admin on {} (/metrics, /routes, /healthz)\n",
@@ -68,6 +95,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<Exit> {
             tokio::select! {
                 _ = hup.recv() => match load(path) {
                     Ok(f) => match router.update(f.route_spec()) {
+                        Ok(()) if f.tls != file.tls => output::stderr("routes reloaded; [tls] changes take effect on restart\n"),
                         Ok(()) => output::stderr("routes reloaded\n"),
                         Err(e) => output::stderr(&format!("routes not reloaded, keeping the running table: {e}\n")),
                     },

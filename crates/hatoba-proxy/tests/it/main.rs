@@ -1,10 +1,11 @@
 //! The proxy under load and under attack, with real backends on loopback:
 //! zero failed requests through weight changes, a blue-green swap, a drain
-//! and a SIGKILL; clean answers to bad input.
+//! and a SIGKILL; clean answers to bad input; TLS termination.
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod bad_input;
 mod features;
 mod support;
+mod tls;
 mod zero_downtime;

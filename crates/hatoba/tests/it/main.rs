@@ -6,3 +6,4 @@ mod cli;
 mod demo;
 mod history;
 mod proxy;
+mod proxy_tls;

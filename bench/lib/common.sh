@@ -1,0 +1,86 @@
+# Helpers for bench/proxy.sh: logging, free ports, process start/stop,
+# readiness polls with deadlines, and /proc readings (CPU ticks, RSS).
+# Sourced, not run. Everything here talks to 127.0.0.1 only.
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+warn() { printf '[bench] WARNING: %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# A free TCP port on 127.0.0.1 (bind port 0, read what the kernel chose).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+now_ms() { date +%s%3N; }
+
+# wait_for_line FILE REGEX TIMEOUT_S PID: wait until FILE has a line matching
+# REGEX (extended), printing the first match; fail if PID dies or time runs out.
+wait_for_line() {
+    local file=$1 re=$2 timeout=$3 pid=$4 deadline line
+    deadline=$(( $(now_ms) + timeout * 1000 ))
+    while (( $(now_ms) < deadline )); do
+        if line=$(grep -m1 -E "$re" "$file" 2>/dev/null); then
+            printf '%s\n' "$line"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# wait_http URL TIMEOUT_S PID: poll until URL answers 200; fail if PID dies
+# or the deadline passes. The poll interval is not a readiness mechanism.
+wait_http() {
+    local url=$1 timeout=$2 pid=$3 deadline code
+    deadline=$(( $(now_ms) + timeout * 1000 ))
+    while (( $(now_ms) < deadline )); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null || true)
+        [[ $code == 200 ]] && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# Children of a pid (nginx workers of their master).
+children_of() { pgrep -P "$1" 2>/dev/null | tr '\n' ' ' || true; }
+
+# cpu_ticks PID...: utime+stime (fields 14 and 15 of /proc/PID/stat, clock
+# ticks) summed over the given processes. A process's stat counts all its
+# threads. The comm field may hold spaces, so split after its closing ')':
+# the fields then start at field 3 (state), so utime is word 12, stime 13.
+cpu_ticks() {
+    local total=0 pid t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || true)
+        total=$(( total + ${t:-0} ))
+    done
+    echo "$total"
+}
+
+# rss_kb PID...: VmRSS summed over the given processes, in kB.
+rss_kb() {
+    local total=0 pid kb
+    for pid in "$@"; do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$(( total + ${kb:-0} ))
+    done
+    echo "$total"
+}
+
+# stop_pids PID...: SIGTERM, wait up to 5 s (polling), then SIGKILL what is left.
+stop_pids() {
+    local pid alive deadline
+    (( $# )) || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    deadline=$(( $(now_ms) + 5000 ))
+    while (( $(now_ms) < deadline )); do
+        alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        (( alive )) || break
+        sleep 0.05
+    done
+    kill -KILL "$@" 2>/dev/null || true
+    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
