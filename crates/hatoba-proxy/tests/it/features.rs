@@ -47,32 +47,7 @@ async fn header_pins_a_request_to_the_canary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_and_request_id_reach_the_backend() {
-    // A backend that echoes the headers it got.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let mut lines: Vec<String> = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
-                            .collect();
-                        lines.sort();
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from(lines.join("\n"))),
-                        ))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let backend = crate::support::echo_backend().await;
     let proxy = Proxy::start(
         spec(vec![group(Role::Stable, "v1", 100, &[backend])]),
         ProxyOptions::default(),

@@ -317,3 +317,37 @@ pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A backend that answers `x-version: echo` and a body of the request
+/// headers it got, one `name: value` a line.
+pub(crate) async fn echo_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut lines: Vec<String> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
+                            .collect();
+                        lines.sort();
+                        let mut resp = hyper::Response::new(http_body_util::Full::new(
+                            Bytes::from(lines.join("\n")),
+                        ));
+                        resp.headers_mut()
+                            .insert("x-version", "echo".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}

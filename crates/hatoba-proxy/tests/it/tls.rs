@@ -3,7 +3,7 @@
 //! clear errors for bad certificate and key files. Certificates are made at
 //! test time with rcgen (ring).
 
-use crate::support::{InProcess, Proxy, group, spec};
+use crate::support::{InProcess, Proxy, echo_backend, group, spec};
 use bytes::Bytes;
 use hatoba_metrics::Role;
 use hatoba_proxy::{ProxyOptions, TlsConfig, TlsSettings, load_tls};
@@ -91,40 +91,6 @@ impl TestCert {
             .unwrap_or_default();
         (resp.status().as_u16(), version)
     }
-}
-
-/// A backend that answers `x-version: echo` and a body of the request
-/// headers it got, one `name: value` a line.
-async fn echo_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let mut lines: Vec<String> = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
-                            .collect();
-                        lines.sort();
-                        let mut resp = hyper::Response::new(http_body_util::Full::new(
-                            Bytes::from(lines.join("\n")),
-                        ));
-                        resp.headers_mut()
-                            .insert("x-version", "echo".parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(resp)
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
