@@ -3,9 +3,8 @@
 //! traffic at once, keep the old colour warm for the scale-down delay (a
 //! rollback in that window is one weight change), then stop it.
 
-use crate::{AnalysisRun, Command, Input, Outcome, Track, Verdict};
+use crate::{AnalysisRun, Command, Input, Outbox, Outcome, Track, Verdict};
 use hatoba_core::{Millis, Weight, format_duration};
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// What the blue-green machine needs to know about the rollout.
@@ -56,10 +55,9 @@ pub struct BlueGreen {
     plan: BlueGreenPlan,
     state: State,
     ready_new: u32,
-    weight: Weight,
     preview_on: bool,
     analysing: bool,
-    commands: VecDeque<Command>,
+    out: Outbox,
 }
 
 impl BlueGreen {
@@ -69,16 +67,15 @@ impl BlueGreen {
             plan,
             state: State::Idle,
             ready_new: 0,
-            weight: Weight::ZERO,
             preview_on: false,
             analysing: false,
-            commands: VecDeque::new(),
+            out: Outbox::default(),
         }
     }
 
     /// The next command to execute.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+        self.out.pop()
     }
 
     /// When `handle_timeout` must be called next.
@@ -114,16 +111,16 @@ impl BlueGreen {
                 self.end(Outcome::RolledBack(reason));
             }
             State::AwaitingPromotion { .. } => {
-                self.record("auto-promotion delay over".to_owned());
+                self.out.record("auto-promotion delay over".to_owned());
                 self.switch(now);
             }
             State::Switched { .. } => {
-                self.record(format!(
+                self.out.record(format!(
                     "scale-down delay over: stopping the old colour ({})",
                     format_duration(self.plan.scale_down_delay)
                 ));
-                self.commands.push_back(Command::Scale(Track::Stable, 0));
-                self.commands.push_back(Command::Finish(Outcome::Succeeded));
+                self.out.push(Command::Scale(Track::Stable, 0));
+                self.out.push(Command::Finish(Outcome::Succeeded));
                 self.state = State::Done;
             }
             _ => {}
@@ -137,12 +134,12 @@ impl BlueGreen {
         }
         match input {
             Input::Start if self.state == State::Idle => {
-                self.record(format!(
+                self.out.record(format!(
                     "starting the new colour: {} instances",
                     self.plan.replicas
                 ));
-                self.commands
-                    .push_back(Command::Scale(Track::Canary, self.plan.replicas));
+                self.out
+                    .push(Command::Scale(Track::Canary, self.plan.replicas));
                 self.state = State::Starting { since: now };
                 self.on_ready(now);
             }
@@ -154,14 +151,14 @@ impl BlueGreen {
                 self.stop_analysis();
                 match v {
                     Verdict::Pass => {
-                        self.record("pre-promotion checks passed".to_owned());
+                        self.out.record("pre-promotion checks passed".to_owned());
                         self.await_promotion(now);
                     }
                     Verdict::Fail => self.end(Outcome::RolledBack(
                         "pre-promotion checks failed".to_owned(),
                     )),
                     Verdict::Inconclusive => {
-                        self.record(
+                        self.out.record(
                             "pre-promotion checks inconclusive: waiting for `hatoba promote`"
                                 .to_owned(),
                         );
@@ -172,11 +169,11 @@ impl BlueGreen {
             Input::Promote | Input::PromoteFull => match self.state {
                 State::AwaitingPromotion { .. } | State::Checking => {
                     self.stop_analysis();
-                    self.record("promoted".to_owned());
+                    self.out.record("promoted".to_owned());
                     self.switch(now);
                 }
                 State::Switched { .. } => {
-                    self.record(
+                    self.out.record(
                         "promoted: old colour stopped without waiting for the scale-down delay"
                             .to_owned(),
                     );
@@ -201,22 +198,23 @@ impl BlueGreen {
         if let State::Starting { .. } = self.state
             && self.ready_new >= self.plan.replicas
         {
-            self.record("new colour ready".to_owned());
+            self.out.record("new colour ready".to_owned());
             if self.plan.stable_ready == 0 {
-                self.record("first deployment: switching at once".to_owned());
-                self.set_weight(Weight::FULL);
-                self.commands.push_back(Command::Finish(Outcome::Succeeded));
+                self.out
+                    .record("first deployment: switching at once".to_owned());
+                self.out.set_weight(Weight::FULL);
+                self.out.push(Command::Finish(Outcome::Succeeded));
                 self.state = State::Done;
                 return;
             }
             if self.plan.preview {
                 self.preview_on = true;
-                self.commands.push_back(Command::SetPreview(true));
+                self.out.push(Command::SetPreview(true));
             }
             if self.plan.pre_promotion_analysis {
                 self.analysing = true;
-                self.commands
-                    .push_back(Command::StartAnalysis(AnalysisRun::PrePromotion));
+                self.out
+                    .push(Command::StartAnalysis(AnalysisRun::PrePromotion));
                 self.state = State::Checking;
             } else {
                 self.await_promotion(now);
@@ -228,13 +226,14 @@ impl BlueGreen {
         match self.plan.auto_promotion {
             Some(d) if d.is_zero() => self.switch(now),
             Some(d) => {
-                self.record(format!("switching in {}", format_duration(d)));
+                self.out
+                    .record(format!("switching in {}", format_duration(d)));
                 self.state = State::AwaitingPromotion {
                     until: Some(now.saturating_add(d)),
                 };
             }
             None => {
-                self.record("waiting for `hatoba promote`".to_owned());
+                self.out.record("waiting for `hatoba promote`".to_owned());
                 self.state = State::AwaitingPromotion { until: None };
             }
         }
@@ -242,18 +241,19 @@ impl BlueGreen {
 
     fn switch(&mut self, now: Millis) {
         if self.ready_new < self.plan.replicas {
-            self.record(format!(
+            self.out.record(format!(
                 "switch waits for the new colour to be fully ready ({}/{})",
                 self.ready_new, self.plan.replicas
             ));
             self.state = State::SwitchWhenReady { since: now };
             return;
         }
-        self.record("switching all traffic to the new colour".to_owned());
-        self.set_weight(Weight::FULL);
+        self.out
+            .record("switching all traffic to the new colour".to_owned());
+        self.out.set_weight(Weight::FULL);
         if self.preview_on {
             self.preview_on = false;
-            self.commands.push_back(Command::SetPreview(false));
+            self.out.push(Command::SetPreview(false));
         }
         self.state = State::Switched {
             until: now.saturating_add(self.plan.scale_down_delay),
@@ -264,45 +264,34 @@ impl BlueGreen {
     fn end(&mut self, outcome: Outcome) {
         if self.state == State::Done || self.state == State::Idle {
             if self.state == State::Idle {
-                self.commands.push_back(Command::Finish(outcome));
+                self.out.push(Command::Finish(outcome));
                 self.state = State::Done;
             }
             return;
         }
         match &outcome {
-            Outcome::Aborted(r) => self.record(format!("aborted: {r}")),
-            Outcome::RolledBack(r) => self.record(format!("rolling back: {r}")),
+            Outcome::Aborted(r) => self.out.record(format!("aborted: {r}")),
+            Outcome::RolledBack(r) => self.out.record(format!("rolling back: {r}")),
             Outcome::Succeeded => {}
         }
         self.stop_analysis();
-        if self.weight != Weight::ZERO {
-            self.set_weight(Weight::ZERO);
+        if self.out.weight() != Weight::ZERO {
+            self.out.set_weight(Weight::ZERO);
         }
         if self.preview_on {
             self.preview_on = false;
-            self.commands.push_back(Command::SetPreview(false));
+            self.out.push(Command::SetPreview(false));
         }
-        self.commands.push_back(Command::Scale(Track::Canary, 0));
-        self.commands.push_back(Command::Finish(outcome));
+        self.out.push(Command::Scale(Track::Canary, 0));
+        self.out.push(Command::Finish(outcome));
         self.state = State::Done;
     }
 
     fn stop_analysis(&mut self) {
         if self.analysing {
             self.analysing = false;
-            self.commands
-                .push_back(Command::StopAnalysis(AnalysisRun::PrePromotion));
+            self.out
+                .push(Command::StopAnalysis(AnalysisRun::PrePromotion));
         }
-    }
-
-    fn set_weight(&mut self, w: Weight) {
-        if self.weight != w {
-            self.weight = w;
-            self.commands.push_back(Command::SetWeight(w));
-        }
-    }
-
-    fn record(&mut self, m: String) {
-        self.commands.push_back(Command::Record(m));
     }
 }

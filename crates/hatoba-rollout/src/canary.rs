@@ -10,9 +10,8 @@
 //! check (analysis, health, deadline) sets the weight back to 0 while the
 //! stable track is still at full size, then scales the canary to zero.
 
-use crate::{AnalysisRun, Command, Input, Outcome, Track, Verdict};
+use crate::{AnalysisRun, Command, Input, Outbox, Outcome, Track, Verdict};
 use hatoba_core::{Millis, Weight, format_duration};
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// One canary step.
@@ -80,13 +79,11 @@ pub struct Canary {
     plan: CanaryPlan,
     state: State,
     ready_canary: u32,
-    /// The canary's current weight, as last commanded.
-    weight: Weight,
     /// Canary instances currently asked for.
     scaled: u32,
     background: bool,
     hold_promotion: bool,
-    commands: VecDeque<Command>,
+    out: Outbox,
 }
 
 impl Canary {
@@ -96,17 +93,16 @@ impl Canary {
             plan,
             state: State::Idle,
             ready_canary: 0,
-            weight: Weight::ZERO,
             scaled: 0,
             background: false,
             hold_promotion: false,
-            commands: VecDeque::new(),
+            out: Outbox::default(),
         }
     }
 
     /// The next command to execute, in order.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+        self.out.pop()
     }
 
     /// When `handle_timeout` must be called next, if ever.
@@ -126,7 +122,7 @@ impl Canary {
 
     /// The canary's current weight.
     pub fn weight(&self) -> Weight {
-        self.weight
+        self.out.weight()
     }
 
     /// Time passed: pauses end, deadlines expire.
@@ -136,7 +132,7 @@ impl Canary {
         }
         match self.state.clone() {
             State::Paused { step, .. } => {
-                self.record(format!("step {step}: pause over"));
+                self.out.record(format!("step {step}: pause over"));
                 self.advance(now, step + 1);
             }
             State::Scaling { need, .. } => self.deadline_passed(need),
@@ -166,11 +162,11 @@ impl Canary {
                 }
                 if self.plan.background_analysis && self.plan.stable_ready > 0 {
                     self.background = true;
-                    self.commands
-                        .push_back(Command::StartAnalysis(AnalysisRun::Background));
+                    self.out
+                        .push(Command::StartAnalysis(AnalysisRun::Background));
                 }
                 if self.plan.stable_ready == 0 {
-                    self.record("first deployment: no stable version to compare with, going straight to full size".to_owned());
+                    self.out.record("first deployment: no stable version to compare with, going straight to full size".to_owned());
                     self.promote(now);
                 } else {
                     self.advance(now, 0);
@@ -183,32 +179,34 @@ impl Canary {
             Input::Verdict(run, verdict) => self.on_verdict(now, run, verdict),
             Input::Promote => match self.state.clone() {
                 State::Paused { step, .. } | State::Held { step } => {
-                    self.record(format!("step {step}: promoted"));
+                    self.out.record(format!("step {step}: promoted"));
                     self.advance(now, step + 1);
                 }
                 State::Analysing { step } => {
-                    self.commands
-                        .push_back(Command::StopAnalysis(AnalysisRun::Step(step)));
-                    self.record(format!("step {step}: promoted, analysis skipped"));
+                    self.out
+                        .push(Command::StopAnalysis(AnalysisRun::Step(step)));
+                    self.out
+                        .record(format!("step {step}: promoted, analysis skipped"));
                     self.advance(now, step + 1);
                 }
                 State::AwaitingPromotion => {
-                    self.record("promoted".to_owned());
+                    self.out.record("promoted".to_owned());
                     self.hold_promotion = false;
                     self.promote(now);
                 }
-                State::Scaling { step, .. } => self.record(format!(
+                State::Scaling { step, .. } => self.out.record(format!(
                     "step {step}: promote ignored: waiting for canary instances"
                 )),
                 _ => {}
             },
             Input::PromoteFull => {
                 if let State::Analysing { step } = self.state {
-                    self.commands
-                        .push_back(Command::StopAnalysis(AnalysisRun::Step(step)));
+                    self.out
+                        .push(Command::StopAnalysis(AnalysisRun::Step(step)));
                 }
                 if !matches!(self.state, State::Idle | State::Promoting { .. }) {
-                    self.record("promoted fully: remaining steps skipped".to_owned());
+                    self.out
+                        .record("promoted fully: remaining steps skipped".to_owned());
                     self.hold_promotion = false;
                     self.promote(now);
                 }
@@ -223,7 +221,7 @@ impl Canary {
             State::Scaling {
                 step, weight, need, ..
             } if self.ready_canary >= need => {
-                self.set_weight(weight);
+                self.out.set_weight(weight);
                 self.advance(now, step + 1);
             }
             State::Promoting { .. } if self.ready_canary >= self.plan.replicas => {
@@ -239,7 +237,7 @@ impl Canary {
                 self.end(Outcome::RolledBack("background analysis failed".to_owned()));
             }
             (AnalysisRun::Background, Verdict::Inconclusive) if self.background => {
-                self.record(
+                self.out.record(
                     "background analysis inconclusive: promotion will wait for `hatoba promote`"
                         .to_owned(),
                 );
@@ -249,17 +247,17 @@ impl Canary {
                 }
             }
             (AnalysisRun::Step(i), v) if self.state == (State::Analysing { step: i }) => {
-                self.commands.push_back(Command::StopAnalysis(run));
+                self.out.push(Command::StopAnalysis(run));
                 match v {
                     Verdict::Pass => {
-                        self.record(format!("step {i}: analysis passed"));
+                        self.out.record(format!("step {i}: analysis passed"));
                         self.advance(now, i + 1);
                     }
                     Verdict::Fail => {
                         self.end(Outcome::RolledBack(format!("step {i}: analysis failed")))
                     }
                     Verdict::Inconclusive => {
-                        self.record(format!("step {i}: analysis inconclusive: waiting for `hatoba promote` or `hatoba abort`"));
+                        self.out.record(format!("step {i}: analysis inconclusive: waiting for `hatoba promote` or `hatoba abort`"));
                         self.state = State::Held { step: i };
                     }
                 }
@@ -275,7 +273,7 @@ impl Canary {
             match step {
                 Step::SetWeight(w) => {
                     let need = canary_size(self.plan.replicas, w);
-                    self.record(format!("step {i}: set weight {w}"));
+                    self.out.record(format!("step {i}: set weight {w}"));
                     self.scale_canary(need);
                     if self.ready_canary < need {
                         self.state = State::Scaling {
@@ -286,11 +284,11 @@ impl Canary {
                         };
                         return;
                     }
-                    self.set_weight(w);
+                    self.out.set_weight(w);
                 }
                 Step::Pause(d) => {
                     let until = d.map(|d| now.saturating_add(d));
-                    self.record(match d {
+                    self.out.record(match d {
                         Some(d) => format!("step {i}: pause {}", format_duration(d)),
                         None => format!("step {i}: pause until `hatoba promote`"),
                     });
@@ -298,9 +296,8 @@ impl Canary {
                     return;
                 }
                 Step::Analysis => {
-                    self.record(format!("step {i}: analysis"));
-                    self.commands
-                        .push_back(Command::StartAnalysis(AnalysisRun::Step(i)));
+                    self.out.record(format!("step {i}: analysis"));
+                    self.out.push(Command::StartAnalysis(AnalysisRun::Step(i)));
                     self.state = State::Analysing { step: i };
                     return;
                 }
@@ -320,18 +317,18 @@ impl Canary {
 
     fn finish_promotion(&mut self) {
         if self.hold_promotion {
-            self.record("canary at full size: waiting for `hatoba promote` (background analysis inconclusive)".to_owned());
+            self.out.record("canary at full size: waiting for `hatoba promote` (background analysis inconclusive)".to_owned());
             self.state = State::AwaitingPromotion;
             return;
         }
-        self.set_weight(Weight::FULL);
-        self.commands.push_back(Command::Scale(Track::Stable, 0));
+        self.out.set_weight(Weight::FULL);
+        self.out.push(Command::Scale(Track::Stable, 0));
         if self.background {
             self.background = false;
-            self.commands
-                .push_back(Command::StopAnalysis(AnalysisRun::Background));
+            self.out
+                .push(Command::StopAnalysis(AnalysisRun::Background));
         }
-        self.commands.push_back(Command::Finish(Outcome::Succeeded));
+        self.out.push(Command::Finish(Outcome::Succeeded));
         self.state = State::Done;
     }
 
@@ -341,46 +338,35 @@ impl Canary {
             return;
         }
         match &outcome {
-            Outcome::Aborted(r) => self.record(format!("aborted: {r}")),
-            Outcome::RolledBack(r) => self.record(format!("rolling back: {r}")),
+            Outcome::Aborted(r) => self.out.record(format!("aborted: {r}")),
+            Outcome::RolledBack(r) => self.out.record(format!("rolling back: {r}")),
             Outcome::Succeeded => {}
         }
-        if self.weight != Weight::ZERO {
-            self.set_weight(Weight::ZERO);
+        if self.out.weight() != Weight::ZERO {
+            self.out.set_weight(Weight::ZERO);
         }
         if let State::Analysing { step } = self.state {
-            self.commands
-                .push_back(Command::StopAnalysis(AnalysisRun::Step(step)));
+            self.out
+                .push(Command::StopAnalysis(AnalysisRun::Step(step)));
         }
         if self.background {
             self.background = false;
-            self.commands
-                .push_back(Command::StopAnalysis(AnalysisRun::Background));
+            self.out
+                .push(Command::StopAnalysis(AnalysisRun::Background));
         }
         if self.scaled > 0 {
             self.scaled = 0;
-            self.commands.push_back(Command::Scale(Track::Canary, 0));
+            self.out.push(Command::Scale(Track::Canary, 0));
         }
-        self.commands.push_back(Command::Finish(outcome));
+        self.out.push(Command::Finish(outcome));
         self.state = State::Done;
-    }
-
-    fn set_weight(&mut self, w: Weight) {
-        if self.weight != w {
-            self.weight = w;
-            self.commands.push_back(Command::SetWeight(w));
-        }
     }
 
     fn scale_canary(&mut self, n: u32) {
         if n > self.scaled {
             self.scaled = n;
-            self.commands.push_back(Command::Scale(Track::Canary, n));
+            self.out.push(Command::Scale(Track::Canary, n));
         }
-    }
-
-    fn record(&mut self, message: String) {
-        self.commands.push_back(Command::Record(message));
     }
 }
 

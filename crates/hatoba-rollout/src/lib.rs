@@ -24,6 +24,7 @@ pub use canary::{Canary, CanaryPlan, Step};
 pub use rolling::{Rolling, RollingPlan};
 
 use hatoba_core::Weight;
+use std::collections::VecDeque;
 
 /// Which version's instances a command or observation is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,4 +111,37 @@ pub enum Outcome {
     Aborted(String),
     /// A check failed; traffic is back on stable.
     RolledBack(String),
+}
+
+/// The commands a machine has decided and the shell has not taken yet, and
+/// the canary weight they last set (so a weight is only sent when it changes).
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Command>,
+    weight: Weight,
+}
+
+impl Outbox {
+    pub(crate) fn push(&mut self, c: Command) {
+        self.queue.push_back(c);
+    }
+
+    pub(crate) fn record(&mut self, message: String) {
+        self.queue.push_back(Command::Record(message));
+    }
+
+    pub(crate) fn set_weight(&mut self, w: Weight) {
+        if self.weight != w {
+            self.weight = w;
+            self.queue.push_back(Command::SetWeight(w));
+        }
+    }
+
+    pub(crate) fn weight(&self) -> Weight {
+        self.weight
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Command> {
+        self.queue.pop_front()
+    }
 }

@@ -7,9 +7,8 @@
 //! and traffic moves back to it only as its instances become ready, never
 //! all at once onto a cold instance.
 
-use crate::{Command, Input, Outcome, Track};
+use crate::{Command, Input, Outbox, Outcome, Track};
 use hatoba_core::{Millis, Weight, format_duration};
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// What the rolling machine needs to know.
@@ -44,8 +43,7 @@ pub struct Rolling {
     scaled_new: u32,
     ready_old: u32,
     ready_new: u32,
-    weight: Weight,
-    commands: VecDeque<Command>,
+    out: Outbox,
 }
 
 impl Rolling {
@@ -59,14 +57,13 @@ impl Rolling {
             ready_new: 0,
             plan,
             state: State::Idle,
-            weight: Weight::ZERO,
-            commands: VecDeque::new(),
+            out: Outbox::default(),
         }
     }
 
     /// The next command to execute.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+        self.out.pop()
     }
 
     /// When `handle_timeout` must be called next.
@@ -109,7 +106,7 @@ impl Rolling {
                 } else {
                     "the new version keeps serving"
                 };
-                self.record(format!(
+                self.out.record(format!(
                     "the old version is not fully ready again within {}: {}/{} ready; {then}",
                     format_duration(self.plan.progress_deadline),
                     self.ready_old,
@@ -125,7 +122,7 @@ impl Rolling {
     pub fn handle(&mut self, now: Millis, input: Input) {
         match input {
             Input::Start if self.state == State::Idle => {
-                self.record(format!(
+                self.out.record(format!(
                     "rolling {} instances: up to {} extra, up to {} missing",
                     self.plan.replicas, self.plan.max_surge, self.plan.max_unavailable
                 ));
@@ -157,8 +154,7 @@ impl Rolling {
                 let want_new = replicas.min(self.scaled_new + room);
                 if want_new > self.scaled_new {
                     self.scaled_new = want_new;
-                    self.commands
-                        .push_back(Command::Scale(Track::Canary, want_new));
+                    self.out.push(Command::Scale(Track::Canary, want_new));
                 }
                 let min_available = replicas.saturating_sub(self.plan.max_unavailable);
                 let available =
@@ -166,8 +162,8 @@ impl Rolling {
                 let removable = available.saturating_sub(min_available).min(self.scaled_old);
                 if removable > 0 {
                     self.scaled_old -= removable;
-                    self.commands
-                        .push_back(Command::Scale(Track::Stable, self.scaled_old));
+                    self.out
+                        .push(Command::Scale(Track::Stable, self.scaled_old));
                 }
                 self.balance();
                 // Scaling old down made room for more new instances.
@@ -175,8 +171,7 @@ impl Rolling {
                 let want_new = replicas.min(self.scaled_new + room);
                 if want_new > self.scaled_new {
                     self.scaled_new = want_new;
-                    self.commands
-                        .push_back(Command::Scale(Track::Canary, want_new));
+                    self.out.push(Command::Scale(Track::Canary, want_new));
                 }
                 if self.ready_new >= replicas && self.scaled_old == 0 {
                     self.finish(Outcome::Succeeded);
@@ -216,7 +211,7 @@ impl Rolling {
         } else if w == Weight::FULL {
             w = Weight::new(99).unwrap_or(Weight::FULL);
         }
-        self.set_weight(w);
+        self.out.set_weight(w);
     }
 
     fn roll_back(&mut self, now: Millis, outcome: Outcome) {
@@ -224,19 +219,19 @@ impl Rolling {
             return;
         }
         if self.state == State::Idle {
-            self.commands.push_back(Command::Finish(outcome));
+            self.out.push(Command::Finish(outcome));
             self.state = State::Done;
             return;
         }
         match &outcome {
-            Outcome::Aborted(r) => self.record(format!("aborted: {r}")),
-            Outcome::RolledBack(r) => self.record(format!("rolling back: {r}")),
+            Outcome::Aborted(r) => self.out.record(format!("aborted: {r}")),
+            Outcome::RolledBack(r) => self.out.record(format!("rolling back: {r}")),
             Outcome::Succeeded => {}
         }
         if self.scaled_old < self.plan.replicas {
             self.scaled_old = self.plan.replicas;
-            self.commands
-                .push_back(Command::Scale(Track::Stable, self.plan.replicas));
+            self.out
+                .push(Command::Scale(Track::Stable, self.plan.replicas));
         }
         self.state = State::RollingBack {
             since: now,
@@ -248,29 +243,18 @@ impl Rolling {
     fn finish(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Succeeded => {
-                self.set_weight(Weight::FULL);
+                self.out.set_weight(Weight::FULL);
             }
             _ => {
                 // Back on the old version, as far as it can serve.
                 if self.ready_old > 0 {
-                    self.set_weight(Weight::ZERO);
+                    self.out.set_weight(Weight::ZERO);
                     self.scaled_new = 0;
-                    self.commands.push_back(Command::Scale(Track::Canary, 0));
+                    self.out.push(Command::Scale(Track::Canary, 0));
                 }
             }
         }
-        self.commands.push_back(Command::Finish(outcome));
+        self.out.push(Command::Finish(outcome));
         self.state = State::Done;
-    }
-
-    fn set_weight(&mut self, w: Weight) {
-        if self.weight != w {
-            self.weight = w;
-            self.commands.push_back(Command::SetWeight(w));
-        }
-    }
-
-    fn record(&mut self, m: String) {
-        self.commands.push_back(Command::Record(m));
     }
 }
