@@ -106,13 +106,34 @@ fn files_that_are_not_specs_get_one_clear_message() {
     let big = dir.path().join("big.yaml");
     let f = std::fs::File::create(&big).unwrap();
     f.set_len(50 * 1024 * 1024).unwrap();
-    check(
-        &big,
-        "is 52428800 bytes; a spec may be at most 4194304 bytes",
-    );
+    check(&big, "is larger than 4194304 bytes, the most a spec may be");
     let malformed = dir.path().join("malformed.yaml");
     std::fs::write(&malformed, "app: x\nservices: {web: [}\n").unwrap();
     check(&malformed, "malformed.yaml:2:");
+}
+
+#[test]
+fn spec_from_stdin_and_devices_that_are_not_files() {
+    let spec = std::fs::read(root().join("examples/rolling/hatoba.yaml")).unwrap();
+    hatoba()
+        .args(["validate", "-f", "-"])
+        .write_stdin(spec)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("-: valid: app `rolling-example`"));
+    hatoba()
+        .args(["validate", "-f", "-"])
+        .write_stdin("app: [")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("-:2:1: error: invalid YAML"));
+    hatoba()
+        .args(["validate", "-f", "/dev/zero"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "`/dev/zero` is not a regular file",
+        ));
 }
 
 #[test]
