@@ -1,0 +1,140 @@
+//! The `Runtime` trait: how Hatoba starts, stops and lists the instances of
+//! a service, whatever runs them (local processes, Docker, later
+//! Kubernetes).
+//!
+//! A runtime executes and observes; it never decides (invariant 2). It does
+//! not probe readiness or restart anything on its own initiative: it
+//! reports what it sees and the controller chooses. Every driver passes the
+//! same conformance story (`hatoba_test_support::runtime_story`).
+
+use hatoba_core::{Millis, ServiceName, Version};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The id of one instance, unique within a runtime: `web-v2-3f9a`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(pub String);
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What to start: everything already interpolated (`${VERSION}` filled in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// The service it belongs to.
+    pub service: ServiceName,
+    /// The version it runs.
+    pub version: Version,
+    /// The program (a path, relative to `working_dir` when it has a `/`,
+    /// or a name looked up in `PATH`).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables on top of the runtime's own; `PORT` is added.
+    pub env: BTreeMap<String, String>,
+    /// Where it runs.
+    pub working_dir: PathBuf,
+}
+
+/// Where an instance is in its life, as last observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceState {
+    /// The process runs.
+    Running,
+    /// It ended: by itself (`code`) or by a signal.
+    Exited {
+        /// Its exit code, when it exited normally.
+        code: Option<i32>,
+        /// The signal that ended it, when one did.
+        signal: Option<i32>,
+    },
+}
+
+/// One instance as the runtime sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// Its id.
+    pub id: InstanceId,
+    /// Its service.
+    pub service: ServiceName,
+    /// Its version.
+    pub version: Version,
+    /// Where it listens (the port given in `PORT`).
+    pub addr: SocketAddr,
+    /// The operating system's process id, when there is one.
+    pub pid: Option<u32>,
+    /// When it was started, by the caller's clock.
+    pub started_at: Millis,
+    /// Running or exited.
+    pub state: InstanceState,
+    /// Where its output goes.
+    pub log: Option<PathBuf>,
+}
+
+/// What went wrong, one variant per decision the caller makes.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The program could not be started (missing, not executable, ...).
+    #[error("cannot start `{program}` for service `{service}`")]
+    Spawn {
+        /// The service.
+        service: ServiceName,
+        /// The program as given.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No free port, no log file, and other resources of the machine.
+    #[error("cannot prepare an instance of `{service}`: {what}")]
+    Resources {
+        /// The service.
+        service: ServiceName,
+        /// What could not be had.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No instance has this id.
+    #[error("no instance `{id}`")]
+    NotFound {
+        /// The id asked for.
+        id: InstanceId,
+    },
+    /// Stopping failed (the signal could not be sent).
+    #[error("cannot stop instance `{id}`")]
+    Stop {
+        /// The instance.
+        id: InstanceId,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A place that runs instances.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + fmt::Debug {
+    /// A short name for messages: `process`, `docker`.
+    fn name(&self) -> &'static str;
+
+    /// Starts one instance with a free port in `PORT`; returns at once with
+    /// its status (running, or already exited if it died immediately).
+    async fn start(&self, spec: &InstanceSpec, now: Millis)
+    -> Result<InstanceStatus, RuntimeError>;
+
+    /// Stops an instance: SIGTERM (or the runtime's equivalent), then after
+    /// `grace` SIGKILL. Returns once it is gone. Stopping a stopped instance
+    /// is fine (idempotent).
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError>;
+
+    /// The instances of a service this runtime knows, running or exited.
+    async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError>;
+}
