@@ -36,7 +36,7 @@ pub enum Track {
 }
 
 /// Which analysis run a command is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AnalysisRun {
     /// The analysis of canary step `n` (0-based).
     Step(usize),

@@ -1,0 +1,634 @@
+//! One deployment of one service, from the first instance started to the
+//! last one stopped: the loop that feeds a rollout machine and executes its
+//! commands.
+
+use crate::judge;
+use crate::probe::{Readiness, http_probe};
+use hatoba_core::{DeploymentStatus, EnvName, Millis, ServiceName, Version};
+use hatoba_metrics::{Recorder, Role};
+use hatoba_proxy::{GroupSpec, RouteSpec, Router};
+use hatoba_rollout::{
+    AnalysisRun, BlueGreen, BlueGreenPlan, Canary, CanaryPlan, Command, Input, Outcome, Rolling,
+    RollingPlan, Step, Track,
+};
+use hatoba_runtime::{InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError};
+use hatoba_spec::{AnalysisTemplate, Runtime as RuntimeSpec, Service, Spec, Strategy};
+use hatoba_store::{NewDeployment, NewEvent, Store, StoreError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Now, by the real clock. Only the shell reads it (invariant 3).
+pub fn clock_now() -> Millis {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// What serves a service now: a version and its instances.
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    /// The version.
+    pub version: Version,
+    /// Its instances.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One deployment to run.
+#[derive(Clone, Debug)]
+pub struct DeployRequest {
+    /// The service.
+    pub service: ServiceName,
+    /// The environment.
+    pub environment: EnvName,
+    /// The service as the environment sees it (overrides merged).
+    pub svc: Service,
+    /// The whole spec, for analysis templates.
+    pub spec: Spec,
+    /// The version to deploy.
+    pub version: Version,
+    /// Values for `${NAME}`; `VERSION` is added.
+    pub vars: BTreeMap<String, String>,
+    /// Where relative paths in the spec start.
+    pub base_dir: PathBuf,
+    /// A digest of the spec, for the history.
+    pub spec_digest: String,
+    /// Who asks.
+    pub deployed_by: String,
+    /// What serves now, if anything.
+    pub current: Option<Deployed>,
+}
+
+/// Why a deployment could not even start or be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The history store refused or failed.
+    #[error("cannot record the deployment")]
+    Store(#[from] StoreError),
+    /// The spec can not be run by this runtime.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A `${NAME}` has no value.
+    #[error("cannot interpolate the service's command")]
+    Interpolation(#[from] hatoba_spec::InterpolationError),
+    /// The runtime failed in a way the rollout can not absorb.
+    #[error("the runtime failed")]
+    Runtime(#[from] RuntimeError),
+}
+
+enum Machine {
+    Canary(Canary),
+    BlueGreen(BlueGreen),
+    Rolling(Rolling),
+}
+
+impl Machine {
+    fn handle(&mut self, now: Millis, input: Input) {
+        match self {
+            Machine::Canary(m) => m.handle(now, input),
+            Machine::BlueGreen(m) => m.handle(now, input),
+            Machine::Rolling(m) => m.handle(now, input),
+        }
+    }
+    fn handle_timeout(&mut self, now: Millis) {
+        match self {
+            Machine::Canary(m) => m.handle_timeout(now),
+            Machine::BlueGreen(m) => m.handle_timeout(now),
+            Machine::Rolling(m) => m.handle_timeout(now),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        match self {
+            Machine::Canary(m) => m.poll_timeout(),
+            Machine::BlueGreen(m) => m.poll_timeout(),
+            Machine::Rolling(m) => m.poll_timeout(),
+        }
+    }
+    fn poll_command(&mut self) -> Option<Command> {
+        match self {
+            Machine::Canary(m) => m.poll_command(),
+            Machine::BlueGreen(m) => m.poll_command(),
+            Machine::Rolling(m) => m.poll_command(),
+        }
+    }
+}
+
+/// Runs deployments against one runtime, one proxy route and one store.
+#[derive(Debug)]
+pub struct Deployer {
+    store: Arc<dyn Store>,
+    runtime: Arc<dyn Runtime>,
+    router: Arc<Router>,
+    recorder: Arc<Recorder>,
+}
+
+/// The mutable world of one running deployment.
+struct Run<'a> {
+    d: &'a Deployer,
+    req: &'a DeployRequest,
+    id: hatoba_core::DeploymentId,
+    instance: InstanceSpec,
+    stable: Vec<InstanceStatus>,
+    canary: Vec<InstanceStatus>,
+    ready: HashSet<SocketAddr>,
+    readiness: Readiness,
+    weight: u8,
+    analyses: HashMap<AnalysisRun, (Vec<String>, Millis)>,
+    outcome: Option<Outcome>,
+}
+
+impl Deployer {
+    /// A deployer over these parts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn Runtime>,
+        router: Arc<Router>,
+        recorder: Arc<Recorder>,
+    ) -> Deployer {
+        Deployer {
+            store,
+            runtime,
+            router,
+            recorder,
+        }
+    }
+
+    /// Runs one deployment to its end and returns the recorded deployment
+    /// and what serves afterwards.
+    pub async fn deploy(
+        &self,
+        req: &DeployRequest,
+    ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
+        let instance = instance_spec(req)?;
+        let created = self
+            .store
+            .create_deployment(NewDeployment {
+                service: req.service.clone(),
+                environment: req.environment.clone(),
+                version: req.version.clone(),
+                commit_sha: None,
+                strategy: req.svc.strategy.kind().to_owned(),
+                deployed_by: req.deployed_by.clone(),
+                rollback_of: None,
+                spec_digest: req.spec_digest.clone(),
+                at: clock_now(),
+            })
+            .await?;
+        let id = created.id.clone();
+        self.store
+            .transition(&id, DeploymentStatus::InProgress, None, clock_now())
+            .await?;
+        let stable = req
+            .current
+            .as_ref()
+            .map(|c| c.instances.clone())
+            .unwrap_or_default();
+        let mut run = Run {
+            d: self,
+            req,
+            id: id.clone(),
+            instance,
+            ready: stable.iter().map(|i| i.addr).collect(),
+            stable,
+            canary: Vec::new(),
+            readiness: Readiness::default(),
+            weight: 0,
+            analyses: HashMap::new(),
+            outcome: None,
+        };
+        let mut machine = run.machine();
+        machine.handle(clock_now(), Input::Start);
+        run.execute(&mut machine).await?;
+        let period = req
+            .svc
+            .health
+            .readiness
+            .as_ref()
+            .map_or(Duration::from_millis(500), |p| p.period);
+        let mut probe = tokio::time::interval(period);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while run.outcome.is_none() {
+            let timer = machine
+                .poll_timeout()
+                .map(|t| Duration::from_millis(t.0.saturating_sub(clock_now().0)));
+            tokio::select! {
+                () = sleep_or_never(timer) => machine.handle_timeout(clock_now()),
+                _ = probe.tick() => {
+                    let ready = run.probe_all().await;
+                    if let Some(crashed) = run.crashed().await {
+                        machine.handle(clock_now(), Input::Unhealthy(crashed));
+                    }
+                    if let Some((stable, canary)) = ready {
+                        machine.handle(clock_now(), Input::Ready { stable, canary });
+                    }
+                    for (run_id, verdict) in run.judge_due().await? {
+                        machine.handle(clock_now(), Input::Verdict(run_id, verdict));
+                    }
+                }
+            }
+            run.execute(&mut machine).await?;
+        }
+        let (status, reason, serving) = match run.outcome.take() {
+            Some(Outcome::Succeeded) => (
+                DeploymentStatus::Succeeded,
+                None,
+                Some(Deployed {
+                    version: req.version.clone(),
+                    instances: run.canary.clone(),
+                }),
+            ),
+            Some(Outcome::Aborted(r)) => (DeploymentStatus::Aborted, Some(r), req.current.clone()),
+            Some(Outcome::RolledBack(r)) => {
+                (DeploymentStatus::RolledBack, Some(r), req.current.clone())
+            }
+            None => (
+                DeploymentStatus::Failed,
+                Some("the rollout ended without an outcome".to_owned()),
+                req.current.clone(),
+            ),
+        };
+        let deployment = self
+            .store
+            .transition(&id, status, reason, clock_now())
+            .await?;
+        Ok((deployment, serving))
+    }
+}
+
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn instance_spec(req: &DeployRequest) -> Result<InstanceSpec, DeployError> {
+    let RuntimeSpec::Process(p) = &req.svc.runtime else {
+        return Err(DeployError::Unsupported(
+            "the Docker runtime is not built yet; use `process:`".to_owned(),
+        ));
+    };
+    let lookup = |name: &str| -> Option<String> {
+        if name == "VERSION" {
+            return Some(req.version.to_string());
+        }
+        req.vars.get(name).cloned()
+    };
+    let program = hatoba_spec::interpolate(&p.command, lookup)?;
+    let args = p
+        .args
+        .iter()
+        .map(|a| hatoba_spec::interpolate(a, lookup))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut env = BTreeMap::new();
+    for (k, v) in &p.env {
+        env.insert(k.clone(), hatoba_spec::interpolate(v, lookup)?);
+    }
+    let working_dir = match &p.working_dir {
+        Some(w) => req.base_dir.join(hatoba_spec::interpolate(w, lookup)?),
+        None => req.base_dir.clone(),
+    };
+    Ok(InstanceSpec {
+        service: req.service.clone(),
+        version: req.version.clone(),
+        program,
+        args,
+        env,
+        working_dir,
+    })
+}
+
+impl Run<'_> {
+    fn machine(&self) -> Machine {
+        let svc = &self.req.svc;
+        let replicas = svc.replicas;
+        let stable_ready = u32::try_from(self.stable.len()).unwrap_or(u32::MAX);
+        match &svc.strategy {
+            Strategy::Canary(c) => Machine::Canary(Canary::new(CanaryPlan {
+                replicas,
+                stable_ready,
+                steps: c
+                    .steps
+                    .iter()
+                    .map(|s| match s {
+                        hatoba_spec::Step::SetWeight(w) => Step::SetWeight(*w),
+                        hatoba_spec::Step::Pause(p) => Step::Pause(p.duration),
+                        hatoba_spec::Step::Analysis(_) => Step::Analysis,
+                    })
+                    .collect(),
+                progress_deadline: svc.progress_deadline,
+                background_analysis: c.analysis.is_some(),
+            })),
+            Strategy::BlueGreen(b) => Machine::BlueGreen(BlueGreen::new(BlueGreenPlan {
+                replicas,
+                stable_ready,
+                auto_promotion: b.promotion.delay(),
+                scale_down_delay: b.scale_down_delay,
+                progress_deadline: svc.progress_deadline,
+                preview: false,
+                pre_promotion_analysis: false,
+            })),
+            Strategy::Rolling(r) => Machine::Rolling(Rolling::new(RollingPlan {
+                replicas,
+                stable_ready,
+                max_surge: r.max_surge.resolve(replicas, true),
+                max_unavailable: r.max_unavailable.resolve(replicas, false),
+                progress_deadline: svc.progress_deadline,
+            })),
+        }
+    }
+
+    /// Templates an analysis run uses.
+    fn templates_for(&self, run: AnalysisRun) -> Vec<String> {
+        let Strategy::Canary(c) = &self.req.svc.strategy else {
+            return Vec::new();
+        };
+        match run {
+            AnalysisRun::Background => c
+                .analysis
+                .as_ref()
+                .map(|a| a.templates.clone())
+                .unwrap_or_default(),
+            AnalysisRun::Step(i) => match c.steps.get(i) {
+                Some(hatoba_spec::Step::Analysis(a)) => a.templates.clone(),
+                _ => Vec::new(),
+            },
+            AnalysisRun::PrePromotion => Vec::new(),
+        }
+    }
+
+    async fn event(&self, kind: &str, message: String) -> Result<(), DeployError> {
+        self.d
+            .store
+            .append_event(
+                &self.id,
+                NewEvent {
+                    at: clock_now(),
+                    kind: kind.to_owned(),
+                    message,
+                    data: None,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Executes every pending command, recording before acting.
+    async fn execute(&mut self, machine: &mut Machine) -> Result<(), DeployError> {
+        while let Some(c) = machine.poll_command() {
+            match c {
+                Command::Record(m) => self.event("rollout", m).await?,
+                Command::SetWeight(w) => {
+                    self.event(
+                        hatoba_store::event_kind::WEIGHT_CHANGED,
+                        format!("canary weight {w}"),
+                    )
+                    .await?;
+                    self.weight = w.percent();
+                    self.route();
+                }
+                Command::Scale(track, n) => self.scale(track, n).await?,
+                Command::StartAnalysis(run) => {
+                    let templates = self.templates_for(run);
+                    self.event(
+                        "analysis",
+                        format!("analysis started: {}", templates.join(", ")),
+                    )
+                    .await?;
+                    let first = self.first_judgement(&templates);
+                    self.analyses.insert(run, (templates, first));
+                }
+                Command::StopAnalysis(run) => {
+                    self.analyses.remove(&run);
+                }
+                Command::SetPreview(on) => {
+                    if on {
+                        self.event("rollout", "no preview listener in this build: checks run against the new colour directly".to_owned()).await?;
+                    }
+                }
+                Command::Finish(o) => self.outcome = Some(o),
+            }
+        }
+        Ok(())
+    }
+
+    fn first_judgement(&self, templates: &[String]) -> Millis {
+        let interval = templates
+            .iter()
+            .filter_map(|t| self.req.spec.analysis.templates.get(t))
+            .flat_map(|t| t.metrics.iter().map(|m| m.interval))
+            .min()
+            .unwrap_or(Duration::from_secs(60));
+        clock_now().saturating_add(interval)
+    }
+
+    /// Judges the analysis runs that are due, recording each judgement.
+    async fn judge_due(
+        &mut self,
+    ) -> Result<Vec<(AnalysisRun, hatoba_rollout::Verdict)>, DeployError> {
+        let now = clock_now();
+        let mut out = Vec::new();
+        let due: Vec<AnalysisRun> = self
+            .analyses
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for run in due {
+            let Some((names, _)) = self.analyses.get(&run).cloned() else {
+                continue;
+            };
+            let templates: Vec<&AnalysisTemplate> = names
+                .iter()
+                .filter_map(|n| self.req.spec.analysis.templates.get(n))
+                .collect();
+            let (verdict, why) = judge::judge(
+                &templates,
+                &self.d.recorder,
+                self.req.service.as_str(),
+                self.req.version.as_str(),
+                now,
+            );
+            let next = self.first_judgement(&names);
+            self.analyses.insert(run, (names, next));
+            self.event(
+                "analysis",
+                format!("analysis {}: {why}", format!("{verdict:?}").to_lowercase()),
+            )
+            .await?;
+            // A background run that passes keeps running: only its failures
+            // and inconclusive results reach the machine; every verdict of a
+            // step does.
+            if run != AnalysisRun::Background || verdict != hatoba_rollout::Verdict::Pass {
+                out.push((run, verdict));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scale(&mut self, track: Track, n: u32) -> Result<(), DeployError> {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        loop {
+            let have = match track {
+                Track::Stable => self.stable.len(),
+                Track::Canary => self.canary.len(),
+            };
+            if have < n {
+                // Only the new version is ever started here.
+                if track == Track::Stable {
+                    self.event(
+                        "rollout",
+                        "cannot start more of the old version: its instances are not managed here"
+                            .to_owned(),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                let s = self.d.runtime.start(&self.instance, clock_now()).await?;
+                self.event(
+                    "instance_started",
+                    format!(
+                        "instance {} of {} on {} (pid {})",
+                        s.id,
+                        s.version,
+                        s.addr,
+                        s.pid.unwrap_or(0)
+                    ),
+                )
+                .await?;
+                self.canary.push(s);
+            } else if have > n {
+                let s = match track {
+                    Track::Stable => self.stable.pop(),
+                    Track::Canary => self.canary.pop(),
+                };
+                if let Some(s) = s {
+                    self.stop(s).await?;
+                }
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Out of the route table, drained, then stopped.
+    async fn stop(&mut self, s: InstanceStatus) -> Result<(), DeployError> {
+        let backend = self.d.router.backend(s.addr);
+        self.ready.remove(&s.addr);
+        self.readiness.forget(s.addr);
+        self.route();
+        if let Some(b) = backend {
+            self.d.router.drained(&b, self.req.svc.drain).await;
+        }
+        self.d
+            .runtime
+            .stop(&s.id, self.req.svc.termination_grace_period)
+            .await?;
+        self.event(
+            "instance_stopped",
+            format!("instance {} of {} stopped", s.id, s.version),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Probes every instance; returns new ready counts when they changed.
+    async fn probe_all(&mut self) -> Option<(u32, u32)> {
+        let before = self.ready.clone();
+        let probe = self.req.svc.health.readiness.clone();
+        let instances: Vec<SocketAddr> = self
+            .stable
+            .iter()
+            .chain(self.canary.iter())
+            .map(|s| s.addr)
+            .collect();
+        for addr in instances {
+            let passed = match &probe {
+                Some(p) => http_probe(addr, &p.path, p.timeout).await,
+                None => tokio::net::TcpStream::connect(addr).await.is_ok(),
+            };
+            let (ok, bad) = probe
+                .as_ref()
+                .map_or((1, 1), |p| (p.success_threshold, p.failure_threshold));
+            if self.readiness.observe(addr, passed, ok, bad) {
+                self.ready.insert(addr);
+            } else {
+                self.ready.remove(&addr);
+            }
+        }
+        if self.ready == before {
+            return None;
+        }
+        self.route();
+        let count = |v: &[InstanceStatus]| {
+            u32::try_from(v.iter().filter(|s| self.ready.contains(&s.addr)).count())
+                .unwrap_or(u32::MAX)
+        };
+        Some((count(&self.stable), count(&self.canary)))
+    }
+
+    /// A new instance that exited is a failed rollout.
+    async fn crashed(&self) -> Option<String> {
+        let listed = self.d.runtime.list(&self.req.service).await.ok()?;
+        listed
+            .iter()
+            .filter(|s| self.canary.iter().any(|c| c.id == s.id))
+            .find_map(|s| match s.state {
+                InstanceState::Exited { code, signal } => Some(format!(
+                    "instance {} of {} exited ({})",
+                    s.id,
+                    s.version,
+                    match (code, signal) {
+                        (Some(c), _) => format!("code {c}"),
+                        (_, Some(sig)) => format!("signal {sig}"),
+                        _ => "unknown".to_owned(),
+                    }
+                )),
+                InstanceState::Running => None,
+            })
+    }
+
+    /// The route table from the ready instances and the weight.
+    fn route(&self) {
+        let ready = |v: &[InstanceStatus]| {
+            v.iter()
+                .filter(|s| self.ready.contains(&s.addr))
+                .map(|s| s.addr)
+                .collect::<Vec<_>>()
+        };
+        let mut groups = Vec::new();
+        let stable_version = self.req.current.as_ref().map(|c| c.version.to_string());
+        let has_stable = !self.stable.is_empty();
+        if let Some(v) = stable_version.filter(|_| has_stable) {
+            groups.push(GroupSpec {
+                role: Role::Stable,
+                version: v,
+                weight: 100 - self.weight,
+                backends: ready(&self.stable),
+            });
+            groups.push(GroupSpec {
+                role: Role::Canary,
+                version: self.req.version.to_string(),
+                weight: self.weight,
+                backends: ready(&self.canary),
+            });
+        } else if self.weight > 0 {
+            groups.push(GroupSpec {
+                role: Role::Canary,
+                version: self.req.version.to_string(),
+                weight: 100,
+                backends: ready(&self.canary),
+            });
+        }
+        let spec = RouteSpec {
+            service: self.req.service.to_string(),
+            groups,
+            sticky: false,
+        };
+        // Weights always add up by construction; a refusal would be a bug here.
+        let _ = self.d.router.update(spec);
+    }
+}

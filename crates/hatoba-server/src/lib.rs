@@ -1,0 +1,18 @@
+//! The imperative shell: the only place that reads the clock and acts.
+//!
+//! `Deployer` runs one deployment of one service: it turns the spec's
+//! strategy into a rollout machine, feeds it what it observes (readiness
+//! from HTTP probes, analysis verdicts from the proxy's metrics, the time)
+//! and executes the commands it returns — start and stop instances through
+//! the `Runtime`, swap the proxy's route table, record every transition in
+//! the store before acting on it.
+//!
+//! Not built yet (issue #4's remaining slices): the long-running server
+//! with its API (`hatoba up`), re-adoption after a restart, the proxy as a
+//! separate process, restarts with back-off, watch after promotion.
+
+mod deployer;
+mod judge;
+mod probe;
+
+pub use deployer::{DeployError, DeployRequest, Deployed, Deployer, clock_now};
