@@ -148,6 +148,14 @@ pub(crate) enum Command {
         /// The service.
         service: String,
     },
+    /// The demo app, as the demo's instances run it (PORT, DEMO_ERROR_RATE,
+    /// DEMO_READY_AFTER from the environment).
+    #[command(hide = true, name = "demo-app")]
+    DemoApp {
+        /// The version `/` answers with.
+        #[arg(long, default_value = "v1")]
+        version_label: String,
+    },
     /// See the whole idea in a minute, with nothing to install.
     Demo {
         /// A shorter run.

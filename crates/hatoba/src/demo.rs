@@ -1,84 +1,108 @@
-//! `hatoba demo`: what Hatoba can do today, for real, with nothing installed.
+//! `hatoba demo`: the whole idea in a minute, with nothing installed.
 //!
-//! It reads the quickstart spec embedded in the binary, opens a history
-//! store in a temporary state directory, starts the demo app's instances
-//! in-process on free loopback ports, probes their readiness as the spec
-//! says, records every deployment and its events, and keeps live traffic on
-//! the serving version while a broken version is tried and refused. It
-//! prints what happened and exits 0 only if every expectation held.
-//!
-//! Traffic shifting through Hatoba's proxy, canary steps and automatic
-//! rollback under traffic are not built yet; the demo says so rather than
-//! imitate them.
+//! An embedded Hatoba in a temporary state directory: the quickstart spec,
+//! the history store, Hatoba's proxy on a free loopback port, the local
+//! process runtime running this very binary as the demo app
+//! (`hatoba demo-app`, hidden), and live traffic through the proxy the
+//! whole time. It deploys v1, promotes v2 through the canary, then deploys
+//! a v3 that answers 20 % errors (caught by analysis and rolled back by
+//! itself) and a v4 that never becomes ready (rolled back at its deadline),
+//! prints what happened, and exits 0 only if every expectation held. It
+//! leaves nothing running.
 
 use crate::exit::Exit;
 use crate::http::Client;
 use crate::output;
 use comfy_table::{Table, presets};
-use hatoba_core::{DeploymentStatus, EnvName, Millis, Version};
-use hatoba_demo_app::{Config as AppConfig, Stop};
-use hatoba_spec::{Probe, Service, Strategy};
-use hatoba_store::{NewDeployment, NewEvent, SqlStore, Store};
+use hatoba_core::{DeploymentStatus, EnvName, ServiceName};
+use hatoba_metrics::Recorder;
+use hatoba_proxy::{ProxyOptions, ProxyServer, RouteSpec, Router};
+use hatoba_runtime::Runtime as _;
+use hatoba_runtime_process::ProcessRuntime;
+use hatoba_server::{DeployRequest, Deployed, Deployer};
+use hatoba_spec::{Runtime as RuntimeSpec, Step, Strategy};
+use hatoba_store::{SqlStore, Store};
 use sha2::Digest as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 const QUICKSTART: &str = include_str!("../../../examples/quickstart/hatoba.yaml");
 
-/// The demo's knobs: `--quick` shortens what only waits.
-struct Plan {
-    traffic_time: Duration,
-    broken_deadline: Duration,
-    max_requests: u64,
-    workers: usize,
-    /// Live traffic is paced, like users, not a flood.
-    rate_per_sec: u64,
+/// Live traffic counters, by who answered what.
+#[derive(Default)]
+struct Counts {
+    ok: AtomicU64,
+    app_errors: AtomicU64,
+    failed: AtomicU64,
 }
 
-impl Plan {
-    fn new(quick: bool) -> Plan {
-        if quick {
-            Plan {
-                traffic_time: Duration::from_secs(2),
-                broken_deadline: Duration::from_secs(3),
-                max_requests: 50_000,
-                workers: 4,
-                rate_per_sec: 1_000,
-            }
-        } else {
-            Plan {
-                traffic_time: Duration::from_secs(5),
-                broken_deadline: Duration::from_secs(6),
-                max_requests: 200_000,
-                workers: 8,
-                rate_per_sec: 2_000,
-            }
-        }
+impl Counts {
+    fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.app_errors.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
 struct Phase {
-    name: &'static str,
+    name: String,
+    status: String,
     requests: u64,
+    app_errors: u64,
     failed: u64,
     took: Duration,
-    result: String,
+    detect: Option<Duration>,
+    rollback: Option<Duration>,
     ok: bool,
 }
 
-pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
-    let plan = Plan::new(quick);
-    let started = Instant::now();
-    say("Hatoba demo: the quickstart spec, a real history store, the demo app on loopback.\n");
+/// `hatoba demo-app`: the demo app on `PORT`, for the demo's instances.
+pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
+    let port: u16 = std::env::var("PORT")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("PORT is not set to a port"))?;
+    let error_rate = std::env::var("DEMO_ERROR_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let ready_after = std::env::var("DEMO_READY_AFTER")
+        .ok()
+        .and_then(|v| hatoba_core::parse_duration(&v).ok())
+        .unwrap_or_default();
+    let cfg = hatoba_demo_app::Config {
+        version_label,
+        error_rate,
+        ready_after,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        hatoba_demo_app::serve(listener, cfg, async move {
+            term.recv().await;
+        })
+        .await
+    })?;
+    Ok(Exit::Ok)
+}
 
-    // 1. The spec.
+pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
+    let started = Instant::now();
+    say(
+        "Hatoba demo: deploy, canary, automatic rollback, under live traffic, with nothing installed.\n\n",
+    );
     let parsed = hatoba_spec::parse(QUICKSTART);
-    let Some(spec) = parsed.spec else {
+    let Some(mut spec) = parsed.spec else {
         output::stderr(&hatoba_spec::render(
             "examples/quickstart/hatoba.yaml",
             QUICKSTART,
@@ -86,203 +110,229 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
         ));
         anyhow::bail!("the embedded quickstart spec is invalid");
     };
-    let (name, web) = spec
+    let name: ServiceName = "web".parse()?;
+    let mut svc = spec
         .services
-        .iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("the quickstart spec has no service"))?;
-    say(&format!(
-        "spec      examples/quickstart/hatoba.yaml is valid: service `{name}`, {} replicas, {}\n",
-        web.replicas,
-        describe_strategy(web)
-    ));
-    let readiness = web
-        .health
-        .readiness
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("the quickstart service has no readiness probe"))?;
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the quickstart has no service `web`"))?;
+    // The instances are this binary, as the demo app.
+    let exe = std::env::current_exe()?;
+    if let RuntimeSpec::Process(p) = &mut svc.runtime {
+        p.command = exe.display().to_string();
+        p.args = vec![
+            "demo-app".to_owned(),
+            "--version-label".to_owned(),
+            "${VERSION}".to_owned(),
+        ];
+        p.env.insert(
+            "DEMO_READY_AFTER".to_owned(),
+            "${READY_AFTER:-0s}".to_owned(),
+        );
+    }
+    // Shorter waits so the demo takes a minute (or a few seconds with --quick).
+    let scale = if quick { 0.2 } else { 0.5 };
+    if let Strategy::Canary(c) = &mut svc.strategy {
+        for s in &mut c.steps {
+            if let Step::Pause(p) = s {
+                p.duration = p.duration.map(|d| d.mul_f64(scale));
+            }
+        }
+    }
+    for t in spec.analysis.templates.values_mut() {
+        for m in &mut t.metrics {
+            m.interval = Duration::from_secs(1);
+        }
+    }
+    svc.progress_deadline = if quick {
+        Duration::from_secs(4)
+    } else {
+        Duration::from_secs(10)
+    };
+    svc.drain = Duration::from_secs(2);
 
-    // 2. A state directory of its own, removed at the end.
     let dir = tempfile::Builder::new().prefix("hatoba-demo-").tempdir()?;
-    let store = SqlStore::open_sqlite(dir.path().join(".hatoba/hatoba.db")).await?;
-    say(&format!("store     history in {}\n", store.location()));
+    let store: Arc<dyn Store> =
+        Arc::new(SqlStore::open_sqlite(dir.path().join(".hatoba/hatoba.db")).await?);
+    let recorder = Arc::new(Recorder::new());
+    let router = Arc::new(Router::new(
+        RouteSpec {
+            service: name.to_string(),
+            groups: vec![],
+            sticky: false,
+        },
+        Arc::clone(&recorder),
+    )?);
+    let proxy = ProxyServer::start(
+        "127.0.0.1:0".parse()?,
+        Arc::clone(&router),
+        ProxyOptions::default(),
+        1,
+    )?;
+    let runtime = Arc::new(ProcessRuntime::new(dir.path().join(".hatoba/logs")));
+    let deployer = Deployer::new(
+        Arc::clone(&store),
+        runtime.clone(),
+        Arc::clone(&router),
+        Arc::clone(&recorder),
+    );
+    say(&format!(
+        "spec      examples/quickstart/hatoba.yaml: service `web`, {} replicas, {}\n",
+        svc.replicas,
+        describe(&svc.strategy)
+    ));
+    say(&format!(
+        "proxy     http://{} (Hatoba's proxy; instances are local processes)\n",
+        proxy.local_addr()
+    ));
+    say(&format!(
+        "history   {}\n\n",
+        dir.path().join(".hatoba/hatoba.db").display()
+    ));
 
     let env: EnvName = "development".parse()?;
     let digest = hex::encode(sha2::Sha256::digest(QUICKSTART.as_bytes()));
+    let request = |version: &str,
+                   vars: &[(&str, &str)],
+                   current: Option<Deployed>|
+     -> anyhow::Result<DeployRequest> {
+        Ok(DeployRequest {
+            service: name.clone(),
+            environment: env.clone(),
+            svc: svc.clone(),
+            spec: spec.clone(),
+            version: version.parse()?,
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            base_dir: dir.path().to_path_buf(),
+            spec_digest: digest.clone(),
+            deployed_by: "hatoba-demo".to_owned(),
+            current,
+        })
+    };
+
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
     let mut phases = Vec::new();
-
-    // 3. v1: start, probe, record.
-    let t = Instant::now();
-    let v1: Version = "v1".parse()?;
-    let d1 = record_start(&store, name, &env, &v1, web, &digest).await?;
-    let v1_instances = start_instances(
-        &v1,
-        AppConfig {
-            version_label: v1.to_string(),
-            ..AppConfig::default()
-        },
-        web.replicas,
-    )
-    .await?;
-    for i in &v1_instances {
-        event(
-            &store,
-            &d1.id,
-            "instance_started",
-            format!("instance of v1 listening on {}", i.addr),
-        )
-        .await?;
-    }
-    let ready = wait_ready(&v1_instances, &readiness, web.progress_deadline).await;
-    let v1_ok = ready.is_ok();
-    let (status, reason) = match &ready {
-        Ok(took) => (
+    let mut serving: Option<Deployed> = None;
+    let mut traffic = None;
+    let plan: [(&str, &str, &[(&str, &str)], DeploymentStatus); 4] = [
+        ("v1", "first deployment", &[], DeploymentStatus::Succeeded),
+        (
+            "v2",
+            "a good version through the canary",
+            &[],
             DeploymentStatus::Succeeded,
-            format!(
-                "{} instances ready in {}ms",
-                v1_instances.len(),
-                took.as_millis()
-            ),
         ),
-        Err(why) => (DeploymentStatus::Failed, why.clone()),
-    };
-    store
-        .transition(&d1.id, status, Some(reason.clone()), now())
-        .await?;
-    say(&format!("deploy    v1 as {}: {status} ({reason})\n", d1.id));
-    phases.push(Phase {
-        name: "deploy v1",
-        requests: 0,
-        failed: 0,
-        took: t.elapsed(),
-        result: status.to_string(),
-        ok: v1_ok,
-    });
-    if !v1_ok {
-        stop_instances(v1_instances).await;
-        return finish(&store, phases, dir, started).await;
-    }
-    let targets: Vec<SocketAddr> = v1_instances.iter().map(|i| i.addr).collect();
-
-    // 4. Live traffic on v1.
-    let report = traffic(targets.clone(), &plan, plan.traffic_time).await;
-    say(&format!(
-        "traffic   {} requests to v1 in {:.1}s ({} req/s), {} failed, p50 {:.2}ms, p99 {:.2}ms\n",
-        report.requests,
-        report.took.as_secs_f64(),
-        plan.rate_per_sec,
-        report.failed,
-        report.p50_ms,
-        report.p99_ms
-    ));
-    phases.push(Phase {
-        name: "live traffic on v1",
-        requests: report.requests,
-        failed: report.failed,
-        took: report.took,
-        result: format!("p99 {:.2}ms", report.p99_ms),
-        ok: report.failed == 0 && report.requests > 0,
-    });
-
-    // 5. v3 never becomes ready: refused before it gets traffic, while v1 keeps serving.
-    let t = Instant::now();
-    let stop_traffic = Arc::new(AtomicBool::new(false));
-    let background = {
-        let (targets, stop) = (targets.clone(), Arc::clone(&stop_traffic));
-        let plan = Plan::new(quick);
-        tokio::spawn(
-            async move { traffic_until(targets, &plan, plan.broken_deadline * 3, stop).await },
-        )
-    };
-    let v3: Version = "v3".parse()?;
-    let d3 = record_start(&store, name, &env, &v3, web, &digest).await?;
-    let broken = AppConfig {
-        version_label: v3.to_string(),
-        ready_after: Duration::from_secs(3600),
-        ..AppConfig::default()
-    };
-    let v3_instances = start_instances(&v3, broken, web.replicas).await?;
-    for i in &v3_instances {
-        event(
-            &store,
-            &d3.id,
-            "instance_started",
-            format!("instance of v3 listening on {}", i.addr),
-        )
-        .await?;
-    }
-    say(&format!(
-        "deploy    v3 as {}: never becomes ready; progress deadline shortened to {}s for the demo\n",
-        d3.id,
-        plan.broken_deadline.as_secs()
-    ));
-    let refused = wait_ready(&v3_instances, &readiness, plan.broken_deadline).await;
-    stop_instances(v3_instances).await;
-    let (status, reason) = match refused {
-        Ok(_) => (
-            DeploymentStatus::Succeeded,
-            "became ready (unexpected)".to_owned(),
+        (
+            "v3",
+            "a version answering 20% errors",
+            &[("ERROR_RATE", "0.2")],
+            DeploymentStatus::RolledBack,
         ),
-        Err(why) => (DeploymentStatus::Failed, why),
-    };
-    store
-        .transition(&d3.id, status, Some(reason.clone()), now())
-        .await?;
-    stop_traffic.store(true, Ordering::Relaxed);
-    let during = background.await?;
-    say(&format!(
-        "          v3: {status} ({reason}); v1 served {} requests meanwhile, {} failed\n",
-        during.requests, during.failed
-    ));
-    phases.push(Phase {
-        name: "broken v3 refused",
-        requests: during.requests,
-        failed: during.failed,
-        took: t.elapsed(),
-        result: status.to_string(),
-        ok: status == DeploymentStatus::Failed && during.failed == 0 && during.requests > 0,
-    });
-
-    // 6. What the history says now.
-    let current = store.current(name, &env).await?;
-    let current_ok = current.as_ref().is_some_and(|d| d.version == v1);
-    phases.push(Phase {
-        name: "current version is v1",
-        requests: 0,
-        failed: 0,
-        took: Duration::ZERO,
-        result: current.map_or_else(|| "none".to_owned(), |d| d.version.to_string()),
-        ok: current_ok,
-    });
-    stop_instances(v1_instances).await;
-    finish(&store, phases, dir, started).await
-}
-
-async fn finish(
-    store: &SqlStore,
-    phases: Vec<Phase>,
-    dir: tempfile::TempDir,
-    started: Instant,
-) -> anyhow::Result<Exit> {
+        (
+            "v4",
+            "a version that never gets ready",
+            &[("READY_AFTER", "1h")],
+            DeploymentStatus::RolledBack,
+        ),
+    ];
+    for (version, what, vars, expected) in plan {
+        say(&format!("deploy    {version}: {what} ...\n"));
+        let before = counts.snapshot();
+        let t = Instant::now();
+        let (d, now_serving) = deployer
+            .deploy(&request(version, vars, serving.clone())?)
+            .await?;
+        let took = t.elapsed();
+        let after = counts.snapshot();
+        let (detect, rollback) = timings(store.as_ref(), &d).await;
+        let reason = d
+            .reason
+            .clone()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        say(&format!(
+            "          {} in {:.1}s{reason}\n",
+            d.status,
+            took.as_secs_f64()
+        ));
+        phases.push(Phase {
+            name: format!("{version} ({what})"),
+            status: d.status.to_string(),
+            requests: (after.0 + after.1 + after.2) - (before.0 + before.1 + before.2),
+            app_errors: after.1 - before.1,
+            failed: after.2 - before.2,
+            took,
+            detect,
+            rollback,
+            ok: d.status == expected && after.2 == before.2,
+        });
+        serving = now_serving;
+        if traffic.is_none() {
+            // Live traffic from the moment something serves.
+            say(&format!(
+                "traffic   live traffic through the proxy from now on ({} clients)\n",
+                4
+            ));
+            traffic = Some(start_traffic(
+                proxy.local_addr(),
+                Arc::clone(&counts),
+                Arc::clone(&stop),
+            ));
+            // Let traffic flow on v1 a moment before the next rollout.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = traffic {
+        for h in t {
+            let _ = h.await;
+        }
+    }
+    let current = store.current(&name, &env).await?;
+    let current_ok = current.as_ref().is_some_and(|d| d.version.as_str() == "v2");
+    // Stop everything the demo started.
+    if let Some(s) = serving {
+        for i in s.instances {
+            let _ = runtime.stop(&i.id, Duration::from_secs(5)).await;
+        }
+    }
+    for i in runtime.list(&name).await? {
+        let _ = runtime.stop(&i.id, Duration::from_secs(5)).await;
+    }
+    proxy.shutdown();
     let history = store.history(&hatoba_store::HistoryFilter::all(10)).await?;
-    store.close().await;
-    drop(dir);
+    drop(store);
+
     say("\nhistory (hatoba history):\n");
     let rows: Vec<_> = history.iter().map(crate::history::to_api).collect();
     say(&crate::history::history_table(&rows));
     let mut t = Table::new();
     t.load_style(presets::ASCII_BORDERS_ONLY_CONDENSED);
     t.set_header(vec![
-        "PHASE", "REQUESTS", "FAILED", "TIME", "RESULT", "EXPECTED",
+        "PHASE",
+        "RESULT",
+        "REQUESTS",
+        "FAILED",
+        "ERRORS FROM THE APP",
+        "DETECTED IN",
+        "BACK ON STABLE IN",
+        "EXPECTED",
     ]);
-    let all_ok = phases.iter().all(|p| p.ok);
+    let secs =
+        |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()));
     for p in &phases {
         t.add_row(vec![
-            p.name.to_owned(),
+            p.name.clone(),
+            format!("{} ({:.1}s)", p.status, p.took.as_secs_f64()),
             p.requests.to_string(),
             p.failed.to_string(),
-            format!("{:.1}s", p.took.as_secs_f64()),
-            p.result.clone(),
+            p.app_errors.to_string(),
+            secs(p.detect),
+            secs(p.rollback),
             if p.ok {
                 "yes".to_owned()
             } else {
@@ -291,9 +341,12 @@ async fn finish(
         ]);
     }
     say(&format!("\n{t}\n"));
+    let all_ok = phases.iter().all(|p| p.ok) && current_ok;
     say(&format!(
-        "\n{} in {:.1}s. Not shown yet: Hatoba's proxy shifting traffic step by step, canary analysis and\n\
-         automatic rollback under live traffic; they arrive with the controller and `hatoba up`.\n",
+        "\ncurrent version: {} (expected v2). FAILED counts requests the proxy could not serve (connection errors, 502/503/504);\n\
+         ERRORS FROM THE APP are the 500s the bad version itself answered before it was caught.\n\
+         {} in {:.1}s; nothing is left running.\n",
+        current.map_or("none".to_owned(), |d| d.version.to_string()),
         if all_ok {
             "Every expectation held"
         } else {
@@ -301,240 +354,99 @@ async fn finish(
         },
         started.elapsed().as_secs_f64()
     ));
+    drop(dir);
     Ok(if all_ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// From the deployment's events: how long the new version had traffic
+/// before the rollback began, and how long until its weight was 0.
+async fn timings(
+    store: &dyn Store,
+    d: &hatoba_store::Deployment,
+) -> (Option<Duration>, Option<Duration>) {
+    let Ok(events) = store.events(&d.id).await else {
+        return (None, None);
+    };
+    let first_traffic = events
+        .iter()
+        .find(|e| e.kind == "weight_changed" && !e.message.ends_with(" 0%"))
+        .map(|e| e.at);
+    let decided = events
+        .iter()
+        .find(|e| e.message.starts_with("rolling back"))
+        .map(|e| e.at);
+    let back = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "weight_changed" && e.message.ends_with(" 0%"))
+        .map(|e| e.at);
+    let detect = match (first_traffic, decided) {
+        (Some(a), Some(b)) => Some(b.since(a)),
+        (None, Some(b)) => Some(b.since(d.started_at)),
+        _ => None,
+    };
+    let rollback = match (decided, back) {
+        (Some(a), Some(b)) => Some(b.since(a)),
+        (Some(_), None) => Some(Duration::ZERO),
+        _ => None,
+    };
+    (detect, rollback)
+}
+
+fn start_traffic(
+    proxy: SocketAddr,
+    counts: Arc<Counts>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let started = Instant::now();
+    (0..4)
+        .map(|_| {
+            let (counts, stop) = (Arc::clone(&counts), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut client = Client::default();
+                let mut pace = tokio::time::interval(Duration::from_millis(10));
+                // Bounded: at most 10 minutes, whatever happens.
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600)
+                {
+                    pace.tick().await;
+                    match client.get(proxy, "/", Duration::from_secs(5)).await {
+                        Ok(a) if a.status == 200 => counts.ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(a) if a.status == 500 => {
+                            counts.app_errors.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => counts.failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect()
 }
 
 fn say(text: &str) {
     output::stdout(text);
 }
 
-fn now() -> Millis {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    Millis(u64::try_from(ms).unwrap_or(u64::MAX))
-}
-
-fn describe_strategy(svc: &Service) -> String {
-    match &svc.strategy {
+fn describe(strategy: &Strategy) -> String {
+    match strategy {
         Strategy::Canary(c) => {
             let steps: Vec<String> = c
                 .steps
                 .iter()
                 .map(|s| match s {
-                    hatoba_spec::Step::SetWeight(w) => w.to_string(),
-                    hatoba_spec::Step::Pause(p) => p.duration.map_or("pause".to_owned(), |d| {
+                    Step::SetWeight(w) => w.to_string(),
+                    Step::Pause(p) => p.duration.map_or("pause".to_owned(), |d| {
                         format!("pause {}", hatoba_core::format_duration(d))
                     }),
-                    hatoba_spec::Step::Analysis(_) => "analysis".to_owned(),
+                    Step::Analysis(_) => "analysis".to_owned(),
                 })
                 .collect();
-            format!("canary {} → 100%", steps.join(" → "))
+            let analysis = c
+                .analysis
+                .as_ref()
+                .map(|a| format!(", analysis: {}", a.templates.join(", ")))
+                .unwrap_or_default();
+            format!("canary {} → 100%{analysis}", steps.join(" → "))
         }
         other => other.kind().to_owned(),
-    }
-}
-
-async fn record_start(
-    store: &SqlStore,
-    service: &hatoba_core::ServiceName,
-    env: &EnvName,
-    version: &Version,
-    svc: &Service,
-    digest: &str,
-) -> anyhow::Result<hatoba_store::Deployment> {
-    let d = store
-        .create_deployment(NewDeployment {
-            service: service.clone(),
-            environment: env.clone(),
-            version: version.clone(),
-            commit_sha: None,
-            strategy: svc.strategy.kind().to_owned(),
-            deployed_by: "hatoba-demo".to_owned(),
-            rollback_of: None,
-            spec_digest: digest.to_owned(),
-            at: now(),
-        })
-        .await?;
-    Ok(store
-        .transition(&d.id, DeploymentStatus::InProgress, None, now())
-        .await?)
-}
-
-async fn event(
-    store: &SqlStore,
-    id: &hatoba_core::DeploymentId,
-    kind: &str,
-    message: String,
-) -> anyhow::Result<()> {
-    store
-        .append_event(
-            id,
-            NewEvent {
-                at: now(),
-                kind: kind.to_owned(),
-                message,
-                data: None,
-            },
-        )
-        .await?;
-    Ok(())
-}
-
-struct Instance {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<Stop>>,
-}
-
-async fn start_instances(
-    version: &Version,
-    cfg: AppConfig,
-    n: u32,
-) -> anyhow::Result<Vec<Instance>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let cfg = AppConfig {
-            version_label: version.to_string(),
-            ..cfg.clone()
-        };
-        let task = tokio::spawn(hatoba_demo_app::serve(listener, cfg, async move {
-            let _ = stopped.await;
-        }));
-        out.push(Instance { addr, stop, task });
-    }
-    Ok(out)
-}
-
-async fn stop_instances(instances: Vec<Instance>) {
-    for i in instances {
-        let _ = i.stop.send(());
-        let _ = i.task.await;
-    }
-}
-
-/// Probes every instance's readiness path as the spec says (period,
-/// timeout, success threshold) until all are ready or the deadline passes.
-async fn wait_ready(
-    instances: &[Instance],
-    probe: &Probe,
-    deadline: Duration,
-) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut client = Client::default();
-    let mut streak = vec![0u32; instances.len()];
-    tokio::time::sleep(probe.initial_delay).await;
-    loop {
-        for (i, inst) in instances.iter().enumerate() {
-            if streak[i] >= probe.success_threshold {
-                continue;
-            }
-            let passed = client
-                .get(inst.addr, &probe.path, probe.timeout)
-                .await
-                .is_ok_and(|a| (200..400).contains(&a.status));
-            streak[i] = if passed { streak[i] + 1 } else { 0 };
-        }
-        let ready = streak
-            .iter()
-            .filter(|s| **s >= probe.success_threshold)
-            .count();
-        if ready == instances.len() {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() >= deadline {
-            return Err(format!(
-                "readiness not reached within {}: {ready}/{} instances ready on {}",
-                hatoba_core::format_duration(deadline),
-                instances.len(),
-                probe.path
-            ));
-        }
-        tokio::time::sleep(probe.period).await;
-    }
-}
-
-struct Report {
-    requests: u64,
-    failed: u64,
-    took: Duration,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-async fn traffic(targets: Vec<SocketAddr>, plan: &Plan, time: Duration) -> Report {
-    traffic_until(targets, plan, time, Arc::new(AtomicBool::new(false))).await
-}
-
-/// Sends `GET /` round-robin from several keep-alive workers until `stop`,
-/// the time limit or the request limit; every answer other than 200 and
-/// every connection error counts as failed.
-async fn traffic_until(
-    targets: Vec<SocketAddr>,
-    plan: &Plan,
-    time: Duration,
-    stop: Arc<AtomicBool>,
-) -> Report {
-    let start = Instant::now();
-    let sent = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..plan.workers {
-        let (targets, sent, failed, stop) = (
-            targets.clone(),
-            Arc::clone(&sent),
-            Arc::clone(&failed),
-            Arc::clone(&stop),
-        );
-        let max = plan.max_requests;
-        let period =
-            Duration::from_micros(1_000_000 * plan.workers as u64 / plan.rate_per_sec.max(1));
-        workers.push(tokio::spawn(async move {
-            let mut client = Client::default();
-            let mut latencies = Vec::new();
-            let mut n = w;
-            let mut pace = tokio::time::interval(period);
-            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.load(Ordering::Relaxed)
-                && start.elapsed() < time
-                && sent.fetch_add(1, Ordering::Relaxed) < max
-            {
-                pace.tick().await;
-                let addr = targets[n % targets.len()];
-                n += 1;
-                let t = Instant::now();
-                let ok = client
-                    .get(addr, "/", Duration::from_secs(2))
-                    .await
-                    .is_ok_and(|a| a.status == 200 && !a.body.is_empty());
-                latencies.push(t.elapsed().as_micros());
-                if !ok {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await.unwrap_or_default());
-    }
-    all.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if all.is_empty() {
-            return 0.0;
-        }
-        let idx = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
-        all[idx] as f64 / 1000.0
-    };
-    Report {
-        requests: all.len() as u64,
-        failed: failed.load(Ordering::Relaxed),
-        took: start.elapsed(),
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
     }
 }

@@ -19,7 +19,6 @@ pub(crate) struct Client {
 /// What one request got back.
 pub(crate) struct Answer {
     pub(crate) status: u16,
-    pub(crate) body: Bytes,
 }
 
 impl Client {
@@ -63,7 +62,8 @@ impl Client {
             .body(Empty::<Bytes>::new())?;
         let resp = send.send_request(req).await?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body })
+        // Read the body to its end so the connection can carry the next request.
+        resp.into_body().collect().await?;
+        Ok(Answer { status })
     }
 }

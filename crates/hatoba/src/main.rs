@@ -73,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Logs { .. } => Err(not_built("`hatoba logs`")),
         Command::Diagnose { .. } => Err(not_built("`hatoba diagnose`")),
         Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),
+        Command::DemoApp { version_label } => demo::serve_demo_app(version_label),
     }
 }
 
