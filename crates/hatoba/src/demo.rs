@@ -49,6 +49,14 @@ impl Counts {
     }
 }
 
+/// One deployment the demo makes, and how it must end.
+struct Attempt {
+    version: &'static str,
+    what: &'static str,
+    vars: &'static [(&'static str, &'static str)],
+    expected: DeploymentStatus,
+}
+
 struct Phase {
     name: String,
     status: String,
@@ -218,28 +226,39 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
     let mut phases = Vec::new();
     let mut serving: Option<Deployed> = None;
     let mut traffic = None;
-    let plan: [(&str, &str, &[(&str, &str)], DeploymentStatus); 4] = [
-        ("v1", "first deployment", &[], DeploymentStatus::Succeeded),
-        (
-            "v2",
-            "a good version through the canary",
-            &[],
-            DeploymentStatus::Succeeded,
-        ),
-        (
-            "v3",
-            "a version answering 20% errors",
-            &[("ERROR_RATE", "0.2")],
-            DeploymentStatus::RolledBack,
-        ),
-        (
-            "v4",
-            "a version that never gets ready",
-            &[("READY_AFTER", "1h")],
-            DeploymentStatus::RolledBack,
-        ),
+    let plan = [
+        Attempt {
+            version: "v1",
+            what: "first deployment",
+            vars: &[],
+            expected: DeploymentStatus::Succeeded,
+        },
+        Attempt {
+            version: "v2",
+            what: "a good version through the canary",
+            vars: &[],
+            expected: DeploymentStatus::Succeeded,
+        },
+        Attempt {
+            version: "v3",
+            what: "a version answering 20% errors",
+            vars: &[("ERROR_RATE", "0.2")],
+            expected: DeploymentStatus::RolledBack,
+        },
+        Attempt {
+            version: "v4",
+            what: "a version that never gets ready",
+            vars: &[("READY_AFTER", "1h")],
+            expected: DeploymentStatus::RolledBack,
+        },
     ];
-    for (version, what, vars, expected) in plan {
+    for Attempt {
+        version,
+        what,
+        vars,
+        expected,
+    } in plan
+    {
         say(&format!("deploy    {version}: {what} ...\n"));
         let before = counts.snapshot();
         let t = Instant::now();
