@@ -139,6 +139,48 @@ pub struct ErrorBody {
     pub hint: Option<String>,
 }
 
+/// `POST /v1/deployments`: deploy a version of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The service.
+    pub service: String,
+    /// The environment; the server's when absent.
+    pub environment: Option<String>,
+    /// The version.
+    pub version: String,
+    /// Extra `${NAME}` values.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
+    /// Who asks.
+    pub deployed_by: Option<String>,
+}
+
+/// `GET /v1/deployments/{id}`: a deployment and its events so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentDetail {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The deployment.
+    pub deployment: Deployment,
+    /// Its events, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// What `hatoba up` writes into the state directory so other commands find it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The API's address, `127.0.0.1:PORT`.
+    pub api: String,
+    /// The admin listener (Prometheus `/metrics`).
+    pub admin: String,
+    /// The server's process id.
+    pub pid: u32,
+    /// The environment it manages.
+    pub environment: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,6 +162,19 @@ impl Deployer {
         &self,
         req: &DeployRequest,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
+        let (_operator, commands) = tokio::sync::mpsc::channel(1);
+        self.deploy_with(req, commands, None).await
+    }
+
+    /// [`Deployer::deploy`], taking operator commands (promote, abort) from
+    /// `commands` and reporting the recorded deployment on `created` as soon
+    /// as it exists.
+    pub async fn deploy_with(
+        &self,
+        req: &DeployRequest,
+        mut commands: tokio::sync::mpsc::Receiver<Input>,
+        on_created: Option<tokio::sync::oneshot::Sender<hatoba_store::Deployment>>,
+    ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let instance = instance_spec(req)?;
         let created = self
             .store
@@ -178,9 +191,13 @@ impl Deployer {
             })
             .await?;
         let id = created.id.clone();
-        self.store
+        let started = self
+            .store
             .transition(&id, DeploymentStatus::InProgress, None, clock_now())
             .await?;
+        if let Some(tx) = on_created {
+            let _ = tx.send(started);
+        }
         let stable = req
             .current
             .as_ref()
@@ -216,6 +233,10 @@ impl Deployer {
                 .map(|t| Duration::from_millis(t.0.saturating_sub(clock_now().0)));
             tokio::select! {
                 () = sleep_or_never(timer) => machine.handle_timeout(clock_now()),
+                Some(input) = commands.recv() => {
+                    run.event("operator", format!("operator: {input:?}")).await?;
+                    machine.handle(clock_now(), input);
+                }
                 _ = probe.tick() => {
                     let ready = run.probe_all().await;
                     if let Some(crashed) = run.crashed().await {

@@ -7,12 +7,18 @@
 //! the `Runtime`, swap the proxy's route table, record every transition in
 //! the store before acting on it.
 //!
-//! Not built yet (issue #4's remaining slices): the long-running server
-//! with its API (`hatoba up`), re-adoption after a restart, the proxy as a
-//! separate process, restarts with back-off, watch after promotion.
+//! `Server` is `hatoba up`: a proxy listener per service, a `Deployer` per
+//! service, and a JSON API on loopback for the CLI.
+//!
+//! Not built yet (issue #4's remaining slices): re-adoption after a
+//! restart, the proxy as a separate process, restarts with back-off, watch
+//! after promotion.
 
+pub mod api;
 mod deployer;
 mod judge;
 mod probe;
+mod server;
 
 pub use deployer::{DeployError, DeployRequest, Deployed, Deployer, clock_now};
+pub use server::{Server, ServerConfig, StartError, new_token};

@@ -105,11 +105,22 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Run the Hatoba server in the foreground: controller, proxy and API (not built yet).
-    Up(FileArg),
-    /// Deploy a version of a service (not built yet).
+    /// Run the Hatoba server in the foreground: proxies on the spec's routes,
+    /// deployments, and the API the other commands use.
+    #[command(
+        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n\n\
+                            Services start with no instance: deploy a version with `hatoba deploy`.\n\
+                            Ctrl-C stops every instance gracefully (--keep-running leaves them up)."
+    )]
+    Up(UpArgs),
+    /// Deploy a version of a service through its strategy (needs `hatoba up`).
+    #[command(
+        after_help = "Examples:\n  hatoba deploy web --version v2 --wait\n  hatoba deploy web --version v3 --set ERROR_RATE=0.2\n\n\
+                            Exits 0 when the deployment succeeded (with --wait), 1 when it was rolled back or failed,\n\
+                            3 when no server runs for the state directory, 5 when another deployment is in progress."
+    )]
     Deploy(DeployArgs),
-    /// Move a paused rollout on to its next step, or to 100 % with --full (not built yet).
+    /// Move a paused rollout on to its next step, or to 100 % with --full.
     Promote {
         /// The service.
         service: String,
@@ -117,7 +128,7 @@ pub(crate) enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Stop a rollout and send all traffic back to the stable version (not built yet).
+    /// Stop a rollout and send all traffic back to the stable version.
     Abort {
         /// The service.
         service: String,
@@ -178,6 +189,18 @@ pub(crate) struct FileArg {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) file: FileArg,
+    /// The environment this server runs (`development` needs no declaration).
+    #[arg(long, short = 'e', default_value = "development")]
+    pub(crate) env: String,
+    /// Leave instances running when the server stops.
+    #[arg(long)]
+    pub(crate) keep_running: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct HistoryArgs {
     /// Only this service.
     pub(crate) service: Option<String>,
@@ -205,9 +228,9 @@ pub(crate) struct DeployArgs {
     /// The version to deploy.
     #[arg(long)]
     pub(crate) version: String,
-    /// The environment.
-    #[arg(long, short = 'e', default_value = "development")]
-    pub(crate) env: String,
+    /// The environment (must be the one the server runs).
+    #[arg(long, short = 'e')]
+    pub(crate) env: Option<String>,
     /// Extra variables for `${NAME}` interpolation, as NAME=VALUE.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub(crate) set: Vec<String>,

@@ -327,7 +327,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
     drop(store);
 
     say("\nhistory (hatoba history):\n");
-    let rows: Vec<_> = history.iter().map(crate::history::to_api).collect();
+    let rows: Vec<_> = history.iter().map(hatoba_server::api::deployment).collect();
     say(&crate::history::history_table(&rows));
     let mut t = Table::new();
     t.load_style(presets::ASCII_BORDERS_ONLY_CONDENSED);

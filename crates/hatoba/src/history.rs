@@ -19,7 +19,8 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> anyhow::Resu
     let store = crate::state::open_for_reading(global).await?;
     let rows = store.history(&filter).await?;
     store.close().await;
-    let deployments: Vec<hatoba_api::Deployment> = rows.iter().map(to_api).collect();
+    let deployments: Vec<hatoba_api::Deployment> =
+        rows.iter().map(hatoba_server::api::deployment).collect();
     match global.output {
         Output::Json => output::json(&hatoba_api::History {
             api_version: hatoba_api::API_VERSION.to_owned(),
@@ -94,8 +95,8 @@ async fn collect_status(
             service: s.to_string(),
             environment: e.to_string(),
             current_version: current.as_ref().map(|d| d.version.to_string()),
-            current: current.as_ref().map(to_api),
-            live: live.as_ref().map(to_api),
+            current: current.as_ref().map(hatoba_server::api::deployment),
+            live: live.as_ref().map(hatoba_server::api::deployment),
         });
     }
     Ok(out)
@@ -109,26 +110,6 @@ fn parse_service(s: &str) -> Result<ServiceName, CliError> {
 fn parse_env(s: &str) -> Result<EnvName, CliError> {
     s.parse()
         .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))
-}
-
-/// A stored deployment as the wire shows it.
-pub(crate) fn to_api(d: &hatoba_store::Deployment) -> hatoba_api::Deployment {
-    hatoba_api::Deployment {
-        id: d.id.to_string(),
-        service: d.service.to_string(),
-        environment: d.environment.to_string(),
-        version: d.version.to_string(),
-        commit_sha: d.commit_sha.clone(),
-        strategy: d.strategy.clone(),
-        status: d.status.to_string(),
-        reason: d.reason.clone(),
-        deployed_by: d.deployed_by.clone(),
-        started_at: d.started_at.to_rfc3339(),
-        finished_at: d.finished_at.map(|t| t.to_rfc3339()),
-        duration_ms: d.finished_at.map(|f| f.0.saturating_sub(d.started_at.0)),
-        rollback_of: d.rollback_of.as_ref().map(ToString::to_string),
-        spec_digest: d.spec_digest.clone(),
-    }
 }
 
 /// `2026-11-23T12:15:13.000Z` → `2026-11-23 12:15:13`.

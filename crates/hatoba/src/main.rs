@@ -11,6 +11,7 @@ mod history;
 mod http;
 mod output;
 mod proxy_cmd;
+mod server_cmd;
 mod spec_file;
 mod state;
 mod validate;
@@ -62,12 +63,16 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::History(args) => runtime()?.block_on(history::history(&g, &args)),
         Command::Status(args) => runtime()?.block_on(history::status(&g, &args)),
-        Command::Up(_) => Err(not_built(
-            "`hatoba up` (the server: controller, proxy and API)",
+        Command::Up(args) => runtime()?.block_on(server_cmd::up(&g, &args)),
+        Command::Deploy(args) => runtime()?.block_on(server_cmd::deploy(&g, &args)),
+        Command::Promote { service, full } => runtime()?.block_on(server_cmd::operate(
+            &g,
+            &service,
+            if full { "promote-full" } else { "promote" },
         )),
-        Command::Deploy(_) => Err(not_built("`hatoba deploy`")),
-        Command::Promote { .. } => Err(not_built("`hatoba promote`")),
-        Command::Abort { .. } => Err(not_built("`hatoba abort`")),
+        Command::Abort { service } => {
+            runtime()?.block_on(server_cmd::operate(&g, &service, "abort"))
+        }
         Command::Rollback { .. } => Err(not_built("`hatoba rollback`")),
         Command::Approve { .. } => Err(not_built("`hatoba approve`")),
         Command::Logs { .. } => Err(not_built("`hatoba logs`")),
@@ -89,7 +94,7 @@ fn not_built(what: &str) -> anyhow::Error {
         Exit::NotBuilt,
         format!("{what} is not built yet in this version of Hatoba"),
     )
-    .hint("what works today: validate, schema, history, status, completions, demo")
+    .hint("what works today: validate, schema, history, status, up, deploy, promote, abort, proxy, completions, demo")
     .into()
 }
 

@@ -7,3 +7,4 @@ mod demo;
 mod history;
 mod proxy;
 mod proxy_tls;
+mod up;

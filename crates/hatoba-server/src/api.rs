@@ -1,0 +1,32 @@
+//! Conversions from the store's rows to the API's wire types: the one place
+//! that knows both (invariant 4).
+
+/// A stored deployment as the wire shows it.
+pub fn deployment(d: &hatoba_store::Deployment) -> hatoba_api::Deployment {
+    hatoba_api::Deployment {
+        id: d.id.to_string(),
+        service: d.service.to_string(),
+        environment: d.environment.to_string(),
+        version: d.version.to_string(),
+        commit_sha: d.commit_sha.clone(),
+        strategy: d.strategy.clone(),
+        status: d.status.to_string(),
+        reason: d.reason.clone(),
+        deployed_by: d.deployed_by.clone(),
+        started_at: d.started_at.to_rfc3339(),
+        finished_at: d.finished_at.map(|t| t.to_rfc3339()),
+        duration_ms: d.finished_at.map(|f| f.0.saturating_sub(d.started_at.0)),
+        rollback_of: d.rollback_of.as_ref().map(ToString::to_string),
+        spec_digest: d.spec_digest.clone(),
+    }
+}
+
+/// A stored event as the wire shows it.
+pub fn event(e: &hatoba_store::Event) -> hatoba_api::Event {
+    hatoba_api::Event {
+        at: e.at.to_rfc3339(),
+        kind: e.kind.clone(),
+        message: e.message.clone(),
+        data: e.data.clone(),
+    }
+}

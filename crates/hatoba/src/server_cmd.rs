@@ -1,0 +1,340 @@
+//! `hatoba up`, and the commands that talk to it: `deploy`, `promote`,
+//! `abort`. The server writes `server.json` (its API address) and `token`
+//! (mode 0600) into the state directory; the commands find it through the
+//! same `--state-dir`.
+
+use crate::cli::{DeployArgs, Global, Output, UpArgs};
+use crate::exit::{CliError, Exit};
+use crate::output;
+use bytes::Bytes;
+use hatoba_core::EnvName;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn info_path(state: &Path) -> PathBuf {
+    state.join("server.json")
+}
+
+fn token_path(state: &Path) -> PathBuf {
+    state.join("token")
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
+    let bytes = crate::spec_file::read(&args.file.file)?;
+    let parsed = hatoba_spec::parse_bytes(&bytes);
+    let Some(spec) = parsed.spec else {
+        let shown = args.file.file.display().to_string();
+        output::stderr(&hatoba_spec::render(
+            &shown,
+            &String::from_utf8_lossy(&bytes),
+            &parsed.diagnostics,
+        ));
+        return Err(CliError::new(Exit::BadInput, format!("`{shown}` is not a valid spec")).into());
+    };
+    let env: EnvName = args
+        .env
+        .parse()
+        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))?;
+    let state = &global.state_dir;
+    std::fs::create_dir_all(state).map_err(|e| {
+        CliError::new(
+            Exit::Failed,
+            format!(
+                "cannot create the state directory `{}`: {e}",
+                state.display()
+            ),
+        )
+    })?;
+    if let Ok(text) = std::fs::read_to_string(info_path(state))
+        && let Ok(info) = serde_json::from_str::<hatoba_api::ServerInfo>(&text)
+        && pid_alive(info.pid)
+        && info.pid != std::process::id()
+    {
+        return Err(CliError::new(
+            Exit::Conflict,
+            format!(
+                "a Hatoba server already runs for `{}` (pid {}, API {})",
+                state.display(),
+                info.pid,
+                info.api
+            ),
+        )
+        .hint("stop it first, or use another --state-dir")
+        .into());
+    }
+    let store: Arc<dyn hatoba_store::Store> =
+        Arc::new(hatoba_store::SqlStore::open_sqlite(state.join("hatoba.db")).await?);
+    let token = hatoba_server::new_token();
+    write_private(&token_path(state), token.as_bytes())?;
+    let recorder = Arc::new(hatoba_metrics::Recorder::new());
+    let base_dir = args
+        .file
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = std::path::absolute(&base_dir)?;
+    use sha2::Digest as _;
+    let server = hatoba_server::Server::start(hatoba_server::ServerConfig {
+        spec,
+        spec_digest: hex::encode(sha2::Sha256::digest(&bytes)),
+        environment: env.clone(),
+        base_dir,
+        store,
+        runtime: Arc::new(hatoba_runtime_process::ProcessRuntime::new(
+            state.join("logs"),
+        )),
+        recorder: Arc::clone(&recorder),
+        token,
+    })
+    .map_err(|e| {
+        let exit = if matches!(e, hatoba_server::StartError::UnknownEnvironment(..)) {
+            Exit::BadInput
+        } else {
+            Exit::Failed
+        };
+        CliError::new(exit, crate::server_cmd::chain(&e))
+    })?;
+    let admin = hatoba_proxy::AdminServer::start("127.0.0.1:0".parse()?, recorder, Vec::new())?;
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let info = hatoba_api::ServerInfo {
+        api_version: hatoba_api::API_VERSION.to_owned(),
+        api: api.local_addr()?.to_string(),
+        admin: admin.local_addr().to_string(),
+        pid: std::process::id(),
+        environment: env.to_string(),
+    };
+    write_private(
+        &info_path(state),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
+    let mut lines = format!(
+        "hatoba up: environment `{env}`, state in `{}`\n",
+        state.display()
+    );
+    for (name, listen) in server.routes() {
+        lines.push_str(&format!("  service `{name}` on http://{listen}\n"));
+    }
+    lines.push_str(&format!(
+        "  API {} · metrics http://{}/metrics\n",
+        info.api, info.admin
+    ));
+    lines.push_str("  services start with no instance: `hatoba deploy SERVICE --version V --wait` (Ctrl-C stops)\n");
+    output::stderr(&lines);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    Arc::clone(&server).serve_api(api, stop).await;
+    output::stderr("stopping: instances get their grace period\n");
+    server.shutdown(args.keep_running).await;
+    admin.shutdown();
+    let _ = std::fs::remove_file(info_path(state));
+    Ok(Exit::Ok)
+}
+
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// One API call to the server of this state directory.
+async fn call(
+    global: &Global,
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Bytes> {
+    let state = &global.state_dir;
+    let unreachable = |why: String| {
+        CliError::new(
+            Exit::Unreachable,
+            format!(
+                "no Hatoba server reachable for `{}`: {why}",
+                state.display()
+            ),
+        )
+        .hint("start one with `hatoba up -f hatoba.yaml` (with the same --state-dir)")
+    };
+    let info: hatoba_api::ServerInfo = std::fs::read_to_string(info_path(state))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| unreachable("no server.json".to_owned()))?;
+    let token = std::fs::read_to_string(token_path(state))
+        .map_err(|e| unreachable(format!("cannot read the token: {e}")))?;
+    let addr: SocketAddr = info
+        .api
+        .parse()
+        .map_err(|_| unreachable(format!("bad address `{}` in server.json", info.api)))?;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| unreachable(format!("{addr}: {e}")))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {}", token.trim()))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
+        .await
+        .map_err(|_| unreachable("no answer within 30s".to_owned()))??;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        let e: hatoba_api::ErrorBody =
+            serde_json::from_slice(&bytes).unwrap_or(hatoba_api::ErrorBody {
+                exit_code: 1,
+                error: format!("the server answered {status}"),
+                hint: None,
+            });
+        let exit = match e.exit_code {
+            2 => Exit::BadInput,
+            3 => Exit::Unreachable,
+            4 => Exit::NotFound,
+            5 => Exit::Conflict,
+            _ => Exit::Failed,
+        };
+        let mut err = CliError::new(exit, e.error);
+        if let Some(h) = e.hint {
+            err = err.hint(h);
+        }
+        return Err(err.into());
+    }
+    Ok(bytes)
+}
+
+pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result<Exit> {
+    let mut vars = std::collections::BTreeMap::new();
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(CliError::new(
+                Exit::BadInput,
+                format!("`--set {kv}`: expected NAME=VALUE"),
+            )
+            .into());
+        };
+        vars.insert(k.to_owned(), v.to_owned());
+    }
+    let body = hatoba_api::DeployRequest {
+        service: args.service.clone(),
+        environment: args.env.clone(),
+        version: args.version.clone(),
+        vars,
+        deployed_by: std::env::var("USER").ok(),
+    };
+    let bytes = call(
+        global,
+        hyper::Method::POST,
+        "/v1/deployments",
+        Some(serde_json::to_vec(&body)?),
+    )
+    .await?;
+    let d: hatoba_api::Deployment = serde_json::from_slice(&bytes)?;
+    if global.output == Output::Text {
+        output::stdout(&format!(
+            "deployment {} of `{}` {} started ({})\n",
+            d.id, d.service, d.version, d.strategy
+        ));
+    }
+    if !args.wait {
+        if global.output == Output::Json {
+            output::json(&d)?;
+        }
+        return Ok(Exit::Ok);
+    }
+    let mut seen = 0;
+    let started = tokio::time::Instant::now();
+    loop {
+        let bytes = call(
+            global,
+            hyper::Method::GET,
+            &format!("/v1/deployments/{}", d.id),
+            None,
+        )
+        .await?;
+        let detail: hatoba_api::DeploymentDetail = serde_json::from_slice(&bytes)?;
+        if global.output == Output::Text {
+            for e in detail.events.iter().skip(seen) {
+                output::stdout(&format!(
+                    "  [{:>6.1}s] {}\n",
+                    started.elapsed().as_secs_f64(),
+                    e.message
+                ));
+            }
+        }
+        seen = detail.events.len();
+        let status = detail.deployment.status.as_str();
+        if !matches!(status, "pending" | "in_progress" | "paused") {
+            match global.output {
+                Output::Json => output::json(&detail)?,
+                Output::Text => output::stdout(&format!(
+                    "deployment {} {status}{}\n",
+                    detail.deployment.id,
+                    detail
+                        .deployment
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                )),
+            }
+            return Ok(if status == "succeeded" {
+                Exit::Ok
+            } else {
+                Exit::Failed
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> anyhow::Result<Exit> {
+    let bytes = call(
+        global,
+        hyper::Method::POST,
+        &format!("/v1/services/{service}/{action}"),
+        None,
+    )
+    .await?;
+    match global.output {
+        Output::Json => output::stdout(&format!("{}\n", String::from_utf8_lossy(&bytes))),
+        Output::Text => output::stdout(&format!(
+            "{action}: sent to the deployment of `{service}` in progress\n"
+        )),
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,211 @@
+//! `hatoba up` with `deploy`, `promote`, `abort` and `status` against it,
+//! as a user runs them: the spec's service is this very binary as the demo
+//! app (`hatoba demo-app`).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn hatoba(state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hatoba"));
+    cmd.env_remove("HATOBA_OUTPUT")
+        .env_remove("HATOBA_STORE")
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(state);
+    cmd.timeout(Duration::from_secs(60));
+    cmd
+}
+
+fn spec(port: u16) -> String {
+    format!(
+        r#"app: up-test
+services:
+  web:
+    process:
+      command: {exe}
+      args: ["demo-app", "--version-label", "${{VERSION}}"]
+      env: {{DEMO_ERROR_RATE: "${{ERROR_RATE:-0}}"}}
+    replicas: 2
+    route: {{listen: "127.0.0.1:{port}"}}
+    health:
+      readiness: {{path: /ready, period: 100ms}}
+    progressDeadline: 10s
+    drain: 1s
+    strategy:
+      canary:
+        steps:
+          - setWeight: 50
+          - pause: {{}}
+        analysis: {{templates: [success]}}
+analysis:
+  templates:
+    success:
+      metrics:
+        - name: success-rate
+          interval: 1s
+          successCondition: result >= 0.95
+          provider: {{builtin: {{metric: success-rate, window: 10s}}}}
+"#,
+        exe = env!("CARGO_BIN_EXE_hatoba")
+    )
+}
+
+fn status_version(state: &Path) -> Option<String> {
+    let out = hatoba(state).args(["status", "-o", "json"]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["services"][0]["current_version"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn live_status(state: &Path) -> Option<String> {
+    let out = hatoba(state)
+        .args(["history", "-o", "json", "--limit", "1"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["deployments"][0]["status"].as_str().map(str::to_owned)
+}
+
+fn poll(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Keeps a light load on the service so analysis has traffic to judge.
+fn traffic(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let started = std::time::Instant::now();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed)
+            && started.elapsed() < Duration::from_secs(120)
+        {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut out = Vec::new();
+                let _ = s.read_to_end(&mut out);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[test]
+fn up_then_deploy_promote_roll_back_and_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = hatoba_test_support::free_port().unwrap();
+    let file = dir.path().join("hatoba.yaml");
+    std::fs::write(&file, spec(port)).unwrap();
+
+    // No server yet: commands say so with exit 3.
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v1"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("hatoba up"));
+
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["up", "-f"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    poll("server.json", || state.join("server.json").exists());
+
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("succeeded"));
+    assert_eq!(status_version(&state).as_deref(), Some("v1"));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = traffic(port, std::sync::Arc::clone(&stop));
+
+    // v2 waits at `pause: {}` until promoted; meanwhile a second deploy is refused.
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    poll("v2 paused at 50%", || {
+        let out = hatoba(&state)
+            .args(["history", "-o", "json", "--limit", "1"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("\"in_progress\"")
+    });
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v9"])
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains(
+            "already has a deployment in progress",
+        ));
+    // Promote once analysis has had traffic; the rollout finishes.
+    std::thread::sleep(Duration::from_millis(1500));
+    hatoba(&state).args(["promote", "web"]).assert().success();
+    poll("v2 current", || {
+        status_version(&state).as_deref() == Some("v2")
+    });
+
+    // v3 answers errors: analysis rolls it back by itself; --wait exits 1.
+    hatoba(&state)
+        .args([
+            "deploy",
+            "web",
+            "--version",
+            "v3",
+            "--set",
+            "ERROR_RATE=1",
+            "--wait",
+        ])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "rolled_back: background analysis failed",
+        ));
+    assert_eq!(status_version(&state).as_deref(), Some("v2"));
+
+    // v4 is aborted by a person.
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v4"])
+        .assert()
+        .success();
+    poll("v4 in progress", || {
+        live_status(&state).as_deref() == Some("in_progress")
+    });
+    hatoba(&state).args(["abort", "web"]).assert().success();
+    poll("v4 aborted", || {
+        live_status(&state).as_deref() == Some("aborted")
+    });
+    assert_eq!(status_version(&state).as_deref(), Some("v2"));
+    hatoba(&state)
+        .args(["abort", "web"])
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains("no deployment in progress"));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(server.wait().unwrap().success());
+    assert!(!state.join("server.json").exists());
+}
