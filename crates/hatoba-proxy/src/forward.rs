@@ -56,8 +56,14 @@ impl Default for ProxyOptions {
 
 /// The header that pins a request to a role: `X-Hatoba-Route: canary`.
 pub const ROUTE_HEADER: &str = "x-hatoba-route";
+const ROUTE_HEADER_NAME: HeaderName = HeaderName::from_static(ROUTE_HEADER);
 /// The cookie that keeps a client on one version when sticky sessions are on.
 pub const STICKY_COOKIE: &str = "hatoba-version";
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -69,21 +75,76 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// What every request of one listener thread needs: one per thread, so the
+/// per-request reference count it takes stays on that thread's core.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) router: Arc<Router>,
+    pub(crate) opts: ProxyOptions,
+}
+
+/// The backends tried so far for one request (at most `max_attempts`, and
+/// never more than the group has): inline, no allocation for the usual few.
+struct Tried {
+    inline: [Option<SocketAddr>; 4],
+    len: usize,
+    more: Vec<SocketAddr>,
+}
+
+impl Tried {
+    fn new() -> Tried {
+        Tried {
+            inline: [None; 4],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, a: SocketAddr) {
+        if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = Some(a);
+        } else {
+            self.more.push(a);
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        self.len -= 1;
+        if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = None;
+        } else {
+            self.more.pop();
+        }
+    }
+
+    fn contains(&self, a: &SocketAddr) -> bool {
+        self.inline.iter().flatten().any(|x| x == a) || self.more.contains(a)
+    }
+}
+
 /// Forwards one request. Never fails: every problem becomes a response.
 pub(crate) async fn handle(
     req: Request<Incoming>,
-    router: Arc<Router>,
+    ctx: Arc<Ctx>,
     peer: SocketAddr,
-    opts: Arc<ProxyOptions>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let (router, opts) = (&*ctx.router, &ctx.opts);
+    let now_ms = router.ms_at(started);
     let table = router.table();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .cloned()
-        .unwrap_or_else(new_request_id);
-    let Some(group) = choose_group(&table, req.headers(), &router) else {
+    let request_id = match req.headers().get(X_REQUEST_ID) {
+        Some(v) => v.clone(),
+        None => new_request_id(),
+    };
+    let Some(group) = choose_group(&table, req.headers(), router, now_ms) else {
         return Ok(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_backend",
@@ -92,7 +153,7 @@ pub(crate) async fn handle(
         ));
     };
     if is_upgrade(req.headers()) {
-        return Ok(crate::upgrade::forward(req, &router, group, peer, &opts, request_id).await);
+        return Ok(crate::upgrade::forward(req, router, group, peer, opts, request_id).await);
     }
     let gauge = group.stats.start();
     let (mut parts, body) = req.into_parts();
@@ -101,32 +162,41 @@ pub(crate) async fn handle(
         &parts.uri,
         parts.version,
         peer,
-        &opts,
+        opts,
         &request_id,
     );
     let uri = origin_form(&parts.uri);
+    // A request that was sent but got no answer is replayed on another
+    // backend only when it is idempotent and bodiless; keep what that needs
+    // (only when there is another backend to replay it on).
     let replayable =
         is_idempotent(&parts.method) && !has_body(&parts.headers) && body_is_empty(&body);
-    let replay = replayable.then(|| (parts.method.clone(), uri.clone(), parts.headers.clone()));
+    let replay = (replayable && opts.max_attempts > 1 && group.backends.len() > 1)
+        .then(|| (parts.method.clone(), uri.clone(), parts.headers.clone()));
     let mut up = Request::from_parts(parts, Either::Left(body));
     *up.uri_mut() = uri;
     *up.version_mut() = Version::HTTP_11;
 
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut tried = Tried::new();
     let mut last_failure = ("upstream_unreachable", StatusCode::BAD_GATEWAY);
     while tried.len() < opts.max_attempts {
-        let Some(backend) = pick_backend(group, &tried, &router) else {
+        let now_ms = if tried.len() == 0 {
+            now_ms
+        } else {
+            router.now_ms()
+        };
+        let Some(backend) = pick_backend(group, &tried, router, now_ms) else {
             break;
         };
         tried.push(backend.addr);
-        let in_flight = InFlight::new(Arc::clone(&backend));
-        let Ok(mut conn) = ready_connection(&backend, &router, &opts).await else {
+        let in_flight = InFlight::new(Arc::clone(backend));
+        let Ok(mut conn) = ready_connection(backend, router, opts).await else {
             continue;
         };
         let sent = tokio::time::timeout(opts.response_timeout, conn.try_send_request(up)).await;
         match sent {
             Ok(Ok(resp)) => {
-                router.connect_succeeded(&backend);
+                router.connect_succeeded(backend);
                 return Ok(respond(
                     resp, conn, in_flight, gauge, group, &table, started,
                 ));
@@ -138,9 +208,9 @@ pub(crate) async fn handle(
                     tried.pop();
                 }
                 None => {
-                    router.connect_failed(&backend);
+                    router.connect_failed(backend);
                     backend.stats.record(Outcome::Failed(Failure::Upstream));
-                    let Some((m, u, h)) = &replay else {
+                    if !replayable {
                         return Ok(fail(
                             group,
                             started,
@@ -149,13 +219,17 @@ pub(crate) async fn handle(
                             "the instance closed the connection before answering",
                             &request_id,
                         ));
+                    }
+                    last_failure = ("upstream_reset", StatusCode::BAD_GATEWAY);
+                    // Nowhere else to replay it: no copy was kept.
+                    let Some((m, u, h)) = &replay else {
+                        break;
                     };
                     up = Request::new(Either::Right(Empty::new()));
                     *up.method_mut() = m.clone();
                     *up.uri_mut() = u.clone();
                     *up.version_mut() = Version::HTTP_11;
                     *up.headers_mut() = h.clone();
-                    last_failure = ("upstream_reset", StatusCode::BAD_GATEWAY);
                 }
             },
             Err(_) => {
@@ -224,9 +298,7 @@ fn respond(
     started: Instant,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
-    for h in &HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
+    remove_hop_by_hop(&mut parts.headers, false);
     if table.sticky
         && group.weight > 0
         && let Ok(v) = HeaderValue::from_str(&format!(
@@ -255,9 +327,10 @@ fn choose_group<'t>(
     table: &'t RouteTable,
     headers: &HeaderMap,
     router: &Router,
+    now: u64,
 ) -> Option<&'t Group> {
     let pinned = headers
-        .get(ROUTE_HEADER)
+        .get(ROUTE_HEADER_NAME)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
             "stable" => Some(Role::Stable),
@@ -275,7 +348,6 @@ fn choose_group<'t>(
     let chosen = pinned
         .or_else(sticky)
         .or_else(|| table.by_weight(crate::rand_below(100)));
-    let now = router.now_ms();
     match chosen {
         Some(g) if usable(g, router, now) => Some(g),
         _ => table
@@ -293,34 +365,39 @@ fn usable(g: &Group, router: &Router, now_ms: u64) -> bool {
 
 /// Power of two choices on in-flight requests among backends not yet tried
 /// and not ejected (ejected ones only when nothing else is left).
-fn pick_backend(group: &Group, tried: &[SocketAddr], router: &Router) -> Option<Arc<Backend>> {
-    let now = router.now_ms();
+fn pick_backend<'g>(
+    group: &'g Group,
+    tried: &Tried,
+    router: &Router,
+    now_ms: u64,
+) -> Option<&'g Arc<Backend>> {
     let fresh = |b: &&Arc<Backend>| !tried.contains(&b.addr);
-    let mut candidates: Vec<&Arc<Backend>> = group
-        .backends
-        .iter()
-        .filter(fresh)
-        .filter(|b| !router.is_ejected(b, now))
-        .collect();
-    if candidates.is_empty() {
-        candidates = group.backends.iter().filter(fresh).collect();
+    let healthy = |b: &&Arc<Backend>| !tried.contains(&b.addr) && !router.is_ejected(b, now_ms);
+    let n = group.backends.iter().filter(healthy).count();
+    if n > 0 {
+        return p2c(group.backends.iter().filter(healthy), n);
     }
-    let n = candidates.len();
+    let n = group.backends.iter().filter(fresh).count();
+    p2c(group.backends.iter().filter(fresh), n)
+}
+
+/// The less loaded of two distinct random picks among the `n` candidates.
+fn p2c<'g>(
+    candidates: impl Iterator<Item = &'g Arc<Backend>> + Clone,
+    n: usize,
+) -> Option<&'g Arc<Backend>> {
     match n {
         0 => None,
-        1 => Some(Arc::clone(candidates[0])),
+        1 => candidates.clone().next(),
         _ => {
             let a = crate::rand_below(n as u32) as usize;
             let mut b = crate::rand_below(n as u32 - 1) as usize;
             if b >= a {
                 b += 1;
             }
-            let (x, y) = (candidates[a], candidates[b]);
-            Some(Arc::clone(if y.in_flight() < x.in_flight() {
-                y
-            } else {
-                x
-            }))
+            let x = candidates.clone().nth(a)?;
+            let y = candidates.clone().nth(b)?;
+            Some(if y.in_flight() < x.in_flight() { y } else { x })
         }
     }
 }
@@ -333,17 +410,7 @@ fn prepare_upstream_headers(
     opts: &ProxyOptions,
     request_id: &HeaderValue,
 ) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for h in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(h);
-    }
+    remove_hop_by_hop(headers, true);
     if version == Version::HTTP_2
         && !headers.contains_key(header::HOST)
         && let Some(a) = uri.authority()
@@ -351,22 +418,71 @@ fn prepare_upstream_headers(
     {
         headers.insert(header::HOST, v);
     }
-    let ip = peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    // "<previous>, <ip>" or "<ip>", written without a temporary String.
+    let mut ip = [0u8; 48];
+    let ip = {
+        use std::io::Write as _;
+        let mut w = &mut ip[..];
+        let _ = write!(w, "{}", peer.ip());
+        let left = w.len();
+        &ip[..ip.len() - left]
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(Bytes::from(v))
+        }
+        None => HeaderValue::from_bytes(ip),
+    };
+    if let Ok(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if opts.tls.is_some() { "https" } else { "http" }),
     );
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert("x-request-id", request_id.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Removes the hop-by-hop headers (and, on requests, those the Connection
+/// header names). One pass over the names finds whether there is anything
+/// to remove, which there usually is not.
+fn remove_hop_by_hop(headers: &mut HeaderMap, named_too: bool) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if named_too && headers.contains_key(header::CONNECTION) {
+        // Headers named in Connection are hop-by-hop too.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for h in &named {
+            headers.remove(h);
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
 }
 
 fn origin_form(uri: &Uri) -> Uri {
@@ -420,8 +536,15 @@ fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", crate::rand_u64(), crate::rand_u64());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let (a, b) = (crate::rand_u64(), crate::rand_u64());
+    for (i, c) in id.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+        *c = HEX[nibble as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Records a request the proxy answered itself, then answers it.
@@ -464,7 +587,6 @@ pub(crate) fn error(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    resp.headers_mut()
-        .insert("x-request-id", request_id.clone());
+    resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     resp
 }

@@ -137,6 +137,11 @@ async fn serve(
         return;
     };
     let tls = opts.tls.as_ref().map(TlsSettings::acceptor);
+    // One per thread: the reference count each request takes stays on this core.
+    let ctx = Arc::new(forward::Ctx {
+        router: Arc::clone(&router),
+        opts: ProxyOptions::clone(&opts),
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -166,9 +171,9 @@ async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (router, opts) = (Arc::clone(&router), Arc::clone(&opts));
                 let handshake_timeout = opts.header_read_timeout;
-                let service = service_fn(move |req| forward::handle(req, Arc::clone(&router), peer, Arc::clone(&opts)));
+                let ctx = Arc::clone(&ctx);
+                let service = service_fn(move |req| forward::handle(req, Arc::clone(&ctx), peer));
                 let Some(acceptor) = &tls else {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);

@@ -339,7 +339,12 @@ impl Router {
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(tokio::time::Instant::now())
+    }
+
+    /// `at` as ms since the router's epoch (for a time already read).
+    pub(crate) fn ms_at(&self, at: tokio::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Notes a failed connect; ejects the backend after [`EJECT_AFTER`] in a row.

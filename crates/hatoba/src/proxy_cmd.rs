@@ -73,6 +73,18 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<Exit> {
         ),
         None => None,
     };
+    // Signal handlers before the "listening" line: a SIGHUP sent as soon as
+    // it appears must reload, not kill the process (SIGHUP's default).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut hup, mut term, mut int) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::hangup())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
     output::stderr(&format!(
         "listening on {}{}\n",
         server.local_addr(),
@@ -84,13 +96,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<Exit> {
             a.local_addr()
         ));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
                 _ = hup.recv() => match load(path) {

@@ -106,6 +106,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     })?;
     let admin = hatoba_proxy::AdminServer::start("127.0.0.1:0".parse()?, recorder, Vec::new())?;
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let info = hatoba_api::ServerInfo {
         api_version: hatoba_api::API_VERSION.to_owned(),
         api: api.local_addr()?.to_string(),
@@ -130,7 +132,6 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     ));
     lines.push_str("  services start with no instance: `hatoba deploy SERVICE --version V --wait` (Ctrl-C stops)\n");
     output::stderr(&lines);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
