@@ -213,10 +213,10 @@ fn usage_mistakes_exit_2_and_help_exits_0() {
 #[test]
 fn commands_not_built_yet_say_so_and_exit_6() {
     for args in [
-        &["up"][..],
-        &["deploy", "web", "--version", "v2"],
-        &["rollback", "web"],
-        &["promote", "web"],
+        &["rollback", "web"][..],
+        &["approve", "d-1"],
+        &["logs", "web"],
+        &["diagnose", "web"],
     ] {
         hatoba()
             .args(args)
