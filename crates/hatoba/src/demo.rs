@@ -301,8 +301,11 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
                 Arc::clone(&counts),
                 Arc::clone(&stop),
             ));
-            // Let traffic flow on v1 a moment before the next rollout.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Let some traffic flow on v1 before the next rollout (bounded wait).
+            let seen = Instant::now();
+            while counts.snapshot().0 < 50 && seen.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     stop.store(true, Ordering::Relaxed);
