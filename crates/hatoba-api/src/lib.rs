@@ -155,6 +155,14 @@ pub struct DeployRequest {
     pub deployed_by: Option<String>,
 }
 
+/// `POST /v1/services/{name}/rollback`: return to the previous (or a named)
+/// succeeded version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The version to return to; the previous succeeded one when absent.
+    pub to: Option<String>,
+}
+
 /// `GET /v1/deployments/{id}`: a deployment and its events so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentDetail {

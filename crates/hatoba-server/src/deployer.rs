@@ -60,6 +60,8 @@ pub struct DeployRequest {
     pub deployed_by: String,
     /// What serves now, if anything.
     pub current: Option<Deployed>,
+    /// The deployment this one rolls back, when it is a rollback.
+    pub rollback_of: Option<hatoba_core::DeploymentId>,
 }
 
 /// Why a deployment could not even start or be recorded.
@@ -185,7 +187,7 @@ impl Deployer {
                 commit_sha: None,
                 strategy: req.svc.strategy.kind().to_owned(),
                 deployed_by: req.deployed_by.clone(),
-                rollback_of: None,
+                rollback_of: req.rollback_of.clone(),
                 spec_digest: req.spec_digest.clone(),
                 at: clock_now(),
             })
@@ -218,6 +220,17 @@ impl Deployer {
         };
         let mut machine = run.machine();
         machine.handle(clock_now(), Input::Start);
+        if req.rollback_of.is_some() {
+            // A rollback returns to a version that already served: no canary
+            // steps or manual pauses, straight to full size (as soon as its
+            // instances are ready, never onto cold ones).
+            run.event(
+                "rollout",
+                "rollback: skipping the strategy's steps".to_owned(),
+            )
+            .await?;
+            machine.handle(clock_now(), Input::PromoteFull);
+        }
         run.execute(&mut machine).await?;
         let period = req
             .svc

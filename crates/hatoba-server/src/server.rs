@@ -289,7 +289,7 @@ impl Server {
                     }
                 };
                 match serde_json::from_slice::<hatoba_api::DeployRequest>(&body) {
-                    Ok(r) => self.deploy(r).await,
+                    Ok(r) => self.deploy(r, None).await,
                     Err(e) => error(
                         StatusCode::BAD_REQUEST,
                         2,
@@ -299,6 +299,18 @@ impl Server {
                 }
             }
             (Method::GET, ["v1", "deployments", id]) => self.detail(id).await,
+            (Method::POST, ["v1", "services", name, "rollback"]) => {
+                let body = Limited::new(req.into_body(), MAX_BODY)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let to = serde_json::from_slice::<hatoba_api::RollbackRequest>(&body)
+                    .ok()
+                    .and_then(|r| r.to);
+                let name = (*name).to_owned();
+                self.rollback(&name, to).await
+            }
             (Method::POST, ["v1", "services", name, action]) => self.operate(name, action).await,
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -309,7 +321,91 @@ impl Server {
         }
     }
 
-    async fn deploy(self: Arc<Self>, r: hatoba_api::DeployRequest) -> Response<Full<Bytes>> {
+    /// Deploys the previous succeeded version (or `to`) again, recorded as a
+    /// rollback of the current deployment. It goes through the service's
+    /// strategy like any deployment.
+    async fn rollback(self: Arc<Self>, name: &str, to: Option<String>) -> Response<Full<Bytes>> {
+        let Ok(service) = name.parse::<ServiceName>() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!("`{name}` is not a service name"),
+                None,
+            );
+        };
+        let history = match self
+            .store
+            .history(&hatoba_store::HistoryFilter {
+                service: Some(service.clone()),
+                environment: Some(self.environment.clone()),
+                limit: 10_000,
+            })
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None),
+        };
+        let succeeded: Vec<&hatoba_store::Deployment> = history
+            .iter()
+            .filter(|d| d.status == hatoba_core::DeploymentStatus::Succeeded)
+            .collect();
+        let Some(current) = succeeded
+            .iter()
+            .max_by_key(|d| (d.finished_at, d.id.clone()))
+            .copied()
+        else {
+            return error(
+                StatusCode::CONFLICT,
+                5,
+                &format!("service `{service}` has no succeeded deployment to roll back from"),
+                None,
+            );
+        };
+        let target = match &to {
+            Some(v) => succeeded
+                .iter()
+                .find(|d| d.version.as_str() == v)
+                .map(|d| d.version.clone()),
+            None => succeeded
+                .iter()
+                .filter(|d| d.version != current.version)
+                .max_by_key(|d| (d.finished_at, d.id.clone()))
+                .map(|d| d.version.clone()),
+        };
+        let Some(target) = target else {
+            return match to {
+                Some(v) => error(
+                    StatusCode::NOT_FOUND,
+                    4,
+                    &format!("version `{v}` of `{service}` never succeeded here"),
+                    Some("`hatoba history SERVICE` lists the versions"),
+                ),
+                None => error(
+                    StatusCode::CONFLICT,
+                    5,
+                    &format!(
+                        "`{service}` has no earlier version than {}",
+                        current.version
+                    ),
+                    None,
+                ),
+            };
+        };
+        let r = hatoba_api::DeployRequest {
+            service: service.to_string(),
+            environment: None,
+            version: target.to_string(),
+            vars: Default::default(),
+            deployed_by: None,
+        };
+        self.deploy(r, Some(current.id.clone())).await
+    }
+
+    async fn deploy(
+        self: Arc<Self>,
+        r: hatoba_api::DeployRequest,
+        rollback_of: Option<DeploymentId>,
+    ) -> Response<Full<Bytes>> {
         let Ok(service) = r.service.parse::<ServiceName>() else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -391,6 +487,7 @@ impl Server {
             spec_digest: self.spec_digest.clone(),
             deployed_by: r.deployed_by.unwrap_or_else(|| "cli".to_owned()),
             current,
+            rollback_of,
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let st = Arc::clone(&state);

@@ -133,7 +133,7 @@ pub(crate) enum Command {
         /// The service.
         service: String,
     },
-    /// Return a service to its previous (or a named) version (not built yet).
+    /// Return a service to its previous (or a named) succeeded version, through its strategy.
     Rollback {
         /// The service.
         service: String,

@@ -218,6 +218,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
             spec_digest: digest.clone(),
             deployed_by: "hatoba-demo".to_owned(),
             current,
+            rollback_of: None,
         })
     };
 

@@ -73,7 +73,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Abort { service } => {
             runtime()?.block_on(server_cmd::operate(&g, &service, "abort"))
         }
-        Command::Rollback { .. } => Err(not_built("`hatoba rollback`")),
+        Command::Rollback { service, to } => {
+            runtime()?.block_on(server_cmd::rollback(&g, &service, to))
+        }
         Command::Approve { .. } => Err(not_built("`hatoba approve`")),
         Command::Logs { .. } => Err(not_built("`hatoba logs`")),
         Command::Diagnose { .. } => Err(not_built("`hatoba diagnose`")),
@@ -94,7 +96,7 @@ fn not_built(what: &str) -> anyhow::Error {
         Exit::NotBuilt,
         format!("{what} is not built yet in this version of Hatoba"),
     )
-    .hint("what works today: validate, schema, history, status, up, deploy, promote, abort, proxy, completions, demo")
+    .hint("what works today: validate, schema, history, status, up, deploy, promote, abort, rollback, proxy, completions, demo")
     .into()
 }
 

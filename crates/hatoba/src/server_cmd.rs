@@ -277,6 +277,12 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
         }
         return Ok(Exit::Ok);
     }
+    follow(global, &d).await
+}
+
+/// Prints a deployment's events as they come until it ends; exit 0 only
+/// when it succeeded.
+async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<Exit> {
     let mut seen = 0;
     let started = tokio::time::Instant::now();
     loop {
@@ -321,6 +327,29 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+pub(crate) async fn rollback(
+    global: &Global,
+    service: &str,
+    to: Option<String>,
+) -> anyhow::Result<Exit> {
+    let body = serde_json::to_vec(&hatoba_api::RollbackRequest { to })?;
+    let bytes = call(
+        global,
+        hyper::Method::POST,
+        &format!("/v1/services/{service}/rollback"),
+        Some(body),
+    )
+    .await?;
+    let d: hatoba_api::Deployment = serde_json::from_slice(&bytes)?;
+    if global.output == Output::Text {
+        output::stdout(&format!(
+            "rolling `{}` back to {} as deployment {} ({})\n",
+            d.service, d.version, d.id, d.strategy
+        ));
+    }
+    follow(global, &d).await
 }
 
 pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> anyhow::Result<Exit> {

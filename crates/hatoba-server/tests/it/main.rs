@@ -222,6 +222,7 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
         spec_digest: "test".to_owned(),
         deployed_by: "test".to_owned(),
         current,
+        rollback_of: None,
     };
 
     // v1: the first deployment goes straight to full size.

@@ -213,8 +213,7 @@ fn usage_mistakes_exit_2_and_help_exits_0() {
 #[test]
 fn commands_not_built_yet_say_so_and_exit_6() {
     for args in [
-        &["rollback", "web"][..],
-        &["approve", "d-1"],
+        &["approve", "d-1"][..],
         &["logs", "web"],
         &["diagnose", "web"],
     ] {

@@ -116,7 +116,7 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .code(3)
         .stderr(predicate::str::contains("hatoba up"));
 
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+    let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
         .arg("--state-dir")
         .arg(&state)
         .args(["up", "-f"])
@@ -124,6 +124,7 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let mut server = KillOnDrop(server);
     poll("server.json", || state.join("server.json").exists());
 
     hatoba(&state)
@@ -198,13 +199,50 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .code(5)
         .stderr(predicate::str::contains("no deployment in progress"));
 
+    // Manual rollback: to a named version, then to the previous one.
+    hatoba(&state)
+        .args(["rollback", "web", "--to", "v1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("succeeded"));
+    assert_eq!(status_version(&state).as_deref(), Some("v1"));
+    hatoba(&state).args(["rollback", "web"]).assert().success();
+    assert_eq!(status_version(&state).as_deref(), Some("v2"));
+    let out = hatoba(&state)
+        .args(["history", "-o", "json", "--limit", "1"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["deployments"][0]["rollback_of"].is_string(), "{v}");
+    hatoba(&state)
+        .args(["rollback", "web", "--to", "v3"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("never succeeded"));
+
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.join().unwrap();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(server.id()).unwrap()),
+        nix::unistd::Pid::from_raw(i32::try_from(server.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(server.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
     assert!(!state.join("server.json").exists());
+}
+
+/// The server is stopped even when an assertion fails half-way (SIGTERM, so
+/// it stops its instances too).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let (Ok(None), Ok(pid)) = (self.0.try_wait(), i32::try_from(self.0.id())) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
 }
