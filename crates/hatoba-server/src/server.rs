@@ -436,6 +436,25 @@ impl Server {
                 Some("start `hatoba up --env ENV` for that environment"),
             );
         }
+        if self
+            .spec
+            .environments
+            .get(&self.environment)
+            .is_some_and(|e| e.require_approval)
+        {
+            // Never deploy past an approval rule that is not enforced yet.
+            return error(
+                StatusCode::NOT_IMPLEMENTED,
+                6,
+                &format!(
+                    "environment `{}` requires approval, and approvals (`hatoba approve`) are not built yet",
+                    self.environment
+                ),
+                Some(
+                    "deploy to an environment without `requireApproval`, or remove it from the spec knowingly",
+                ),
+            );
+        }
         let version = match r.version.parse::<Version>() {
             Ok(v) => v,
             Err(e) => return error(StatusCode::BAD_REQUEST, 2, &e.to_string(), None),

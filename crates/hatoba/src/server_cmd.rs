@@ -227,6 +227,7 @@ async fn call(
             3 => Exit::Unreachable,
             4 => Exit::NotFound,
             5 => Exit::Conflict,
+            6 => Exit::NotBuilt,
             _ => Exit::Failed,
         };
         let mut err = CliError::new(exit, e.error);

@@ -246,3 +246,33 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn environments_that_require_approval_refuse_deploys_until_approvals_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = hatoba_test_support::free_port().unwrap();
+    let file = dir.path().join("hatoba.yaml");
+    let text = spec(port) + "environments:\n  production:\n    requireApproval: true\n";
+    std::fs::write(&file, text).unwrap();
+    let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["up", "--env", "production", "-f"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = KillOnDrop(server);
+    poll("server.json", || state.join("server.json").exists());
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v1"])
+        .assert()
+        .code(6)
+        .stderr(predicate::str::contains("requires approval"));
+    // Nothing was recorded.
+    hatoba(&state)
+        .args(["history"])
+        .assert()
+        .stderr(predicate::str::contains("no deployments match"));
+}
