@@ -21,6 +21,7 @@ use crate::forward::{self, ProxyOptions};
 use crate::pool;
 use crate::table::Router;
 use crate::tls::TlsSettings;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -34,6 +35,8 @@ use tokio::sync::watch;
 
 /// Largest request head accepted (request line and headers); larger gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// What an HTTP/2 client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long shutdown waits for connections to finish their request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -155,6 +158,15 @@ async fn serve(
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
     // Shared with the handshake tasks of TLS connections.
     let builder = Arc::new(builder);
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        // Enforced however the head arrives, not only when it overflows the buffer.
+        .max_header_size(MAX_HEADER_BYTES)
+        .writev(false)
+        .keep_alive(true);
+    let h1 = Arc::new(h1);
     let graceful = GracefulShutdown::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -175,11 +187,40 @@ async fn serve(
                 let ctx = Arc::clone(&ctx);
                 let service = service_fn(move |req| forward::handle(req, Arc::clone(&ctx), peer));
                 let Some(acceptor) = &tls else {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
+                    // Plain HTTP: HTTP/1.1 is served by hyper's http1 connection
+                    // directly (smaller per connection, no version sniffing on
+                    // every read); only a client that opens with the HTTP/2
+                    // preface (h2c prior knowledge) gets the auto builder.
+                    let (h1, builder, watcher, mut stop) =
+                        (Arc::clone(&h1), Arc::clone(&builder), graceful.watcher(), stopped.clone());
                     tokio::spawn(async move {
-                        // A broken client connection is the client's business.
+                        let mut head = [0u8; H2_PREFACE.len()];
+                        let n = tokio::select! {
+                            peeked = tokio::time::timeout(handshake_timeout, stream.peek(&mut head)) => match peeked {
+                                Ok(Ok(n)) if n > 0 => n,
+                                _ => return,
+                            },
+                            _ = stop.wait_for(|stop| *stop) => return,
+                        };
+                        if H2_PREFACE.starts_with(&head[..n]) {
+                            // Boxed: rare, and keeps every HTTP/1 task small.
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                            drop(builder);
+                            let _ = Box::pin(watcher.watch(conn)).await;
+                            return;
+                        }
+                        drop(builder);
+                        let conn = h1.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                        drop(h1);
+                        let mut conn = std::pin::pin!(conn);
+                        tokio::select! {
+                            // A broken client connection is the client's business.
+                            _ = conn.as_mut() => return,
+                            _ = stop.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
+                        }
                         let _ = conn.await;
+                        // Held until here so that shutdown waits for this connection.
+                        drop(watcher);
                     });
                     continue;
                 };
