@@ -206,6 +206,17 @@ pub async fn serve(
     Ok(Stop::Shutdown)
 }
 
+/// Serves on `127.0.0.1:port` until the process gets SIGTERM: how an
+/// instance started by a runtime (which sets `PORT`) runs the demo app.
+pub async fn serve_until_sigterm(port: u16, cfg: Config) -> io::Result<Stop> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    serve(listener, cfg, async move {
+        term.recv().await;
+    })
+    .await
+}
+
 /// The crash: every connection is dropped without draining. Waiting for the
 /// aborted tasks lets the connection that answered the last request finish
 /// writing it (an abort takes effect between polls), and guarantees every

@@ -93,14 +93,7 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        hatoba_demo_app::serve(listener, cfg, async move {
-            term.recv().await;
-        })
-        .await
-    })?;
+    rt.block_on(hatoba_demo_app::serve_until_sigterm(port, cfg))?;
     Ok(Exit::Ok)
 }
 

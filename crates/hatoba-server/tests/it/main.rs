@@ -44,17 +44,7 @@ fn child() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let term = async {
-            let mut t =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-            t.recv().await;
-        };
-        let _ = hatoba_demo_app::serve(listener, cfg, term).await;
-    });
+    let _ = rt.block_on(hatoba_demo_app::serve_until_sigterm(port, cfg));
     std::process::exit(0);
 }
 
