@@ -3,8 +3,34 @@
 use std::fmt;
 
 /// A share of a service's traffic, in whole percent (0..=100).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Weight(u8);
+
+impl TryFrom<i64> for Weight {
+    type Error = WeightError;
+    fn try_from(percent: i64) -> Result<Weight, WeightError> {
+        Weight::new(percent)
+    }
+}
+
+impl From<Weight> for i64 {
+    fn from(w: Weight) -> i64 {
+        i64::from(w.0)
+    }
+}
 
 /// A number that is not a valid weight.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@ use hatoba_core::{Millis, Weight, format_duration};
 use std::time::Duration;
 
 /// What the blue-green machine needs to know about the rollout.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlueGreenPlan {
     /// Instances of each colour.
     pub replicas: u32,
@@ -27,7 +27,7 @@ pub struct BlueGreenPlan {
     pub pre_promotion_analysis: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
     Idle,
     Starting {
@@ -50,7 +50,7 @@ enum State {
 }
 
 /// The blue-green state machine.
-#[derive(Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BlueGreen {
     plan: BlueGreenPlan,
     state: State,

@@ -15,7 +15,7 @@ use hatoba_core::{Millis, Weight, format_duration};
 use std::time::Duration;
 
 /// One canary step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Step {
     /// Give the canary this share of traffic.
     SetWeight(Weight),
@@ -26,7 +26,7 @@ pub enum Step {
 }
 
 /// What the canary machine needs to know about the rollout.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CanaryPlan {
     /// Instances of the new version at the end (and of stable now).
     pub replicas: u32,
@@ -41,7 +41,7 @@ pub struct CanaryPlan {
     pub background_analysis: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
     Idle,
     /// Waiting for `need` ready canary instances before setting `weight`.
@@ -74,7 +74,7 @@ enum State {
 }
 
 /// The canary state machine.
-#[derive(Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Canary {
     plan: CanaryPlan,
     state: State,

@@ -27,7 +27,7 @@ use hatoba_core::Weight;
 use std::collections::VecDeque;
 
 /// Which version's instances a command or observation is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Track {
     /// The version serving users before the rollout.
     Stable,
@@ -36,7 +36,7 @@ pub enum Track {
 }
 
 /// Which analysis run a command is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AnalysisRun {
     /// The analysis of canary step `n` (0-based).
     Step(usize),
@@ -47,7 +47,7 @@ pub enum AnalysisRun {
 }
 
 /// An analysis result, as the analysis layer reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     /// The new version is good enough.
     Pass,
@@ -58,7 +58,7 @@ pub enum Verdict {
 }
 
 /// What the shell tells a machine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// Begin the rollout.
     Start,
@@ -82,7 +82,7 @@ pub enum Input {
 }
 
 /// What a machine asks the shell to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Run this many instances of a track (start or stop the difference).
     Scale(Track, u32),
@@ -103,7 +103,7 @@ pub enum Command {
 }
 
 /// How a rollout ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The new version serves all traffic.
     Succeeded,
@@ -115,7 +115,7 @@ pub enum Outcome {
 
 /// The commands a machine has decided and the shell has not taken yet, and
 /// the canary weight they last set (so a weight is only sent when it changes).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Outbox {
     queue: VecDeque<Command>,
     weight: Weight,

@@ -12,7 +12,7 @@ use hatoba_core::{Millis, Weight, format_duration};
 use std::time::Duration;
 
 /// What the rolling machine needs to know.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RollingPlan {
     /// Instances wanted at the end.
     pub replicas: u32,
@@ -26,7 +26,7 @@ pub struct RollingPlan {
     pub progress_deadline: Duration,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
     Idle,
     Rolling { progress: Millis },
@@ -35,7 +35,7 @@ enum State {
 }
 
 /// The rolling-update state machine.
-#[derive(Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Rolling {
     plan: RollingPlan,
     state: State,

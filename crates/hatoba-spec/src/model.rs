@@ -331,6 +331,10 @@ impl Promotion {
     }
 }
 
+fn full_weight() -> Weight {
+    Weight::FULL
+}
+
 /// Canary.
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -338,7 +342,7 @@ pub struct Canary {
     /// The steps, in order. After the last one the canary is promoted to 100 %.
     pub steps: Vec<Step>,
     /// The highest weight a step may give the canary before promotion. Default 100.
-    #[serde(default)]
+    #[serde(default = "full_weight")]
     #[schemars(with = "WeightNumber")]
     pub max_weight: Weight,
     /// Analysis that runs in the background for the whole rollout.

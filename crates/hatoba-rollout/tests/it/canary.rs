@@ -246,7 +246,7 @@ fn nothing_happens_after_the_end() {
 }
 
 /// Random operator commands, readiness changes, verdicts and time jumps.
-fn input_strategy() -> impl Strategy<Value = (u64, Option<Input>)> {
+pub(crate) fn input_strategy() -> impl Strategy<Value = (u64, Option<Input>)> {
     let input = prop_oneof![
         Just(Some(Input::Start)),
         (0u32..6, 0u32..6).prop_map(|(s, c)| Some(Input::Ready {

@@ -7,4 +7,5 @@
 mod blue_green;
 mod canary;
 mod driver;
+mod resume;
 mod rolling;
