@@ -447,6 +447,52 @@ impl Store for SqlStore {
         Ok(found.pop())
     }
 
+    async fn save_controller_state(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+        state: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        const DOING: &str = "saving the controller's state";
+        let at_db = db_time(at)?;
+        let mut tx = self.begin_write(DOING).await?;
+        sqlx::query(
+            "INSERT INTO controller_state (service, environment, state, updated_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (service, environment) \
+             DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(service.as_str())
+        .bind(environment.as_str())
+        .bind(state)
+        .bind(at_db)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(DOING))?;
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(())
+    }
+
+    async fn controller_state(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+    ) -> Result<Option<String>, StoreError> {
+        const DOING: &str = "reading the controller's state";
+        let row = sqlx::query(
+            "SELECT state FROM controller_state WHERE service = $1 AND environment = $2",
+        )
+        .bind(service.as_str())
+        .bind(environment.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db(DOING))?;
+        row.map(|r| r.try_get::<String, _>(0))
+            .transpose()
+            .map_err(StoreError::db(DOING))
+    }
+
     async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
         const DOING: &str = "recording an audit entry";
         let at_db = db_time(entry.at)?;

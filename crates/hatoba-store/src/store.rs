@@ -77,4 +77,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Replaces the controller's working state for one service in one
+    /// environment (opaque JSON: the store does not read it), durably, so
+    /// the controller can write it before acting and resume from it.
+    async fn save_controller_state(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+        state: &str,
+        at: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// The controller's last saved working state for a service, if any.
+    async fn controller_state(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+    ) -> Result<Option<String>, StoreError>;
 }

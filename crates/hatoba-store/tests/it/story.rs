@@ -57,6 +57,39 @@ async fn story(store: &dyn Store) {
         Err(StoreError::NotFound { id }) if id == nobody
     ));
 
+    // The controller's working state: absent, saved, replaced, per service
+    // and environment.
+    assert_eq!(store.controller_state(&web, &prod).await.unwrap(), None);
+    store
+        .save_controller_state(&web, &prod, r#"{"step":1}"#, Millis(5))
+        .await
+        .unwrap();
+    store
+        .save_controller_state(&web, &staging, r#"{"step":7}"#, Millis(5))
+        .await
+        .unwrap();
+    store
+        .save_controller_state(&web, &prod, r#"{"step":2}"#, Millis(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .controller_state(&web, &prod)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"step":2}"#)
+    );
+    assert_eq!(
+        store
+            .controller_state(&web, &staging)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"step":7}"#)
+    );
+    assert_eq!(store.controller_state(&api, &prod).await.unwrap(), None);
+
     // d1: web v1 to production. Created pending, with its `created` event.
     let d1 = store
         .create_deployment(new_deployment("web", "production", "v1", 1_000))
