@@ -6,6 +6,17 @@
 //! not probe readiness or restart anything on its own initiative: it
 //! reports what it sees and the controller chooses. Every driver passes the
 //! same conformance story (`hatoba_test_support::runtime_story`).
+//!
+//! Instances outlive the controller that started them. A restarted
+//! controller hands the statuses it recorded to [`Runtime::adopt`], which
+//! re-attaches to the instances that still run (checking that they really are
+//! the same ones: a process id alone can have been recycled, so a driver
+//! also compares the start time it recorded in
+//! [`InstanceStatus::proc_start`]), then calls [`Runtime::sweep`] to end the
+//! instances a controller started but died before recording. Each runtime
+//! object has a *scope* (for the process driver, the controller's state
+//! directory) so that two controllers on one machine never sweep each
+//! other's instances. [`Runtime::usage`] reports what an instance consumes.
 
 use hatoba_core::{Millis, ServiceName, Version};
 use std::collections::BTreeMap;
@@ -69,12 +80,27 @@ pub struct InstanceStatus {
     pub addr: SocketAddr,
     /// The operating system's process id, when there is one.
     pub pid: Option<u32>,
+    /// When the operating system started that process, in its own units
+    /// (Linux: clock ticks since boot, field 22 of `/proc/<pid>/stat`), when
+    /// known. With `pid` it names the process for good: a recycled pid has
+    /// another start time, so adoption never mistakes it for the instance.
+    pub proc_start: Option<u64>,
     /// When it was started, by the caller's clock.
     pub started_at: Millis,
     /// Running or exited.
     pub state: InstanceState,
     /// Where its output goes.
     pub log: Option<PathBuf>,
+}
+
+/// What an instance consumes, summed over its processes (for the process
+/// runtime: its whole process group).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    /// Resident memory, in bytes.
+    pub rss_bytes: u64,
+    /// CPU time used so far (user and system), in seconds.
+    pub cpu_seconds: f64,
 }
 
 /// What went wrong, one variant per decision the caller makes.
@@ -117,6 +143,16 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The runtime could not look at the machine (for the process runtime:
+    /// `/proc` could not be listed), so it cannot tell what runs.
+    #[error("cannot inspect the machine: {what}")]
+    Inspect {
+        /// What could not be read.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A place that runs instances.
@@ -135,6 +171,50 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// is fine (idempotent).
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError>;
 
-    /// The instances of a service this runtime knows, running or exited.
+    /// The instances of a service this runtime knows, running or exited
+    /// (started or adopted by this runtime object).
     async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError>;
+
+    /// Re-attaches to an instance that a previous controller started, from
+    /// the status it recorded. When that very instance still runs (same
+    /// process and same start time, not merely the same pid), it is
+    /// registered as running and watched for its exit; otherwise it is
+    /// registered as exited (keeping the recorded exit when there was one)
+    /// and the returned status says so. Either way `stop` and `list` then
+    /// treat it like an instance this runtime started. Adopting an id this
+    /// runtime already knows returns its current status.
+    ///
+    /// The default, for a runtime that cannot re-attach, reports the
+    /// instance as exited without registering it.
+    async fn adopt(&self, known: &InstanceStatus) -> Result<InstanceStatus, RuntimeError> {
+        let mut status = known.clone();
+        if status.state == InstanceState::Running {
+            status.state = InstanceState::Exited {
+                code: None,
+                signal: None,
+            };
+        }
+        Ok(status)
+    }
+
+    /// Ends the orphans of this runtime's scope: every instance on the
+    /// machine that a runtime of the same scope started, that is neither in
+    /// `keep` nor known to this runtime object (started or adopted). They
+    /// get the runtime's termination signal, then after a short grace a
+    /// forced kill. Returns their ids, sorted. Instances of other scopes are
+    /// never touched.
+    ///
+    /// The default, for a runtime that cannot find such instances, ends
+    /// nothing.
+    async fn sweep(&self, keep: &[InstanceId]) -> Result<Vec<InstanceId>, RuntimeError> {
+        let _ = keep;
+        Ok(Vec::new())
+    }
+
+    /// What a running instance consumes now; `None` when it is unknown, no
+    /// longer runs, or the runtime cannot tell (the default).
+    async fn usage(&self, id: &InstanceId) -> Option<Usage> {
+        let _ = id;
+        None
+    }
 }

@@ -9,7 +9,9 @@
 //! - [`wait_for`], [`wait_for_async`]: poll a condition with a deadline
 //!   (tests never sleep a fixed time hoping something is ready).
 //! - [`free_port`]: a free port on 127.0.0.1.
-//! - [`runtime_story`]: the conformance story every `Runtime` driver passes.
+//! - [`runtime_story`]: the conformance story every `Runtime` driver passes
+//!   (with [`StoryRuntimes`]: the runtime, a twin of its scope, a
+//!   neighbour of another scope); [`http_ok`] for checks of one's own.
 //!
 //! Panicking is how this crate fails a test; it must never be a dependency
 //! of production code.
@@ -21,5 +23,5 @@ mod wait;
 
 pub use external::{REQUIRE_EXTERNAL, external, require_external};
 pub use postgres::{PostgresUnavailable, TempPostgres, postgres};
-pub use runtime_story::{StoryPrograms, runtime_story};
+pub use runtime_story::{StoryPrograms, StoryRuntimes, http_ok, runtime_story};
 pub use wait::{TimedOut, free_port, wait_for, wait_for_async};

@@ -1,13 +1,21 @@
 //! The conformance story every `Runtime` driver passes (atuin's `db_story`
 //! idea): start, observe, serve, stop gracefully, stop forcefully, report
-//! exits and spawn failures, stay idempotent. A driver's test supplies the
-//! programs; the story checks what any runtime must do with them.
+//! exits and spawn failures, stay idempotent; then what a restarted
+//! controller relies on: a second runtime object of the same scope adopts a
+//! running instance (and only the very same one: a recycled pid or another
+//! start time is reported as exited), the orphan sweep ends unrecorded
+//! instances of the scope but not kept ones nor those of another scope, and
+//! usage is reported for running instances only. A driver's test supplies
+//! the runtimes and the programs; the story checks what any runtime must do
+//! with them.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // test support fails by panicking
 
 use crate::wait_for_async;
 use hatoba_core::Millis;
-use hatoba_runtime::{InstanceId, InstanceSpec, InstanceState, Runtime, RuntimeError};
+use hatoba_runtime::{
+    InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,7 +32,22 @@ pub struct StoryPrograms {
     pub missing: InstanceSpec,
 }
 
-async fn http_ok(addr: SocketAddr) -> bool {
+/// The runtime objects the story drives, all on one machine.
+#[derive(Clone, Copy, Debug)]
+pub struct StoryRuntimes<'a> {
+    /// The runtime under test.
+    pub main: &'a dyn Runtime,
+    /// A second, independent object of the same driver with the same scope
+    /// as `main`: what a restarted controller builds.
+    pub same_scope: &'a dyn Runtime,
+    /// An object of the same driver with another scope: another controller
+    /// on the same machine.
+    pub other_scope: &'a dyn Runtime,
+}
+
+/// Whether `GET /` on `addr` answers 200 (connection refused, reset or
+/// anything else: false).
+pub async fn http_ok(addr: SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
         return false;
@@ -46,8 +69,23 @@ async fn serving(addr: SocketAddr) {
         .unwrap_or_else(|e| panic!("{addr} never served: {e}"));
 }
 
-/// Runs the story against `rt`.
-pub async fn runtime_story(rt: &dyn Runtime, p: StoryPrograms) {
+async fn exited_in(rt: &dyn Runtime, s: &InstanceStatus) -> bool {
+    rt.list(&s.service)
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.id == s.id && matches!(l.state, InstanceState::Exited { .. }))
+}
+
+async fn eventually_exited(rt: &dyn Runtime, s: &InstanceStatus, what: &str) {
+    wait_for_async(Duration::from_secs(30), || exited_in(rt, s))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {} never reported exited: {e}", s.id));
+}
+
+/// Runs the story against `rts.main`, with its twin and its neighbour.
+pub async fn runtime_story(rts: StoryRuntimes<'_>, p: StoryPrograms) {
+    let rt = rts.main;
     let service = p.serve.service.clone();
     let now = Millis(1_795_436_113_000);
 
@@ -138,11 +176,159 @@ pub async fn runtime_story(rt: &dyn Runtime, p: StoryPrograms) {
         Err(RuntimeError::NotFound { .. })
     ));
 
-    rt.stop(&b.id, Duration::from_secs(10)).await.unwrap();
-    for s in rt.list(&service).await.unwrap() {
-        assert!(
-            matches!(s.state, InstanceState::Exited { .. }),
-            "left running: {s:?}"
-        );
+    // Usage: reported for a running instance, not for an ended one.
+    if let Some(u) = rt.usage(&b.id).await {
+        assert!(u.rss_bytes > 0, "{u:?}");
+        assert!(u.cpu_seconds >= 0.0, "{u:?}");
     }
+    assert_eq!(rt.usage(&a.id).await, None, "usage of a stopped instance");
+    assert_eq!(rt.usage(&InstanceId("nope".to_owned())).await, None);
+
+    sweep_story(rts, &p, &b).await;
+    adoption_story(rts, &p, &a, &b).await;
+
+    rt.stop(&b.id, Duration::from_secs(10)).await.unwrap();
+    for r in [rts.main, rts.same_scope, rts.other_scope] {
+        for s in r.list(&service).await.unwrap() {
+            assert!(
+                matches!(s.state, InstanceState::Exited { .. }),
+                "left running by {}: {s:?}",
+                r.name()
+            );
+        }
+    }
+}
+
+/// The orphan sweep: instances of the scope that neither the sweeping
+/// runtime knows nor the caller keeps are ended; nothing else is touched.
+/// `running` is an instance `main` started and still runs.
+async fn sweep_story(rts: StoryRuntimes<'_>, p: &StoryPrograms, running: &InstanceStatus) {
+    let now = Millis(1_795_436_200_000);
+    // A controller of this scope started two instances and died before
+    // recording `orphan`; it did record `kept`.
+    let orphan = rts.same_scope.start(&p.serve, now).await.unwrap();
+    let kept = rts.same_scope.start(&p.serve, now).await.unwrap();
+    // Another controller on the machine runs its own.
+    let neighbour = rts.other_scope.start(&p.serve, now).await.unwrap();
+    for s in [&orphan, &kept, &neighbour] {
+        serving(s.addr).await;
+    }
+    let swept = rts
+        .main
+        .sweep(std::slice::from_ref(&kept.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        swept,
+        std::slice::from_ref(&orphan.id),
+        "swept the wrong instances"
+    );
+    assert!(!http_ok(orphan.addr).await, "a swept orphan still serves");
+    assert!(http_ok(kept.addr).await, "the sweep ended a kept instance");
+    assert!(
+        http_ok(running.addr).await,
+        "the sweep ended an instance the sweeping runtime knows"
+    );
+    assert!(
+        http_ok(neighbour.addr).await,
+        "the sweep ended an instance of another scope"
+    );
+    eventually_exited(rts.same_scope, &orphan, "swept orphan").await;
+    assert_eq!(
+        rts.main
+            .sweep(std::slice::from_ref(&kept.id))
+            .await
+            .unwrap(),
+        Vec::<InstanceId>::new(),
+        "a second sweep finds nothing"
+    );
+
+    let grace = Duration::from_secs(10);
+    rts.same_scope.stop(&kept.id, grace).await.unwrap();
+    rts.other_scope.stop(&neighbour.id, grace).await.unwrap();
+}
+
+/// Adoption by a second runtime object of the same scope: the very same
+/// running instance is taken over (and can be stopped from there); a record
+/// whose pid now names another process, or whose start time differs, is
+/// reported as exited and the process is left alone. `ended` is an instance
+/// `main` stopped, `running` one it still runs.
+async fn adoption_story(
+    rts: StoryRuntimes<'_>,
+    p: &StoryPrograms,
+    ended: &InstanceStatus,
+    running: &InstanceStatus,
+) {
+    let twin = rts.same_scope;
+    let grace = Duration::from_secs(10);
+    let exited_unknown = InstanceState::Exited {
+        code: None,
+        signal: None,
+    };
+
+    // `ended`'s recorded pid, recycled: it now names `running`'s process.
+    let recycled = InstanceStatus {
+        pid: running.pid,
+        state: InstanceState::Running,
+        ..ended.clone()
+    };
+    let got = twin.adopt(&recycled).await.unwrap();
+    assert_eq!(got.state, exited_unknown, "adopted a recycled pid: {got:?}");
+    assert_eq!(got.id, ended.id);
+
+    // `running`, recorded with another start time.
+    let other_start = InstanceStatus {
+        proc_start: Some(running.proc_start.map_or(1, |s| s.wrapping_add(1))),
+        ..running.clone()
+    };
+    let got = twin.adopt(&other_start).await.unwrap();
+    assert_eq!(got.state, exited_unknown, "start time not checked: {got:?}");
+    // Registered as exited: stopping it there signals nothing.
+    let again = twin.stop(&running.id, grace).await.unwrap();
+    assert_eq!(again.state, exited_unknown);
+    assert!(
+        http_ok(running.addr).await,
+        "a refused adoption touched the process"
+    );
+
+    // The real thing: a running instance the first runtime started.
+    let c = rts
+        .main
+        .start(&p.serve, Millis(1_795_436_300_000))
+        .await
+        .unwrap();
+    serving(c.addr).await;
+    let adopted = twin.adopt(&c).await.unwrap();
+    assert_eq!(adopted.state, InstanceState::Running, "{adopted:?}");
+    assert_eq!((adopted.pid, adopted.proc_start), (c.pid, c.proc_start));
+    assert_eq!((&adopted.id, adopted.addr), (&c.id, c.addr));
+    assert_eq!(
+        twin.adopt(&c).await.unwrap(),
+        adopted,
+        "adopt is idempotent"
+    );
+    assert!(
+        twin.list(&c.service)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.id == c.id && s.state == InstanceState::Running),
+        "an adopted instance is listed"
+    );
+    let started = tokio::time::Instant::now();
+    let stopped = twin.stop(&c.id, grace).await.unwrap();
+    assert!(
+        started.elapsed() < grace,
+        "a graceful stop of an adopted instance waited the whole grace period"
+    );
+    assert!(
+        matches!(stopped.state, InstanceState::Exited { .. }),
+        "{stopped:?}"
+    );
+    assert!(
+        !http_ok(c.addr).await,
+        "a stopped adopted instance still serves"
+    );
+    eventually_exited(rts.main, &c, "adopted and stopped").await;
+    assert_eq!(twin.stop(&c.id, grace).await.unwrap().state, stopped.state);
 }

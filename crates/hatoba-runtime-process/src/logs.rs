@@ -1,0 +1,163 @@
+//! Log rotation by copy and truncate.
+//!
+//! An instance writes its output straight into `<id>.log` through a file
+//! descriptor opened with `O_APPEND`, which the runtime cannot reopen for
+//! it. So a log over its size limit is copied to `<id>.log.1` (older copies
+//! shifted to `.2`, `.3`, ... and the oldest beyond the limit dropped) and
+//! then truncated to zero; because every write of the instance goes to the
+//! current end of the file, its next line lands at the start of the emptied
+//! file, with no hole. Lines written between the copy and the truncation
+//! are lost: the price of copytruncate.
+
+use std::path::{Path, PathBuf};
+
+/// How large an instance log may grow and how many rotated copies are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    /// A log larger than this many bytes is rotated.
+    pub max_bytes: u64,
+    /// Rotated copies kept (`<id>.log.1` is the newest); 0 keeps none and
+    /// only empties the log.
+    pub keep: usize,
+}
+
+impl Default for LogLimits {
+    /// 10 MiB per file, three rotated copies.
+    fn default() -> LogLimits {
+        LogLimits {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 3,
+        }
+    }
+}
+
+/// A log that could not be rotated (it is tried again on the next call).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot rotate the log {}: {what}", path.display())]
+pub struct LogRotateError {
+    /// The instance log.
+    pub path: PathBuf,
+    /// The step that failed, naming the file it touched.
+    pub what: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// What one round of rotation did.
+#[derive(Debug, Default)]
+pub struct LogRotation {
+    /// The logs that were over their limit and were rotated.
+    pub rotated: Vec<PathBuf>,
+    /// The logs that were over their limit (or could not be measured) and
+    /// could not be rotated.
+    pub failed: Vec<LogRotateError>,
+}
+
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// Rotates `path` if it is larger than the limit; `Ok(true)` when it did.
+/// A log that does not exist (yet) is not an error.
+pub(crate) fn rotate(path: &Path, limits: LogLimits) -> Result<bool, LogRotateError> {
+    let fail = |what: String| {
+        move |source| LogRotateError {
+            path: path.to_owned(),
+            what,
+            source,
+        }
+    };
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(fail("cannot measure it".to_owned())(e)),
+    };
+    if len <= limits.max_bytes {
+        return Ok(false);
+    }
+    if limits.keep > 0 {
+        // Shift .{keep-1} -> .{keep} (replacing the oldest), ..., .1 -> .2.
+        for n in (1..limits.keep).rev() {
+            let from = numbered(path, n);
+            match std::fs::rename(&from, numbered(path, n + 1)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(format!("cannot rename {}", from.display()))(e)),
+            }
+        }
+        let first = numbered(path, 1);
+        std::fs::copy(path, &first)
+            .map_err(fail(format!("cannot copy it to {}", first.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(0))
+        .map_err(fail("cannot truncate it".to_owned()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap_or_else(|e| format!("<{e}>"))
+    }
+
+    #[test]
+    fn shifts_copies_and_drops_the_oldest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("web-v1-0001.log");
+        let limits = LogLimits {
+            max_bytes: 4,
+            keep: 2,
+        };
+        assert!(!rotate(&log, limits).expect("missing is fine"));
+        std::fs::write(&log, "1234").expect("write");
+        assert!(!rotate(&log, limits).expect("at the limit"), "not over");
+        for generation in ["first", "second", "third"] {
+            std::fs::write(&log, generation).expect("write");
+            assert!(rotate(&log, limits).expect("rotates"));
+            assert_eq!(read(&log), "");
+        }
+        assert_eq!(read(&numbered(&log, 1)), "third");
+        assert_eq!(read(&numbered(&log, 2)), "second");
+        assert!(!numbered(&log, 3).exists());
+    }
+
+    #[test]
+    fn keeping_none_only_truncates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("a.log");
+        std::fs::write(&log, "too long").expect("write");
+        let limits = LogLimits {
+            max_bytes: 1,
+            keep: 0,
+        };
+        assert!(rotate(&log, limits).expect("rotates"));
+        assert_eq!(read(&log), "");
+        assert!(!numbered(&log, 1).exists());
+    }
+
+    #[test]
+    fn failures_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("b.log");
+        std::fs::write(&log, "too long").expect("write");
+        // `.1` is a non-empty directory: the copy cannot replace it.
+        std::fs::create_dir_all(numbered(&log, 1).join("x")).expect("mkdir");
+        let limits = LogLimits {
+            max_bytes: 1,
+            keep: 1,
+        };
+        let err = rotate(&log, limits).expect_err("cannot copy");
+        let msg = err.to_string();
+        assert!(msg.contains(&log.display().to_string()), "{msg}");
+        assert!(msg.contains("b.log.1"), "{msg}");
+        assert_eq!(read(&log), "too long", "not truncated when the copy failed");
+    }
+}
