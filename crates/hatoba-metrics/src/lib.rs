@@ -41,4 +41,5 @@ pub use group::{GroupStats, InFlight, InstanceCounts, InstanceStats};
 pub use histogram::{BUCKETS, Bucket, LatencyHistogram, nearest_rank};
 pub use outcome::{Failure, Outcome, Role};
 pub use recorder::Recorder;
+pub use window::{SnapshotError, WindowSnapshot};
 pub use window::{Window, WindowStats};

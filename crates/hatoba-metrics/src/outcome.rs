@@ -9,8 +9,13 @@ use crate::histogram;
 use std::fmt;
 use std::time::Duration;
 
-/// The part a version plays for a service in the route table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The part a version plays for a service in the route table. On the wire
+/// (serde) it is its [`as_str`](Role::as_str) name: `"stable"`, `"canary"`,
+/// `"preview"`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The version that serves users now.
     Stable,

@@ -34,24 +34,36 @@
 //!   or newer than the reader's `now`) counts as empty, and a slot recycled
 //!   while being read is dropped from that read (seqlock-style check).
 //!
+//! `WindowSnapshot` is `WindowStats` in a serializable form (the latency
+//! histogram as a sparse list of `(bucket index, count)`), for readers in
+//! another process: it converts back to the same `WindowStats`, losslessly.
+//! It is built only on the read side.
+//!
 //! Must not allocate, lock or read a clock on the record path.
 
 use crate::counts::{Counts, Tally};
-use crate::histogram::BUCKETS;
+use crate::histogram::{BUCKETS, LatencyHistogram};
 use crate::outcome::Record;
 use hatoba_core::Millis;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
-/// A rolling window analysis can ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A rolling window analysis can ask for. On the wire (serde) it is its
+/// [`as_str`](Window::as_str) name, `"10s"`, `"1m"` or `"5m"`; the variant
+/// names `"S10"`, `"M1"`, `"M5"` are accepted too.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Window {
     /// The last 10 seconds, in 1 s slots.
+    #[serde(rename = "10s", alias = "S10")]
     S10,
     /// The last minute, in 10 s slots.
+    #[serde(rename = "1m", alias = "M1")]
     M1,
     /// The last 5 minutes, in 10 s slots.
+    #[serde(rename = "5m", alias = "M5")]
     M5,
 }
 
@@ -162,6 +174,124 @@ impl WindowStats {
     /// version under another role).
     pub fn merge(&mut self, other: &WindowStats) {
         self.counts.merge(&other.counts);
+    }
+}
+
+/// [`WindowStats`] as plain serializable data, for a reader in another
+/// process (the controller asking the data plane). Every counter is kept;
+/// the latency histogram is sparse: only non-empty buckets, as
+/// `(bucket index, count)` in the fixed layout ([`crate::Bucket::at`]).
+///
+/// `WindowStats` → `WindowSnapshot` → `WindowStats` gives back an equal
+/// value (same requests, success rate, quantiles, rate), JSON in between
+/// included.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowSnapshot {
+    /// Which window.
+    pub window: Window,
+    /// [`WindowStats::start`], in ms since the Unix epoch.
+    pub start_ms: u64,
+    /// [`WindowStats::end`], in ms since the Unix epoch.
+    pub end_ms: u64,
+    /// [`Counts::requests`].
+    pub requests: u64,
+    /// [`Counts::by_class`]: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub by_class: [u64; 5],
+    /// [`Counts::upstream_failures`].
+    pub upstream_failures: u64,
+    /// [`Counts::downstream_failures`].
+    pub downstream_failures: u64,
+    /// [`Counts::internal_failures`].
+    pub internal_failures: u64,
+    /// [`Counts::against`].
+    pub against: u64,
+    /// The sum of the judged latencies, in microseconds.
+    pub latency_sum_micros: u64,
+    /// The non-empty latency buckets, `(index, count)`, by increasing index.
+    pub latency_buckets: Vec<(u32, u64)>,
+}
+
+/// A [`WindowSnapshot`] that does not fit this build's histogram layout.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// A bucket index past the layout's end.
+    #[error("latency bucket {index} does not exist (the layout has {BUCKETS} buckets)")]
+    Bucket {
+        /// The index found.
+        index: u32,
+    },
+}
+
+impl From<&WindowStats> for WindowSnapshot {
+    fn from(stats: &WindowStats) -> WindowSnapshot {
+        let c = &stats.counts;
+        WindowSnapshot {
+            window: stats.window,
+            start_ms: stats.start.0,
+            end_ms: stats.end.0,
+            requests: c.requests,
+            by_class: c.by_class,
+            upstream_failures: c.upstream_failures,
+            downstream_failures: c.downstream_failures,
+            internal_failures: c.internal_failures,
+            against: c.against,
+            latency_sum_micros: u64::try_from(c.latency.sum().as_micros()).unwrap_or(u64::MAX),
+            latency_buckets: c
+                .latency
+                .counts()
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| (u32::try_from(i).unwrap_or(u32::MAX), *n))
+                .collect(),
+        }
+    }
+}
+
+impl From<WindowStats> for WindowSnapshot {
+    fn from(stats: WindowStats) -> WindowSnapshot {
+        WindowSnapshot::from(&stats)
+    }
+}
+
+impl WindowSnapshot {
+    /// Back to the [`WindowStats`] it was taken from. A bucket listed twice
+    /// is summed; an index outside the layout is an error.
+    pub fn to_stats(&self) -> Result<WindowStats, SnapshotError> {
+        let mut latency = LatencyHistogram::new();
+        {
+            let counts = latency.counts_mut();
+            for (index, n) in &self.latency_buckets {
+                let slot = usize::try_from(*index)
+                    .ok()
+                    .and_then(|i| counts.get_mut(i))
+                    .ok_or(SnapshotError::Bucket { index: *index })?;
+                *slot = slot.saturating_add(*n);
+            }
+        }
+        latency.add_sum_micros(self.latency_sum_micros);
+        Ok(WindowStats {
+            window: self.window,
+            start: Millis(self.start_ms),
+            end: Millis(self.end_ms),
+            counts: Counts {
+                requests: self.requests,
+                by_class: self.by_class,
+                upstream_failures: self.upstream_failures,
+                downstream_failures: self.downstream_failures,
+                internal_failures: self.internal_failures,
+                against: self.against,
+                latency,
+            },
+        })
+    }
+}
+
+impl TryFrom<&WindowSnapshot> for WindowStats {
+    type Error = SnapshotError;
+
+    fn try_from(snapshot: &WindowSnapshot) -> Result<WindowStats, SnapshotError> {
+        snapshot.to_stats()
     }
 }
 
@@ -330,6 +460,80 @@ mod tests {
         ring.record(Millis(200), &ok());
         assert_eq!(count(&ring, 10_100, 10), 2);
         assert_eq!(count(&ring, 999, 10), 0);
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_losslessly_through_json() {
+        use crate::{Failure, Recorder, Role};
+        let recorder = Recorder::new();
+        let g = recorder.group("web", Role::Stable, "v1");
+        let outcomes = [
+            (Outcome::Status(200), 3),
+            (Outcome::Status(200), 250),
+            (Outcome::Status(503), 1_700),
+            (Outcome::Failed(Failure::Upstream), 40_000),
+            (Outcome::Failed(Failure::Downstream), 9),
+            (Outcome::FailedWithStatus(Failure::Internal, 503), 1),
+            (Outcome::Status(404), 120_000),
+        ];
+        for (i, (outcome, ms)) in outcomes.into_iter().enumerate() {
+            g.record(
+                Millis(20_000 + i as u64),
+                outcome,
+                Duration::from_millis(ms),
+            );
+        }
+        let canary = recorder.group("web", Role::Canary, "v1");
+        canary.record(
+            Millis(20_100),
+            Outcome::Status(200),
+            Duration::from_micros(1),
+        );
+        for window in Window::ALL {
+            let stats = recorder
+                .version_window("web", "v1", window, Millis(21_000))
+                .unwrap();
+            assert_eq!(stats.requests(), 8);
+            let snapshot = WindowSnapshot::from(&stats);
+            assert!(snapshot.latency_buckets.len() < 10);
+            let json = serde_json::to_string(&snapshot).unwrap();
+            let back: WindowSnapshot = serde_json::from_str(&json).unwrap();
+            let back = back.to_stats().unwrap();
+            assert_eq!(back, stats);
+            assert_eq!(back.requests(), stats.requests());
+            assert_eq!(back.success_rate(), stats.success_rate());
+            assert_eq!(back.rate_per_sec(), stats.rate_per_sec());
+            for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+                assert_eq!(back.quantile(q), stats.quantile(q));
+            }
+        }
+        let empty = WindowStats::empty(Window::M1, Millis(5));
+        assert_eq!(WindowSnapshot::from(&empty).to_stats().unwrap(), empty);
+    }
+
+    #[test]
+    fn a_snapshot_from_another_layout_is_refused() {
+        let mut snapshot = WindowSnapshot::from(&WindowStats::empty(Window::S10, Millis(0)));
+        snapshot.latency_buckets.push((BUCKETS as u32, 1));
+        assert_eq!(
+            snapshot.to_stats(),
+            Err(SnapshotError::Bucket {
+                index: BUCKETS as u32
+            })
+        );
+    }
+
+    #[test]
+    fn windows_and_roles_have_short_wire_names() {
+        use crate::Role;
+        assert_eq!(serde_json::to_string(&Window::S10).unwrap(), "\"10s\"");
+        assert_eq!(serde_json::to_string(&Role::Canary).unwrap(), "\"canary\"");
+        for w in Window::ALL {
+            let name = format!("\"{}\"", w.as_str());
+            assert_eq!(serde_json::from_str::<Window>(&name).unwrap(), w);
+            let variant = format!("\"{w:?}\"");
+            assert_eq!(serde_json::from_str::<Window>(&variant).unwrap(), w);
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 mod admin;
 mod body;
+pub mod control;
 mod forward;
 mod pool;
 mod routes_file;
@@ -31,6 +32,9 @@ mod upgrade;
 
 pub use admin::AdminServer;
 pub use body::{ProxyBody, Tracked};
+pub use control::{
+    ControlClient, ControlError, DataPlane, DataPlaneConfig, DataPlaneState, ServiceEntry,
+};
 pub use forward::{ProxyOptions, ROUTE_HEADER, STICKY_COOKIE};
 pub use routes_file::{GroupEntry, RoleName, RoutesFile, RoutesFileError};
 pub use server::{MAX_HEADER_BYTES, ProxyServer, SHUTDOWN_GRACE};

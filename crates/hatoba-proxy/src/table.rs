@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 /// What the owner of a listener wants it to route: plain data, the input of
 /// [`Router::update`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteSpec {
     /// The service name, for metrics and error messages.
     pub service: String,
@@ -30,7 +30,7 @@ pub struct RouteSpec {
 }
 
 /// One group of backends running one version in one role.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupSpec {
     /// Stable, canary or preview.
     pub role: Role,

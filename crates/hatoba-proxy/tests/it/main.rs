@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod bad_input;
+mod control;
 mod features;
 mod support;
 mod tls;
