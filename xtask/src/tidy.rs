@@ -13,7 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The pure layer: logic that must stay testable on a simulated clock.
-pub(crate) const PURE_CRATES: &[&str] = &["hatoba-core", "hatoba-spec", "hatoba-rollout"];
+pub(crate) const PURE_CRATES: &[&str] = &[
+    "hatoba-core",
+    "hatoba-spec",
+    "hatoba-rollout",
+    "hatoba-analysis",
+];
 
 /// What a pure crate may depend on (normal dependencies).
 const PURE_ALLOWED_DEPS: &[&str] = &[
