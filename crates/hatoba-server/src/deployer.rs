@@ -1,17 +1,30 @@
 //! One deployment of one service, from the first instance started to the
 //! last one stopped: the loop that feeds a rollout machine and executes its
 //! commands.
+//!
+//! Write-ahead: the controller's working state of the service (the machine
+//! with its pending commands, the command being executed, weights, the
+//! instances with pid, start time and port, what is ready) is saved to the
+//! store as a [`ServiceRecord`] before every action, so a controller killed
+//! at any point resumes from its last record ([`Deployer::resume`]). A
+//! command interrupted half-way is executed again; every command is
+//! idempotent against the recorded instances (`Scale` starts or stops the
+//! difference, weights are absolute), and an instance started but not yet
+//! recorded is an orphan that the restarted server's sweep stops.
 
+use crate::dataplane::{DataPlane, DataPlaneError};
 use crate::judge;
 use crate::probe::{Readiness, http_probe};
-use hatoba_core::{DeploymentStatus, EnvName, Millis, ServiceName, Version};
-use hatoba_metrics::{Recorder, Role};
-use hatoba_proxy::{GroupSpec, RouteSpec, Router};
+use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
+use hatoba_metrics::Role;
+use hatoba_proxy::{GroupSpec, RouteSpec};
 use hatoba_rollout::{
     AnalysisRun, BlueGreen, BlueGreenPlan, Canary, CanaryPlan, Command, Input, Outcome, Rolling,
     RollingPlan, Step, Track,
 };
-use hatoba_runtime::{InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError};
+use hatoba_runtime::{
+    InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError,
+};
 use hatoba_spec::{AnalysisTemplate, Runtime as RuntimeSpec, Service, Spec, Strategy};
 use hatoba_store::{NewDeployment, NewEvent, Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -79,8 +92,159 @@ pub enum DeployError {
     /// The runtime failed in a way the rollout can not absorb.
     #[error("the runtime failed")]
     Runtime(#[from] RuntimeError),
+    /// The data plane refused a listener.
+    #[error("the data plane failed")]
+    DataPlane(#[from] DataPlaneError),
+    /// The saved controller state can not be read back.
+    #[error("the controller state saved for `{service}` is unreadable: {message}")]
+    State {
+        /// The service.
+        service: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
+/// One instance as the controller records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceRecord {
+    /// The runtime's id.
+    pub id: String,
+    /// Its version.
+    pub version: Version,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// The OS start time of the process, so a recycled pid is not adopted.
+    pub proc_start: Option<u64>,
+    /// When it was started.
+    pub started_at: Millis,
+    /// Its log file.
+    pub log: Option<PathBuf>,
+}
+
+impl InstanceRecord {
+    /// The record of a status.
+    pub fn of(s: &InstanceStatus) -> InstanceRecord {
+        InstanceRecord {
+            id: s.id.0.clone(),
+            version: s.version.clone(),
+            addr: s.addr,
+            pid: s.pid,
+            proc_start: s.proc_start,
+            started_at: s.started_at,
+            log: s.log.clone(),
+        }
+    }
+
+    /// The status it describes, assumed running until the runtime says.
+    pub fn status(&self, service: &ServiceName) -> InstanceStatus {
+        InstanceStatus {
+            id: InstanceId(self.id.clone()),
+            service: service.clone(),
+            version: self.version.clone(),
+            addr: self.addr,
+            pid: self.pid,
+            proc_start: self.proc_start,
+            started_at: self.started_at,
+            state: InstanceState::Running,
+            log: self.log.clone(),
+        }
+    }
+}
+
+/// What serves a service, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServingRecord {
+    /// The version.
+    pub version: Version,
+    /// Its instances.
+    pub instances: Vec<InstanceRecord>,
+}
+
+impl ServingRecord {
+    fn of(d: &Deployed) -> ServingRecord {
+        ServingRecord {
+            version: d.version.clone(),
+            instances: d.instances.iter().map(InstanceRecord::of).collect(),
+        }
+    }
+}
+
+/// A rollout in progress, as saved before every action.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RolloutRecord {
+    /// Its deployment.
+    pub deployment: DeploymentId,
+    /// The version being deployed.
+    pub version: Version,
+    /// The variables it was asked with.
+    pub vars: BTreeMap<String, String>,
+    /// Who asked.
+    pub deployed_by: String,
+    /// The deployment it rolls back, if it is a rollback.
+    pub rollback_of: Option<DeploymentId>,
+    /// What served when it started.
+    pub current: Option<ServingRecord>,
+    stable: Vec<InstanceRecord>,
+    canary: Vec<InstanceRecord>,
+    ready: Vec<SocketAddr>,
+    weight: u8,
+    machine: Machine,
+    /// The command being executed when the record was written.
+    pending: Option<Command>,
+    analyses: Vec<(AnalysisRun, Vec<String>, Millis)>,
+    outcome: Option<Outcome>,
+}
+
+impl RolloutRecord {
+    /// Every instance it names (stable and new).
+    pub fn instances(&self) -> impl Iterator<Item = &InstanceRecord> {
+        self.stable.iter().chain(self.canary.iter())
+    }
+
+    /// The addresses that were ready.
+    pub fn ready(&self) -> &[SocketAddr] {
+        &self.ready
+    }
+
+    /// The new version's instances.
+    pub fn new_instances(&self) -> &[InstanceRecord] {
+        &self.canary
+    }
+
+    /// The old version's instances still there.
+    pub fn old_instances(&self) -> &[InstanceRecord] {
+        &self.stable
+    }
+}
+
+/// The controller's saved state of one service.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ServiceRecord {
+    /// What serves when no rollout runs.
+    pub serving: Option<ServingRecord>,
+    /// The rollout in progress.
+    pub rollout: Option<RolloutRecord>,
+}
+
+impl ServiceRecord {
+    /// Every instance the record names, once each.
+    pub fn instances(&self) -> Vec<&InstanceRecord> {
+        let mut out: Vec<&InstanceRecord> = Vec::new();
+        let serving = self.serving.iter().flat_map(|s| s.instances.iter());
+        let rollout = self.rollout.iter().flat_map(|r| r.instances());
+        for i in serving.chain(rollout) {
+            if !out.iter().any(|o| o.id == i.id) {
+                out.push(i);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum Machine {
     Canary(Canary),
     BlueGreen(BlueGreen),
@@ -118,20 +282,19 @@ impl Machine {
     }
 }
 
-/// Runs deployments against one runtime, one proxy route and one store.
+/// Runs deployments against one runtime, one data plane and one store.
 #[derive(Debug)]
 pub struct Deployer {
     store: Arc<dyn Store>,
     runtime: Arc<dyn Runtime>,
-    router: Arc<Router>,
-    recorder: Arc<Recorder>,
+    data_plane: Arc<dyn DataPlane>,
 }
 
 /// The mutable world of one running deployment.
 struct Run<'a> {
     d: &'a Deployer,
     req: &'a DeployRequest,
-    id: hatoba_core::DeploymentId,
+    id: DeploymentId,
     instance: InstanceSpec,
     stable: Vec<InstanceStatus>,
     canary: Vec<InstanceStatus>,
@@ -140,6 +303,12 @@ struct Run<'a> {
     weight: u8,
     analyses: HashMap<AnalysisRun, (Vec<String>, Millis)>,
     outcome: Option<Outcome>,
+    machine: Machine,
+    pending: Option<Command>,
+    /// Something changed since the last save.
+    dirty: bool,
+    /// The last route table did not reach the data plane: push again.
+    route_failed: bool,
 }
 
 impl Deployer {
@@ -147,15 +316,52 @@ impl Deployer {
     pub fn new(
         store: Arc<dyn Store>,
         runtime: Arc<dyn Runtime>,
-        router: Arc<Router>,
-        recorder: Arc<Recorder>,
+        data_plane: Arc<dyn DataPlane>,
     ) -> Deployer {
         Deployer {
             store,
             runtime,
-            router,
-            recorder,
+            data_plane,
         }
+    }
+
+    /// The data plane it routes through.
+    pub fn data_plane(&self) -> &Arc<dyn DataPlane> {
+        &self.data_plane
+    }
+
+    /// The controller's last saved state of a service.
+    pub async fn load(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+    ) -> Result<Option<ServiceRecord>, DeployError> {
+        let Some(text) = self.store.controller_state(service, environment).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| DeployError::State {
+                service: service.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Saves the controller's state of a service.
+    pub async fn save(
+        &self,
+        service: &ServiceName,
+        environment: &EnvName,
+        record: &ServiceRecord,
+    ) -> Result<(), DeployError> {
+        let text = serde_json::to_string(record).map_err(|e| DeployError::State {
+            service: service.to_string(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .save_controller_state(service, environment, &text, clock_now())
+            .await?;
+        Ok(())
     }
 
     /// Runs one deployment to its end and returns the recorded deployment
@@ -174,7 +380,7 @@ impl Deployer {
     pub async fn deploy_with(
         &self,
         req: &DeployRequest,
-        mut commands: tokio::sync::mpsc::Receiver<Input>,
+        commands: tokio::sync::mpsc::Receiver<Input>,
         on_created: Option<tokio::sync::oneshot::Sender<hatoba_store::Deployment>>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let instance = instance_spec(req)?;
@@ -205,10 +411,11 @@ impl Deployer {
             .as_ref()
             .map(|c| c.instances.clone())
             .unwrap_or_default();
+        let machine = machine_for(req, u32::try_from(stable.len()).unwrap_or(u32::MAX));
         let mut run = Run {
             d: self,
             req,
-            id: id.clone(),
+            id,
             instance,
             ready: stable.iter().map(|i| i.addr).collect(),
             stable,
@@ -217,9 +424,15 @@ impl Deployer {
             weight: 0,
             analyses: HashMap::new(),
             outcome: None,
+            machine,
+            pending: None,
+            dirty: true,
+            route_failed: false,
         };
-        let mut machine = run.machine();
-        machine.handle(clock_now(), Input::Start);
+        for a in run.ready.clone() {
+            run.readiness.assume_ready(a);
+        }
+        run.machine.handle(clock_now(), Input::Start);
         if req.rollback_of.is_some() {
             // A rollback returns to a version that already served: no canary
             // steps or manual pauses, straight to full size (as soon as its
@@ -229,9 +442,96 @@ impl Deployer {
                 "rollback: skipping the strategy's steps".to_owned(),
             )
             .await?;
-            machine.handle(clock_now(), Input::PromoteFull);
+            run.machine.handle(clock_now(), Input::PromoteFull);
         }
-        run.execute(&mut machine).await?;
+        self.drive(run, commands).await
+    }
+
+    /// Continues a rollout from its saved record after a controller
+    /// restart. `req` is rebuilt from the spec and the record; `adopted`
+    /// holds what the runtime found of the recorded instances (an instance
+    /// that died meanwhile is there as exited, and counts as a crash of its
+    /// version).
+    pub async fn resume(
+        &self,
+        req: &DeployRequest,
+        record: RolloutRecord,
+        adopted: &HashMap<String, InstanceStatus>,
+        commands: tokio::sync::mpsc::Receiver<Input>,
+    ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
+        let instance = instance_spec(req)?;
+        let status = |r: &InstanceRecord| {
+            adopted
+                .get(&r.id)
+                .cloned()
+                .unwrap_or_else(|| r.status(&req.service))
+        };
+        let stable: Vec<InstanceStatus> = record.stable.iter().map(status).collect();
+        let canary: Vec<InstanceStatus> = record.canary.iter().map(status).collect();
+        let alive = |s: &InstanceStatus| s.state == InstanceState::Running;
+        let ready: HashSet<SocketAddr> = record
+            .ready
+            .iter()
+            .copied()
+            .filter(|a| {
+                stable
+                    .iter()
+                    .chain(canary.iter())
+                    .any(|s| s.addr == *a && alive(s))
+            })
+            .collect();
+        let mut run = Run {
+            d: self,
+            req,
+            id: record.deployment.clone(),
+            instance,
+            stable,
+            canary,
+            ready,
+            readiness: Readiness::default(),
+            weight: record.weight,
+            analyses: record
+                .analyses
+                .into_iter()
+                .map(|(run, names, at)| (run, (names, at)))
+                .collect(),
+            outcome: record.outcome,
+            machine: record.machine,
+            pending: record.pending,
+            dirty: true,
+            route_failed: false,
+        };
+        for a in run.ready.clone() {
+            run.readiness.assume_ready(a);
+        }
+        run.route().await;
+        let gone = run
+            .stable
+            .iter()
+            .chain(run.canary.iter())
+            .filter(|s| !alive(s))
+            .count();
+        run.event(
+            "controller",
+            format!(
+                "controller restarted: resuming with {} stable and {} new instances ({gone} gone), canary weight {}",
+                run.stable.len(),
+                run.canary.len(),
+                run.weight
+            ),
+        )
+        .await?;
+        self.drive(run, commands).await
+    }
+
+    /// The loop: observe, feed the machine, execute, until it finishes.
+    async fn drive(
+        &self,
+        mut run: Run<'_>,
+        mut commands: tokio::sync::mpsc::Receiver<Input>,
+    ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
+        let req = run.req;
+        run.execute().await?;
         let period = req
             .svc
             .health
@@ -241,31 +541,43 @@ impl Deployer {
         let mut probe = tokio::time::interval(period);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while run.outcome.is_none() {
-            let timer = machine
+            let timer = run
+                .machine
                 .poll_timeout()
                 .map(|t| Duration::from_millis(t.0.saturating_sub(clock_now().0)));
             tokio::select! {
-                () = sleep_or_never(timer) => machine.handle_timeout(clock_now()),
+                () = sleep_or_never(timer) => {
+                    run.machine.handle_timeout(clock_now());
+                    run.dirty = true;
+                }
                 Some(input) = commands.recv() => {
                     run.event("operator", format!("operator: {input:?}")).await?;
-                    machine.handle(clock_now(), input);
+                    run.machine.handle(clock_now(), input);
+                    run.dirty = true;
                 }
                 _ = probe.tick() => {
+                    if run.route_failed {
+                        run.route().await;
+                    }
                     let ready = run.probe_all().await;
                     if let Some(crashed) = run.crashed().await {
-                        machine.handle(clock_now(), Input::Unhealthy(crashed));
+                        run.machine.handle(clock_now(), Input::Unhealthy(crashed));
+                        run.dirty = true;
                     }
                     if let Some((stable, canary)) = ready {
-                        machine.handle(clock_now(), Input::Ready { stable, canary });
+                        run.machine.handle(clock_now(), Input::Ready { stable, canary });
+                        run.dirty = true;
                     }
                     for (run_id, verdict) in run.judge_due().await? {
-                        machine.handle(clock_now(), Input::Verdict(run_id, verdict));
+                        run.machine.handle(clock_now(), Input::Verdict(run_id, verdict));
+                        run.dirty = true;
                     }
                 }
             }
-            run.execute(&mut machine).await?;
+            run.execute().await?;
         }
-        let (status, reason, serving) = match run.outcome.take() {
+        let current_version = req.current.as_ref().map(|c| c.version.clone());
+        let (status, reason, serving) = match run.outcome.clone() {
             Some(Outcome::Succeeded) => (
                 DeploymentStatus::Succeeded,
                 None,
@@ -274,20 +586,51 @@ impl Deployer {
                     instances: run.canary.clone(),
                 }),
             ),
-            Some(Outcome::Aborted(r)) => (DeploymentStatus::Aborted, Some(r), req.current.clone()),
-            Some(Outcome::RolledBack(r)) => {
-                (DeploymentStatus::RolledBack, Some(r), req.current.clone())
-            }
+            Some(Outcome::Aborted(r)) => (
+                DeploymentStatus::Aborted,
+                Some(r),
+                current_version.map(|version| Deployed {
+                    version,
+                    instances: run.stable.clone(),
+                }),
+            ),
+            Some(Outcome::RolledBack(r)) => (
+                DeploymentStatus::RolledBack,
+                Some(r),
+                current_version.map(|version| Deployed {
+                    version,
+                    instances: run.stable.clone(),
+                }),
+            ),
             None => (
                 DeploymentStatus::Failed,
                 Some("the rollout ended without an outcome".to_owned()),
                 req.current.clone(),
             ),
         };
-        let deployment = self
+        let deployment = match self
             .store
-            .transition(&id, status, reason, clock_now())
-            .await?;
+            .transition(&run.id, status, reason, clock_now())
+            .await
+        {
+            Ok(d) => d,
+            // Already recorded before a restart: keep what was recorded.
+            Err(StoreError::Terminal { .. }) => self
+                .store
+                .deployment(&run.id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound { id: run.id.clone() })?,
+            Err(e) => return Err(e.into()),
+        };
+        self.save(
+            &req.service,
+            &req.environment,
+            &ServiceRecord {
+                serving: serving.as_ref().map(ServingRecord::of),
+                rollout: None,
+            },
+        )
+        .await?;
         Ok((deployment, serving))
     }
 }
@@ -335,11 +678,10 @@ fn instance_spec(req: &DeployRequest) -> Result<InstanceSpec, DeployError> {
     })
 }
 
-impl Run<'_> {
-    fn machine(&self) -> Machine {
-        let svc = &self.req.svc;
-        let replicas = svc.replicas;
-        let stable_ready = u32::try_from(self.stable.len()).unwrap_or(u32::MAX);
+fn machine_for(req: &DeployRequest, stable_ready: u32) -> Machine {
+    let svc = &req.svc;
+    let replicas = svc.replicas;
+    {
         match &svc.strategy {
             Strategy::Canary(c) => Machine::Canary(Canary::new(CanaryPlan {
                 replicas,
@@ -373,6 +715,51 @@ impl Run<'_> {
                 progress_deadline: svc.progress_deadline,
             })),
         }
+    }
+}
+
+impl Run<'_> {
+    /// The service's state as it must be saved now.
+    fn record(&self) -> ServiceRecord {
+        let records = |v: &[InstanceStatus]| v.iter().map(InstanceRecord::of).collect();
+        let current = self.req.current.as_ref().map(ServingRecord::of);
+        let mut ready: Vec<SocketAddr> = self.ready.iter().copied().collect();
+        ready.sort_unstable();
+        let mut analyses: Vec<(AnalysisRun, Vec<String>, Millis)> = self
+            .analyses
+            .iter()
+            .map(|(r, (n, at))| (*r, n.clone(), *at))
+            .collect();
+        analyses.sort_by_key(|(r, _, _)| format!("{r:?}"));
+        ServiceRecord {
+            serving: current.clone(),
+            rollout: Some(RolloutRecord {
+                deployment: self.id.clone(),
+                version: self.req.version.clone(),
+                vars: self.req.vars.clone(),
+                deployed_by: self.req.deployed_by.clone(),
+                rollback_of: self.req.rollback_of.clone(),
+                current,
+                stable: records(&self.stable),
+                canary: records(&self.canary),
+                ready,
+                weight: self.weight,
+                machine: self.machine.clone(),
+                pending: self.pending.clone(),
+                analyses,
+                outcome: self.outcome.clone(),
+            }),
+        }
+    }
+
+    /// Writes the state before the next action.
+    async fn save(&mut self) -> Result<(), DeployError> {
+        let record = self.record();
+        self.d
+            .save(&self.req.service, &self.req.environment, &record)
+            .await?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Templates an analysis run uses.
@@ -410,9 +797,27 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Executes every pending command, recording before acting.
-    async fn execute(&mut self, machine: &mut Machine) -> Result<(), DeployError> {
-        while let Some(c) = machine.poll_command() {
+    /// Executes every pending command, saving the state before each.
+    async fn execute(&mut self) -> Result<(), DeployError> {
+        loop {
+            if self.pending.is_none() {
+                self.pending = self.machine.poll_command();
+            }
+            let Some(c) = self.pending.clone() else { break };
+            self.save().await?;
+            self.apply(c).await?;
+            self.pending = None;
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Executes one command.
+    async fn apply(&mut self, c: Command) -> Result<(), DeployError> {
+        {
             match c {
                 Command::Record(m) => self.event("rollout", m).await?,
                 Command::SetWeight(w) => {
@@ -422,7 +827,7 @@ impl Run<'_> {
                     )
                     .await?;
                     self.weight = w.percent();
-                    self.route();
+                    self.route().await;
                 }
                 Command::Scale(track, n) => self.scale(track, n).await?,
                 Command::StartAnalysis(run) => {
@@ -479,13 +884,18 @@ impl Run<'_> {
                 .iter()
                 .filter_map(|n| self.req.spec.analysis.templates.get(n))
                 .collect();
-            let (verdict, why) = judge::judge(
-                &templates,
-                &self.d.recorder,
-                self.req.service.as_str(),
-                self.req.version.as_str(),
-                now,
-            );
+            let mut windows = HashMap::new();
+            for w in judge::windows_needed(&templates) {
+                if let Some(stats) = self
+                    .d
+                    .data_plane
+                    .window(self.req.service.as_str(), self.req.version.as_str(), w)
+                    .await
+                {
+                    windows.insert(w, stats);
+                }
+            }
+            let (verdict, why) = judge::judge(&templates, &windows);
             let next = self.first_judgement(&names);
             self.analyses.insert(run, (names, next));
             self.event(
@@ -534,12 +944,16 @@ impl Run<'_> {
                 )
                 .await?;
                 self.canary.push(s);
+                self.save().await?;
             } else if have > n {
                 let s = match track {
                     Track::Stable => self.stable.pop(),
                     Track::Canary => self.canary.pop(),
                 };
                 if let Some(s) = s {
+                    // Saved without it first: killed half-way, the restarted
+                    // server's sweep finishes stopping it.
+                    self.save().await?;
                     self.stop(s).await?;
                 }
             } else {
@@ -550,13 +964,10 @@ impl Run<'_> {
 
     /// Out of the route table, drained, then stopped.
     async fn stop(&mut self, s: InstanceStatus) -> Result<(), DeployError> {
-        let backend = self.d.router.backend(s.addr);
         self.ready.remove(&s.addr);
         self.readiness.forget(s.addr);
-        self.route();
-        if let Some(b) = backend {
-            self.d.router.drained(&b, self.req.svc.drain).await;
-        }
+        self.route().await;
+        self.d.data_plane.drained(s.addr, self.req.svc.drain).await;
         self.d
             .runtime
             .stop(&s.id, self.req.svc.termination_grace_period)
@@ -596,7 +1007,8 @@ impl Run<'_> {
         if self.ready == before {
             return None;
         }
-        self.route();
+        self.dirty = true;
+        self.route().await;
         let count = |v: &[InstanceStatus]| {
             u32::try_from(v.iter().filter(|s| self.ready.contains(&s.addr)).count())
                 .unwrap_or(u32::MAX)
@@ -626,7 +1038,7 @@ impl Run<'_> {
     }
 
     /// The route table from the ready instances and the weight.
-    fn route(&self) {
+    async fn route(&mut self) {
         let ready = |v: &[InstanceStatus]| {
             v.iter()
                 .filter(|s| self.ready.contains(&s.addr))
@@ -662,7 +1074,19 @@ impl Run<'_> {
             groups,
             sticky: false,
         };
-        // Weights always add up by construction; a refusal would be a bug here.
-        let _ = self.d.router.update(spec);
+        // Weights always add up by construction; what can fail is reaching
+        // a data plane that restarts: the table is pushed again on the next
+        // probe tick, and until then the last one keeps serving.
+        match self.d.data_plane.route(spec).await {
+            Ok(()) => self.route_failed = false,
+            Err(e) => {
+                if !self.route_failed {
+                    let _ = self
+                        .event("data_plane", format!("route table not applied: {e}"))
+                        .await;
+                }
+                self.route_failed = true;
+            }
+        }
     }
 }

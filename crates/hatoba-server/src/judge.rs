@@ -4,10 +4,10 @@
 //! statistical judge come with the analysis issue; until then a template
 //! using them is judged inconclusive, which never promotes.
 
-use hatoba_core::Millis;
-use hatoba_metrics::{Recorder, Window};
+use hatoba_metrics::{Window, WindowStats};
 use hatoba_rollout::Verdict;
 use hatoba_spec::{AnalysisTemplate, BuiltinMetric, Provider};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Least requests in the window before a builtin metric is judged.
@@ -23,15 +23,27 @@ fn window_for(d: Duration) -> Window {
     }
 }
 
+/// The windows of the canary version's traffic the builtin metrics read.
+pub(crate) fn windows_needed(templates: &[&AnalysisTemplate]) -> Vec<Window> {
+    let mut out: Vec<Window> = templates
+        .iter()
+        .flat_map(|t| t.metrics.iter())
+        .filter_map(|m| match &m.provider {
+            Provider::Builtin(b) => Some(window_for(b.window.unwrap_or(m.interval))),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|w| w.length());
+    out.dedup();
+    out
+}
+
 /// Judges every metric of the templates once; the worst verdict wins
 /// (Fail over Inconclusive over Pass). Returns the verdict and a line that
 /// says why, for the history.
 pub(crate) fn judge(
     templates: &[&AnalysisTemplate],
-    recorder: &Recorder,
-    service: &str,
-    version: &str,
-    now: Millis,
+    windows: &HashMap<Window, WindowStats>,
 ) -> (Verdict, String) {
     let mut verdict = Verdict::Pass;
     let mut why = Vec::new();
@@ -43,7 +55,7 @@ pub(crate) fn judge(
                 continue;
             };
             let window = window_for(b.window.unwrap_or(m.interval));
-            let Some(stats) = recorder.version_window(service, version, window, now) else {
+            let Some(stats) = windows.get(&window) else {
                 verdict = worse(verdict, Verdict::Inconclusive);
                 why.push(format!("{}: no traffic yet", m.name));
                 continue;

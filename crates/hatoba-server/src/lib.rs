@@ -15,10 +15,15 @@
 //! after promotion.
 
 pub mod api;
+pub mod dataplane;
 mod deployer;
 mod judge;
 mod probe;
 mod server;
 
-pub use deployer::{DeployError, DeployRequest, Deployed, Deployer, clock_now};
+pub use dataplane::{DataPlane, DataPlaneError, LocalDataPlane, RemoteDataPlane};
+pub use deployer::{
+    DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, RolloutRecord, ServiceRecord,
+    ServingRecord, clock_now,
+};
 pub use server::{Server, ServerConfig, StartError, new_token};

@@ -58,6 +58,12 @@ impl Readiness {
         *ready
     }
 
+    /// Starts an instance as ready (it was, before the controller restarted),
+    /// so one slow probe does not take it out of the table.
+    pub(crate) fn assume_ready(&mut self, addr: SocketAddr) {
+        self.streaks.insert(addr, (0, 0, true));
+    }
+
     pub(crate) fn forget(&mut self, addr: SocketAddr) {
         self.streaks.remove(&addr);
     }

@@ -9,17 +9,25 @@
 //! One deployment per service at a time: a second is refused with 409 and
 //! the id of the one in progress (not queued).
 //!
-//! Not built yet: re-adopting instances after a restart (services start
-//! empty), the proxy as a separate process, RBAC beyond the token.
+//! Restart: [`Server::resume`] reads each service's saved controller
+//! state, re-adopts the recorded instances through the runtime (pid and
+//! process start time checked), stops orphans of this state directory,
+//! rebuilds the route tables, and resumes a rollout that was in progress
+//! where its record says.
+//!
+//! Not built yet: RBAC beyond the token.
 
 use crate::api;
-use crate::deployer::{DeployRequest, Deployed, Deployer};
+use crate::dataplane::DataPlane;
+use crate::deployer::{
+    DeployError, DeployRequest, Deployed, Deployer, RolloutRecord, ServiceRecord, ServingRecord,
+};
 use bytes::Bytes;
 use hatoba_core::{DeploymentId, EnvName, ServiceName, Version};
-use hatoba_metrics::Recorder;
-use hatoba_proxy::{ProxyOptions, ProxyServer, RouteSpec, Router};
+use hatoba_metrics::Role;
+use hatoba_proxy::{GroupSpec, RouteSpec};
 use hatoba_rollout::Input;
-use hatoba_runtime::Runtime;
+use hatoba_runtime::{InstanceState, InstanceStatus, Runtime};
 use hatoba_spec::Spec;
 use hatoba_store::Store;
 use http_body_util::{BodyExt, Full, Limited};
@@ -50,7 +58,8 @@ pub struct Server {
     store: Arc<dyn Store>,
     runtime: Arc<dyn Runtime>,
     services: HashMap<ServiceName, Arc<ServiceState>>,
-    proxies: Mutex<Vec<ProxyServer>>,
+    data_plane: Arc<dyn DataPlane>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why the server could not start.
@@ -69,6 +78,18 @@ pub enum StartError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The data plane refused a listener.
+    #[error(transparent)]
+    DataPlane(#[from] crate::DataPlaneError),
+    /// The saved state could not be read or acted on.
+    #[error("cannot resume service `{service}`")]
+    Resume {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: DeployError,
     },
 }
 
@@ -94,15 +115,16 @@ pub struct ServerConfig {
     pub store: Arc<dyn Store>,
     /// Where instances run.
     pub runtime: Arc<dyn Runtime>,
-    /// Shared by every proxy listener.
-    pub recorder: Arc<Recorder>,
+    /// Where traffic is routed.
+    pub data_plane: Arc<dyn DataPlane>,
     /// The API's bearer token.
     pub token: String,
 }
 
 impl Server {
-    /// Starts a proxy listener per service; no instance runs yet.
-    pub fn start(cfg: ServerConfig) -> Result<Arc<Server>, StartError> {
+    /// Opens a listener per service on the data plane; no instance runs
+    /// yet ([`Server::resume`] brings back what a previous run left).
+    pub async fn start(cfg: ServerConfig) -> Result<Arc<Server>, StartError> {
         let services_spec = match cfg.spec.environments.get(&cfg.environment) {
             Some(e) => e.services.clone(),
             None if cfg.environment.as_str() == "development" => cfg.spec.services.clone(),
@@ -120,23 +142,7 @@ impl Server {
             }
         };
         let mut services = HashMap::new();
-        let mut proxies = Vec::new();
         for (name, svc) in &services_spec {
-            let router = Arc::new(
-                Router::new(
-                    RouteSpec {
-                        service: name.to_string(),
-                        groups: vec![],
-                        sticky: false,
-                    },
-                    Arc::clone(&cfg.recorder),
-                )
-                .map_err(|e| StartError::Listen {
-                    service: name.to_string(),
-                    addr: svc.route.listen.to_string(),
-                    source: std::io::Error::other(e),
-                })?,
-            );
             let listen = svc.route.listen.to_string();
             let addr = std::net::ToSocketAddrs::to_socket_addrs(&listen)
                 .ok()
@@ -146,18 +152,11 @@ impl Server {
                     addr: listen.clone(),
                     source: std::io::Error::other("cannot resolve the address"),
                 })?;
-            let proxy = ProxyServer::start(addr, Arc::clone(&router), ProxyOptions::default(), 0)
-                .map_err(|source| StartError::Listen {
-                service: name.to_string(),
-                addr: listen.clone(),
-                source,
-            })?;
-            proxies.push(proxy);
+            cfg.data_plane.listen(name.as_str(), addr).await?;
             let deployer = Deployer::new(
                 Arc::clone(&cfg.store),
                 Arc::clone(&cfg.runtime),
-                router,
-                Arc::clone(&cfg.recorder),
+                Arc::clone(&cfg.data_plane),
             );
             services.insert(
                 name.clone(),
@@ -177,8 +176,259 @@ impl Server {
             store: cfg.store,
             runtime: cfg.runtime,
             services,
-            proxies: Mutex::new(proxies),
+            data_plane: cfg.data_plane,
+            tasks: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Brings back what the previous run of the server left: re-adopts the
+    /// recorded instances, stops orphans, rebuilds the route tables and
+    /// resumes rollouts in progress. Returns one line per thing done, for
+    /// the operator.
+    pub async fn resume(self: &Arc<Self>) -> Result<Vec<String>, StartError> {
+        let mut report = Vec::new();
+        let mut loaded = Vec::new();
+        let mut keep = Vec::new();
+        let mut names: Vec<&ServiceName> = self.services.keys().collect();
+        names.sort();
+        for name in names {
+            let state = &self.services[name];
+            let resume_err = |source| StartError::Resume {
+                service: name.to_string(),
+                source,
+            };
+            let record = state
+                .deployer
+                .load(name, &self.environment)
+                .await
+                .map_err(resume_err)?
+                .unwrap_or_default();
+            let mut adopted: HashMap<String, InstanceStatus> = HashMap::new();
+            for r in record.instances() {
+                let status = match self.runtime.adopt(&r.status(name)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        report.push(format!("{name}: instance {} not adopted: {e}", r.id));
+                        let mut s = r.status(name);
+                        s.state = InstanceState::Exited {
+                            code: None,
+                            signal: None,
+                        };
+                        s
+                    }
+                };
+                if status.state == InstanceState::Running {
+                    keep.push(status.id.clone());
+                }
+                adopted.insert(r.id.clone(), status);
+            }
+            let alive = adopted
+                .values()
+                .filter(|s| s.state == InstanceState::Running)
+                .count();
+            if !adopted.is_empty() {
+                report.push(format!(
+                    "{name}: re-adopted {alive} of {} recorded instances",
+                    adopted.len()
+                ));
+            }
+            loaded.push((name.clone(), record, adopted));
+        }
+        match self.runtime.sweep(&keep).await {
+            Ok(orphans) if !orphans.is_empty() => report.push(format!(
+                "stopped {} orphaned instance(s): {}",
+                orphans.len(),
+                orphans
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => report.push(format!("could not look for orphaned instances: {e}")),
+        }
+        for (name, record, adopted) in loaded {
+            let state = Arc::clone(&self.services[&name]);
+            self.resume_service(&name, &state, record, adopted, &mut report)
+                .await
+                .map_err(|source| StartError::Resume {
+                    service: name.to_string(),
+                    source,
+                })?;
+        }
+        Ok(report)
+    }
+
+    async fn resume_service(
+        self: &Arc<Self>,
+        name: &ServiceName,
+        state: &Arc<ServiceState>,
+        record: ServiceRecord,
+        adopted: HashMap<String, InstanceStatus>,
+        report: &mut Vec<String>,
+    ) -> Result<(), DeployError> {
+        let running = |s: &ServingRecord| Deployed {
+            version: s.version.clone(),
+            instances: s
+                .instances
+                .iter()
+                .filter_map(|r| adopted.get(&r.id))
+                .filter(|s| s.state == InstanceState::Running)
+                .cloned()
+                .collect(),
+        };
+        let live = self
+            .store
+            .live(name, &self.environment)
+            .await
+            .map_err(DeployError::from)?;
+        match (record.rollout, live) {
+            (Some(rollout), Some(live)) if live.id == rollout.deployment => {
+                report.push(format!(
+                    "{name}: resuming deployment {} of {}",
+                    rollout.deployment, rollout.version
+                ));
+                self.resume_rollout(name, state, rollout, adopted)?;
+                return Ok(());
+            }
+            (rollout, live) => {
+                if let Some(live) = live {
+                    // Recorded, but the controller stopped before its first
+                    // step: nothing of it runs.
+                    let _ = self
+                        .store
+                        .transition(
+                            &live.id,
+                            hatoba_core::DeploymentStatus::Failed,
+                            Some("the controller stopped before the rollout began".to_owned()),
+                            crate::clock_now(),
+                        )
+                        .await;
+                    report.push(format!(
+                        "{name}: deployment {} never began: failed",
+                        live.id
+                    ));
+                }
+                let serving = match rollout {
+                    // The rollout ended just before the controller stopped.
+                    Some(r) => self.finished_rollout(r).await?,
+                    None => record.serving,
+                };
+                let serving = serving.as_ref().map(running);
+                if let Some(s) = &serving {
+                    report.push(format!(
+                        "{name}: {} serves on {} instance(s)",
+                        s.version,
+                        s.instances.len()
+                    ));
+                }
+                self.data_plane
+                    .route(serving_route(name, serving.as_ref()))
+                    .await
+                    .map_err(DeployError::from)?;
+                state
+                    .deployer
+                    .save(
+                        name,
+                        &self.environment,
+                        &ServiceRecord {
+                            serving: serving.as_ref().map(|d| ServingRecord {
+                                version: d.version.clone(),
+                                instances: d
+                                    .instances
+                                    .iter()
+                                    .map(crate::InstanceRecord::of)
+                                    .collect(),
+                            }),
+                            rollout: None,
+                        },
+                    )
+                    .await?;
+                *state.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving;
+            }
+        }
+        Ok(())
+    }
+
+    /// What serves after a rollout whose end was recorded in the history
+    /// but not yet in the controller's state.
+    async fn finished_rollout(
+        &self,
+        r: RolloutRecord,
+    ) -> Result<Option<ServingRecord>, DeployError> {
+        let status = self
+            .store
+            .deployment(&r.deployment)
+            .await?
+            .map(|d| d.status);
+        let new_serves = status == Some(hatoba_core::DeploymentStatus::Succeeded);
+        Ok(if new_serves {
+            Some(ServingRecord {
+                version: r.version.clone(),
+                instances: r.new_instances().to_vec(),
+            })
+        } else {
+            r.current.clone().map(|c| ServingRecord {
+                version: c.version,
+                instances: r.old_instances().to_vec(),
+            })
+        })
+    }
+
+    fn resume_rollout(
+        self: &Arc<Self>,
+        name: &ServiceName,
+        state: &Arc<ServiceState>,
+        record: RolloutRecord,
+        adopted: HashMap<String, InstanceStatus>,
+    ) -> Result<(), DeployError> {
+        let Some(svc) = self.services_spec().get(name).cloned() else {
+            return Err(DeployError::Unsupported(format!(
+                "service `{name}` left the spec"
+            )));
+        };
+        let current = record.current.as_ref().map(|c| Deployed {
+            version: c.version.clone(),
+            instances: c
+                .instances
+                .iter()
+                .map(|r| {
+                    adopted
+                        .get(&r.id)
+                        .cloned()
+                        .unwrap_or_else(|| r.status(name))
+                })
+                .collect(),
+        });
+        let req = DeployRequest {
+            service: name.clone(),
+            environment: self.environment.clone(),
+            svc,
+            spec: self.spec.clone(),
+            version: record.version.clone(),
+            vars: record.vars.clone(),
+            base_dir: self.base_dir.clone(),
+            spec_digest: self.spec_digest.clone(),
+            deployed_by: record.deployed_by.clone(),
+            current,
+            rollback_of: record.rollback_of.clone(),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        *state.live.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Some(record.deployment.clone()), tx));
+        let st = Arc::clone(state);
+        let task = tokio::spawn(async move {
+            let result = st.deployer.resume(&req, record, &adopted, rx).await;
+            if let Ok((_, serving)) = &result {
+                *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+            }
+            *st.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+        Ok(())
     }
 
     /// The proxy listeners' addresses, by service.
@@ -224,32 +474,44 @@ impl Server {
         }
     }
 
-    /// Stops every instance (gracefully) and every listener.
+    /// Stops cleanly. With `keep_running`, instances, the data plane and
+    /// any rollout in progress are left as they are, recorded, for the next
+    /// `hatoba up` to take over. Otherwise rollouts in progress are aborted
+    /// (traffic back on stable), then every instance is stopped and the
+    /// listeners closed.
     pub async fn shutdown(&self, keep_running: bool) {
+        if keep_running {
+            return;
+        }
         for state in self.services.values() {
-            if let Some((_, tx)) = state
+            let live = state
                 .live
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .take()
-            {
+                .clone();
+            if let Some((_, tx)) = live {
                 let _ = tx.try_send(Input::Abort("the server is shutting down".to_owned()));
             }
         }
-        if !keep_running {
-            for (name, svc) in self.services_spec() {
-                if let Ok(list) = self.runtime.list(&name).await {
-                    for i in list {
-                        let _ = self.runtime.stop(&i.id, svc.termination_grace_period).await;
-                    }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            // An abort ends within the drain and grace periods; do not wait forever.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), t).await;
+        }
+        for (name, svc) in self.services_spec() {
+            if let Ok(list) = self.runtime.list(&name).await {
+                for i in list {
+                    let _ = self.runtime.stop(&i.id, svc.termination_grace_period).await;
                 }
             }
+            if let Some(state) = self.services.get(&name) {
+                let _ = state
+                    .deployer
+                    .save(&name, &self.environment, &ServiceRecord::default())
+                    .await;
+            }
         }
-        let proxies =
-            std::mem::take(&mut *self.proxies.lock().unwrap_or_else(PoisonError::into_inner));
-        for p in proxies {
-            p.shutdown();
-        }
+        self.data_plane.shutdown().await;
     }
 
     async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
@@ -510,14 +772,19 @@ impl Server {
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let st = Arc::clone(&state);
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let result = st.deployer.deploy_with(&req, rx, Some(created_tx)).await;
             if let Ok((_, serving)) = &result {
                 *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
             }
             *st.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            result
+            let _ = result_tx.send(result);
         });
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
         match created_rx.await {
             Ok(d) => {
                 if let Some((id, _)) = state
@@ -530,7 +797,7 @@ impl Server {
                 }
                 json(StatusCode::ACCEPTED, &api::deployment(&d))
             }
-            Err(_) => match task.await {
+            Err(_) => match result_rx.await {
                 Ok(Err(crate::DeployError::Store(hatoba_store::StoreError::Conflict {
                     live,
                     ..
@@ -631,6 +898,24 @@ impl Server {
                 Some("`hatoba history` lists past deployments"),
             ),
         }
+    }
+}
+
+/// The table of a service that is not being deployed: all on what serves.
+fn serving_route(name: &ServiceName, serving: Option<&Deployed>) -> RouteSpec {
+    RouteSpec {
+        service: name.to_string(),
+        groups: serving
+            .map(|d| {
+                vec![GroupSpec {
+                    role: Role::Stable,
+                    version: d.version.to_string(),
+                    weight: 100,
+                    backends: d.instances.iter().map(|i| i.addr).collect(),
+                }]
+            })
+            .unwrap_or_default(),
+        sticky: false,
     }
 }
 

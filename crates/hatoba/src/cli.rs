@@ -167,6 +167,11 @@ pub(crate) enum Command {
         #[arg(long, default_value = "v1")]
         version_label: String,
     },
+    /// The data plane as its own process, started and driven by `hatoba up`
+    /// over `STATE_DIR/dataplane.sock`; it keeps serving the last route
+    /// tables when the controller stops or crashes.
+    #[command(hide = true)]
+    Dataplane,
     /// See the whole idea in a minute, with nothing to install.
     Demo {
         /// A shorter run.
@@ -195,9 +200,14 @@ pub(crate) struct UpArgs {
     /// The environment this server runs (`development` needs no declaration).
     #[arg(long, short = 'e', default_value = "development")]
     pub(crate) env: String,
-    /// Leave instances running when the server stops.
+    /// Leave instances and the data plane running when the server stops,
+    /// for the next `hatoba up` to take over.
     #[arg(long)]
     pub(crate) keep_running: bool,
+    /// Run the proxy inside this process instead of as its own process
+    /// (then users' traffic stops when the server stops).
+    #[arg(long)]
+    pub(crate) in_process_proxy: bool,
 }
 
 #[derive(Debug, Args)]

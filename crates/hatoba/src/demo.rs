@@ -19,7 +19,7 @@ use hatoba_metrics::Recorder;
 use hatoba_proxy::{ProxyOptions, ProxyServer, RouteSpec, Router};
 use hatoba_runtime::Runtime as _;
 use hatoba_runtime_process::ProcessRuntime;
-use hatoba_server::{DeployRequest, Deployed, Deployer};
+use hatoba_server::{DeployRequest, Deployed, Deployer, LocalDataPlane};
 use hatoba_spec::{Runtime as RuntimeSpec, Step, Strategy};
 use hatoba_store::{SqlStore, Store};
 use sha2::Digest as _;
@@ -174,8 +174,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
     let deployer = Deployer::new(
         Arc::clone(&store),
         runtime.clone(),
-        Arc::clone(&router),
-        Arc::clone(&recorder),
+        Arc::new(LocalDataPlane::attached(Arc::clone(&router))),
     );
     say(&format!(
         "spec      examples/quickstart/hatoba.yaml: service `web`, {} replicas, {}\n",

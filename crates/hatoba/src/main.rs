@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod dataplane_cmd;
 mod demo;
 mod exit;
 mod history;
@@ -79,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Approve { .. } => Err(not_built("`hatoba approve`")),
         Command::Logs { .. } => Err(not_built("`hatoba logs`")),
         Command::Diagnose { .. } => Err(not_built("`hatoba diagnose`")),
+        Command::Dataplane => dataplane_cmd::run(&g.state_dir),
         Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),
         Command::DemoApp { version_label } => demo::serve_demo_app(version_label),
     }

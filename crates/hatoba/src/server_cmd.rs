@@ -84,18 +84,42 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         .unwrap_or_else(|| PathBuf::from("."));
     let base_dir = std::path::absolute(&base_dir)?;
     use sha2::Digest as _;
+    // The proxy runs as its own process unless asked otherwise, so users'
+    // traffic outlives this one (see `dataplane_cmd`).
+    let mut supervisor = None;
+    let (data_plane, remote_admin): (Arc<dyn hatoba_server::DataPlane>, Option<String>) =
+        if args.in_process_proxy {
+            let local = hatoba_server::LocalDataPlane::new(
+                Arc::clone(&recorder),
+                hatoba_proxy::ProxyOptions::default(),
+                0,
+            );
+            (Arc::new(local), None)
+        } else {
+            let (client, admin) = crate::dataplane_cmd::ensure(state).await?;
+            supervisor = Some(tokio::spawn(crate::dataplane_cmd::supervise(
+                state.to_path_buf(),
+                client.clone(),
+            )));
+            (
+                Arc::new(hatoba_server::RemoteDataPlane::new(client)),
+                Some(admin),
+            )
+        };
     let server = hatoba_server::Server::start(hatoba_server::ServerConfig {
         spec,
         spec_digest: hex::encode(sha2::Sha256::digest(&bytes)),
         environment: env.clone(),
         base_dir,
         store,
-        runtime: Arc::new(hatoba_runtime_process::ProcessRuntime::new(
-            state.join("logs"),
-        )),
-        recorder: Arc::clone(&recorder),
+        runtime: Arc::new(
+            hatoba_runtime_process::ProcessRuntime::new(state.join("logs"))
+                .with_scope(std::path::absolute(state)?.display().to_string()),
+        ),
+        data_plane,
         token,
     })
+    .await
     .map_err(|e| {
         let exit = if matches!(e, hatoba_server::StartError::UnknownEnvironment(..)) {
             Exit::BadInput
@@ -104,6 +128,10 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         };
         CliError::new(exit, crate::server_cmd::chain(&e))
     })?;
+    let resumed = server
+        .resume()
+        .await
+        .map_err(|e| CliError::new(Exit::Failed, crate::server_cmd::chain(&e)))?;
     let admin = hatoba_proxy::AdminServer::start("127.0.0.1:0".parse()?, recorder, Vec::new())?;
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
@@ -111,7 +139,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     let info = hatoba_api::ServerInfo {
         api_version: hatoba_api::API_VERSION.to_owned(),
         api: api.local_addr()?.to_string(),
-        admin: admin.local_addr().to_string(),
+        admin: remote_admin.unwrap_or_else(|| admin.local_addr().to_string()),
         pid: std::process::id(),
         environment: env.to_string(),
     };
@@ -130,7 +158,12 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         "  API {} · metrics http://{}/metrics\n",
         info.api, info.admin
     ));
-    lines.push_str("  services start with no instance: `hatoba deploy SERVICE --version V --wait` (Ctrl-C stops)\n");
+    if resumed.is_empty() {
+        lines.push_str("  services start with no instance: `hatoba deploy SERVICE --version V --wait` (Ctrl-C stops)\n");
+    }
+    for line in &resumed {
+        lines.push_str(&format!("  {line}\n"));
+    }
     output::stderr(&lines);
     let stop = async move {
         tokio::select! {
@@ -140,6 +173,9 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     };
     Arc::clone(&server).serve_api(api, stop).await;
     output::stderr("stopping: instances get their grace period\n");
+    if let Some(s) = supervisor {
+        s.abort();
+    }
     server.shutdown(args.keep_running).await;
     admin.shutdown();
     let _ = std::fs::remove_file(info_path(state));

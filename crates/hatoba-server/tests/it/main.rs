@@ -11,7 +11,7 @@ use hatoba_core::DeploymentStatus;
 use hatoba_metrics::Recorder;
 use hatoba_proxy::{ProxyOptions, ProxyServer, RouteSpec, Router};
 use hatoba_runtime_process::ProcessRuntime;
-use hatoba_server::{DeployRequest, Deployer};
+use hatoba_server::{DeployRequest, Deployer, LocalDataPlane};
 use hatoba_store::{SqlStore, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -193,8 +193,7 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
     let deployer = Deployer::new(
         Arc::clone(&store),
         runtime.clone(),
-        Arc::clone(&router),
-        Arc::clone(&recorder),
+        Arc::new(LocalDataPlane::attached(Arc::clone(&router))),
     );
     let spec = hatoba_spec::parse(&spec_yaml()).spec.unwrap();
     let svc = spec.services[&"web".parse().unwrap()].clone();

@@ -28,7 +28,9 @@ fn quick_demo_holds_every_expectation_and_cleans_up() {
         assert!(row.trim_end_matches(['|', ' ']).ends_with("yes"), "{row}");
     }
     assert!(text.contains("current version: v2"), "{text}");
-    // The demo's instances are this binary running `demo-app`; none is left.
+    // The demo's instances are this binary running `demo-app` in a state
+    // directory named `hatoba-demo-*` (other tests run their own instances
+    // of it meanwhile, in other directories); none is left.
     let left = std::process::Command::new("pgrep")
         .args(["-f", "hatoba demo-app"])
         .output()
@@ -37,8 +39,12 @@ fn quick_demo_holds_every_expectation_and_cleans_up() {
     let mine: Vec<&str> = pids
         .lines()
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with(env!("CARGO_BIN_EXE_hatoba")))
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0).any(|v| {
+                    v.starts_with(b"HATOBA_SCOPE=")
+                        && String::from_utf8_lossy(v).contains("/hatoba-demo-")
+                })
+            })
         })
         .collect();
     assert!(mine.is_empty(), "instances left running: {mine:?}");

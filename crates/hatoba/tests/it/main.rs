@@ -7,4 +7,5 @@ mod demo;
 mod history;
 mod proxy;
 mod proxy_tls;
+mod restart;
 mod up;

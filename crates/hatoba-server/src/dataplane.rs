@@ -1,0 +1,311 @@
+//! The data plane as the controller sees it: where route tables go, where
+//! drains are awaited and where per-version traffic windows are read.
+//!
+//! Two implementations: [`LocalDataPlane`] runs the proxy inside this
+//! process (the demo, tests, `hatoba up --data-plane in-process`);
+//! [`RemoteDataPlane`] drives a separate `hatoba dataplane` process over
+//! its Unix socket, so users' traffic does not depend on the controller
+//! being alive (see `hatoba_proxy::control`).
+
+use async_trait::async_trait;
+use hatoba_metrics::{Recorder, Window, WindowStats};
+use hatoba_proxy::control::{ControlClient, ControlError};
+use hatoba_proxy::{Backend, ProxyOptions, ProxyServer, RouteSpec, Router};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// What went wrong talking to the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr} for service `{service}`")]
+    Listen {
+        /// The service.
+        service: String,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The table was refused (a bug in the caller: weights are built to add up).
+    #[error("route table for `{service}` refused: {message}")]
+    Route {
+        /// The service.
+        service: String,
+        /// Why.
+        message: String,
+    },
+    /// The data plane process could not be reached.
+    #[error("the data plane does not answer: {0}")]
+    Unreachable(String),
+}
+
+/// Where the controller's routing decisions take effect.
+#[async_trait]
+pub trait DataPlane: Send + Sync + fmt::Debug {
+    /// Opens (or keeps) the listener of a service; idempotent.
+    async fn listen(&self, service: &str, addr: SocketAddr) -> Result<SocketAddr, DataPlaneError>;
+
+    /// Replaces the service's route table atomically.
+    async fn route(&self, spec: RouteSpec) -> Result<(), DataPlaneError>;
+
+    /// Waits until the backend at `addr`, already out of the table, serves
+    /// no request, up to `timeout`. True when drained.
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> bool;
+
+    /// One version's traffic over a window ending now, all roles summed.
+    async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats>;
+
+    /// Stops the listeners (in-process) or leaves the process serving
+    /// (remote: the data plane outlives the controller on purpose).
+    async fn shutdown(&self);
+}
+
+struct Listener {
+    router: Arc<Router>,
+    server: Option<ProxyServer>,
+}
+
+/// The proxy in this process.
+pub struct LocalDataPlane {
+    recorder: Arc<Recorder>,
+    options: ProxyOptions,
+    threads: usize,
+    listeners: Mutex<HashMap<String, Listener>>,
+    /// Backends taken out of a table, until their drain is awaited.
+    draining: Mutex<HashMap<SocketAddr, Arc<Backend>>>,
+}
+
+impl fmt::Debug for LocalDataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalDataPlane").finish_non_exhaustive()
+    }
+}
+
+impl LocalDataPlane {
+    /// An in-process data plane; `listen` opens listeners with `threads`
+    /// threads each (0: one per core).
+    pub fn new(recorder: Arc<Recorder>, options: ProxyOptions, threads: usize) -> LocalDataPlane {
+        LocalDataPlane {
+            recorder,
+            options,
+            threads,
+            listeners: Mutex::new(HashMap::new()),
+            draining: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A data plane over a router whose listener the caller runs.
+    pub fn attached(router: Arc<Router>) -> LocalDataPlane {
+        let me = LocalDataPlane::new(Arc::clone(router.recorder()), ProxyOptions::default(), 0);
+        let service = router.table().spec.service.clone();
+        me.with(|l| {
+            l.insert(
+                service,
+                Listener {
+                    router,
+                    server: None,
+                },
+            )
+        });
+        me
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Listener>) -> T) -> T {
+        f(&mut self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The router of a service, once it listens.
+    pub fn router(&self, service: &str) -> Option<Arc<Router>> {
+        self.with(|l| l.get(service).map(|x| Arc::clone(&x.router)))
+    }
+
+    /// Every router, for the admin listener.
+    pub fn routers(&self) -> Vec<Arc<Router>> {
+        self.with(|l| l.values().map(|x| Arc::clone(&x.router)).collect())
+    }
+}
+
+#[async_trait]
+impl DataPlane for LocalDataPlane {
+    async fn listen(&self, service: &str, addr: SocketAddr) -> Result<SocketAddr, DataPlaneError> {
+        if let Some(a) = self.with(|l| {
+            l.get(service)
+                .and_then(|x| x.server.as_ref().map(ProxyServer::local_addr))
+        }) {
+            return Ok(a);
+        }
+        let listen_err = |source| DataPlaneError::Listen {
+            service: service.to_owned(),
+            addr,
+            source,
+        };
+        let router = Arc::new(
+            Router::new(
+                RouteSpec {
+                    service: service.to_owned(),
+                    groups: vec![],
+                    sticky: false,
+                },
+                Arc::clone(&self.recorder),
+            )
+            .map_err(|e| listen_err(std::io::Error::other(e)))?,
+        );
+        let server = ProxyServer::start(
+            addr,
+            Arc::clone(&router),
+            self.options.clone(),
+            self.threads,
+        )
+        .map_err(listen_err)?;
+        let local = server.local_addr();
+        self.with(|l| {
+            l.insert(
+                service.to_owned(),
+                Listener {
+                    router,
+                    server: Some(server),
+                },
+            )
+        });
+        Ok(local)
+    }
+
+    async fn route(&self, spec: RouteSpec) -> Result<(), DataPlaneError> {
+        let Some(router) = self.router(&spec.service) else {
+            return Err(DataPlaneError::Route {
+                service: spec.service.clone(),
+                message: "no listener".to_owned(),
+            });
+        };
+        let before: Vec<Arc<Backend>> = router
+            .table()
+            .spec
+            .groups
+            .iter()
+            .flat_map(|g| g.backends.iter().filter_map(|a| router.backend(*a)))
+            .collect();
+        let service = spec.service.clone();
+        let kept: std::collections::HashSet<SocketAddr> = spec
+            .groups
+            .iter()
+            .flat_map(|g| g.backends.iter().copied())
+            .collect();
+        router.update(spec).map_err(|e| DataPlaneError::Route {
+            service,
+            message: e.to_string(),
+        })?;
+        let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        for b in before {
+            if kept.contains(&b.addr) {
+                draining.remove(&b.addr);
+            } else {
+                draining.insert(b.addr, b);
+            }
+        }
+        Ok(())
+    }
+
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> bool {
+        // The backend was taken out of the table by the caller; the router
+        // still knows it until its last request ends.
+        let backend = self
+            .draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&addr);
+        match (backend, self.routers().into_iter().next()) {
+            (Some(backend), Some(router)) => router.drained(&backend, timeout).await,
+            _ => true,
+        }
+    }
+
+    async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats> {
+        self.recorder
+            .version_window(service, version, window, crate::clock_now())
+    }
+
+    async fn shutdown(&self) {
+        let servers: Vec<ProxyServer> =
+            self.with(|l| l.values_mut().filter_map(|x| x.server.take()).collect());
+        // Joining the listener threads blocks: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            for s in servers {
+                s.shutdown();
+            }
+        })
+        .await;
+    }
+}
+
+/// A `hatoba dataplane` process, driven over its Unix socket.
+#[derive(Debug, Clone)]
+pub struct RemoteDataPlane {
+    client: ControlClient,
+}
+
+impl RemoteDataPlane {
+    /// Over a connected client.
+    pub fn new(client: ControlClient) -> RemoteDataPlane {
+        RemoteDataPlane { client }
+    }
+
+    /// The client, for health checks.
+    pub fn client(&self) -> &ControlClient {
+        &self.client
+    }
+}
+
+fn unreachable(e: &ControlError) -> DataPlaneError {
+    DataPlaneError::Unreachable(e.to_string())
+}
+
+#[async_trait]
+impl DataPlane for RemoteDataPlane {
+    async fn listen(&self, service: &str, addr: SocketAddr) -> Result<SocketAddr, DataPlaneError> {
+        self.client
+            .listen(service, addr)
+            .await
+            .map_err(|e| match e {
+                ControlError::Refused { message, .. } => DataPlaneError::Listen {
+                    service: service.to_owned(),
+                    addr,
+                    source: std::io::Error::other(message),
+                },
+                other => unreachable(&other),
+            })
+    }
+
+    async fn route(&self, spec: RouteSpec) -> Result<(), DataPlaneError> {
+        self.client.update(&spec).await.map_err(|e| match e {
+            ControlError::Refused { message, .. } => DataPlaneError::Route {
+                service: spec.service.clone(),
+                message,
+            },
+            other => unreachable(&other),
+        })
+    }
+
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> bool {
+        self.client.drained(addr, timeout).await.unwrap_or(false)
+    }
+
+    async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats> {
+        self.client
+            .window(service, version, window)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn shutdown(&self) {
+        let _ = self.client.shutdown().await;
+    }
+}

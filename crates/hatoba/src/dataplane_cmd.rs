@@ -1,0 +1,189 @@
+//! The data plane as its own process: `hatoba dataplane` serves the route
+//! tables that `hatoba up` pushes over `STATE_DIR/dataplane.sock`, keeps
+//! them in `STATE_DIR/dataplane.json`, and serves its traffic metrics on a
+//! loopback admin port written to `STATE_DIR/dataplane.admin`.
+//!
+//! Why a process of its own: users' traffic must not depend on the
+//! controller being alive. A `kill -9` of `hatoba up` leaves this process
+//! serving the last tables (the canary split frozen where it was); the next
+//! `hatoba up` finds it on the socket and drives it again. Handing the
+//! listening sockets over between controllers would not survive a SIGKILL.
+//!
+//! `hatoba up` starts it when no data plane answers on the socket
+//! ([`ensure`]) and starts it again if it dies ([`supervise`]); a restarted
+//! data plane serves its saved tables at once.
+
+use crate::exit::{CliError, Exit};
+use crate::output;
+use hatoba_proxy::control::{ControlClient, ControlError, DataPlane, DataPlaneConfig};
+use hatoba_proxy::{AdminServer, ProxyOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a starting data plane may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(crate) fn socket_path(state: &Path) -> PathBuf {
+    state.join("dataplane.sock")
+}
+
+fn state_file(state: &Path) -> PathBuf {
+    state.join("dataplane.json")
+}
+
+fn admin_file(state: &Path) -> PathBuf {
+    state.join("dataplane.admin")
+}
+
+fn log_file(state: &Path) -> PathBuf {
+    state.join("dataplane.log")
+}
+
+/// `hatoba dataplane`: runs until SIGTERM, SIGINT or a `shutdown` request.
+pub(crate) fn run(state: &Path) -> anyhow::Result<Exit> {
+    std::fs::create_dir_all(state)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        // Detached from any terminal: a hang-up means nothing here.
+        let mut hup = signal(SignalKind::hangup())?;
+        let plane = DataPlane::bind(DataPlaneConfig {
+            socket: socket_path(state),
+            state_file: state_file(state),
+            options: ProxyOptions::default(),
+            threads: 0,
+        })
+        .await
+        .map_err(|e| {
+            let exit = if matches!(e, ControlError::AlreadyRunning { .. }) {
+                Exit::Conflict
+            } else {
+                Exit::Failed
+            };
+            CliError::new(exit, crate::server_cmd::chain(&e))
+        })?;
+        let admin = AdminServer::start("127.0.0.1:0".parse()?, plane.recorder(), Vec::new())?;
+        std::fs::write(admin_file(state), admin.local_addr().to_string())?;
+        output::stderr(&format!(
+            "data plane on {} (pid {}), metrics on http://{}/metrics\n",
+            plane.socket().display(),
+            std::process::id(),
+            admin.local_addr()
+        ));
+        let stop = async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {}
+                }
+            }
+        };
+        plane
+            .run(stop)
+            .await
+            .map_err(|e| CliError::new(Exit::Failed, crate::server_cmd::chain(&e)))?;
+        admin.shutdown();
+        let _ = std::fs::remove_file(admin_file(state));
+        Ok(Exit::Ok)
+    })
+}
+
+/// Connects to the data plane of this state directory, starting one when
+/// none answers. Returns the client and the admin address.
+pub(crate) async fn ensure(state: &Path) -> anyhow::Result<(ControlClient, String)> {
+    let socket = socket_path(state);
+    if let Ok(c) = ControlClient::connect(&socket).await
+        && c.hello().await.is_ok()
+    {
+        return Ok((c, admin_addr(state)));
+    }
+    let exe = std::env::current_exe()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file(state))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--state-dir")
+        .arg(state)
+        .arg("dataplane")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // Its own process group: a Ctrl-C on `hatoba up`'s terminal or a kill
+    // of its group does not reach the users' traffic.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CliError::new(Exit::Failed, format!("cannot start the data plane: {e}")))?;
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(c) = ControlClient::connect(&socket).await
+            && c.hello().await.is_ok()
+        {
+            // Reaped by whoever adopts it once this process is gone; while
+            // this process lives, a thread waits for it so it never lingers
+            // as a zombie.
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+            return Ok((c, admin_addr(state)));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(log_file(state)).unwrap_or_default();
+            let last = tail.lines().last().unwrap_or("").to_owned();
+            return Err(CliError::new(
+                Exit::Failed,
+                format!("the data plane exited at start ({status}): {last}"),
+            )
+            .hint(format!("its log: {}", log_file(state).display()))
+            .into());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(CliError::new(
+                Exit::Failed,
+                format!(
+                    "the data plane did not answer on {} within {}s",
+                    socket.display(),
+                    START_TIMEOUT.as_secs()
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn admin_addr(state: &Path) -> String {
+    std::fs::read_to_string(admin_file(state))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Checks the data plane every second and starts it again when it stops
+/// answering; a restarted data plane serves its saved tables at once.
+pub(crate) async fn supervise(state: PathBuf, client: ControlClient) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut misses = 0u32;
+    loop {
+        tick.tick().await;
+        if client.hello().await.is_ok() {
+            misses = 0;
+            continue;
+        }
+        misses += 1;
+        if misses < 2 {
+            continue;
+        }
+        output::stderr("the data plane stopped answering: starting it again\n");
+        match ensure(&state).await {
+            Ok(_) => misses = 0,
+            Err(e) => output::stderr(&format!("cannot restart the data plane: {e:#}\n")),
+        }
+    }
+}
