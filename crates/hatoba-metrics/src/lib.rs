@@ -22,7 +22,10 @@
 //! - **Bounded memory**: about 245 KB per group ([`GroupStats::memory_bytes`]),
 //!   fixed at creation; groups live until [`Recorder::remove`] or
 //!   [`Recorder::retain`].
-//! - No IO, no printing, no async runtime.
+//! - No IO, no printing, no async runtime in the recorder. The one
+//!   exception is the [`provider`] module: analysis's measurements taken
+//!   elsewhere (a Prometheus query, a webhook, a command), async on tokio,
+//!   each bounded by a timeout; the recorder never calls it.
 //!
 //! Latency histograms have a fixed layout ([`Bucket`]): 100 µs buckets below
 //! 10 ms, 1 ms below 1 s, then ≤ 2.5 %-wide buckets up to 100 s; quantiles
@@ -33,6 +36,7 @@ mod group;
 mod histogram;
 mod outcome;
 mod prometheus;
+pub mod provider;
 mod recorder;
 mod window;
 

@@ -6,6 +6,8 @@
 //!   (CI), where it fails instead.
 //! - [`postgres`] / [`TempPostgres`]: a throw-away PostgreSQL cluster on a
 //!   free loopback port, a fresh database per caller, stopped on drop.
+//! - [`prometheus()`] / [`TempPrometheus`]: a throw-away Prometheus on a free
+//!   loopback port scraping given targets every second, killed on drop.
 //! - [`wait_for`], [`wait_for_async`]: poll a condition with a deadline
 //!   (tests never sleep a fixed time hoping something is ready).
 //! - [`free_port`]: a free port on 127.0.0.1.
@@ -18,10 +20,12 @@
 
 mod external;
 mod postgres;
+mod prometheus;
 mod runtime_story;
 mod wait;
 
 pub use external::{REQUIRE_EXTERNAL, external, require_external};
 pub use postgres::{PostgresUnavailable, TempPostgres, postgres};
+pub use prometheus::{PrometheusUnavailable, TempPrometheus, prometheus};
 pub use runtime_story::{StoryPrograms, StoryRuntimes, http_ok, runtime_story};
 pub use wait::{TimedOut, free_port, wait_for, wait_for_async};

@@ -1,13 +1,16 @@
-//! Integration tests for `hatoba-metrics`, all on a simulated clock:
+//! Integration tests for `hatoba-metrics`. On a simulated clock:
 //! quantile accuracy, window rotation and ageing, success-rate semantics,
 //! concurrent recording, the Prometheus text (parsed back), and property
-//! tests of the invariants between windows, totals and quantiles.
+//! tests of the invariants between windows, totals and quantiles. Also the
+//! analysis providers (`providers`), on real time against a real
+//! Prometheus, fake HTTP servers and `/bin/sh`.
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod concurrency;
 mod exposition;
 mod props;
+mod providers;
 mod quantiles;
 mod semantics;
 mod windows;
