@@ -39,6 +39,10 @@ pub struct CanaryPlan {
     pub progress_deadline: Duration,
     /// Run a background analysis for the whole rollout.
     pub background_analysis: bool,
+    /// After 100 %, keep the stable track warm this long while health and
+    /// background analysis are still checked; zero skips the watch.
+    #[serde(default)]
+    pub watch: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,6 +74,10 @@ enum State {
     },
     /// The background analysis was inconclusive: promotion waits for a person.
     AwaitingPromotion,
+    /// At 100 %, the stable track still warm until `until`.
+    Watching {
+        until: Millis,
+    },
     Done,
 }
 
@@ -111,6 +119,7 @@ impl Canary {
         match &self.state {
             State::Scaling { since, .. } | State::Promoting { since } => deadline(*since),
             State::Paused { until, .. } => *until,
+            State::Watching { until } => Some(*until),
             _ => None,
         }
     }
@@ -137,6 +146,11 @@ impl Canary {
             }
             State::Scaling { need, .. } => self.deadline_passed(need),
             State::Promoting { .. } => self.deadline_passed(self.plan.replicas),
+            State::Watching { .. } => {
+                self.out
+                    .record("watch over: no regression, stopping the previous version".to_owned());
+                self.finish_watch();
+            }
             _ => {}
         }
     }
@@ -194,12 +208,23 @@ impl Canary {
                     self.hold_promotion = false;
                     self.promote(now);
                 }
+                State::Watching { .. } => {
+                    self.out
+                        .record("watch ended early by `hatoba promote`".to_owned());
+                    self.finish_watch();
+                }
                 State::Scaling { step, .. } => self.out.record(format!(
                     "step {step}: promote ignored: waiting for canary instances"
                 )),
                 _ => {}
             },
             Input::PromoteFull => {
+                if let State::Watching { .. } = self.state {
+                    self.out
+                        .record("watch ended early by `hatoba promote --full`".to_owned());
+                    self.finish_watch();
+                    return;
+                }
                 if let State::Analysing { step } = self.state {
                     self.out
                         .push(Command::StopAnalysis(AnalysisRun::Step(step)));
@@ -212,7 +237,20 @@ impl Canary {
                 }
             }
             Input::Abort(reason) => self.end(Outcome::Aborted(reason)),
-            Input::Unhealthy(reason) => self.end(Outcome::RolledBack(reason)),
+            Input::Unhealthy(reason) => {
+                let reason = self.during_watch(reason);
+                self.end(Outcome::RolledBack(reason));
+            }
+        }
+    }
+
+    /// Names a regression found while watching as such.
+    fn during_watch(&self, reason: String) -> String {
+        match self.state {
+            State::Watching { .. } => {
+                format!("regression during the watch after promotion: {reason}")
+            }
+            _ => reason,
         }
     }
 
@@ -225,7 +263,7 @@ impl Canary {
                 self.advance(now, step + 1);
             }
             State::Promoting { .. } if self.ready_canary >= self.plan.replicas => {
-                self.finish_promotion()
+                self.finish_promotion(now)
             }
             _ => {}
         }
@@ -234,7 +272,14 @@ impl Canary {
     fn on_verdict(&mut self, now: Millis, run: AnalysisRun, verdict: Verdict) {
         match (run, verdict) {
             (AnalysisRun::Background, Verdict::Fail) if self.background => {
-                self.end(Outcome::RolledBack("background analysis failed".to_owned()));
+                let reason = self.during_watch("background analysis failed".to_owned());
+                self.end(Outcome::RolledBack(reason));
+            }
+            (AnalysisRun::Background, Verdict::Inconclusive)
+                if self.background && matches!(self.state, State::Watching { .. }) =>
+            {
+                self.out
+                    .record("background analysis inconclusive during the watch".to_owned());
             }
             (AnalysisRun::Background, Verdict::Inconclusive) if self.background => {
                 self.out.record(
@@ -311,17 +356,32 @@ impl Canary {
         self.scale_canary(self.plan.replicas);
         self.state = State::Promoting { since: now };
         if self.ready_canary >= self.plan.replicas {
-            self.finish_promotion();
+            self.finish_promotion(now);
         }
     }
 
-    fn finish_promotion(&mut self) {
+    fn finish_promotion(&mut self, now: Millis) {
         if self.hold_promotion {
             self.out.record("canary at full size: waiting for `hatoba promote` (background analysis inconclusive)".to_owned());
             self.state = State::AwaitingPromotion;
             return;
         }
         self.out.set_weight(Weight::FULL);
+        if self.plan.watch > Duration::ZERO && self.plan.stable_ready > 0 {
+            self.out.record(format!(
+                "at 100 %: watching for {}; the previous version stays warm for an instant rollback",
+                format_duration(self.plan.watch)
+            ));
+            self.state = State::Watching {
+                until: now.saturating_add(self.plan.watch),
+            };
+            return;
+        }
+        self.finish_watch();
+    }
+
+    /// Stops the previous version and ends the rollout as a success.
+    fn finish_watch(&mut self) {
         self.out.push(Command::Scale(Track::Stable, 0));
         if self.background {
             self.background = false;

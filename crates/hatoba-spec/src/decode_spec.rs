@@ -174,6 +174,9 @@ fn decode_service(node: &Node, path: &str, cx: &mut Cx) -> Option<Service> {
     let drain = f
         .get("drain")
         .map(|n| duration(n, &f.path("drain"), &mut cx.d));
+    let watch = f
+        .get("watch")
+        .map(|n| duration(n, &f.path("watch"), &mut cx.d));
     let strategy = f
         .get("strategy")
         .map(|n| decode_strategy(n, &f.path("strategy"), cx));
@@ -208,6 +211,7 @@ fn decode_service(node: &Node, path: &str, cx: &mut Cx) -> Option<Service> {
         progress_deadline: progress_deadline.unwrap_or(Some(Duration::from_secs(600)))?,
         termination_grace_period: grace.unwrap_or(Some(Duration::from_secs(30)))?,
         drain: drain.unwrap_or(Some(Duration::from_secs(30)))?,
+        watch: watch.unwrap_or(Some(Duration::ZERO))?,
         strategy: strategy.unwrap_or(Some(Strategy::default()))?,
     })
 }

@@ -65,6 +65,15 @@ pub struct Service {
     #[serde(default)]
     #[schemars(with = "DurationText")]
     pub drain: Duration,
+    /// Watch after promotion: once a new version has 100 % of the traffic,
+    /// the previous one stays warm this long while health and background
+    /// analysis keep being checked; a regression moves traffic back at once.
+    /// Only then is the previous version stopped. Canary and blue-green
+    /// (rolling replaces instances one by one and keeps none warm).
+    /// Default `0s`: no watch.
+    #[serde(default)]
+    #[schemars(with = "DurationText")]
+    pub watch: Duration,
     /// How a new version replaces the old one. Default `rolling: {}`.
     #[serde(default)]
     pub strategy: Strategy,

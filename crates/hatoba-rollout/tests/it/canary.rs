@@ -26,6 +26,7 @@ fn plan() -> CanaryPlan {
         ],
         progress_deadline: Duration::from_secs(60),
         background_analysis: true,
+        watch: Duration::ZERO,
     }
 }
 
@@ -196,6 +197,80 @@ fn promote_full_skips_the_rest_and_first_deployments_skip_the_steps() {
 }
 
 #[test]
+fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
+    let watched = || CanaryPlan {
+        steps: vec![Step::SetWeight(w(50))],
+        watch: Duration::from_secs(600),
+        ..plan()
+    };
+    // No regression: stable is stopped only when the watch is over.
+    check(
+        watched(),
+        "0s start
+         1s ready 4 2
+         2s ready 4 4
+         5m pass background
+         11m tick",
+        expect![[r#"
+            0s    start analysis background
+            0s    # step 0: set weight 50%
+            0s    scale canary 2
+            1s    weight 50
+            1s    scale canary 4
+            2s    weight 100
+            2s    # at 100 %: watching for 10m; the previous version stays warm for an instant rollback
+            10m2s # watch over: no regression, stopping the previous version
+            10m2s scale stable 0
+            10m2s stop analysis background
+            10m2s finish: succeeded
+        "#]],
+    );
+    // A regression at 100 %: traffic goes straight back to the warm stable.
+    check(
+        watched(),
+        "0s start
+         1s ready 4 2
+         2s ready 4 4
+         3m fail background",
+        expect![[r#"
+            0s    start analysis background
+            0s    # step 0: set weight 50%
+            0s    scale canary 2
+            1s    weight 50
+            1s    scale canary 4
+            2s    weight 100
+            2s    # at 100 %: watching for 10m; the previous version stays warm for an instant rollback
+            3m    # rolling back: regression during the watch after promotion: background analysis failed
+            3m    weight 0
+            3m    stop analysis background
+            3m    scale canary 0
+            3m    finish: rolled back: regression during the watch after promotion: background analysis failed
+        "#]],
+    );
+    // `hatoba promote` ends the watch early.
+    check(
+        watched(),
+        "0s start
+         1s ready 4 2
+         2s ready 4 4
+         1m promote",
+        expect![[r#"
+            0s    start analysis background
+            0s    # step 0: set weight 50%
+            0s    scale canary 2
+            1s    weight 50
+            1s    scale canary 4
+            2s    weight 100
+            2s    # at 100 %: watching for 10m; the previous version stays warm for an instant rollback
+            1m    # watch ended early by `hatoba promote`
+            1m    scale stable 0
+            1m    stop analysis background
+            1m    finish: succeeded
+        "#]],
+    );
+}
+
+#[test]
 fn inconclusive_background_analysis_holds_promotion() {
     check(
         CanaryPlan {
@@ -287,7 +362,8 @@ proptest! {
             steps.push(Step::SetWeight(w(*p)));
             steps.push(if i % 2 == 0 { Step::Pause(Some(Duration::from_secs(60))) } else { Step::Analysis });
         }
-        let plan = CanaryPlan { replicas, stable_ready: replicas, steps, progress_deadline: Duration::from_secs(120), background_analysis: true };
+        let watch = Duration::from_secs(if replicas % 2 == 0 { 90 } else { 0 });
+        let plan = CanaryPlan { replicas, stable_ready: replicas, steps, progress_deadline: Duration::from_secs(120), background_analysis: true, watch };
         let mut m = Canary::new(plan);
         let mut now = 0u64;
         let mut ready_canary = 0u32;
