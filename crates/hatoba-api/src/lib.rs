@@ -91,6 +91,80 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
 }
 
+/// `POST /v1/deployments/{id}/approve`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveRequest {
+    /// Who approves; must not be who deployed.
+    pub by: String,
+}
+
+/// One instance as the server sees it (`GET /v1/services/{name}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Its id, e.g. `web-v2-3f9a`.
+    pub id: String,
+    /// Its version.
+    pub version: String,
+    /// Where it listens.
+    pub addr: String,
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// `running`, or how it ended (`exited with code 1`).
+    pub state: String,
+    /// Whether the proxy sends it traffic now.
+    pub in_route: bool,
+    /// The last readiness verdict of the supervisor, when it watches it.
+    pub ready: Option<bool>,
+    /// The last probe the supervisor ran on it, with its result.
+    pub last_probe: Option<String>,
+    /// Resident memory, bytes.
+    pub rss_bytes: Option<u64>,
+    /// CPU time used, seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Its log file.
+    pub log: Option<String>,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+}
+
+/// One group of the route table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteGroup {
+    /// `stable`, `canary` or `preview`.
+    pub role: String,
+    /// Its version.
+    pub version: String,
+    /// Its share of the traffic, percent.
+    pub weight: u8,
+    /// The instances it sends traffic to.
+    pub backends: Vec<String>,
+}
+
+/// `GET /v1/services/{name}`: what runs and how it is routed, now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceDetail {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The service.
+    pub service: String,
+    /// The environment.
+    pub environment: String,
+    /// The version that serves (outside a rollout).
+    pub serving_version: Option<String>,
+    /// The deployment in progress.
+    pub live_deployment: Option<String>,
+    /// Every instance the runtime knows for the service.
+    pub instances: Vec<InstanceInfo>,
+    /// The route table the data plane serves.
+    pub route: Vec<RouteGroup>,
+    /// Restarts in the last five minutes.
+    pub recent_restarts: usize,
+    /// Whether the restarts amount to a crash loop.
+    pub crash_loop: bool,
+    /// When the next restart may happen, if one waits (RFC 3339).
+    pub next_restart: Option<String>,
+}
+
 /// One problem found in a spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecDiagnostic {

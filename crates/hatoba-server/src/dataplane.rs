@@ -60,6 +60,9 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
     /// One version's traffic over a window ending now, all roles summed.
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats>;
 
+    /// The table a service is routed by now.
+    async fn table(&self, service: &str) -> Option<RouteSpec>;
+
     /// Stops the listeners (in-process) or leaves the process serving
     /// (remote: the data plane outlives the controller on purpose).
     async fn shutdown(&self);
@@ -232,6 +235,10 @@ impl DataPlane for LocalDataPlane {
             .version_window(service, version, window, crate::clock_now())
     }
 
+    async fn table(&self, service: &str) -> Option<RouteSpec> {
+        self.router(service).map(|r| r.table().spec.clone())
+    }
+
     async fn shutdown(&self) {
         let servers: Vec<ProxyServer> =
             self.with(|l| l.values_mut().filter_map(|x| x.server.take()).collect());
@@ -303,6 +310,11 @@ impl DataPlane for RemoteDataPlane {
             .await
             .ok()
             .flatten()
+    }
+
+    async fn table(&self, service: &str) -> Option<RouteSpec> {
+        let state = self.client.snapshot().await.ok()?;
+        state.services.get(service).map(|e| e.route.clone())
     }
 
     async fn shutdown(&self) {

@@ -48,6 +48,10 @@ pub struct Deployed {
     pub version: Version,
     /// Its instances.
     pub instances: Vec<InstanceStatus>,
+    /// The variables it was deployed with (to start replacements alike).
+    pub vars: BTreeMap<String, String>,
+    /// The deployment that made it serve.
+    pub deployment: Option<DeploymentId>,
 }
 
 /// One deployment to run.
@@ -75,6 +79,20 @@ pub struct DeployRequest {
     pub current: Option<Deployed>,
     /// The deployment this one rolls back, when it is a rollback.
     pub rollback_of: Option<hatoba_core::DeploymentId>,
+    /// Wait for `hatoba approve` by someone else before starting.
+    pub require_approval: bool,
+}
+
+/// A message from an operator to a running deployment.
+#[derive(Clone, Debug)]
+pub enum Operator {
+    /// Promote, abort, ...
+    Input(Input),
+    /// `hatoba approve` by this actor (checked by the caller: not the deployer).
+    Approve {
+        /// Who approves.
+        by: String,
+    },
 }
 
 /// Why a deployment could not even start or be recorded.
@@ -95,6 +113,10 @@ pub enum DeployError {
     /// The data plane refused a listener.
     #[error("the data plane failed")]
     DataPlane(#[from] DataPlaneError),
+    /// The server stopped while the deployment waited; it is recorded and
+    /// resumed by the next server.
+    #[error("the server stopped while the deployment waited for approval")]
+    Interrupted,
     /// The saved controller state can not be read back.
     #[error("the controller state saved for `{service}` is unreadable: {message}")]
     State {
@@ -161,13 +183,22 @@ pub struct ServingRecord {
     pub version: Version,
     /// Its instances.
     pub instances: Vec<InstanceRecord>,
+    /// The variables it was deployed with.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// The deployment that made it serve.
+    #[serde(default)]
+    pub deployment: Option<DeploymentId>,
 }
 
 impl ServingRecord {
-    fn of(d: &Deployed) -> ServingRecord {
+    /// The record of what serves.
+    pub fn of(d: &Deployed) -> ServingRecord {
         ServingRecord {
             version: d.version.clone(),
             instances: d.instances.iter().map(InstanceRecord::of).collect(),
+            vars: d.vars.clone(),
+            deployment: d.deployment.clone(),
         }
     }
 }
@@ -196,6 +227,9 @@ pub struct RolloutRecord {
     pending: Option<Command>,
     analyses: Vec<(AnalysisRun, Vec<String>, Millis)>,
     outcome: Option<Outcome>,
+    /// Recorded, waiting for `hatoba approve` before it starts.
+    #[serde(default)]
+    pub awaiting_approval: bool,
 }
 
 impl RolloutRecord {
@@ -307,6 +341,8 @@ struct Run<'a> {
     pending: Option<Command>,
     /// Something changed since the last save.
     dirty: bool,
+    /// Recorded but not started: waits for `hatoba approve`.
+    awaiting_approval: bool,
     /// The last route table did not reach the data plane: push again.
     route_failed: bool,
 }
@@ -370,17 +406,17 @@ impl Deployer {
         &self,
         req: &DeployRequest,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
-        let (_operator, commands) = tokio::sync::mpsc::channel(1);
+        let (_operator, commands) = tokio::sync::mpsc::channel::<Operator>(1);
         self.deploy_with(req, commands, None).await
     }
 
-    /// [`Deployer::deploy`], taking operator commands (promote, abort) from
-    /// `commands` and reporting the recorded deployment on `created` as soon
-    /// as it exists.
+    /// [`Deployer::deploy`], taking operator commands (promote, abort,
+    /// approve) from `commands` and reporting the recorded deployment on
+    /// `created` as soon as it exists.
     pub async fn deploy_with(
         &self,
         req: &DeployRequest,
-        commands: tokio::sync::mpsc::Receiver<Input>,
+        mut commands: tokio::sync::mpsc::Receiver<Operator>,
         on_created: Option<tokio::sync::oneshot::Sender<hatoba_store::Deployment>>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let instance = instance_spec(req)?;
@@ -399,13 +435,6 @@ impl Deployer {
             })
             .await?;
         let id = created.id.clone();
-        let started = self
-            .store
-            .transition(&id, DeploymentStatus::InProgress, None, clock_now())
-            .await?;
-        if let Some(tx) = on_created {
-            let _ = tx.send(started);
-        }
         let stable = req
             .current
             .as_ref()
@@ -428,12 +457,79 @@ impl Deployer {
             pending: None,
             dirty: true,
             route_failed: false,
+            awaiting_approval: req.require_approval,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
         }
+        if run.awaiting_approval {
+            if let Some(tx) = on_created {
+                let _ = tx.send(created);
+            }
+            return self.approve_then_start(run, commands).await;
+        }
+        let started = self
+            .store
+            .transition(&run.id, DeploymentStatus::InProgress, None, clock_now())
+            .await?;
+        if let Some(tx) = on_created {
+            let _ = tx.send(started);
+        }
+        self.start(&mut run).await?;
+        self.drive(run, &mut commands).await
+    }
+
+    /// Waits (durably: the wait is recorded and survives a restart) for
+    /// `hatoba approve` by someone else than the deployer, then starts.
+    async fn approve_then_start(
+        &self,
+        mut run: Run<'_>,
+        mut commands: tokio::sync::mpsc::Receiver<Operator>,
+    ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
+        run.event(
+            "approval",
+            format!(
+                "waiting for approval: environment `{}` requires `hatoba approve {}` by someone other than {}",
+                run.req.environment, run.id, run.req.deployed_by
+            ),
+        )
+        .await?;
+        run.save().await?;
+        loop {
+            match commands.recv().await {
+                Some(Operator::Approve { by }) => {
+                    run.event("approval", format!("approved by {by}")).await?;
+                    break;
+                }
+                Some(Operator::Input(Input::Abort(reason))) => {
+                    run.outcome = Some(Outcome::Aborted(reason));
+                    run.awaiting_approval = false;
+                    return self.drive(run, &mut commands).await;
+                }
+                Some(Operator::Input(other)) => {
+                    run.event(
+                        "operator",
+                        format!("ignored while waiting for approval: {other:?}"),
+                    )
+                    .await?;
+                }
+                // The server is going away; the wait is recorded and the
+                // next server resumes it.
+                None => return Err(DeployError::Interrupted),
+            }
+        }
+        run.awaiting_approval = false;
+        self.store
+            .transition(&run.id, DeploymentStatus::InProgress, None, clock_now())
+            .await?;
+        self.start(&mut run).await?;
+        self.drive(run, &mut commands).await
+    }
+
+    /// Feeds the machine its start.
+    async fn start(&self, run: &mut Run<'_>) -> Result<(), DeployError> {
         run.machine.handle(clock_now(), Input::Start);
-        if req.rollback_of.is_some() {
+        if run.req.rollback_of.is_some() {
             // A rollback returns to a version that already served: no canary
             // steps or manual pauses, straight to full size (as soon as its
             // instances are ready, never onto cold ones).
@@ -444,7 +540,7 @@ impl Deployer {
             .await?;
             run.machine.handle(clock_now(), Input::PromoteFull);
         }
-        self.drive(run, commands).await
+        Ok(())
     }
 
     /// Continues a rollout from its saved record after a controller
@@ -457,7 +553,7 @@ impl Deployer {
         req: &DeployRequest,
         record: RolloutRecord,
         adopted: &HashMap<String, InstanceStatus>,
-        commands: tokio::sync::mpsc::Receiver<Input>,
+        mut commands: tokio::sync::mpsc::Receiver<Operator>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let instance = instance_spec(req)?;
         let status = |r: &InstanceRecord| {
@@ -500,9 +596,13 @@ impl Deployer {
             pending: record.pending,
             dirty: true,
             route_failed: false,
+            awaiting_approval: record.awaiting_approval,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
+        }
+        if run.awaiting_approval {
+            return self.approve_then_start(run, commands).await;
         }
         run.route().await;
         let gone = run
@@ -521,14 +621,14 @@ impl Deployer {
             ),
         )
         .await?;
-        self.drive(run, commands).await
+        self.drive(run, &mut commands).await
     }
 
     /// The loop: observe, feed the machine, execute, until it finishes.
     async fn drive(
         &self,
         mut run: Run<'_>,
-        mut commands: tokio::sync::mpsc::Receiver<Input>,
+        commands: &mut tokio::sync::mpsc::Receiver<Operator>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let req = run.req;
         run.execute().await?;
@@ -550,11 +650,16 @@ impl Deployer {
                     run.machine.handle_timeout(clock_now());
                     run.dirty = true;
                 }
-                Some(input) = commands.recv() => {
-                    run.event("operator", format!("operator: {input:?}")).await?;
-                    run.machine.handle(clock_now(), input);
-                    run.dirty = true;
-                }
+                Some(op) = commands.recv() => match op {
+                    Operator::Input(input) => {
+                        run.event("operator", format!("operator: {input:?}")).await?;
+                        run.machine.handle(clock_now(), input);
+                        run.dirty = true;
+                    }
+                    Operator::Approve { by } => {
+                        run.event("approval", format!("approval by {by} ignored: already running")).await?;
+                    }
+                },
                 _ = probe.tick() => {
                     if run.route_failed {
                         run.route().await;
@@ -576,7 +681,6 @@ impl Deployer {
             }
             run.execute().await?;
         }
-        let current_version = req.current.as_ref().map(|c| c.version.clone());
         let (status, reason, serving) = match run.outcome.clone() {
             Some(Outcome::Succeeded) => (
                 DeploymentStatus::Succeeded,
@@ -584,22 +688,24 @@ impl Deployer {
                 Some(Deployed {
                     version: req.version.clone(),
                     instances: run.canary.clone(),
+                    vars: req.vars.clone(),
+                    deployment: Some(run.id.clone()),
                 }),
             ),
             Some(Outcome::Aborted(r)) => (
                 DeploymentStatus::Aborted,
                 Some(r),
-                current_version.map(|version| Deployed {
-                    version,
+                req.current.as_ref().map(|c| Deployed {
                     instances: run.stable.clone(),
+                    ..c.clone()
                 }),
             ),
             Some(Outcome::RolledBack(r)) => (
                 DeploymentStatus::RolledBack,
                 Some(r),
-                current_version.map(|version| Deployed {
-                    version,
+                req.current.as_ref().map(|c| Deployed {
                     instances: run.stable.clone(),
+                    ..c.clone()
                 }),
             ),
             None => (
@@ -643,6 +749,38 @@ async fn sleep_or_never(d: Option<Duration>) {
 }
 
 fn instance_spec(req: &DeployRequest) -> Result<InstanceSpec, DeployError> {
+    instance_spec_for(
+        &req.service,
+        &req.svc,
+        &req.version,
+        &req.vars,
+        &req.base_dir,
+    )
+}
+
+struct InstanceInputs<'a> {
+    service: &'a ServiceName,
+    svc: &'a Service,
+    version: &'a Version,
+    vars: &'a BTreeMap<String, String>,
+    base_dir: &'a std::path::Path,
+}
+
+/// What to start for one instance of a version of a service.
+pub(crate) fn instance_spec_for(
+    service: &ServiceName,
+    svc: &Service,
+    version: &Version,
+    vars: &BTreeMap<String, String>,
+    base_dir: &std::path::Path,
+) -> Result<InstanceSpec, DeployError> {
+    let req = InstanceInputs {
+        service,
+        svc,
+        version,
+        vars,
+        base_dir,
+    };
     let RuntimeSpec::Process(p) = &req.svc.runtime else {
         return Err(DeployError::Unsupported(
             "the Docker runtime is not built yet; use `process:`".to_owned(),
@@ -666,7 +804,7 @@ fn instance_spec(req: &DeployRequest) -> Result<InstanceSpec, DeployError> {
     }
     let working_dir = match &p.working_dir {
         Some(w) => req.base_dir.join(hatoba_spec::interpolate(w, lookup)?),
-        None => req.base_dir.clone(),
+        None => req.base_dir.to_path_buf(),
     };
     Ok(InstanceSpec {
         service: req.service.clone(),
@@ -697,12 +835,15 @@ fn machine_for(req: &DeployRequest, stable_ready: u32) -> Machine {
                     .collect(),
                 progress_deadline: svc.progress_deadline,
                 background_analysis: c.analysis.is_some(),
+                watch: svc.watch,
             })),
             Strategy::BlueGreen(b) => Machine::BlueGreen(BlueGreen::new(BlueGreenPlan {
                 replicas,
                 stable_ready,
                 auto_promotion: b.promotion.delay(),
-                scale_down_delay: b.scale_down_delay,
+                // The old colour stays warm for the watch too: a regression
+                // switches straight back to it.
+                scale_down_delay: b.scale_down_delay.max(svc.watch),
                 progress_deadline: svc.progress_deadline,
                 preview: false,
                 pre_promotion_analysis: false,
@@ -748,6 +889,7 @@ impl Run<'_> {
                 pending: self.pending.clone(),
                 analyses,
                 outcome: self.outcome.clone(),
+                awaiting_approval: self.awaiting_approval,
             }),
         }
     }

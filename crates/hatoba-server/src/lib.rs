@@ -20,10 +20,11 @@ mod deployer;
 mod judge;
 mod probe;
 mod server;
+mod supervisor;
 
 pub use dataplane::{DataPlane, DataPlaneError, LocalDataPlane, RemoteDataPlane};
 pub use deployer::{
-    DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, RolloutRecord, ServiceRecord,
-    ServingRecord, clock_now,
+    DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
+    ServiceRecord, ServingRecord, clock_now,
 };
 pub use server::{Server, ServerConfig, StartError, new_token};

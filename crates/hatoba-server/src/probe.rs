@@ -64,6 +64,11 @@ impl Readiness {
         self.streaks.insert(addr, (0, 0, true));
     }
 
+    /// Whether the instance has been seen.
+    pub(crate) fn knows(&self, addr: SocketAddr) -> bool {
+        self.streaks.contains_key(&addr)
+    }
+
     pub(crate) fn forget(&mut self, addr: SocketAddr) {
         self.streaks.remove(&addr);
     }

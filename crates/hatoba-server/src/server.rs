@@ -20,7 +20,8 @@
 use crate::api;
 use crate::dataplane::DataPlane;
 use crate::deployer::{
-    DeployError, DeployRequest, Deployed, Deployer, RolloutRecord, ServiceRecord, ServingRecord,
+    DeployError, DeployRequest, Deployed, Deployer, Operator, RolloutRecord, ServiceRecord,
+    ServingRecord,
 };
 use bytes::Bytes;
 use hatoba_core::{DeploymentId, EnvName, ServiceName, Version};
@@ -41,11 +42,16 @@ use tokio::sync::mpsc;
 /// Largest API request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
-struct ServiceState {
-    deployer: Deployer,
-    serving: Mutex<Option<Deployed>>,
+pub(crate) struct ServiceState {
+    pub(crate) deployer: Deployer,
+    pub(crate) serving: Mutex<Option<Deployed>>,
     /// The deployment in progress (its id once recorded) and its operator channel.
-    live: Mutex<Option<(Option<DeploymentId>, mpsc::Sender<Input>)>>,
+    pub(crate) live: Mutex<Option<(Option<DeploymentId>, mpsc::Sender<Operator>)>>,
+    /// Held by the supervisor for one round and by a deploy while it takes
+    /// over what serves, so the two never act on the instances at once.
+    pub(crate) ops: tokio::sync::Mutex<()>,
+    /// What the supervisor last observed.
+    pub(crate) health: Mutex<crate::supervisor::Health>,
 }
 
 /// The server's parts, shared by the API handlers.
@@ -60,6 +66,7 @@ pub struct Server {
     services: HashMap<ServiceName, Arc<ServiceState>>,
     data_plane: Arc<dyn DataPlane>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    supervisors: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Why the server could not start.
@@ -164,6 +171,8 @@ impl Server {
                     deployer,
                     serving: Mutex::new(None),
                     live: Mutex::new(None),
+                    ops: tokio::sync::Mutex::new(()),
+                    health: Mutex::new(crate::supervisor::Health::default()),
                 }),
             );
         }
@@ -178,6 +187,7 @@ impl Server {
             services,
             data_plane: cfg.data_plane,
             tasks: Mutex::new(Vec::new()),
+            supervisors: Mutex::new(Vec::new()),
         }))
     }
 
@@ -256,7 +266,33 @@ impl Server {
                     source,
                 })?;
         }
+        self.supervise();
         Ok(report)
+    }
+
+    /// Starts each service's supervisor loop (health, restarts, usage).
+    fn supervise(self: &Arc<Self>) {
+        let specs = self.services_spec();
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, state) in &self.services {
+            let Some(svc) = specs.get(name).cloned() else {
+                continue;
+            };
+            let task = tokio::spawn(crate::supervisor::run(crate::supervisor::Supervised {
+                name: name.clone(),
+                environment: self.environment.clone(),
+                svc,
+                base_dir: self.base_dir.clone(),
+                state: Arc::clone(state),
+                runtime: Arc::clone(&self.runtime),
+                store: Arc::clone(&self.store),
+            }));
+            self.supervisors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(task.abort_handle());
+            tasks.push(task);
+        }
     }
 
     async fn resume_service(
@@ -269,6 +305,8 @@ impl Server {
     ) -> Result<(), DeployError> {
         let running = |s: &ServingRecord| Deployed {
             version: s.version.clone(),
+            vars: s.vars.clone(),
+            deployment: s.deployment.clone(),
             instances: s
                 .instances
                 .iter()
@@ -332,14 +370,7 @@ impl Server {
                         name,
                         &self.environment,
                         &ServiceRecord {
-                            serving: serving.as_ref().map(|d| ServingRecord {
-                                version: d.version.clone(),
-                                instances: d
-                                    .instances
-                                    .iter()
-                                    .map(crate::InstanceRecord::of)
-                                    .collect(),
-                            }),
+                            serving: serving.as_ref().map(ServingRecord::of),
                             rollout: None,
                         },
                     )
@@ -366,11 +397,13 @@ impl Server {
             Some(ServingRecord {
                 version: r.version.clone(),
                 instances: r.new_instances().to_vec(),
+                vars: r.vars.clone(),
+                deployment: Some(r.deployment.clone()),
             })
         } else {
             r.current.clone().map(|c| ServingRecord {
-                version: c.version,
                 instances: r.old_instances().to_vec(),
+                ..c
             })
         })
     }
@@ -389,6 +422,8 @@ impl Server {
         };
         let current = record.current.as_ref().map(|c| Deployed {
             version: c.version.clone(),
+            vars: c.vars.clone(),
+            deployment: c.deployment.clone(),
             instances: c
                 .instances
                 .iter()
@@ -412,6 +447,7 @@ impl Server {
             deployed_by: record.deployed_by.clone(),
             current,
             rollback_of: record.rollback_of.clone(),
+            require_approval: record.awaiting_approval,
         };
         let (tx, rx) = mpsc::channel(8);
         *state.live.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -480,6 +516,14 @@ impl Server {
     /// (traffic back on stable), then every instance is stopped and the
     /// listeners closed.
     pub async fn shutdown(&self, keep_running: bool) {
+        for s in std::mem::take(
+            &mut *self
+                .supervisors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            s.abort();
+        }
         if keep_running {
             return;
         }
@@ -490,7 +534,9 @@ impl Server {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             if let Some((_, tx)) = live {
-                let _ = tx.try_send(Input::Abort("the server is shutting down".to_owned()));
+                let _ = tx.try_send(Operator::Input(Input::Abort(
+                    "the server is shutting down".to_owned(),
+                )));
             }
         }
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
@@ -561,6 +607,23 @@ impl Server {
                 }
             }
             (Method::GET, ["v1", "deployments", id]) => self.detail(id).await,
+            (Method::GET, ["v1", "services", name]) => self.service_detail(name).await,
+            (Method::POST, ["v1", "deployments", id, "approve"]) => {
+                let body = Limited::new(req.into_body(), MAX_BODY)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                match serde_json::from_slice::<hatoba_api::ApproveRequest>(&body) {
+                    Ok(a) => self.approve(id, a.by).await,
+                    Err(e) => error(
+                        StatusCode::BAD_REQUEST,
+                        2,
+                        &format!("bad approve request: {e}"),
+                        None,
+                    ),
+                }
+            }
             (Method::POST, ["v1", "services", name, "rollback"]) => {
                 let body = Limited::new(req.into_body(), MAX_BODY)
                     .collect()
@@ -698,25 +761,6 @@ impl Server {
                 Some("start `hatoba up --env ENV` for that environment"),
             );
         }
-        if self
-            .spec
-            .environments
-            .get(&self.environment)
-            .is_some_and(|e| e.require_approval)
-        {
-            // Never deploy past an approval rule that is not enforced yet.
-            return error(
-                StatusCode::NOT_IMPLEMENTED,
-                6,
-                &format!(
-                    "environment `{}` requires approval, and approvals (`hatoba approve`) are not built yet",
-                    self.environment
-                ),
-                Some(
-                    "deploy to an environment without `requireApproval`, or remove it from the spec knowingly",
-                ),
-            );
-        }
         let version = match r.version.parse::<Version>() {
             Ok(v) => v,
             Err(e) => return error(StatusCode::BAD_REQUEST, 2, &e.to_string(), None),
@@ -730,6 +774,8 @@ impl Server {
             );
         };
         let (tx, rx) = mpsc::channel(8);
+        // The supervisor finishes its round (a restart in progress) first.
+        let ops = state.ops.lock().await;
         {
             let mut live = state.live.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((id, _)) = live.as_ref() {
@@ -757,6 +803,7 @@ impl Server {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        drop(ops);
         let req = DeployRequest {
             service: service.clone(),
             environment: self.environment.clone(),
@@ -769,6 +816,7 @@ impl Server {
             deployed_by: r.deployed_by.unwrap_or_else(|| "cli".to_owned()),
             current,
             rollback_of,
+            require_approval: self.requires_approval(),
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let st = Arc::clone(&state);
@@ -816,6 +864,190 @@ impl Server {
                 ),
             },
         }
+    }
+
+    fn requires_approval(&self) -> bool {
+        self.spec
+            .environments
+            .get(&self.environment)
+            .is_some_and(|e| e.require_approval)
+    }
+
+    /// `hatoba approve`: starts a deployment that waits for approval, when
+    /// the approver is not the one who deployed it. Audited either way.
+    async fn approve(&self, id: &str, by: String) -> Response<Full<Bytes>> {
+        let Ok(id) = id.parse::<DeploymentId>() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!("`{id}` is not a deployment id"),
+                None,
+            );
+        };
+        let deployment = match self.store.deployment(&id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    4,
+                    &format!("no deployment {id}"),
+                    None,
+                );
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None),
+        };
+        let audit = |outcome: hatoba_store::AuditOutcome, detail: String| hatoba_store::NewAudit {
+            at: crate::clock_now(),
+            actor: by.clone(),
+            action: "approve".to_owned(),
+            target: id.to_string(),
+            outcome,
+            detail: Some(detail),
+        };
+        if deployment.status != hatoba_core::DeploymentStatus::Pending {
+            return error(
+                StatusCode::CONFLICT,
+                5,
+                &format!(
+                    "deployment {id} is {}, not waiting for approval",
+                    deployment.status
+                ),
+                None,
+            );
+        }
+        if deployment.deployed_by == by {
+            let _ = self
+                .store
+                .record_audit(audit(
+                    hatoba_store::AuditOutcome::Denied,
+                    "the deployer cannot approve their own deployment".to_owned(),
+                ))
+                .await;
+            return error(
+                StatusCode::FORBIDDEN,
+                5,
+                &format!("{by} deployed {id} and cannot also approve it"),
+                Some("someone else approves: `hatoba approve ID --as NAME`"),
+            );
+        }
+        let tx = self.services.get(&deployment.service).and_then(|s| {
+            s.live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .filter(|(live, _)| live.as_ref() == Some(&id))
+                .map(|(_, tx)| tx.clone())
+        });
+        let Some(tx) = tx else {
+            return error(
+                StatusCode::CONFLICT,
+                5,
+                &format!("deployment {id} is not run by this server"),
+                None,
+            );
+        };
+        let _ = tx.send(Operator::Approve { by: by.clone() }).await;
+        let _ = self
+            .store
+            .record_audit(audit(hatoba_store::AuditOutcome::Ok, "approved".to_owned()))
+            .await;
+        json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({"deployment": id.to_string(), "approved_by": by}),
+        )
+    }
+
+    async fn service_detail(&self, name: &str) -> Response<Full<Bytes>> {
+        let Some((service, state)) = name
+            .parse::<ServiceName>()
+            .ok()
+            .and_then(|n| self.services.get(&n).cloned().map(|s| (n, s)))
+        else {
+            let names: Vec<String> = self.services.keys().map(ToString::to_string).collect();
+            return error(
+                StatusCode::NOT_FOUND,
+                4,
+                &format!("no service `{name}`"),
+                Some(&format!("services: {}", names.join(", "))),
+            );
+        };
+        let route = self.data_plane.table(service.as_str()).await;
+        let in_route: std::collections::HashSet<std::net::SocketAddr> = route
+            .iter()
+            .flat_map(|r| r.groups.iter())
+            .filter(|g| g.weight > 0)
+            .flat_map(|g| g.backends.iter().copied())
+            .collect();
+        let (observed, restarts, crash_loop, next) = crate::supervisor::snapshot(&state);
+        let listed = self.runtime.list(&service).await.unwrap_or_default();
+        let instances = listed
+            .iter()
+            .map(|i| {
+                let o = observed.get(&i.id.0);
+                hatoba_api::InstanceInfo {
+                    id: i.id.to_string(),
+                    version: i.version.to_string(),
+                    addr: i.addr.to_string(),
+                    pid: i.pid,
+                    state: match &i.state {
+                        InstanceState::Running => "running".to_owned(),
+                        InstanceState::Exited { code: Some(c), .. } => {
+                            format!("exited with code {c}")
+                        }
+                        InstanceState::Exited {
+                            signal: Some(s), ..
+                        } => format!("killed by signal {s}"),
+                        InstanceState::Exited { .. } => "gone".to_owned(),
+                    },
+                    in_route: in_route.contains(&i.addr),
+                    ready: o.map(|o| o.ready),
+                    last_probe: o.and_then(|o| o.last_probe.clone()),
+                    rss_bytes: o.and_then(|o| o.usage).map(|u| u.rss_bytes),
+                    cpu_seconds: o.and_then(|o| o.usage).map(|u| u.cpu_seconds),
+                    log: i.log.as_ref().map(|p| p.display().to_string()),
+                    started_at: i.started_at.to_rfc3339(),
+                }
+            })
+            .collect();
+        let serving = state
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|d| d.version.to_string());
+        let live = state
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|(id, _)| id.as_ref().map(ToString::to_string));
+        json(
+            StatusCode::OK,
+            &hatoba_api::ServiceDetail {
+                api_version: hatoba_api::API_VERSION.to_owned(),
+                service: service.to_string(),
+                environment: self.environment.to_string(),
+                serving_version: serving,
+                live_deployment: live,
+                instances,
+                route: route
+                    .map(|r| {
+                        r.groups
+                            .iter()
+                            .map(|g| hatoba_api::RouteGroup {
+                                role: g.role.as_str().to_owned(),
+                                version: g.version.clone(),
+                                weight: g.weight,
+                                backends: g.backends.iter().map(ToString::to_string).collect(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                recent_restarts: restarts,
+                crash_loop,
+                next_restart: next.map(|m| m.to_rfc3339()),
+            },
+        )
     }
 
     async fn detail(&self, id: &str) -> Response<Full<Bytes>> {
@@ -884,7 +1116,7 @@ impl Server {
             .clone();
         match live {
             Some((id, tx)) => {
-                let _ = tx.send(input).await;
+                let _ = tx.send(Operator::Input(input)).await;
                 let id = id.map(|i| i.to_string()).unwrap_or_default();
                 json(
                     StatusCode::ACCEPTED,

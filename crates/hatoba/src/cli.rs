@@ -141,20 +141,28 @@ pub(crate) enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Approve a deployment waiting for approval (not built yet).
+    /// Approve a deployment that waits for approval (an environment with
+    /// `requireApproval`); whoever deployed it cannot approve it.
     Approve {
         /// The deployment id.
         deployment: String,
+        /// Who approves (default: $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        actor: Option<String>,
     },
-    /// Show a service's logs (not built yet).
+    /// Print the output of a service's instances.
     Logs {
         /// The service.
         service: String,
-        /// Keep printing new lines.
+        /// Keep printing new lines (Ctrl-C stops).
         #[arg(long, short)]
         follow: bool,
+        /// Lines of each instance's log to start with.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: usize,
     },
-    /// Explain what is wrong with a service: instances, probes, weights, events (not built yet).
+    /// Explain what is going on with a service: instances, probes, weights,
+    /// recent events and log lines, history.
     Diagnose {
         /// The service.
         service: String,
@@ -247,4 +255,7 @@ pub(crate) struct DeployArgs {
     /// Wait until the deployment ends.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Who deploys, for the history and approvals (default: $USER).
+    #[arg(long = "as", value_name = "NAME")]
+    pub(crate) actor: Option<String>,
 }

@@ -93,7 +93,12 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    rt.block_on(hatoba_demo_app::serve_until_sigterm(port, cfg))?;
+    output::stderr(&format!(
+        "demo app {} listening on 127.0.0.1:{port}\n",
+        cfg.version_label
+    ));
+    let stop = rt.block_on(hatoba_demo_app::serve_until_sigterm(port, cfg))?;
+    output::stderr(&format!("demo app stopped: {stop:?}\n"));
     Ok(Exit::Ok)
 }
 
@@ -211,6 +216,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
             deployed_by: "hatoba-demo".to_owned(),
             current,
             rollback_of: None,
+            require_approval: false,
         })
     };
 

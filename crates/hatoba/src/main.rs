@@ -10,6 +10,7 @@ mod demo;
 mod exit;
 mod history;
 mod http;
+mod inspect_cmd;
 mod output;
 mod proxy_cmd;
 mod server_cmd;
@@ -19,7 +20,7 @@ mod validate;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
-use exit::{CliError, Exit};
+use exit::Exit;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -77,9 +78,15 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback { service, to } => {
             runtime()?.block_on(server_cmd::rollback(&g, &service, to))
         }
-        Command::Approve { .. } => Err(not_built("`hatoba approve`")),
-        Command::Logs { .. } => Err(not_built("`hatoba logs`")),
-        Command::Diagnose { .. } => Err(not_built("`hatoba diagnose`")),
+        Command::Approve { deployment, actor } => {
+            runtime()?.block_on(inspect_cmd::approve(&g, &deployment, actor))
+        }
+        Command::Logs {
+            service,
+            follow,
+            lines,
+        } => runtime()?.block_on(inspect_cmd::logs(&g, &service, follow, lines)),
+        Command::Diagnose { service } => runtime()?.block_on(inspect_cmd::diagnose(&g, &service)),
         Command::Dataplane => dataplane_cmd::run(&g.state_dir),
         Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),
         Command::DemoApp { version_label } => demo::serve_demo_app(version_label),
@@ -91,15 +98,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()?)
-}
-
-fn not_built(what: &str) -> anyhow::Error {
-    CliError::new(
-        Exit::NotBuilt,
-        format!("{what} is not built yet in this version of Hatoba"),
-    )
-    .hint("what works today: validate, schema, history, status, up, deploy, promote, abort, rollback, proxy, completions, demo")
-    .into()
 }
 
 #[cfg(test)]

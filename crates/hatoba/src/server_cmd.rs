@@ -207,7 +207,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// One API call to the server of this state directory.
-async fn call(
+pub(crate) async fn call(
     global: &Global,
     method: hyper::Method,
     path: &str,
@@ -292,7 +292,7 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
         environment: args.env.clone(),
         version: args.version.clone(),
         vars,
-        deployed_by: std::env::var("USER").ok(),
+        deployed_by: Some(crate::inspect_cmd::actor(args.actor.clone())),
     };
     let bytes = call(
         global,
@@ -303,10 +303,17 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
     .await?;
     let d: hatoba_api::Deployment = serde_json::from_slice(&bytes)?;
     if global.output == Output::Text {
-        output::stdout(&format!(
-            "deployment {} of `{}` {} started ({})\n",
-            d.id, d.service, d.version, d.strategy
-        ));
+        if d.status == "pending" {
+            output::stdout(&format!(
+                "deployment {} of `{}` {} waits for approval: someone other than {} runs `hatoba approve {}`\n",
+                d.id, d.service, d.version, d.deployed_by, d.id
+            ));
+        } else {
+            output::stdout(&format!(
+                "deployment {} of `{}` {} started ({})\n",
+                d.id, d.service, d.version, d.strategy
+            ));
+        }
     }
     if !args.wait {
         if global.output == Output::Json {

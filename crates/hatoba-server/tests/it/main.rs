@@ -212,6 +212,7 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
         deployed_by: "test".to_owned(),
         current,
         rollback_of: None,
+        require_approval: false,
     };
 
     // v1: the first deployment goes straight to full size.

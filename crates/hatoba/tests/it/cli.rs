@@ -211,16 +211,22 @@ fn usage_mistakes_exit_2_and_help_exits_0() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_6() {
-    for args in [
-        &["approve", "d-1"][..],
-        &["logs", "web"],
-        &["diagnose", "web"],
-    ] {
+fn inspection_commands_without_a_server_say_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    // No server: approve and diagnose cannot ask it (exit 3) ...
+    for args in [&["approve", "d-1"][..], &["diagnose", "web"]] {
         hatoba()
+            .args(["--state-dir", state])
             .args(args)
             .assert()
-            .code(6)
-            .stderr(predicate::str::contains("is not built yet"));
+            .code(3)
+            .stderr(predicate::str::contains("hatoba up"));
     }
+    // ... and logs falls back to the log files, of which there are none.
+    hatoba()
+        .args(["--state-dir", state, "logs", "web"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("no logs of `web`"));
 }

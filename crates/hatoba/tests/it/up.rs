@@ -158,9 +158,14 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         ));
     // Promote: the rollout goes on to 100 % and finishes.
     hatoba(&state).args(["promote", "web"]).assert().success();
-    poll("v2 current", || {
-        status_version(&state).as_deref() == Some("v2")
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while status_version(&state).as_deref() != Some("v2") {
+        if std::time::Instant::now() > deadline {
+            let out = hatoba(&state).args(["diagnose", "web"]).output().unwrap();
+            panic!("v2 not current: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // v3 answers errors: analysis rolls it back by itself; --wait exits 1.
     hatoba(&state)
@@ -248,17 +253,84 @@ impl Drop for KillOnDrop {
 }
 
 #[test]
-fn environments_that_require_approval_refuse_deploys_until_approvals_exist() {
+fn environments_that_require_approval_wait_for_someone_else_to_approve() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let port = hatoba_test_support::free_port().unwrap();
     let file = dir.path().join("hatoba.yaml");
     let text = spec(port) + "environments:\n  production:\n    requireApproval: true\n";
     std::fs::write(&file, text).unwrap();
+    let start = |state: &Path| {
+        let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+            .arg("--state-dir")
+            .arg(state)
+            .args(["up", "--env", "production", "-f"])
+            .arg(&file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = server.id();
+        poll("server.json", || {
+            std::fs::read_to_string(state.join("server.json"))
+                .is_ok_and(|t| t.contains(&format!("\"pid\": {pid}")))
+        });
+        KillOnDrop(server)
+    };
+    let server = start(&state);
+    let out = hatoba(&state)
+        .args(["deploy", "web", "--version", "v1", "--as", "alice"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("waits for approval"), "{text}");
+    let id = text.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(live_status(&state).as_deref(), Some("pending"));
+
+    // The wait is recorded: a server killed and started again still waits.
+    let mut server = server;
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let _server = start(&state);
+    assert_eq!(live_status(&state).as_deref(), Some("pending"));
+
+    // Whoever deployed cannot approve; someone else can.
+    hatoba(&state)
+        .args(["approve", &id, "--as", "alice"])
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains("cannot also approve"));
+    assert_eq!(live_status(&state).as_deref(), Some("pending"));
+    hatoba(&state)
+        .args(["approve", &id, "--as", "bob"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("approved by bob"));
+    poll("v1 succeeded", || {
+        live_status(&state).as_deref() == Some("succeeded")
+    });
+    assert_eq!(status_version(&state).as_deref(), Some("v1"));
+    // Approving again: nothing waits any more.
+    hatoba(&state)
+        .args(["approve", &id, "--as", "bob"])
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains("not waiting for approval"));
+}
+
+/// Between rollouts the supervisor keeps what serves serving: a killed
+/// instance is replaced, `diagnose` and `logs` show what runs.
+#[test]
+fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = hatoba_test_support::free_port().unwrap();
+    let file = dir.path().join("hatoba.yaml");
+    std::fs::write(&file, spec(port)).unwrap();
     let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
         .arg("--state-dir")
         .arg(&state)
-        .args(["up", "--env", "production", "-f"])
+        .args(["up", "-f"])
         .arg(&file)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -266,13 +338,73 @@ fn environments_that_require_approval_refuse_deploys_until_approvals_exist() {
     let _server = KillOnDrop(server);
     poll("server.json", || state.join("server.json").exists());
     hatoba(&state)
-        .args(["deploy", "web", "--version", "v1"])
+        .args(["deploy", "web", "--version", "v1", "--wait"])
         .assert()
-        .code(6)
-        .stderr(predicate::str::contains("requires approval"));
-    // Nothing was recorded.
+        .success();
+    let detail = || {
+        let out = hatoba(&state)
+            .args(["diagnose", "web", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let running = |v: &serde_json::Value| -> Vec<(String, u64)> {
+        v["service"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_owned(),
+                    i["pid"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = running(&detail());
+    assert_eq!(before.len(), 2, "{before:?}");
+    let (victim, pid) = before[0].clone();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll("a replacement", || {
+        let now = running(&detail());
+        now.len() == 2 && !now.iter().any(|(id, _)| *id == victim)
+    });
+    let v = detail();
+    assert_eq!(v["service"]["recent_restarts"], 1, "{v}");
+    let events: Vec<String> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains(&victim) && e.contains("killed by signal 9")),
+        "{events:?}"
+    );
+    poll("both instances back in the route", || {
+        let v = detail();
+        v["service"]["route"][0]["backends"]
+            .as_array()
+            .is_some_and(|b| b.len() == 2)
+    });
+    // The text form names the instances and the route; logs prints lines.
     hatoba(&state)
-        .args(["history"])
+        .args(["diagnose", "web"])
         .assert()
-        .stderr(predicate::str::contains("no deployments match"));
+        .success()
+        .stdout(predicate::str::contains("instances:"))
+        .stdout(predicate::str::contains("stable  v1"));
+    hatoba(&state)
+        .args(["logs", "web", "-n", "5"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[web-v1-"));
 }

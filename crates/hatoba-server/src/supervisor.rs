@@ -1,0 +1,353 @@
+//! Keeps what serves serving between rollouts: one loop per service that
+//! probes readiness (only ready instances are in the route table) and
+//! liveness, restarts an instance that exited or fails its liveness probe
+//! with exponential back-off (1 s, 2 s, 4 s ... at most 60 s), reports a
+//! crash loop (5 restarts within 5 minutes) in the events, and samples each
+//! instance's memory and CPU for `status` and `diagnose`.
+//!
+//! While a rollout runs, its deployer watches the instances instead (a new
+//! version that crashes or fails liveness is rolled back, not restarted),
+//! and this loop stands aside.
+
+use crate::deployer::{Deployed, ServiceRecord, ServingRecord, clock_now, instance_spec_for};
+use crate::probe::{Readiness, http_probe};
+use crate::server::ServiceState;
+use hatoba_core::{EnvName, Millis, ServiceName};
+use hatoba_metrics::Role;
+use hatoba_proxy::{GroupSpec, RouteSpec};
+use hatoba_runtime::{InstanceId, InstanceState, InstanceStatus, Runtime, Usage};
+use hatoba_spec::Service;
+use hatoba_store::{NewEvent, Store};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+/// Restarts within this window count towards back-off and crash loops.
+const CRASH_WINDOW: Duration = Duration::from_secs(300);
+/// This many restarts within the window is a crash loop.
+const CRASH_LOOP: usize = 5;
+/// The longest wait before a restart.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What one instance looks like to the operator, kept fresh by the loop.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Observed {
+    pub(crate) ready: bool,
+    pub(crate) live_failures: u32,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) last_probe: Option<String>,
+}
+
+/// The loop's view of one service, shared with the API.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    pub(crate) instances: HashMap<InstanceId, Observed>,
+    pub(crate) restarts: Vec<Millis>,
+    pub(crate) crash_loop: bool,
+    pub(crate) next_restart: Option<Millis>,
+}
+
+/// What the loop needs.
+pub(crate) struct Supervised {
+    pub(crate) name: ServiceName,
+    pub(crate) environment: EnvName,
+    pub(crate) svc: Service,
+    pub(crate) base_dir: PathBuf,
+    pub(crate) state: Arc<ServiceState>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) store: Arc<dyn Store>,
+}
+
+/// Runs until the task is aborted.
+pub(crate) async fn run(s: Supervised) {
+    let period = s
+        .svc
+        .health
+        .liveness
+        .as_ref()
+        .or(s.svc.health.readiness.as_ref())
+        .map_or(Duration::from_secs(1), |p| p.period)
+        .max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut readiness = Readiness::default();
+    let mut liveness = Readiness::default();
+    let mut routed: Option<(String, Vec<SocketAddr>)> = None;
+    let mut was_live = true;
+    loop {
+        tick.tick().await;
+        let _ops = s.state.ops.lock().await;
+        let live = s
+            .state
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if live {
+            was_live = true;
+            continue;
+        }
+        let serving = s
+            .state
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(mut serving) = serving else {
+            continue;
+        };
+        if was_live {
+            // Fresh after a rollout or a start: what the rollout (or the
+            // previous run) routed was ready.
+            was_live = false;
+            readiness = Readiness::default();
+            liveness = Readiness::default();
+            for i in &serving.instances {
+                readiness.assume_ready(i.addr);
+            }
+            routed = None;
+        }
+        let listed = s.runtime.list(&s.name).await.unwrap_or_default();
+        let now = clock_now();
+        let mut replaced = false;
+        let mut ready: Vec<SocketAddr> = Vec::new();
+        let mut observed: HashMap<InstanceId, Observed> = HashMap::new();
+        for idx in 0..serving.instances.len() {
+            let inst = serving.instances[idx].clone();
+            let exited = listed
+                .iter()
+                .find(|l| l.id == inst.id)
+                .is_none_or(|l| matches!(l.state, InstanceState::Exited { .. }));
+            let mut obs = Observed::default();
+            let mut dead = exited.then(|| describe_exit(&listed, &inst));
+            if dead.is_none()
+                && let Some(p) = &s.svc.health.liveness
+                && now.0 >= inst.started_at.0 + duration_ms(p.initial_delay)
+            {
+                let ok = http_probe(inst.addr, &p.path, p.timeout).await;
+                obs.last_probe = Some(format!(
+                    "liveness {} {}",
+                    p.path,
+                    if ok { "passed" } else { "failed" }
+                ));
+                // Reuses the streak counter: "ready" here means "alive";
+                // an instance is alive until proven otherwise.
+                if !liveness.knows(inst.addr) {
+                    liveness.assume_ready(inst.addr);
+                }
+                let alive = liveness.observe(inst.addr, ok, 1, p.failure_threshold);
+                if !ok {
+                    obs.live_failures = 1;
+                }
+                if !alive && !ok {
+                    dead = Some(format!(
+                        "liveness probe {} failed {} times in a row",
+                        p.path, p.failure_threshold
+                    ));
+                }
+            }
+            if let Some(why) = dead {
+                if let Some(new) = restart(&s, &serving, &inst, &why, now).await {
+                    readiness.forget(inst.addr);
+                    liveness.forget(inst.addr);
+                    serving.instances[idx] = new;
+                    replaced = true;
+                }
+                continue;
+            }
+            let is_ready = match &s.svc.health.readiness {
+                Some(p) => {
+                    let ok = http_probe(inst.addr, &p.path, p.timeout).await;
+                    readiness.observe(inst.addr, ok, p.success_threshold, p.failure_threshold)
+                }
+                None => tokio::net::TcpStream::connect(inst.addr).await.is_ok(),
+            };
+            if is_ready {
+                ready.push(inst.addr);
+            }
+            obs.ready = is_ready;
+            obs.usage = s.runtime.usage(&inst.id).await;
+            observed.insert(inst.id.clone(), obs);
+        }
+        {
+            let mut h = s
+                .state
+                .health
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            h.instances = observed;
+        }
+        if replaced {
+            *s.state
+                .serving
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(serving.clone());
+            let _ = s
+                .state
+                .deployer
+                .save(
+                    &s.name,
+                    &s.environment,
+                    &ServiceRecord {
+                        serving: Some(ServingRecord::of(&serving)),
+                        rollout: None,
+                    },
+                )
+                .await;
+        }
+        ready.sort_unstable();
+        let key = (serving.version.to_string(), ready.clone());
+        if routed.as_ref() != Some(&key) {
+            let spec = RouteSpec {
+                service: s.name.to_string(),
+                groups: vec![GroupSpec {
+                    role: Role::Stable,
+                    version: serving.version.to_string(),
+                    weight: 100,
+                    backends: ready,
+                }],
+                sticky: false,
+            };
+            if s.state.deployer.data_plane().route(spec).await.is_ok() {
+                routed = Some(key);
+            }
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn describe_exit(listed: &[InstanceStatus], inst: &InstanceStatus) -> String {
+    match listed.iter().find(|l| l.id == inst.id).map(|l| &l.state) {
+        Some(InstanceState::Exited { code: Some(c), .. }) => format!("exited with code {c}"),
+        Some(InstanceState::Exited {
+            signal: Some(sig), ..
+        }) => format!("killed by signal {sig}"),
+        _ => "is gone".to_owned(),
+    }
+}
+
+/// Stops what is left of an instance and starts a replacement, unless the
+/// back-off says to wait. Returns the replacement.
+async fn restart(
+    s: &Supervised,
+    serving: &Deployed,
+    inst: &InstanceStatus,
+    why: &str,
+    now: Millis,
+) -> Option<InstanceStatus> {
+    let (count, newly_looping) = {
+        let mut h = s
+            .state
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        h.restarts
+            .retain(|t| now.0.saturating_sub(t.0) < duration_ms(CRASH_WINDOW));
+        let n = h.restarts.len();
+        let backoff = if n == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1u64 << (n - 1).min(6)).min(MAX_BACKOFF)
+        };
+        let last = h.restarts.last().copied().unwrap_or(Millis(0));
+        let wait_until = last.saturating_add(backoff);
+        if wait_until > now {
+            h.next_restart = Some(wait_until);
+            return None;
+        }
+        h.next_restart = None;
+        h.restarts.push(now);
+        let looping = h.restarts.len() >= CRASH_LOOP;
+        let newly = looping && !h.crash_loop;
+        h.crash_loop = looping;
+        (h.restarts.len(), newly)
+    };
+    // Out of the table first, then stopped (a failed liveness probe leaves
+    // a process behind; an exited one is already gone).
+    let _ = s
+        .state
+        .deployer
+        .data_plane()
+        .route(RouteSpec {
+            service: s.name.to_string(),
+            groups: vec![GroupSpec {
+                role: Role::Stable,
+                version: serving.version.to_string(),
+                weight: 100,
+                backends: serving
+                    .instances
+                    .iter()
+                    .filter(|i| i.id != inst.id)
+                    .map(|i| i.addr)
+                    .collect(),
+            }],
+            sticky: false,
+        })
+        .await;
+    let _ = s
+        .runtime
+        .stop(&inst.id, s.svc.termination_grace_period)
+        .await;
+    let spec = instance_spec_for(
+        &s.name,
+        &s.svc,
+        &serving.version,
+        &serving.vars,
+        &s.base_dir,
+    )
+    .ok()?;
+    let started = s.runtime.start(&spec, clock_now()).await;
+    let mut message = match &started {
+        Ok(n) => format!(
+            "instance {} of {} {why}: restarted as {} (restart {count} in {})",
+            inst.id,
+            inst.version,
+            n.id,
+            hatoba_core::format_duration(CRASH_WINDOW)
+        ),
+        Err(e) => format!(
+            "instance {} of {} {why}: restart failed: {e}",
+            inst.id, inst.version
+        ),
+    };
+    if newly_looping {
+        message.push_str(&format!(
+            "; crash loop: {count} restarts within {}, backing off up to {}",
+            hatoba_core::format_duration(CRASH_WINDOW),
+            hatoba_core::format_duration(MAX_BACKOFF)
+        ));
+    }
+    if let Some(id) = &serving.deployment {
+        let _ = s
+            .store
+            .append_event(
+                id,
+                NewEvent {
+                    at: clock_now(),
+                    kind: "instance_restarted".to_owned(),
+                    message,
+                    data: None,
+                },
+            )
+            .await;
+    }
+    started.ok()
+}
+
+/// The instances' observed state, for the API.
+pub(crate) fn snapshot(
+    state: &ServiceState,
+) -> (BTreeMap<String, Observed>, usize, bool, Option<Millis>) {
+    let h = state.health.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = h
+        .instances
+        .iter()
+        .map(|(k, v)| (k.0.clone(), v.clone()))
+        .collect();
+    (map, h.restarts.len(), h.crash_loop, h.next_restart)
+}
