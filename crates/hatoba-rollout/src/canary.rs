@@ -43,6 +43,11 @@ pub struct CanaryPlan {
     /// background analysis are still checked; zero skips the watch.
     #[serde(default)]
     pub watch: Duration,
+    /// While promoting to full size, move traffic in proportion to the
+    /// instances already ready instead of all at once when all are (used
+    /// for rollbacks onto a cold previous version).
+    #[serde(default)]
+    pub ramp: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -264,6 +269,14 @@ impl Canary {
             }
             State::Promoting { .. } if self.ready_canary >= self.plan.replicas => {
                 self.finish_promotion(now)
+            }
+            State::Promoting { .. } if self.plan.ramp && self.ready_canary > 0 => {
+                // Capacity-aware: each ready instance takes its share, no
+                // more; the rest stays on stable (also when one drops out).
+                let share =
+                    u64::from(self.ready_canary) * 100 / u64::from(self.plan.replicas.max(1));
+                let w = Weight::new(i64::try_from(share).unwrap_or(100)).unwrap_or(Weight::FULL);
+                self.out.set_weight(w);
             }
             _ => {}
         }

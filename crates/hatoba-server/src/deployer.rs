@@ -343,6 +343,10 @@ struct Run<'a> {
     dirty: bool,
     /// Recorded but not started: waits for `hatoba approve`.
     awaiting_approval: bool,
+    /// Why the new version cannot run, found while executing a command.
+    unhealthy: Option<String>,
+    /// Consecutive liveness failures of the new version's instances.
+    liveness: Readiness,
     /// The last route table did not reach the data plane: push again.
     route_failed: bool,
 }
@@ -458,11 +462,16 @@ impl Deployer {
             dirty: true,
             route_failed: false,
             awaiting_approval: req.require_approval,
+            unhealthy: None,
+            liveness: Readiness::default(),
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
         }
         if run.awaiting_approval {
+            // Recorded as waiting before anyone hears of it: a restart from
+            // here on resumes the wait.
+            run.save().await?;
             if let Some(tx) = on_created {
                 let _ = tx.send(created);
             }
@@ -597,6 +606,8 @@ impl Deployer {
             dirty: true,
             route_failed: false,
             awaiting_approval: record.awaiting_approval,
+            unhealthy: None,
+            liveness: Readiness::default(),
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -741,6 +752,17 @@ impl Deployer {
     }
 }
 
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 async fn sleep_or_never(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
@@ -836,6 +858,9 @@ fn machine_for(req: &DeployRequest, stable_ready: u32) -> Machine {
                 progress_deadline: svc.progress_deadline,
                 background_analysis: c.analysis.is_some(),
                 watch: svc.watch,
+                // A rollback onto a cold previous version: traffic follows
+                // its instances as they become ready.
+                ramp: req.rollback_of.is_some(),
             })),
             Strategy::BlueGreen(b) => Machine::BlueGreen(BlueGreen::new(BlueGreenPlan {
                 replicas,
@@ -950,6 +975,9 @@ impl Run<'_> {
             self.apply(c).await?;
             self.pending = None;
             self.dirty = true;
+            if let Some(why) = self.unhealthy.take() {
+                self.machine.handle(clock_now(), Input::Unhealthy(why));
+            }
         }
         if self.dirty {
             self.save().await?;
@@ -1073,7 +1101,21 @@ impl Run<'_> {
                     .await?;
                     return Ok(());
                 }
-                let s = self.d.runtime.start(&self.instance, clock_now()).await?;
+                let s = match self.d.runtime.start(&self.instance, clock_now()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Not the rollout's end by itself: the machine
+                        // decides (rolled back, traffic stays on stable).
+                        let why = format!(
+                            "cannot start an instance of {}: {}",
+                            self.req.version,
+                            chain(&e)
+                        );
+                        self.event("instance_failed", why.clone()).await?;
+                        self.unhealthy = Some(why);
+                        return Ok(());
+                    }
+                };
                 self.event(
                     "instance_started",
                     format!(
@@ -1158,8 +1200,31 @@ impl Run<'_> {
         Some((count(&self.stable), count(&self.canary)))
     }
 
-    /// A new instance that exited is a failed rollout.
-    async fn crashed(&self) -> Option<String> {
+    /// A new instance that exited, or fails its liveness probe as many
+    /// times in a row as the spec allows, is a failed rollout.
+    async fn crashed(&mut self) -> Option<String> {
+        if let Some(p) = self.req.svc.health.liveness.clone() {
+            let now = clock_now();
+            for c in self.canary.clone() {
+                if now.0
+                    < c.started_at.0.saturating_add(
+                        u64::try_from(p.initial_delay.as_millis()).unwrap_or(u64::MAX),
+                    )
+                {
+                    continue;
+                }
+                if !self.liveness.knows(c.addr) {
+                    self.liveness.assume_ready(c.addr);
+                }
+                let ok = http_probe(c.addr, &p.path, p.timeout).await;
+                if !self.liveness.observe(c.addr, ok, 1, p.failure_threshold) {
+                    return Some(format!(
+                        "instance {} of {} failed its liveness probe {} {} times in a row",
+                        c.id, c.version, p.path, p.failure_threshold
+                    ));
+                }
+            }
+        }
         let listed = self.d.runtime.list(&self.req.service).await.ok()?;
         listed
             .iter()

@@ -93,14 +93,27 @@ pub(crate) fn run(state: &Path) -> anyhow::Result<Exit> {
     })
 }
 
+/// A data plane to drive.
+pub(crate) struct Connected {
+    pub(crate) client: ControlClient,
+    /// Its metrics address.
+    pub(crate) admin: String,
+    /// Whether this call started it (else it was already serving).
+    pub(crate) started: bool,
+}
+
 /// Connects to the data plane of this state directory, starting one when
-/// none answers. Returns the client and the admin address.
-pub(crate) async fn ensure(state: &Path) -> anyhow::Result<(ControlClient, String)> {
+/// none answers.
+pub(crate) async fn ensure(state: &Path) -> anyhow::Result<Connected> {
     let socket = socket_path(state);
     if let Ok(c) = ControlClient::connect(&socket).await
         && c.hello().await.is_ok()
     {
-        return Ok((c, admin_addr(state)));
+        return Ok(Connected {
+            client: c,
+            admin: admin_addr(state),
+            started: false,
+        });
     }
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()
@@ -131,7 +144,11 @@ pub(crate) async fn ensure(state: &Path) -> anyhow::Result<(ControlClient, Strin
             std::thread::spawn(move || {
                 let _ = child.wait();
             });
-            return Ok((c, admin_addr(state)));
+            return Ok(Connected {
+                client: c,
+                admin: admin_addr(state),
+                started: true,
+            });
         }
         if let Ok(Some(status)) = child.try_wait() {
             let tail = std::fs::read_to_string(log_file(state)).unwrap_or_default();

@@ -86,7 +86,29 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     use sha2::Digest as _;
     // The proxy runs as its own process unless asked otherwise, so users'
     // traffic outlives this one (see `dataplane_cmd`).
+    let runtime = Arc::new(
+        hatoba_runtime_process::ProcessRuntime::new(state.join("logs"))
+            .with_scope(std::path::absolute(state)?.display().to_string()),
+    );
+    // Instance logs rotate by size (copy, then truncate: the instances keep
+    // writing to the same file); the runtime only does it when asked.
+    let rotation = {
+        let runtime = Arc::clone(&runtime);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let rt = Arc::clone(&runtime);
+                if let Ok(r) = tokio::task::spawn_blocking(move || rt.rotate_logs()).await {
+                    for f in r.failed {
+                        output::stderr(&format!("log rotation: {f}\n"));
+                    }
+                }
+            }
+        })
+    };
     let mut supervisor = None;
+    let mut started_data_plane = None;
     let (data_plane, remote_admin): (Arc<dyn hatoba_server::DataPlane>, Option<String>) =
         if args.in_process_proxy {
             let local = hatoba_server::LocalDataPlane::new(
@@ -96,15 +118,16 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             );
             (Arc::new(local), None)
         } else {
-            let (client, admin) = crate::dataplane_cmd::ensure(state).await?;
+            let c = crate::dataplane_cmd::ensure(state).await?;
             supervisor = Some(tokio::spawn(crate::dataplane_cmd::supervise(
                 state.to_path_buf(),
-                client.clone(),
+                c.client.clone(),
             )));
-            (
-                Arc::new(hatoba_server::RemoteDataPlane::new(client)),
-                Some(admin),
-            )
+            let remote = Arc::new(hatoba_server::RemoteDataPlane::new(c.client));
+            if c.started {
+                started_data_plane = Some(Arc::clone(&remote));
+            }
+            (remote, Some(c.admin))
         };
     let server = hatoba_server::Server::start(hatoba_server::ServerConfig {
         spec,
@@ -112,22 +135,30 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         environment: env.clone(),
         base_dir,
         store,
-        runtime: Arc::new(
-            hatoba_runtime_process::ProcessRuntime::new(state.join("logs"))
-                .with_scope(std::path::absolute(state)?.display().to_string()),
-        ),
+        runtime: Arc::clone(&runtime) as Arc<dyn hatoba_runtime::Runtime>,
         data_plane,
         token,
     })
-    .await
-    .map_err(|e| {
-        let exit = if matches!(e, hatoba_server::StartError::UnknownEnvironment(..)) {
-            Exit::BadInput
-        } else {
-            Exit::Failed
-        };
-        CliError::new(exit, crate::server_cmd::chain(&e))
-    })?;
+    .await;
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            // Leave nothing behind that this run started.
+            if let Some(s) = supervisor.take() {
+                s.abort();
+            }
+            if let Some(dp) = started_data_plane.take() {
+                use hatoba_server::DataPlane as _;
+                dp.shutdown().await;
+            }
+            let exit = if matches!(e, hatoba_server::StartError::UnknownEnvironment(..)) {
+                Exit::BadInput
+            } else {
+                Exit::Failed
+            };
+            return Err(CliError::new(exit, crate::server_cmd::chain(&e)).into());
+        }
+    };
     let resumed = server
         .resume()
         .await
@@ -176,6 +207,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     if let Some(s) = supervisor {
         s.abort();
     }
+    rotation.abort();
     server.shutdown(args.keep_running).await;
     admin.shutdown();
     let _ = std::fs::remove_file(info_path(state));
@@ -325,10 +357,15 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
 }
 
 /// Prints a deployment's events as they come until it ends; exit 0 only
-/// when it succeeded.
+/// when it succeeded. On a terminal, a status line under the events shows
+/// the elapsed time, the weights and the ready instances as they change;
+/// elsewhere the output is plain lines only.
 async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<Exit> {
+    use std::io::IsTerminal as _;
+    let live = global.output == Output::Text && std::io::stdout().is_terminal();
     let mut seen = 0;
     let started = tokio::time::Instant::now();
+    let mut status_line = false;
     loop {
         let bytes = call(
             global,
@@ -339,13 +376,21 @@ async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<E
         .await?;
         let detail: hatoba_api::DeploymentDetail = serde_json::from_slice(&bytes)?;
         if global.output == Output::Text {
-            for e in detail.events.iter().skip(seen) {
-                output::stdout(&format!(
+            let fresh = detail.events.iter().skip(seen);
+            let mut text = String::new();
+            for e in fresh {
+                text.push_str(&format!(
                     "  [{:>6.1}s] {}\n",
                     started.elapsed().as_secs_f64(),
                     e.message
                 ));
             }
+            if status_line {
+                // Clear the status line before more output.
+                output::stdout("\r\x1b[2K");
+                status_line = false;
+            }
+            output::stdout(&text);
         }
         seen = detail.events.len();
         let status = detail.deployment.status.as_str();
@@ -369,8 +414,47 @@ async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<E
                 Exit::Failed
             });
         }
+        if live {
+            let line = progress_line(global, d, started.elapsed()).await;
+            output::stdout(&line);
+            status_line = true;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `⏵ 12.3s · stable v1 50% (2 ready) · canary v2 50% (1 ready)`.
+async fn progress_line(global: &Global, d: &hatoba_api::Deployment, elapsed: Duration) -> String {
+    let mut line = format!("  \u{23f5} {:.1}s {}", elapsed.as_secs_f64(), d.status);
+    if let Ok(bytes) = call(
+        global,
+        hyper::Method::GET,
+        &format!("/v1/services/{}", d.service),
+        None,
+    )
+    .await
+        && let Ok(s) = serde_json::from_slice::<hatoba_api::ServiceDetail>(&bytes)
+    {
+        line = format!("  \u{23f5} {:.1}s", elapsed.as_secs_f64());
+        for g in &s.route {
+            line.push_str(&format!(
+                " \u{b7} {} {} {}% ({} ready)",
+                g.role,
+                g.version,
+                g.weight,
+                g.backends.len()
+            ));
+        }
+        let starting = s
+            .instances
+            .iter()
+            .filter(|i| i.state == "running" && !i.in_route)
+            .count();
+        if starting > 0 {
+            line.push_str(&format!(" \u{b7} {starting} out of the route"));
+        }
+    }
+    line
 }
 
 pub(crate) async fn rollback(

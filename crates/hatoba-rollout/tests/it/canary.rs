@@ -27,6 +27,7 @@ fn plan() -> CanaryPlan {
         progress_deadline: Duration::from_secs(60),
         background_analysis: true,
         watch: Duration::ZERO,
+        ramp: false,
     }
 }
 
@@ -271,6 +272,36 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
 }
 
 #[test]
+fn a_ramped_promotion_moves_traffic_as_instances_become_ready() {
+    check(
+        CanaryPlan {
+            ramp: true,
+            ..plan()
+        },
+        "0s start
+         0s promote-full
+         2s ready 4 1
+         3s ready 4 2
+         4s ready 4 1
+         5s ready 4 4",
+        expect![[r#"
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            0s    # promoted fully: remaining steps skipped
+            0s    scale canary 4
+            2s    weight 25
+            3s    weight 50
+            4s    weight 25
+            5s    weight 100
+            5s    scale stable 0
+            5s    stop analysis background
+            5s    finish: succeeded
+        "#]],
+    );
+}
+
+#[test]
 fn inconclusive_background_analysis_holds_promotion() {
     check(
         CanaryPlan {
@@ -363,7 +394,7 @@ proptest! {
             steps.push(if i % 2 == 0 { Step::Pause(Some(Duration::from_secs(60))) } else { Step::Analysis });
         }
         let watch = Duration::from_secs(if replicas % 2 == 0 { 90 } else { 0 });
-        let plan = CanaryPlan { replicas, stable_ready: replicas, steps, progress_deadline: Duration::from_secs(120), background_analysis: true, watch };
+        let plan = CanaryPlan { replicas, stable_ready: replicas, steps, progress_deadline: Duration::from_secs(120), background_analysis: true, watch, ramp: replicas % 3 == 0 };
         let mut m = Canary::new(plan);
         let mut now = 0u64;
         let mut ready_canary = 0u32;

@@ -57,6 +57,7 @@ fn canary(replicas: u32) -> Canary {
         progress_deadline: Duration::from_secs(120),
         background_analysis: true,
         watch: Duration::from_secs(90),
+        ramp: true,
     })
 }
 

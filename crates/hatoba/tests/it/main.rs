@@ -4,6 +4,7 @@
 
 mod cli;
 mod demo;
+mod faults;
 mod history;
 mod proxy;
 mod proxy_tls;
