@@ -235,6 +235,9 @@ pub struct DeployRequest {
 pub struct RollbackRequest {
     /// The version to return to; the previous succeeded one when absent.
     pub to: Option<String>,
+    /// Who asks, for the history.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// `GET /v1/deployments/{id}`: a deployment and its events so far.

@@ -160,12 +160,14 @@ impl Rolling {
                 let available =
                     self.ready_old.min(self.scaled_old) + self.ready_new.min(self.scaled_new);
                 let removable = available.saturating_sub(min_available).min(self.scaled_old);
+                self.scaled_old -= removable;
+                // Traffic moves first (onto the new ready instances), then
+                // the old ones leave: never a moment with less capacity.
+                self.balance();
                 if removable > 0 {
-                    self.scaled_old -= removable;
                     self.out
                         .push(Command::Scale(Track::Stable, self.scaled_old));
                 }
-                self.balance();
                 // Scaling old down made room for more new instances.
                 let room = max_total.saturating_sub(self.scaled_old + self.scaled_new);
                 let want_new = replicas.min(self.scaled_new + room);

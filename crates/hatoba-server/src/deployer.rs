@@ -625,7 +625,7 @@ impl Deployer {
         run.event(
             "controller",
             format!(
-                "controller restarted: resuming with {} stable and {} new instances ({gone} gone), canary weight {}",
+                "controller restarted: resuming with {} stable and {} new instances ({gone} gone), new version weight {}",
                 run.stable.len(),
                 run.canary.len(),
                 run.weight
@@ -993,7 +993,7 @@ impl Run<'_> {
                 Command::SetWeight(w) => {
                     self.event(
                         hatoba_store::event_kind::WEIGHT_CHANGED,
-                        format!("canary weight {w}"),
+                        format!("new version weight {w}"),
                     )
                     .await?;
                     self.weight = w.percent();

@@ -630,11 +630,11 @@ impl Server {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                let to = serde_json::from_slice::<hatoba_api::RollbackRequest>(&body)
-                    .ok()
-                    .and_then(|r| r.to);
+                let r = serde_json::from_slice::<hatoba_api::RollbackRequest>(&body).ok();
+                let to = r.as_ref().and_then(|r| r.to.clone());
+                let by = r.and_then(|r| r.by).unwrap_or_else(|| "cli".to_owned());
                 let name = (*name).to_owned();
-                self.rollback(&name, to).await
+                self.rollback(&name, to, by).await
             }
             (Method::POST, ["v1", "services", name, action]) => self.operate(name, action).await,
             _ => error(
@@ -649,7 +649,12 @@ impl Server {
     /// Deploys the previous succeeded version (or `to`) again, recorded as a
     /// rollback of the current deployment. It goes through the service's
     /// strategy like any deployment.
-    async fn rollback(self: Arc<Self>, name: &str, to: Option<String>) -> Response<Full<Bytes>> {
+    async fn rollback(
+        self: Arc<Self>,
+        name: &str,
+        to: Option<String>,
+        by: String,
+    ) -> Response<Full<Bytes>> {
         let Ok(service) = name.parse::<ServiceName>() else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -658,6 +663,52 @@ impl Server {
                 None,
             );
         };
+        // A deployment in progress (a canary, a blue-green switch whose old
+        // colour is still warm, a watch after promotion): the previous
+        // version still runs, so going back is aborting it, at once.
+        if let Some(state) = self.services.get(&service).cloned() {
+            let live = state
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some((Some(id), tx)) = live {
+                let serving = state
+                    .serving
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .map(|d| d.version.to_string());
+                if let Some(v) = &to
+                    && Some(v) != serving.as_ref()
+                {
+                    return error(
+                        StatusCode::CONFLICT,
+                        5,
+                        &format!(
+                            "deployment {id} of `{service}` is in progress; a rollback now can only return to {}",
+                            serving.as_deref().unwrap_or("nothing")
+                        ),
+                        Some("`hatoba rollback SERVICE` without --to, or wait for it to end"),
+                    );
+                }
+                let _ = tx
+                    .send(Operator::Input(Input::Abort(format!(
+                        "rolled back by {by} with `hatoba rollback`"
+                    ))))
+                    .await;
+                return match self.store.deployment(&id).await {
+                    Ok(Some(d)) => json(StatusCode::ACCEPTED, &api::deployment(&d)),
+                    Ok(None) => error(
+                        StatusCode::NOT_FOUND,
+                        4,
+                        &format!("no deployment {id}"),
+                        None,
+                    ),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None),
+                };
+            }
+        }
         let history = match self
             .store
             .history(&hatoba_store::HistoryFilter {
@@ -721,7 +772,7 @@ impl Server {
             environment: None,
             version: target.to_string(),
             vars: Default::default(),
-            deployed_by: None,
+            deployed_by: Some(by),
         };
         self.deploy(r, Some(current.id.clone())).await
     }

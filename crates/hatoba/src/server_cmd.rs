@@ -462,7 +462,10 @@ pub(crate) async fn rollback(
     service: &str,
     to: Option<String>,
 ) -> anyhow::Result<Exit> {
-    let body = serde_json::to_vec(&hatoba_api::RollbackRequest { to })?;
+    let body = serde_json::to_vec(&hatoba_api::RollbackRequest {
+        to,
+        by: Some(crate::inspect_cmd::actor(None)),
+    })?;
     let bytes = call(
         global,
         hyper::Method::POST,
@@ -471,6 +474,30 @@ pub(crate) async fn rollback(
     )
     .await?;
     let d: hatoba_api::Deployment = serde_json::from_slice(&bytes)?;
+    if d.rollback_of.is_none() {
+        // A deployment was in progress: the rollback aborts it, traffic
+        // goes back to the version that still runs.
+        if global.output == Output::Text {
+            output::stdout(&format!(
+                "deployment {} of `{}` {} was in progress: aborting it, traffic goes back to the previous version\n",
+                d.id, d.service, d.version
+            ));
+        }
+        let exit = follow(global, &d).await?;
+        let end = call(
+            global,
+            hyper::Method::GET,
+            &format!("/v1/deployments/{}", d.id),
+            None,
+        )
+        .await?;
+        let end: hatoba_api::DeploymentDetail = serde_json::from_slice(&end)?;
+        return Ok(if end.deployment.status == "aborted" {
+            Exit::Ok
+        } else {
+            exit
+        });
+    }
     if global.output == Output::Text {
         output::stdout(&format!(
             "rolling `{}` back to {} as deployment {} ({})\n",

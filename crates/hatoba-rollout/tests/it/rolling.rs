@@ -38,17 +38,17 @@ fn one_at_a_time_never_below_four_ready() {
         expect![[r#"
             0s    # rolling 4 instances: up to 1 extra, up to 0 missing
             0s    scale canary 1
-            2s    scale stable 3
             2s    weight 25
+            2s    scale stable 3
             2s    scale canary 2
-            5s    scale stable 2
             5s    weight 50
+            5s    scale stable 2
             5s    scale canary 3
-            8s    scale stable 1
             8s    weight 75
+            8s    scale stable 1
             8s    scale canary 4
-            11s   scale stable 0
             11s   weight 100
+            11s   scale stable 0
             11s   finish: succeeded
         "#]],
     );
@@ -67,8 +67,8 @@ fn stalled_rollout_rolls_back_capacity_first() {
         expect![[r#"
             0s    # rolling 4 instances: up to 1 extra, up to 0 missing
             0s    scale canary 1
-            2s    scale stable 3
             2s    weight 25
+            2s    scale stable 3
             2s    scale canary 2
             1m2s  # rolling back: no new instance became ready within 1m: 1/4 ready
             1m2s  scale stable 4
@@ -102,14 +102,14 @@ fn surge_and_unavailable_as_percentages_of_ten() {
             0s    scale canary 3
             0s    scale stable 8
             0s    scale canary 5
-            1s    scale stable 5
             1s    weight 38
+            1s    scale stable 5
             1s    scale canary 8
-            2s    scale stable 3
             2s    weight 63
+            2s    scale stable 3
             2s    scale canary 10
-            4s    scale stable 0
             4s    weight 100
+            4s    scale stable 0
             6s    finish: succeeded
         "#]],
     );

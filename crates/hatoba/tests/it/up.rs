@@ -408,3 +408,77 @@ fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
         .success()
         .stdout(predicate::str::contains("[web-v1-"));
 }
+
+/// During the watch after promotion the previous version is still warm:
+/// `hatoba rollback` sends traffic back to it at once, and a regression
+/// would too.
+#[test]
+fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = hatoba_test_support::free_port().unwrap();
+    let file = dir.path().join("hatoba.yaml");
+    let text = spec(port)
+        .replace("    drain: 1s\n", "    drain: 1s\n    watch: 5m\n")
+        .replace("          - pause: {}\n", "");
+    assert!(text.contains("watch: 5m"));
+    std::fs::write(&file, text).unwrap();
+    let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["up", "-f"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = KillOnDrop(server);
+    poll("server.json", || state.join("server.json").exists());
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .success();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = traffic(port, std::sync::Arc::clone(&stop));
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    let route = || {
+        let out = hatoba(&state)
+            .args(["diagnose", "web", "-o", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["service"]["route"].clone()
+    };
+    // v2 takes all the traffic while v1 stays warm (in the table at 0 %).
+    poll("v2 at 100 % with v1 warm", || {
+        let r = route();
+        r.as_array().is_some_and(|groups| {
+            groups
+                .iter()
+                .any(|g| g["version"] == "v2" && g["weight"] == 100)
+                && groups.iter().any(|g| {
+                    g["version"] == "v1" && g["backends"].as_array().is_some_and(|b| b.len() == 2)
+                })
+        })
+    });
+    assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
+    hatoba(&state)
+        .args(["rollback", "web"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("aborting it"));
+    let r = route();
+    assert!(
+        r.as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["version"] == "v1" || g["weight"] == 0),
+        "{r}"
+    );
+    assert_eq!(live_status(&state).as_deref(), Some("aborted"));
+    assert_eq!(status_version(&state).as_deref(), Some("v1"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+}
