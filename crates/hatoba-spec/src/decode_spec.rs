@@ -1,7 +1,9 @@
 //! Decodes the YAML tree into a `Spec`, checking everything a spec can get
 //! wrong on its own: types, ranges, unknown fields, names, addresses,
-//! conditions, references between sections. Every mistake becomes a
-//! diagnostic and decoding goes on, so one run reports them all. No IO.
+//! conditions, provider text (PromQL queries, `{{name}}` placeholders, JSON
+//! paths: see `provider_syntax`), references between sections. Every mistake
+//! becomes a diagnostic and decoding goes on, so one run reports them all.
+//! No IO.
 
 use crate::condition::Condition;
 use crate::decode::{
@@ -11,7 +13,8 @@ use crate::decode::{
 use crate::diag::Diagnostic;
 use crate::interpolate;
 use crate::model::*;
-use crate::yaml::{Node, NodeKind, Span};
+use crate::provider_syntax::{self, TextError};
+use crate::yaml::{self, Node, NodeKind, Span};
 use hatoba_core::{EnvName, ServiceName, Weight};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,9 +33,21 @@ struct Cx {
     template_uses: Vec<TemplateUse>,
 }
 
-pub(crate) fn decode(root: &Node) -> (Option<Spec>, Vec<Diagnostic>) {
+/// What a provider's text is checked with besides its own node: the source
+/// by line, to point inside a scalar, and the template's argument names for
+/// `{{name}}` placeholders (`None` when they could not be read: names are
+/// then not checked, so one mistake is not reported twice).
+struct ProviderCx<'a> {
+    lines: &'a [&'a str],
+    args: Option<Vec<String>>,
+}
+
+/// Decodes the tree read from `source` (the text is needed only to point
+/// inside scalars, e.g. at the unbalanced `(` of a query).
+pub(crate) fn decode(root: &Node, source: &str) -> (Option<Spec>, Vec<Diagnostic>) {
+    let lines: Vec<&str> = source.lines().collect();
     let mut cx = Cx::default();
-    let spec = decode_root(root, &mut cx);
+    let spec = decode_root(root, &lines, &mut cx);
     let Cx { d, .. } = cx;
     let mut diags = d.0;
     // Environment overrides re-decode the base service, so a mistake in the
@@ -46,7 +61,7 @@ pub(crate) fn decode(root: &Node) -> (Option<Spec>, Vec<Diagnostic>) {
     (if has_errors { None } else { spec }, diags)
 }
 
-fn decode_root(root: &Node, cx: &mut Cx) -> Option<Spec> {
+fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
     let mut f = Fields::of(root, "", &mut cx.d, "a mapping with `app` and `services`")?;
     let app = f
         .required("app", &mut cx.d, "name the application: `app: shop`")
@@ -83,7 +98,7 @@ fn decode_root(root: &Node, cx: &mut Cx) -> Option<Spec> {
     }
 
     let (analysis, template_names) = match analysis_node {
-        Some(n) => decode_analysis(n, cx),
+        Some(n) => decode_analysis(n, lines, cx),
         None => (Some(Analysis::default()), Vec::new()),
     };
 
@@ -889,7 +904,7 @@ fn decode_analysis_ref(node: &Node, path: &str, cx: &mut Cx) -> Option<AnalysisR
 
 /// The templates, and the names of all templates written (also those that
 /// failed to decode, so references to them are not reported as unknown).
-fn decode_analysis(node: &Node, cx: &mut Cx) -> (Option<Analysis>, Vec<String>) {
+fn decode_analysis(node: &Node, lines: &[&str], cx: &mut Cx) -> (Option<Analysis>, Vec<String>) {
     let d = &mut cx.d;
     let Some(mut f) = Fields::of(node, "analysis", d, "a mapping with `templates`") else {
         return (None, Vec::new());
@@ -911,7 +926,7 @@ fn decode_analysis(node: &Node, cx: &mut Cx) -> (Option<Analysis>, Vec<String>) 
         for (k, v) in entries {
             let name = k.as_scalar().unwrap_or("").to_owned();
             names.push(name.clone());
-            match decode_template(v, &join("analysis.templates", &name), d) {
+            match decode_template(v, &join("analysis.templates", &name), lines, d) {
                 Some(t) => {
                     templates.insert(name, t);
                 }
@@ -922,7 +937,12 @@ fn decode_analysis(node: &Node, cx: &mut Cx) -> (Option<Analysis>, Vec<String>) 
     (ok.then_some(Analysis { templates }), names)
 }
 
-fn decode_template(node: &Node, path: &str, d: &mut Diags) -> Option<AnalysisTemplate> {
+fn decode_template(
+    node: &Node,
+    path: &str,
+    lines: &[&str],
+    d: &mut Diags,
+) -> Option<AnalysisTemplate> {
     let mut f = Fields::of(node, path, d, "a template (a mapping with `metrics`)")?;
     let args = f.get("args").map(|n| {
         list(
@@ -950,8 +970,18 @@ fn decode_template(node: &Node, path: &str, d: &mut Diags) -> Option<AnalysisTem
     let metrics_node = f.required("metrics", d, "a template measures at least one metric");
     let metrics_path = f.path("metrics");
     f.finish(d);
+    let pcx = ProviderCx {
+        lines,
+        args: match &args {
+            None => Some(Vec::new()),
+            Some(Some(args)) => Some(args.iter().map(|a| a.name.clone()).collect()),
+            Some(None) => None,
+        },
+    };
     let metrics = metrics_node.and_then(|n| {
-        let metrics = list(n, &metrics_path, d, "a list of metrics", decode_metric)?;
+        let metrics = list(n, &metrics_path, d, "a list of metrics", |n, p, d| {
+            decode_metric(n, p, d, &pcx)
+        })?;
         if metrics.is_empty() {
             d.error(
                 n.span,
@@ -1004,7 +1034,7 @@ fn condition(node: &Node, path: &str, d: &mut Diags) -> Option<Condition> {
     }
 }
 
-fn decode_metric(node: &Node, path: &str, d: &mut Diags) -> Option<Metric> {
+fn decode_metric(node: &Node, path: &str, d: &mut Diags, pcx: &ProviderCx<'_>) -> Option<Metric> {
     let mut f = Fields::of(
         node,
         path,
@@ -1023,7 +1053,7 @@ fn decode_metric(node: &Node, path: &str, d: &mut Diags) -> Option<Metric> {
         d,
         "where the value comes from: `builtin`, `prometheus`, `webhook` or `command`",
     );
-    let provider = provider.map(|n| decode_provider(n, &f.path("provider"), d));
+    let provider = provider.map(|n| decode_provider(n, &f.path("provider"), d, pcx));
     let interval = f
         .get("interval")
         .map(|n| positive_duration(n, &f.path("interval"), d));
@@ -1045,6 +1075,9 @@ fn decode_metric(node: &Node, path: &str, d: &mut Diags) -> Option<Metric> {
     let error_limit = f
         .get("consecutiveErrorLimit")
         .map(|n| u32_in(n, &f.path("consecutiveErrorLimit"), d, 0, 1_000_000));
+    let min_samples = f
+        .get("minSamples")
+        .map(|n| u32_in(n, &f.path("minSamples"), d, 1, 100_000_000));
     let span = f.span();
     f.finish(d);
     let provider = provider??;
@@ -1078,6 +1111,10 @@ fn decode_metric(node: &Node, path: &str, d: &mut Diags) -> Option<Metric> {
         failure_limit: failure_limit.unwrap_or(Some(0))?,
         inconclusive_limit: inconclusive_limit.unwrap_or(Some(0))?,
         consecutive_error_limit: error_limit.unwrap_or(Some(4))?,
+        min_samples: match min_samples {
+            Some(m) => Some(u64::from(m?)),
+            None => None,
+        },
     })
 }
 
@@ -1103,7 +1140,70 @@ fn http_url(node: &Node, path: &str, d: &mut Diags) -> Option<String> {
     Some(url)
 }
 
-fn decode_provider(node: &Node, path: &str, d: &mut Diags) -> Option<Provider> {
+/// Records a mistake found inside a scalar's text: at its exact place when
+/// that can be computed (see `yaml::locate`), else at the scalar's start,
+/// with the place in the text added to the message.
+fn text_error(node: &Node, path: &str, lines: &[&str], e: TextError, d: &mut Diags) {
+    let (span, message) = match yaml::locate(lines, node, e.offset, e.len) {
+        Some(span) => (span, e.message),
+        None if e.offset == 0 => (node.span, e.message),
+        None => {
+            // Not exact (a folded or multi-line quoted scalar, an alias):
+            // point at the scalar's start and say where in its text.
+            let before: Vec<char> = node
+                .as_scalar()
+                .unwrap_or("")
+                .chars()
+                .take(e.offset)
+                .collect();
+            let line = before.iter().filter(|c| **c == '\n').count() + 1;
+            let col = before.iter().rev().take_while(|c| **c != '\n').count() + 1;
+            let place = if line == 1 {
+                format!("character {col} of the text")
+            } else {
+                format!("line {line}, character {col} of the text")
+            };
+            (node.span, format!("{} (at {place})", e.message))
+        }
+    };
+    d.push(Diagnostic::error(span, path, message).with_hint(e.hint));
+}
+
+/// Checks the `{{name}}` placeholders of a provider's string; false (with
+/// a diagnostic) when one is unclosed or unknown.
+fn placeholders_ok(
+    node: &Node,
+    text: &str,
+    path: &str,
+    d: &mut Diags,
+    pcx: &ProviderCx<'_>,
+) -> bool {
+    match provider_syntax::check_placeholders(text, pcx.args.as_deref()) {
+        Ok(()) => true,
+        Err(e) => {
+            text_error(node, path, pcx.lines, e, d);
+            false
+        }
+    }
+}
+
+/// A provider's string that may use `{{name}}` placeholders.
+fn placeholder_string(
+    node: &Node,
+    path: &str,
+    d: &mut Diags,
+    pcx: &ProviderCx<'_>,
+) -> Option<String> {
+    let s = string(node, path, d)?;
+    placeholders_ok(node, &s, path, d, pcx).then_some(s)
+}
+
+fn decode_provider(
+    node: &Node,
+    path: &str,
+    d: &mut Diags,
+    pcx: &ProviderCx<'_>,
+) -> Option<Provider> {
     let (key, value) = one_of(
         node,
         path,
@@ -1161,7 +1261,17 @@ fn decode_provider(node: &Node, path: &str, d: &mut Diags) -> Option<Provider> {
                 .and_then(|n| http_url(n, &f.path("address"), d));
             let query = f
                 .required("query", d, "a PromQL query returning one number")
-                .and_then(|n| non_empty(n, &f.path("query"), d));
+                .and_then(|n| {
+                    let path = f.path("query");
+                    let q = string(n, &path, d)?;
+                    match provider_syntax::check_promql(&q, pcx.args.as_deref()) {
+                        Ok(()) => Some(q),
+                        Err(e) => {
+                            text_error(n, &path, pcx.lines, e, d);
+                            None
+                        }
+                    }
+                });
             let timeout = f
                 .get("timeout")
                 .map(|n| positive_duration(n, &f.path("timeout"), d));
@@ -1173,9 +1283,10 @@ fn decode_provider(node: &Node, path: &str, d: &mut Diags) -> Option<Provider> {
             })
         }
         "webhook" => {
-            let url = f
-                .required("url", d, "the URL to call")
-                .and_then(|n| http_url(n, &f.path("url"), d));
+            let url = f.required("url", d, "the URL to call").and_then(|n| {
+                let url = http_url(n, &f.path("url"), d)?;
+                placeholders_ok(n, &url, &f.path("url"), d, pcx).then_some(url)
+            });
             let method = f.get("method").map(|n| {
                 let m = string(n, &f.path("method"), d)?;
                 if m != "GET" && m != "POST" {
@@ -1184,10 +1295,23 @@ fn decode_provider(node: &Node, path: &str, d: &mut Diags) -> Option<Provider> {
                 }
                 Some(m)
             });
-            let headers = f
-                .get("headers")
-                .map(|n| string_map(n, &f.path("headers"), d));
-            let body = f.get("body").map(|n| string(n, &f.path("body"), d));
+            let headers = f.get("headers").map(|n| {
+                let path = f.path("headers");
+                let map = string_map(n, &path, d)?;
+                let mut ok = true;
+                if let NodeKind::Map(entries) = &n.kind {
+                    for (k, v) in entries {
+                        if let Some(value) = v.as_scalar() {
+                            let p = join(&path, k.as_scalar().unwrap_or(""));
+                            ok &= placeholders_ok(v, value, &p, d, pcx);
+                        }
+                    }
+                }
+                ok.then_some(map)
+            });
+            let body = f
+                .get("body")
+                .map(|n| placeholder_string(n, &f.path("body"), d, pcx));
             let json_path = f.required(
                 "jsonPath",
                 d,
@@ -1195,7 +1319,7 @@ fn decode_provider(node: &Node, path: &str, d: &mut Diags) -> Option<Provider> {
             );
             let json_path = json_path.and_then(|n| {
                 let p = non_empty(n, &f.path("jsonPath"), d)?;
-                if !p.starts_with('$') {
+                if !p.trim_start().starts_with('$') {
                     d.push(
                         Diagnostic::error(
                             n.span,
@@ -1207,6 +1331,10 @@ fn decode_provider(node: &Node, path: &str, d: &mut Diags) -> Option<Provider> {
                         )
                         .with_hint("e.g. `$.data.value`"),
                     );
+                    return None;
+                }
+                if let Err(e) = provider_syntax::check_json_path(&p) {
+                    text_error(n, &f.path("jsonPath"), pcx.lines, e, d);
                     return None;
                 }
                 Some(p)
@@ -1230,8 +1358,15 @@ fn decode_provider(node: &Node, path: &str, d: &mut Diags) -> Option<Provider> {
         _ => {
             let command = f
                 .required("command", d, "the program to run")
-                .and_then(|n| non_empty(n, &f.path("command"), d));
-            let args = f.get("args").map(|n| string_list(n, &f.path("args"), d));
+                .and_then(|n| {
+                    let command = non_empty(n, &f.path("command"), d)?;
+                    placeholders_ok(n, &command, &f.path("command"), d, pcx).then_some(command)
+                });
+            let args = f.get("args").map(|n| {
+                list(n, &f.path("args"), d, "a list of strings", |item, p, d| {
+                    placeholder_string(item, p, d, pcx)
+                })
+            });
             let timeout = f
                 .get("timeout")
                 .map(|n| positive_duration(n, &f.path("timeout"), d));

@@ -12,6 +12,7 @@ mod decode_spec;
 mod diag;
 mod interpolate;
 mod model;
+mod provider_syntax;
 mod schema;
 mod yaml;
 
@@ -97,7 +98,7 @@ pub fn parse(source: &str) -> Parsed {
             "start from `examples/quickstart/hatoba.yaml`, or run `hatoba schema` for the full format",
         ),
         Ok(Some(root)) => {
-            let (spec, diagnostics) = decode_spec::decode(&root);
+            let (spec, diagnostics) = decode_spec::decode(&root, source);
             Parsed { spec, diagnostics }
         }
     }

@@ -455,6 +455,13 @@ pub struct Metric {
     /// Consecutive provider errors tolerated. Default 4.
     #[serde(default)]
     pub consecutive_error_limit: u32,
+    /// Minimum evidence: for `builtin`, the requests the canary must have
+    /// served in the window before the metric is judged (default 20);
+    /// below it the measurement is "insufficient", shown with what is
+    /// missing, and never passes. An analysis short of evidence for 5
+    /// minutes is inconclusive.
+    #[serde(default)]
+    pub min_samples: Option<u64>,
 }
 
 /// Where a metric's value comes from (exactly one key).
@@ -521,7 +528,8 @@ pub struct PrometheusProvider {
     /// The server, e.g. `http://127.0.0.1:9090`.
     pub address: String,
     /// A PromQL instant query returning one number; may use `{{service}}`,
-    /// `{{version}}`, `{{canary_version}}`, `{{env}}` and template arguments.
+    /// `{{version}}`, `{{canary_version}}`, `{{stable_version}}`, `{{env}}`
+    /// and template arguments (`{{name}}` or `{{args.name}}`).
     pub query: String,
     /// Default `10s`.
     #[serde(default)]

@@ -84,6 +84,138 @@ impl Node {
     }
 }
 
+/// Where characters `offset..offset + len` of a scalar's text are in the
+/// source (`lines`: the source split into lines), when that can be known
+/// exactly; `None` when it cannot, and the caller points at the scalar's
+/// start instead.
+///
+/// Exact are: plain and single- or double-quoted scalars up to the end of
+/// their first line (quoted ones with their escapes: `\"`, `\x41`, `''`
+/// count as one character of the text), and literal block scalars (`|`)
+/// line by line. Every position is checked against the source, character
+/// by character, before it is trusted, so folded text (`>` blocks, plain
+/// or quoted scalars over several lines), aliases and anything unforeseen
+/// give `None` rather than a wrong column.
+pub(crate) fn locate(lines: &[&str], node: &Node, offset: usize, len: usize) -> Option<Span> {
+    let text: Vec<char> = node.as_scalar()?.chars().collect();
+    let last = offset.checked_add(len.max(1))? - 1;
+    if last >= text.len() {
+        return None;
+    }
+    let line0 = node.span.start.line.checked_sub(1)?;
+    let first: Vec<char> = lines.get(line0)?.chars().collect();
+    let mut col = node.span.start.col.checked_sub(1)?;
+    // An anchor (`&a`) or a tag (`!!str`) written before the scalar.
+    while matches!(first.get(col), Some('&' | '!')) {
+        while first.get(col).is_some_and(|c| !c.is_whitespace()) {
+            col += 1;
+        }
+        while first.get(col).is_some_and(|c| c.is_whitespace()) {
+            col += 1;
+        }
+    }
+    let (line, start, end) = match first.get(col)? {
+        '"' | '\'' => {
+            let (start, end) = locate_quoted(&first, col, &text, offset, last)?;
+            (line0, start, end)
+        }
+        '*' => return None,
+        _ => locate_lines(lines, line0, col, &text, offset, last)?,
+    };
+    Some(Span {
+        start: Pos {
+            line: line + 1,
+            col: start + 1,
+        },
+        len: end.saturating_sub(start) + 1,
+    })
+}
+
+/// For a quoted scalar opened at `first[col]`: the source columns (0-based)
+/// of text characters `offset` and `last`, on the first line only.
+fn locate_quoted(
+    first: &[char],
+    col: usize,
+    text: &[char],
+    offset: usize,
+    last: usize,
+) -> Option<(usize, usize)> {
+    let quote = first[col];
+    let (mut start, mut end) = (None, None);
+    let mut k = 0;
+    let mut j = col + 1;
+    while k <= last {
+        let c = *first.get(j)?;
+        let width = if c == quote {
+            if quote == '\'' && first.get(j + 1) == Some(&'\'') {
+                2
+            } else {
+                // The closing quote before the characters sought.
+                return None;
+            }
+        } else if quote == '"' && c == '\\' {
+            match first.get(j + 1)? {
+                'x' => 4,
+                'u' => 6,
+                'U' => 10,
+                _ => 2,
+            }
+        } else {
+            if text.get(k) != Some(&c) {
+                return None;
+            }
+            1
+        };
+        if k == offset {
+            start = Some(j);
+        }
+        if k == last {
+            end = Some(j + width - 1);
+        }
+        k += 1;
+        j += width;
+    }
+    Some((start?, end?))
+}
+
+/// For a plain scalar or a literal block whose text starts at `col` of
+/// source line `line0`: the line and the columns (0-based) of text
+/// characters `offset` and `last` (or the end of `offset`'s line when
+/// `last` is on another). Each text line before `offset`'s must equal its
+/// source line from `col`, and `offset`'s line must start the same.
+fn locate_lines(
+    lines: &[&str],
+    line0: usize,
+    col: usize,
+    text: &[char],
+    offset: usize,
+    last: usize,
+) -> Option<(usize, usize, usize)> {
+    let text_lines: Vec<&[char]> = text.split(|c| *c == '\n').collect();
+    let mut at = 0;
+    for (i, text_line) in text_lines.iter().enumerate() {
+        let source: Vec<char> = lines.get(line0 + i)?.chars().collect();
+        let source = source.get(col..).unwrap_or(&[]);
+        if offset <= at + text_line.len() {
+            if offset == at + text_line.len() {
+                // A line break: no column to point at.
+                return None;
+            }
+            let c1 = offset - at;
+            let c2 = (last - at).min(text_line.len() - 1);
+            if source.get(..=c2)? != text_line.get(..=c2)? {
+                return None;
+            }
+            return Some((line0 + i, col + c1, col + c2));
+        }
+        if source != *text_line {
+            return None;
+        }
+        at += text_line.len() + 1;
+    }
+    None
+}
+
 /// Why the text is not a YAML document we can read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct YamlError {
@@ -440,6 +572,73 @@ mod tests {
             "error 1:1 merge keys (`<<`) are not supported"
         );
         assert!(kinds(&"[".repeat(100)).starts_with("error 1:65 nesting deeper"));
+    }
+
+    /// Where `{x` of each key's text is, as `line:col+len`, or `none`.
+    fn located(src: &str) -> Vec<String> {
+        let lines: Vec<&str> = src.lines().collect();
+        let Ok(Some(Node {
+            kind: NodeKind::Map(entries),
+            ..
+        })) = parse(src)
+        else {
+            panic!("not a mapping: {src}")
+        };
+        entries
+            .iter()
+            .map(|(k, v)| {
+                let text: Vec<char> = v.as_scalar().unwrap_or("").chars().collect();
+                let offset = text
+                    .windows(2)
+                    .position(|w| w == ['{', 'x'])
+                    .unwrap_or(usize::MAX / 2);
+                let at = match locate(&lines, v, offset, 2) {
+                    Some(s) => format!("{}:{}+{}", s.start.line, s.start.col, s.len),
+                    None => "none".to_owned(),
+                };
+                format!("{}={at}", k.as_scalar().unwrap_or(""))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn locate_points_inside_scalars_or_not_at_all() {
+        let src = concat!(
+            "plain: éup{x\n",
+            "dq: \"u\\\"p\\x41{x\"\n",
+            "sq: 'it''s {x'\n",
+            "lit: |\n",
+            "  sum(\n",
+            "\n",
+            "    rate{x\n",
+            "indented: |2\n",
+            "    a {x\n",
+            "folded: >\n",
+            "  fold\n",
+            "  more {x\n",
+            "multi: \"one\n",
+            "  two {x\"\n",
+            "anchored: &a \"an{x\"\n",
+            "alias: *a\n",
+            "tagged: !!str \"t{x\"\n",
+            "none: no braces\n",
+        );
+        assert_eq!(
+            located(src),
+            [
+                "plain=1:11+2",
+                "dq=2:14+2",
+                "sq=3:12+2",
+                "lit=7:9+2",
+                "indented=9:7+2",
+                "folded=none",
+                "multi=none",
+                "anchored=15:17+2",
+                "alias=none",
+                "tagged=17:17+2",
+                "none=none",
+            ]
+        );
     }
 
     #[test]

@@ -53,6 +53,88 @@ fn examples_are_valid() {
     assert!(seen >= 4, "expected at least 4 examples, found {seen}");
 }
 
+/// Specs under `tests/data/valid` read without a single diagnostic.
+#[test]
+fn valid_specs_have_no_diagnostics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&file).unwrap();
+        let parsed = hatoba_spec::parse(&text);
+        assert!(
+            parsed.diagnostics.is_empty(),
+            "{}",
+            hatoba_spec::render(&file.display().to_string(), &text, &parsed.diagnostics)
+        );
+        assert!(parsed.spec.is_some());
+    }
+    assert!(seen >= 1, "no valid specs in {}", dir.display());
+}
+
+/// The seeds' two queries, exactly as written, are kept as they are.
+#[test]
+fn seed_queries_are_valid_and_kept() {
+    use hatoba_spec::Provider;
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/valid/prometheus-queries.yaml"),
+    )
+    .unwrap();
+    let spec = hatoba_spec::parse(&text).spec.unwrap();
+    let queries: Vec<&str> = spec.analysis.templates["seeds"]
+        .metrics
+        .iter()
+        .map(|m| match &m.provider {
+            Provider::Prometheus(p) => p.query.as_str(),
+            other => panic!("not prometheus: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        queries,
+        [
+            r#"sum(rate(http_requests_total{service="{{service}}",version="{{version}}",status=~"2.."}[1m])) / sum(rate(http_requests_total{service="{{service}}",version="{{version}}"}[1m]))"#,
+            r#"histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket{version="{{version}}"}[5m])) by (le))"#,
+        ]
+    );
+}
+
+/// A mistake in a query written over several folded lines cannot be given
+/// an exact column: the diagnostic points at the query and says where in it.
+#[test]
+fn query_mistakes_in_folded_text_say_where() {
+    let text = "app: shop
+services:
+  web:
+    process: {command: ./web}
+    route: {listen: 127.0.0.1:8080}
+analysis:
+  templates:
+    t:
+      metrics:
+        - name: m
+          successCondition: result > 0
+          provider:
+            prometheus:
+              address: http://127.0.0.1:9090
+              query: >
+                sum(rate(x[5m]))
+                / sum(rate(y{a=b}[5m]))
+";
+    let parsed = hatoba_spec::parse(text);
+    let rendered = hatoba_spec::render("f.yaml", text, &parsed.diagnostics);
+    assert!(
+        rendered.starts_with(
+            "f.yaml:16:17: error: analysis.templates.t.metrics[0].provider.prometheus.query: \
+             expected a label matcher like name=\"value\", found `a=b` (at character 31 of the text)\n"
+        ),
+        "{rendered}"
+    );
+}
+
 #[test]
 fn seeds_canary_means_what_the_seeds_say() {
     use hatoba_spec::{Provider, Step, Strategy};
