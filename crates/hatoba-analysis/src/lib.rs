@@ -22,10 +22,12 @@ mod latency;
 mod math;
 mod outcome;
 mod proportions;
+pub mod run;
 
 pub use latency::{Histogram, HistogramError, LatencyConfig, LatencyJudge};
 pub use outcome::{MinEvidence, Outcome};
 pub use proportions::{Counts, ErrorConfig, ErrorJudge};
+pub use run::{MetricRules, MetricSummary, Observation, RunTracker, RunVerdict};
 
 /// A configuration the judges cannot work with.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

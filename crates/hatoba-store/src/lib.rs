@@ -1,5 +1,6 @@
-//! Hatoba's deployment history: deployments, their event timelines and the
-//! audit log, on SQLite (one server, the default) or PostgreSQL (several).
+//! Hatoba's deployment history: deployments, their event timelines, their
+//! analysis measurements and the audit log, on SQLite (one server, the
+//! default) or PostgreSQL (several).
 //!
 //! The [`Store`] trait is what the rest of Hatoba uses (the server holds an
 //! `Arc<dyn Store>`). [`SqlStore`] is its one implementation: the two
@@ -19,6 +20,8 @@
 //! - The current version is a query (latest succeeded deployment), never a
 //!   stored field.
 //! - Finished deployments never change status.
+//! - A deployment's events, and its measurements, are numbered from 1
+//!   without gaps, also under concurrent writers.
 //! - The store reads no clock: every time is a [`Millis`](hatoba_core::Millis)
 //!   argument.
 //!
@@ -36,8 +39,8 @@ pub mod test_hooks;
 
 pub use error::StoreError;
 pub use model::{
-    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, NewAudit, NewDeployment, NewEvent,
-    event_kind,
+    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, Measurement, MeasurementVerdict,
+    NewAudit, NewDeployment, NewEvent, NewMeasurement, ParseMeasurementVerdictError, event_kind,
 };
 pub use open::Backend;
 pub use sql::SqlStore;

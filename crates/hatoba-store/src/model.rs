@@ -1,8 +1,12 @@
-//! The rows: what the store records and hands back, and what callers pass in.
+//! The rows: what the store records and hands back, and what callers pass in:
+//! deployments, their events, analysis measurements and the audit log.
 //!
 //! These are the only definitions of the stored data (invariant 4). They are
 //! deliberately not `Serialize`: the JSON wire types live in `hatoba-api`, and
 //! conversions to them are explicit functions there.
+
+use std::fmt;
+use std::str::FromStr;
 
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 
@@ -188,5 +192,114 @@ pub struct NewAudit {
     /// How it ended.
     pub outcome: AuditOutcome,
     /// Anything else worth keeping.
+    pub detail: Option<String>,
+}
+
+/// How one analysis measurement was judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MeasurementVerdict {
+    /// The value met the metric's success condition.
+    Passed,
+    /// The value met the metric's failure condition.
+    Failed,
+    /// The value met neither condition, or the judge could not tell.
+    Inconclusive,
+    /// The provider failed (down, timeout, garbage).
+    Error,
+    /// Too little data to judge; not counted as a measurement by the run.
+    Insufficient,
+}
+
+impl MeasurementVerdict {
+    /// Every verdict.
+    pub const ALL: [MeasurementVerdict; 5] = [
+        MeasurementVerdict::Passed,
+        MeasurementVerdict::Failed,
+        MeasurementVerdict::Inconclusive,
+        MeasurementVerdict::Error,
+        MeasurementVerdict::Insufficient,
+    ];
+
+    /// The stored name: `passed`, `failed`, `inconclusive`, `error` or
+    /// `insufficient`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeasurementVerdict::Passed => "passed",
+            MeasurementVerdict::Failed => "failed",
+            MeasurementVerdict::Inconclusive => "inconclusive",
+            MeasurementVerdict::Error => "error",
+            MeasurementVerdict::Insufficient => "insufficient",
+        }
+    }
+}
+
+impl fmt::Display for MeasurementVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Text that is not a measurement verdict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{found}` is not a measurement verdict (expected one of: passed, failed, inconclusive, error, insufficient)"
+)]
+pub struct ParseMeasurementVerdictError {
+    /// The rejected text.
+    pub found: String,
+}
+
+impl FromStr for MeasurementVerdict {
+    type Err = ParseMeasurementVerdictError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MeasurementVerdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| ParseMeasurementVerdictError {
+                found: s.to_owned(),
+            })
+    }
+}
+
+/// One measurement an analysis run took for a deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// The deployment it belongs to.
+    pub deployment_id: DeploymentId,
+    /// Its position among the deployment's measurements, from 1, without
+    /// gaps.
+    pub seq: u64,
+    /// When it was taken.
+    pub at: Millis,
+    /// Which analysis run took it (`background`, `step 2`, ...).
+    pub run: String,
+    /// The metric's name.
+    pub metric: String,
+    /// The measured number, when there is one (always finite; kept with
+    /// full precision).
+    pub value: Option<f64>,
+    /// How it was judged.
+    pub verdict: MeasurementVerdict,
+    /// Why, in words (the provider's error, what data is missing, ...).
+    pub detail: Option<String>,
+}
+
+/// What the caller supplies to record a measurement; the store adds the
+/// deployment and the seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMeasurement {
+    /// When it was taken.
+    pub at: Millis,
+    /// Which analysis run took it (`background`, `step 2`, ...).
+    pub run: String,
+    /// The metric's name.
+    pub metric: String,
+    /// The measured number, when there is one. NaN and infinities are not
+    /// numbers the store keeps: they are recorded as no value.
+    pub value: Option<f64>,
+    /// How it was judged.
+    pub verdict: MeasurementVerdict,
+    /// Why, in words.
     pub detail: Option<String>,
 }

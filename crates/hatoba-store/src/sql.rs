@@ -17,8 +17,8 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::id::{MAX_MILLIS, new_id};
 use crate::open::Backend;
 use crate::{
-    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, NewAudit, NewDeployment, NewEvent,
-    Store, StoreError, event_kind,
+    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, Measurement, NewAudit,
+    NewDeployment, NewEvent, NewMeasurement, Store, StoreError, event_kind,
 };
 
 /// The history store over an SQLite file or a PostgreSQL database.
@@ -88,6 +88,16 @@ const INSERT_EVENT: &str = "INSERT INTO deployment_events \
 /// rest of the transaction see the deployment's latest status.
 const BUMP_EVENT_SEQ: &str = "UPDATE deployments SET last_event_seq = last_event_seq + 1 \
      WHERE id = $1 RETURNING last_event_seq, status";
+
+/// Takes the next measurement seq and, on PostgreSQL, the deployment's row
+/// lock, which queues concurrent writers of the same deployment.
+const BUMP_MEASUREMENT_SEQ: &str = "UPDATE deployments \
+     SET last_measurement_seq = last_measurement_seq + 1 \
+     WHERE id = $1 RETURNING last_measurement_seq";
+
+const INSERT_MEASUREMENT: &str = "INSERT INTO measurements \
+     (deployment_id, seq, at, run, metric, value, verdict, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 const UPDATE_STATUS: &str = concat!(
     "UPDATE deployments SET status = $2, reason = $3, finished_at = $4 WHERE id = $1 RETURNING ",
@@ -378,6 +388,77 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn record_measurement(
+        &self,
+        id: &DeploymentId,
+        measurement: NewMeasurement,
+    ) -> Result<Measurement, StoreError> {
+        const DOING: &str = "recording a measurement";
+        let at_db = db_time(measurement.at)?;
+        let value = measurement.value.filter(|v| v.is_finite());
+        let mut tx = self.begin_write(DOING).await?;
+        let row = sqlx::query(BUMP_MEASUREMENT_SEQ)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound { id: id.clone() });
+        };
+        let seq = int(&row, "last_measurement_seq")?;
+        sqlx::query(INSERT_MEASUREMENT)
+            .bind(id.as_str())
+            .bind(seq)
+            .bind(at_db)
+            .bind(measurement.run.as_str())
+            .bind(measurement.metric.as_str())
+            .bind(value.map(value_text))
+            .bind(measurement.verdict.as_str())
+            .bind(measurement.detail.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(Measurement {
+            deployment_id: id.clone(),
+            seq: to_u64("measurement seq", seq)?,
+            at: measurement.at,
+            run: measurement.run,
+            metric: measurement.metric,
+            value,
+            verdict: measurement.verdict,
+            detail: measurement.detail,
+        })
+    }
+
+    async fn measurements(&self, id: &DeploymentId) -> Result<Vec<Measurement>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, run, metric, value, verdict, detail FROM measurements \
+             WHERE deployment_id = $1 ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("reading a deployment's measurements"))?;
+        if rows.is_empty() && self.deployment(id).await?.is_none() {
+            return Err(StoreError::NotFound { id: id.clone() });
+        }
+        rows.iter()
+            .map(|row| {
+                Ok(Measurement {
+                    deployment_id: id.clone(),
+                    seq: to_u64("measurement seq", int(row, "seq")?)?,
+                    at: millis(row, "at")?,
+                    run: text(row, "run")?,
+                    metric: text(row, "metric")?,
+                    value: opt_text(row, "value")?.map(value_from_text).transpose()?,
+                    verdict: parse("measurement verdict", text(row, "verdict")?)?,
+                    detail: opt_text(row, "detail")?,
+                })
+            })
+            .collect()
+    }
+
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Deployment>, StoreError> {
         const DOING: &str = "reading the history";
         let limit = i64::from(filter.limit);
@@ -575,10 +656,32 @@ fn db_time(at: Millis) -> Result<i64, StoreError> {
 }
 
 fn seq_from_db(seq: i64) -> Result<u64, StoreError> {
-    u64::try_from(seq).map_err(|_| StoreError::Corrupt {
-        what: "event seq",
-        found: seq.to_string(),
+    to_u64("event seq", seq)
+}
+
+fn to_u64(what: &'static str, n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt {
+        what,
+        found: n.to_string(),
     })
+}
+
+/// A measured value as stored: Rust's shortest text that reads back to the
+/// same `f64` (`0.30000000000000004`, `1e-7`, `-0.0`). Only finite values
+/// get here.
+fn value_text(value: f64) -> String {
+    format!("{value:?}")
+}
+
+/// A stored value back as a number: finite, or the row is corrupt.
+fn value_from_text(text: String) -> Result<f64, StoreError> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(StoreError::Corrupt {
+            what: "measurement value",
+            found: text,
+        }),
+    }
 }
 
 fn decode_error(column: &'static str, e: sqlx::Error) -> StoreError {

@@ -8,10 +8,12 @@ use async_trait::async_trait;
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName};
 
 use crate::{
-    AuditEntry, Deployment, Event, HistoryFilter, NewAudit, NewDeployment, NewEvent, StoreError,
+    AuditEntry, Deployment, Event, HistoryFilter, Measurement, NewAudit, NewDeployment, NewEvent,
+    NewMeasurement, StoreError,
 };
 
-/// The deployment history: deployments, their timelines, the audit log.
+/// The deployment history: deployments, their timelines and measurements,
+/// the audit log.
 ///
 /// Every write that changes a deployment also appends its event in the same
 /// transaction, so a crash never leaves one without the other. Times are
@@ -48,6 +50,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A deployment's timeline, oldest first ([`StoreError::NotFound`] for
     /// an unknown id).
     async fn events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError>;
+
+    /// Records one analysis measurement of a deployment (finished ones
+    /// included) and returns it with its seq: the deployment's
+    /// measurements are numbered from 1 without gaps, also under concurrent
+    /// writers. A value that is NaN or infinite is recorded as no value.
+    /// [`StoreError::NotFound`] for an unknown deployment.
+    async fn record_measurement(
+        &self,
+        id: &DeploymentId,
+        measurement: NewMeasurement,
+    ) -> Result<Measurement, StoreError>;
+
+    /// A deployment's measurements in the order they were recorded
+    /// ([`StoreError::NotFound`] for an unknown id).
+    async fn measurements(&self, id: &DeploymentId) -> Result<Vec<Measurement>, StoreError>;
 
     /// Deployments matching the filter, newest first.
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Deployment>, StoreError>;

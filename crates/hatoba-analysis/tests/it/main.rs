@@ -1,5 +1,6 @@
-//! Integration tests: the facade, and seeded simulations of deployments
-//! judged every simulated second (false aborts, detection times).
+//! Integration tests: the facade, analysis runs, and seeded simulations of
+//! deployments judged every simulated second (false aborts, detection times).
 
 mod facade;
+mod run;
 mod sim;

@@ -1,11 +1,15 @@
 //! Concurrent writers on one store: many tasks writing different services
-//! interleave without errors or lost rows, and tasks racing for the same
-//! service and environment get exactly one live deployment.
+//! interleave without errors or lost rows, tasks racing for the same
+//! service and environment get exactly one live deployment, and tasks
+//! recording measurements and events of one deployment at once get
+//! distinct, gap-free seqs.
 
 use std::sync::Arc;
 
 use hatoba_core::{DeploymentStatus, Millis};
-use hatoba_store::{HistoryFilter, NewEvent, Store, StoreError, event_kind};
+use hatoba_store::{
+    HistoryFilter, MeasurementVerdict, NewEvent, NewMeasurement, Store, StoreError, event_kind,
+};
 
 use crate::{env, new_deployment, postgres_store, service, sqlite_store};
 
@@ -38,6 +42,102 @@ async fn race_postgres() {
         return;
     };
     race(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn measurements_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    measurements(Arc::new(sqlite_store(&dir).await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn measurements_postgres() {
+    let Some((_pg, store)) = postgres_store().await else {
+        return;
+    };
+    measurements(Arc::new(store)).await;
+}
+
+/// `TASKS` tasks record `PER_TASK` measurements each (and an event every
+/// fifth) on the same deployment at once: every seq from 1 to the total is
+/// taken exactly once, and each task's measurements keep their order.
+async fn measurements(store: Arc<dyn Store>) {
+    let d = store
+        .create_deployment(new_deployment("web", "production", "v1", 1_000))
+        .await
+        .unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        let id = d.id.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut seqs = Vec::new();
+            for n in 0..PER_TASK {
+                let m = store
+                    .record_measurement(
+                        &id,
+                        NewMeasurement {
+                            at: Millis(2_000 + n as u64),
+                            run: format!("task {task}"),
+                            metric: "success-rate".to_owned(),
+                            value: Some(n as f64 / 100.0),
+                            verdict: MeasurementVerdict::Passed,
+                            detail: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                seqs.push(m.seq);
+                if n % 5 == 0 {
+                    store
+                        .append_event(
+                            &id,
+                            NewEvent {
+                                at: Millis(2_000 + n as u64),
+                                kind: "analysis".to_owned(),
+                                message: format!("task {task} at {n}"),
+                                data: None,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+            seqs
+        }));
+    }
+    let mut all_seqs = Vec::new();
+    for task in tasks {
+        let seqs = task.await.unwrap();
+        assert!(seqs.is_sorted(), "{seqs:?}");
+        all_seqs.extend(seqs);
+    }
+    all_seqs.sort_unstable();
+    let total = (TASKS * PER_TASK) as u64;
+    assert_eq!(all_seqs, (1..=total).collect::<Vec<_>>());
+    let stored = store.measurements(&d.id).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    for task in 0..TASKS {
+        let values: Vec<_> = stored
+            .iter()
+            .filter(|m| m.run == format!("task {task}"))
+            .map(|m| m.value)
+            .collect();
+        let expected: Vec<_> = (0..PER_TASK).map(|n| Some(n as f64 / 100.0)).collect();
+        assert_eq!(values, expected, "task {task}");
+    }
+    let events = store.events(&d.id).await.unwrap();
+    let events_total = 1 + TASKS * PER_TASK.div_ceil(5);
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=events_total as u64).collect::<Vec<_>>()
+    );
 }
 
 /// `TASKS` tasks, each deploying its own service `PER_TASK` times: create,

@@ -2,7 +2,8 @@
 //! `synchronous=FULL`, a busy timeout and foreign keys; bad locations and
 //! hand-edited rows give readable errors, never panics.
 
-use hatoba_store::{SqlStore, Store, StoreError};
+use hatoba_core::Millis;
+use hatoba_store::{MeasurementVerdict, NewMeasurement, SqlStore, Store, StoreError};
 use sqlx::Row;
 
 use crate::{new_deployment, sqlite_store};
@@ -122,4 +123,32 @@ async fn hand_edited_rows_are_corrupt_not_panics() {
         matches!(&err, StoreError::Corrupt { what: "event data", found } if found == "{broken"),
         "{err:?}"
     );
+    // A measured value must read back as a finite number.
+    store
+        .record_measurement(
+            &d.id,
+            NewMeasurement {
+                at: Millis(1_100),
+                run: "background".to_owned(),
+                metric: "success-rate".to_owned(),
+                value: Some(0.5),
+                verdict: MeasurementVerdict::Passed,
+                detail: None,
+            },
+        )
+        .await
+        .unwrap();
+    for bad in ["0,5", "inf", "NaN", ""] {
+        sqlx::query("UPDATE measurements SET value = $2 WHERE deployment_id = $1")
+            .bind(d.id.as_str())
+            .bind(bad)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let err = store.measurements(&d.id).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { what: "measurement value", found } if found == bad),
+            "{err:?}"
+        );
+    }
 }

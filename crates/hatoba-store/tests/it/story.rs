@@ -3,7 +3,8 @@
 
 use hatoba_core::{DeploymentId, DeploymentStatus, Millis};
 use hatoba_store::{
-    AuditOutcome, Deployment, HistoryFilter, NewAudit, NewEvent, Store, StoreError, event_kind,
+    AuditOutcome, Deployment, HistoryFilter, Measurement, MeasurementVerdict, NewAudit, NewEvent,
+    NewMeasurement, Store, StoreError, event_kind,
 };
 
 use crate::{env, new_deployment, postgres_store, service, sqlite_store};
@@ -224,6 +225,8 @@ async fn story(store: &dyn Store) {
         )
     );
     assert_eq!(events[5].at, Millis(1_500));
+
+    measurements(store, &d1.id, &nobody).await;
 
     // d2: v2 is rolled back. A newer rolled_back deployment does not change current.
     let d2 = store
@@ -449,4 +452,162 @@ async fn story(store: &dyn Store) {
         ]
     );
     assert_eq!(store.audit(10).await.unwrap().len(), 3);
+}
+
+/// d1's analysis measurements: recorded in order with gap-free seqs, read
+/// back equal, values with full precision.
+async fn measurements(store: &dyn Store, d1: &DeploymentId, nobody: &DeploymentId) {
+    assert!(store.measurements(d1).await.unwrap().is_empty());
+    assert!(matches!(
+        store.measurements(nobody).await,
+        Err(StoreError::NotFound { id }) if id == *nobody
+    ));
+    let m = |at, run: &str, metric: &str, value, verdict, detail: Option<&str>| NewMeasurement {
+        at: Millis(at),
+        run: run.to_owned(),
+        metric: metric.to_owned(),
+        value,
+        verdict,
+        detail: detail.map(str::to_owned),
+    };
+    let sum = 0.1 + 0.2;
+    assert_ne!(sum, 0.3);
+    let new = [
+        m(
+            1_210,
+            "step 2",
+            "success-rate",
+            None,
+            MeasurementVerdict::Insufficient,
+            Some("12 of 20 requests"),
+        ),
+        m(
+            1_220,
+            "step 2",
+            "success-rate",
+            Some(sum),
+            MeasurementVerdict::Passed,
+            None,
+        ),
+        m(
+            1_220,
+            "background",
+            "p95-latency",
+            Some(1.0 / 3.0),
+            MeasurementVerdict::Failed,
+            Some("result <= 0.25"),
+        ),
+        m(
+            1_230,
+            "background",
+            "prometheus",
+            None,
+            MeasurementVerdict::Error,
+            Some("HTTP 502 from http://127.0.0.1:9090"),
+        ),
+        m(
+            1_240,
+            "step 2",
+            "webhook",
+            Some(-1.5e-300),
+            MeasurementVerdict::Inconclusive,
+            Some("neither condition held"),
+        ),
+        m(
+            1_250,
+            "step 2",
+            "extremes",
+            Some(f64::MAX),
+            MeasurementVerdict::Passed,
+            None,
+        ),
+        m(
+            1_260,
+            "step 2",
+            "extremes",
+            Some(-0.0),
+            MeasurementVerdict::Passed,
+            None,
+        ),
+        m(
+            1_270,
+            "step 2",
+            "extremes",
+            Some(f64::MIN_POSITIVE / 8.0),
+            MeasurementVerdict::Passed,
+            None,
+        ),
+    ];
+    let mut recorded = Vec::new();
+    for (n, new) in new.iter().enumerate() {
+        let got = store.record_measurement(d1, new.clone()).await.unwrap();
+        assert_eq!(
+            got,
+            Measurement {
+                deployment_id: d1.clone(),
+                seq: n as u64 + 1,
+                at: new.at,
+                run: new.run.clone(),
+                metric: new.metric.clone(),
+                value: new.value,
+                verdict: new.verdict,
+                detail: new.detail.clone(),
+            }
+        );
+        recorded.push(got);
+    }
+    // NaN and infinities are not numbers to keep: recorded as no value.
+    for (n, odd) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY]
+        .into_iter()
+        .enumerate()
+    {
+        let got = store
+            .record_measurement(
+                d1,
+                m(
+                    1_300,
+                    "step 2",
+                    "odd",
+                    Some(odd),
+                    MeasurementVerdict::Error,
+                    Some("not a number"),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.seq, got.value),
+            (recorded.len() as u64 + 1, None),
+            "{n}"
+        );
+        recorded.push(got);
+    }
+    let back = store.measurements(d1).await.unwrap();
+    assert_eq!(back, recorded);
+    // Bit for bit, not just equal (-0.0 == 0.0).
+    let bits: Vec<_> = back.iter().map(|m| m.value.map(f64::to_bits)).collect();
+    let expected: Vec<_> = recorded.iter().map(|m| m.value.map(f64::to_bits)).collect();
+    assert_eq!(bits, expected);
+    assert_eq!(back[1].value, Some(0.1 + 0.2));
+    assert_eq!(back[1].value.map(f64::to_bits), Some(sum.to_bits()));
+    assert_eq!(
+        back.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<u64>>()
+    );
+    // Unknown deployment: nothing written, and the seqs stay gap-free.
+    assert!(matches!(
+        store
+            .record_measurement(
+                nobody,
+                m(1_400, "step 2", "x", Some(1.0), MeasurementVerdict::Passed, None)
+            )
+            .await,
+        Err(StoreError::NotFound { id }) if id == *nobody
+    ));
+    // Measurements do not disturb the event timeline's seqs.
+    let events = store.events(d1).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=events.len() as u64).collect::<Vec<_>>()
+    );
 }
