@@ -68,7 +68,7 @@ pub struct History {
 }
 
 /// The state of one service in one environment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     /// The service.
     pub service: String,
@@ -80,10 +80,43 @@ pub struct ServiceStatus {
     pub current: Option<Deployment>,
     /// A deployment in progress, when there is one.
     pub live: Option<Deployment>,
+    /// The live deployment's analysis: the latest measurement of each metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<MeasurementInfo>,
+}
+
+/// One analysis measurement (`hatoba analysis DEPLOYMENT`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeasurementInfo {
+    /// Its order within the deployment.
+    pub seq: u64,
+    /// When it was taken (RFC 3339).
+    pub at: String,
+    /// The analysis run: `background`, `step 2`.
+    pub run: String,
+    /// The metric.
+    pub metric: String,
+    /// The value, when there is one.
+    pub value: Option<f64>,
+    /// `passed`, `failed`, `inconclusive`, `error` or `insufficient`.
+    pub verdict: String,
+    /// What was measured or why there is no value.
+    pub detail: Option<String>,
+}
+
+/// `hatoba analysis DEPLOYMENT --output json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisReport {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The deployment.
+    pub deployment: Deployment,
+    /// Every measurement, in order.
+    pub measurements: Vec<MeasurementInfo>,
 }
 
 /// `hatoba status --output json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -275,6 +308,7 @@ mod tests {
         let s = Status {
             api_version: API_VERSION.to_owned(),
             services: vec![ServiceStatus {
+                analysis: Vec::new(),
                 service: "web".to_owned(),
                 environment: "production".to_owned(),
                 current_version: Some("v2".to_owned()),

@@ -30,3 +30,16 @@ pub fn event(e: &hatoba_store::Event) -> hatoba_api::Event {
         data: e.data.clone(),
     }
 }
+
+/// A stored measurement as the API shows it.
+pub fn measurement(m: &hatoba_store::Measurement) -> hatoba_api::MeasurementInfo {
+    hatoba_api::MeasurementInfo {
+        seq: m.seq,
+        at: m.at.to_rfc3339(),
+        run: m.run.clone(),
+        metric: m.metric.clone(),
+        value: m.value,
+        verdict: m.verdict.as_str().to_owned(),
+        detail: m.detail.clone(),
+    }
+}

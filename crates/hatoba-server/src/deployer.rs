@@ -13,7 +13,6 @@
 //! recorded is an orphan that the restarted server's sweep stops.
 
 use crate::dataplane::{DataPlane, DataPlaneError};
-use crate::judge;
 use crate::probe::{Readiness, http_probe};
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
@@ -25,7 +24,7 @@ use hatoba_rollout::{
 use hatoba_runtime::{
     InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError,
 };
-use hatoba_spec::{AnalysisTemplate, Runtime as RuntimeSpec, Service, Spec, Strategy};
+use hatoba_spec::{Runtime as RuntimeSpec, Service, Spec, Strategy};
 use hatoba_store::{NewDeployment, NewEvent, Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -225,7 +224,8 @@ pub struct RolloutRecord {
     machine: Machine,
     /// The command being executed when the record was written.
     pending: Option<Command>,
-    analyses: Vec<(AnalysisRun, Vec<String>, Millis)>,
+    #[serde(default)]
+    runs: Vec<(AnalysisRun, crate::analysis::Active)>,
     outcome: Option<Outcome>,
     /// Recorded, waiting for `hatoba approve` before it starts.
     #[serde(default)]
@@ -335,7 +335,7 @@ struct Run<'a> {
     ready: HashSet<SocketAddr>,
     readiness: Readiness,
     weight: u8,
-    analyses: HashMap<AnalysisRun, (Vec<String>, Millis)>,
+    analyses: HashMap<AnalysisRun, crate::analysis::Active>,
     outcome: Option<Outcome>,
     machine: Machine,
     pending: Option<Command>,
@@ -347,6 +347,8 @@ struct Run<'a> {
     unhealthy: Option<String>,
     /// Consecutive liveness failures of the new version's instances.
     liveness: Readiness,
+    /// The statistical canary-vs-stable judge, when analysis runs.
+    judge: Option<hatoba_analysis::Judge>,
     /// The last route table did not reach the data plane: push again.
     route_failed: bool,
 }
@@ -464,6 +466,7 @@ impl Deployer {
             awaiting_approval: req.require_approval,
             unhealthy: None,
             liveness: Readiness::default(),
+            judge: crate::analysis::default_judge(),
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -595,11 +598,7 @@ impl Deployer {
             ready,
             readiness: Readiness::default(),
             weight: record.weight,
-            analyses: record
-                .analyses
-                .into_iter()
-                .map(|(run, names, at)| (run, (names, at)))
-                .collect(),
+            analyses: record.runs.into_iter().collect(),
             outcome: record.outcome,
             machine: record.machine,
             pending: record.pending,
@@ -608,6 +607,7 @@ impl Deployer {
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             liveness: Readiness::default(),
+            judge: crate::analysis::default_judge(),
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -891,12 +891,9 @@ impl Run<'_> {
         let current = self.req.current.as_ref().map(ServingRecord::of);
         let mut ready: Vec<SocketAddr> = self.ready.iter().copied().collect();
         ready.sort_unstable();
-        let mut analyses: Vec<(AnalysisRun, Vec<String>, Millis)> = self
-            .analyses
-            .iter()
-            .map(|(r, (n, at))| (*r, n.clone(), *at))
-            .collect();
-        analyses.sort_by_key(|(r, _, _)| format!("{r:?}"));
+        let mut runs: Vec<(AnalysisRun, crate::analysis::Active)> =
+            self.analyses.iter().map(|(r, a)| (*r, a.clone())).collect();
+        runs.sort_by_key(|(r, _)| format!("{r:?}"));
         ServiceRecord {
             serving: current.clone(),
             rollout: Some(RolloutRecord {
@@ -912,7 +909,7 @@ impl Run<'_> {
                 weight: self.weight,
                 machine: self.machine.clone(),
                 pending: self.pending.clone(),
-                analyses,
+                runs,
                 outcome: self.outcome.clone(),
                 awaiting_approval: self.awaiting_approval,
             }),
@@ -929,22 +926,19 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Templates an analysis run uses.
-    fn templates_for(&self, run: AnalysisRun) -> Vec<String> {
+    /// Templates an analysis run uses, and the values of their arguments.
+    fn templates_for(&self, run: AnalysisRun) -> (Vec<String>, BTreeMap<String, String>) {
         let Strategy::Canary(c) = &self.req.svc.strategy else {
-            return Vec::new();
+            return (Vec::new(), BTreeMap::new());
         };
+        let of = |a: &hatoba_spec::AnalysisRef| (a.templates.clone(), a.args.clone());
         match run {
-            AnalysisRun::Background => c
-                .analysis
-                .as_ref()
-                .map(|a| a.templates.clone())
-                .unwrap_or_default(),
+            AnalysisRun::Background => c.analysis.as_ref().map(of).unwrap_or_default(),
             AnalysisRun::Step(i) => match c.steps.get(i) {
-                Some(hatoba_spec::Step::Analysis(a)) => a.templates.clone(),
-                _ => Vec::new(),
+                Some(hatoba_spec::Step::Analysis(a)) => of(a),
+                _ => (Vec::new(), BTreeMap::new()),
             },
-            AnalysisRun::PrePromotion => Vec::new(),
+            AnalysisRun::PrePromotion => (Vec::new(), BTreeMap::new()),
         }
     }
 
@@ -1001,14 +995,24 @@ impl Run<'_> {
                 }
                 Command::Scale(track, n) => self.scale(track, n).await?,
                 Command::StartAnalysis(run) => {
-                    let templates = self.templates_for(run);
+                    let (templates, args) = self.templates_for(run);
                     self.event(
                         "analysis",
-                        format!("analysis started: {}", templates.join(", ")),
+                        format!(
+                            "analysis {} started: {}",
+                            crate::analysis::run_name(run),
+                            templates.join(", ")
+                        ),
                     )
                     .await?;
-                    let first = self.first_judgement(&templates);
-                    self.analyses.insert(run, (templates, first));
+                    let active = crate::analysis::start(
+                        &self.req.spec,
+                        templates,
+                        args,
+                        run == AnalysisRun::Background,
+                        clock_now(),
+                    );
+                    self.analyses.insert(run, active);
                 }
                 Command::StopAnalysis(run) => {
                     self.analyses.remove(&run);
@@ -1024,60 +1028,140 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn first_judgement(&self, templates: &[String]) -> Millis {
-        let interval = templates
-            .iter()
-            .filter_map(|t| self.req.spec.analysis.templates.get(t))
-            .flat_map(|t| t.metrics.iter().map(|m| m.interval))
-            .min()
-            .unwrap_or(Duration::from_secs(60));
-        clock_now().saturating_add(interval)
-    }
-
-    /// Judges the analysis runs that are due, recording each judgement.
+    /// Takes the measurements that are due, records each, and returns the
+    /// verdicts decided.
     async fn judge_due(
         &mut self,
     ) -> Result<Vec<(AnalysisRun, hatoba_rollout::Verdict)>, DeployError> {
         let now = clock_now();
         let mut out = Vec::new();
-        let due: Vec<AnalysisRun> = self
-            .analyses
-            .iter()
-            .filter(|(_, (_, at))| *at <= now)
-            .map(|(r, _)| *r)
-            .collect();
-        for run in due {
-            let Some((names, _)) = self.analyses.get(&run).cloned() else {
+        if self.analyses.is_empty() {
+            return Ok(out);
+        }
+        let stable = self.req.current.as_ref().map(|c| c.version.to_string());
+        let base_dir = self.req.base_dir.clone();
+        let service = self.req.service.to_string();
+        let canary = self.req.version.to_string();
+        let env = self.req.environment.to_string();
+        let ctx = crate::analysis::Ctx {
+            data_plane: self.d.data_plane.as_ref(),
+            service: &service,
+            canary: &canary,
+            stable: stable.as_deref(),
+            env: &env,
+            base_dir: &base_dir,
+        };
+        // The statistical judge: a significantly worse canary fails every
+        // run at once, whatever the thresholds say.
+        if self.weight > 0
+            && let Some(judge) = &self.judge
+            && let Some(evidence) = crate::analysis::compare(&ctx, judge).await
+        {
+            let runs: Vec<AnalysisRun> = self.analyses.keys().copied().collect();
+            for run in runs {
+                self.d
+                    .store
+                    .record_measurement(
+                        &self.id,
+                        hatoba_store::NewMeasurement {
+                            at: now,
+                            run: crate::analysis::run_name(run),
+                            metric: "canary-vs-stable".to_owned(),
+                            value: None,
+                            verdict: hatoba_store::MeasurementVerdict::Failed,
+                            detail: Some(evidence.clone()),
+                        },
+                    )
+                    .await?;
+                self.analyses.remove(&run);
+                out.push((run, hatoba_rollout::Verdict::Fail));
+            }
+            self.event("analysis", format!("analysis failed: {evidence}"))
+                .await?;
+            return Ok(out);
+        }
+        let runs: Vec<AnalysisRun> = self.analyses.keys().copied().collect();
+        for run in runs {
+            let Some(active) = self.analyses.get(&run).cloned() else {
                 continue;
             };
-            let templates: Vec<&AnalysisTemplate> = names
-                .iter()
-                .filter_map(|n| self.req.spec.analysis.templates.get(n))
-                .collect();
-            let mut windows = HashMap::new();
-            for w in judge::windows_needed(&templates) {
-                if let Some(stats) = self
-                    .d
-                    .data_plane
-                    .window(self.req.service.as_str(), self.req.version.as_str(), w)
-                    .await
-                {
-                    windows.insert(w, stats);
+            let metrics = crate::analysis::metrics(&self.req.spec, &active.templates);
+            let mut tracker = active.tracker.clone();
+            let mut decided = None;
+            for i in tracker.due(now) {
+                let Some((template, metric)) = metrics.get(i) else {
+                    continue;
+                };
+                let taken = crate::analysis::measure(&ctx, template, metric, &active.args).await;
+                let verdict = match &taken.observation {
+                    hatoba_analysis::run::Observation::Passed => {
+                        hatoba_store::MeasurementVerdict::Passed
+                    }
+                    hatoba_analysis::run::Observation::Failed => {
+                        hatoba_store::MeasurementVerdict::Failed
+                    }
+                    hatoba_analysis::run::Observation::Inconclusive(_) => {
+                        hatoba_store::MeasurementVerdict::Inconclusive
+                    }
+                    hatoba_analysis::run::Observation::Error(_) => {
+                        hatoba_store::MeasurementVerdict::Error
+                    }
+                    hatoba_analysis::run::Observation::Insufficient(_) => {
+                        hatoba_store::MeasurementVerdict::Insufficient
+                    }
+                };
+                self.d
+                    .store
+                    .record_measurement(
+                        &self.id,
+                        hatoba_store::NewMeasurement {
+                            at: now,
+                            run: crate::analysis::run_name(run),
+                            metric: taken.metric.clone(),
+                            value: taken.value,
+                            verdict,
+                            detail: Some(taken.detail.clone()),
+                        },
+                    )
+                    .await?;
+                if verdict == hatoba_store::MeasurementVerdict::Failed {
+                    self.event(
+                        "analysis",
+                        format!(
+                            "{} = {}: failed ({})",
+                            taken.metric,
+                            taken
+                                .value
+                                .map_or_else(|| "-".to_owned(), |v| format!("{v:.4}")),
+                            taken.detail
+                        ),
+                    )
+                    .await?;
+                }
+                if let Some(v) = tracker.record(i, now, taken.observation) {
+                    decided = Some(v);
+                    break;
                 }
             }
-            let (verdict, why) = judge::judge(&templates, &windows);
-            let next = self.first_judgement(&names);
-            self.analyses.insert(run, (names, next));
-            self.event(
-                "analysis",
-                format!("analysis {}: {why}", format!("{verdict:?}").to_lowercase()),
-            )
-            .await?;
-            // A background run that passes keeps running: only its failures
-            // and inconclusive results reach the machine; every verdict of a
-            // step does.
-            if run != AnalysisRun::Background || verdict != hatoba_rollout::Verdict::Pass {
-                out.push((run, verdict));
+            match decided {
+                Some(v) => {
+                    let (verdict, why) = crate::analysis::verdict(&v);
+                    self.analyses.remove(&run);
+                    self.event(
+                        "analysis",
+                        format!(
+                            "analysis {} {}: {why}",
+                            crate::analysis::run_name(run),
+                            format!("{verdict:?}").to_lowercase()
+                        ),
+                    )
+                    .await?;
+                    out.push((run, verdict));
+                }
+                None => {
+                    self.analyses
+                        .insert(run, crate::analysis::Active { tracker, ..active });
+                }
             }
         }
         Ok(out)

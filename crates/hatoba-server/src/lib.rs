@@ -14,10 +14,10 @@
 //! restart, the proxy as a separate process, restarts with back-off, watch
 //! after promotion.
 
+mod analysis;
 pub mod api;
 pub mod dataplane;
 mod deployer;
-mod judge;
 mod probe;
 mod server;
 mod supervisor;

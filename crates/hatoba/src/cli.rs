@@ -150,6 +150,11 @@ pub(crate) enum Command {
         #[arg(long = "as", value_name = "NAME")]
         actor: Option<String>,
     },
+    /// Every analysis measurement of a deployment: metric, value, verdict.
+    Analysis {
+        /// The deployment id (`hatoba history` lists them).
+        deployment: String,
+    },
     /// Print the output of a service's instances.
     Logs {
         /// The service.

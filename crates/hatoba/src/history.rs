@@ -91,7 +91,12 @@ async fn collect_status(
     for (s, e) in pairs {
         let current = store.current(&s, &e).await?;
         let live = store.live(&s, &e).await?;
+        let analysis = match &live {
+            Some(d) => latest_per_metric(&store.measurements(&d.id).await?),
+            None => Vec::new(),
+        };
         out.push(hatoba_api::ServiceStatus {
+            analysis,
             service: s.to_string(),
             environment: e.to_string(),
             current_version: current.as_ref().map(|d| d.version.to_string()),
@@ -100,6 +105,84 @@ async fn collect_status(
         });
     }
     Ok(out)
+}
+
+/// The newest measurement of each (run, metric), in first-seen order.
+fn latest_per_metric(all: &[hatoba_store::Measurement]) -> Vec<hatoba_api::MeasurementInfo> {
+    let mut out: Vec<hatoba_api::MeasurementInfo> = Vec::new();
+    for m in all {
+        let info = hatoba_server::api::measurement(m);
+        match out
+            .iter_mut()
+            .find(|o| o.run == info.run && o.metric == info.metric)
+        {
+            Some(o) => *o = info,
+            None => out.push(info),
+        }
+    }
+    out
+}
+
+/// `hatoba analysis DEPLOYMENT`: every measurement of a deployment.
+pub(crate) async fn analysis(global: &Global, id: &str) -> anyhow::Result<Exit> {
+    let id: hatoba_core::DeploymentId = id
+        .parse()
+        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))?;
+    let store = crate::state::open_for_reading(global).await?;
+    let d = store.deployment(&id).await;
+    let ms = store.measurements(&id).await;
+    store.close().await;
+    let Some(d) = d? else {
+        return Err(CliError::new(Exit::NotFound, format!("no deployment {id}"))
+            .hint("`hatoba history` lists deployments")
+            .into());
+    };
+    let ms = ms?;
+    let deployment = hatoba_server::api::deployment(&d);
+    let measurements: Vec<hatoba_api::MeasurementInfo> =
+        ms.iter().map(hatoba_server::api::measurement).collect();
+    match global.output {
+        Output::Json => output::json(&hatoba_api::AnalysisReport {
+            api_version: hatoba_api::API_VERSION.to_owned(),
+            deployment,
+            measurements,
+        })?,
+        Output::Text => {
+            let mut text = format!(
+                "deployment {} of `{}` {} ({}): {}{}\n",
+                deployment.id,
+                deployment.service,
+                deployment.version,
+                deployment.strategy,
+                deployment.status,
+                deployment
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            if measurements.is_empty() {
+                text.push_str("no analysis measurement was taken\n");
+            } else {
+                let start = d.started_at.0;
+                let mut t = table(&["AT", "RUN", "METRIC", "VALUE", "VERDICT", "DETAIL"]);
+                for (m, raw) in measurements.iter().zip(&ms) {
+                    t.add_row(vec![
+                        format!("+{:.1}s", raw.at.0.saturating_sub(start) as f64 / 1000.0),
+                        m.run.clone(),
+                        m.metric.clone(),
+                        m.value
+                            .map_or_else(|| "-".to_owned(), |v| format!("{v:.4}")),
+                        m.verdict.clone(),
+                        m.detail.clone().unwrap_or_default(),
+                    ]);
+                }
+                text.push_str(&format!("{}\n", trim_lines(&t.to_string())));
+            }
+            output::stdout(&text);
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 fn parse_service(s: &str) -> Result<ServiceName, CliError> {
@@ -171,10 +254,19 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
         "IN PROGRESS",
     ]);
     for s in statuses {
-        let live = s.live.as_ref().map_or_else(
+        let mut live = s.live.as_ref().map_or_else(
             || "-".to_owned(),
             |d| format!("{} {} ({})", d.version, d.status, d.id),
         );
+        for m in &s.analysis {
+            live.push_str(&format!(
+                "\n  {} {}: {}{}",
+                m.run,
+                m.metric,
+                m.verdict,
+                m.value.map(|v| format!(" ({v:.4})")).unwrap_or_default()
+            ));
+        }
         t.add_row(vec![
             s.service.clone(),
             s.environment.clone(),

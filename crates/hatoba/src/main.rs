@@ -86,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             follow,
             lines,
         } => runtime()?.block_on(inspect_cmd::logs(&g, &service, follow, lines)),
+        Command::Analysis { deployment } => runtime()?.block_on(history::analysis(&g, &deployment)),
         Command::Diagnose { service } => runtime()?.block_on(inspect_cmd::diagnose(&g, &service)),
         Command::Dataplane => dataplane_cmd::run(&g.state_dir),
         Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),

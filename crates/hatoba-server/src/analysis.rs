@@ -1,0 +1,296 @@
+//! Analysis as the controller runs it: one `RunTracker` per analysis run
+//! (a canary step's, or the background one), fed with measurements from the
+//! providers, every measurement recorded in the store.
+//!
+//! - `builtin` metrics read the proxy's window of the canary version; below
+//!   the metric's minimum evidence (`minSamples`, default 20 requests) the
+//!   observation is *insufficient*: not a measurement, shown with what is
+//!   missing, and an analysis that never gets enough is inconclusive after
+//!   five minutes (it never passes on thin evidence).
+//! - `prometheus`, `webhook` and `command` metrics ask their provider; any
+//!   failure of the provider (down, slow, garbage, no data, NaN) is an
+//!   *error*: not a measurement, never a pass; more consecutive errors than
+//!   `consecutiveErrorLimit` (default 4) make the analysis inconclusive,
+//!   which pauses the rollout for a person.
+//! - Beside the thresholds, the statistical judge (`hatoba-analysis`)
+//!   compares the canary with the stable version on their last five minutes
+//!   of traffic: a canary whose errors or latency are significantly worse is
+//!   failed at once, however the thresholds look. It can stop a canary,
+//!   never promote one: passing is the thresholds' job.
+
+use crate::dataplane::DataPlane;
+use hatoba_analysis::run::{MetricRules, Observation, RunTracker, RunVerdict};
+use hatoba_analysis::{Arm, Histogram, Judge, Sample};
+use hatoba_core::Millis;
+use hatoba_metrics::provider::{self, Args, Measurement};
+use hatoba_metrics::{Bucket, Window, WindowSnapshot, WindowStats};
+use hatoba_rollout::{AnalysisRun, Verdict};
+use hatoba_spec::{AnalysisTemplate, BuiltinMetric, Metric, Provider, Spec};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Least requests in the window before a builtin metric is judged, unless
+/// the metric says otherwise.
+pub(crate) const MIN_REQUESTS: u64 = 20;
+
+/// How long a metric may lack evidence before its run is inconclusive.
+const MAX_WAIT_FOR_EVIDENCE: Duration = Duration::from_secs(300);
+
+/// One analysis run in progress.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Active {
+    /// The templates it uses.
+    pub(crate) templates: Vec<String>,
+    /// Values for the templates' arguments.
+    pub(crate) args: BTreeMap<String, String>,
+    /// The measurements so far and the verdict rules.
+    pub(crate) tracker: RunTracker,
+}
+
+/// What a measurement needs to know about the rollout.
+pub(crate) struct Ctx<'a> {
+    pub(crate) data_plane: &'a dyn DataPlane,
+    pub(crate) service: &'a str,
+    pub(crate) canary: &'a str,
+    pub(crate) stable: Option<&'a str>,
+    pub(crate) env: &'a str,
+    pub(crate) base_dir: &'a PathBuf,
+}
+
+/// The metrics of some templates, in order, with their template.
+pub(crate) fn metrics<'a>(
+    spec: &'a Spec,
+    templates: &[String],
+) -> Vec<(&'a AnalysisTemplate, &'a Metric)> {
+    templates
+        .iter()
+        .filter_map(|n| spec.analysis.templates.get(n))
+        .flat_map(|t| t.metrics.iter().map(move |m| (t, m)))
+        .collect()
+}
+
+/// Starts a run over these templates.
+pub(crate) fn start(
+    spec: &Spec,
+    templates: Vec<String>,
+    args: BTreeMap<String, String>,
+    background: bool,
+    now: Millis,
+) -> Active {
+    let rules = metrics(spec, &templates)
+        .into_iter()
+        .map(|(_, m)| MetricRules {
+            name: m.name.clone(),
+            interval: m.interval,
+            count: m.count,
+            failure_limit: m.failure_limit,
+            inconclusive_limit: m.inconclusive_limit,
+            consecutive_error_limit: m.consecutive_error_limit,
+        })
+        .collect();
+    Active {
+        templates,
+        args,
+        tracker: RunTracker::new(rules, now, background, MAX_WAIT_FOR_EVIDENCE),
+    }
+}
+
+/// One measurement's result, as recorded.
+pub(crate) struct Taken {
+    pub(crate) metric: String,
+    pub(crate) observation: Observation,
+    pub(crate) value: Option<f64>,
+    pub(crate) detail: String,
+}
+
+fn window_for(d: Duration) -> Window {
+    if d <= Duration::from_secs(10) {
+        Window::S10
+    } else if d <= Duration::from_secs(60) {
+        Window::M1
+    } else {
+        Window::M5
+    }
+}
+
+/// Template arguments: the template's defaults, overridden by the step's.
+fn template_args(
+    t: &AnalysisTemplate,
+    given: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in &t.args {
+        if let Some(v) = given.get(&a.name).or(a.value.as_ref()) {
+            // Both spellings the spec accepts: `{{name}}` and `{{args.name}}`.
+            out.insert(format!("args.{}", a.name), v.clone());
+            out.insert(a.name.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Takes one measurement of a metric.
+pub(crate) async fn measure(
+    ctx: &Ctx<'_>,
+    template: &AnalysisTemplate,
+    metric: &Metric,
+    given: &BTreeMap<String, String>,
+) -> Taken {
+    let judge = |value: f64, detail: String| -> Taken {
+        let failed = metric
+            .failure_condition
+            .as_ref()
+            .is_some_and(|c| c.eval(value))
+            || metric
+                .success_condition
+                .as_ref()
+                .is_some_and(|c| !c.eval(value));
+        Taken {
+            metric: metric.name.clone(),
+            observation: if failed {
+                Observation::Failed
+            } else {
+                Observation::Passed
+            },
+            value: Some(value),
+            detail,
+        }
+    };
+    let args = Args {
+        service: ctx.service.to_owned(),
+        version: ctx.canary.to_owned(),
+        canary_version: ctx.canary.to_owned(),
+        stable_version: ctx.stable.map(str::to_owned),
+        env: ctx.env.to_owned(),
+        template_args: template_args(template, given),
+    };
+    let from_provider = |m: Measurement, who: &str| match m {
+        Measurement::Value(v) => judge(v, format!("{who}: {v}")),
+        Measurement::Inconclusive(why) => Taken {
+            metric: metric.name.clone(),
+            observation: Observation::Error(why.clone()),
+            value: None,
+            detail: why,
+        },
+    };
+    match &metric.provider {
+        Provider::Builtin(b) => {
+            let window = window_for(b.window.unwrap_or(metric.interval));
+            let min = metric.min_samples.unwrap_or(MIN_REQUESTS);
+            let stats = ctx.data_plane.window(ctx.service, ctx.canary, window).await;
+            let requests = stats.as_ref().map_or(0, WindowStats::requests);
+            let Some(stats) = stats.filter(|_| requests >= min) else {
+                let missing = format!(
+                    "{requests} of the {min} requests needed in the last {}",
+                    window.as_str()
+                );
+                return Taken {
+                    metric: metric.name.clone(),
+                    observation: Observation::Insufficient(missing.clone()),
+                    value: None,
+                    detail: missing,
+                };
+            };
+            let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+            let value = match b.metric {
+                BuiltinMetric::SuccessRate => stats.success_rate().unwrap_or(f64::NAN),
+                BuiltinMetric::ErrorRate => stats.success_rate().map_or(f64::NAN, |s| 1.0 - s),
+                BuiltinMetric::LatencyP50 => ms(stats.quantile(0.50)),
+                BuiltinMetric::LatencyP95 => ms(stats.quantile(0.95)),
+                BuiltinMetric::LatencyP99 => ms(stats.quantile(0.99)),
+                BuiltinMetric::RequestRate => stats.rate_per_sec(),
+            };
+            if !value.is_finite() {
+                return Taken {
+                    metric: metric.name.clone(),
+                    observation: Observation::Insufficient("no judged requests yet".to_owned()),
+                    value: None,
+                    detail: "no judged requests yet".to_owned(),
+                };
+            }
+            judge(
+                value,
+                format!(
+                    "{} requests in the last {}",
+                    stats.requests(),
+                    window.as_str()
+                ),
+            )
+        }
+        Provider::Prometheus(p) => {
+            from_provider(provider::prometheus(p, &args).await, "prometheus")
+        }
+        Provider::Webhook(w) => from_provider(provider::webhook(w, &args).await, "webhook"),
+        Provider::Command(c) => {
+            from_provider(provider::command(c, &args, ctx.base_dir).await, "command")
+        }
+    }
+}
+
+/// The verdict a tracker's decision means for the rollout machine.
+pub(crate) fn verdict(v: &RunVerdict) -> (Verdict, String) {
+    match v {
+        RunVerdict::Pass => (Verdict::Pass, "passed".to_owned()),
+        RunVerdict::Fail(why) => (Verdict::Fail, why.clone()),
+        RunVerdict::Inconclusive(why) => (Verdict::Inconclusive, why.clone()),
+    }
+}
+
+/// The run's name in the history: `background`, `step 2`.
+pub(crate) fn run_name(run: AnalysisRun) -> String {
+    match run {
+        AnalysisRun::Background => "background".to_owned(),
+        AnalysisRun::Step(i) => format!("step {i}"),
+        AnalysisRun::PrePromotion => "pre-promotion".to_owned(),
+    }
+}
+
+fn arm(stats: Option<&WindowStats>) -> Arm {
+    let Some(stats) = stats else {
+        return Arm {
+            requests: 0,
+            errors: 0,
+            latency: Histogram::new(),
+        };
+    };
+    let snap = WindowSnapshot::from(stats);
+    let judged = stats.counts.judged();
+    let pairs = snap.latency_buckets.iter().map(|(i, n)| {
+        let b = Bucket::at(usize::try_from(*i).unwrap_or(usize::MAX));
+        (b.representative().as_secs_f64() * 1000.0, *n)
+    });
+    Arm {
+        requests: judged,
+        errors: stats.counts.against.min(judged),
+        latency: Histogram::from_pairs(pairs).unwrap_or_default(),
+    }
+}
+
+/// The statistical judge on the last five minutes of both versions:
+/// `Some(evidence)` when the canary is significantly worse.
+pub(crate) async fn compare(ctx: &Ctx<'_>, judge: &Judge) -> Option<String> {
+    let stable = ctx.stable?;
+    let c = ctx
+        .data_plane
+        .window(ctx.service, ctx.canary, Window::M5)
+        .await;
+    let s = ctx.data_plane.window(ctx.service, stable, Window::M5).await;
+    let sample = Sample {
+        canary: arm(c.as_ref()),
+        stable: arm(s.as_ref()),
+    };
+    let j = judge.judge(&sample);
+    j.outcome.is_worse().then(|| {
+        format!(
+            "canary {} than stable {stable}: {}",
+            "worse",
+            j.reasons().join("; ")
+        )
+    })
+}
+
+/// The statistical judge with the documented defaults (`docs/analysis.md`).
+pub(crate) fn default_judge() -> Option<Judge> {
+    Judge::new(hatoba_analysis::Config::new()).ok()
+}
