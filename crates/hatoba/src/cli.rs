@@ -184,7 +184,11 @@ pub(crate) enum Command {
     /// over `STATE_DIR/dataplane.sock`; it keeps serving the last route
     /// tables when the controller stops or crashes.
     #[command(hide = true)]
-    Dataplane,
+    Dataplane {
+        /// Where to serve the traffic metrics (`/metrics`).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        metrics: std::net::SocketAddr,
+    },
     /// See the whole idea in a minute, with nothing to install.
     Demo {
         /// A shorter run.
@@ -221,6 +225,11 @@ pub(crate) struct UpArgs {
     /// (then users' traffic stops when the server stops).
     #[arg(long)]
     pub(crate) in_process_proxy: bool,
+    /// Serve the proxy's traffic metrics (Prometheus text, `/metrics`) on
+    /// this address, for a Prometheus to scrape (default: a free loopback
+    /// port, written in server.json).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

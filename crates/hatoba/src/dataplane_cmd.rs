@@ -40,7 +40,7 @@ fn log_file(state: &Path) -> PathBuf {
 }
 
 /// `hatoba dataplane`: runs until SIGTERM, SIGINT or a `shutdown` request.
-pub(crate) fn run(state: &Path) -> anyhow::Result<Exit> {
+pub(crate) fn run(state: &Path, metrics: std::net::SocketAddr) -> anyhow::Result<Exit> {
     std::fs::create_dir_all(state)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -66,7 +66,12 @@ pub(crate) fn run(state: &Path) -> anyhow::Result<Exit> {
             };
             CliError::new(exit, crate::server_cmd::chain(&e))
         })?;
-        let admin = AdminServer::start("127.0.0.1:0".parse()?, plane.recorder(), Vec::new())?;
+        let admin = AdminServer::start(metrics, plane.recorder(), Vec::new()).map_err(|e| {
+            CliError::new(
+                Exit::Failed,
+                format!("cannot serve the traffic metrics on {metrics}: {e}"),
+            )
+        })?;
         std::fs::write(admin_file(state), admin.local_addr().to_string())?;
         output::stderr(&format!(
             "data plane on {} (pid {}), metrics on http://{}/metrics\n",
@@ -104,7 +109,10 @@ pub(crate) struct Connected {
 
 /// Connects to the data plane of this state directory, starting one when
 /// none answers.
-pub(crate) async fn ensure(state: &Path) -> anyhow::Result<Connected> {
+pub(crate) async fn ensure(
+    state: &Path,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Connected> {
     let socket = socket_path(state);
     if let Ok(c) = ControlClient::connect(&socket).await
         && c.hello().await.is_ok()
@@ -124,6 +132,7 @@ pub(crate) async fn ensure(state: &Path) -> anyhow::Result<Connected> {
     cmd.arg("--state-dir")
         .arg(state)
         .arg("dataplane")
+        .args(metrics.map(|m| format!("--metrics={m}")))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);
@@ -183,7 +192,11 @@ fn admin_addr(state: &Path) -> String {
 
 /// Checks the data plane every second and starts it again when it stops
 /// answering; a restarted data plane serves its saved tables at once.
-pub(crate) async fn supervise(state: PathBuf, client: ControlClient) {
+pub(crate) async fn supervise(
+    state: PathBuf,
+    client: ControlClient,
+    metrics: Option<std::net::SocketAddr>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = 0u32;
@@ -198,7 +211,7 @@ pub(crate) async fn supervise(state: PathBuf, client: ControlClient) {
             continue;
         }
         output::stderr("the data plane stopped answering: starting it again\n");
-        match ensure(&state).await {
+        match ensure(&state, metrics).await {
             Ok(_) => misses = 0,
             Err(e) => output::stderr(&format!("cannot restart the data plane: {e:#}\n")),
         }

@@ -88,7 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         } => runtime()?.block_on(inspect_cmd::logs(&g, &service, follow, lines)),
         Command::Analysis { deployment } => runtime()?.block_on(history::analysis(&g, &deployment)),
         Command::Diagnose { service } => runtime()?.block_on(inspect_cmd::diagnose(&g, &service)),
-        Command::Dataplane => dataplane_cmd::run(&g.state_dir),
+        Command::Dataplane { metrics } => dataplane_cmd::run(&g.state_dir, metrics),
         Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),
         Command::DemoApp { version_label } => demo::serve_demo_app(version_label),
     }

@@ -118,10 +118,11 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             );
             (Arc::new(local), None)
         } else {
-            let c = crate::dataplane_cmd::ensure(state).await?;
+            let c = crate::dataplane_cmd::ensure(state, args.metrics).await?;
             supervisor = Some(tokio::spawn(crate::dataplane_cmd::supervise(
                 state.to_path_buf(),
                 c.client.clone(),
+                args.metrics,
             )));
             let remote = Arc::new(hatoba_server::RemoteDataPlane::new(c.client));
             if c.started {
@@ -163,7 +164,11 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         .resume()
         .await
         .map_err(|e| CliError::new(Exit::Failed, crate::server_cmd::chain(&e)))?;
-    let admin = hatoba_proxy::AdminServer::start("127.0.0.1:0".parse()?, recorder, Vec::new())?;
+    let admin_addr = match (args.in_process_proxy, args.metrics) {
+        (true, Some(m)) => m,
+        _ => "127.0.0.1:0".parse()?,
+    };
+    let admin = hatoba_proxy::AdminServer::start(admin_addr, recorder, Vec::new())?;
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod faults;
 mod history;
+mod prometheus;
 mod proxy;
 mod proxy_tls;
 mod restart;
