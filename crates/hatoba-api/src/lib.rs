@@ -83,6 +83,10 @@ pub struct ServiceStatus {
     /// The live deployment's analysis: the latest measurement of each metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<MeasurementInfo>,
+    /// The running instances, when a server of this state directory runs
+    /// this service's environment (with readiness, memory and CPU).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceInfo>,
 }
 
 /// One analysis measurement (`hatoba analysis DEPLOYMENT`).
@@ -309,6 +313,7 @@ mod tests {
             api_version: API_VERSION.to_owned(),
             services: vec![ServiceStatus {
                 analysis: Vec::new(),
+                instances: Vec::new(),
                 service: "web".to_owned(),
                 environment: "production".to_owned(),
                 current_version: Some("v2".to_owned()),

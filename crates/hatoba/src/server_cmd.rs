@@ -243,6 +243,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The running server's address file, if there is one.
+pub(crate) fn server_info(global: &Global) -> Option<hatoba_api::ServerInfo> {
+    std::fs::read_to_string(info_path(&global.state_dir))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
 /// One API call to the server of this state directory.
 pub(crate) async fn call(
     global: &Global,

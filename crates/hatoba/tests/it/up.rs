@@ -395,6 +395,12 @@ fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
             .as_array()
             .is_some_and(|b| b.len() == 2)
     });
+    // status adds what runs now (from the server) to the history's view.
+    hatoba(&state)
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2/2 in route"));
     // The text form names the instances and the route; logs prints lines.
     hatoba(&state)
         .args(["diagnose", "web"])
