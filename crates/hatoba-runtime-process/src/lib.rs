@@ -81,6 +81,10 @@ pub const INSTANCE_ENV: &str = "HATOBA_INSTANCE";
 /// started an instance.
 pub const SCOPE_ENV: &str = "HATOBA_SCOPE";
 
+/// Stands for the instance's port in [`InstanceSpec`] arguments and
+/// environment values; replaced when the instance starts.
+pub const PORT_PLACEHOLDER: &str = "${PORT}";
+
 /// After SIGKILL, how long to wait for the kernel to reap the group.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long swept orphans get between SIGTERM and SIGKILL, by default.
@@ -253,10 +257,14 @@ impl ProcessRuntime {
         } else {
             spec.program.clone()
         };
+        // `${PORT}` in arguments and environment values is the port chosen
+        // here, for programs that take their port on the command line.
+        let port_text = port.to_string();
+        let fill = |s: &String| s.replace(PORT_PLACEHOLDER, &port_text);
         let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&spec.args)
-            .envs(&spec.env)
-            .env("PORT", port.to_string())
+        cmd.args(spec.args.iter().map(fill))
+            .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))
+            .env("PORT", &port_text)
             .env(INSTANCE_ENV, &id.0)
             .env(SCOPE_ENV, &self.scope)
             .current_dir(&spec.working_dir)
@@ -537,6 +545,18 @@ impl Runtime for ProcessRuntime {
         }
         self.with(|r| r.entries.get(id).map(|e| e.status.clone()))
             .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })
+    }
+
+    async fn forget(&self, id: &InstanceId) {
+        self.with(|m| {
+            let stopped = m
+                .entries
+                .get(id)
+                .is_some_and(|e| matches!(e.status.state, InstanceState::Exited { .. }));
+            if stopped {
+                m.entries.remove(id);
+            }
+        });
     }
 
     async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError> {

@@ -48,6 +48,8 @@ pub struct InstanceSpec {
     /// Its arguments.
     pub args: Vec<String>,
     /// Environment variables on top of the runtime's own; `PORT` is added.
+    /// In `args` and in these values, `${PORT}` stands for the instance's
+    /// port and is replaced by the runtime when it starts the instance.
     pub env: BTreeMap<String, String>,
     /// Where it runs.
     pub working_dir: PathBuf,
@@ -174,6 +176,13 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// The instances of a service this runtime knows, running or exited
     /// (started or adopted by this runtime object).
     async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError>;
+
+    /// Forgets a stopped instance: it leaves `list` (a long-lived server
+    /// would otherwise keep every instance it ever ran). Forgetting a
+    /// running or unknown instance does nothing.
+    async fn forget(&self, id: &InstanceId) {
+        let _ = id;
+    }
 
     /// Re-attaches to an instance that a previous controller started, from
     /// the status it recorded. When that very instance still runs (same

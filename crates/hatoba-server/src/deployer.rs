@@ -812,6 +812,10 @@ pub(crate) fn instance_spec_for(
         if name == "VERSION" {
             return Some(req.version.to_string());
         }
+        if name == "PORT" {
+            // Known only when the instance starts: the runtime fills it in.
+            return Some("${PORT}".to_owned());
+        }
         req.vars.get(name).cloned()
     };
     let program = hatoba_spec::interpolate(&p.command, lookup)?;
@@ -1240,6 +1244,7 @@ impl Run<'_> {
             .runtime
             .stop(&s.id, self.req.svc.termination_grace_period)
             .await?;
+        self.d.runtime.forget(&s.id).await;
         self.event(
             "instance_stopped",
             format!("instance {} of {} stopped", s.id, s.version),

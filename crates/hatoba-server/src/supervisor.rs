@@ -293,6 +293,7 @@ async fn restart(
         .runtime
         .stop(&inst.id, s.svc.termination_grace_period)
         .await;
+    s.runtime.forget(&inst.id).await;
     let spec = instance_spec_for(
         &s.name,
         &s.svc,

@@ -342,6 +342,41 @@ async fn instances_get_their_own_group_port_env_and_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_placeholders_in_args_and_env_become_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = ProcessRuntime::new(dir.path().join("logs"));
+    let _cleanup = Cleanup::scopes(&[rt.scope()]);
+    let spec = InstanceSpec {
+        program: "/bin/sh".to_owned(),
+        args: vec![
+            "-c".to_owned(),
+            "echo \"arg=$1 env=$LISTEN\"; exec sleep 30".to_owned(),
+            "sh".to_owned(),
+            "--port=${PORT}".to_owned(),
+        ],
+        env: [("LISTEN".to_owned(), "127.0.0.1:${PORT}".to_owned())].into(),
+        ..spec("serve")
+    };
+    let s = rt.start(&spec, hatoba_core::Millis(0)).await.unwrap();
+    let port = s.addr.port();
+    let log = s.log.clone().unwrap();
+    hatoba_test_support::wait_for_async(std::time::Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains(&format!("arg=--port={port} env=127.0.0.1:{port}")) }
+    })
+    .await
+    .unwrap();
+    // A running instance is not forgotten; a stopped one is.
+    rt.forget(&s.id).await;
+    assert_eq!(rt.list(&s.service).await.unwrap().len(), 1);
+    rt.stop(&s.id, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    rt.forget(&s.id).await;
+    assert!(rt.list(&s.service).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_outlive_a_killed_controller_then_are_adopted_or_swept() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
