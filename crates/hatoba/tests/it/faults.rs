@@ -2,21 +2,10 @@
 //! exit code, the running version keeps serving, and the history keeps
 //! every attempt with its reason.
 
-use assert_cmd::Command;
+use crate::support::{Up, hatoba, latest as last, served};
 use predicates::prelude::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn hatoba(state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hatoba"));
-    cmd.env_remove("HATOBA_OUTPUT")
-        .env_remove("HATOBA_STORE")
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(state);
-    cmd.timeout(Duration::from_secs(90));
-    cmd
-}
 
 fn spec(port: u16) -> String {
     format!(
@@ -42,20 +31,6 @@ services:
     )
 }
 
-struct Up(std::process::Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let (Ok(None), Ok(pid)) = (self.0.try_wait(), i32::try_from(self.0.id())) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.0.wait();
-        }
-    }
-}
-
 fn up(state: &Path, file: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"));
     cmd.arg("--state-dir")
@@ -68,40 +43,7 @@ fn up(state: &Path, file: &Path) -> std::process::Command {
 }
 
 fn poll(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The version the proxy answers with, or why it does not.
-fn served(port: u16) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return Err(out.lines().next().unwrap_or("").to_owned());
-    }
-    out.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("x-version: ")
-                .map(str::to_owned)
-        })
-        .ok_or(out)
-}
-
-fn last(state: &Path) -> serde_json::Value {
-    let out = hatoba(state)
-        .args(["history", "-o", "json", "--limit", "1"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["deployments"][0].clone()
+    crate::support::poll(what, Duration::from_secs(30), || f().then_some(()));
 }
 
 #[test]

@@ -10,4 +10,5 @@ mod prometheus;
 mod proxy;
 mod proxy_tls;
 mod restart;
+mod support;
 mod up;

@@ -3,19 +3,7 @@
 //! and the canary step's analysis asks it for the new version's success
 //! rate and p95 latency.
 
-use std::path::Path;
-use std::time::Duration;
-
-fn hatoba(state: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_hatoba"));
-    cmd.env_remove("HATOBA_OUTPUT")
-        .env_remove("HATOBA_STORE")
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(state);
-    cmd.timeout(Duration::from_secs(120));
-    cmd
-}
+use crate::support::{Traffic, Up, hatoba};
 
 fn spec(port: u16, prometheus: &str) -> String {
     let selector = r#"service="{{service}}",version="{{version}}""#;
@@ -66,20 +54,6 @@ analysis:
     )
 }
 
-struct Up(std::process::Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let (Ok(None), Ok(pid)) = (self.0.try_wait(), i32::try_from(self.0.id())) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[test]
 fn a_canary_is_judged_by_prometheus_with_the_seeds_queries() {
     let metrics: std::net::SocketAddr =
@@ -99,43 +73,14 @@ fn a_canary_is_judged_by_prometheus_with_the_seeds_queries() {
         .arg(&file)
         .assert()
         .success();
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["up", "--metrics", &metrics.to_string(), "-f"])
-        .arg(&file)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _up = Up(server);
-    hatoba_test_support::wait_for(Duration::from_secs(30), || {
-        state.join("server.json").exists()
-    })
-    .unwrap();
+    let _up = Up::start(&state, &file, &["--metrics", &metrics.to_string()]);
     hatoba(&state)
         .args(["deploy", "web", "--version", "v1", "--wait"])
         .assert()
         .success();
 
     // Steady traffic, so Prometheus has rates to compute.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let started = std::time::Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && started.elapsed() < Duration::from_secs(120)
-            {
-                if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                    let mut out = Vec::new();
-                    let _ = s.read_to_end(&mut out);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let load = Traffic::start(port);
     let out = hatoba(&state)
         .args(["deploy", "web", "--version", "v2", "--wait", "-o", "json"])
         .output()
@@ -149,8 +94,7 @@ fn a_canary_is_judged_by_prometheus_with_the_seeds_queries() {
     );
     let detail: serde_json::Value = serde_json::from_str(&text).unwrap();
     let id = detail["deployment"]["id"].as_str().unwrap().to_owned();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.join().unwrap();
+    drop(load);
 
     // Every measurement is recorded: three passed ones per metric, with the
     // values Prometheus computed.

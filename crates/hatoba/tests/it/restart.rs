@@ -5,6 +5,7 @@
 //! instances of the version that serves are left, and not one request
 //! failed: the data plane is its own process and outlives the controller.
 
+use crate::support::{Up, hatoba, poll};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,27 +35,6 @@ services:
 "#,
         exe = env!("CARGO_BIN_EXE_hatoba")
     )
-}
-
-fn hatoba(state: &Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"));
-    cmd.env_remove("HATOBA_OUTPUT")
-        .env_remove("HATOBA_STORE")
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(state);
-    cmd
-}
-
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Instances of this state directory running on the machine, by the
@@ -129,60 +109,11 @@ fn recorded(state: &Path) -> BTreeSet<String> {
 }
 
 fn latest(state: &Path) -> Option<(String, String)> {
-    let out = hatoba(state)
-        .args(["history", "-o", "json", "--limit", "1"])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let d = &v["deployments"][0];
+    let d = crate::support::latest(state);
     Some((
         d["version"].as_str()?.to_owned(),
         d["status"].as_str()?.to_owned(),
     ))
-}
-
-struct Up {
-    child: std::process::Child,
-}
-
-impl Up {
-    fn start(state: &Path, file: &Path) -> Up {
-        let child = hatoba(state)
-            .args(["up", "-f"])
-            .arg(file)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let info = state.join("server.json");
-        poll(
-            "server.json of the new server",
-            Duration::from_secs(30),
-            || {
-                let t = std::fs::read_to_string(&info).ok()?;
-                let v: serde_json::Value = serde_json::from_str(&t).ok()?;
-                (v["pid"].as_u64() == Some(u64::from(pid))).then_some(())
-            },
-        );
-        Up { child }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let (Ok(None), Ok(pid)) = (self.child.try_wait(), i32::try_from(self.child.id())) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Stops whatever instances and data plane a failed test left behind.
@@ -299,14 +230,11 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
     eprintln!("kill points from seed {seed} (HATOBA_RESTART_SEED replays them)");
     let mut rng = Lcg(seed);
 
-    let up = Up::start(&state, &file);
-    assert!(
-        hatoba(&state)
-            .args(["deploy", "web", "--version", "v1", "--wait"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let up = Up::start(&state, &file, &[]);
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .success();
     let mut up = Some(up);
     let traffic = Traffic::start(port, 4);
     let mut serving = "v1".to_owned();
@@ -328,13 +256,13 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
         if was.as_ref().is_some_and(|(_, s)| s == "in_progress") {
             resumed_mid_rollout += 1;
         }
-        up = Some(Up::start(&state, &file));
+        up = Some(Up::start(&state, &file, &[]));
 
         // Right after the restart, and until the rollout ends, what runs
         // converges on what is recorded: no orphan survives, nothing is doubled.
         poll(
             &format!("round {round} ({delay:?}): running = recorded"),
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || {
                 let (r, c) = (running(&scope), recorded(&state));
                 (r == c).then_some(())
@@ -353,7 +281,7 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
         }
         let final_set = poll(
             &format!("round {round}: {REPLICAS} instances of {serving}"),
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || {
                 let (r, c) = (running(&scope), recorded(&state));
                 (r == c && r.len() == REPLICAS).then_some(r)
@@ -366,7 +294,7 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
             );
         }
         // And the proxy, rebuilt from the store, sends traffic to it.
-        let body = poll("the proxy to answer", Duration::from_secs(10), || {
+        let body = poll("the proxy to answer", Duration::from_secs(30), || {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -2,21 +2,10 @@
 //! as a user runs them: the spec's service is this very binary as the demo
 //! app (`hatoba demo-app`).
 
-use assert_cmd::Command;
+use crate::support::{Traffic, Up, hatoba, latest};
 use predicates::prelude::*;
 use std::path::Path;
 use std::time::Duration;
-
-fn hatoba(state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hatoba"));
-    cmd.env_remove("HATOBA_OUTPUT")
-        .env_remove("HATOBA_STORE")
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(state);
-    cmd.timeout(Duration::from_secs(60));
-    cmd
-}
 
 fn spec(port: u16) -> String {
     format!(
@@ -61,44 +50,11 @@ fn status_version(state: &Path) -> Option<String> {
 }
 
 fn live_status(state: &Path) -> Option<String> {
-    let out = hatoba(state)
-        .args(["history", "-o", "json", "--limit", "1"])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["deployments"][0]["status"].as_str().map(str::to_owned)
+    latest(state)["status"].as_str().map(str::to_owned)
 }
 
 fn poll(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Keeps a light load on the service so analysis has traffic to judge.
-fn traffic(
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let started = std::time::Instant::now();
-        while !stop.load(std::sync::atomic::Ordering::Relaxed)
-            && started.elapsed() < Duration::from_secs(120)
-        {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut out = Vec::new();
-                let _ = s.read_to_end(&mut out);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    })
+    crate::support::poll(what, Duration::from_secs(30), || f().then_some(()));
 }
 
 #[test]
@@ -116,16 +72,7 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .code(3)
         .stderr(predicate::str::contains("hatoba up"));
 
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["up", "-f"])
-        .arg(&file)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(server);
-    poll("server.json", || state.join("server.json").exists());
+    let mut server = Up::start(&state, &file, &[]);
 
     hatoba(&state)
         .args(["deploy", "web", "--version", "v1", "--wait"])
@@ -134,8 +81,7 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .stdout(predicate::str::contains("succeeded"));
     assert_eq!(status_version(&state).as_deref(), Some("v1"));
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = traffic(port, std::sync::Arc::clone(&stop));
+    let load = Traffic::start(port);
 
     // v2 waits at `pause: {}` until promoted; meanwhile a second deploy is refused.
     hatoba(&state)
@@ -225,8 +171,7 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .code(4)
         .stderr(predicate::str::contains("never succeeded"));
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.join().unwrap();
+    drop(load);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(server.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
@@ -234,22 +179,6 @@ fn up_then_deploy_promote_roll_back_and_abort() {
     .unwrap();
     assert!(server.0.wait().unwrap().success());
     assert!(!state.join("server.json").exists());
-}
-
-/// The server is stopped even when an assertion fails half-way (SIGTERM, so
-/// it stops its instances too).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let (Ok(None), Ok(pid)) = (self.0.try_wait(), i32::try_from(self.0.id())) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.0.wait();
-        }
-    }
 }
 
 #[test]
@@ -260,22 +189,7 @@ fn environments_that_require_approval_wait_for_someone_else_to_approve() {
     let file = dir.path().join("hatoba.yaml");
     let text = spec(port) + "environments:\n  production:\n    requireApproval: true\n";
     std::fs::write(&file, text).unwrap();
-    let start = |state: &Path| {
-        let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
-            .arg("--state-dir")
-            .arg(state)
-            .args(["up", "--env", "production", "-f"])
-            .arg(&file)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = server.id();
-        poll("server.json", || {
-            std::fs::read_to_string(state.join("server.json"))
-                .is_ok_and(|t| t.contains(&format!("\"pid\": {pid}")))
-        });
-        KillOnDrop(server)
-    };
+    let start = |state: &Path| Up::start(state, &file, &["--env", "production"]);
     let server = start(&state);
     let out = hatoba(&state)
         .args(["deploy", "web", "--version", "v1", "--as", "alice"])
@@ -288,9 +202,7 @@ fn environments_that_require_approval_wait_for_someone_else_to_approve() {
     assert_eq!(live_status(&state).as_deref(), Some("pending"));
 
     // The wait is recorded: a server killed and started again still waits.
-    let mut server = server;
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.kill9();
     let _server = start(&state);
     assert_eq!(live_status(&state).as_deref(), Some("pending"));
 
@@ -327,16 +239,7 @@ fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
     let port = hatoba_test_support::free_port().unwrap();
     let file = dir.path().join("hatoba.yaml");
     std::fs::write(&file, spec(port)).unwrap();
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["up", "-f"])
-        .arg(&file)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = KillOnDrop(server);
-    poll("server.json", || state.join("server.json").exists());
+    let _server = Up::start(&state, &file, &[]);
     hatoba(&state)
         .args(["deploy", "web", "--version", "v1", "--wait"])
         .assert()
@@ -429,22 +332,12 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
         .replace("          - pause: {}\n", "");
     assert!(text.contains("watch: 5m"));
     std::fs::write(&file, text).unwrap();
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["up", "-f"])
-        .arg(&file)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = KillOnDrop(server);
-    poll("server.json", || state.join("server.json").exists());
+    let _server = Up::start(&state, &file, &[]);
     hatoba(&state)
         .args(["deploy", "web", "--version", "v1", "--wait"])
         .assert()
         .success();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = traffic(port, std::sync::Arc::clone(&stop));
+    let load = Traffic::start(port);
     hatoba(&state)
         .args(["deploy", "web", "--version", "v2"])
         .assert()
@@ -485,6 +378,5 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
     );
     assert_eq!(live_status(&state).as_deref(), Some("aborted"));
     assert_eq!(status_version(&state).as_deref(), Some("v1"));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.join().unwrap();
+    drop(load);
 }

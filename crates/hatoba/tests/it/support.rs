@@ -1,0 +1,153 @@
+//! What the tests of `hatoba up` share: the CLI aimed at a state
+//! directory, a server that is stopped when the test ends however it ends,
+//! polling with a deadline, and asking the proxy which version answers.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `hatoba --state-dir STATE`, with the user's environment out of the way.
+pub(crate) fn hatoba(state: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_hatoba"));
+    cmd.env_remove("HATOBA_OUTPUT")
+        .env_remove("HATOBA_STORE")
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(state);
+    cmd.timeout(Duration::from_secs(120));
+    cmd
+}
+
+/// Polls `f` until it gives a value, failing the test after `limit`.
+pub(crate) fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `hatoba up` of the test. Dropping it sends SIGTERM (so it stops its
+/// instances and its data plane too) and waits.
+pub(crate) struct Up(pub(crate) std::process::Child);
+
+impl Up {
+    /// Starts `hatoba up -f FILE ARGS...` and waits until this very server
+    /// has written its `server.json`.
+    pub(crate) fn start(state: &Path, file: &Path, args: &[&str]) -> Up {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+            .arg("--state-dir")
+            .arg(state)
+            .arg("up")
+            .args(args)
+            .arg("-f")
+            .arg(file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = u64::from(child.id());
+        let up = Up(child);
+        let info = state.join("server.json");
+        poll(
+            "server.json of the new server",
+            Duration::from_secs(60),
+            || {
+                let t = std::fs::read_to_string(&info).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+                (v["pid"].as_u64() == Some(pid)).then_some(())
+            },
+        );
+        up
+    }
+
+    /// Kills it with SIGKILL: nothing of its own shutdown runs.
+    pub(crate) fn kill9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let (Ok(None), Ok(pid)) = (self.0.try_wait(), i32::try_from(self.0.id())) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The version the proxy on `port` answers with (its `x-version`), or why
+/// it does not answer 200.
+pub(crate) fn served(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return Err(out.lines().next().unwrap_or("").to_owned());
+    }
+    out.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-version: ")
+                .map(str::to_owned)
+        })
+        .ok_or(out)
+}
+
+/// The newest deployment in the history, as JSON (`Null` when none).
+pub(crate) fn latest(state: &Path) -> serde_json::Value {
+    let out = hatoba(state)
+        .args(["history", "-o", "json", "--limit", "1"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .map(|v| v["deployments"][0].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Requests one after another on fresh connections until stopped (at most
+/// two minutes), so analysis has traffic to judge.
+pub(crate) struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// Starts sending to the proxy on `port`.
+    pub(crate) fn start(port: u16) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(120)
+            {
+                let _ = served(port);
+                // Pacing, not waiting: about 200 requests a second.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Traffic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
