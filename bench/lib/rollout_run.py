@@ -13,7 +13,7 @@ every measured action of that strategy:
 
   rolling    deploy v2 (4 instances, maxSurge 1), then `hatoba rollback` (cold)
   bluegreen  deploy v2 (measured to the switch), `hatoba rollback` while the
-             old colour is warm (if refused: `hatoba abort`, labelled so);
+             old colour is warm (it aborts the deployment in progress);
              deploy v2 again, `hatoba promote` (old colour stopped), then
              `hatoba rollback` (cold)
   canary     deploy v2 (25 % / 2 s / 50 % / 2 s), then `hatoba rollback` (cold)
@@ -602,26 +602,17 @@ class Bench:
             self.problem(f"bluegreen: deploy v2 never switched: {act.get('status')} {act.get('reason')}")
         log(f"bluegreen: deploy v2 switched in {fmt_s(act.get('duration_s'))}")
         self.settle(load)
-        # 2. warm rollback while the old colour runs.
+        # 2. warm rollback while the old colour runs. `hatoba rollback` while
+        # the deployment of v2 is still in progress (its old colour warm for
+        # the scale-down delay) aborts it: traffic goes back in one swap.
         c = self.cli("bluegreen-rollback-warm", "rollback", svc)
-        act, c, w = self.action(strat, "rollback", "bluegreen: rollback, old colour warm",
-                                c, "v2", "v1", wait_pattern=switch, timeout=60)
-        if act.get("refused"):
-            act["goal_met"] = False
-            log(f"bluegreen: `hatoba rollback` while the old colour is warm was refused "
-                f"(exit {act['exit_code']}): {act['output'].strip()}; measuring `hatoba abort` instead")
-            out.append(act)
-            # What an operator can do instead: abort the deployment in progress.
-            c2 = self.cli("bluegreen-abort-warm", "abort", svc)
-            ab = {"strategy": strat, "kind": "rollback", "via_abort": True,
-                  "label": "bluegreen: abort instead, old colour warm",
-                  "argv": c2.argv[1:], "invoked": c2.invoked, "from": "v2", "to": "v1",
-                  "deployment": dep.wait_id(1)}
-            rc = c2.wait(30)
-            c2.save()
-            ab["exit_code"] = rc
-            if rc != 0:
-                self.problem(f"bluegreen: `hatoba abort` exited {rc}: {c2.text()}")
+        rc = c.wait(60)
+        c.save()
+        if rc == 0 and "aborting it" in c.text():
+            ab = {"strategy": strat, "kind": "rollback",
+                  "label": "bluegreen: rollback, old colour warm",
+                  "argv": c.argv[1:], "invoked": c.invoked, "from": "v2", "to": "v1",
+                  "deployment": dep.wait_id(1), "exit_code": rc}
             d = self.watch_existing(dep)
             ab["status"] = d["deployment"]["status"] if d else None
             ab["ended"] = parse_time(d["deployment"].get("finished_at")) if d else None
@@ -630,9 +621,14 @@ class Bench:
             ab["instances"], ab["startup_sum_s"], ab["startup_wall_s"] = [], 0.0, 0.0
             out.append(ab)
         else:
-            out.append(self.close_action(act, c, w, wait_pattern=switch))
-            # A rollback through blue-green keeps its own old colour warm: end it.
-            self.end_scale_down(svc, "bluegreen-rollback-warm-promote", c)
+            act = {"strategy": strat, "kind": "rollback",
+                   "label": "bluegreen: rollback, old colour warm", "argv": c.argv[1:],
+                   "invoked": c.invoked, "from": "v2", "to": "v1", "refused": True,
+                   "exit_code": rc, "output": c.text(), "instances": [],
+                   "startup_sum_s": 0.0, "startup_wall_s": 0.0, "goal_met": False}
+            self.problem(f"bluegreen: `hatoba rollback` while the old colour is warm: exit {rc}: "
+                         f"{c.text().strip()}")
+            out.append(act)
         if dep.wait(30) is None:
             self.problem("bluegreen: the deploy of v2 still runs 30s after the warm rollback")
             dep.kill()

@@ -96,6 +96,10 @@ pub struct Canary {
     scaled: u32,
     background: bool,
     hold_promotion: bool,
+    /// A promote that came while the canary was still scaling: it ends the
+    /// next pause or analysis step as soon as that step is reached.
+    #[serde(default)]
+    promote_queued: bool,
     out: Outbox,
 }
 
@@ -109,6 +113,7 @@ impl Canary {
             scaled: 0,
             background: false,
             hold_promotion: false,
+            promote_queued: false,
             out: Outbox::default(),
         }
     }
@@ -218,9 +223,12 @@ impl Canary {
                         .record("watch ended early by `hatoba promote`".to_owned());
                     self.finish_watch();
                 }
-                State::Scaling { step, .. } => self.out.record(format!(
-                    "step {step}: promote ignored: waiting for canary instances"
-                )),
+                State::Scaling { step, .. } => {
+                    self.promote_queued = true;
+                    self.out.record(format!(
+                        "step {step}: promote noted: it ends the next pause or analysis once the canary instances are ready"
+                    ));
+                }
                 _ => {}
             },
             Input::PromoteFull => {
@@ -343,6 +351,11 @@ impl Canary {
                         return;
                     }
                     self.out.set_weight(w);
+                }
+                Step::Pause(_) | Step::Analysis if self.promote_queued => {
+                    self.promote_queued = false;
+                    self.out
+                        .record(format!("step {i}: skipped: promoted while scaling"));
                 }
                 Step::Pause(d) => {
                     let until = d.map(|d| now.saturating_add(d));

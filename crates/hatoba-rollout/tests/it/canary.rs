@@ -272,6 +272,26 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
 }
 
 #[test]
+fn a_promote_while_the_canary_scales_ends_the_next_pause() {
+    check(
+        plan(),
+        "0s start
+         0s promote
+         2s ready 4 1",
+        expect![[r#"
+            0s    start analysis background
+            0s    # step 0: set weight 25%
+            0s    scale canary 1
+            0s    # step 0: promote noted: it ends the next pause or analysis once the canary instances are ready
+            2s    weight 25
+            2s    # step 1: skipped: promoted while scaling
+            2s    # step 2: set weight 50%
+            2s    scale canary 2
+        "#]],
+    );
+}
+
+#[test]
 fn a_ramped_promotion_moves_traffic_as_instances_become_ready() {
     check(
         CanaryPlan {

@@ -88,12 +88,25 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .args(["deploy", "web", "--version", "v2"])
         .assert()
         .success();
+    // Paused: the pause step is in the deployment's events (a promote sent
+    // while the canary instance still starts would only move it past the
+    // 50 % step, not past the pause).
     poll("v2 paused at 50%", || {
-        let out = hatoba(&state)
-            .args(["history", "-o", "json", "--limit", "1"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("\"in_progress\"")
+        let id = latest(&state)["id"].as_str().map(str::to_owned);
+        id.is_some_and(|id| {
+            let out = hatoba(&state)
+                .args(["diagnose", "web", "-o", "json"])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v["events"].as_array().is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("pause until"))
+                })
+            }) && v["history"][0]["id"] == id.as_str()
+        })
     });
     hatoba(&state)
         .args(["deploy", "web", "--version", "v9"])
