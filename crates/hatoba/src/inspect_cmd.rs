@@ -14,6 +14,12 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A service name as typed, checked before it goes into a path or a URL.
+fn service_name(s: &str) -> Result<hatoba_core::ServiceName, CliError> {
+    s.parse()
+        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))
+}
+
 /// Who acts: `--as`, else $USER, else `unknown`.
 pub(crate) fn actor(given: Option<String>) -> String {
     given
@@ -27,6 +33,9 @@ pub(crate) async fn approve(
     deployment: &str,
     who: Option<String>,
 ) -> anyhow::Result<Exit> {
+    let deployment = deployment
+        .parse::<hatoba_core::DeploymentId>()
+        .map_err(|e| CliError::new(Exit::BadInput, e.to_string()))?;
     let by = actor(who);
     let body = serde_json::to_vec(&hatoba_api::ApproveRequest { by: by.clone() })?;
     let bytes = call(
@@ -129,6 +138,8 @@ pub(crate) async fn logs(
     follow: bool,
     lines: usize,
 ) -> anyhow::Result<Exit> {
+    let service = service_name(service)?;
+    let service = service.as_str();
     let mut files = log_files(global, service).await?;
     if files.is_empty() && !follow {
         output::stderr(&format!("`{service}` has no running instance\n"));
@@ -194,6 +205,8 @@ pub(crate) async fn logs(
 }
 
 pub(crate) async fn diagnose(global: &Global, service: &str) -> anyhow::Result<Exit> {
+    let service = service_name(service)?;
+    let service = service.as_str();
     let detail = service_detail(global, service).await?;
     let store = crate::state::open_for_reading(global).await?;
     let history = {

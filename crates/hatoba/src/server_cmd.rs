@@ -243,6 +243,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A service name as typed, checked before it goes into a URL.
+fn check_service(s: &str) -> Result<(), CliError> {
+    s.parse::<hatoba_core::ServiceName>()
+        .map(|_| ())
+        .map_err(|e| CliError::new(Exit::BadInput, e.to_string()))
+}
+
 /// The running server's address file, if there is one.
 pub(crate) fn server_info(global: &Global) -> Option<hatoba_api::ServerInfo> {
     std::fs::read_to_string(info_path(&global.state_dir))
@@ -474,6 +481,7 @@ pub(crate) async fn rollback(
     service: &str,
     to: Option<String>,
 ) -> anyhow::Result<Exit> {
+    check_service(service)?;
     let body = serde_json::to_vec(&hatoba_api::RollbackRequest {
         to,
         by: Some(crate::inspect_cmd::actor(None)),
@@ -520,6 +528,7 @@ pub(crate) async fn rollback(
 }
 
 pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> anyhow::Result<Exit> {
+    check_service(service)?;
     let bytes = call(
         global,
         hyper::Method::POST,

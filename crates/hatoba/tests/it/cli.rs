@@ -223,6 +223,21 @@ fn inspection_commands_without_a_server_say_what_is_missing() {
             .code(3)
             .stderr(predicate::str::contains("hatoba up"));
     }
+    // A name that is not a service name is refused before anything else.
+    for args in [
+        &["logs", "../.."][..],
+        &["diagnose", "web/rollback"],
+        &["promote", "Web"],
+        &["rollback", "a b"],
+        &["approve", "not an id"],
+    ] {
+        hatoba()
+            .args(["--state-dir", state])
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("not a valid"));
+    }
     // ... and logs falls back to the log files, of which there are none.
     hatoba()
         .args(["--state-dir", state, "logs", "web"])
