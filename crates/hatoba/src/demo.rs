@@ -83,10 +83,15 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
         .ok()
         .and_then(|v| hatoba_core::parse_duration(&v).ok())
         .unwrap_or_default();
+    let crash_after = std::env::var("DEMO_CRASH_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0);
     let cfg = hatoba_demo_app::Config {
         version_label,
         error_rate,
         ready_after,
+        crash_after,
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -393,3 +393,70 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
     assert_eq!(status_version(&state).as_deref(), Some("v1"));
     drop(load);
 }
+
+/// A regression that shows only once the new version has all the traffic
+/// (here: its instances crash after a few hundred requests) is caught
+/// during the watch after promotion and traffic flips back to the warm
+/// previous version.
+#[test]
+fn a_regression_at_100_percent_is_rolled_back_during_the_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = hatoba_test_support::free_port().unwrap();
+    let file = dir.path().join("hatoba.yaml");
+    let text = spec(port)
+        .replace("    drain: 1s\n", "    drain: 1s\n    watch: 5m\n")
+        .replace(
+            "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\"}\n",
+            "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\", DEMO_CRASH_AFTER: \"${CRASH_AFTER:-0}\"}\n",
+        )
+        .replace("          - pause: {}\n", "");
+    assert!(text.contains("watch: 5m") && text.contains("CRASH_AFTER"));
+    std::fs::write(&file, text).unwrap();
+    let _server = Up::start(&state, &file, &[]);
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .success();
+    let _load = Traffic::start(port);
+    // v2 passes its 50 % step, then at 100 % its instances start crashing.
+    hatoba(&state)
+        .args([
+            "deploy",
+            "web",
+            "--version",
+            "v2",
+            "--set",
+            "CRASH_AFTER=400",
+            "--wait",
+        ])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "rolled_back: regression during the watch after promotion",
+        ));
+    let out = hatoba(&state)
+        .args(["analysis", latest(&state)["id"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let events = hatoba(&state)
+        .args(["diagnose", "web", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    let messages: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("at 100 %: watching")),
+        "{messages:?}"
+    );
+    assert_eq!(status_version(&state).as_deref(), Some("v1"));
+    poll("v1 answering", || {
+        crate::support::served(port).as_deref() == Ok("v1")
+    });
+}
