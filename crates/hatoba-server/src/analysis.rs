@@ -283,8 +283,7 @@ pub(crate) async fn compare(ctx: &Ctx<'_>, judge: &Judge) -> Option<String> {
     let j = judge.judge(&sample);
     j.outcome.is_worse().then(|| {
         format!(
-            "canary {} than stable {stable}: {}",
-            "worse",
+            "canary worse than stable {stable}: {}",
             j.reasons().join("; ")
         )
     })
