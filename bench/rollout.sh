@@ -112,30 +112,6 @@ STATE=$(mktemp -d "${TMPDIR:-/tmp}/hatoba-rollout.XXXXXX")
 UP_PID=""
 CHILD=""
 
-# Processes of our state directory that outlived `hatoba up`: instances carry
-# HATOBA_SCOPE=<state dir> in their environment, the data plane has
-# `--state-dir <state dir> dataplane` on its command line. Builtins only, so
-# no helper process of ours matches.
-leftovers() {
-    local p pid
-    local -a argv envv
-    for p in /proc/[0-9]*; do
-        pid=${p#/proc/}
-        (( pid == $$ )) && continue
-        mapfile -d "" -t argv 2>/dev/null <"$p/cmdline" || continue
-        (( ${#argv[@]} )) || continue
-        if [[ " ${argv[*]} " == *" --state-dir $STATE dataplane "* ]]; then
-            echo "$pid"
-            continue
-        fi
-        mapfile -d "" -t envv 2>/dev/null <"$p/environ" || continue
-        local e
-        for e in "${envv[@]}"; do
-            if [[ $e == "HATOBA_SCOPE=$STATE" ]]; then echo "$pid"; break; fi
-        done
-    done
-}
-
 cleanup() {
     local rc=$? pid deadline
     trap - EXIT INT TERM
@@ -146,28 +122,7 @@ cleanup() {
         kill -KILL "$CHILD" 2>/dev/null || true
         wait "$CHILD" 2>/dev/null || true
     fi
-    if [[ -n $UP_PID ]] && kill -0 "$UP_PID" 2>/dev/null; then
-        log "stopping hatoba up (pid $UP_PID): instances get their grace period"
-        kill -TERM "$UP_PID" 2>/dev/null || true
-        deadline=$(( $(now_ms) + 30000 ))
-        while kill -0 "$UP_PID" 2>/dev/null && (( $(now_ms) < deadline )); do sleep 0.1; done
-        if kill -0 "$UP_PID" 2>/dev/null; then
-            warn "hatoba up still runs 30s after SIGTERM: SIGKILL"
-            kill -KILL "$UP_PID" 2>/dev/null || true
-        fi
-        wait "$UP_PID" 2>/dev/null || true
-    fi
-    local -a left
-    mapfile -t left < <(leftovers)
-    if (( ${#left[@]} )); then
-        log "stopping ${#left[@]} process(es) of $STATE left after hatoba up: ${left[*]}"
-        stop_pids "${left[@]}"
-    fi
-    # Keep the history and the instances' logs with the figures.
-    cp "$STATE"/hatoba.db* "$STATE"/dataplane.log "$OUT/" 2>/dev/null || true
-    [[ ! -d $STATE/logs ]] || cp -r "$STATE/logs" "$OUT/instance-logs" 2>/dev/null || true
-    rm -rf "$STATE"
-    log "raw figures in $OUT"
+    stop_hatoba_up "$UP_PID" "$STATE" "$OUT"
     exit "$rc"
 }
 trap cleanup EXIT

@@ -84,3 +84,55 @@ stop_pids() {
     kill -KILL "$@" 2>/dev/null || true
     for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
+
+# Processes of a state directory that outlived its `hatoba up`: instances
+# carry HATOBA_SCOPE=<state dir> in their environment, the data plane has
+# `--state-dir <state dir> ... dataplane` on its command line. Builtins
+# only, so no helper process of ours matches.
+hatoba_leftovers() {
+    local state=$1 p pid e
+    local -a argv envv
+    for p in /proc/[0-9]*; do
+        pid=${p#/proc/}
+        (( pid == $$ )) && continue
+        mapfile -d "" -t argv 2>/dev/null <"$p/cmdline" || continue
+        (( ${#argv[@]} )) || continue
+        if [[ " ${argv[*]} " == *" --state-dir $state "*"dataplane"* ]]; then
+            echo "$pid"
+            continue
+        fi
+        mapfile -d "" -t envv 2>/dev/null <"$p/environ" || continue
+        for e in "${envv[@]}"; do
+            if [[ $e == "HATOBA_SCOPE=$state" ]]; then echo "$pid"; break; fi
+        done
+    done
+}
+
+# Stops a `hatoba up` (SIGTERM: it stops its instances and data plane;
+# SIGKILL after 30 s), then whatever of its state directory is left, keeps
+# the history, the data plane's log and the instances' logs in OUT, and
+# removes the state directory.
+stop_hatoba_up() {
+    local up_pid=$1 state=$2 out=$3 deadline
+    if [[ -n $up_pid ]] && kill -0 "$up_pid" 2>/dev/null; then
+        log "stopping hatoba up (pid $up_pid): instances get their grace period"
+        kill -TERM "$up_pid" 2>/dev/null || true
+        deadline=$(( $(now_ms) + 30000 ))
+        while kill -0 "$up_pid" 2>/dev/null && (( $(now_ms) < deadline )); do sleep 0.1; done
+        if kill -0 "$up_pid" 2>/dev/null; then
+            warn "hatoba up still runs 30s after SIGTERM: SIGKILL"
+            kill -KILL "$up_pid" 2>/dev/null || true
+        fi
+        wait "$up_pid" 2>/dev/null || true
+    fi
+    local -a left
+    mapfile -t left < <(hatoba_leftovers "$state")
+    if (( ${#left[@]} )); then
+        log "stopping ${#left[@]} process(es) of $state left after hatoba up: ${left[*]}"
+        stop_pids "${left[@]}"
+    fi
+    cp "$state"/hatoba.db* "$state"/dataplane.log "$out/" 2>/dev/null || true
+    [[ ! -d $state/logs ]] || cp -r "$state/logs" "$out/instance-logs" 2>/dev/null || true
+    rm -rf "$state"
+    log "raw figures in $out"
+}
