@@ -34,7 +34,7 @@ analysis:
           interval: 1s
           count: 3
           # Prometheus needs a few seconds to scrape the new version twice.
-          consecutiveErrorLimit: 30
+          consecutiveErrorLimit: 90
           successCondition: result >= 0.95
           provider:
             prometheus:
@@ -43,7 +43,7 @@ analysis:
         - name: p95
           interval: 1s
           count: 3
-          consecutiveErrorLimit: 30
+          consecutiveErrorLimit: 90
           successCondition: result < 0.5
           provider:
             prometheus:

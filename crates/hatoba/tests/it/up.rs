@@ -427,7 +427,7 @@ fn a_regression_at_100_percent_is_rolled_back_during_the_watch() {
             "--version",
             "v2",
             "--set",
-            "CRASH_AFTER=400",
+            "CRASH_AFTER=1000",
             "--wait",
         ])
         .assert()
