@@ -23,6 +23,7 @@ mod postgres;
 mod prometheus;
 mod runtime_story;
 mod wait;
+mod watchdog;
 
 pub use external::{REQUIRE_EXTERNAL, external, require_external};
 pub use postgres::{PostgresUnavailable, TempPostgres, postgres};

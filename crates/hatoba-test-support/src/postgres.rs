@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -22,6 +22,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User, geteuid};
 
+use crate::watchdog::Watchdog;
 use crate::{external, free_port, wait_for};
 
 /// How long the server may take to accept connections.
@@ -196,27 +197,12 @@ struct Cluster {
     server: Child,
     /// The postmaster's own pid, from `postmaster.pid`.
     postmaster: Pid,
-    /// Stops the server if this process dies; see `WATCHDOG`.
-    watchdog: Child,
-    /// Kept open so the watchdog's `read` blocks until this process is gone.
-    watchdog_stdin: Option<ChildStdin>,
+    /// Stops the server if this process dies: SIGINT (PostgreSQL's fast
+    /// shutdown), SIGKILL after 30 s.
+    watchdog: Watchdog,
     /// Removed when the cluster drops, after the server has stopped.
     _dir: tempfile::TempDir,
 }
-
-/// Runs beside the server: when its stdin closes because the test process
-/// died without dropping the cluster, it asks the postmaster for a fast
-/// shutdown, kills it if that takes over 30 s, and removes the directory.
-/// On a normal drop it is killed first and does nothing.
-const WATCHDOG: &str = r#"
-trap '' INT HUP TERM QUIT PIPE
-read _ignored
-kill -INT "$1" 2>/dev/null
-i=0
-while kill -0 "$1" 2>/dev/null && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-kill -0 "$1" 2>/dev/null && kill -KILL "$1" 2>/dev/null
-rm -rf "$2"
-"#;
 
 impl Cluster {
     fn start() -> Result<Cluster, PostgresUnavailable> {
@@ -322,17 +308,22 @@ impl Cluster {
 
             let postmaster = read_postmaster_pid(&data)
                 .unwrap_or_else(|| Pid::from_raw(i32::try_from(server.id()).unwrap_or(i32::MAX)));
-            let mut cluster = Cluster {
+            let watchdog = Watchdog::spawn(
+                "hatoba-postgres-watchdog",
+                u32::try_from(postmaster.as_raw()).unwrap_or(0),
+                "INT",
+                300,
+                dir.path(),
+            )
+            .map_err(|e| unavailable(format!("cannot start the watchdog: {e}")))?;
+            return Ok(Cluster {
                 binaries,
                 port,
                 server,
                 postmaster,
-                watchdog: spawn_watchdog(postmaster, dir.path())?,
-                watchdog_stdin: None,
+                watchdog,
                 _dir: dir,
-            };
-            cluster.watchdog_stdin = cluster.watchdog.stdin.take();
-            return Ok(cluster);
+            });
         }
         Err(unavailable(format!(
             "postgres found no free port in {PORT_ATTEMPTS} attempts: {last_failure}"
@@ -340,26 +331,9 @@ impl Cluster {
     }
 }
 
-fn spawn_watchdog(postmaster: Pid, dir: &Path) -> Result<Child, PostgresUnavailable> {
-    Command::new("sh")
-        .arg("-c")
-        .arg(WATCHDOG)
-        .arg("hatoba-postgres-watchdog")
-        .arg(postmaster.as_raw().to_string())
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| unavailable(format!("cannot start the watchdog: {e}")))
-}
-
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // The watchdog goes first so it cannot act on a pid we are reaping.
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
-        drop(self.watchdog_stdin.take());
+        self.watchdog.disarm();
         // SIGINT is PostgreSQL's fast shutdown: backends are ended, no waiting for clients.
         let _ = kill(self.postmaster, Signal::SIGINT);
         let stopped = wait_for(STOP_DEADLINE, || {

@@ -12,9 +12,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::watchdog::Watchdog;
 use crate::{external, free_port, wait_for};
 
 /// How long the server may take to answer `/-/ready`.
@@ -54,25 +55,11 @@ pub fn prometheus(targets: &[SocketAddr]) -> Option<TempPrometheus> {
 pub struct TempPrometheus {
     addr: SocketAddr,
     server: Child,
-    /// Kills the server if this process dies; see `WATCHDOG`.
-    watchdog: Child,
-    /// Kept open so the watchdog's `read` blocks until this process is gone.
-    watchdog_stdin: Option<ChildStdin>,
+    /// Kills the server if this process dies.
+    watchdog: Watchdog,
     /// Removed on drop, after the server has stopped.
     dir: tempfile::TempDir,
 }
-
-/// Runs beside the server: when its stdin closes because the test process
-/// died without dropping the server, it kills the server and removes the
-/// directory. On a normal drop it is killed first and does nothing.
-const WATCHDOG: &str = r#"
-trap '' INT HUP TERM QUIT PIPE
-read _ignored
-kill -KILL "$1" 2>/dev/null
-i=0
-while kill -0 "$1" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-rm -rf "$2"
-"#;
 
 impl TempPrometheus {
     /// Starts a server that scrapes `targets` (`/metrics`, job `demo`,
@@ -139,18 +126,23 @@ impl TempPrometheus {
                     tail(&log_text)
                 )));
             }
-            let mut watchdog = match spawn_watchdog(&server, dir.path()) {
+            let watchdog = match Watchdog::spawn(
+                "hatoba-prometheus-watchdog",
+                server.id(),
+                "KILL",
+                100,
+                dir.path(),
+            ) {
                 Ok(w) => w,
                 Err(e) => {
                     let _ = server.kill();
                     let _ = server.wait();
-                    return Err(e);
+                    return Err(unavailable(format!("cannot start the watchdog: {e}")));
                 }
             };
             return Ok(TempPrometheus {
                 addr,
                 server,
-                watchdog_stdin: watchdog.stdin.take(),
                 watchdog,
                 dir,
             });
@@ -191,10 +183,7 @@ impl TempPrometheus {
 
 impl Drop for TempPrometheus {
     fn drop(&mut self) {
-        // The watchdog goes first so it cannot act on a pid we are reaping.
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
-        drop(self.watchdog_stdin.take());
+        self.watchdog.disarm();
         // Its data is thrown away: no need for a graceful shutdown.
         let _ = self.server.kill();
         let _ = self.server.wait();
@@ -225,20 +214,6 @@ fn find_binary() -> Result<PathBuf, PrometheusUnavailable> {
                 "no `prometheus` at {DEBIAN_BINARY} or on PATH (install Debian's `prometheus` package)"
             ))
         })
-}
-
-fn spawn_watchdog(server: &Child, dir: &Path) -> Result<Child, PrometheusUnavailable> {
-    Command::new("sh")
-        .arg("-c")
-        .arg(WATCHDOG)
-        .arg("hatoba-prometheus-watchdog")
-        .arg(server.id().to_string())
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| unavailable(format!("cannot start the watchdog: {e}")))
 }
 
 /// Whether `GET /-/ready` answers 200.
