@@ -177,22 +177,7 @@ EOF
 # ------------------------------------------------------------------ run ----
 
 log "results in $OUT; state in $STATE"
-"$HATOBA" --state-dir "$STATE" up -f "$SPEC" >"$OUT/up.log" 2>&1 &
-UP_PID=$!
-deadline=$(( $(now_ms) + 30000 ))
-until [[ -s $STATE/server.json && -s $STATE/token ]]; do
-    if ! kill -0 "$UP_PID" 2>/dev/null; then
-        tail -n 20 "$OUT/up.log" >&2 || true
-        die "hatoba up exited before it was ready (log: $OUT/up.log)"
-    fi
-    (( $(now_ms) < deadline )) || die "hatoba up not ready within 30s (log: $OUT/up.log)"
-    sleep 0.05
-done
-# server.json is written whole, but be sure it parses before the driver reads it.
-until python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$STATE/server.json" 2>/dev/null; do
-    (( $(now_ms) < deadline )) || die "unreadable $STATE/server.json"
-    sleep 0.05
-done
+start_hatoba_up "$HATOBA" "$STATE" "$SPEC" "$OUT"
 log "hatoba up (pid $UP_PID): rolling on :$P_ROLLING, bluegreen on :$P_BLUEGREEN, canary on :$P_CANARY"
 
 rc=0

@@ -136,3 +136,27 @@ stop_hatoba_up() {
     rm -rf "$state"
     log "raw figures in $out"
 }
+
+# Starts `hatoba --state-dir STATE up -f SPEC` in the background (its output
+# in OUT/up.log), sets UP_PID, and returns once its server.json and token
+# are written and parse; dies with the log's tail if it exits or is not
+# ready within 30 s.
+start_hatoba_up() {
+    local hatoba=$1 state=$2 spec=$3 out=$4 deadline
+    "$hatoba" --state-dir "$state" up -f "$spec" >"$out/up.log" 2>&1 &
+    UP_PID=$!
+    deadline=$(( $(now_ms) + 30000 ))
+    until [[ -s $state/server.json && -s $state/token ]]; do
+        if ! kill -0 "$UP_PID" 2>/dev/null; then
+            tail -n 20 "$out/up.log" >&2 || true
+            die "hatoba up exited before it was ready (log: $out/up.log)"
+        fi
+        (( $(now_ms) < deadline )) || die "hatoba up not ready within 30s (log: $out/up.log)"
+        sleep 0.05
+    done
+    # server.json is written whole, but be sure it parses before a driver reads it.
+    until python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$state/server.json" 2>/dev/null; do
+        (( $(now_ms) < deadline )) || die "unreadable $state/server.json"
+        sleep 0.05
+    done
+}

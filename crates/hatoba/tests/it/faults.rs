@@ -2,7 +2,7 @@
 //! exit code, the running version keeps serving, and the history keeps
 //! every attempt with its reason.
 
-use crate::support::{Up, hatoba, latest as last, served};
+use crate::support::{Sandbox, hatoba, latest as last, served};
 use predicates::prelude::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,35 +69,25 @@ fn a_port_clash_stops_up_with_the_address_and_leaves_nothing_running() {
 
 #[test]
 fn broken_versions_are_refused_or_rolled_back_while_the_old_one_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    std::fs::write(&file, spec(port)).unwrap();
-    let _up = Up(up(&state, &file)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap());
-    poll("server.json", || state.join("server.json").exists());
-    hatoba(&state)
-        .args(["deploy", "web", "--version", "v1", "--wait"])
-        .assert()
-        .success();
+    let sb = Sandbox::new(spec);
+    let _up = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let (state, port) = (&sb.state, sb.port);
     assert_eq!(served(port).as_deref(), Ok("v1"));
 
     // Unknown service, unknown environment, a bad version name: refused
     // before anything is recorded.
-    hatoba(&state)
+    hatoba(state)
         .args(["deploy", "api", "--version", "v2"])
         .assert()
         .code(4)
         .stderr(predicate::str::contains("no service `api`"));
-    hatoba(&state)
+    hatoba(state)
         .args(["deploy", "web", "--version", "v2", "--env", "production"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("not `production`"));
-    hatoba(&state)
+    hatoba(state)
         .args(["deploy", "web", "--version", "v 2"])
         .assert()
         .code(2);
@@ -114,7 +104,7 @@ fn broken_versions_are_refused_or_rolled_back_while_the_old_one_serves() {
         ("v4", &["READY_AFTER=1h"], "not ready within 3s"),
     ];
     for (version, sets, reason) in cases {
-        let mut cmd = hatoba(&state);
+        let mut cmd = hatoba(state);
         cmd.args(["deploy", "web", "--version", version, "--wait"]);
         for s in sets {
             cmd.args(["--set", s]);
@@ -122,7 +112,7 @@ fn broken_versions_are_refused_or_rolled_back_while_the_old_one_serves() {
         cmd.assert()
             .code(1)
             .stdout(predicate::str::contains(reason));
-        let d = last(&state);
+        let d = last(state);
         assert_eq!(d["version"], version, "{d}");
         assert_eq!(d["status"], "rolled_back", "{d}");
         assert!(d["reason"].as_str().unwrap().contains(reason), "{d}");
@@ -134,7 +124,7 @@ fn broken_versions_are_refused_or_rolled_back_while_the_old_one_serves() {
     let logs = state.join("logs").join("web");
     std::fs::rename(&logs, state.join("logs").join("web-moved")).unwrap();
     std::fs::write(&logs, "not a directory").unwrap();
-    hatoba(&state)
+    hatoba(state)
         .args(["deploy", "web", "--version", "v5", "--wait"])
         .assert()
         .code(1)
@@ -143,7 +133,7 @@ fn broken_versions_are_refused_or_rolled_back_while_the_old_one_serves() {
     std::fs::remove_file(&logs).unwrap();
 
     // The history kept every attempt.
-    let out = hatoba(&state)
+    let out = hatoba(state)
         .args(["history", "-o", "json"])
         .output()
         .unwrap();
@@ -159,20 +149,10 @@ fn broken_versions_are_refused_or_rolled_back_while_the_old_one_serves() {
 
 #[test]
 fn a_locked_store_is_a_clear_error_and_traffic_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    std::fs::write(&file, spec(port)).unwrap();
-    let _up = Up(up(&state, &file)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap());
-    poll("server.json", || state.join("server.json").exists());
-    hatoba(&state)
-        .args(["deploy", "web", "--version", "v1", "--wait"])
-        .assert()
-        .success();
+    let sb = Sandbox::new(spec);
+    let _up = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let (state, port) = (&sb.state, sb.port);
 
     // Another process holds the database's write lock for longer than the
     // server waits for it.
@@ -201,7 +181,7 @@ fn a_locked_store_is_a_clear_error_and_traffic_goes_on() {
         )
         .unwrap();
     let started = Instant::now();
-    hatoba(&state)
+    hatoba(state)
         .args(["deploy", "web", "--version", "v2"])
         .assert()
         .code(1)
@@ -211,7 +191,7 @@ fn a_locked_store_is_a_clear_error_and_traffic_goes_on() {
     drop(lock);
     rt.block_on(store.close());
     // Once the lock is gone, deploys work again.
-    hatoba(&state)
+    hatoba(state)
         .args(["deploy", "web", "--version", "v2", "--wait"])
         .assert()
         .success();

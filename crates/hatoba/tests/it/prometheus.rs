@@ -3,7 +3,7 @@
 //! and the canary step's analysis asks it for the new version's success
 //! rate and p95 latency.
 
-use crate::support::{Traffic, Up, hatoba};
+use crate::support::{Sandbox, Traffic, hatoba};
 
 fn spec(port: u16, prometheus: &str) -> String {
     let selector = r#"service="{{service}}",version="{{version}}""#;
@@ -63,21 +63,15 @@ fn a_canary_is_judged_by_prometheus_with_the_seeds_queries() {
     let Some(prom) = hatoba_test_support::prometheus(&[metrics]) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    std::fs::write(&file, spec(port, &prom.url())).unwrap();
+    let sb = Sandbox::new(|port| spec(port, &prom.url()));
+    let (state, port) = (sb.state.clone(), sb.port);
     hatoba(&state)
         .args(["validate", "-f"])
-        .arg(&file)
+        .arg(&sb.file)
         .assert()
         .success();
-    let _up = Up::start(&state, &file, &["--metrics", &metrics.to_string()]);
-    hatoba(&state)
-        .args(["deploy", "web", "--version", "v1", "--wait"])
-        .assert()
-        .success();
+    let _up = sb.up(&["--metrics", &metrics.to_string()]);
+    sb.deploy_ok("v1");
 
     // Steady traffic, so Prometheus has rates to compute.
     let load = Traffic::start(port);

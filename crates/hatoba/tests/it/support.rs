@@ -18,14 +18,65 @@ pub(crate) fn hatoba(state: &Path) -> assert_cmd::Command {
 }
 
 /// Polls `f` until it gives a value, failing the test after `limit`.
-pub(crate) fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn poll<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_explained(what, limit, f, String::new)
+}
+
+/// [`poll`], adding `explain()` (e.g. `hatoba diagnose`) to the failure.
+pub(crate) fn poll_explained<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", explain());
+        }
+        // The poll interval of a wait with a deadline.
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test's own directory: a state directory, a free proxy port and a
+/// spec file written for that port.
+pub(crate) struct Sandbox {
+    _dir: tempfile::TempDir,
+    pub(crate) state: std::path::PathBuf,
+    pub(crate) port: u16,
+    pub(crate) file: std::path::PathBuf,
+}
+
+impl Sandbox {
+    /// Writes `spec(port)` as the spec file.
+    pub(crate) fn new(spec: impl FnOnce(u16) -> String) -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let port = hatoba_test_support::free_port().unwrap();
+        let file = dir.path().join("hatoba.yaml");
+        std::fs::write(&file, spec(port)).unwrap();
+        Sandbox {
+            state: dir.path().join("state"),
+            port,
+            file,
+            _dir: dir,
+        }
+    }
+
+    /// `hatoba up` on the spec, with extra arguments.
+    pub(crate) fn up(&self, args: &[&str]) -> Up {
+        Up::start(&self.state, &self.file, args)
+    }
+
+    /// `hatoba deploy web --version VERSION --wait`, which must succeed.
+    pub(crate) fn deploy_ok(&self, version: &str) {
+        hatoba(&self.state)
+            .args(["deploy", "web", "--version", version, "--wait"])
+            .assert()
+            .success();
     }
 }
 

@@ -2,7 +2,7 @@
 //! as a user runs them: the spec's service is this very binary as the demo
 //! app (`hatoba demo-app`).
 
-use crate::support::{Traffic, Up, hatoba, latest};
+use crate::support::{Sandbox, Traffic, hatoba, latest};
 use predicates::prelude::*;
 use std::path::Path;
 use std::time::Duration;
@@ -59,11 +59,8 @@ fn poll(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn up_then_deploy_promote_roll_back_and_abort() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    std::fs::write(&file, spec(port)).unwrap();
+    let sb = Sandbox::new(spec);
+    let (state, port) = (sb.state.clone(), sb.port);
 
     // No server yet: commands say so with exit 3.
     hatoba(&state)
@@ -72,7 +69,7 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .code(3)
         .stderr(predicate::str::contains("hatoba up"));
 
-    let mut server = Up::start(&state, &file, &[]);
+    let mut server = sb.up(&[]);
 
     hatoba(&state)
         .args(["deploy", "web", "--version", "v1", "--wait"])
@@ -117,14 +114,15 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         ));
     // Promote: the rollout goes on to 100 % and finishes.
     hatoba(&state).args(["promote", "web"]).assert().success();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while status_version(&state).as_deref() != Some("v2") {
-        if std::time::Instant::now() > deadline {
+    crate::support::poll_explained(
+        "v2 current",
+        Duration::from_secs(30),
+        || (status_version(&state).as_deref() == Some("v2")).then_some(()),
+        || {
             let out = hatoba(&state).args(["diagnose", "web"]).output().unwrap();
-            panic!("v2 not current: {}", String::from_utf8_lossy(&out.stdout));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        },
+    );
 
     // v3 answers errors: analysis rolls it back by itself; --wait exits 1.
     hatoba(&state)
@@ -196,14 +194,12 @@ fn up_then_deploy_promote_roll_back_and_abort() {
 
 #[test]
 fn environments_that_require_approval_wait_for_someone_else_to_approve() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    let text = spec(port) + "environments:\n  production:\n    requireApproval: true\n";
-    std::fs::write(&file, text).unwrap();
-    let start = |state: &Path| Up::start(state, &file, &["--env", "production"]);
-    let server = start(&state);
+    let sb = Sandbox::new(|port| {
+        spec(port) + "environments:\n  production:\n    requireApproval: true\n"
+    });
+    let state = sb.state.clone();
+    let start = || sb.up(&["--env", "production"]);
+    let server = start();
     let out = hatoba(&state)
         .args(["deploy", "web", "--version", "v1", "--as", "alice"])
         .output()
@@ -216,7 +212,7 @@ fn environments_that_require_approval_wait_for_someone_else_to_approve() {
 
     // The wait is recorded: a server killed and started again still waits.
     server.kill9();
-    let _server = start(&state);
+    let _server = start();
     assert_eq!(live_status(&state).as_deref(), Some("pending"));
 
     // Whoever deployed cannot approve; someone else can.
@@ -247,16 +243,10 @@ fn environments_that_require_approval_wait_for_someone_else_to_approve() {
 /// instance is replaced, `diagnose` and `logs` show what runs.
 #[test]
 fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    std::fs::write(&file, spec(port)).unwrap();
-    let _server = Up::start(&state, &file, &[]);
-    hatoba(&state)
-        .args(["deploy", "web", "--version", "v1", "--wait"])
-        .assert()
-        .success();
+    let sb = Sandbox::new(spec);
+    let state = sb.state.clone();
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
     let detail = || {
         let out = hatoba(&state)
             .args(["diagnose", "web", "-o", "json"])
@@ -336,20 +326,16 @@ fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
 /// would too.
 #[test]
 fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    let text = spec(port)
-        .replace("    drain: 1s\n", "    drain: 1s\n    watch: 5m\n")
-        .replace("          - pause: {}\n", "");
-    assert!(text.contains("watch: 5m"));
-    std::fs::write(&file, text).unwrap();
-    let _server = Up::start(&state, &file, &[]);
-    hatoba(&state)
-        .args(["deploy", "web", "--version", "v1", "--wait"])
-        .assert()
-        .success();
+    let sb = Sandbox::new(|port| {
+        let text = spec(port)
+            .replace("    drain: 1s\n", "    drain: 1s\n    watch: 5m\n")
+            .replace("          - pause: {}\n", "");
+        assert!(text.contains("watch: 5m"));
+        text
+    });
+    let (state, port) = (sb.state.clone(), sb.port);
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
     let load = Traffic::start(port);
     hatoba(&state)
         .args(["deploy", "web", "--version", "v2"])
@@ -400,24 +386,20 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
 /// previous version.
 #[test]
 fn a_regression_at_100_percent_is_rolled_back_during_the_watch() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = hatoba_test_support::free_port().unwrap();
-    let file = dir.path().join("hatoba.yaml");
-    let text = spec(port)
-        .replace("    drain: 1s\n", "    drain: 1s\n    watch: 5m\n")
-        .replace(
-            "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\"}\n",
-            "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\", DEMO_CRASH_AFTER: \"${CRASH_AFTER:-0}\"}\n",
-        )
-        .replace("          - pause: {}\n", "");
-    assert!(text.contains("watch: 5m") && text.contains("CRASH_AFTER"));
-    std::fs::write(&file, text).unwrap();
-    let _server = Up::start(&state, &file, &[]);
-    hatoba(&state)
-        .args(["deploy", "web", "--version", "v1", "--wait"])
-        .assert()
-        .success();
+    let sb = Sandbox::new(|port| {
+        let text = spec(port)
+            .replace("    drain: 1s\n", "    drain: 1s\n    watch: 5m\n")
+            .replace(
+                "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\"}\n",
+                "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\", DEMO_CRASH_AFTER: \"${CRASH_AFTER:-0}\"}\n",
+            )
+            .replace("          - pause: {}\n", "");
+        assert!(text.contains("watch: 5m") && text.contains("CRASH_AFTER"));
+        text
+    });
+    let (state, port) = (sb.state.clone(), sb.port);
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
     let _load = Traffic::start(port);
     // v2 passes its 50 % step, then at 100 % its instances start crashing.
     hatoba(&state)
