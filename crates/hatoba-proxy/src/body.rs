@@ -1,32 +1,34 @@
 //! Bodies on both sides of the proxy.
 //!
-//! `Tracked` wraps a backend's response body on its way to the client: when
-//! the body ends it records the request's outcome and latency, returns the
+//! `Tracked` is a backend's response body on its way to the client, read
+//! from the upstream connection as the client side asks for it. When the
+//! body ends it records the request's outcome and latency, returns the
 //! upstream connection to the pool and releases the backend's in-flight
 //! count; if the client goes away first, the request is recorded as a
 //! downstream failure and the connection is closed.
 
-use crate::pool::{self, Sender};
+use crate::client::{Conn, Framing};
+use crate::pool;
 use crate::table::InFlight;
 use bytes::Bytes;
 use hatoba_metrics::{Failure, GroupStats, Outcome};
-use http_body_util::{Either, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use tokio::time::Instant;
-
-/// What goes upstream: the client's body, or nothing (a replayed request).
-pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
 
 /// What goes to the client: a backend's body, or an answer the proxy made.
 pub type ProxyBody = Either<Tracked, Full<Bytes>>;
 
 /// A backend's response body, with the bookkeeping done when it ends.
+#[derive(Debug)]
 pub struct Tracked {
-    inner: Incoming,
-    conn: Option<Sender>,
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
     in_flight: Option<InFlight>,
     group: Arc<GroupStats>,
     /// Counts the request in the group's in-flight gauge until the body ends.
@@ -37,9 +39,11 @@ pub struct Tracked {
 }
 
 impl Tracked {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        inner: Incoming,
-        conn: Sender,
+        conn: Conn,
+        framing: Framing,
+        keep_alive: bool,
         in_flight: InFlight,
         group: Arc<GroupStats>,
         gauge: hatoba_metrics::InFlight,
@@ -47,8 +51,9 @@ impl Tracked {
         started: Instant,
     ) -> Tracked {
         Tracked {
-            inner,
             conn: Some(conn),
+            framing,
+            keep_alive,
             in_flight: Some(in_flight),
             group,
             _gauge: gauge,
@@ -56,6 +61,10 @@ impl Tracked {
             started,
             done: false,
         }
+    }
+
+    fn ended(&self) -> bool {
+        matches!(self.framing, Framing::Empty | Framing::Length(0))
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -68,9 +77,13 @@ impl Tracked {
         self.group.record(now, outcome, latency);
         if let Some(f) = self.in_flight.take() {
             f.0.stats.record(outcome);
-            let reusable = matches!(outcome, Outcome::Status(_)) && !f.0.is_removed();
+            let reusable = matches!(outcome, Outcome::Status(_))
+                && self.keep_alive
+                && self.ended()
+                && !f.0.is_removed();
             if let Some(conn) = self.conn.take()
                 && reusable
+                && conn.is_clean()
             {
                 pool::checkin(f.0.addr, conn);
             }
@@ -80,28 +93,39 @@ impl Tracked {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.finish(Outcome::Status(this.status)),
-            Poll::Ready(Some(Err(_))) => this.finish(Outcome::Failed(Failure::Upstream)),
-            _ => {}
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(conn.poll_body(cx, &mut this.framing)) {
+            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(Err(e)) => {
+                this.finish(Outcome::Failed(Failure::Upstream));
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                this.finish(Outcome::Status(this.status));
+                Poll::Ready(None)
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.done || self.ended()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
+        }
     }
 }
 
@@ -110,7 +134,7 @@ impl Drop for Tracked {
         if !self.done {
             // hyper drops a body it has fully written without polling past
             // the end when the length was known; that is a success.
-            if self.inner.is_end_stream() {
+            if self.ended() {
                 self.finish(Outcome::Status(self.status));
             } else {
                 self.conn = None;

@@ -1,23 +1,29 @@
 //! The request path: choose a group and a backend, forward, retry what is
 //! safe to retry, and answer clean JSON errors when nothing can serve.
 //!
-//! Retries: a request whose connection could not be made, or that hyper
-//! hands back unsent (a pooled connection closed under it), is retried on
-//! another backend of the same group, whatever its method. A request that
-//! was sent but got no response (the backend was killed mid-request) is
-//! retried only when it is idempotent and has no body, as Envoy's `reset`
-//! retry policy does. Only upstream failures count against a version.
+//! Retries: a request whose connection could not be made, or whose head
+//! could not be written (a pooled connection closed under it), is retried,
+//! whatever its method. A request that was sent but got no response (the
+//! backend was killed mid-request) is retried only when it is idempotent and
+//! has no body, as Envoy's `reset` retry policy does. Retries go to another
+//! backend of the same group, except after a stale pooled connection, which
+//! is no fault of its backend. Only upstream failures count against a version.
+//!
+//! The upstream side is `client`: the request head is written straight from
+//! the client's headers (hop-by-hop ones dropped, forwarded ones added) with
+//! no intermediate header map, and kept for a replay.
 
 use crate::body::{ProxyBody, Tracked};
+use crate::client::{self, Conn, SendError};
 use crate::pool;
 use crate::table::{Backend, Group, InFlight, RouteTable, Router};
 use crate::tls::TlsSettings;
 use bytes::Bytes;
 use hatoba_metrics::{Failure, Outcome, Role};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,9 +67,6 @@ const ROUTE_HEADER_NAME: HeaderName = HeaderName::from_static(ROUTE_HEADER);
 pub const STICKY_COOKIE: &str = "hatoba-version";
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -130,54 +133,125 @@ impl Tried {
     }
 }
 
+/// The client's address, formatted once per connection for `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    ip: [u8; 46],
+    len: u8,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Peer {
+        use std::io::Write as _;
+        let mut ip = [0u8; 46];
+        let mut w = &mut ip[..];
+        let _ = write!(w, "{}", addr.ip());
+        let len = u8::try_from(46 - w.len()).unwrap_or(0);
+        Peer { addr, ip, len }
+    }
+
+    fn ip(&self) -> &[u8] {
+        &self.ip[..usize::from(self.len)]
+    }
+}
+
+/// The request's id: the client's `X-Request-Id`, or one made here.
+enum RequestId {
+    Given(HeaderValue),
+    Made([u8; 32]),
+}
+
+impl RequestId {
+    fn of(headers: &HeaderMap) -> RequestId {
+        match headers.get(X_REQUEST_ID) {
+            Some(v) => RequestId::Given(v.clone()),
+            None => RequestId::Made(new_request_id()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Given(v) => v.as_bytes(),
+            RequestId::Made(id) => id,
+        }
+    }
+
+    /// For the answers the proxy makes itself (rare: built only then).
+    fn header(&self) -> HeaderValue {
+        match self {
+            RequestId::Given(v) => v.clone(),
+            RequestId::Made(id) => {
+                HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+            }
+        }
+    }
+}
+
 /// Forwards one request. Never fails: every problem becomes a response.
 pub(crate) async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Ctx>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let (router, opts) = (&*ctx.router, &ctx.opts);
     let now_ms = router.ms_at(started);
     let table = router.table();
-    let request_id = match req.headers().get(X_REQUEST_ID) {
-        Some(v) => v.clone(),
-        None => new_request_id(),
-    };
+    let request_id = RequestId::of(req.headers());
     let Some(group) = choose_group(&table, req.headers(), router, now_ms) else {
         return Ok(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_backend",
             &format!("no ready instance of `{}`", table.service),
-            &request_id,
+            &request_id.header(),
         ));
     };
     if is_upgrade(req.headers()) {
-        return Ok(crate::upgrade::forward(req, router, group, peer, opts, request_id).await);
+        return Ok(crate::upgrade::forward(
+            req,
+            router,
+            group,
+            peer.addr,
+            opts,
+            request_id.header(),
+        )
+        .await);
     }
     let gauge = group.stats.start();
-    let (mut parts, body) = req.into_parts();
-    prepare_upstream_headers(
-        &mut parts.headers,
-        &parts.uri,
-        parts.version,
-        peer,
-        opts,
-        &request_id,
+    let (parts, body) = req.into_parts();
+    let framing = client::request_framing(&parts.headers, &body);
+    // The head is written once and, when a request is replayed, resent as is.
+    let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
+    client::write_head(
+        &mut head,
+        &parts.method,
+        parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        &parts.headers,
+        &client::Forwarding {
+            peer_ip: peer.ip(),
+            proto: if opts.tls.is_some() {
+                b"https"
+            } else {
+                b"http"
+            },
+            request_id: request_id.as_bytes(),
+            authority: (parts.version == Version::HTTP_2)
+                .then(|| parts.uri.authority().map(|a| a.as_str()))
+                .flatten(),
+        },
+        framing,
+        parts.headers.get(header::CONTENT_LENGTH),
     );
-    let uri = origin_form(&parts.uri);
+    let head_request = parts.method == Method::HEAD;
     // A request that was sent but got no answer is replayed on another
-    // backend only when it is idempotent and bodiless; keep what that needs
-    // (only when there is another backend to replay it on).
-    let replayable =
-        is_idempotent(&parts.method) && !has_body(&parts.headers) && body_is_empty(&body);
-    let replay = (replayable && opts.max_attempts > 1 && group.backends.len() > 1)
-        .then(|| (parts.method.clone(), uri.clone(), parts.headers.clone()));
-    let mut up = Request::from_parts(parts, Either::Left(body));
-    *up.uri_mut() = uri;
-    *up.version_mut() = Version::HTTP_11;
+    // backend only when it is idempotent and bodiless.
+    let replayable = is_idempotent(&parts.method) && framing == client::Framing::Empty;
+    let mut body = Some(body);
 
     let mut tried = Tried::new();
+    // Stale pooled connections do not count as attempts; this bounds them.
+    let mut stale_left = 8u32;
     let mut last_failure = ("upstream_unreachable", StatusCode::BAD_GATEWAY);
     while tried.len() < opts.max_attempts {
         let now_ms = if tried.len() == 0 {
@@ -193,45 +267,72 @@ pub(crate) async fn handle(
         let Ok(mut conn) = ready_connection(backend, router, opts).await else {
             continue;
         };
-        let sent = tokio::time::timeout(opts.response_timeout, conn.try_send_request(up)).await;
+        let sent = tokio::time::timeout(
+            opts.response_timeout,
+            conn.exchange(&head, &mut body, framing, head_request),
+        )
+        .await;
         match sent {
-            Ok(Ok(resp)) => {
+            Ok(Ok(answer)) => {
                 router.connect_succeeded(backend);
                 return Ok(respond(
-                    resp, conn, in_flight, gauge, group, &table, started,
+                    answer, conn, in_flight, gauge, group, &table, started,
                 ));
             }
-            Ok(Err(mut e)) => match e.take_message() {
-                // Not sent: the connection closed under us. Nothing reached the backend.
-                Some(back) => {
-                    up = back;
-                    tried.pop();
+            Ok(Err(SendError::ClientBody)) => {
+                group.stats.record(
+                    crate::now_millis(),
+                    Outcome::Failed(Failure::Downstream),
+                    started.elapsed(),
+                );
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "client_body",
+                    "the request body ended before its announced end",
+                    &request_id.header(),
+                ));
+            }
+            Ok(Err(SendError::Garbage(why))) => {
+                backend.stats.record(Outcome::Failed(Failure::Upstream));
+                return Ok(fail(
+                    group,
+                    started,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_invalid",
+                    &format!("the instance answered something that is not HTTP ({why})"),
+                    &request_id.header(),
+                ));
+            }
+            // A pooled connection the backend had closed (its keep-alive
+            // timeout raced our reuse): nothing to blame the backend for;
+            // try again, a fresh connection if need be.
+            Ok(Err(SendError::NotSent(_))) if conn.reused && stale_left > 0 => {
+                stale_left -= 1;
+                tried.pop();
+            }
+            Ok(Err(SendError::NoResponse)) if conn.reused && replayable && stale_left > 0 => {
+                stale_left -= 1;
+                tried.pop();
+            }
+            Ok(Err(SendError::NotSent(_))) => {
+                router.connect_failed(backend);
+                backend.stats.record(Outcome::Failed(Failure::Upstream));
+            }
+            Ok(Err(SendError::NoResponse)) => {
+                router.connect_failed(backend);
+                backend.stats.record(Outcome::Failed(Failure::Upstream));
+                if !replayable {
+                    return Ok(fail(
+                        group,
+                        started,
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_reset",
+                        "the instance closed the connection before answering",
+                        &request_id.header(),
+                    ));
                 }
-                None => {
-                    router.connect_failed(backend);
-                    backend.stats.record(Outcome::Failed(Failure::Upstream));
-                    if !replayable {
-                        return Ok(fail(
-                            group,
-                            started,
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_reset",
-                            "the instance closed the connection before answering",
-                            &request_id,
-                        ));
-                    }
-                    last_failure = ("upstream_reset", StatusCode::BAD_GATEWAY);
-                    // Nowhere else to replay it: no copy was kept.
-                    let Some((m, u, h)) = &replay else {
-                        break;
-                    };
-                    up = Request::new(Either::Right(Empty::new()));
-                    *up.method_mut() = m.clone();
-                    *up.uri_mut() = u.clone();
-                    *up.version_mut() = Version::HTTP_11;
-                    *up.headers_mut() = h.clone();
-                }
-            },
+                last_failure = ("upstream_reset", StatusCode::BAD_GATEWAY);
+            }
             Err(_) => {
                 backend.stats.record(Outcome::Failed(Failure::Upstream));
                 return Ok(fail(
@@ -240,7 +341,7 @@ pub(crate) async fn handle(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
                     &format!("no answer within {:?}", opts.response_timeout),
-                    &request_id,
+                    &request_id.header(),
                 ));
             }
         }
@@ -256,30 +357,22 @@ pub(crate) async fn handle(
             table.service,
             tried.len()
         ),
-        &request_id,
+        &request_id.header(),
     ))
 }
 
-/// A pooled connection that is ready, or a new one. Failed connects count
-/// towards ejection.
+/// A pooled connection that is still open, or a new one. Failed connects
+/// count towards ejection.
 async fn ready_connection(
     backend: &Backend,
     router: &Router,
     opts: &ProxyOptions,
-) -> Result<pool::Sender, ()> {
-    while let Some(mut c) = pool::checkout(backend.addr) {
-        if c.ready().await.is_ok() {
-            return Ok(c);
-        }
+) -> Result<Conn, ()> {
+    if let Some(c) = pool::checkout(backend.addr) {
+        return Ok(c);
     }
-    match pool::connect(backend.addr, opts.connect_timeout).await {
-        Ok(mut c) => match c.ready().await {
-            Ok(()) => Ok(c),
-            Err(_) => {
-                router.connect_failed(backend);
-                Err(())
-            }
-        },
+    match Conn::connect(backend.addr, opts.connect_timeout).await {
+        Ok(c) => Ok(c),
         Err(_) => {
             router.connect_failed(backend);
             backend.stats.record(Outcome::Failed(Failure::Upstream));
@@ -289,16 +382,21 @@ async fn ready_connection(
 }
 
 fn respond(
-    resp: Response<Incoming>,
-    conn: pool::Sender,
+    answer: client::Head,
+    conn: Conn,
     in_flight: InFlight,
     gauge: hatoba_metrics::InFlight,
     group: &Group,
     table: &RouteTable,
     started: Instant,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
-    remove_hop_by_hop(&mut parts.headers, false);
+    let client::Head {
+        response,
+        framing,
+        keep_alive,
+    } = answer;
+    let (mut parts, ()) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
     if table.sticky
         && group.weight > 0
         && let Ok(v) = HeaderValue::from_str(&format!(
@@ -310,8 +408,9 @@ fn respond(
     }
     let status = parts.status.as_u16();
     let tracked = Tracked::new(
-        body,
         conn,
+        framing,
+        keep_alive,
         in_flight,
         Arc::clone(&group.stats),
         gauge,
@@ -402,55 +501,7 @@ fn p2c<'g>(
     }
 }
 
-fn prepare_upstream_headers(
-    headers: &mut HeaderMap,
-    uri: &Uri,
-    version: Version,
-    peer: SocketAddr,
-    opts: &ProxyOptions,
-    request_id: &HeaderValue,
-) {
-    remove_hop_by_hop(headers, true);
-    if version == Version::HTTP_2
-        && !headers.contains_key(header::HOST)
-        && let Some(a) = uri.authority()
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        headers.insert(header::HOST, v);
-    }
-    // "<previous>, <ip>" or "<ip>", written without a temporary String.
-    let mut ip = [0u8; 48];
-    let ip = {
-        use std::io::Write as _;
-        let mut w = &mut ip[..];
-        let _ = write!(w, "{}", peer.ip());
-        let left = w.len();
-        &ip[..ip.len() - left]
-    };
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip);
-            HeaderValue::from_maybe_shared(Bytes::from(v))
-        }
-        None => HeaderValue::from_bytes(ip),
-    };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if opts.tls.is_some() { "https" } else { "http" }),
-    );
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_REQUEST_ID, request_id.clone());
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     *name == header::CONNECTION
         || *name == header::TE
         || *name == header::TRAILER
@@ -460,42 +511,26 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Removes the hop-by-hop headers (and, on requests, those the Connection
-/// header names). One pass over the names finds whether there is anything
-/// to remove, which there usually is not.
-fn remove_hop_by_hop(headers: &mut HeaderMap, named_too: bool) {
+/// Removes the hop-by-hop headers of a response. One pass over the names
+/// finds whether there is anything to remove, which there usually is not.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
-    }
-    if named_too && headers.contains_key(header::CONNECTION) {
-        // Headers named in Connection are hop-by-hop too.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for h in &named {
-            headers.remove(h);
-        }
     }
     for h in &HOP_BY_HOP {
         headers.remove(h);
     }
 }
 
-fn origin_form(uri: &Uri) -> Uri {
-    match uri.path_and_query() {
-        Some(pq) if uri.scheme().is_none() => {
-            if uri.authority().is_none() {
-                return uri.clone();
-            }
-            Uri::from(pq.clone())
-        }
-        Some(pq) => Uri::from(pq.clone()),
-        None => Uri::from_static("/"),
-    }
+/// True when the request's `Connection` header names `name` (which makes
+/// it hop-by-hop too).
+pub(crate) fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -503,17 +538,6 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn has_body(h: &HeaderMap) -> bool {
-    h.contains_key(header::TRANSFER_ENCODING)
-        || h.get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-}
-
-fn body_is_empty(b: &Incoming) -> bool {
-    use hyper::body::Body as _;
-    b.is_end_stream()
 }
 
 pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
@@ -535,7 +559,7 @@ fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
         })
 }
 
-fn new_request_id() -> HeaderValue {
+fn new_request_id() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 32];
     let (a, b) = (crate::rand_u64(), crate::rand_u64());
@@ -544,7 +568,7 @@ fn new_request_id() -> HeaderValue {
         let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
         *c = HEX[nibble as usize];
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    id
 }
 
 /// Records a request the proxy answered itself, then answers it.

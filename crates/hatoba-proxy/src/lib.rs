@@ -9,6 +9,9 @@
 //! - `forward`: the request path: group by pin header, sticky cookie or
 //!   weight; backend by power of two choices; retries of what is safe to
 //!   retry; forwarded headers; JSON 502/503/504 answers.
+//! - `client`: upstream HTTP/1.1 driven inline by the request's task (no
+//!   connection task, no channels); request heads written straight from the
+//!   client's headers.
 //! - `pool`: per-thread upstream keep-alive connections.
 //! - `body`: response bodies that record outcome and latency into
 //!   `hatoba-metrics` when they end.
@@ -21,6 +24,7 @@
 
 mod admin;
 mod body;
+mod client;
 pub mod control;
 mod forward;
 mod pool;

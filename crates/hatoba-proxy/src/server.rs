@@ -185,6 +185,7 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 let handshake_timeout = opts.header_read_timeout;
                 let ctx = Arc::clone(&ctx);
+                let peer = forward::Peer::new(peer);
                 let service = service_fn(move |req| forward::handle(req, Arc::clone(&ctx), peer));
                 let Some(acceptor) = &tls else {
                     // Plain HTTP: HTTP/1.1 is served by hyper's http1 connection

@@ -5,12 +5,12 @@
 
 use crate::body::ProxyBody;
 use crate::forward::{ProxyOptions, error, fail};
-use crate::pool;
 use crate::table::{Group, InFlight, Router};
 use bytes::Bytes;
 use hatoba_metrics::Outcome;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
@@ -38,7 +38,7 @@ pub(crate) async fn forward(
     let upgrade_to = req.headers().get(header::UPGRADE).cloned();
     let client_side = hyper::upgrade::on(&mut req);
     let in_flight = InFlight::new(Arc::clone(&backend));
-    let Ok(mut conn) = pool::connect(backend.addr, opts.connect_timeout).await else {
+    let Ok(mut conn) = connect(backend.addr, opts.connect_timeout).await else {
         router.connect_failed(&backend);
         return fail(
             group,
@@ -49,7 +49,7 @@ pub(crate) async fn forward(
             &request_id,
         );
     };
-    let mut up = Request::new(Either::Right(Empty::<Bytes>::new()));
+    let mut up = Request::new(Empty::<Bytes>::new());
     *up.method_mut() = req.method().clone();
     *up.uri_mut() = req.uri().path_and_query().map_or_else(
         || hyper::Uri::from_static("/"),
@@ -120,4 +120,26 @@ pub(crate) async fn forward(
         drop(conn);
     });
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+}
+
+/// A connection of its own for the upgrade, driven by hyper (whose upgrade
+/// machinery hands over the socket after the 101).
+async fn connect(
+    addr: SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<SendRequest<Empty<Bytes>>, ()> {
+    let Ok(Ok(stream)) = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
+    else {
+        return Err(());
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|_| ())?;
+    tokio::spawn(async move {
+        // Ends when the backend closes or the last sender is dropped.
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
 }

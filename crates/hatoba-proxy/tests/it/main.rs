@@ -7,6 +7,7 @@
 mod bad_input;
 mod control;
 mod features;
+mod framing;
 mod support;
 mod tls;
 mod zero_downtime;
