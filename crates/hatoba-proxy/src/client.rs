@@ -15,6 +15,7 @@
 //! readiness is checked (no system call unless the kernel reported
 //! something): a backend that closed it, or sent anything unasked, loses it.
 
+use crate::forward::Seen;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
@@ -22,6 +23,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use std::future::Future as _;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker, ready};
@@ -335,9 +337,17 @@ enum Parsed {
 
 /// Parses a response head at the start of `buf`, consuming it when whole.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, SendError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    // Uninitialised: zeroing room for every possible header costs more than
+    // parsing the few a response has.
+    let mut headers =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut headers,
+    );
+    let len = match parsing {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(SendError::Garbage("too many headers")),
@@ -355,22 +365,24 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, SendErro
         return Ok(Parsed::Interim);
     }
     let http10 = parsed.version == Some(0);
-    // Header values are cut from one shared copy of the head, not copied one by one.
-    let offsets: Vec<(HeaderName, usize, usize)> = {
-        let base = buf.as_ptr() as usize;
-        let mut out = Vec::with_capacity(parsed.headers.len());
-        for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| SendError::Garbage("bad header name"))?;
-            let start = h.value.as_ptr() as usize - base;
-            out.push((name, start, start + h.value.len()));
-        }
-        out
-    };
+    // Names and values are cut from one shared copy of the head, not copied
+    // one by one; their places are noted first (no allocation for that).
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(usize, usize, usize, usize)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, name + h.name.len(), value, value + h.value.len())
+        })
+        .collect();
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(offsets.len());
-    for (name, start, end) in offsets {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for (name, name_end, value, value_end) in spans {
+        let name = HeaderName::from_bytes(&head[name..name_end])
+            .map_err(|_| SendError::Garbage("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value_end))
             .map_err(|_| SendError::Garbage("bad header value"))?;
         map.append(name, value);
     }
@@ -560,13 +572,13 @@ fn skipped(name: &HeaderName) -> bool {
 
 /// How the client's body will go upstream, from its headers and what hyper
 /// knows of it.
-pub(crate) fn request_framing(headers: &HeaderMap, body: &Incoming) -> Framing {
+pub(crate) fn request_framing(has_length: bool, body: &Incoming) -> Framing {
     if body.is_end_stream() {
         return Framing::Empty;
     }
     match body.size_hint().exact() {
         Some(0) => Framing::Empty,
-        Some(n) if headers.contains_key(header::CONTENT_LENGTH) => Framing::Length(n),
+        Some(n) if has_length => Framing::Length(n),
         _ => Framing::Chunked(Chunk::Size),
     }
 }
@@ -579,18 +591,16 @@ pub(crate) fn write_head(
     method: &hyper::Method,
     path_and_query: &str,
     headers: &HeaderMap,
+    seen: &Seen<'_>,
     fwd: &Forwarding<'_>,
     framing: Framing,
-    content_length: Option<&HeaderValue>,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path_and_query.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let named_by_connection = headers.contains_key(header::CONNECTION);
     for (name, value) in headers {
-        if skipped(name)
-            || (named_by_connection && crate::forward::named_in_connection(headers, name))
+        if skipped(name) || (seen.connection && crate::forward::named_in_connection(headers, name))
         {
             continue;
         }
@@ -599,7 +609,7 @@ pub(crate) fn write_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    let host = seen.host.map(HeaderValue::as_bytes);
     let host = match (host, fwd.authority) {
         (Some(h), _) => Some(h),
         (None, Some(a)) => {
@@ -611,9 +621,11 @@ pub(crate) fn write_head(
         (None, None) => None,
     };
     out.extend_from_slice(b"x-forwarded-for: ");
-    for v in headers.get_all("x-forwarded-for") {
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b", ");
+    if seen.forwarded_for {
+        for v in headers.get_all(crate::forward::X_FORWARDED_FOR) {
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b", ");
+        }
     }
     out.extend_from_slice(fwd.peer_ip);
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
@@ -624,7 +636,7 @@ pub(crate) fn write_head(
         out.extend_from_slice(host);
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key("x-request-id") {
+    if seen.request_id.is_none() {
         out.extend_from_slice(b"x-request-id: ");
         out.extend_from_slice(fwd.request_id);
         out.extend_from_slice(b"\r\n");
@@ -633,7 +645,7 @@ pub(crate) fn write_head(
         Framing::Chunked(_) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            match content_length {
+            match seen.content_length {
                 Some(v) => out.extend_from_slice(v.as_bytes()),
                 None => out.extend_from_slice(n.to_string().as_bytes()),
             }
@@ -641,7 +653,7 @@ pub(crate) fn write_head(
         }
         // A client that said `Content-Length: 0` (a bodiless POST) keeps saying so.
         Framing::Empty | Framing::Close => {
-            if let Some(v) = content_length {
+            if let Some(v) = seen.content_length {
                 out.extend_from_slice(b"content-length: ");
                 out.extend_from_slice(v.as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -836,9 +848,9 @@ mod tests {
             &hyper::Method::GET,
             "/p?q=1",
             &h,
+            &Seen::scan(&h),
             &fwd,
             Framing::Empty,
-            None,
         );
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
@@ -858,9 +870,9 @@ mod tests {
             &hyper::Method::POST,
             "/",
             &h2,
+            &Seen::scan(&h2),
             &fwd,
             Framing::Chunked(Chunk::Size),
-            None,
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("host: h2.test\r\n"), "{text}");

@@ -67,6 +67,7 @@ const ROUTE_HEADER_NAME: HeaderName = HeaderName::from_static(ROUTE_HEADER);
 pub const STICKY_COOKIE: &str = "hatoba-version";
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -163,8 +164,8 @@ enum RequestId {
 }
 
 impl RequestId {
-    fn of(headers: &HeaderMap) -> RequestId {
-        match headers.get(X_REQUEST_ID) {
+    fn of(given: Option<&HeaderValue>) -> RequestId {
+        match given {
             Some(v) => RequestId::Given(v.clone()),
             None => RequestId::Made(new_request_id()),
         }
@@ -188,6 +189,44 @@ impl RequestId {
     }
 }
 
+/// What the request path needs from the client's headers, found in one pass
+/// over them: a lookup in a header map hashes the name, and a request needs
+/// about ten of them.
+#[derive(Default)]
+pub(crate) struct Seen<'h> {
+    pub(crate) host: Option<&'h HeaderValue>,
+    pub(crate) content_length: Option<&'h HeaderValue>,
+    pub(crate) request_id: Option<&'h HeaderValue>,
+    route: Option<&'h HeaderValue>,
+    pub(crate) forwarded_for: bool,
+    pub(crate) connection: bool,
+    upgrade: bool,
+}
+
+impl<'h> Seen<'h> {
+    pub(crate) fn scan(headers: &'h HeaderMap) -> Seen<'h> {
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            if *name == header::HOST {
+                seen.host.get_or_insert(value);
+            } else if *name == header::CONTENT_LENGTH {
+                seen.content_length.get_or_insert(value);
+            } else if *name == header::CONNECTION {
+                seen.connection = true;
+            } else if *name == header::UPGRADE {
+                seen.upgrade = true;
+            } else if *name == X_REQUEST_ID {
+                seen.request_id.get_or_insert(value);
+            } else if *name == X_FORWARDED_FOR {
+                seen.forwarded_for = true;
+            } else if *name == ROUTE_HEADER_NAME {
+                seen.route.get_or_insert(value);
+            }
+        }
+        seen
+    }
+}
+
 /// Forwards one request. Never fails: every problem becomes a response.
 pub(crate) async fn handle(
     req: Request<Incoming>,
@@ -198,8 +237,10 @@ pub(crate) async fn handle(
     let (router, opts) = (&*ctx.router, &ctx.opts);
     let now_ms = router.ms_at(started);
     let table = router.table();
-    let request_id = RequestId::of(req.headers());
-    let Some(group) = choose_group(&table, req.headers(), router, now_ms) else {
+    let (parts, body) = req.into_parts();
+    let seen = Seen::scan(&parts.headers);
+    let request_id = RequestId::of(seen.request_id);
+    let Some(group) = choose_group(&table, &parts.headers, seen.route, router, now_ms) else {
         return Ok(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_backend",
@@ -207,9 +248,9 @@ pub(crate) async fn handle(
             &request_id.header(),
         ));
     };
-    if is_upgrade(req.headers()) {
+    if seen.upgrade && seen.connection && is_upgrade(&parts.headers) {
         return Ok(crate::upgrade::forward(
-            req,
+            Request::from_parts(parts, body),
             router,
             group,
             peer.addr,
@@ -219,8 +260,7 @@ pub(crate) async fn handle(
         .await);
     }
     let gauge = group.stats.start();
-    let (parts, body) = req.into_parts();
-    let framing = client::request_framing(&parts.headers, &body);
+    let framing = client::request_framing(seen.content_length.is_some(), &body);
     // The head is written once and, when a request is replayed, resent as is.
     let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
     client::write_head(
@@ -228,6 +268,7 @@ pub(crate) async fn handle(
         &parts.method,
         parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         &parts.headers,
+        &seen,
         &client::Forwarding {
             peer_ip: peer.ip(),
             proto: if opts.tls.is_some() {
@@ -241,7 +282,6 @@ pub(crate) async fn handle(
                 .flatten(),
         },
         framing,
-        parts.headers.get(header::CONTENT_LENGTH),
     );
     let head_request = parts.method == Method::HEAD;
     // A request that was sent but got no answer is replayed on another
@@ -425,11 +465,11 @@ fn respond(
 fn choose_group<'t>(
     table: &'t RouteTable,
     headers: &HeaderMap,
+    pin: Option<&HeaderValue>,
     router: &Router,
     now: u64,
 ) -> Option<&'t Group> {
-    let pinned = headers
-        .get(ROUTE_HEADER_NAME)
+    let pinned = pin
         .and_then(|v| v.to_str().ok())
         .and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
             "stable" => Some(Role::Stable),

@@ -5,25 +5,26 @@
 //! thread-local with no lock: a connection is taken out for one request and
 //! put back when the response body has been read to its end. A connection to
 //! a backend that was removed from the route table is not put back, which
-//! closes it after its last request.
+//! closes it after its last request. A service has a handful of backends:
+//! they are found by a scan of a short list, cheaper than hashing an address
+//! twice per request.
 
 use crate::client::Conn;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Idle connections kept per backend per thread; more are closed.
 const MAX_IDLE_PER_BACKEND: usize = 256;
 
 thread_local! {
-    static POOL: RefCell<HashMap<SocketAddr, Vec<Conn>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<Vec<(SocketAddr, Vec<Conn>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An idle connection to `addr`, if this thread has one that is still open.
 pub(crate) fn checkout(addr: SocketAddr) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let idle = p.get_mut(&addr)?;
+        let (_, idle) = p.iter_mut().find(|(a, _)| *a == addr)?;
         while let Some(c) = idle.pop() {
             if c.is_idle_open() {
                 return Some(c);
@@ -38,7 +39,14 @@ pub(crate) fn checkin(addr: SocketAddr, mut conn: Conn) {
     conn.reused = true;
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let idle = p.entry(addr).or_default();
+        let idle = match p.iter().position(|(a, _)| *a == addr) {
+            Some(i) => &mut p[i].1,
+            None => {
+                p.push((addr, Vec::new()));
+                let last = p.len() - 1;
+                &mut p[last].1
+            }
+        };
         if idle.len() < MAX_IDLE_PER_BACKEND {
             idle.push(conn);
         }
@@ -50,8 +58,8 @@ pub(crate) fn checkin(addr: SocketAddr, mut conn: Conn) {
 pub(crate) fn retain(keep: impl Fn(SocketAddr) -> bool) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        p.retain(|addr, _| keep(*addr));
-        for idle in p.values_mut() {
+        p.retain(|(addr, _)| keep(*addr));
+        for (_, idle) in p.iter_mut() {
             idle.retain(Conn::is_idle_open);
         }
     });
