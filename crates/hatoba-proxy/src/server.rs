@@ -5,7 +5,10 @@
 //! connections across threads and a request never hops threads: accept,
 //! parse, pick, forward and relay all happen on one core, with that core's
 //! upstream connection pool. This is what lets a hyper proxy match nginx and
-//! HAProxy on this hardware (see DEPENDENCIES.md §6).
+//! HAProxy on this hardware (see DEPENDENCIES.md §6). The kernel's choice of
+//! listener is a hash, which leaves one thread with noticeably more
+//! keep-alive connections than another; a thread that accepts while it
+//! serves more than the least busy one hands the socket over (`Balance`).
 //!
 //! With TLS on, each accepted connection is handed to its own task that runs
 //! the handshake (bounded by `header_read_timeout`, so a client that never
@@ -29,9 +32,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Largest request head accepted (request line and headers); larger gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -92,9 +96,11 @@ impl ProxyServer {
         let addr = listeners[0].local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let opts = Arc::new(opts);
+        let (balance, mut inboxes) = Balance::new(listeners.len());
         let mut handles = Vec::with_capacity(threads);
         for (i, l) in listeners.into_iter().enumerate() {
             let (router, opts, stopped) = (Arc::clone(&router), Arc::clone(&opts), stopped.clone());
+            let (balance, inbox) = (Arc::clone(&balance), inboxes.remove(0));
             let handle = std::thread::Builder::new()
                 .name(format!("hatoba-proxy-{i}"))
                 .spawn(move || {
@@ -104,7 +110,17 @@ impl ProxyServer {
                     else {
                         return;
                     };
-                    rt.block_on(serve(l, router, opts, stopped));
+                    rt.block_on(serve(
+                        l,
+                        router,
+                        opts,
+                        stopped,
+                        Lane {
+                            me: i,
+                            balance,
+                            inbox,
+                        },
+                    ));
                 })?;
             handles.push(handle);
         }
@@ -130,16 +146,71 @@ impl ProxyServer {
     }
 }
 
+/// Spreads connections evenly over the threads. The kernel picks a
+/// `SO_REUSEPORT` listener by a hash of the client's address and port, so 50
+/// keep-alive connections typically land 28 on one thread and 22 on the
+/// other, and the busier thread's clients wait longer. A thread that accepts
+/// a connection while it serves more than the least busy thread hands the
+/// socket to that thread instead (a few system calls, once per connection).
+struct Balance {
+    open: Vec<AtomicUsize>,
+    inboxes: Vec<mpsc::UnboundedSender<Handed>>,
+}
+
+/// A socket handed to another thread, already counted for it.
+type Handed = (std::net::TcpStream, SocketAddr, Open);
+type Inbox = mpsc::UnboundedReceiver<Handed>;
+
+impl Balance {
+    fn new(threads: usize) -> (Arc<Balance>, Vec<Inbox>) {
+        let (senders, receivers) = (0..threads).map(|_| mpsc::unbounded_channel()).unzip();
+        let balance = Balance {
+            open: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
+            inboxes: senders,
+        };
+        (Arc::new(balance), receivers)
+    }
+
+    /// The thread that should serve a connection accepted by `me`, already
+    /// counted as serving it.
+    fn pick(self: &Arc<Balance>, me: usize) -> Open {
+        let mine = self.open[me].load(Ordering::Relaxed);
+        let least = (0..self.open.len())
+            .min_by_key(|i| self.open[*i].load(Ordering::Relaxed))
+            .filter(|i| self.open[*i].load(Ordering::Relaxed) < mine)
+            .unwrap_or(me);
+        self.open[least].fetch_add(1, Ordering::Relaxed);
+        Open(Arc::clone(self), least)
+    }
+}
+
+/// A connection counted as served by a thread until dropped.
+struct Open(Arc<Balance>, usize);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open[self.1].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One thread's place in the balance: its index and the sockets other
+/// threads hand it.
+struct Lane {
+    me: usize,
+    balance: Arc<Balance>,
+    inbox: Inbox,
+}
+
 async fn serve(
     listener: std::net::TcpListener,
     router: Arc<Router>,
     opts: Arc<ProxyOptions>,
     mut stopped: watch::Receiver<bool>,
+    mut lane: Lane,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
-    let tls = opts.tls.as_ref().map(TlsSettings::acceptor);
     // One per thread: the reference count each request takes stays on this core.
     let ctx = Arc::new(forward::Ctx {
         router: Arc::clone(&router),
@@ -167,7 +238,15 @@ async fn serve(
         .writev(false)
         .keep_alive(true);
     let h1 = Arc::new(h1);
-    let graceful = GracefulShutdown::new();
+    let conns = Conns {
+        ctx,
+        tls: opts.tls.as_ref().map(TlsSettings::acceptor),
+        builder,
+        h1,
+        graceful: GracefulShutdown::new(),
+        stopped: stopped.clone(),
+        handshake_timeout: opts.header_read_timeout,
+    };
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -176,74 +255,146 @@ async fn serve(
                 let table = router.table();
                 pool::retain(|addr| table.groups.iter().any(|g| g.backends.iter().any(|b| b.addr == addr)));
             }
+            handed = lane.inbox.recv() => {
+                let Some((stream, peer, open)) = handed else { continue };
+                let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
+                conns.spawn(stream, peer, open);
+            }
             accepted = listener.accept() => {
                 // Out of descriptors and the like: back off rather than spin.
                 let Ok((stream, peer)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                let _ = stream.set_nodelay(true);
-                let handshake_timeout = opts.header_read_timeout;
-                let ctx = Arc::clone(&ctx);
-                let peer = forward::Peer::new(peer);
-                let service = service_fn(move |req| forward::handle(req, Arc::clone(&ctx), peer));
-                let Some(acceptor) = &tls else {
-                    // Plain HTTP: HTTP/1.1 is served by hyper's http1 connection
-                    // directly (smaller per connection, no version sniffing on
-                    // every read); only a client that opens with the HTTP/2
-                    // preface (h2c prior knowledge) gets the auto builder.
-                    let (h1, builder, watcher, mut stop) =
-                        (Arc::clone(&h1), Arc::clone(&builder), graceful.watcher(), stopped.clone());
-                    tokio::spawn(async move {
-                        let mut head = [0u8; H2_PREFACE.len()];
-                        let n = tokio::select! {
-                            peeked = tokio::time::timeout(handshake_timeout, stream.peek(&mut head)) => match peeked {
-                                Ok(Ok(n)) if n > 0 => n,
-                                _ => return,
-                            },
-                            _ = stop.wait_for(|stop| *stop) => return,
-                        };
-                        if H2_PREFACE.starts_with(&head[..n]) {
-                            // Boxed: rare, and keeps every HTTP/1 task small.
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                            drop(builder);
-                            let _ = Box::pin(watcher.watch(conn)).await;
-                            return;
-                        }
-                        drop(builder);
-                        let conn = h1.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                        drop(h1);
-                        let mut conn = std::pin::pin!(conn);
-                        tokio::select! {
-                            // A broken client connection is the client's business.
-                            _ = conn.as_mut() => return,
-                            _ = stop.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
-                        }
-                        let _ = conn.await;
-                        // Held until here so that shutdown waits for this connection.
-                        drop(watcher);
-                    });
+                let open = lane.balance.pick(lane.me);
+                if open.1 == lane.me {
+                    conns.spawn(stream, peer, open);
                     continue;
-                };
-                let (acceptor, builder, watcher, mut stop) =
-                    (acceptor.clone(), Arc::clone(&builder), graceful.watcher(), stopped.clone());
-                tokio::spawn(async move {
-                    // A client that sends no ClientHello, garbage, or never
-                    // finishes the handshake just gets its connection closed.
-                    let stream = tokio::select! {
-                        done = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => match done {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(_)) | Err(_) => return,
-                        },
-                        _ = stop.wait_for(|stop| *stop) => return,
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                    drop(builder);
-                    let _ = watcher.watch(conn).await;
-                });
+                }
+                if let Ok(stream) = stream.into_std() {
+                    // A thread that is gone (shutting down) closes it.
+                    let _ = lane.balance.inboxes[open.1].send((stream, peer, open));
+                }
             }
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conns.graceful.shutdown()).await;
+}
+
+/// What serving a connection needs, one per thread.
+struct Conns {
+    ctx: Arc<forward::Ctx>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    h1: Arc<http1::Builder>,
+    graceful: GracefulShutdown,
+    stopped: watch::Receiver<bool>,
+    handshake_timeout: Duration,
+}
+
+impl Conns {
+    /// Serves one client connection in a task of its own; `open` counts it
+    /// for this thread until it closes.
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, open: Open) {
+        let _ = stream.set_nodelay(true);
+        let handshake_timeout = self.handshake_timeout;
+        let ctx = Arc::clone(&self.ctx);
+        let peer = forward::Peer::new(peer);
+        let service = service_fn(move |req| forward::handle(req, Arc::clone(&ctx), peer));
+        let Some(acceptor) = &self.tls else {
+            // Plain HTTP: HTTP/1.1 is served by hyper's http1 connection
+            // directly (smaller per connection, no version sniffing on
+            // every read); only a client that opens with the HTTP/2
+            // preface (h2c prior knowledge) gets the auto builder.
+            let (h1, builder, watcher, mut stop) = (
+                Arc::clone(&self.h1),
+                Arc::clone(&self.builder),
+                self.graceful.watcher(),
+                self.stopped.clone(),
+            );
+            tokio::spawn(async move {
+                let _open = open;
+                let mut head = [0u8; H2_PREFACE.len()];
+                let n = tokio::select! {
+                    peeked = tokio::time::timeout(handshake_timeout, stream.peek(&mut head)) => match peeked {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => return,
+                    },
+                    _ = stop.wait_for(|stop| *stop) => return,
+                };
+                if H2_PREFACE.starts_with(&head[..n]) {
+                    // Boxed: rare, and keeps every HTTP/1 task small.
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    drop(builder);
+                    let _ = Box::pin(watcher.watch(conn)).await;
+                    return;
+                }
+                drop(builder);
+                let conn = h1
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                drop(h1);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    // A broken client connection is the client's business.
+                    _ = conn.as_mut() => return,
+                    _ = stop.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+                // Held until here so that shutdown waits for this connection.
+                drop(watcher);
+            });
+            return;
+        };
+        let (acceptor, builder, watcher, mut stop) = (
+            acceptor.clone(),
+            Arc::clone(&self.builder),
+            self.graceful.watcher(),
+            self.stopped.clone(),
+        );
+        tokio::spawn(async move {
+            let _open = open;
+            // A client that sends no ClientHello, garbage, or never
+            // finishes the handshake just gets its connection closed.
+            let stream = tokio::select! {
+                done = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(_)) | Err(_) => return,
+                },
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            drop(builder);
+            let _ = watcher.watch(conn).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_go_to_the_least_busy_thread_and_are_released() {
+        let (balance, _inboxes) = Balance::new(3);
+        // Thread 0 accepts everything: it keeps one, then spreads the rest.
+        let held: Vec<Open> = (0..9).map(|_| balance.pick(0)).collect();
+        let count = |i: usize| balance.open[i].load(Ordering::Relaxed);
+        assert_eq!((count(0), count(1), count(2)), (3, 3, 3));
+        assert_eq!(held[0].1, 0, "the first stays where it was accepted");
+        // Closing thread 2's connections makes it the one to get the next.
+        let (on_two, rest): (Vec<Open>, Vec<Open>) = held.into_iter().partition(|o| o.1 == 2);
+        drop(on_two);
+        assert_eq!(count(2), 0);
+        let next = balance.pick(1);
+        assert_eq!(next.1, 2);
+        drop(rest);
+        drop(next);
+        assert_eq!((count(0), count(1), count(2)), (0, 0, 0));
+    }
 }

@@ -106,6 +106,8 @@ async fn https_over_http1_reaches_the_backend_as_https() {
     tokio::spawn(conn);
     // Two requests on one connection: keep-alive works over TLS.
     for _ in 0..2 {
+        // The connection takes the next request once it has read the last answer's end.
+        send.ready().await.unwrap();
         let req = hyper::Request::get("/echo")
             .header("host", "shop.example")
             .body(Empty::<Bytes>::new())
