@@ -169,60 +169,47 @@ impl Conn {
         if framing != Framing::Empty
             && let Some(body) = body.take()
         {
-            match self.write_body(body, framing).await {
-                Ok(()) => {}
-                Err(BodyWrite::Client) => return Err(SendError::ClientBody),
-                // The backend stopped reading: it may have answered already
-                // (a 413, say); read what it said, then give up the connection.
-                Err(BodyWrite::Upstream) => {
-                    let mut head = self.read_head(head_request).await?;
-                    head.keep_alive = false;
-                    return Ok(head);
+            // The backend may answer before it has read the whole body (a
+            // 413 for an upload too large, say) and then stop reading: watch
+            // for its answer while writing, or the write would wait forever.
+            let stopped_reading = {
+                let (mut rd, mut wr) = self.io.split();
+                let mut write = pin!(write_body(&mut wr, body, framing));
+                let buf = &mut self.buf;
+                loop {
+                    buf.reserve(READ_CHUNK);
+                    tokio::select! {
+                        biased;
+                        written = &mut write => match written {
+                            Ok(()) => break false,
+                            Err(BodyWrite::Client) => return Err(SendError::ClientBody),
+                            Err(BodyWrite::Upstream) => break true,
+                        },
+                        got = rd.read_buf(&mut *buf) => {
+                            if !matches!(got, Ok(n) if n > 0) {
+                                return Err(SendError::NoResponse);
+                            }
+                            match parse_head(buf, head_request)? {
+                                // The rest of the body is never sent: this
+                                // connection can not carry another request.
+                                Parsed::Head(head) => return Ok(not_reusable(head)),
+                                // An interim answer (100 Continue): keep writing.
+                                Parsed::Interim => {}
+                                Parsed::Partial if buf.len() >= MAX_RESPONSE_HEAD => {
+                                    return Err(SendError::Garbage("response head too large"));
+                                }
+                                Parsed::Partial => {}
+                            }
+                        }
+                    }
                 }
+            };
+            if stopped_reading {
+                // It stopped reading: read what it said, if anything.
+                return self.read_head(head_request).await.map(not_reusable);
             }
         }
         self.read_head(head_request).await
-    }
-
-    async fn write_body(&mut self, mut body: Incoming, framing: Framing) -> Result<(), BodyWrite> {
-        let chunked = matches!(framing, Framing::Chunked(_));
-        let mut line = Vec::with_capacity(24);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| BodyWrite::Client)?;
-            let Ok(data) = frame.into_data() else {
-                // Trailers: dropped (few backends read them; hyper's server
-                // does not hand them to applications either).
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                line.clear();
-                line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                self.io
-                    .write_all(&line)
-                    .await
-                    .map_err(|_| BodyWrite::Upstream)?;
-            }
-            self.io
-                .write_all(&data)
-                .await
-                .map_err(|_| BodyWrite::Upstream)?;
-            if chunked {
-                self.io
-                    .write_all(b"\r\n")
-                    .await
-                    .map_err(|_| BodyWrite::Upstream)?;
-            }
-        }
-        if chunked {
-            self.io
-                .write_all(b"0\r\n\r\n")
-                .await
-                .map_err(|_| BodyWrite::Upstream)?;
-        }
-        Ok(())
     }
 
     async fn read_head(&mut self, head_request: bool) -> Result<Head, SendError> {
@@ -314,6 +301,49 @@ impl Conn {
     pub(crate) fn is_clean(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+fn not_reusable(mut head: Head) -> Head {
+    head.keep_alive = false;
+    head
+}
+
+/// Streams the client's body upstream, framed as `framing`.
+async fn write_body(
+    io: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mut body: Incoming,
+    framing: Framing,
+) -> Result<(), BodyWrite> {
+    let chunked = matches!(framing, Framing::Chunked(_));
+    let mut line = Vec::with_capacity(24);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyWrite::Client)?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers: dropped (few backends read them; hyper's server
+            // does not hand them to applications either).
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            line.clear();
+            line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            io.write_all(&line).await.map_err(|_| BodyWrite::Upstream)?;
+        }
+        io.write_all(&data).await.map_err(|_| BodyWrite::Upstream)?;
+        if chunked {
+            io.write_all(b"\r\n")
+                .await
+                .map_err(|_| BodyWrite::Upstream)?;
+        }
+    }
+    if chunked {
+        io.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|_| BodyWrite::Upstream)?;
+    }
+    Ok(())
 }
 
 enum BodyWrite {

@@ -284,3 +284,71 @@ impl hyper::body::Body for Pieces {
         std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
     }
 }
+
+/// A backend that refuses an upload as soon as it has read the head, and
+/// then reads nothing more: the client gets its 413 (not a 504 after the
+/// proxy's write blocked forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_an_upload_reaches_the_client() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let _ = stream
+                    .get_mut()
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
+                    )
+                    .await;
+                // Hold the connection open, reading nothing more.
+                let _held = stream;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    let opts = ProxyOptions {
+        response_timeout: std::time::Duration::from_secs(20),
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(spec(vec![group(Role::Stable, "v1", 100, &[backend])]), opts);
+    let s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 64000000\r\n\r\n")
+            .await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..1000 {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !String::from_utf8_lossy(&got).contains("too large") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    })
+    .await
+    .expect("an answer within the minute");
+    writer.abort();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with("too large"), "{answer}");
+}
