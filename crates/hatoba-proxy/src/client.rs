@@ -671,22 +671,20 @@ pub(crate) fn write_head(
         out.extend_from_slice(fwd.request_id);
         out.extend_from_slice(b"\r\n");
     }
+    // The length is written as hyper read it, never as the client spelled
+    // it: a list like `5, 5` or a second header must not reach a backend
+    // that reads lengths differently (request smuggling).
     match framing {
         Framing::Chunked(_) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            match seen.content_length {
-                Some(v) => out.extend_from_slice(v.as_bytes()),
-                None => out.extend_from_slice(n.to_string().as_bytes()),
-            }
+            out.extend_from_slice(n.to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         // A client that said `Content-Length: 0` (a bodiless POST) keeps saying so.
         Framing::Empty | Framing::Close => {
-            if let Some(v) = seen.content_length {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(v.as_bytes());
-                out.extend_from_slice(b"\r\n");
+            if seen.content_length.is_some() {
+                out.extend_from_slice(b"content-length: 0\r\n");
             }
         }
     }
@@ -911,5 +909,21 @@ mod tests {
             text.ends_with("transfer-encoding: chunked\r\n\r\n"),
             "{text}"
         );
+        // Lengths are written as read, whatever the client's spelling.
+        let mut h3 = HeaderMap::new();
+        h3.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            &hyper::Method::PUT,
+            "/",
+            &h3,
+            &Seen::scan(&h3),
+            &fwd,
+            Framing::Length(5),
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\ncontent-length: 5\r\n\r\n"), "{text}");
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
     }
 }
