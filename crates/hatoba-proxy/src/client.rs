@@ -121,14 +121,8 @@ pub(crate) struct Head {
 impl Conn {
     /// Opens a new connection to `addr`.
     pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
-        let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-            Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
-        };
-        let _ = io.set_nodelay(true);
         Ok(Conn {
-            io,
+            io: connect_tcp(addr, timeout).await?,
             buf: BytesMut::new(),
             reused: false,
         })
@@ -301,6 +295,21 @@ impl Conn {
     pub(crate) fn is_clean(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+/// A TCP connection to a backend, with Nagle off (requests and answers are
+/// written whole).
+pub(crate) async fn connect_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
+    };
+    let _ = io.set_nodelay(true);
+    Ok(io)
 }
 
 fn not_reusable(mut head: Head) -> Head {

@@ -128,11 +128,9 @@ async fn connect(
     addr: SocketAddr,
     timeout: std::time::Duration,
 ) -> Result<SendRequest<Empty<Bytes>>, ()> {
-    let Ok(Ok(stream)) = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
-    else {
-        return Err(());
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = crate::client::connect_tcp(addr, timeout)
+        .await
+        .map_err(|_| ())?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
         .await

@@ -26,19 +26,9 @@ async fn scripted_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 loop {
-                    let mut request_line = String::new();
-                    if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                    let Some(request_line) = read_request_head(&mut stream).await else {
                         return;
-                    }
-                    loop {
-                        let mut line = String::new();
-                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
+                    };
                     let path = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
                     let (answer, close): (&[u8], bool) = match path.as_str() {
                         "/chunked" => (
@@ -75,6 +65,24 @@ async fn scripted_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver
         }
     });
     (addr, closed)
+}
+
+/// Reads a request head line by line; its request line, or `None` when
+/// the connection ends first.
+async fn read_request_head(stream: &mut BufReader<tokio::net::TcpStream>) -> Option<String> {
+    let mut request_line = String::new();
+    if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(request_line);
+        }
+    }
 }
 
 async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
@@ -296,14 +304,8 @@ async fn an_early_answer_to_an_upload_reaches_the_client() {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
-                loop {
-                    let mut line = String::new();
-                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
+                if read_request_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let _ = stream
                     .get_mut()
