@@ -42,6 +42,8 @@
 //! ← {"reply":"window","stats":{"window":"1m","start_ms":…,"latency_buckets":[[3,120]],…}}
 //! → {"op":"snapshot"}
 //! ← {"reply":"snapshot","state":{"services":{"web":{"listen":"127.0.0.1:8080","route":{…}}}}}
+//! → {"op":"close","service":"old"}
+//! ← {"reply":"ok"}
 //! → {"op":"shutdown"}
 //! ← {"reply":"ok"}
 //! ```
@@ -56,6 +58,9 @@
 //!   second: it would split the traffic between them).
 //! - `update` replaces a listening service's table; an invalid route is an
 //!   error and the old table keeps serving.
+//! - `close` stops a service's listener (gracefully: its connections finish
+//!   their current request) and forgets the service; a service that does
+//!   not listen is already closed.
 //! - `drained` waits (up to `timeout_ms`) until the backend at `addr` serves
 //!   no request; meant for a backend an `update` just removed. `done` is
 //!   false on timeout; an address nobody knows is drained.
@@ -111,7 +116,8 @@ const MAX_IDLE: usize = 4;
 
 /// A request from the controller: one JSON object per line, tagged by `op`
 /// (`"hello"`, `"listen"`, `"update"`, `"drained"`, `"window"`,
-/// `"snapshot"`, `"shutdown"`). See the module docs for the wire form.
+/// `"snapshot"`, `"close"`, `"shutdown"`). See the module docs for the wire
+/// form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -147,6 +153,11 @@ pub enum Request {
     },
     /// The whole current state.
     Snapshot,
+    /// Stop serving a service (one the spec no longer has).
+    Close {
+        /// The service name.
+        service: String,
+    },
     /// Answer, then stop every listener and the control server.
     Shutdown,
 }
@@ -811,6 +822,7 @@ impl Plane {
             Request::Snapshot => Reply::Snapshot {
                 state: self.inner.lock().await.state(),
             },
+            Request::Close { service } => self.close(&service).await,
             Request::Shutdown => return (Reply::Ok, true),
         };
         (reply, false)
@@ -890,6 +902,26 @@ impl Plane {
         }
         inner.stopping.retain(|h| !h.is_finished());
         Reply::Listening { addr: bound }
+    }
+
+    async fn close(&self, service: &str) -> Reply {
+        let mut inner = self.inner.lock().await;
+        if !inner.services.contains_key(service) {
+            return Reply::Ok;
+        }
+        let mut state = inner.state();
+        state.services.remove(service);
+        // Saved first: a data plane restarted now must not listen again.
+        if let Err(e) = self.persist(&state).await {
+            return error(chain(&e));
+        }
+        if let Some(run) = inner.services.remove(service) {
+            inner
+                .stopping
+                .push(tokio::task::spawn_blocking(move || run.server.shutdown()));
+        }
+        inner.stopping.retain(|h| !h.is_finished());
+        Reply::Ok
     }
 
     async fn update(&self, route: RouteSpec) -> Reply {
@@ -1229,6 +1261,14 @@ impl ControlClient {
             Reply::Snapshot { state } => Ok(state),
             other => Err(self.unexpected("snapshot", &other)),
         }
+    }
+
+    /// Stops serving `service`; its connections finish their current request.
+    pub async fn close(&self, service: &str) -> Result<(), ControlError> {
+        self.expect_ok(&Request::Close {
+            service: service.to_owned(),
+        })
+        .await
     }
 
     /// Stops the data plane (its listeners finish their requests first).

@@ -63,6 +63,10 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
     /// The table a service is routed by now.
     async fn table(&self, service: &str) -> Option<RouteSpec>;
 
+    /// Stops serving every service not in `keep` (a spec that dropped a
+    /// service); their connections finish their current request.
+    async fn retain(&self, keep: &[String]) -> Result<(), DataPlaneError>;
+
     /// Stops the listeners (in-process) or leaves the process serving
     /// (remote: the data plane outlives the controller on purpose).
     async fn shutdown(&self);
@@ -239,6 +243,23 @@ impl DataPlane for LocalDataPlane {
         self.router(service).map(|r| r.table().spec.clone())
     }
 
+    async fn retain(&self, keep: &[String]) -> Result<(), DataPlaneError> {
+        let servers: Vec<ProxyServer> = self.with(|l| {
+            let gone: Vec<String> = l.keys().filter(|k| !keep.contains(k)).cloned().collect();
+            gone.iter()
+                .filter_map(|k| l.remove(k).and_then(|x| x.server))
+                .collect()
+        });
+        // Joining the listener threads blocks (up to the shutdown grace):
+        // off the async workers, and not waited for.
+        drop(tokio::task::spawn_blocking(move || {
+            for s in servers {
+                s.shutdown();
+            }
+        }));
+        Ok(())
+    }
+
     async fn shutdown(&self) {
         let servers: Vec<ProxyServer> =
             self.with(|l| l.values_mut().filter_map(|x| x.server.take()).collect());
@@ -315,6 +336,20 @@ impl DataPlane for RemoteDataPlane {
     async fn table(&self, service: &str) -> Option<RouteSpec> {
         let state = self.client.snapshot().await.ok()?;
         state.services.get(service).map(|e| e.route.clone())
+    }
+
+    async fn retain(&self, keep: &[String]) -> Result<(), DataPlaneError> {
+        let hello = self.client.hello().await.map_err(|e| unreachable(&e))?;
+        for service in hello.services.iter().filter(|s| !keep.contains(s)) {
+            self.client.close(service).await.map_err(|e| match e {
+                ControlError::Refused { message, .. } => DataPlaneError::Route {
+                    service: service.clone(),
+                    message,
+                },
+                other => unreachable(&other),
+            })?;
+        }
+        Ok(())
     }
 
     async fn shutdown(&self) {

@@ -148,6 +148,10 @@ impl Server {
                 ));
             }
         };
+        // A service the spec dropped stops being served (before the others
+        // listen: a new service may want its address).
+        let names: Vec<String> = services_spec.keys().map(ToString::to_string).collect();
+        cfg.data_plane.retain(&names).await?;
         let mut services = HashMap::new();
         for (name, svc) in &services_spec {
             let listen = svc.route.listen.to_string();

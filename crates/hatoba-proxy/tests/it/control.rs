@@ -284,6 +284,46 @@ async fn a_restarted_data_plane_serves_the_last_table_at_once() {
     v1.stop().await;
 }
 
+/// A service the controller no longer has is closed: its port stops
+/// answering, it is gone from the state (a restarted data plane does not
+/// listen there again), and the other services keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_service_stops_listening_and_stays_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = InProcess::start("v1", |_| {}).await;
+    let dp = Running::start(dir.path()).await;
+    let web = dp.client.listen("web", any()).await.unwrap();
+    let old = dp.client.listen("old", any()).await.unwrap();
+    for service in ["web", "old"] {
+        let mut route = spec(vec![group(Role::Stable, "v1", 100, &[v1.addr])]);
+        route.service = service.to_owned();
+        dp.client.update(&route).await.unwrap();
+    }
+    assert_eq!(versions(old, 2).await, ["v1"; 2]);
+    dp.client.close("old").await.unwrap();
+    // Closing what does not listen is not an error.
+    dp.client.close("old").await.unwrap();
+    dp.client.close("never-was").await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(old).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{old} still accepts"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(versions(web, 2).await, ["v1"; 2]);
+    assert_eq!(dp.client.hello().await.unwrap().services, ["web"]);
+    dp.stop().await;
+
+    let again = Running::start(dir.path()).await;
+    assert_eq!(again.client.hello().await.unwrap().services, ["web"]);
+    assert!(tokio::net::TcpStream::connect(old).await.is_err());
+    assert_eq!(versions(web, 2).await, ["v1"; 2]);
+    again.stop().await;
+    v1.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_an_error_and_the_old_table_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

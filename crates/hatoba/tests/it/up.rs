@@ -442,3 +442,43 @@ fn a_regression_at_100_percent_is_rolled_back_during_the_watch() {
         crate::support::served(port).as_deref() == Ok("v1")
     });
 }
+
+/// `hatoba up` started again on a spec that dropped a service stops serving
+/// it: its data-plane listener closes (the data plane outlived the old
+/// controller), and the service that stays keeps serving.
+#[test]
+fn a_service_dropped_from_the_spec_stops_being_served() {
+    let api_port = hatoba_test_support::free_port().unwrap();
+    let with_api = move |port: u16| {
+        spec(port).replacen(
+            "services:\n",
+            &format!(
+                "services:\n  api:\n    process:\n      command: {exe}\n      \
+                 args: [\"demo-app\", \"--version-label\", \"${{VERSION}}\"]\n    \
+                 replicas: 1\n    route: {{listen: \"127.0.0.1:{api_port}\"}}\n    \
+                 health:\n      readiness: {{path: /ready, period: 100ms}}\n    \
+                 strategy:\n      rolling: {{maxSurge: 1, maxUnavailable: 0}}\n",
+                exe = env!("CARGO_BIN_EXE_hatoba")
+            ),
+            1,
+        )
+    };
+    let sb = Sandbox::new(with_api);
+    let server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    hatoba(&sb.state)
+        .args(["deploy", "api", "--version", "a1", "--wait"])
+        .assert()
+        .success();
+    assert_eq!(crate::support::served(api_port).as_deref(), Ok("a1"));
+
+    // SIGKILL: the data plane keeps serving both; then the spec loses `api`.
+    server.kill9();
+    assert_eq!(crate::support::served(api_port).as_deref(), Ok("a1"));
+    std::fs::write(&sb.file, spec(sb.port)).unwrap();
+    let _server = sb.up(&[]);
+    poll("the dropped service's port to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", api_port)).is_err()
+    });
+    assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v1"));
+}
