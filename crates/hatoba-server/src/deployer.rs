@@ -437,6 +437,7 @@ impl Deployer {
                 deployed_by: req.deployed_by.clone(),
                 rollback_of: req.rollback_of.clone(),
                 spec_digest: req.spec_digest.clone(),
+                vars: req.vars.clone(),
                 at: clock_now(),
             })
             .await?;

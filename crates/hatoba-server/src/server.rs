@@ -741,16 +741,17 @@ impl Server {
                 None,
             );
         };
+        // The newest succeeded deployment of the version: a rollback runs it
+        // with the variables it ran with.
         let target = match &to {
             Some(v) => succeeded
                 .iter()
-                .find(|d| d.version.as_str() == v)
-                .map(|d| d.version.clone()),
+                .filter(|d| d.version.as_str() == v)
+                .max_by_key(|d| (d.finished_at, d.id.clone())),
             None => succeeded
                 .iter()
                 .filter(|d| d.version != current.version)
-                .max_by_key(|d| (d.finished_at, d.id.clone()))
-                .map(|d| d.version.clone()),
+                .max_by_key(|d| (d.finished_at, d.id.clone())),
         };
         let Some(target) = target else {
             return match to {
@@ -774,8 +775,8 @@ impl Server {
         let r = hatoba_api::DeployRequest {
             service: service.to_string(),
             environment: None,
-            version: target.to_string(),
-            vars: Default::default(),
+            version: target.version.to_string(),
+            vars: target.vars.clone(),
             deployed_by: Some(by),
         };
         self.deploy(r, Some(current.id.clone())).await

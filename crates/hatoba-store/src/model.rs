@@ -5,6 +5,7 @@
 //! deliberately not `Serialize`: the JSON wire types live in `hatoba-api`, and
 //! conversions to them are explicit functions there.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -50,6 +51,8 @@ pub struct Deployment {
     pub rollback_of: Option<DeploymentId>,
     /// Digest of the spec the deployment was made from.
     pub spec_digest: String,
+    /// The variables it ran with (the environment's and `--set`).
+    pub vars: BTreeMap<String, String>,
 }
 
 /// What the caller supplies to create a deployment; the store adds the id,
@@ -72,6 +75,8 @@ pub struct NewDeployment {
     pub rollback_of: Option<DeploymentId>,
     /// Digest of the spec.
     pub spec_digest: String,
+    /// The variables it runs with, kept so that a rollback to it runs it the same way.
+    pub vars: BTreeMap<String, String>,
     /// Now, by the caller's clock.
     pub at: Millis,
 }

@@ -35,7 +35,7 @@ pub struct SqlStore {
 macro_rules! deployment_columns {
     () => {
         "id, service, environment, version, commit_sha, strategy, status, reason, \
-         deployed_by, started_at, finished_at, rollback_of, spec_digest"
+         deployed_by, started_at, finished_at, rollback_of, spec_digest, vars"
     };
 }
 
@@ -78,8 +78,8 @@ const SELECT_CURRENT_ALL: &str = concat!(
 
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments \
      (id, service, environment, version, commit_sha, strategy, status, reason, deployed_by, \
-      started_at, finished_at, rollback_of, spec_digest, last_event_seq) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, 1)";
+      started_at, finished_at, rollback_of, spec_digest, vars, last_event_seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, $11, 1)";
 
 const INSERT_EVENT: &str = "INSERT INTO deployment_events \
      (deployment_id, seq, at, kind, message, data) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -141,6 +141,7 @@ impl SqlStore {
             .bind(db_time(new.at).map_err(InsertError::Store)?)
             .bind(new.rollback_of.as_ref().map(DeploymentId::as_str))
             .bind(new.spec_digest.as_str())
+            .bind(vars_text(&new.vars).map_err(InsertError::Store)?)
             .execute(&mut **tx)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -194,6 +195,7 @@ impl SqlStore {
             finished_at: None,
             rollback_of: new.rollback_of.clone(),
             spec_digest: new.spec_digest.clone(),
+            vars: new.vars.clone(),
         })
     }
 
@@ -753,5 +755,20 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {
             .map(|id| parse("deployment id", id))
             .transpose()?,
         spec_digest: text(row, "spec_digest")?,
+        vars: {
+            let found = text(row, "vars")?;
+            serde_json::from_str(&found).map_err(|_| StoreError::Corrupt {
+                what: "deployment variables",
+                found,
+            })?
+        },
+    })
+}
+
+/// A deployment's variables as stored: a JSON object of strings.
+fn vars_text(vars: &std::collections::BTreeMap<String, String>) -> Result<String, StoreError> {
+    serde_json::to_string(vars).map_err(|e| StoreError::Corrupt {
+        what: "deployment variables",
+        found: e.to_string(),
     })
 }

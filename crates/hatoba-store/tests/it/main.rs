@@ -49,6 +49,7 @@ fn new_deployment(svc: &str, environment: &str, version: &str, at: u64) -> NewDe
         deployed_by: "alice".to_owned(),
         rollback_of: None,
         spec_digest: "sha256:0123".to_owned(),
+        vars: [("REGION".to_owned(), format!("{svc}-eu"))].into(),
         at: Millis(at),
     }
 }

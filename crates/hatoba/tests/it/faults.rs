@@ -176,6 +176,7 @@ fn a_locked_store_is_a_clear_error_and_traffic_goes_on() {
                 deployed_by: "test".to_owned(),
                 rollback_of: None,
                 spec_digest: "x".to_owned(),
+                vars: Default::default(),
                 at: hatoba_core::Millis(1),
             }),
         )

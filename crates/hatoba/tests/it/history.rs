@@ -36,6 +36,7 @@ async fn fill(store: &SqlStore) {
                         deployed_by: "alice".to_owned(),
                         rollback_of: None,
                         spec_digest: "digest".to_owned(),
+                        vars: Default::default(),
                         at: Millis(at),
                     })
                     .await

@@ -482,3 +482,51 @@ fn a_service_dropped_from_the_spec_stops_being_served() {
     });
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v1"));
 }
+
+/// A rollback runs the earlier version with the variables it ran with
+/// (`--set`), not without them.
+#[test]
+fn a_rollback_keeps_the_variables_the_version_ran_with() {
+    let sb = Sandbox::new(|port| {
+        format!(
+            r#"app: vars-test
+services:
+  web:
+    process:
+      command: {exe}
+      args: ["demo-app", "--version-label", "${{VERSION}}${{FLAVOUR:-}}"]
+    replicas: 1
+    route: {{listen: "127.0.0.1:{port}"}}
+    health:
+      readiness: {{path: /ready, period: 100ms}}
+    drain: 1s
+    strategy:
+      rolling: {{maxSurge: 1, maxUnavailable: 0}}
+"#,
+            exe = env!("CARGO_BIN_EXE_hatoba")
+        )
+    });
+    let _server = sb.up(&[]);
+    hatoba(&sb.state)
+        .args([
+            "deploy",
+            "web",
+            "--version",
+            "v1",
+            "--set",
+            "FLAVOUR=-salted",
+            "--wait",
+        ])
+        .assert()
+        .success();
+    assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v1-salted"));
+    sb.deploy_ok("v2");
+    assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v2"));
+    hatoba(&sb.state)
+        .args(["rollback", "web"])
+        .assert()
+        .success();
+    poll("the rollback to v1 as it ran", || {
+        crate::support::served(sb.port).as_deref() == Ok("v1-salted")
+    });
+}
