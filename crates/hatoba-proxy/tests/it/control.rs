@@ -304,14 +304,11 @@ async fn a_closed_service_stops_listening_and_stays_closed() {
     // Closing what does not listen is not an error.
     dp.client.close("old").await.unwrap();
     dp.client.close("never-was").await.unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(old).await.is_ok() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{old} still accepts"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    hatoba_test_support::wait_for_async(Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(old).await.is_err()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{old} still accepts: {e}"));
     assert_eq!(versions(web, 2).await, ["v1"; 2]);
     assert_eq!(dp.client.hello().await.unwrap().services, ["web"]);
     dp.stop().await;
