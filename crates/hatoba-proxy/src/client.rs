@@ -18,7 +18,7 @@
 use crate::forward::Seen;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use std::future::Future as _;
@@ -45,8 +45,9 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// One keep-alive connection to a backend.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: TcpStream,
-    buf: BytesMut,
+    pub(crate) io: TcpStream,
+    /// Bytes received and not yet consumed.
+    pub(crate) buf: BytesMut,
     /// Served at least one request before this one.
     pub(crate) reused: bool,
 }
@@ -119,13 +120,19 @@ pub(crate) struct Head {
 }
 
 impl Conn {
-    /// Opens a new connection to `addr`.
-    pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
-        Ok(Conn {
-            io: connect_tcp(addr, timeout).await?,
+    /// A connection over a socket that is already open (a client's, on the
+    /// server side: its request bodies are read with [`Conn::poll_body`] too).
+    pub(crate) fn from_stream(io: TcpStream) -> Conn {
+        Conn {
+            io,
             buf: BytesMut::new(),
             reused: false,
-        })
+        }
+    }
+
+    /// Opens a new connection to `addr`.
+    pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+        Ok(Conn::from_stream(connect_tcp(addr, timeout).await?))
     }
 
     /// True when the connection can carry another request: the backend has
@@ -152,13 +159,16 @@ impl Conn {
     /// request that could not be sent can be sent elsewhere whole.
     /// `head_request`: the method was HEAD (no body follows whatever the
     /// headers say).
-    pub(crate) async fn exchange(
+    pub(crate) async fn exchange<B>(
         &mut self,
         head: &[u8],
-        body: &mut Option<Incoming>,
+        body: &mut Option<B>,
         framing: Framing,
         head_request: bool,
-    ) -> Result<Head, SendError> {
+    ) -> Result<Head, SendError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
         self.io.write_all(head).await.map_err(SendError::NotSent)?;
         if framing != Framing::Empty
             && let Some(body) = body.take()
@@ -318,11 +328,14 @@ fn not_reusable(mut head: Head) -> Head {
 }
 
 /// Streams the client's body upstream, framed as `framing`.
-async fn write_body(
+async fn write_body<B>(
     io: &mut (impl tokio::io::AsyncWrite + Unpin),
-    mut body: Incoming,
+    mut body: B,
     framing: Framing,
-) -> Result<(), BodyWrite> {
+) -> Result<(), BodyWrite>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     let chunked = matches!(framing, Framing::Chunked(_));
     let mut line = Vec::with_capacity(24);
     while let Some(frame) = body.frame().await {
@@ -363,7 +376,7 @@ enum BodyWrite {
 fn cut_short() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
-        "the instance closed the connection mid-body",
+        "the connection closed mid-body",
     )
 }
 
@@ -479,7 +492,7 @@ fn response_framing(
     })
 }
 
-fn parse_decimal(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
         return None;
     }
@@ -611,7 +624,7 @@ fn skipped(name: &HeaderName) -> bool {
 
 /// How the client's body will go upstream, from its headers and what hyper
 /// knows of it.
-pub(crate) fn request_framing(has_length: bool, body: &Incoming) -> Framing {
+pub(crate) fn request_framing(has_length: bool, body: &impl Body) -> Framing {
     if body.is_end_stream() {
         return Framing::Empty;
     }

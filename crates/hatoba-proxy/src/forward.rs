@@ -200,7 +200,6 @@ pub(crate) struct Seen<'h> {
     route: Option<&'h HeaderValue>,
     pub(crate) forwarded_for: bool,
     pub(crate) connection: bool,
-    upgrade: bool,
 }
 
 impl<'h> Seen<'h> {
@@ -213,8 +212,6 @@ impl<'h> Seen<'h> {
                 seen.content_length.get_or_insert(value);
             } else if *name == header::CONNECTION {
                 seen.connection = true;
-            } else if *name == header::UPGRADE {
-                seen.upgrade = true;
             } else if *name == X_REQUEST_ID {
                 seen.request_id.get_or_insert(value);
             } else if *name == X_FORWARDED_FOR {
@@ -227,12 +224,35 @@ impl<'h> Seen<'h> {
     }
 }
 
-/// Forwards one request. Never fails: every problem becomes a response.
+/// Forwards one request that came through hyper's server (HTTP/2, TLS, and
+/// the HTTP/1 connections `h1` hands over): WebSocket upgrades go to
+/// `upgrade`, everything else to [`proxy`].
 pub(crate) async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Ctx>,
     peer: Peer,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if is_upgrade(req.headers()) {
+        let seen = Seen::scan(req.headers());
+        let (router, opts) = (&*ctx.router, &ctx.opts);
+        let request_id = RequestId::of(seen.request_id);
+        let table = router.table();
+        let now_ms = router.ms_at(Instant::now());
+        let Some(group) = choose_group(&table, req.headers(), seen.route, router, now_ms) else {
+            return Ok(no_backend(&table, &request_id));
+        };
+        let request_id = request_id.header();
+        return Ok(crate::upgrade::forward(req, router, group, peer.addr, opts, request_id).await);
+    }
+    Ok(proxy(req, &ctx, peer).await)
+}
+
+/// Forwards one request (never an upgrade). Never fails: every problem
+/// becomes a response.
+pub(crate) async fn proxy<B>(req: Request<B>, ctx: &Ctx, peer: Peer) -> Response<ProxyBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     let started = Instant::now();
     let (router, opts) = (&*ctx.router, &ctx.opts);
     let now_ms = router.ms_at(started);
@@ -241,24 +261,8 @@ pub(crate) async fn handle(
     let seen = Seen::scan(&parts.headers);
     let request_id = RequestId::of(seen.request_id);
     let Some(group) = choose_group(&table, &parts.headers, seen.route, router, now_ms) else {
-        return Ok(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_backend",
-            &format!("no ready instance of `{}`", table.service),
-            &request_id.header(),
-        ));
+        return no_backend(&table, &request_id);
     };
-    if seen.upgrade && seen.connection && is_upgrade(&parts.headers) {
-        return Ok(crate::upgrade::forward(
-            Request::from_parts(parts, body),
-            router,
-            group,
-            peer.addr,
-            opts,
-            request_id.header(),
-        )
-        .await);
-    }
     let gauge = group.stats.start();
     let framing = client::request_framing(seen.content_length.is_some(), &body);
     // The head is written once and, when a request is replayed, resent as is.
@@ -315,9 +319,7 @@ pub(crate) async fn handle(
         match sent {
             Ok(Ok(answer)) => {
                 router.connect_succeeded(backend);
-                return Ok(respond(
-                    answer, conn, in_flight, gauge, group, &table, started,
-                ));
+                return respond(answer, conn, in_flight, gauge, group, &table, started);
             }
             Ok(Err(SendError::ClientBody)) => {
                 group.stats.record(
@@ -325,23 +327,23 @@ pub(crate) async fn handle(
                     Outcome::Failed(Failure::Downstream),
                     started.elapsed(),
                 );
-                return Ok(error(
+                return error(
                     StatusCode::BAD_REQUEST,
                     "client_body",
                     "the request body ended before its announced end",
                     &request_id.header(),
-                ));
+                );
             }
             Ok(Err(SendError::Garbage(why))) => {
                 backend.stats.record(Outcome::Failed(Failure::Upstream));
-                return Ok(fail(
+                return fail(
                     group,
                     started,
                     StatusCode::BAD_GATEWAY,
                     "upstream_invalid",
                     &format!("the instance answered something that is not HTTP ({why})"),
                     &request_id.header(),
-                ));
+                );
             }
             // A pooled connection the backend had closed (its keep-alive
             // timeout raced our reuse): nothing to blame the backend for;
@@ -362,32 +364,32 @@ pub(crate) async fn handle(
                 router.connect_failed(backend);
                 backend.stats.record(Outcome::Failed(Failure::Upstream));
                 if !replayable {
-                    return Ok(fail(
+                    return fail(
                         group,
                         started,
                         StatusCode::BAD_GATEWAY,
                         "upstream_reset",
                         "the instance closed the connection before answering",
                         &request_id.header(),
-                    ));
+                    );
                 }
                 last_failure = ("upstream_reset", StatusCode::BAD_GATEWAY);
             }
             Err(_) => {
                 backend.stats.record(Outcome::Failed(Failure::Upstream));
-                return Ok(fail(
+                return fail(
                     group,
                     started,
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
                     &format!("no answer within {:?}", opts.response_timeout),
                     &request_id.header(),
-                ));
+                );
             }
         }
     }
     let (code, status) = last_failure;
-    Ok(fail(
+    fail(
         group,
         started,
         status,
@@ -398,7 +400,16 @@ pub(crate) async fn handle(
             tried.len()
         ),
         &request_id.header(),
-    ))
+    )
+}
+
+fn no_backend(table: &RouteTable, request_id: &RequestId) -> Response<ProxyBody> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_backend",
+        &format!("no ready instance of `{}`", table.service),
+        &request_id.header(),
+    )
 }
 
 /// A pooled connection that is still open, or a new one. Failed connects

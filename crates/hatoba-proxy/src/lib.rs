@@ -9,6 +9,8 @@
 //! - `forward`: the request path: group by pin header, sticky cookie or
 //!   weight; backend by power of two choices; retries of what is safe to
 //!   retry; forwarded headers; JSON 502/503/504 answers.
+//! - `h1`: plain HTTP/1.x from clients, parsed and answered by the proxy
+//!   itself; upgrades, h2c and unusual or malformed heads go to hyper.
 //! - `client`: upstream HTTP/1.1 driven inline by the request's task (no
 //!   connection task, no channels); request heads written straight from the
 //!   client's headers.
@@ -27,6 +29,7 @@ mod body;
 mod client;
 pub mod control;
 mod forward;
+mod h1;
 mod pool;
 mod routes_file;
 mod server;

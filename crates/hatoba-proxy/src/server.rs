@@ -21,6 +21,7 @@
 //! current request (keep-alive connections close after it), then return.
 
 use crate::forward::{self, ProxyOptions};
+use crate::h1::{self, Served};
 use crate::pool;
 use crate::table::Router;
 use crate::tls::TlsSettings;
@@ -39,8 +40,6 @@ use tokio::sync::{mpsc, watch};
 
 /// Largest request head accepted (request line and headers); larger gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// What an HTTP/2 client with prior knowledge sends first.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long shutdown waits for connections to finish their request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -279,6 +278,7 @@ async fn serve(
         }
     }
     drop(listener);
+    h1::stop_this_thread();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, conns.graceful.shutdown()).await;
 }
 
@@ -299,15 +299,16 @@ impl Conns {
     fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, open: Open) {
         let _ = stream.set_nodelay(true);
         let handshake_timeout = self.handshake_timeout;
-        let ctx = Arc::clone(&self.ctx);
         let peer = forward::Peer::new(peer);
-        let service = service_fn(move |req| forward::handle(req, Arc::clone(&ctx), peer));
+        let service = {
+            let ctx = Arc::clone(&self.ctx);
+            service_fn(move |req| forward::handle(req, Arc::clone(&ctx), peer))
+        };
         let Some(acceptor) = &self.tls else {
-            // Plain HTTP: HTTP/1.1 is served by hyper's http1 connection
-            // directly (smaller per connection, no version sniffing on
-            // every read); only a client that opens with the HTTP/2
-            // preface (h2c prior knowledge) gets the auto builder.
-            let (h1, builder, watcher, mut stop) = (
+            // Plain HTTP: served by `h1` until it meets something it leaves
+            // to hyper (an upgrade, h2c, a head it does not take).
+            let (ctx, h1, builder, watcher, mut stop) = (
+                Arc::clone(&self.ctx),
                 Arc::clone(&self.h1),
                 Arc::clone(&self.builder),
                 self.graceful.watcher(),
@@ -315,37 +316,30 @@ impl Conns {
             );
             tokio::spawn(async move {
                 let _open = open;
-                let mut head = [0u8; H2_PREFACE.len()];
-                let n = tokio::select! {
-                    peeked = tokio::time::timeout(handshake_timeout, stream.peek(&mut head)) => match peeked {
-                        Ok(Ok(n)) if n > 0 => n,
-                        _ => return,
-                    },
-                    _ = stop.wait_for(|stop| *stop) => return,
-                };
-                if H2_PREFACE.starts_with(&head[..n]) {
-                    // Boxed: rare, and keeps every HTTP/1 task small.
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    drop(builder);
-                    let _ = Box::pin(watcher.watch(conn)).await;
-                    return;
+                match h1::serve(stream, &ctx, peer).await {
+                    Served::Closed => {}
+                    Served::Http2(io) => {
+                        // Boxed: rare, and keeps every HTTP/1 task small.
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned();
+                        let _ = Box::pin(watcher.watch(conn)).await;
+                    }
+                    Served::Http1(io) => {
+                        let conn = h1
+                            .serve_connection(TokioIo::new(io), service)
+                            .with_upgrades();
+                        let mut conn = Box::pin(conn);
+                        tokio::select! {
+                            // A broken client connection is the client's business.
+                            _ = conn.as_mut() => return,
+                            _ = stop.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
+                        }
+                        let _ = conn.await;
+                        // Held until here so that shutdown waits for this connection.
+                        drop(watcher);
+                    }
                 }
-                drop(builder);
-                let conn = h1
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                drop(h1);
-                let mut conn = std::pin::pin!(conn);
-                tokio::select! {
-                    // A broken client connection is the client's business.
-                    _ = conn.as_mut() => return,
-                    _ = stop.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
-                }
-                let _ = conn.await;
-                // Held until here so that shutdown waits for this connection.
-                drop(watcher);
             });
             return;
         };

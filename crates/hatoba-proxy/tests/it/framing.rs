@@ -1,7 +1,10 @@
-//! HTTP/1 framing on the upstream side: what a backend may legally answer
-//! (chunked with trailers, close-delimited HTTP/1.0, interim 100s, HEAD and
-//! 204 with a length, `Connection: close`) reaches the client whole, and
-//! request bodies of every framing reach the backend whole.
+//! HTTP/1 framing on both sides. Upstream: what a backend may legally
+//! answer (chunked with trailers, close-delimited HTTP/1.0, interim 100s,
+//! HEAD and 204 with a length, `Connection: close`) reaches the client whole,
+//! and request bodies of every framing reach the backend whole. Client side:
+//! pipelined requests, HTTP/1.0 keep-alive, answers of unknown length to
+//! HTTP/1.0 clients, a connection handed to hyper midway, and idle
+//! connections closed when the listener stops.
 
 use crate::support::{Proxy, group, spec};
 use bytes::Bytes;
@@ -353,4 +356,235 @@ async fn an_early_answer_to_an_upload_reaches_the_client() {
     writer.abort();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.ends_with("too large"), "{answer}");
+}
+
+/// Reads everything the proxy sends on a connection until it closes it
+/// (bounded: a proxy that never closes fails the test, not hangs it).
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection")
+        .expect("reading the answers");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A chunked body decoded, if it is one whole (and nothing follows it).
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size, 16).ok()?;
+        if size == 0 {
+            return (rest == "\r\n").then_some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+/// The status codes of the answers in `out`, in order.
+fn statuses(out: &str) -> Vec<&str> {
+    out.match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| out.get(at + 9..at + 12))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_each_framed() {
+    let (backend, _closed) = scripted_backend().await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[backend])]),
+        ProxyOptions::default(),
+    );
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // Four requests in one write; the last asks to close.
+    s.write_all(
+        b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n\
+HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n\
+GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n\
+GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let out = read_until_closed(&mut s).await;
+    assert_eq!(statuses(&out), ["200", "200", "204", "404"], "{out}");
+    let answers: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+    // A body of unknown length goes to an HTTP/1.1 client chunked, whole.
+    assert!(
+        answers[0].contains("transfer-encoding: chunked\r\n"),
+        "{out}"
+    );
+    let (_, chunked) = answers[0].split_once("\r\n\r\n").unwrap();
+    assert_eq!(dechunk(chunked).as_deref(), Some("hello world"), "{out}");
+    // HEAD keeps the backend's length and has no body.
+    assert!(answers[1].contains("content-length: 10\r\n"), "{out}");
+    assert!(answers[1].ends_with("\r\n\r\n"), "{out}");
+    assert!(answers[2].ends_with("\r\n\r\n"), "{out}");
+    // The last is answered, says it closes, and does.
+    assert!(answers[3].contains("connection: close\r\n"), "{out}");
+    for answer in &answers {
+        assert!(answer.contains("date: "), "every answer is dated: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_get_keep_alive_when_asked_and_close_delimited_bodies() {
+    let (backend, _closed) = scripted_backend().await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[backend])]),
+        ProxyOptions::default(),
+    );
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // Keep-alive asked for, and a body of known length: the connection stays.
+    s.write_all(b"GET /close HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut reader = BufReader::new(&mut s);
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).await.unwrap() > 0, "{head:?}");
+        head.push(line.to_ascii_lowercase());
+        if head.last().is_some_and(|l| l == "\r\n") {
+            break;
+        }
+    }
+    assert!(
+        head.contains(&"connection: keep-alive\r\n".to_owned()),
+        "{head:?}"
+    );
+    assert!(
+        head.contains(&"content-length: 5\r\n".to_owned()),
+        "{head:?}"
+    );
+    let mut body = [0u8; 5];
+    reader.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"bye!\n");
+    // A body of unknown length can only be ended by closing the connection.
+    s.write_all(b"GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_until_closed(&mut s).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(!out.contains("transfer-encoding"), "{out}");
+    assert!(out.contains("connection: close\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\nhello world"), "{out}");
+    // Without keep-alive, HTTP/1.0 closes after the answer.
+    let out = crate::support::raw(proxy.addr, b"GET /missing HTTP/1.0\r\n\r\n").await;
+    assert_eq!(statuses(&out), ["404"], "{out}");
+    assert!(out.contains("connection: close\r\n"), "{out}");
+}
+
+/// A request the proxy's own HTTP/1 path leaves to hyper (here `Expect:
+/// 100-continue`), after requests it served itself on the same connection:
+/// hyper gets the connection with the bytes already read and serves the
+/// rest of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_handed_to_hyper_midway_keeps_being_served() {
+    let backend = body_echo_backend().await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[backend])]),
+        ProxyOptions::default(),
+    );
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // Pipelined: one the proxy serves, then one for hyper whose head
+    // arrives in the same read.
+    s.write_all(
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+PUT /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        let mut buf = [0u8; 4096];
+        while !got.windows(interim.len()).any(|w| w == interim) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("hyper asks for the body");
+    s.write_all(b"hello").await.unwrap();
+    s.write_all(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let rest = read_until_closed(&mut s).await;
+    let out = format!("{}{rest}", String::from_utf8_lossy(&got));
+    assert_eq!(statuses(&out), ["200", "100", "200", "200"], "{out}");
+    assert!(
+        out.contains(&format!("length 3 {}", checksum(b"abc"))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("length 5 {}", checksum(b"hello"))),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!("length 0 {}", checksum(b""))),
+        "{out}"
+    );
+}
+
+/// Stopping the listener closes idle keep-alive connections at once, and
+/// lets a request in progress finish with `Connection: close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (mut released, arrived_tx) = (released.clone(), arrived_tx.clone());
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                while let Some(line) = read_request_head(&mut stream).await {
+                    if line.contains("/slow") {
+                        let _ = arrived_tx.send(());
+                        let _ = released.wait_for(|r| *r).await;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    // One thread: once the idle connection is closed, the thread that
+    // serves the busy one has seen the stop too.
+    let proxy = Proxy::with_threads(
+        spec(vec![group(Role::Stable, "v1", 100, &[backend])]),
+        ProxyOptions::default(),
+        1,
+    );
+    let addr = proxy.addr;
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let n = idle.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).ends_with("\r\n\r\nok"));
+    let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(15), arrived.recv())
+        .await
+        .expect("the slow request reaches the backend");
+    let stopping = std::thread::spawn(move || drop(proxy));
+    // The idle connection is closed without waiting for the busy one.
+    let idle_out = read_until_closed(&mut idle).await;
+    assert_eq!(idle_out, "", "an idle connection gets nothing, just closed");
+    release.send(true).unwrap();
+    let busy_out = read_until_closed(&mut busy).await;
+    assert!(busy_out.starts_with("HTTP/1.1 200 OK\r\n"), "{busy_out}");
+    assert!(busy_out.contains("connection: close\r\n"), "{busy_out}");
+    assert!(busy_out.ends_with("\r\n\r\nok"), "{busy_out}");
+    stopping.join().unwrap();
 }

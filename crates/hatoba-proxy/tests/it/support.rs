@@ -151,10 +151,18 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     pub(crate) fn start(spec: RouteSpec, opts: ProxyOptions) -> Proxy {
+        Proxy::with_threads(spec, opts, 2)
+    }
+
+    pub(crate) fn with_threads(spec: RouteSpec, opts: ProxyOptions, threads: usize) -> Proxy {
         let router = Arc::new(Router::new(spec, Arc::new(Recorder::new())).unwrap());
-        let server =
-            ProxyServer::start("127.0.0.1:0".parse().unwrap(), Arc::clone(&router), opts, 2)
-                .unwrap();
+        let server = ProxyServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::clone(&router),
+            opts,
+            threads,
+        )
+        .unwrap();
         Proxy {
             addr: server.local_addr(),
             router,

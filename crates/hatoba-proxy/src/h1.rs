@@ -1,0 +1,869 @@
+//! Plain HTTP/1.x from clients, served by the proxy itself.
+//!
+//! hyper's server parses a request into its types, runs the service through
+//! a general dispatcher and encodes the answer; for what a plain proxy
+//! connection does all day (read a head, forward it, relay the answer) that
+//! machinery was the largest user-space cost left on the request path. This
+//! loop reads heads with `httparse`, hands each request to the same
+//! [`forward::proxy`] that serves HTTP/2 and TLS, and writes the answer
+//! itself: the head, and as much of the body as has already arrived, in one
+//! write.
+//!
+//! Only well-formed, ordinary requests are served here. An upgrade, an
+//! `Expect`, a transfer coding other than `chunked`, conflicting lengths, a
+//! target that is not a path, a head that does not parse or is too large,
+//! and the HTTP/2 preface all hand the connection, with the bytes read so
+//! far, to hyper for the rest of its life ([`Served::Http1`],
+//! [`Served::Http2`]): unusual and hostile input gets hyper's answers (400,
+//! 431, 101 and the rest) exactly as before.
+//!
+//! A connection is kept alive as HTTP/1.1 and HTTP/1.0 clients expect
+//! (`Connection: close` and `keep-alive`), pipelined requests are answered in
+//! order, and a request whose body was not read to its end (an early answer)
+//! closes the connection after its answer. Waiting for a head is bounded by
+//! the listener's header read timeout, idle keep-alive time included. When
+//! the listener stops, an idle connection closes at once and a busy one after
+//! its answer (`Connection: close`).
+
+use crate::body::ProxyBody;
+use crate::client::{self, Chunk, Conn, Framing};
+use crate::forward::{self, Ctx, Peer};
+use crate::server::MAX_HEADER_BYTES;
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use std::cell::RefCell;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// What an HTTP/2 client with prior knowledge sends first.
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Most header lines in a request served here (hyper's own limit: a request
+/// with more goes to hyper, which answers 431).
+const MAX_HEADERS: usize = 100;
+/// Room kept free in the buffer before reading a head: most heads are far
+/// smaller, and an idle keep-alive connection keeps this much.
+const HEAD_CHUNK: usize = 4 * 1024;
+/// Answer bytes gathered before a write.
+const WRITE_AT: usize = 64 * 1024;
+/// After an answer that leaves part of a request body unread, the rest is
+/// read and dropped for at most this long (and this much) before the
+/// connection closes, so that the client reads the answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// How a connection ended here.
+pub(crate) enum Served {
+    /// It is finished.
+    Closed,
+    /// hyper serves the rest as HTTP/1 (upgrades included).
+    Http1(Rewind),
+    /// hyper serves the rest as HTTP/2 (h2c with prior knowledge).
+    Http2(Rewind),
+}
+
+/// Serves a plain client connection until it closes, or until it needs
+/// hyper.
+pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
+    let mut conn = Conn::from_stream(stream);
+    let mut out: Vec<u8> = Vec::new();
+    let mut stop = StopSignal::new();
+    let timeout = ctx.opts.header_read_timeout;
+    let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
+    let mut first = true;
+    loop {
+        // A whole head, from what is buffered and what arrives within the timeout.
+        let mut armed = false;
+        let head = loop {
+            if !conn.buf.is_empty() {
+                let preface = conn.buf.len().min(H2_PREFACE.len());
+                if first && conn.buf[..preface] == H2_PREFACE[..preface] {
+                    if preface == H2_PREFACE.len() {
+                        return Served::Http2(Rewind::new(conn));
+                    }
+                } else {
+                    match parse_request(&mut conn.buf) {
+                        Parsed::Request(head) => break head,
+                        Parsed::Partial => {}
+                        Parsed::Hyper => return Served::Http1(Rewind::new(conn)),
+                        Parsed::Bad(why) => {
+                            let answer = bad_request(why);
+                            let _ =
+                                respond(&mut conn.io, &mut out, answer, false, false, true).await;
+                            return Served::Closed;
+                        }
+                    }
+                }
+            }
+            if !armed {
+                deadline.as_mut().reset(Instant::now() + timeout);
+                armed = true;
+            }
+            conn.buf.reserve(HEAD_CHUNK);
+            let idle = conn.buf.is_empty();
+            tokio::select! {
+                biased;
+                read = conn.io.read_buf(&mut conn.buf) => match read {
+                    Ok(0) | Err(_) => return Served::Closed,
+                    Ok(_) => {}
+                },
+                () = &mut deadline => return Served::Closed,
+                () = &mut stop, if idle => return Served::Closed,
+            }
+        };
+        first = false;
+        let Request1 {
+            request,
+            framing,
+            keep_alive,
+            http10,
+            head_request,
+        } = *head;
+        let mut framing = framing;
+        let answer = {
+            let body = ClientBody {
+                conn: &mut conn,
+                framing: &mut framing,
+            };
+            forward::proxy(request.map(|()| body), ctx, peer).await
+        };
+        // The rest of an unread body is not the start of the next request.
+        let body_read = matches!(framing, Framing::Empty | Framing::Length(0));
+        let close = !keep_alive || !body_read || stop.stopping();
+        let Ok(closing) =
+            respond(&mut conn.io, &mut out, answer, head_request, http10, close).await
+        else {
+            return Served::Closed;
+        };
+        if closing {
+            if !body_read || !conn.buf.is_empty() {
+                linger(&mut conn).await;
+            }
+            return Served::Closed;
+        }
+    }
+}
+
+/// A request head read here, with what serving it needs to know.
+struct Request1 {
+    request: Request<()>,
+    /// How its body is delimited.
+    framing: Framing,
+    /// The client wants the connection kept open after the answer.
+    keep_alive: bool,
+    http10: bool,
+    head_request: bool,
+}
+
+enum Parsed {
+    Request(Box<Request1>),
+    Partial,
+    /// Not for this path: hyper takes the connection.
+    Hyper,
+    /// Parsed, but not a request (a target or name the `http` types refuse).
+    Bad(&'static str),
+}
+
+/// Parses a request head at the start of `buf`, consuming it when it is
+/// served here.
+fn parse_request(buf: &mut BytesMut) -> Parsed {
+    // Uninitialised: zeroing room for every possible header costs more than
+    // parsing the few a request has.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEADER_BYTES => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => return Parsed::Partial,
+        // Too large, too many headers, malformed: hyper says so.
+        Ok(_) | Err(_) => return Parsed::Hyper,
+    };
+    let (Some(method), Some(path), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Parsed::Hyper;
+    };
+    if !path.starts_with('/') {
+        return Parsed::Hyper;
+    }
+    let http10 = version == 0;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for part in h.value.split(|b| *b == b',') {
+                match client::parse_decimal(part.trim_ascii()) {
+                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => return Parsed::Hyper,
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Parsed::Hyper;
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Hyper;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            return Parsed::Hyper;
+        }
+    }
+    if chunked && (length.is_some() || http10) {
+        return Parsed::Hyper;
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked(Chunk::Size),
+        (false, None | Some(0)) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    let keep_alive = !close && (!http10 || keep_alive);
+
+    // Names and values are cut from one shared copy of the head; their
+    // places are noted first.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        (at, at + s.len())
+    };
+    let method_span = span(method.as_bytes());
+    let path_span = span(path.as_bytes());
+    let spans: Vec<((usize, usize), (usize, usize))> = parsed
+        .headers
+        .iter()
+        .map(|h| (span(h.name.as_bytes()), span(h.value)))
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let Ok(method) = Method::from_bytes(&head[method_span.0..method_span.1]) else {
+        return Parsed::Bad("the method is not valid");
+    };
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_span.0..path_span.1)) else {
+        return Parsed::Bad("the request target is not a valid path");
+    };
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for ((name, name_end), (value, value_end)) in spans {
+        let Ok(name) = HeaderName::from_bytes(&head[name..name_end]) else {
+            return Parsed::Bad("a header name is not valid");
+        };
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value..value_end)) else {
+            return Parsed::Bad("a header value is not valid");
+        };
+        map.append(name, value);
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = if http10 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *request.headers_mut() = map;
+    Parsed::Request(Box::new(Request1 {
+        head_request: request.method() == Method::HEAD,
+        request,
+        framing,
+        keep_alive,
+        http10,
+    }))
+}
+
+fn bad_request(why: &str) -> Response<ProxyBody> {
+    forward::error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        why,
+        &HeaderValue::from_static(""),
+    )
+}
+
+/// A client's request body, read from its connection as the upstream side
+/// asks for it.
+struct ClientBody<'c> {
+    conn: &'c mut Conn,
+    framing: &'c mut Framing,
+}
+
+impl Body for ClientBody<'_> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        Poll::Ready(ready!(this.conn.poll_body(cx, this.framing)).map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(*self.framing, Framing::Empty | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match *self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
+        }
+    }
+}
+
+/// How an answer's body goes to the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// No body (HEAD, 204, 304).
+    Nothing,
+    Length,
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client, length unknown).
+    UntilClose,
+}
+
+/// Writes `answer` to the client: its head, then its body as it comes, in
+/// as few writes as it allows. Returns whether the connection must close.
+async fn respond(
+    io: &mut TcpStream,
+    out: &mut Vec<u8>,
+    answer: Response<ProxyBody>,
+    head_request: bool,
+    http10: bool,
+    mut close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = answer.into_parts();
+    let status = parts.status;
+    let sent = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Sent::Nothing
+    } else if body.size_hint().exact().is_some() {
+        Sent::Length
+    } else if !http10 {
+        Sent::Chunked
+    } else {
+        close = true;
+        Sent::UntilClose
+    };
+    out.clear();
+    write_head(
+        out,
+        status,
+        &parts.headers,
+        sent,
+        body.size_hint(),
+        http10,
+        close,
+    );
+    if sent != Sent::Nothing {
+        loop {
+            // What the body has already joins what waits to be written; the
+            // write happens only when the body has nothing more right now.
+            let frame = match std::future::poll_fn(|cx| {
+                Poll::Ready(match Pin::new(&mut body).poll_frame(cx) {
+                    Poll::Ready(frame) => Some(frame),
+                    Poll::Pending => None,
+                })
+            })
+            .await
+            {
+                Some(frame) => frame,
+                None => {
+                    flush(io, out).await?;
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    _ => continue,
+                },
+                // The backend's body failed: what was sent stays sent, and
+                // closing tells the client it is incomplete.
+                Some(Err(_)) => {
+                    flush(io, out).await?;
+                    return Ok(true);
+                }
+            };
+            if sent == Sent::Chunked {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&data);
+            }
+            if out.len() >= WRITE_AT {
+                flush(io, out).await?;
+            }
+        }
+        if sent == Sent::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+    flush(io, out).await?;
+    // The body ends here, recording the request, before the next one.
+    drop(body);
+    Ok(close)
+}
+
+async fn flush(io: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        io.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Writes an answer's head: status line, its headers (hop-by-hop ones were
+/// removed by `forward`), the framing chosen here, `Date` when the backend
+/// sent none, and `Connection` when it has something to say.
+fn write_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    sent: Sent,
+    hint: SizeHint,
+    http10: bool,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // A HEAD or 304 answer keeps the length the backend gave; otherwise the
+    // length written is the one the body is sent with.
+    let keep_length = sent == Sent::Nothing && status != StatusCode::NO_CONTENT;
+    let mut dated = false;
+    for (name, value) in headers {
+        if *name == header::CONTENT_LENGTH && !keep_length
+            || *name == header::TRANSFER_ENCODING
+            || *name == header::CONNECTION
+        {
+            continue;
+        }
+        dated |= *name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match sent {
+        Sent::Length => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(hint.exact().unwrap_or(0).to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Sent::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Sent::Nothing | Sent::UntilClose => {}
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(&http_date());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` header of the current second.
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Now as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted once a
+/// second per thread.
+fn http_date() -> [u8; 29] {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if let Ok(bytes) = <[u8; 29]>::try_from(text.as_bytes()) {
+                *d = (secs, bytes);
+            }
+        }
+        d.1
+    })
+}
+
+/// Half-closes the connection and reads what the client still sends (the
+/// rest of a body the answer made moot) for a short while, so that closing
+/// does not reset the connection before the client has read the answer.
+async fn linger(conn: &mut Conn) {
+    if conn.io.shutdown().await.is_err() {
+        return;
+    }
+    let mut drained = 0;
+    let mut scratch = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while drained < LINGER_BYTES {
+            match conn.io.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// A client connection handed to hyper: the bytes already read come first.
+pub(crate) struct Rewind {
+    read: Bytes,
+    io: TcpStream,
+}
+
+impl Rewind {
+    fn new(conn: Conn) -> Rewind {
+        Rewind {
+            read: conn.buf.freeze(),
+            io: conn.io,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// The stop of this thread's listener, as the connections it serves see it.
+///
+/// Every connection waits for it between requests. A `watch` channel would
+/// take a lock shared by all threads each time; this is one thread-local
+/// list of wakers, touched only when the connection's task was woken by
+/// something else.
+#[derive(Default)]
+struct Stops {
+    stopping: bool,
+    waiting: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+thread_local! {
+    static STOPS: RefCell<Stops> = RefCell::default();
+}
+
+/// Stops the connections of this thread: idle ones close, busy ones after
+/// their answer.
+pub(crate) fn stop_this_thread() {
+    let wakers: Vec<Waker> = STOPS.with(|s| {
+        let mut s = s.borrow_mut();
+        s.stopping = true;
+        s.waiting.iter_mut().filter_map(Option::take).collect()
+    });
+    for w in wakers {
+        w.wake();
+    }
+}
+
+/// One connection's view of [`stop_this_thread`]: a future that is ready
+/// once the thread stops.
+struct StopSignal {
+    slot: usize,
+}
+
+impl StopSignal {
+    fn new() -> StopSignal {
+        let slot = STOPS.with(|s| {
+            let mut s = s.borrow_mut();
+            match s.free.pop() {
+                Some(slot) => slot,
+                None => {
+                    s.waiting.push(None);
+                    s.waiting.len() - 1
+                }
+            }
+        });
+        StopSignal { slot }
+    }
+
+    fn stopping(&self) -> bool {
+        STOPS.with(|s| s.borrow().stopping)
+    }
+}
+
+impl std::future::Future for StopSignal {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        STOPS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.stopping {
+                return Poll::Ready(());
+            }
+            let slot = &mut s.waiting[self.slot];
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        // A thread-local is gone only when its thread ends.
+        let _ = STOPS.try_with(|s| {
+            let mut s = s.borrow_mut();
+            s.waiting[self.slot] = None;
+            s.free.push(self.slot);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        (parse_request(&mut buf), buf)
+    }
+
+    fn served(raw: &str) -> Request1 {
+        match parse(raw).0 {
+            Parsed::Request(r) => *r,
+            Parsed::Partial => panic!("partial: {raw:?}"),
+            Parsed::Hyper => panic!("left to hyper: {raw:?}"),
+            Parsed::Bad(why) => panic!("bad ({why}): {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn ordinary_requests_are_served_here_with_their_framing() {
+        let r = served("GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nx-two: 2\r\n\r\n");
+        assert_eq!(r.request.method(), Method::GET);
+        assert_eq!(r.request.uri(), "/a?b=c");
+        assert_eq!(r.request.headers()["host"], "x");
+        assert_eq!(r.request.headers().get_all("x-two").iter().count(), 2);
+        assert_eq!(r.framing, Framing::Empty);
+        assert!(r.keep_alive && !r.http10 && !r.head_request);
+
+        let r = served("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n");
+        assert_eq!(r.framing, Framing::Length(5));
+        let r = served("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(r.framing, Framing::Chunked(Chunk::Size));
+        let r = served("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(r.framing, Framing::Empty);
+        let r = served("HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(r.head_request && !r.keep_alive);
+    }
+
+    #[test]
+    fn http10_is_kept_alive_only_when_asked() {
+        let r = served("GET / HTTP/1.0\r\n\r\n");
+        assert!(r.http10 && !r.keep_alive);
+        assert_eq!(r.request.version(), Version::HTTP_10);
+        let r = served("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(r.http10 && r.keep_alive);
+    }
+
+    #[test]
+    fn unusual_and_malformed_heads_go_to_hyper() {
+        for raw in [
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: keep-alive, upgrade\r\n\r\n",
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: five\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET http://example.com/ HTTP/1.1\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "\x16\x03\x01\x02\x00\x01\x00\x01\x03\x03\r\n\r\n",
+        ] {
+            let (parsed, buf) = parse(raw);
+            assert!(matches!(parsed, Parsed::Hyper), "{raw:?}");
+            assert_eq!(&buf[..], raw.as_bytes(), "left whole for hyper: {raw:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(parse(&raw).0, Parsed::Hyper));
+        let huge = format!("GET / HTTP/1.1\r\nx: {}", "v".repeat(MAX_HEADER_BYTES));
+        assert!(matches!(parse(&huge).0, Parsed::Hyper));
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_pipelined_heads_are_taken_one_at_a_time() {
+        let (parsed, buf) = parse("GET / HTTP/1.1\r\nHost: x\r\n");
+        assert!(matches!(parsed, Parsed::Partial));
+        assert_eq!(buf.len(), 25);
+        let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET"[..]);
+        let Parsed::Request(first) = parse_request(&mut buf) else {
+            panic!("first")
+        };
+        assert_eq!(first.request.uri(), "/1");
+        let Parsed::Request(second) = parse_request(&mut buf) else {
+            panic!("second")
+        };
+        assert_eq!(second.request.uri(), "/2");
+        assert!(matches!(parse_request(&mut buf), Parsed::Partial));
+        assert_eq!(&buf[..], b"GET");
+    }
+
+    fn head(
+        status: u16,
+        headers: &[(&str, &str)],
+        sent: Sent,
+        hint: SizeHint,
+        http10: bool,
+        close: bool,
+    ) -> String {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let mut out = Vec::new();
+        let status = StatusCode::from_u16(status).unwrap();
+        write_head(&mut out, status, &map, sent, hint, http10, close);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn answer_heads_carry_the_framing_they_are_sent_with() {
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        // The backend's length list is replaced by the length sent.
+        let h = head(
+            200,
+            &[("content-length", "2, 2"), ("date", date), ("x-a", "1")],
+            Sent::Length,
+            SizeHint::with_exact(2),
+            false,
+            false,
+        );
+        assert_eq!(
+            h,
+            format!("HTTP/1.1 200 OK\r\ndate: {date}\r\nx-a: 1\r\ncontent-length: 2\r\n\r\n")
+        );
+        let h = head(200, &[], Sent::Chunked, SizeHint::new(), false, true);
+        assert!(h.starts_with("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ndate: "));
+        assert!(h.ends_with(" GMT\r\nconnection: close\r\n\r\n"), "{h}");
+        // HEAD keeps the backend's length; HTTP/1.0 is told it is kept alive.
+        let h = head(
+            200,
+            &[("content-length", "10"), ("date", date)],
+            Sent::Nothing,
+            SizeHint::with_exact(0),
+            true,
+            false,
+        );
+        assert_eq!(
+            h,
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 10\r\ndate: {date}\r\nconnection: keep-alive\r\n\r\n"
+            )
+        );
+        let h = head(
+            204,
+            &[("content-length", "0"), ("date", date)],
+            Sent::Nothing,
+            SizeHint::with_exact(0),
+            false,
+            false,
+        );
+        assert_eq!(
+            h,
+            format!("HTTP/1.1 204 No Content\r\ndate: {date}\r\n\r\n")
+        );
+        // A status without a known reason keeps an empty one.
+        let h = head(
+            599,
+            &[("date", date)],
+            Sent::UntilClose,
+            SizeHint::new(),
+            true,
+            true,
+        );
+        assert_eq!(
+            h,
+            format!("HTTP/1.1 599 \r\ndate: {date}\r\nconnection: close\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn the_date_is_an_imf_fixdate() {
+        let d = http_date();
+        let text = std::str::from_utf8(&d).unwrap();
+        assert!(httpdate::parse_http_date(text).is_ok(), "{text}");
+        assert!(text.ends_with(" GMT"));
+    }
+}
