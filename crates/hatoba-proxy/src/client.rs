@@ -18,9 +18,9 @@
 use crate::forward::Seen;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
+use hyper::StatusCode;
 use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Response, StatusCode};
 use std::future::Future as _;
 use std::io;
 use std::mem::MaybeUninit;
@@ -110,13 +110,52 @@ pub(crate) enum Chunk {
     Trailers(usize),
 }
 
-/// A response head from a backend, with how its body is framed.
+/// A response head from a backend, as received, with how its body is
+/// framed. The headers stay bytes: the proxy's own HTTP/1 side copies them
+/// out as they are; a header map is built only for hyper's side
+/// ([`Head::header_map`]).
 #[derive(Debug)]
 pub(crate) struct Head {
-    pub(crate) response: Response<()>,
+    pub(crate) status: StatusCode,
+    /// The head's bytes, which `fields` point into.
+    raw: Bytes,
+    /// Where each header's name and value are in `raw`.
+    fields: Vec<Field>,
     pub(crate) framing: Framing,
     /// The connection may carry another request after this body.
     pub(crate) keep_alive: bool,
+}
+
+/// One header line of a [`Head`]: the ranges of its name and value.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Head {
+    /// The headers in the order received, names as the backend spelled them.
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let raw = &self.raw[..];
+        let at = |(from, to): (u32, u32)| raw.get(from as usize..to as usize).unwrap_or_default();
+        self.fields.iter().map(move |f| (at(f.name), at(f.value)))
+    }
+
+    /// The headers as a header map, sharing the head's bytes. Names and
+    /// values were checked when the head was parsed.
+    pub(crate) fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.fields.len());
+        for f in &self.fields {
+            let slice = |(from, to): (u32, u32)| self.raw.slice(from as usize..to as usize);
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&slice(f.name)),
+                HeaderValue::from_maybe_shared(slice(f.value)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
 }
 
 impl Conn {
@@ -417,79 +456,86 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, SendErro
         return Ok(Parsed::Interim);
     }
     let http10 = parsed.version == Some(0);
-    // Names and values are cut from one shared copy of the head, not copied
-    // one by one; their places are noted first (no allocation for that).
+    // The names and values are checked here, once: a head a header map would
+    // refuse is refused now, whichever side of the proxy relays it.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
-        .collect();
-    let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(spans.len());
-    for (name, name_end, value, value_end) in spans {
-        let name = HeaderName::from_bytes(&head[name..name_end])
-            .map_err(|_| SendError::Garbage("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value_end))
-            .map_err(|_| SendError::Garbage("bad header value"))?;
-        map.append(name, value);
+    let span = |s: &[u8]| -> (u32, u32) {
+        let at = s.as_ptr() as usize - base;
+        // The head is at most MAX_RESPONSE_HEAD long: offsets fit.
+        (at as u32, (at + s.len()) as u32)
+    };
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    let mut framing = Framing::Close;
+    let (mut length, mut chunked, mut coded) = (None, false, false);
+    let (mut close, mut keep_alive_token) = (false, false);
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        if !h
+            .value
+            .iter()
+            .all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
+        {
+            return Err(SendError::Garbage("bad header value"));
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // The last coding decides; a later header's codings come after.
+            coded = true;
+            if let Some(last) = tokens(h.value).next_back() {
+                chunked = last.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for part in h.value.split(|b| *b == b',') {
+                let n = parse_decimal(part.trim_ascii())
+                    .ok_or(SendError::Garbage("bad Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(SendError::Garbage("conflicting Content-Length"));
+                }
+                length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in tokens(h.value) {
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        fields.push(Field {
+            name: span(name),
+            value: span(h.value),
+        });
     }
-    let framing = response_framing(status, &map, head_request)?;
-    let keep_alive = framing != Framing::Close && wants_keep_alive(&map, http10);
+    // RFC 9112 §6.3, in its order.
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        framing = Framing::Empty;
+    } else if coded {
+        if chunked {
+            framing = Framing::Chunked(Chunk::Size);
+        }
+    } else {
+        match length {
+            Some(0) => framing = Framing::Empty,
+            Some(n) => framing = Framing::Length(n),
+            None => {}
+        }
+    }
+    let keep_alive = framing != Framing::Close && if http10 { keep_alive_token } else { !close };
+    let raw = buf.split_to(len).freeze();
     // The version stays HTTP/1.1: the client's side of the proxy speaks its
     // own version, whatever the backend spoke.
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.headers_mut() = map;
     Ok(Parsed::Head(Head {
-        response,
+        status,
+        raw,
+        fields,
         framing,
         keep_alive,
     }))
 }
 
-/// RFC 9112 §6.3: how the body of this response is delimited.
-fn response_framing(
-    status: StatusCode,
-    headers: &HeaderMap,
-    head_request: bool,
-) -> Result<Framing, SendError> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Empty);
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|c| !c.is_empty());
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::Close,
-        });
-    }
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let n =
-                parse_decimal(part.trim_ascii()).ok_or(SendError::Garbage("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(SendError::Garbage("conflicting Content-Length"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
-        None => Framing::Close,
-    })
+/// The comma-separated tokens of a header value, trimmed, empty ones left out.
+fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
@@ -499,20 +545,6 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     s.iter().try_fold(0u64, |n, b| {
         b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
-}
-
-fn wants_keep_alive(headers: &HeaderMap, http10: bool) -> bool {
-    let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    if http10 {
-        has("keep-alive")
-    } else {
-        !has("close")
-    }
 }
 
 enum Decoded {
@@ -782,7 +814,7 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(h.response.status(), StatusCode::CREATED);
+        assert_eq!(h.status, StatusCode::CREATED);
         for (raw, why) in [
             (&b"SSH-2.0-OpenSSH\r\n\r\n"[..], "malformed response head"),
             (
@@ -816,8 +848,15 @@ mod tests {
             false,
         )
         .unwrap();
-        let m = h.response.headers();
+        let m = h.header_map();
         assert_eq!(m["x-a"], "one");
+        let raw: Vec<_> = h.headers().collect();
+        assert_eq!(
+            raw[0],
+            (&b"X-A"[..], &b"one"[..]),
+            "as the backend spelled it"
+        );
+        assert_eq!(raw.len(), 4);
         let cookies: Vec<_> = m.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
     }

@@ -244,12 +244,12 @@ pub(crate) async fn handle(
         let request_id = request_id.header();
         return Ok(crate::upgrade::forward(req, router, group, peer.addr, opts, request_id).await);
     }
-    Ok(proxy(req, &ctx, peer).await)
+    Ok(proxy(req, &ctx, peer).await.into_response())
 }
 
 /// Forwards one request (never an upgrade). Never fails: every problem
 /// becomes a response.
-pub(crate) async fn proxy<B>(req: Request<B>, ctx: &Ctx, peer: Peer) -> Response<ProxyBody>
+pub(crate) async fn proxy<B>(req: Request<B>, ctx: &Ctx, peer: Peer) -> Answer
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
@@ -261,7 +261,7 @@ where
     let seen = Seen::scan(&parts.headers);
     let request_id = RequestId::of(seen.request_id);
     let Some(group) = choose_group(&table, &parts.headers, seen.route, router, now_ms) else {
-        return no_backend(&table, &request_id);
+        return no_backend(&table, &request_id).into();
     };
     let gauge = group.stats.start();
     let framing = client::request_framing(seen.content_length.is_some(), &body);
@@ -332,7 +332,8 @@ where
                     "client_body",
                     "the request body ended before its announced end",
                     &request_id.header(),
-                );
+                )
+                .into();
             }
             Ok(Err(SendError::Garbage(why))) => {
                 backend.stats.record(Outcome::Failed(Failure::Upstream));
@@ -343,7 +344,8 @@ where
                     "upstream_invalid",
                     &format!("the instance answered something that is not HTTP ({why})"),
                     &request_id.header(),
-                );
+                )
+                .into();
             }
             // A pooled connection the backend had closed (its keep-alive
             // timeout raced our reuse): nothing to blame the backend for;
@@ -371,7 +373,8 @@ where
                         "upstream_reset",
                         "the instance closed the connection before answering",
                         &request_id.header(),
-                    );
+                    )
+                    .into();
                 }
                 last_failure = ("upstream_reset", StatusCode::BAD_GATEWAY);
             }
@@ -384,7 +387,8 @@ where
                     "upstream_timeout",
                     &format!("no answer within {:?}", opts.response_timeout),
                     &request_id.header(),
-                );
+                )
+                .into();
             }
         }
     }
@@ -401,6 +405,7 @@ where
         ),
         &request_id.header(),
     )
+    .into()
 }
 
 fn no_backend(table: &RouteTable, request_id: &RequestId) -> Response<ProxyBody> {
@@ -433,42 +438,79 @@ async fn ready_connection(
 }
 
 fn respond(
-    answer: client::Head,
+    head: client::Head,
     conn: Conn,
     in_flight: InFlight,
     gauge: hatoba_metrics::InFlight,
     group: &Group,
     table: &RouteTable,
     started: Instant,
-) -> Response<ProxyBody> {
-    let client::Head {
-        response,
-        framing,
-        keep_alive,
-    } = answer;
-    let (mut parts, ()) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    if table.sticky
-        && group.weight > 0
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "{STICKY_COOKIE}={}; Path=/; HttpOnly",
-            group.version
-        ))
-    {
-        parts.headers.append(header::SET_COOKIE, v);
-    }
-    let status = parts.status.as_u16();
-    let tracked = Tracked::new(
+) -> Answer {
+    let sticky = (table.sticky && group.weight > 0)
+        .then(|| {
+            HeaderValue::from_str(&format!(
+                "{STICKY_COOKIE}={}; Path=/; HttpOnly",
+                group.version
+            ))
+            .ok()
+        })
+        .flatten();
+    let body = Tracked::new(
         conn,
-        framing,
-        keep_alive,
+        head.framing,
+        head.keep_alive,
         in_flight,
         Arc::clone(&group.stats),
         gauge,
-        status,
+        head.status.as_u16(),
         started,
     );
-    Response::from_parts(parts, Either::Left(tracked))
+    Answer::Relayed(Relayed { head, sticky, body })
+}
+
+/// What [`proxy`] answers.
+pub(crate) enum Answer {
+    /// A backend's answer, relayed.
+    Relayed(Relayed),
+    /// An answer the proxy made itself (an error).
+    Made(Response<ProxyBody>),
+}
+
+/// A backend's answer on its way to the client.
+pub(crate) struct Relayed {
+    /// Its head as received, hop-by-hop headers included: whoever writes it
+    /// leaves those out.
+    pub(crate) head: client::Head,
+    /// The `Set-Cookie` that keeps the client on this version, when sticky
+    /// sessions are on.
+    pub(crate) sticky: Option<HeaderValue>,
+    pub(crate) body: Tracked,
+}
+
+impl From<Response<ProxyBody>> for Answer {
+    fn from(made: Response<ProxyBody>) -> Answer {
+        Answer::Made(made)
+    }
+}
+
+impl Answer {
+    /// The answer as hyper's server wants it.
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+        match self {
+            Answer::Made(made) => made,
+            Answer::Relayed(Relayed { head, sticky, body }) => {
+                let mut headers = head.header_map();
+                remove_hop_by_hop(&mut headers);
+                if let Some(cookie) = sticky {
+                    headers.append(header::SET_COOKIE, cookie);
+                }
+                let mut response = Response::new(Either::Left(body));
+                *response.status_mut() = head.status;
+                *response.headers_mut() = headers;
+                response
+            }
+        }
+    }
 }
 
 /// The group for this request: pinned by header, kept by sticky cookie, or

@@ -27,11 +27,12 @@
 
 use crate::body::ProxyBody;
 use crate::client::{self, Chunk, Conn, Framing};
-use crate::forward::{self, Ctx, Peer};
+use crate::forward::{self, Answer, Ctx, Peer, Relayed};
 use crate::server::MAX_HEADER_BYTES;
 use bytes::{Bytes, BytesMut};
+use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use std::cell::RefCell;
 use std::io;
@@ -94,7 +95,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
                         Parsed::Partial => {}
                         Parsed::Hyper => return Served::Http1(Rewind::new(conn)),
                         Parsed::Bad(why) => {
-                            let answer = bad_request(why);
+                            let answer = bad_request(why).into();
                             let _ =
                                 respond(&mut conn.io, &mut out, answer, false, false, true).await;
                             return Served::Closed;
@@ -344,13 +345,21 @@ enum Sent {
 async fn respond(
     io: &mut TcpStream,
     out: &mut Vec<u8>,
-    answer: Response<ProxyBody>,
+    answer: Answer,
     head_request: bool,
     http10: bool,
     mut close: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = answer.into_parts();
-    let status = parts.status;
+    // A backend's head is copied as received; a made answer's from its map.
+    let (status, relayed, made, mut body): (_, _, _, ProxyBody) = match answer {
+        Answer::Relayed(Relayed { head, sticky, body }) => {
+            (head.status, Some((head, sticky)), None, Either::Left(body))
+        }
+        Answer::Made(made) => {
+            let (parts, body) = made.into_parts();
+            (parts.status, None, Some(parts.headers), body)
+        }
+    };
     let sent = if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -366,15 +375,25 @@ async fn respond(
         Sent::UntilClose
     };
     out.clear();
-    write_head(
-        out,
-        status,
-        &parts.headers,
-        sent,
-        body.size_hint(),
-        http10,
-        close,
-    );
+    let framing = (sent, body.size_hint().exact().unwrap_or(0));
+    match (&relayed, &made) {
+        (Some((head, sticky)), _) => {
+            let cookie = sticky.as_ref().map(|c| (&b"set-cookie"[..], c.as_bytes()));
+            write_head(
+                out,
+                status,
+                head.headers().chain(cookie),
+                framing,
+                http10,
+                close,
+            );
+        }
+        (None, made) => {
+            let headers = made.iter().flatten();
+            let headers = headers.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+            write_head(out, status, headers, framing, http10, close);
+        }
+    }
     if sent != Sent::Nothing {
         loop {
             // What the body has already joins what waits to be written; the
@@ -435,15 +454,15 @@ async fn flush(io: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes an answer's head: status line, its headers (hop-by-hop ones were
-/// removed by `forward`), the framing chosen here, `Date` when the backend
-/// sent none, and `Connection` when it has something to say.
-fn write_head(
+/// Writes an answer's head: status line, its headers without the
+/// hop-by-hop ones, the framing chosen here (`sent`, and the length when it
+/// is [`Sent::Length`]), `Date` when the backend sent none, and `Connection`
+/// when it has something to say.
+fn write_head<'h>(
     out: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
-    sent: Sent,
-    hint: SizeHint,
+    headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    (sent, length): (Sent, u64),
     http10: bool,
     close: bool,
 ) {
@@ -457,22 +476,21 @@ fn write_head(
     let keep_length = sent == Sent::Nothing && status != StatusCode::NO_CONTENT;
     let mut dated = false;
     for (name, value) in headers {
-        if *name == header::CONTENT_LENGTH && !keep_length
-            || *name == header::TRANSFER_ENCODING
-            || *name == header::CONNECTION
-        {
-            continue;
+        match Special::of(name) {
+            Some(Special::Length) if keep_length => {}
+            Some(Special::Length | Special::HopByHop) => continue,
+            Some(Special::Date) => dated = true,
+            None => {}
         }
-        dated |= *name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     match sent {
         Sent::Length => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(hint.exact().unwrap_or(0).to_string().as_bytes());
+            out.extend_from_slice(length.to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Sent::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -489,6 +507,32 @@ fn write_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Answer headers `write_head` treats apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Special {
+    Length,
+    Date,
+    /// Meaningful for one connection only (RFC 9110 §7.6.1): never relayed.
+    HopByHop,
+}
+
+impl Special {
+    /// Which, if any, `name` (in any case) is; the length tells most apart.
+    fn of(name: &[u8]) -> Option<Special> {
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            2 if is(b"te") => Some(Special::HopByHop),
+            4 if is(b"date") => Some(Special::Date),
+            7 if is(b"trailer") || is(b"upgrade") => Some(Special::HopByHop),
+            10 if is(b"connection") || is(b"keep-alive") => Some(Special::HopByHop),
+            14 if is(b"content-length") => Some(Special::Length),
+            16 if is(b"proxy-connection") => Some(Special::HopByHop),
+            17 if is(b"transfer-encoding") => Some(Special::HopByHop),
+            _ => None,
+        }
+    }
 }
 
 thread_local! {
@@ -794,7 +838,11 @@ mod tests {
         }
         let mut out = Vec::new();
         let status = StatusCode::from_u16(status).unwrap();
-        write_head(&mut out, status, &map, sent, hint, http10, close);
+        let headers = map
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        let framing = (sent, hint.exact().unwrap_or(0));
+        write_head(&mut out, status, headers, framing, http10, close);
         String::from_utf8(out).unwrap()
     }
 
@@ -856,6 +904,36 @@ mod tests {
         assert_eq!(
             h,
             format!("HTTP/1.1 599 \r\ndate: {date}\r\nconnection: close\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_in_any_case_and_others_kept_as_spelled() {
+        let raw: [(&[u8], &[u8]); 9] = [
+            (b"Connection", b"keep-alive"),
+            (b"KEEP-ALIVE", b"timeout=5"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Proxy-Connection", b"x"),
+            (b"Te", b"trailers"),
+            (b"Trailer", b"x"),
+            (b"Content-Length", b"7"),
+            (b"Date", b"Sun, 06 Nov 1994 08:49:37 GMT"),
+            (b"X-Keep-Alive-Ish", b"stays"),
+        ];
+        let mut out = Vec::new();
+        let framing = (Sent::Chunked, 0);
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            raw.into_iter(),
+            framing,
+            false,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-Keep-Alive-Ish: stays\r\n\
+             transfer-encoding: chunked\r\n\r\n"
         );
     }
 

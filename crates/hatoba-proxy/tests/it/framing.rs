@@ -417,8 +417,8 @@ GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     let (_, chunked) = answers[0].split_once("\r\n\r\n").unwrap();
     assert_eq!(dechunk(chunked).as_deref(), Some("hello world"), "{out}");
-    // HEAD keeps the backend's length and has no body.
-    assert!(answers[1].contains("content-length: 10\r\n"), "{out}");
+    // HEAD keeps the backend's length (as it spelled it) and has no body.
+    assert!(answers[1].contains("Content-Length: 10\r\n"), "{out}");
     assert!(answers[1].ends_with("\r\n\r\n"), "{out}");
     assert!(answers[2].ends_with("\r\n\r\n"), "{out}");
     // The last is answered, says it closes, and does.
