@@ -5,7 +5,10 @@
 //! body ends it records the request's outcome and latency, returns the
 //! upstream connection to the pool and releases the backend's in-flight
 //! count; if the client goes away first, the request is recorded as a
-//! downstream failure and the connection is closed.
+//! downstream failure and the connection is closed. A backend that stops
+//! sending mid-body for longer than the idle timeout fails the request as an
+//! upstream failure, and the client's answer is cut (never passed off as
+//! whole).
 
 use crate::client::{Conn, Framing};
 use crate::pool;
@@ -14,11 +17,13 @@ use bytes::Bytes;
 use hatoba_metrics::{Failure, GroupStats, Outcome};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use tokio::time::Instant;
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// What goes to the client: a backend's body, or an answer the proxy made.
 pub type ProxyBody = Either<Tracked, Full<Bytes>>;
@@ -36,6 +41,10 @@ pub struct Tracked {
     status: u16,
     started: Instant,
     done: bool,
+    /// The longest wait for more of the body.
+    idle: Duration,
+    /// Armed the first time the body has to wait; reset by every piece.
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Tracked {
@@ -49,6 +58,7 @@ impl Tracked {
         gauge: hatoba_metrics::InFlight,
         status: u16,
         started: Instant,
+        idle: Duration,
     ) -> Tracked {
         Tracked {
             conn: Some(conn),
@@ -60,6 +70,8 @@ impl Tracked {
             status,
             started,
             done: false,
+            idle,
+            idle_timer: None,
         }
     }
 
@@ -103,7 +115,23 @@ impl Body for Tracked {
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(conn.poll_body(cx, &mut this.framing)) {
+        let Poll::Ready(polled) = conn.poll_body(cx, &mut this.framing) else {
+            let idle = this.idle;
+            let timer = this
+                .idle_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            ready!(timer.as_mut().poll(cx));
+            this.conn = None;
+            this.finish(Outcome::Failed(Failure::Upstream));
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the instance sent nothing more of its answer for {idle:?}"),
+            ))));
+        };
+        if let Some(timer) = this.idle_timer.as_mut() {
+            timer.as_mut().reset(Instant::now() + this.idle);
+        }
+        match polled {
             Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Some(Err(e)) => {
                 this.finish(Outcome::Failed(Failure::Upstream));

@@ -35,7 +35,9 @@ use tokio::time::Instant;
 pub struct ProxyOptions {
     /// A backend that does not accept a connection within this is skipped.
     pub connect_timeout: Duration,
-    /// A backend that does not start answering within this gets a 504.
+    /// A backend that does not start answering within this gets a 504; one
+    /// that sends nothing more of an answer's body for this long has the
+    /// answer cut (nginx's `proxy_read_timeout`).
     pub response_timeout: Duration,
     /// At most this many backends are tried per request.
     pub max_attempts: usize,
@@ -319,7 +321,7 @@ where
         match sent {
             Ok(Ok(answer)) => {
                 router.connect_succeeded(backend);
-                return respond(answer, conn, in_flight, gauge, group, &table, started);
+                return respond(answer, conn, in_flight, gauge, group, &table, started, opts);
             }
             Ok(Err(SendError::ClientBody)) => {
                 group.stats.record(
@@ -437,6 +439,9 @@ async fn ready_connection(
     }
 }
 
+/// The answer of a backend: `opts.response_timeout` also bounds each wait
+/// for more of its body (as nginx's `proxy_read_timeout` does).
+#[allow(clippy::too_many_arguments)]
 fn respond(
     head: client::Head,
     conn: Conn,
@@ -445,6 +450,7 @@ fn respond(
     group: &Group,
     table: &RouteTable,
     started: Instant,
+    opts: &ProxyOptions,
 ) -> Answer {
     let sticky = (table.sticky && group.weight > 0)
         .then(|| {
@@ -464,6 +470,7 @@ fn respond(
         gauge,
         head.status.as_u16(),
         started,
+        opts.response_timeout,
     );
     Answer::Relayed(Relayed { head, sticky, body })
 }

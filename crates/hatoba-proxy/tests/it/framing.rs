@@ -588,3 +588,41 @@ async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
     assert!(busy_out.ends_with("\r\n\r\nok"), "{busy_out}");
     stopping.join().unwrap();
 }
+
+/// A backend that sends the head and a first piece of its body, then
+/// nothing more while holding the connection open: after the response
+/// timeout without a byte, the client's connection is cut, its body short of
+/// the announced length (never passed off as whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_cut_after_the_response_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                if read_request_head(&mut stream).await.is_none() {
+                    return;
+                }
+                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst";
+                let _ = stream.get_mut().write_all(head).await;
+                let _held = stream;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    let opts = ProxyOptions {
+        response_timeout: std::time::Duration::from_secs(1),
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(spec(vec![group(Role::Stable, "v1", 100, &[backend])]), opts);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_until_closed(&mut s).await;
+    let (head, body) = out.split_once("\r\n\r\n").expect("the head was relayed");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(head.contains("content-length: 100"), "{out}");
+    assert_eq!(body, "first", "what came is relayed, then the cut");
+}
