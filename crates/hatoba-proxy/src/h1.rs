@@ -54,6 +54,8 @@ const MAX_HEADERS: usize = 100;
 const HEAD_CHUNK: usize = 4 * 1024;
 /// Answer bytes gathered before a write.
 const WRITE_AT: usize = 64 * 1024;
+/// Larger buffers are let go between requests.
+const KEEP_WHEN_IDLE: usize = 8 * 1024;
 /// After an answer that leaves part of a request body unread, the rest is
 /// read and dropped for at most this long (and this much) before the
 /// connection closes, so that the client reads the answer instead of a reset.
@@ -148,6 +150,14 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
                 linger(&mut conn).await;
             }
             return Served::Closed;
+        }
+        // Buffers grown for a large answer or upload are not kept by a
+        // connection that may now sit idle for long.
+        if out.capacity() > KEEP_WHEN_IDLE {
+            out = Vec::new();
+        }
+        if conn.buf.is_empty() && conn.buf.capacity() > KEEP_WHEN_IDLE {
+            conn.buf = BytesMut::new();
         }
     }
 }
