@@ -76,7 +76,7 @@ impl Tracked {
     }
 
     fn ended(&self) -> bool {
-        matches!(self.framing, Framing::Empty | Framing::Length(0))
+        self.framing.is_done()
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -149,11 +149,7 @@ impl Body for Tracked {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Empty => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 

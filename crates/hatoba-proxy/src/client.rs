@@ -19,7 +19,7 @@ use crate::forward::Seen;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use hyper::StatusCode;
-use hyper::body::Body;
+use hyper::body::{Body, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::future::Future as _;
 use std::io;
@@ -95,6 +95,22 @@ pub(crate) enum Framing {
     Chunked(Chunk),
     /// Until the backend closes the connection.
     Close,
+}
+
+impl Framing {
+    /// Nothing (more) to read.
+    pub(crate) fn is_done(self) -> bool {
+        matches!(self, Framing::Empty | Framing::Length(0))
+    }
+
+    /// What is known of the length still to read.
+    pub(crate) fn size_hint(self) -> SizeHint {
+        match self {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
+        }
+    }
 }
 
 /// Where a chunked body's decoder is.

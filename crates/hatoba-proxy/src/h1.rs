@@ -138,7 +138,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
             forward::proxy(request.map(|()| body), ctx, peer).await
         };
         // The rest of an unread body is not the start of the next request.
-        let body_read = matches!(framing, Framing::Empty | Framing::Length(0));
+        let body_read = framing.is_done();
         let close = !keep_alive || !body_read || stop.stopping();
         let Ok(closing) =
             respond(&mut conn.io, &mut out, answer, head_request, http10, close).await
@@ -327,15 +327,11 @@ impl Body for ClientBody<'_> {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(*self.framing, Framing::Empty | Framing::Length(0))
+        self.framing.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match *self.framing {
-            Framing::Empty => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 

@@ -296,11 +296,9 @@ impl hyper::body::Body for Pieces {
     }
 }
 
-/// A backend that refuses an upload as soon as it has read the head, and
-/// then reads nothing more: the client gets its 413 (not a 504 after the
-/// proxy's write blocked forever).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_early_answer_to_an_upload_reaches_the_client() {
+/// A backend that answers `answer` as soon as it has read a request head,
+/// then reads and sends nothing more, holding the connection open.
+async fn holding_backend(answer: &'static [u8]) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -310,18 +308,23 @@ async fn an_early_answer_to_an_upload_reaches_the_client() {
                 if read_request_head(&mut stream).await.is_none() {
                     return;
                 }
-                let _ = stream
-                    .get_mut()
-                    .write_all(
-                        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
-                    )
-                    .await;
-                // Hold the connection open, reading nothing more.
+                let _ = stream.get_mut().write_all(answer).await;
                 let _held = stream;
                 std::future::pending::<()>().await;
             });
         }
     });
+    backend
+}
+
+/// A backend that refuses an upload as soon as it has read the head, and
+/// then reads nothing more: the client gets its 413 (not a 504 after the
+/// proxy's write blocked forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_an_upload_reaches_the_client() {
+    let backend =
+        holding_backend(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+            .await;
     let opts = ProxyOptions {
         response_timeout: std::time::Duration::from_secs(20),
         ..ProxyOptions::default()
@@ -595,22 +598,7 @@ async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
 /// the announced length (never passed off as whole).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stalls_is_cut_after_the_response_timeout() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                if read_request_head(&mut stream).await.is_none() {
-                    return;
-                }
-                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst";
-                let _ = stream.get_mut().write_all(head).await;
-                let _held = stream;
-                std::future::pending::<()>().await;
-            });
-        }
-    });
+    let backend = holding_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst").await;
     let opts = ProxyOptions {
         response_timeout: std::time::Duration::from_secs(1),
         ..ProxyOptions::default()
