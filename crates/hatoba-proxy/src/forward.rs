@@ -602,13 +602,21 @@ fn p2c<'g>(
 }
 
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    is_hop_by_hop_name(name.as_str().as_bytes())
+}
+
+/// True for the headers meaningful for one connection only (RFC 9110
+/// §7.6.1), in any case; the length tells most names apart at once.
+pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        _ => false,
+    }
 }
 
 /// Removes the hop-by-hop headers of a response. One pass over the names

@@ -525,18 +525,16 @@ enum Special {
 }
 
 impl Special {
-    /// Which, if any, `name` (in any case) is; the length tells most apart.
+    /// Which, if any, `name` (in any case) is.
     fn of(name: &[u8]) -> Option<Special> {
-        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        match name.len() {
-            2 if is(b"te") => Some(Special::HopByHop),
-            4 if is(b"date") => Some(Special::Date),
-            7 if is(b"trailer") || is(b"upgrade") => Some(Special::HopByHop),
-            10 if is(b"connection") || is(b"keep-alive") => Some(Special::HopByHop),
-            14 if is(b"content-length") => Some(Special::Length),
-            16 if is(b"proxy-connection") => Some(Special::HopByHop),
-            17 if is(b"transfer-encoding") => Some(Special::HopByHop),
-            _ => None,
+        if name.eq_ignore_ascii_case(b"content-length") {
+            Some(Special::Length)
+        } else if name.eq_ignore_ascii_case(b"date") {
+            Some(Special::Date)
+        } else if forward::is_hop_by_hop_name(name) {
+            Some(Special::HopByHop)
+        } else {
+            None
         }
     }
 }
