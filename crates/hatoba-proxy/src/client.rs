@@ -16,11 +16,12 @@
 //! something): a backend that closed it, or sent anything unasked, loses it.
 
 use crate::forward::Seen;
+use crate::head::{RawHead, RequestHead, Spans, is_valid_value};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
 use hyper::StatusCode;
 use hyper::body::{Body, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::HeaderMap;
 use std::future::Future as _;
 use std::io;
 use std::mem::MaybeUninit;
@@ -133,44 +134,23 @@ pub(crate) enum Chunk {
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) status: StatusCode,
-    /// The head's bytes, which `fields` point into.
-    raw: Bytes,
-    /// Where each header's name and value are in `raw`.
-    fields: Vec<Field>,
+    /// The head's bytes and where its headers are in them.
+    raw: RawHead,
     pub(crate) framing: Framing,
     /// The connection may carry another request after this body.
     pub(crate) keep_alive: bool,
 }
 
-/// One header line of a [`Head`]: the ranges of its name and value.
-#[derive(Debug, Clone, Copy)]
-struct Field {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
 impl Head {
     /// The headers in the order received, names as the backend spelled them.
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let raw = &self.raw[..];
-        let at = |(from, to): (u32, u32)| raw.get(from as usize..to as usize).unwrap_or_default();
-        self.fields.iter().map(move |f| (at(f.name), at(f.value)))
+        self.raw.headers()
     }
 
     /// The headers as a header map, sharing the head's bytes. Names and
     /// values were checked when the head was parsed.
     pub(crate) fn header_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.fields.len());
-        for f in &self.fields {
-            let slice = |(from, to): (u32, u32)| self.raw.slice(from as usize..to as usize);
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(&slice(f.name)),
-                HeaderValue::from_maybe_shared(slice(f.value)),
-            ) {
-                map.append(name, value);
-            }
-        }
-        map
+        self.raw.header_map()
     }
 }
 
@@ -474,23 +454,14 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, SendErro
     let http10 = parsed.version == Some(0);
     // The names and values are checked here, once: a head a header map would
     // refuse is refused now, whichever side of the proxy relays it.
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| -> (u32, u32) {
-        let at = s.as_ptr() as usize - base;
-        // The head is at most MAX_RESPONSE_HEAD long: offsets fit.
-        (at as u32, (at + s.len()) as u32)
-    };
+    let spans = Spans::of(buf);
     let mut fields = Vec::with_capacity(parsed.headers.len());
     let mut framing = Framing::Close;
     let (mut length, mut chunked, mut coded) = (None, false, false);
     let (mut close, mut keep_alive_token) = (false, false);
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
-        if !h
-            .value
-            .iter()
-            .all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
-        {
+        if !is_valid_value(h.value) {
             return Err(SendError::Garbage("bad header value"));
         }
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -514,10 +485,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, SendErro
                 keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        fields.push(Field {
-            name: span(name),
-            value: span(h.value),
-        });
+        fields.push(spans.field(name, h.value));
     }
     // RFC 9112 §6.3, in its order.
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -534,13 +502,12 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, SendErro
         }
     }
     let keep_alive = framing != Framing::Close && if http10 { keep_alive_token } else { !close };
-    let raw = buf.split_to(len).freeze();
+    let raw = RawHead::new(buf.split_to(len).freeze(), fields);
     // The version stays HTTP/1.1: the client's side of the proxy speaks its
     // own version, whatever the backend spoke.
     Ok(Parsed::Head(Head {
         status,
         raw,
-        fields,
         framing,
         keep_alive,
     }))
@@ -656,18 +623,19 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) proto: &'static [u8],
     /// The request id to send when the client gave none.
     pub(crate) request_id: &'a [u8],
-    /// The request came over HTTP/2: its authority becomes `Host` when it has none.
-    pub(crate) authority: Option<&'a str>,
 }
 
 /// Headers the proxy writes itself or never forwards.
-fn skipped(name: &HeaderName) -> bool {
-    crate::forward::is_hop_by_hop(name)
-        || *name == header::EXPECT
-        || *name == header::CONTENT_LENGTH
-        || name.as_str() == "x-forwarded-for"
-        || name.as_str() == "x-forwarded-proto"
-        || name.as_str() == "x-forwarded-host"
+fn skipped(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        6 => is(b"expect"),
+        14 => is(b"content-length"),
+        15 => is(b"x-forwarded-for"),
+        16 => is(b"x-forwarded-host"),
+        17 => is(b"x-forwarded-proto"),
+        _ => false,
+    }
 }
 
 /// How the client's body will go upstream, from its headers and what hyper
@@ -688,42 +656,42 @@ pub(crate) fn request_framing(has_length: bool, body: &impl Body) -> Framing {
 /// the proxy adds, framed for `framing`.
 pub(crate) fn write_head(
     out: &mut Vec<u8>,
-    method: &hyper::Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
+    request: &RequestHead<'_>,
     seen: &Seen<'_>,
     fwd: &Forwarding<'_>,
     framing: Framing,
 ) {
-    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(request.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if skipped(name) || (seen.connection && crate::forward::named_in_connection(headers, name))
+    let headers = request.headers;
+    for (name, value) in headers.iter() {
+        if crate::forward::is_hop_by_hop_name(name)
+            || skipped(name)
+            || (seen.connection && headers.named_in_connection(name))
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    let host = seen.host.map(HeaderValue::as_bytes);
-    let host = match (host, fwd.authority) {
+    let host = match (seen.host, request.authority) {
         (Some(h), _) => Some(h),
         (None, Some(a)) => {
             out.extend_from_slice(b"host: ");
-            out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
-            Some(a.as_bytes())
+            Some(a)
         }
         (None, None) => None,
     };
     out.extend_from_slice(b"x-forwarded-for: ");
     if seen.forwarded_for {
-        for v in headers.get_all(crate::forward::X_FORWARDED_FOR) {
-            out.extend_from_slice(v.as_bytes());
+        for v in headers.get_all("x-forwarded-for") {
+            out.extend_from_slice(v);
             out.extend_from_slice(b", ");
         }
     }
@@ -753,7 +721,7 @@ pub(crate) fn write_head(
         }
         // A client that said `Content-Length: 0` (a bodiless POST) keeps saying so.
         Framing::Empty | Framing::Close => {
-            if seen.content_length.is_some() {
+            if seen.content_length {
                 out.extend_from_slice(b"content-length: 0\r\n");
             }
         }
@@ -928,6 +896,8 @@ mod tests {
 
     #[test]
     fn request_heads_drop_hop_by_hop_and_add_forwarded_headers() {
+        use crate::head::Headers;
+        use hyper::header::{self, HeaderValue};
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("example.test"));
         h.insert(
@@ -945,41 +915,73 @@ mod tests {
             peer_ip: b"127.0.0.1",
             proto: b"http",
             request_id: b"abc",
-            authority: None,
         };
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
+        let write = |method: &hyper::Method,
+                     target: &[u8],
+                     headers: Headers<'_>,
+                     authority: Option<&[u8]>,
+                     framing: Framing| {
+            let request = RequestHead {
+                method,
+                target,
+                authority,
+                headers,
+            };
+            let mut out = Vec::new();
+            write_head(&mut out, &request, &Seen::scan(headers), &fwd, framing);
+            String::from_utf8(out).unwrap()
+        };
+        let text = write(
             &hyper::Method::GET,
-            "/p?q=1",
-            &h,
-            &Seen::scan(&h),
-            &fwd,
+            b"/p?q=1",
+            Headers::Map(&h),
+            None,
             Framing::Empty,
         );
-        let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "GET /p?q=1 HTTP/1.1\r\nhost: example.test\r\naccept: */*\r\n\
              x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: example.test\r\nx-request-id: abc\r\n\r\n"
         );
-        let mut out = Vec::new();
+        // The same head read as bytes: the same lines, as the client spelled them.
+        let raw: &[u8] = b"GET /p?q=1 HTTP/1.1\r\nHost: example.test\r\n\
+            Connection: keep-alive, X-Secret\r\nX-SECRET: s\r\nKeep-Alive: timeout=5\r\n\
+            Expect: 100-continue\r\nX-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\n\
+            X-Forwarded-Proto: spoofed\r\nAccept: */*\r\n\r\n";
+        let mut buf = [MaybeUninit::uninit(); 16];
+        let mut parsed = httparse::Request::new(&mut []);
+        httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut parsed, raw, &mut buf)
+            .unwrap();
+        let spans = Spans::of(raw);
+        let fields = parsed
+            .headers
+            .iter()
+            .map(|f| spans.field(f.name.as_bytes(), f.value));
+        let head = RawHead::new(Bytes::from_static(raw), fields.collect());
+        let text = write(
+            &hyper::Method::GET,
+            b"/p?q=1",
+            Headers::Raw(&head),
+            None,
+            Framing::Empty,
+        );
+        assert_eq!(
+            text,
+            "GET /p?q=1 HTTP/1.1\r\nHost: example.test\r\nAccept: */*\r\n\
+             x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: example.test\r\nx-request-id: abc\r\n\r\n"
+        );
+
         let h2 = HeaderMap::new();
-        let fwd = Forwarding {
-            authority: Some("h2.test"),
-            ..fwd
-        };
-        write_head(
-            &mut out,
+        let text = write(
             &hyper::Method::POST,
-            "/",
-            &h2,
-            &Seen::scan(&h2),
-            &fwd,
+            b"/",
+            Headers::Map(&h2),
+            Some(b"h2.test"),
             Framing::Chunked(Chunk::Size),
         );
-        let text = String::from_utf8(out).unwrap();
         assert!(text.contains("host: h2.test\r\n"), "{text}");
         assert!(text.contains("x-forwarded-host: h2.test\r\n"), "{text}");
         assert!(
@@ -989,17 +991,13 @@ mod tests {
         // Lengths are written as read, whatever the client's spelling.
         let mut h3 = HeaderMap::new();
         h3.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
+        let text = write(
             &hyper::Method::PUT,
-            "/",
-            &h3,
-            &Seen::scan(&h3),
-            &fwd,
+            b"/",
+            Headers::Map(&h3),
+            None,
             Framing::Length(5),
         );
-        let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("\r\ncontent-length: 5\r\n\r\n"), "{text}");
         assert_eq!(text.matches("content-length").count(), 1, "{text}");
     }

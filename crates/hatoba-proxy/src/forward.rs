@@ -15,6 +15,7 @@
 
 use crate::body::{ProxyBody, Tracked};
 use crate::client::{self, Conn, SendError};
+use crate::head::{Headers, RequestHead};
 use crate::pool;
 use crate::table::{Backend, Group, InFlight, RouteTable, Router};
 use crate::tls::TlsSettings;
@@ -64,12 +65,10 @@ impl Default for ProxyOptions {
 
 /// The header that pins a request to a role: `X-Hatoba-Route: canary`.
 pub const ROUTE_HEADER: &str = "x-hatoba-route";
-const ROUTE_HEADER_NAME: HeaderName = HeaderName::from_static(ROUTE_HEADER);
 /// The cookie that keeps a client on one version when sticky sessions are on.
 pub const STICKY_COOKIE: &str = "hatoba-version";
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -160,66 +159,65 @@ impl Peer {
 }
 
 /// The request's id: the client's `X-Request-Id`, or one made here.
-enum RequestId {
-    Given(HeaderValue),
+enum RequestId<'h> {
+    Given(&'h [u8]),
     Made([u8; 32]),
 }
 
-impl RequestId {
-    fn of(given: Option<&HeaderValue>) -> RequestId {
+impl<'h> RequestId<'h> {
+    fn of(given: Option<&'h [u8]>) -> RequestId<'h> {
         match given {
-            Some(v) => RequestId::Given(v.clone()),
+            Some(v) => RequestId::Given(v),
             None => RequestId::Made(new_request_id()),
         }
     }
 
     fn as_bytes(&self) -> &[u8] {
         match self {
-            RequestId::Given(v) => v.as_bytes(),
+            RequestId::Given(v) => v,
             RequestId::Made(id) => id,
         }
     }
 
     /// For the answers the proxy makes itself (rare: built only then).
     fn header(&self) -> HeaderValue {
-        match self {
-            RequestId::Given(v) => v.clone(),
-            RequestId::Made(id) => {
-                HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
-            }
-        }
+        HeaderValue::from_bytes(self.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 
 /// What the request path needs from the client's headers, found in one pass
-/// over them: a lookup in a header map hashes the name, and a request needs
-/// about ten of them.
+/// over them: a request needs about ten lookups, and each lookup in a
+/// header map hashes the name.
 #[derive(Default)]
 pub(crate) struct Seen<'h> {
-    pub(crate) host: Option<&'h HeaderValue>,
-    pub(crate) content_length: Option<&'h HeaderValue>,
-    pub(crate) request_id: Option<&'h HeaderValue>,
-    route: Option<&'h HeaderValue>,
+    pub(crate) host: Option<&'h [u8]>,
+    pub(crate) content_length: bool,
+    pub(crate) request_id: Option<&'h [u8]>,
+    route: Option<&'h [u8]>,
     pub(crate) forwarded_for: bool,
     pub(crate) connection: bool,
 }
 
 impl<'h> Seen<'h> {
-    pub(crate) fn scan(headers: &'h HeaderMap) -> Seen<'h> {
+    pub(crate) fn scan(headers: Headers<'h>) -> Seen<'h> {
         let mut seen = Seen::default();
-        for (name, value) in headers {
-            if *name == header::HOST {
-                seen.host.get_or_insert(value);
-            } else if *name == header::CONTENT_LENGTH {
-                seen.content_length.get_or_insert(value);
-            } else if *name == header::CONNECTION {
-                seen.connection = true;
-            } else if *name == X_REQUEST_ID {
-                seen.request_id.get_or_insert(value);
-            } else if *name == X_FORWARDED_FOR {
-                seen.forwarded_for = true;
-            } else if *name == ROUTE_HEADER_NAME {
-                seen.route.get_or_insert(value);
+        for (name, value) in headers.iter() {
+            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+            // The length tells most names apart at once.
+            match name.len() {
+                4 if is("host") => {
+                    seen.host.get_or_insert(value);
+                }
+                10 if is("connection") => seen.connection = true,
+                12 if is("x-request-id") => {
+                    seen.request_id.get_or_insert(value);
+                }
+                14 if is("content-length") => seen.content_length = true,
+                14 if is(ROUTE_HEADER) => {
+                    seen.route.get_or_insert(value);
+                }
+                15 if is("x-forwarded-for") => seen.forwarded_for = true,
+                _ => {}
             }
         }
         seen
@@ -235,23 +233,36 @@ pub(crate) async fn handle(
     peer: Peer,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if is_upgrade(req.headers()) {
-        let seen = Seen::scan(req.headers());
+        let headers = Headers::Map(req.headers());
+        let seen = Seen::scan(headers);
         let (router, opts) = (&*ctx.router, &ctx.opts);
         let request_id = RequestId::of(seen.request_id);
         let table = router.table();
         let now_ms = router.ms_at(Instant::now());
-        let Some(group) = choose_group(&table, req.headers(), seen.route, router, now_ms) else {
+        let Some(group) = choose_group(&table, headers, seen.route, router, now_ms) else {
             return Ok(no_backend(&table, &request_id));
         };
         let request_id = request_id.header();
         return Ok(crate::upgrade::forward(req, router, group, peer.addr, opts, request_id).await);
     }
-    Ok(proxy(req, &ctx, peer).await.into_response())
+    let (parts, body) = req.into_parts();
+    let request = RequestHead {
+        method: &parts.method,
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or(b"/", |pq| pq.as_str().as_bytes()),
+        authority: (parts.version == Version::HTTP_2)
+            .then(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+            .flatten(),
+        headers: Headers::Map(&parts.headers),
+    };
+    Ok(proxy(&request, body, &ctx, peer).await.into_response())
 }
 
 /// Forwards one request (never an upgrade). Never fails: every problem
 /// becomes a response.
-pub(crate) async fn proxy<B>(req: Request<B>, ctx: &Ctx, peer: Peer) -> Answer
+pub(crate) async fn proxy<B>(request: &RequestHead<'_>, body: B, ctx: &Ctx, peer: Peer) -> Answer
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
@@ -259,21 +270,18 @@ where
     let (router, opts) = (&*ctx.router, &ctx.opts);
     let now_ms = router.ms_at(started);
     let table = router.table();
-    let (parts, body) = req.into_parts();
-    let seen = Seen::scan(&parts.headers);
+    let seen = Seen::scan(request.headers);
     let request_id = RequestId::of(seen.request_id);
-    let Some(group) = choose_group(&table, &parts.headers, seen.route, router, now_ms) else {
+    let Some(group) = choose_group(&table, request.headers, seen.route, router, now_ms) else {
         return no_backend(&table, &request_id).into();
     };
     let gauge = group.stats.start();
-    let framing = client::request_framing(seen.content_length.is_some(), &body);
+    let framing = client::request_framing(seen.content_length, &body);
     // The head is written once and, when a request is replayed, resent as is.
-    let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
+    let mut head = Vec::with_capacity(256 + 64 * request.headers.len());
     client::write_head(
         &mut head,
-        &parts.method,
-        parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        &parts.headers,
+        request,
         &seen,
         &client::Forwarding {
             peer_ip: peer.ip(),
@@ -283,16 +291,14 @@ where
                 b"http"
             },
             request_id: request_id.as_bytes(),
-            authority: (parts.version == Version::HTTP_2)
-                .then(|| parts.uri.authority().map(|a| a.as_str()))
-                .flatten(),
         },
         framing,
     );
-    let head_request = parts.method == Method::HEAD;
+    let method = request.method;
+    let head_request = *method == Method::HEAD;
     // A request that was sent but got no answer is replayed on another
     // backend only when it is idempotent and bodiless.
-    let replayable = is_idempotent(&parts.method) && framing == client::Framing::Empty;
+    let replayable = is_idempotent(method) && framing == client::Framing::Empty;
     let mut body = Some(body);
 
     let mut tried = Tried::new();
@@ -410,7 +416,7 @@ where
     .into()
 }
 
-fn no_backend(table: &RouteTable, request_id: &RequestId) -> Response<ProxyBody> {
+fn no_backend(table: &RouteTable, request_id: &RequestId<'_>) -> Response<ProxyBody> {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "no_backend",
@@ -524,25 +530,24 @@ impl Answer {
 /// by weight. A group without a usable backend gives way to one that has.
 fn choose_group<'t>(
     table: &'t RouteTable,
-    headers: &HeaderMap,
-    pin: Option<&HeaderValue>,
+    headers: Headers<'_>,
+    pin: Option<&[u8]>,
     router: &Router,
     now: u64,
 ) -> Option<&'t Group> {
     let pinned = pin
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
-            "stable" => Some(Role::Stable),
-            "canary" => Some(Role::Canary),
-            "preview" => Some(Role::Preview),
-            _ => None,
+        .map(<[u8]>::trim_ascii)
+        .and_then(|v| {
+            Role::ALL
+                .into_iter()
+                .find(|role| v.eq_ignore_ascii_case(role.as_str().as_bytes()))
         })
         .and_then(|role| table.by_role(role));
     let sticky = || {
         if !table.sticky {
             return None;
         }
-        cookie(headers, STICKY_COOKIE).and_then(|v| table.by_version(&v))
+        cookie(headers, STICKY_COOKIE).and_then(|v| table.by_version(v))
     };
     let chosen = pinned
         .or_else(sticky)
@@ -630,17 +635,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// True when the request's `Connection` header names `name` (which makes
-/// it hop-by-hop too).
-pub(crate) fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
-}
-
 fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -656,14 +650,15 @@ pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
         })
 }
 
-fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+/// The value of the cookie `name`, from the request's `Cookie` headers.
+fn cookie<'h>(headers: Headers<'h>, name: &str) -> Option<&'h str> {
+    headers
+        .get_all("cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .find_map(|kv| {
             let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.to_owned())
+            (k == name).then_some(v)
         })
 }
 

@@ -28,12 +28,12 @@
 use crate::body::ProxyBody;
 use crate::client::{self, Chunk, Conn, Framing};
 use crate::forward::{self, Answer, Ctx, Peer, Relayed};
+use crate::head::{Headers, RawHead, RequestHead, Span, Spans, is_valid_value};
 use crate::server::MAX_HEADER_BYTES;
 use bytes::{Bytes, BytesMut};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, StatusCode};
 use std::cell::RefCell;
 use std::io;
 use std::mem::MaybeUninit;
@@ -96,12 +96,6 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
                         Parsed::Request(head) => break head,
                         Parsed::Partial => {}
                         Parsed::Hyper => return Served::Http1(Rewind::new(conn)),
-                        Parsed::Bad(why) => {
-                            let answer = bad_request(why).into();
-                            let _ =
-                                respond(&mut conn.io, &mut out, answer, false, false, true).await;
-                            return Served::Closed;
-                        }
                     }
                 }
             }
@@ -123,19 +117,27 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
         };
         first = false;
         let Request1 {
-            request,
+            method,
+            head,
+            target,
             framing,
             keep_alive,
             http10,
-            head_request,
         } = *head;
+        let head_request = method == Method::HEAD;
         let mut framing = framing;
         let answer = {
+            let request = RequestHead {
+                method: &method,
+                target: head.get(target),
+                authority: None,
+                headers: Headers::Raw(&head),
+            };
             let body = ClientBody {
                 conn: &mut conn,
                 framing: &mut framing,
             };
-            forward::proxy(request.map(|()| body), ctx, peer).await
+            forward::proxy(&request, body, ctx, peer).await
         };
         // The rest of an unread body is not the start of the next request.
         let body_read = framing.is_done();
@@ -164,13 +166,16 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
 
 /// A request head read here, with what serving it needs to know.
 struct Request1 {
-    request: Request<()>,
+    method: Method,
+    /// The head as received.
+    head: RawHead,
+    /// Where the request target is in `head`.
+    target: Span,
     /// How its body is delimited.
     framing: Framing,
     /// The client wants the connection kept open after the answer.
     keep_alive: bool,
     http10: bool,
-    head_request: bool,
 }
 
 enum Parsed {
@@ -178,8 +183,6 @@ enum Parsed {
     Partial,
     /// Not for this path: hyper takes the connection.
     Hyper,
-    /// Parsed, but not a request (a target or name the `http` types refuse).
-    Bad(&'static str),
 }
 
 /// Parses a request head at the start of `buf`, consuming it when it is
@@ -203,16 +206,26 @@ fn parse_request(buf: &mut BytesMut) -> Parsed {
     else {
         return Parsed::Hyper;
     };
-    if !path.starts_with('/') {
+    // A path, in plain visible ASCII: anything else is hyper's to judge.
+    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Parsed::Hyper;
     }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Hyper;
+    };
     let http10 = version == 0;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut close = false;
     let mut keep_alive = false;
+    let spans = Spans::of(buf);
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
+        if !is_valid_value(h.value) {
+            return Parsed::Hyper;
+        }
+        fields.push(spans.field(name, h.value));
         if name.eq_ignore_ascii_case(b"content-length") {
             for part in h.value.split(|b| *b == b',') {
                 match client::parse_decimal(part.trim_ascii()) {
@@ -249,62 +262,16 @@ fn parse_request(buf: &mut BytesMut) -> Parsed {
     };
     let keep_alive = !close && (!http10 || keep_alive);
 
-    // Names and values are cut from one shared copy of the head; their
-    // places are noted first.
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let at = s.as_ptr() as usize - base;
-        (at, at + s.len())
-    };
-    let method_span = span(method.as_bytes());
-    let path_span = span(path.as_bytes());
-    let spans: Vec<((usize, usize), (usize, usize))> = parsed
-        .headers
-        .iter()
-        .map(|h| (span(h.name.as_bytes()), span(h.value)))
-        .collect();
-    let head = buf.split_to(len).freeze();
-    let Ok(method) = Method::from_bytes(&head[method_span.0..method_span.1]) else {
-        return Parsed::Bad("the method is not valid");
-    };
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_span.0..path_span.1)) else {
-        return Parsed::Bad("the request target is not a valid path");
-    };
-    let mut map = HeaderMap::with_capacity(spans.len());
-    for ((name, name_end), (value, value_end)) in spans {
-        let Ok(name) = HeaderName::from_bytes(&head[name..name_end]) else {
-            return Parsed::Bad("a header name is not valid");
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value..value_end)) else {
-            return Parsed::Bad("a header value is not valid");
-        };
-        map.append(name, value);
-    }
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = if http10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    *request.headers_mut() = map;
+    let target = spans.span(path.as_bytes());
+    let head = RawHead::new(buf.split_to(len).freeze(), fields);
     Parsed::Request(Box::new(Request1 {
-        head_request: request.method() == Method::HEAD,
-        request,
+        method,
+        head,
+        target,
         framing,
         keep_alive,
         http10,
     }))
-}
-
-fn bad_request(why: &str) -> Response<ProxyBody> {
-    forward::error(
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        why,
-        &HeaderValue::from_static(""),
-    )
 }
 
 /// A client's request body, read from its connection as the upstream side
@@ -732,6 +699,7 @@ impl Drop for StopSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
     fn parse(raw: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(raw.as_bytes());
@@ -743,19 +711,29 @@ mod tests {
             Parsed::Request(r) => *r,
             Parsed::Partial => panic!("partial: {raw:?}"),
             Parsed::Hyper => panic!("left to hyper: {raw:?}"),
-            Parsed::Bad(why) => panic!("bad ({why}): {raw:?}"),
         }
+    }
+
+    fn target(r: &Request1) -> &[u8] {
+        r.head.get(r.target)
     }
 
     #[test]
     fn ordinary_requests_are_served_here_with_their_framing() {
         let r = served("GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nx-two: 2\r\n\r\n");
-        assert_eq!(r.request.method(), Method::GET);
-        assert_eq!(r.request.uri(), "/a?b=c");
-        assert_eq!(r.request.headers()["host"], "x");
-        assert_eq!(r.request.headers().get_all("x-two").iter().count(), 2);
+        assert_eq!(r.method, Method::GET);
+        assert_eq!(target(&r), b"/a?b=c");
+        let headers: Vec<_> = r.head.headers().collect();
+        assert_eq!(
+            headers,
+            [
+                (&b"Host"[..], &b"x"[..]),
+                (b"X-Two", b"1"),
+                (b"x-two", b"2")
+            ]
+        );
         assert_eq!(r.framing, Framing::Empty);
-        assert!(r.keep_alive && !r.http10 && !r.head_request);
+        assert!(r.keep_alive && !r.http10);
 
         let r = served("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n");
         assert_eq!(r.framing, Framing::Length(5));
@@ -764,14 +742,16 @@ mod tests {
         let r = served("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(r.framing, Framing::Empty);
         let r = served("HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n");
-        assert!(r.head_request && !r.keep_alive);
+        assert!(r.method == Method::HEAD && !r.keep_alive);
+        // Extension methods and odd but visible target bytes are forwarded as sent.
+        let r = served("PURGE /a|b{c} HTTP/1.1\r\n\r\n");
+        assert_eq!((r.method.as_str(), target(&r)), ("PURGE", &b"/a|b{c}"[..]));
     }
 
     #[test]
     fn http10_is_kept_alive_only_when_asked() {
         let r = served("GET / HTTP/1.0\r\n\r\n");
         assert!(r.http10 && !r.keep_alive);
-        assert_eq!(r.request.version(), Version::HTTP_10);
         let r = served("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
         assert!(r.http10 && r.keep_alive);
     }
@@ -793,6 +773,8 @@ mod tests {
             "OPTIONS * HTTP/1.1\r\n\r\n",
             "GET / HTTP/2.0\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\n\r\n",
+            "GET /caf\u{e9} HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n",
             "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
             "\x16\x03\x01\x02\x00\x01\x00\x01\x03\x03\r\n\r\n",
         ] {
@@ -816,11 +798,11 @@ mod tests {
         let Parsed::Request(first) = parse_request(&mut buf) else {
             panic!("first")
         };
-        assert_eq!(first.request.uri(), "/1");
+        assert_eq!(target(&first), b"/1");
         let Parsed::Request(second) = parse_request(&mut buf) else {
             panic!("second")
         };
-        assert_eq!(second.request.uri(), "/2");
+        assert_eq!(target(&second), b"/2");
         assert!(matches!(parse_request(&mut buf), Parsed::Partial));
         assert_eq!(&buf[..], b"GET");
     }

@@ -11,6 +11,8 @@
 //!   retry; forwarded headers; JSON 502/503/504 answers.
 //! - `h1`: plain HTTP/1.x from clients, parsed and answered by the proxy
 //!   itself; upgrades, h2c and unusual or malformed heads go to hyper.
+//! - `head`: request and answer heads read as bytes, from hyper's header
+//!   map or straight from what arrived.
 //! - `client`: upstream HTTP/1.1 driven inline by the request's task (no
 //!   connection task, no channels); request heads written straight from the
 //!   client's headers.
@@ -30,6 +32,7 @@ mod client;
 pub mod control;
 mod forward;
 mod h1;
+mod head;
 mod pool;
 mod routes_file;
 mod server;
