@@ -28,7 +28,7 @@
 use crate::body::ProxyBody;
 use crate::client::{self, Chunk, Conn, Framing};
 use crate::forward::{self, Answer, Ctx, Peer, Relayed};
-use crate::head::{Headers, RawHead, RequestHead, Span, Spans, is_valid_value};
+use crate::head::{Headers, RawHead, RequestHead, Span, Spans};
 use crate::server::MAX_HEADER_BYTES;
 use bytes::{Bytes, BytesMut};
 use http_body_util::Either;
@@ -222,9 +222,6 @@ fn parse_request(buf: &mut BytesMut) -> Parsed {
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
-        if !is_valid_value(h.value) {
-            return Parsed::Hyper;
-        }
         fields.push(spans.field(name, h.value));
         if name.eq_ignore_ascii_case(b"content-length") {
             for part in h.value.split(|b| *b == b',') {

@@ -93,14 +93,6 @@ impl RawHead {
     }
 }
 
-/// True for a header value a header map accepts: no control character but
-/// tab (RFC 9110 §5.5).
-pub(crate) fn is_valid_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
-}
-
 /// What the request path reads of a client's request.
 pub(crate) struct RequestHead<'h> {
     pub(crate) method: &'h Method,
@@ -201,13 +193,5 @@ mod tests {
         assert_eq!(names, [&b"Host"[..], b"Connection", b"X-Secret", b"host"]);
         assert_eq!(head.get(Span(0, 3)), b"GET");
         assert_eq!(head.get(Span(0, 10_000)), b"");
-    }
-
-    #[test]
-    fn values_with_control_characters_are_not_valid() {
-        assert!(is_valid_value(b"a\tb \x80"));
-        assert!(!is_valid_value(b"a\rb"));
-        assert!(!is_valid_value(b"a\x7f"));
-        assert!(!is_valid_value(b"\0"));
     }
 }
