@@ -132,13 +132,25 @@ def main():
             thr_ok = h["rps"] >= best_rps
             p99_ok = h["p99_ms"] is not None and h["p99_ms"] <= best_p99
             clean = h["errors"] == 0
-            wins = 0
+            # Round by round, against the peers measured in the same round:
+            # how often Hatoba matched the better one (throughput, p99) and
+            # each one (p99).
+            wins = p99_wins = 0
+            p99_wins_vs = {"nginx": 0, "haproxy": 0}
             rounds = sorted({r["round"] for r in runs})
             for rnd in rounds:
                 byt = {r["target"]: r for r in runs if r["round"] == rnd}
-                if "hatoba" in byt and any(t in byt for t in ("nginx", "haproxy")):
-                    best = max(byt[t]["rps"] for t in ("nginx", "haproxy") if t in byt)
-                    wins += byt["hatoba"]["rps"] >= best
+                peers = [t for t in ("nginx", "haproxy") if t in byt]
+                if "hatoba" not in byt or not peers:
+                    continue
+                hr = byt["hatoba"]
+                wins += hr["rps"] >= max(byt[t]["rps"] for t in peers)
+                p99s = [byt[t]["p99_ms"] for t in peers if byt[t]["p99_ms"] is not None]
+                if hr["p99_ms"] is not None and p99s:
+                    p99_wins += hr["p99_ms"] <= min(p99s)
+                    for t in peers:
+                        if byt[t]["p99_ms"] is not None:
+                            p99_wins_vs[t] += hr["p99_ms"] <= byt[t]["p99_ms"]
             verdict = {
                 "goal": "Hatoba throughput >= the better of nginx and HAProxy, p99 no worse than the better p99, no errors",
                 "throughput_ok": thr_ok,
@@ -146,13 +158,18 @@ def main():
                 "no_errors": clean,
                 "pass": thr_ok and p99_ok and clean,
                 "throughput_rounds_won": wins,
+                "p99_rounds_won": p99_wins,
+                "p99_rounds_at_or_below": p99_wins_vs,
                 "rounds": len(rounds),
             }
             p(f"Goal: throughput >= the better of nginx/HAProxy ({best_rps:.0f} req/s), "
               f"p99 <= the better p99 ({best_p99:.2f}ms), no errors")
             p(f"  throughput {h['rps']:.0f} req/s: {'OK' if thr_ok else 'NOT MET'}"
               f" (won {wins}/{len(rounds)} rounds)")
-            p(f"  p99 {fmt(h['p99_ms'], '.2f', 'ms')}: {'OK' if p99_ok else 'NOT MET'}")
+            vs = ", ".join(f"{LABEL[t]}'s in {k}/{len(rounds)}"
+                           for t, k in p99_wins_vs.items() if summary.get(t))
+            p(f"  p99 {fmt(h['p99_ms'], '.2f', 'ms')}: {'OK' if p99_ok else 'NOT MET'}"
+              f" (at or below the better p99 in {p99_wins}/{len(rounds)} rounds; {vs})")
             p(f"  errors {h['errors']}: {'OK' if clean else 'NOT MET'}")
             p(f"Verdict: {'PASS' if verdict['pass'] else 'FAIL'}")
         result["ratios"] = ratios
