@@ -49,6 +49,9 @@ pub struct ProxyOptions {
     /// is closed (slowloris); also how long an idle keep-alive connection may
     /// wait before its next request.
     pub header_read_timeout: Duration,
+    /// A plain HTTP/1 client that takes none of an answer's bytes for this
+    /// long has its connection closed (nginx's `send_timeout`).
+    pub send_timeout: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -59,6 +62,7 @@ impl Default for ProxyOptions {
             max_attempts: 3,
             tls: None,
             header_read_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }

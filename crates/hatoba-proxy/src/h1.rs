@@ -21,7 +21,8 @@
 //! (`Connection: close` and `keep-alive`), pipelined requests are answered in
 //! order, and a request whose body was not read to its end (an early answer)
 //! closes the connection after its answer. Waiting for a head is bounded by
-//! the listener's header read timeout, idle keep-alive time included. When
+//! the listener's header read timeout, idle keep-alive time included, and a
+//! client that takes nothing of an answer for the send timeout is cut. When
 //! the listener stops, an idle connection closes at once and a busy one after
 //! its answer (`Connection: close`).
 
@@ -79,6 +80,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
     let mut out: Vec<u8> = Vec::new();
     let mut stop = StopSignal::new();
     let timeout = ctx.opts.header_read_timeout;
+    let send_timeout = ctx.opts.send_timeout;
     let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
     let mut first = true;
     loop {
@@ -142,8 +144,16 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
         // The rest of an unread body is not the start of the next request.
         let body_read = framing.is_done();
         let close = !keep_alive || !body_read || stop.stopping();
-        let Ok(closing) =
-            respond(&mut conn.io, &mut out, answer, head_request, http10, close).await
+        let Ok(closing) = respond(
+            &mut conn.io,
+            &mut out,
+            answer,
+            head_request,
+            http10,
+            close,
+            send_timeout,
+        )
+        .await
         else {
             return Served::Closed;
         };
@@ -311,7 +321,8 @@ enum Sent {
 }
 
 /// Writes `answer` to the client: its head, then its body as it comes, in
-/// as few writes as it allows. Returns whether the connection must close.
+/// as few writes as it allows. Returns whether the connection must close;
+/// fails when the client takes nothing for `send_timeout`.
 async fn respond(
     io: &mut TcpStream,
     out: &mut Vec<u8>,
@@ -319,6 +330,7 @@ async fn respond(
     head_request: bool,
     http10: bool,
     mut close: bool,
+    send_timeout: Duration,
 ) -> io::Result<bool> {
     // A backend's head is copied as received; a made answer's from its map.
     let (status, relayed, made, mut body): (_, _, _, ProxyBody) = match answer {
@@ -378,7 +390,7 @@ async fn respond(
             {
                 Some(frame) => frame,
                 None => {
-                    flush(io, out).await?;
+                    flush(io, out, send_timeout).await?;
                     std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
                 }
             };
@@ -391,7 +403,7 @@ async fn respond(
                 // The backend's body failed: what was sent stays sent, and
                 // closing tells the client it is incomplete.
                 Some(Err(_)) => {
-                    flush(io, out).await?;
+                    flush(io, out, send_timeout).await?;
                     return Ok(true);
                 }
             };
@@ -403,24 +415,47 @@ async fn respond(
                 out.extend_from_slice(&data);
             }
             if out.len() >= WRITE_AT {
-                flush(io, out).await?;
+                flush(io, out, send_timeout).await?;
             }
         }
         if sent == Sent::Chunked {
             out.extend_from_slice(b"0\r\n\r\n");
         }
     }
-    flush(io, out).await?;
+    flush(io, out, send_timeout).await?;
     // The body ends here, recording the request, before the next one.
     drop(body);
     Ok(close)
 }
 
-async fn flush(io: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
-    if !out.is_empty() {
-        io.write_all(out).await?;
-        out.clear();
+/// Writes what `out` holds. A client that takes none of it for `timeout`
+/// fails the write (nginx's `send_timeout`); the timer is armed only when
+/// the socket is full, which it rarely is.
+async fn flush(io: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        let rest = &out[written..];
+        let n =
+            match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *io).poll_write(cx, rest)))
+                .await
+            {
+                Poll::Ready(n) => n?,
+                Poll::Pending => match tokio::time::timeout(timeout, io.write(rest)).await {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the client took nothing of the answer for {timeout:?}"),
+                        ));
+                    }
+                },
+            };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
     }
+    out.clear();
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 //! HEAD and 204 with a length, `Connection: close`) reaches the client whole,
 //! and request bodies of every framing reach the backend whole. Client side:
 //! pipelined requests, HTTP/1.0 keep-alive, answers of unknown length to
-//! HTTP/1.0 clients, a connection handed to hyper midway, and idle
-//! connections closed when the listener stops.
+//! HTTP/1.0 clients, a connection handed to hyper midway, idle connections
+//! closed when the listener stops, and a client that stops reading cut.
 
 use crate::support::{Proxy, group, spec};
 use bytes::Bytes;
@@ -613,4 +613,68 @@ async fn a_body_that_stalls_is_cut_after_the_response_timeout() {
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{out}");
     assert!(head.contains("content-length: 100"), "{out}");
     assert_eq!(body, "first", "what came is relayed, then the cut");
+}
+
+/// A client that asks for a large answer and then reads none of it: once
+/// the socket buffers are full and it has taken nothing for the send
+/// timeout, the proxy closes its connection and lets go of the upstream one
+/// (which the backend sees as its writes failing), instead of holding both
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 4096; // 256 MiB: far more than socket buffers hold
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (gone_tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut stream = BufReader::new(stream);
+        read_request_head(&mut stream).await.expect("a request");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            CHUNK * CHUNKS
+        );
+        let chunk = vec![b'x'; CHUNK];
+        let mut sent = stream.get_mut().write_all(head.as_bytes()).await.is_ok();
+        for _ in 0..CHUNKS {
+            sent = sent && stream.get_mut().write_all(&chunk).await.is_ok();
+        }
+        // Whether the proxy let go of the connection before the end.
+        let _ = gone_tx.send(!sent);
+    });
+    let opts = ProxyOptions {
+        send_timeout: std::time::Duration::from_secs(1),
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(spec(vec![group(Role::Stable, "v1", 100, &[backend])]), opts);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(30), gone.recv())
+        .await
+        .expect("the proxy lets go of the upstream connection");
+    assert_eq!(
+        cut,
+        Some(true),
+        "the backend's writes failed before its end"
+    );
+    // What the client finds is the start of the answer, then the end of the
+    // connection, well short of the announced length.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(15), s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the client's connection stays open after the cut"),
+        }
+    }
+    assert!(
+        got > 0 && got < CHUNK * CHUNKS,
+        "{got} bytes reached the client"
+    );
 }
