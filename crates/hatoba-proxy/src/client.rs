@@ -372,7 +372,9 @@ where
     B: Body<Data = Bytes> + Unpin,
 {
     let chunked = matches!(framing, Framing::Chunked(_));
-    let mut line = Vec::with_capacity(24);
+    // A chunk goes in one write: its size line, data and end (and the last
+    // chunk too, when the body says it is done).
+    let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyWrite::Client)?;
         let Ok(data) = frame.into_data() else {
@@ -383,17 +385,20 @@ where
         if data.is_empty() {
             continue;
         }
-        if chunked {
-            line.clear();
-            line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            io.write_all(&line).await.map_err(|_| BodyWrite::Upstream)?;
+        if !chunked {
+            io.write_all(&data).await.map_err(|_| BodyWrite::Upstream)?;
+            continue;
         }
-        io.write_all(&data).await.map_err(|_| BodyWrite::Upstream)?;
-        if chunked {
-            io.write_all(b"\r\n")
-                .await
-                .map_err(|_| BodyWrite::Upstream)?;
+        out.clear();
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(&data);
+        out.extend_from_slice(b"\r\n");
+        if body.is_end_stream() {
+            out.extend_from_slice(b"0\r\n\r\n");
+            io.write_all(&out).await.map_err(|_| BodyWrite::Upstream)?;
+            return Ok(());
         }
+        io.write_all(&out).await.map_err(|_| BodyWrite::Upstream)?;
     }
     if chunked {
         io.write_all(b"0\r\n\r\n")

@@ -5,7 +5,10 @@
 //! could not be written (a pooled connection closed under it), is retried,
 //! whatever its method. A request that was sent but got no response (the
 //! backend was killed mid-request) is retried only when it is idempotent and
-//! has no body, as Envoy's `reset` retry policy does. Retries go to another
+//! all of it can be sent again: no body, or a body of at most 64 KiB, which
+//! is read whole before anything goes upstream and sent in the same write
+//! as the head (larger bodies stream and are not replayed), as Envoy's
+//! `reset` retry policy does. Retries go to another
 //! backend of the same group, except after a stale pooled connection, which
 //! is no fault of its backend. Only upstream failures count against a version.
 //!
@@ -300,10 +303,45 @@ where
     );
     let method = request.method;
     let head_request = *method == Method::HEAD;
-    // A request that was sent but got no answer is replayed on another
-    // backend only when it is idempotent and bodiless.
-    let replayable = is_idempotent(method) && framing == client::Framing::Empty;
     let mut body = Some(body);
+    // A small body is read whole before anything goes upstream and sent in
+    // the same write as the head: a backend that answers before reading it
+    // finds it already there (hyper's server, for one, closes a connection
+    // whose request body had not arrived when it answered), and a request
+    // tried again is sent again whole.
+    let mut framing = framing;
+    if let client::Framing::Length(n) = framing
+        && n <= BUFFERED_BODY
+    {
+        let whole = tokio::time::timeout(
+            opts.header_read_timeout,
+            read_whole(&mut body, n, &mut head),
+        )
+        .await;
+        let failed = match whole {
+            Ok(true) => None,
+            Ok(false) => Some((
+                StatusCode::BAD_REQUEST,
+                "client_body",
+                "the request body ended before its announced end".to_owned(),
+            )),
+            Err(_) => Some((
+                StatusCode::REQUEST_TIMEOUT,
+                "client_timeout",
+                format!(
+                    "the request body did not arrive within {:?}",
+                    opts.header_read_timeout
+                ),
+            )),
+        };
+        if let Some((status, code, message)) = failed {
+            return client_failed(group, started, status, code, &message, &request_id).into();
+        }
+        framing = client::Framing::Empty;
+    }
+    // A request that was sent but got no answer is replayed on another
+    // backend only when it is idempotent and all of it can be sent again.
+    let replayable = is_idempotent(method) && framing == client::Framing::Empty;
 
     let mut tried = Tried::new();
     // Stale pooled connections do not count as attempts; this bounds them.
@@ -334,16 +372,13 @@ where
                 return respond(answer, conn, in_flight, gauge, group, &table, started, opts);
             }
             Ok(Err(SendError::ClientBody)) => {
-                group.stats.record(
-                    crate::now_millis(),
-                    Outcome::Failed(Failure::Downstream),
-                    started.elapsed(),
-                );
-                return error(
+                return client_failed(
+                    group,
+                    started,
                     StatusCode::BAD_REQUEST,
                     "client_body",
                     "the request body ended before its announced end",
-                    &request_id.header(),
+                    &request_id,
                 )
                 .into();
             }
@@ -418,6 +453,49 @@ where
         &request_id.header(),
     )
     .into()
+}
+
+/// Bodies up to this long are read whole before the request goes upstream.
+const BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Appends the whole body (`length` bytes) to `out`. False when the client's
+/// body ended short or failed.
+async fn read_whole<B>(body: &mut Option<B>, length: u64, out: &mut Vec<u8>) -> bool
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt as _;
+    let Some(mut b) = body.take() else {
+        return false;
+    };
+    let start = out.len();
+    while let Some(frame) = b.frame().await {
+        match frame.map(|f| f.into_data()) {
+            Ok(Ok(data)) => out.extend_from_slice(&data),
+            // Trailers are dropped, as when a body is streamed.
+            Ok(Err(_)) => {}
+            Err(_) => return false,
+        }
+    }
+    (out.len() - start) as u64 == length
+}
+
+/// Records a request the client failed (a body cut short or too slow),
+/// then answers it.
+fn client_failed(
+    group: &Group,
+    started: Instant,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &RequestId<'_>,
+) -> Response<ProxyBody> {
+    group.stats.record(
+        crate::now_millis(),
+        Outcome::Failed(Failure::Downstream),
+        started.elapsed(),
+    );
+    error(status, code, message, &request_id.header())
 }
 
 fn no_backend(table: &RouteTable, request_id: &RequestId<'_>) -> Response<ProxyBody> {

@@ -196,3 +196,29 @@ async fn slowloris_is_cut_off_and_others_are_served() {
     assert!(tally.failed.is_empty(), "{:?}", tally.failed);
     s.stop().await;
 }
+
+/// A client that sends part of a small body and then nothing: a 408 after
+/// the header read timeout, and the backend never sees the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_that_stops_arriving_is_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = InProcess::start("v1", |_| {}).await;
+    let opts = ProxyOptions {
+        header_read_timeout: Duration::from_secs(1),
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(spec(vec![group(Role::Stable, "v1", 100, &[s.addr])]), opts);
+    let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    assert!(out.contains("\"error\":\"client_timeout\""), "{out}");
+    s.stop().await;
+}
