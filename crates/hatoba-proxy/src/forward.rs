@@ -5,10 +5,10 @@
 //! could not be written (a pooled connection closed under it), is retried,
 //! whatever its method. A request that was sent but got no response (the
 //! backend was killed mid-request) is retried only when it is idempotent and
-//! all of it can be sent again: no body, or a body of at most 64 KiB, which
-//! is read whole before anything goes upstream and sent in the same write
-//! as the head (larger bodies stream and are not replayed), as Envoy's
-//! `reset` retry policy does. Retries go to another
+//! all of it can be sent again: no body, or a body of at most 64 KiB (with
+//! a length or chunked), which is read whole before anything goes upstream
+//! and sent with a length in the same write as the head (larger bodies
+//! stream and are not replayed), as Envoy's `reset` retry policy does. Retries go to another
 //! backend of the same group, except after a stale pooled connection, which
 //! is no fault of its backend. Only upstream failures count against a version.
 //!
@@ -283,44 +283,28 @@ where
         return no_backend(&table, &request_id).into();
     };
     let gauge = group.stats.start();
-    let framing = client::request_framing(seen.content_length, &body);
-    // The head is written once and, when a request is replayed, resent as is.
-    let mut head = Vec::with_capacity(256 + 64 * request.headers.len());
-    client::write_head(
-        &mut head,
-        request,
-        &seen,
-        &client::Forwarding {
-            peer_ip: peer.ip(),
-            proto: if opts.tls.is_some() {
-                b"https"
-            } else {
-                b"http"
-            },
-            request_id: request_id.as_bytes(),
-        },
-        framing,
-    );
-    let method = request.method;
-    let head_request = *method == Method::HEAD;
+    let mut framing = client::request_framing(seen.content_length, &body);
     let mut body = Some(body);
-    // A small body is read whole before anything goes upstream and sent in
-    // the same write as the head: a backend that answers before reading it
-    // finds it already there (hyper's server, for one, closes a connection
-    // whose request body had not arrived when it answered), and a request
-    // tried again is sent again whole.
-    let mut framing = framing;
-    if let client::Framing::Length(n) = framing
-        && n <= BUFFERED_BODY
+    // A small body (with a length, or chunked) is read whole before anything
+    // goes upstream, and sent with a length in the same write as the head:
+    // a backend that answers before reading it finds it already there
+    // (hyper's server, for one, closes a connection whose request body had
+    // not arrived when it answered), and a request tried again is sent again
+    // whole. Of a larger chunked body, what was read goes with the head and
+    // the rest streams.
+    let mut read = Vec::new();
+    let mut ended = false;
+    if matches!(framing, client::Framing::Length(n) if n <= BUFFERED_BODY)
+        || matches!(framing, client::Framing::Chunked(_))
     {
-        let whole = tokio::time::timeout(
-            opts.header_read_timeout,
-            read_whole(&mut body, n, &mut head),
-        )
-        .await;
+        let whole =
+            tokio::time::timeout(opts.header_read_timeout, read_small(&mut body, &mut read)).await;
         let failed = match whole {
-            Ok(true) => None,
-            Ok(false) => Some((
+            Ok(Ok(done)) => {
+                ended = done;
+                None
+            }
+            Ok(Err(())) => Some((
                 StatusCode::BAD_REQUEST,
                 "client_body",
                 "the request body ended before its announced end".to_owned(),
@@ -337,8 +321,44 @@ where
         if let Some((status, code, message)) = failed {
             return client_failed(group, started, status, code, &message, &request_id).into();
         }
-        framing = client::Framing::Empty;
     }
+    let sent_framing = if ended {
+        match read.len() {
+            0 => client::Framing::Empty,
+            n => client::Framing::Length(n as u64),
+        }
+    } else {
+        framing
+    };
+    // The head is written once and, when a request is replayed, resent as is.
+    let mut head = Vec::with_capacity(256 + 64 * request.headers.len() + read.len());
+    client::write_head(
+        &mut head,
+        request,
+        &seen,
+        &client::Forwarding {
+            peer_ip: peer.ip(),
+            proto: if opts.tls.is_some() {
+                b"https"
+            } else {
+                b"http"
+            },
+            request_id: request_id.as_bytes(),
+        },
+        sent_framing,
+    );
+    if ended {
+        head.extend_from_slice(&read);
+        framing = client::Framing::Empty;
+    } else if !read.is_empty() {
+        // The start of a chunked body too long to hold, as its first chunk.
+        head.extend_from_slice(format!("{:x}\r\n", read.len()).as_bytes());
+        head.extend_from_slice(&read);
+        head.extend_from_slice(b"\r\n");
+    }
+    drop(read);
+    let method = request.method;
+    let head_request = *method == Method::HEAD;
     // A request that was sent but got no answer is replayed on another
     // backend only when it is idempotent and all of it can be sent again.
     let replayable = is_idempotent(method) && framing == client::Framing::Empty;
@@ -458,26 +478,33 @@ where
 /// Bodies up to this long are read whole before the request goes upstream.
 const BUFFERED_BODY: u64 = 64 * 1024;
 
-/// Appends the whole body (`length` bytes) to `out`. False when the client's
-/// body ended short or failed.
-async fn read_whole<B>(body: &mut Option<B>, length: u64, out: &mut Vec<u8>) -> bool
+/// Reads the body into `out` until it ends (true) or `out` holds more than
+/// [`BUFFERED_BODY`] bytes (false: the rest is still to come). Fails when
+/// the client's body failed or ended short of its length.
+async fn read_small<B>(body: &mut Option<B>, out: &mut Vec<u8>) -> Result<bool, ()>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
     use http_body_util::BodyExt as _;
-    let Some(mut b) = body.take() else {
-        return false;
+    let Some(b) = body.as_mut() else {
+        return Ok(true);
     };
-    let start = out.len();
-    while let Some(frame) = b.frame().await {
-        match frame.map(|f| f.into_data()) {
-            Ok(Ok(data)) => out.extend_from_slice(&data),
-            // Trailers are dropped, as when a body is streamed.
-            Ok(Err(_)) => {}
-            Err(_) => return false,
+    while (out.len() as u64) <= BUFFERED_BODY {
+        match b.frame().await {
+            None => {
+                *body = None;
+                return Ok(true);
+            }
+            Some(Ok(frame)) => {
+                // Trailers are dropped, as when a body is streamed.
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return Err(()),
         }
     }
-    (out.len() - start) as u64 == length
+    Ok(false)
 }
 
 /// Records a request the client failed (a body cut short or too slow),

@@ -259,6 +259,19 @@ async fn request_bodies_of_every_framing_reach_the_backend_whole() {
     let resp = send.send_request(req).await.unwrap();
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(got, format!("chunked {} {sum}", payload.len()));
+    // A small chunked body is read whole and goes on with a length.
+    send.ready().await.unwrap();
+    let small = [&b"he"[..], b"llo"]
+        .map(Bytes::from_static)
+        .into_iter()
+        .collect();
+    let req = hyper::Request::post("/upload")
+        .header("host", "framing.test")
+        .body(Pieces(small))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got, format!("length 5 {}", checksum(b"hello")));
 
     // Written by hand, with `Expect: 100-continue`: the proxy answers the
     // 100 itself and the body still arrives whole.
@@ -700,12 +713,22 @@ async fn posts_to_a_backend_that_answers_before_reading_the_body_all_succeed() {
             tokio::spawn(async move {
                 let mut failed = Vec::new();
                 for i in 0..150 {
+                    // With a length and chunked, in turn.
+                    let (head, body): (&[u8], &[u8]) = if i % 2 == 0 {
+                        (b"Content-Length: 5\r\n\r\n", b"hello")
+                    } else {
+                        (
+                            b"Transfer-Encoding: chunked\r\n\r\n",
+                            b"5\r\nhello\r\n0\r\n\r\n",
+                        )
+                    };
                     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\n")
+                    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n")
                         .await
                         .unwrap();
+                    s.write_all(head).await.unwrap();
                     tokio::task::yield_now().await;
-                    s.write_all(b"hello").await.unwrap();
+                    s.write_all(body).await.unwrap();
                     let out = read_until_closed(&mut s).await;
                     if !out.starts_with("HTTP/1.1 200 ") {
                         failed.push(format!("task {t} request {i}: {out}"));
