@@ -211,7 +211,7 @@ impl Conn {
             // The backend may answer before it has read the whole body (a
             // 413 for an upload too large, say) and then stop reading: watch
             // for its answer while writing, or the write would wait forever.
-            let stopped_reading = {
+            {
                 let (mut rd, mut wr) = self.io.split();
                 let mut write = pin!(write_body(&mut wr, body, framing));
                 let buf = &mut self.buf;
@@ -220,9 +220,10 @@ impl Conn {
                     tokio::select! {
                         biased;
                         written = &mut write => match written {
-                            Ok(()) => break false,
+                            Ok(()) => break,
                             Err(BodyWrite::Client) => return Err(SendError::ClientBody),
-                            Err(BodyWrite::Upstream) => break true,
+                            // It stopped reading: read what it said, if anything.
+                            Err(BodyWrite::Upstream) => break,
                         },
                         got = rd.read_buf(&mut *buf) => {
                             if !matches!(got, Ok(n) if n > 0) {
@@ -242,11 +243,15 @@ impl Conn {
                         }
                     }
                 }
-            };
-            if stopped_reading {
-                // It stopped reading: read what it said, if anything.
-                return self.read_head(head_request).await.map(not_reusable);
             }
+            // Not kept either way: a backend may answer before it has read
+            // all of a long body and close the connection after its answer
+            // (hyper's server does, when the rest has not arrived by then),
+            // though the answer says keep-alive. The next request on it,
+            // perhaps one that can not be replayed, would meet that close.
+            // Bodies this long are rare enough for a new connection to cost
+            // nothing that matters.
+            return self.read_head(head_request).await.map(not_reusable);
         }
         self.read_head(head_request).await
     }

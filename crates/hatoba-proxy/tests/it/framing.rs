@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// A backend written by hand: reads request heads (requests here have no
@@ -189,10 +191,18 @@ async fn connections_the_backend_closed_cost_nothing() {
 
 /// A backend that answers with the length and a checksum of the body it got.
 async fn body_echo_backend() -> SocketAddr {
+    body_echo_backend_counted().await.0
+}
+
+/// [`body_echo_backend`], with the number of connections it accepted.
+async fn body_echo_backend_counted() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     |req: hyper::Request<hyper::body::Incoming>| async move {
@@ -212,7 +222,7 @@ async fn body_echo_backend() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 fn checksum(b: &[u8]) -> u64 {
@@ -802,4 +812,48 @@ async fn an_idempotent_request_with_a_small_body_is_replayed_whole() {
         }
     }
     panic!("the dropping backend never got a request");
+}
+
+/// After a body too long to hold (streamed), the upstream connection is not
+/// used again: the backend may have answered before reading all of it and
+/// close the connection after its answer, and the next request there,
+/// perhaps a POST that can not be replayed, would meet the close. After a
+/// small body the connection is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_that_carried_a_long_body_is_not_reused() {
+    let (backend, accepted) = body_echo_backend_counted().await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[backend])]),
+        ProxyOptions::default(),
+    );
+    let mut c = client(proxy.addr).await;
+    let mut post = async |body: Vec<u8>| {
+        c.ready().await.unwrap();
+        let want = format!("length {} {}", body.len(), checksum(&body));
+        let req = hyper::Request::post("/upload")
+            .header("host", "framing.test")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = c.send_request(req).await.unwrap();
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got, want);
+    };
+    for _ in 0..3 {
+        post(vec![b'x'; 10]).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "small bodies share one connection"
+    );
+    for _ in 0..3 {
+        post(vec![b'y'; 200_000]).await;
+    }
+    // The first long body goes on the pooled connection, which is then let
+    // go; each of the next two needs a new one.
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "no reuse after a long body"
+    );
 }
