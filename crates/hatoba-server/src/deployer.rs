@@ -325,6 +325,9 @@ pub struct Deployer {
 }
 
 /// The mutable world of one running deployment.
+/// Stable instances started again during one rollout, at most.
+const MAX_STABLE_RESTARTS: u32 = 5;
+
 struct Run<'a> {
     d: &'a Deployer,
     req: &'a DeployRequest,
@@ -351,6 +354,8 @@ struct Run<'a> {
     judge: Option<hatoba_analysis::Judge>,
     /// The last route table did not reach the data plane: push again.
     route_failed: bool,
+    /// Stable instances started again during this rollout.
+    stable_restarts: u32,
 }
 
 impl Deployer {
@@ -464,6 +469,7 @@ impl Deployer {
             pending: None,
             dirty: true,
             route_failed: false,
+            stable_restarts: 0,
             awaiting_approval: req.require_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -605,6 +611,7 @@ impl Deployer {
             pending: record.pending,
             dirty: true,
             route_failed: false,
+            stable_restarts: 0,
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -676,6 +683,7 @@ impl Deployer {
                     if run.route_failed {
                         run.route().await;
                     }
+                    run.restart_exited_stable().await?;
                     let ready = run.probe_all().await;
                     if let Some(crashed) = run.crashed().await {
                         run.machine.handle(clock_now(), Input::Unhealthy(crashed));
@@ -1288,6 +1296,82 @@ impl Run<'_> {
                 .unwrap_or(u32::MAX)
         };
         Some((count(&self.stable), count(&self.canary)))
+    }
+
+    /// A stable instance that exited while the rollout runs is started
+    /// again, at most [`MAX_STABLE_RESTARTS`] times per rollout (between
+    /// rollouts the supervisor does this, with back-off; it stands aside
+    /// while one runs). The old version keeps its capacity, and a rollback
+    /// has somewhere to go back to.
+    async fn restart_exited_stable(&mut self) -> Result<(), DeployError> {
+        let Some(current) = self.req.current.as_ref() else {
+            return Ok(());
+        };
+        if self.stable.is_empty() || self.stable_restarts >= MAX_STABLE_RESTARTS {
+            return Ok(());
+        }
+        let Ok(listed) = self.d.runtime.list(&self.req.service).await else {
+            return Ok(());
+        };
+        let exited: Vec<InstanceStatus> = self
+            .stable
+            .iter()
+            .filter(|s| {
+                listed
+                    .iter()
+                    .find(|l| l.id == s.id)
+                    .is_none_or(|l| matches!(l.state, InstanceState::Exited { .. }))
+            })
+            .cloned()
+            .collect();
+        for old in exited {
+            if self.stable_restarts >= MAX_STABLE_RESTARTS {
+                break;
+            }
+            self.stable_restarts += 1;
+            self.ready.remove(&old.addr);
+            self.readiness.forget(old.addr);
+            self.route().await;
+            self.d.runtime.forget(&old.id).await;
+            let started = match instance_spec_for(
+                &self.req.service,
+                &self.req.svc,
+                &current.version,
+                &current.vars,
+                &self.req.base_dir,
+            ) {
+                Ok(spec) => self
+                    .d
+                    .runtime
+                    .start(&spec, clock_now())
+                    .await
+                    .map_err(|e| chain(&e)),
+                Err(e) => Err(e.to_string()),
+            };
+            let message = match started {
+                Ok(new) => {
+                    let message = format!(
+                        "stable instance {} of {} exited during the rollout: restarted as {} on {}",
+                        old.id, old.version, new.id, new.addr
+                    );
+                    if let Some(slot) = self.stable.iter_mut().find(|s| s.id == old.id) {
+                        *slot = new;
+                    }
+                    message
+                }
+                Err(why) => {
+                    self.stable.retain(|s| s.id != old.id);
+                    format!(
+                        "stable instance {} of {} exited during the rollout: restart failed: {why}",
+                        old.id, old.version
+                    )
+                }
+            };
+            self.event("instance_restarted", message).await?;
+            self.dirty = true;
+            self.save().await?;
+        }
+        Ok(())
     }
 
     /// A new instance that exited, or fails its liveness probe as many

@@ -6,8 +6,9 @@
 //! instance's memory and CPU for `status` and `diagnose`.
 //!
 //! While a rollout runs, its deployer watches the instances instead (a new
-//! version that crashes or fails liveness is rolled back, not restarted),
-//! and this loop stands aside.
+//! version that crashes or fails liveness is rolled back, not restarted; a
+//! stable instance that exits is started again, at most five times per
+//! rollout and without back-off), and this loop stands aside.
 
 use crate::deployer::{Deployed, ServiceRecord, ServingRecord, clock_now, instance_spec_for};
 use crate::probe::{Readiness, http_probe};

@@ -321,6 +321,83 @@ fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
         .stdout(predicate::str::contains("[web-v1-"));
 }
 
+/// A stable instance killed while a canary waits at its pause is started
+/// again by the rollout (the supervisor stands aside while one runs), so an
+/// abort goes back to the full old version.
+#[test]
+fn a_stable_instance_killed_during_a_rollout_is_restarted() {
+    let sb = Sandbox::new(spec);
+    let state = sb.state.clone();
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    poll("v2 at its pause", || {
+        live_status(&state).as_deref() == Some("in_progress")
+    });
+    let detail = || {
+        let out = hatoba(&state)
+            .args(["diagnose", "web", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let running_v1 = |v: &serde_json::Value| -> Vec<(String, u64)> {
+        v["service"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "running" && i["version"] == "v1")
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_owned(),
+                    i["pid"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = running_v1(&detail());
+    assert_eq!(before.len(), 2, "{before:?}");
+    let (victim, pid) = before[0].clone();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll("a replacement of the stable instance", || {
+        let now = running_v1(&detail());
+        now.len() == 2 && !now.iter().any(|(id, _)| *id == victim)
+    });
+    assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
+    let events: Vec<String> = detail()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains(&victim) && e.contains("restarted as")),
+        "{events:?}"
+    );
+    hatoba(&state).args(["abort", "web"]).assert().success();
+    poll("v2 aborted", || {
+        live_status(&state).as_deref() == Some("aborted")
+    });
+    assert_eq!(status_version(&state).as_deref(), Some("v1"));
+    poll("both v1 instances in the route", || {
+        let v = detail();
+        v["service"]["route"][0]["backends"]
+            .as_array()
+            .is_some_and(|b| b.len() == 2)
+            && running_v1(&v).len() == 2
+    });
+}
+
 /// During the watch after promotion the previous version is still warm:
 /// `hatoba rollback` sends traffic back to it at once, and a regression
 /// would too.
