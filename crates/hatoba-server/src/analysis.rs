@@ -56,6 +56,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) stable: Option<&'a str>,
     pub(crate) env: &'a str,
     pub(crate) base_dir: &'a PathBuf,
+    /// How long the new version has been running in this rollout: windows
+    /// are kept within it (see [`within`]).
+    pub(crate) running_for: Duration,
 }
 
 /// The metrics of some templates, in order, with their template.
@@ -112,6 +115,20 @@ fn window_for(d: Duration) -> Window {
     } else {
         Window::M5
     }
+}
+
+/// `wanted`, or a shorter window when the new version has not been running
+/// that long in this rollout: the longest that fits in `running_for`, 10 s
+/// at least. A version label that served before (a rollout rolled back, then
+/// the same version deployed again) would otherwise be judged on what the
+/// earlier attempt answered.
+fn within(wanted: Window, running_for: Duration) -> Window {
+    let fits = Window::ALL
+        .into_iter()
+        .filter(|w| w.length() <= running_for)
+        .max()
+        .unwrap_or(Window::S10);
+    wanted.min(fits)
 }
 
 /// Template arguments: the template's defaults, overridden by the step's.
@@ -176,7 +193,10 @@ pub(crate) async fn measure(
     };
     match &metric.provider {
         Provider::Builtin(b) => {
-            let window = window_for(b.window.unwrap_or(metric.interval));
+            let window = within(
+                window_for(b.window.unwrap_or(metric.interval)),
+                ctx.running_for,
+            );
             let min = metric.min_samples.unwrap_or(MIN_REQUESTS);
             let stats = ctx.data_plane.window(ctx.service, ctx.canary, window).await;
             let requests = stats.as_ref().map_or(0, WindowStats::requests);
@@ -267,15 +287,14 @@ fn arm(stats: Option<&WindowStats>) -> Arm {
     }
 }
 
-/// The statistical judge on the last five minutes of both versions:
-/// `Some(evidence)` when the canary is significantly worse.
+/// The statistical judge on the last five minutes of both versions (less
+/// while the new version has run for less, see [`within`]): `Some(evidence)`
+/// when the canary is significantly worse.
 pub(crate) async fn compare(ctx: &Ctx<'_>, judge: &Judge) -> Option<String> {
     let stable = ctx.stable?;
-    let c = ctx
-        .data_plane
-        .window(ctx.service, ctx.canary, Window::M5)
-        .await;
-    let s = ctx.data_plane.window(ctx.service, stable, Window::M5).await;
+    let window = within(Window::M5, ctx.running_for);
+    let c = ctx.data_plane.window(ctx.service, ctx.canary, window).await;
+    let s = ctx.data_plane.window(ctx.service, stable, window).await;
     let sample = Sample {
         canary: arm(c.as_ref()),
         stable: arm(s.as_ref()),
@@ -292,4 +311,24 @@ pub(crate) async fn compare(ctx: &Ctx<'_>, judge: &Judge) -> Option<String> {
 /// The statistical judge with the documented defaults (`docs/analysis.md`).
 pub(crate) fn default_judge() -> Option<Judge> {
     Judge::new(hatoba_analysis::Config::new()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_stay_within_the_time_the_new_version_has_run() {
+        let s = Duration::from_secs;
+        // Not yet 10 s: the shortest window (a few seconds of an earlier
+        // attempt at most).
+        assert_eq!(within(Window::M5, s(0)), Window::S10);
+        assert_eq!(within(Window::M5, s(59)), Window::S10);
+        assert_eq!(within(Window::M5, s(60)), Window::M1);
+        assert_eq!(within(Window::M5, s(299)), Window::M1);
+        assert_eq!(within(Window::M5, s(300)), Window::M5);
+        // Never longer than asked for.
+        assert_eq!(within(Window::S10, s(3600)), Window::S10);
+        assert_eq!(within(Window::M1, s(3600)), Window::M1);
+    }
 }

@@ -1063,6 +1063,14 @@ impl Run<'_> {
             stable: stable.as_deref(),
             env: &env,
             base_dir: &base_dir,
+            running_for: self
+                .canary
+                .iter()
+                .map(|c| c.started_at)
+                .min()
+                .map_or(Duration::ZERO, |t| {
+                    Duration::from_millis(now.0.saturating_sub(t.0))
+                }),
         };
         // The statistical judge: a significantly worse canary fails every
         // run at once, whatever the thresholds say.
