@@ -57,6 +57,51 @@ fn poll(what: &str, mut f: impl FnMut() -> bool) {
     crate::support::poll(what, Duration::from_secs(30), || f().then_some(()));
 }
 
+/// `hatoba diagnose web -o json`.
+fn diagnose(state: &Path) -> serde_json::Value {
+    let out = hatoba(state)
+        .args(["diagnose", "web", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The running instances in a `diagnose` answer, of `version` or of any:
+/// (id, pid).
+fn running(v: &serde_json::Value, version: Option<&str>) -> Vec<(String, u64)> {
+    v["service"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "running" && version.is_none_or(|want| i["version"] == want))
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["pid"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The messages of the events in a `diagnose` answer.
+fn event_messages(v: &serde_json::Value) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn kill9(pid: u64) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 #[test]
 fn up_then_deploy_promote_roll_back_and_abort() {
     let sb = Sandbox::new(spec);
@@ -247,48 +292,19 @@ fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
     let state = sb.state.clone();
     let _server = sb.up(&[]);
     sb.deploy_ok("v1");
-    let detail = || {
-        let out = hatoba(&state)
-            .args(["diagnose", "web", "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let running = |v: &serde_json::Value| -> Vec<(String, u64)> {
-        v["service"]["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["state"] == "running")
-            .map(|i| {
-                (
-                    i["id"].as_str().unwrap().to_owned(),
-                    i["pid"].as_u64().unwrap(),
-                )
-            })
-            .collect()
-    };
+    let detail = || diagnose(&state);
+    let running = |v: &serde_json::Value| running(v, None);
     let before = running(&detail());
     assert_eq!(before.len(), 2, "{before:?}");
     let (victim, pid) = before[0].clone();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill9(pid);
     poll("a replacement", || {
         let now = running(&detail());
         now.len() == 2 && !now.iter().any(|(id, _)| *id == victim)
     });
     let v = detail();
     assert_eq!(v["service"]["recent_restarts"], 1, "{v}");
-    let events: Vec<String> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap().to_owned())
-        .collect();
+    let events = event_messages(&v);
     assert!(
         events
             .iter()
@@ -337,47 +353,18 @@ fn a_stable_instance_killed_during_a_rollout_is_restarted() {
     poll("v2 at its pause", || {
         live_status(&state).as_deref() == Some("in_progress")
     });
-    let detail = || {
-        let out = hatoba(&state)
-            .args(["diagnose", "web", "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let running_v1 = |v: &serde_json::Value| -> Vec<(String, u64)> {
-        v["service"]["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["state"] == "running" && i["version"] == "v1")
-            .map(|i| {
-                (
-                    i["id"].as_str().unwrap().to_owned(),
-                    i["pid"].as_u64().unwrap(),
-                )
-            })
-            .collect()
-    };
+    let detail = || diagnose(&state);
+    let running_v1 = |v: &serde_json::Value| running(v, Some("v1"));
     let before = running_v1(&detail());
     assert_eq!(before.len(), 2, "{before:?}");
     let (victim, pid) = before[0].clone();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill9(pid);
     poll("a replacement of the stable instance", || {
         let now = running_v1(&detail());
         now.len() == 2 && !now.iter().any(|(id, _)| *id == victim)
     });
     assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
-    let events: Vec<String> = detail()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap().to_owned())
-        .collect();
+    let events = event_messages(&detail());
     assert!(
         events
             .iter()
