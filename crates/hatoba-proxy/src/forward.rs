@@ -297,23 +297,21 @@ where
     if matches!(framing, client::Framing::Length(n) if n <= BUFFERED_BODY)
         || matches!(framing, client::Framing::Chunked(_))
     {
-        let whole =
-            tokio::time::timeout(opts.header_read_timeout, read_small(&mut body, &mut read)).await;
-        let failed = match whole {
-            Ok(Ok(done)) => {
+        let failed = match read_small(&mut body, &mut read, opts.header_read_timeout).await {
+            Ok(done) => {
                 ended = done;
                 None
             }
-            Ok(Err(())) => Some((
+            Err(BodyRead::Failed) => Some((
                 StatusCode::BAD_REQUEST,
                 "client_body",
                 "the request body ended before its announced end".to_owned(),
             )),
-            Err(_) => Some((
+            Err(BodyRead::Stalled) => Some((
                 StatusCode::REQUEST_TIMEOUT,
                 "client_timeout",
                 format!(
-                    "the request body did not arrive within {:?}",
+                    "no more of the request body arrived for {:?}",
                     opts.header_read_timeout
                 ),
             )),
@@ -478,10 +476,23 @@ where
 /// Bodies up to this long are read whole before the request goes upstream.
 const BUFFERED_BODY: u64 = 64 * 1024;
 
+/// Why a body could not be read whole.
+enum BodyRead {
+    /// It failed or ended short of its length.
+    Failed,
+    /// Nothing more of it arrived for the idle timeout.
+    Stalled,
+}
+
 /// Reads the body into `out` until it ends (true) or `out` holds more than
-/// [`BUFFERED_BODY`] bytes (false: the rest is still to come). Fails when
-/// the client's body failed or ended short of its length.
-async fn read_small<B>(body: &mut Option<B>, out: &mut Vec<u8>) -> Result<bool, ()>
+/// [`BUFFERED_BODY`] bytes (false: the rest is still to come). Waits at
+/// most `idle` for each piece, as nginx's `client_body_timeout` does: a
+/// slow client that keeps sending is not cut.
+async fn read_small<B>(
+    body: &mut Option<B>,
+    out: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<bool, BodyRead>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
@@ -490,7 +501,10 @@ where
         return Ok(true);
     };
     while (out.len() as u64) <= BUFFERED_BODY {
-        match b.frame().await {
+        let frame = tokio::time::timeout(idle, b.frame())
+            .await
+            .map_err(|_| BodyRead::Stalled)?;
+        match frame {
             None => {
                 *body = None;
                 return Ok(true);
@@ -501,7 +515,7 @@ where
                     out.extend_from_slice(&data);
                 }
             }
-            Some(Err(_)) => return Err(()),
+            Some(Err(_)) => return Err(BodyRead::Failed),
         }
     }
     Ok(false)

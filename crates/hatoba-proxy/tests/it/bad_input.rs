@@ -198,7 +198,8 @@ async fn slowloris_is_cut_off_and_others_are_served() {
 }
 
 /// A client that sends part of a small body and then nothing: a 408 after
-/// the header read timeout, and the backend never sees the request.
+/// the header read timeout, and the backend never sees the request. One
+/// that sends slowly but steadily is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_body_that_stops_arriving_is_a_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -220,5 +221,24 @@ async fn a_small_body_that_stops_arriving_is_a_408() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     assert!(out.contains("\"error\":\"client_timeout\""), "{out}");
+
+    // A slow client that keeps sending is not cut: the timeout bounds each
+    // wait for more, not the whole body (six pieces, 1.5 s in all).
+    let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 6\r\n\r\n")
+        .await
+        .unwrap();
+    let mut pace = tokio::time::interval(Duration::from_millis(300));
+    for piece in b"abcdef" {
+        pace.tick().await;
+        c.write_all(&[*piece]).await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     s.stop().await;
 }
