@@ -1,7 +1,7 @@
 //! Hostile and broken input: each gets the right answer, nobody else is
 //! disturbed, nothing panics.
 
-use crate::support::{InProcess, Load, Proxy, group, raw, spec};
+use crate::support::{InProcess, Load, Proxy, group, raw, read_until_closed, spec};
 use hatoba_metrics::Role;
 use hatoba_proxy::ProxyOptions;
 use std::time::Duration;
@@ -202,23 +202,18 @@ async fn slowloris_is_cut_off_and_others_are_served() {
 /// that sends slowly but steadily is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_body_that_stops_arriving_is_a_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let s = InProcess::start("v1", |_| {}).await;
     let opts = ProxyOptions {
         header_read_timeout: Duration::from_secs(1),
         ..ProxyOptions::default()
     };
     let proxy = Proxy::start(spec(vec![group(Role::Stable, "v1", 100, &[s.addr])]), opts);
-    let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut out))
-        .await
-        .expect("the proxy answers and closes")
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = raw(
+        proxy.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     assert!(out.contains("\"error\":\"client_timeout\""), "{out}");
 
@@ -233,12 +228,7 @@ async fn a_small_body_that_stops_arriving_is_a_408() {
         pace.tick().await;
         c.write_all(&[*piece]).await.unwrap();
     }
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut out))
-        .await
-        .expect("the proxy answers and closes")
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = read_until_closed(&mut c).await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     s.stop().await;
 }

@@ -6,7 +6,7 @@
 //! HTTP/1.0 clients, a connection handed to hyper midway, idle connections
 //! closed when the listener stops, and a client that stops reading cut.
 
-use crate::support::{Proxy, group, spec};
+use crate::support::{Proxy, group, read_until_closed, spec};
 use bytes::Bytes;
 use hatoba_metrics::Role;
 use hatoba_proxy::ProxyOptions;
@@ -382,17 +382,6 @@ async fn an_early_answer_to_an_upload_reaches_the_client() {
     writer.abort();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.ends_with("too large"), "{answer}");
-}
-
-/// Reads everything the proxy sends on a connection until it closes it
-/// (bounded: a proxy that never closes fails the test, not hangs it).
-async fn read_until_closed(s: &mut tokio::net::TcpStream) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut out))
-        .await
-        .expect("the proxy closes the connection")
-        .expect("reading the answers");
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A chunked body decoded, if it is one whole (and nothing follows it).

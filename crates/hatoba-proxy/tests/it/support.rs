@@ -326,6 +326,18 @@ pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads everything the proxy sends on a connection until it closes it
+/// (bounded: a proxy that never closes fails the test, not hangs it).
+pub(crate) async fn read_until_closed(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection")
+        .expect("reading the answers");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A backend that answers `x-version: echo` and a body of the request
 /// headers it got, one `name: value` a line.
 pub(crate) async fn echo_backend() -> SocketAddr {
