@@ -13,7 +13,7 @@
 //! recorded is an orphan that the restarted server's sweep stops.
 
 use crate::dataplane::{DataPlane, DataPlaneError};
-use crate::probe::{Readiness, http_probe};
+use crate::probe::{Readiness, http_probe, tcp_probe};
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
@@ -356,6 +356,10 @@ struct Run<'a> {
     route_failed: bool,
     /// Stable instances started again during this rollout.
     stable_restarts: u32,
+    /// When the new instances' liveness is probed next.
+    next_liveness: Millis,
+    /// Why a new instance is not ready, from its latest readiness probe.
+    not_ready: Option<String>,
 }
 
 impl Deployer {
@@ -470,6 +474,8 @@ impl Deployer {
             dirty: true,
             route_failed: false,
             stable_restarts: 0,
+            next_liveness: Millis(0),
+            not_ready: None,
             awaiting_approval: req.require_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -612,6 +618,8 @@ impl Deployer {
             dirty: true,
             route_failed: false,
             stable_restarts: 0,
+            next_liveness: Millis(0),
+            not_ready: None,
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -1035,7 +1043,7 @@ impl Run<'_> {
                         self.event("rollout", "no preview listener in this build: checks run against the new colour directly".to_owned()).await?;
                     }
                 }
-                Command::Finish(o) => self.outcome = Some(o),
+                Command::Finish(o) => self.outcome = Some(self.explained(o)),
             }
         }
         Ok(())
@@ -1270,6 +1278,18 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// A failed outcome with, when a new instance was not ready, why its
+    /// latest readiness probe failed: "not ready within 1m" alone does not
+    /// say that the app answers 404 on the readiness path.
+    fn explained(&self, o: Outcome) -> Outcome {
+        let Some(why) = &self.not_ready else { return o };
+        match o {
+            Outcome::Aborted(r) => Outcome::Aborted(format!("{r}; {why}")),
+            Outcome::RolledBack(r) => Outcome::RolledBack(format!("{r}; {why}")),
+            other => other,
+        }
+    }
+
     /// Probes every instance; returns new ready counts when they changed.
     async fn probe_all(&mut self) -> Option<(u32, u32)> {
         let before = self.ready.clone();
@@ -1281,19 +1301,27 @@ impl Run<'_> {
             .map(|s| s.addr)
             .collect();
         for addr in instances {
-            let passed = match &probe {
+            let result = match &probe {
                 Some(p) => http_probe(addr, &p.path, p.timeout).await,
-                None => tokio::net::TcpStream::connect(addr).await.is_ok(),
+                None => tcp_probe(addr).await,
             };
             let (ok, bad) = probe
                 .as_ref()
                 .map_or((1, 1), |p| (p.success_threshold, p.failure_threshold));
-            if self.readiness.observe(addr, passed, ok, bad) {
+            if self.readiness.observe_probe(addr, result, ok, bad) {
                 self.ready.insert(addr);
             } else {
                 self.ready.remove(&addr);
             }
         }
+        let check = probe
+            .as_ref()
+            .map_or_else(|| "a connection".to_owned(), |p| format!("GET {}", p.path));
+        self.not_ready = self.canary.iter().find_map(|c| {
+            let f = self.readiness.failure(c.addr)?;
+            (!self.ready.contains(&c.addr))
+                .then(|| format!("instance {} of {} not ready: {check} {f}", c.id, c.version))
+        });
         if self.ready == before {
             return None;
         }
@@ -1385,8 +1413,12 @@ impl Run<'_> {
     /// A new instance that exited, or fails its liveness probe as many
     /// times in a row as the spec allows, is a failed rollout.
     async fn crashed(&mut self) -> Option<String> {
-        if let Some(p) = self.req.svc.health.liveness.clone() {
+        if let Some(p) = self.req.svc.health.liveness.clone()
+            && clock_now().0 >= self.next_liveness.0
+        {
             let now = clock_now();
+            // Liveness at its own period, not at readiness's (often faster).
+            self.next_liveness = now.saturating_add(p.period);
             for c in self.canary.clone() {
                 if now.0
                     < c.started_at.0.saturating_add(
@@ -1398,10 +1430,18 @@ impl Run<'_> {
                 if !self.liveness.knows(c.addr) {
                     self.liveness.assume_ready(c.addr);
                 }
-                let ok = http_probe(c.addr, &p.path, p.timeout).await;
-                if !self.liveness.observe(c.addr, ok, 1, p.failure_threshold) {
+                let result = http_probe(c.addr, &p.path, p.timeout).await;
+                if !self
+                    .liveness
+                    .observe_probe(c.addr, result, 1, p.failure_threshold)
+                {
+                    let last = self
+                        .liveness
+                        .failure(c.addr)
+                        .map(|f| format!(" (last: GET {} {f})", p.path))
+                        .unwrap_or_default();
                     return Some(format!(
-                        "instance {} of {} failed its liveness probe {} {} times in a row",
+                        "instance {} of {} failed its liveness probe {} {} times in a row{last}",
                         c.id, c.version, p.path, p.failure_threshold
                     ));
                 }

@@ -7,32 +7,114 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One probe: true when the instance answered 2xx or 3xx within `timeout`.
-pub(crate) async fn http_probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+/// Why a probe did not pass, in words for an event or `hatoba diagnose`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ProbeFailure {
+    /// Nothing listens on the port (yet, or any more).
+    #[error("connection refused")]
+    Refused,
+    /// Connecting, sending or reading failed otherwise.
+    #[error("{0}")]
+    Io(String),
+    /// An answer, but not 2xx or 3xx.
+    #[error("answered {0}")]
+    Status(u16),
+    /// Bytes that do not start an HTTP/1 status line.
+    #[error("answered something that is not HTTP")]
+    NotHttp,
+    /// No status line within the probe's timeout.
+    #[error("no answer within {}", hatoba_core::format_duration(*.0))]
+    Timeout(Duration),
+}
+
+/// One probe: passes when the instance answers 2xx or 3xx within `timeout`.
+pub(crate) async fn http_probe(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
+        std::io::ErrorKind::UnexpectedEof => {
+            ProbeFailure::Io("connection closed before a status line".to_owned())
+        }
+        _ => ProbeFailure::Io(e.to_string()),
+    };
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: hatoba-probe\r\n\r\n"
         );
-        s.write_all(req.as_bytes()).await.ok()?;
+        s.write_all(req.as_bytes()).await.map_err(io)?;
         let mut head = [0u8; 12];
-        s.read_exact(&mut head).await.ok()?;
-        let code = std::str::from_utf8(&head[9..12])
-            .ok()?
-            .parse::<u16>()
-            .ok()?;
-        Some((200..400).contains(&code))
+        s.read_exact(&mut head).await.map_err(io)?;
+        status_of(&head)
     };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
+        Ok(Ok(code)) => Err(ProbeFailure::Status(code)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ProbeFailure::Timeout(timeout)),
+    }
+}
+
+/// A probe for services without a readiness path: the port accepts.
+pub(crate) async fn tcp_probe(addr: SocketAddr) -> Result<(), ProbeFailure> {
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(ProbeFailure::Refused),
+        Err(e) => Err(ProbeFailure::Io(e.to_string())),
+    }
+}
+
+/// The status code of `HTTP/1.x NNN`.
+fn status_of(head: &[u8; 12]) -> Result<u16, ProbeFailure> {
+    if !head.starts_with(b"HTTP/1.") || head[8] != b' ' {
+        return Err(ProbeFailure::NotHttp);
+    }
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u16>().ok())
+        .ok_or(ProbeFailure::NotHttp)
 }
 
 /// Per-instance streaks, turned into ready / not ready by thresholds.
 #[derive(Default)]
 pub(crate) struct Readiness {
     streaks: HashMap<SocketAddr, (u32, u32, bool)>,
+    /// Why each instance's latest probe failed, until one passes.
+    failures: HashMap<SocketAddr, ProbeFailure>,
 }
 
 impl Readiness {
+    /// Records one probe's result, keeping why it failed; returns whether
+    /// the instance is ready (or alive) now.
+    pub(crate) fn observe_probe(
+        &mut self,
+        addr: SocketAddr,
+        result: Result<(), ProbeFailure>,
+        success_threshold: u32,
+        failure_threshold: u32,
+    ) -> bool {
+        let passed = match result {
+            Ok(()) => {
+                self.failures.remove(&addr);
+                true
+            }
+            Err(why) => {
+                self.failures.insert(addr, why);
+                false
+            }
+        };
+        self.observe(addr, passed, success_threshold, failure_threshold)
+    }
+
+    /// Why the instance's latest probe failed, if it did.
+    pub(crate) fn failure(&self, addr: SocketAddr) -> Option<&ProbeFailure> {
+        self.failures.get(&addr)
+    }
+
     /// Records one probe result; returns whether the instance is ready now.
     pub(crate) fn observe(
         &mut self,
@@ -71,5 +153,84 @@ impl Readiness {
 
     pub(crate) fn forget(&mut self, addr: SocketAddr) {
         self.streaks.remove(&addr);
+        self.failures.remove(&addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A listener that answers every connection with `answer` (or nothing).
+    async fn answering(answer: Option<&'static [u8]>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    match answer {
+                        Some(a) => {
+                            let _ = s.write_all(a).await;
+                        }
+                        // Hold the connection without answering.
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_probe_says_why_it_failed() {
+        let t = Duration::from_millis(300);
+        let ok = answering(Some(b"HTTP/1.1 204 No Content\r\n\r\n")).await;
+        assert_eq!(http_probe(ok, "/", t).await, Ok(()));
+        let redirect = answering(Some(b"HTTP/1.0 302 Found\r\n\r\n")).await;
+        assert_eq!(http_probe(redirect, "/", t).await, Ok(()));
+        let missing = answering(Some(b"HTTP/1.1 404 Not Found\r\n\r\n")).await;
+        assert_eq!(
+            http_probe(missing, "/ready", t).await,
+            Err(ProbeFailure::Status(404))
+        );
+        let garbage = answering(Some(b"SSH-2.0-OpenSSH_9.2p1\r\n")).await;
+        assert_eq!(
+            http_probe(garbage, "/", t).await,
+            Err(ProbeFailure::NotHttp)
+        );
+        let short = answering(Some(b"HTTP/1.1")).await;
+        assert!(matches!(
+            http_probe(short, "/", t).await,
+            Err(ProbeFailure::Io(m)) if m.contains("closed")
+        ));
+        let silent = answering(None).await;
+        let failed = http_probe(silent, "/", t).await.unwrap_err();
+        assert_eq!(failed, ProbeFailure::Timeout(t));
+        assert_eq!(failed.to_string(), "no answer within 300ms");
+        // A port nothing listens on: bind, note the port, close.
+        let gone = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(http_probe(gone, "/", t).await, Err(ProbeFailure::Refused));
+        assert_eq!(tcp_probe(gone).await, Err(ProbeFailure::Refused));
+        assert_eq!(tcp_probe(ok).await, Ok(()));
+    }
+
+    #[test]
+    fn the_last_failure_is_kept_until_a_probe_passes() {
+        let mut r = Readiness::default();
+        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert!(!r.observe_probe(a, Err(ProbeFailure::Status(503)), 1, 1));
+        assert_eq!(r.failure(a), Some(&ProbeFailure::Status(503)));
+        assert!(r.observe_probe(a, Ok(()), 1, 1));
+        assert_eq!(r.failure(a), None);
+        assert!(!r.observe_probe(a, Err(ProbeFailure::Refused), 1, 1));
+        r.forget(a);
+        assert_eq!(r.failure(a), None);
     }
 }

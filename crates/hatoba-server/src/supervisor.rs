@@ -11,7 +11,7 @@
 //! rollout and without back-off), and this loop stands aside.
 
 use crate::deployer::{Deployed, ServiceRecord, ServingRecord, clock_now, instance_spec_for};
-use crate::probe::{Readiness, http_probe};
+use crate::probe::{Readiness, http_probe, tcp_probe};
 use crate::server::ServiceState;
 use hatoba_core::{EnvName, Millis, ServiceName};
 use hatoba_metrics::Role;
@@ -127,24 +127,24 @@ pub(crate) async fn run(s: Supervised) {
                 && let Some(p) = &s.svc.health.liveness
                 && now.0 >= inst.started_at.0 + duration_ms(p.initial_delay)
             {
-                let ok = http_probe(inst.addr, &p.path, p.timeout).await;
-                obs.last_probe = Some(format!(
-                    "liveness {} {}",
-                    p.path,
-                    if ok { "passed" } else { "failed" }
-                ));
+                let result = http_probe(inst.addr, &p.path, p.timeout).await;
+                obs.last_probe = Some(match &result {
+                    Ok(()) => format!("liveness {} passed", p.path),
+                    Err(why) => format!("liveness {} failed: {why}", p.path),
+                });
+                let ok = result.is_ok();
                 // Reuses the streak counter: "ready" here means "alive";
                 // an instance is alive until proven otherwise.
                 if !liveness.knows(inst.addr) {
                     liveness.assume_ready(inst.addr);
                 }
-                let alive = liveness.observe(inst.addr, ok, 1, p.failure_threshold);
+                let alive = liveness.observe_probe(inst.addr, result, 1, p.failure_threshold);
                 if !ok {
                     obs.live_failures = 1;
                 }
-                if !alive && !ok {
+                if !alive && let Some(why) = liveness.failure(inst.addr) {
                     dead = Some(format!(
-                        "liveness probe {} failed {} times in a row",
+                        "liveness probe {} failed {} times in a row (last: {why})",
                         p.path, p.failure_threshold
                     ));
                 }
@@ -160,10 +160,18 @@ pub(crate) async fn run(s: Supervised) {
             }
             let is_ready = match &s.svc.health.readiness {
                 Some(p) => {
-                    let ok = http_probe(inst.addr, &p.path, p.timeout).await;
-                    readiness.observe(inst.addr, ok, p.success_threshold, p.failure_threshold)
+                    let result = http_probe(inst.addr, &p.path, p.timeout).await;
+                    if let (Err(why), None) = (&result, &obs.last_probe) {
+                        obs.last_probe = Some(format!("readiness {} failed: {why}", p.path));
+                    }
+                    readiness.observe_probe(
+                        inst.addr,
+                        result,
+                        p.success_threshold,
+                        p.failure_threshold,
+                    )
                 }
-                None => tokio::net::TcpStream::connect(inst.addr).await.is_ok(),
+                None => tcp_probe(inst.addr).await.is_ok(),
             };
             if is_ready {
                 ready.push(inst.addr);

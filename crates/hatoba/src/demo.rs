@@ -87,11 +87,18 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0);
+    let fail_health = std::env::var("DEMO_FAIL_HEALTH").is_ok_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on" | "y" | "t"
+        )
+    });
     let cfg = hatoba_demo_app::Config {
         version_label,
         error_rate,
         ready_after,
         crash_after,
+        fail_health,
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -251,11 +251,11 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
         .await
         .unwrap();
     assert_eq!(d4.status, DeploymentStatus::RolledBack, "{d4:?}");
+    let reason = d4.reason.as_deref().unwrap();
+    assert!(reason.starts_with("canary not ready within 5s"), "{d4:?}");
+    // The reason says what the readiness probe saw, not only that it failed.
     assert!(
-        d4.reason
-            .as_deref()
-            .unwrap()
-            .starts_with("canary not ready within 5s"),
+        reason.contains("not ready: GET /ready answered 503"),
         "{d4:?}"
     );
     let serving = serving.unwrap();

@@ -594,3 +594,51 @@ services:
         crate::support::served(sb.port).as_deref() == Ok("v1-salted")
     });
 }
+
+/// A new version whose liveness path fails is rolled back once the probe
+/// has failed `failureThreshold` times at the liveness period (not at
+/// readiness's faster one), and the reason says what the probe got.
+#[test]
+fn a_canary_failing_liveness_is_rolled_back_at_the_liveness_period() {
+    let sb = Sandbox::new(|port| {
+        let text = spec(port)
+            .replace(
+                "      readiness: {path: /ready, period: 100ms}\n",
+                "      readiness: {path: /ready, period: 100ms}\n      \
+                 liveness: {path: /health, period: 1s, failureThreshold: 2}\n",
+            )
+            .replace(
+                "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\"}\n",
+                "      env: {DEMO_ERROR_RATE: \"${ERROR_RATE:-0}\", DEMO_FAIL_HEALTH: \"${FAIL_HEALTH:-false}\"}\n",
+            );
+        assert!(text.contains("liveness:") && text.contains("FAIL_HEALTH"));
+        text
+    });
+    let state = sb.state.clone();
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let started = std::time::Instant::now();
+    hatoba(&state)
+        .args([
+            "deploy",
+            "web",
+            "--version",
+            "v2",
+            "--set",
+            "FAIL_HEALTH=true",
+            "--wait",
+        ])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "failed its liveness probe /health 2 times in a row (last: GET /health answered 500)",
+        ));
+    // Two failures one period apart: at least a second, where probing at
+    // the readiness period would have taken 0.2 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "rolled back after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status_version(&state).as_deref(), Some("v1"));
+}
