@@ -360,6 +360,8 @@ struct Run<'a> {
     next_liveness: Millis,
     /// Why a new instance is not ready, from its latest readiness probe.
     not_ready: Option<String>,
+    /// Stable instances that failed liveness, with why: replaced next tick.
+    stable_unlive: Vec<(InstanceStatus, String)>,
 }
 
 impl Deployer {
@@ -476,6 +478,7 @@ impl Deployer {
             stable_restarts: 0,
             next_liveness: Millis(0),
             not_ready: None,
+            stable_unlive: Vec::new(),
             awaiting_approval: req.require_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -620,6 +623,7 @@ impl Deployer {
             stable_restarts: 0,
             next_liveness: Millis(0),
             not_ready: None,
+            stable_unlive: Vec::new(),
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -691,7 +695,7 @@ impl Deployer {
                     if run.route_failed {
                         run.route().await;
                     }
-                    run.restart_exited_stable().await?;
+                    run.restart_failed_stable().await?;
                     let ready = run.probe_all().await;
                     if let Some(crashed) = run.crashed().await {
                         run.machine.handle(clock_now(), Input::Unhealthy(crashed));
@@ -1334,12 +1338,13 @@ impl Run<'_> {
         Some((count(&self.stable), count(&self.canary)))
     }
 
-    /// A stable instance that exited while the rollout runs is started
-    /// again, at most [`MAX_STABLE_RESTARTS`] times per rollout (between
+    /// A stable instance that exited or failed its liveness probe while the
+    /// rollout runs is started again (a live one stopped first), at most
+    /// [`MAX_STABLE_RESTARTS`] times per rollout (between
     /// rollouts the supervisor does this, with back-off; it stands aside
     /// while one runs). The old version keeps its capacity, and a rollback
     /// has somewhere to go back to.
-    async fn restart_exited_stable(&mut self) -> Result<(), DeployError> {
+    async fn restart_failed_stable(&mut self) -> Result<(), DeployError> {
         let Some(current) = self.req.current.as_ref() else {
             return Ok(());
         };
@@ -1349,7 +1354,7 @@ impl Run<'_> {
         let Ok(listed) = self.d.runtime.list(&self.req.service).await else {
             return Ok(());
         };
-        let exited: Vec<InstanceStatus> = self
+        let mut failed: Vec<(InstanceStatus, Option<String>)> = self
             .stable
             .iter()
             .filter(|s| {
@@ -1358,17 +1363,33 @@ impl Run<'_> {
                     .find(|l| l.id == s.id)
                     .is_none_or(|l| matches!(l.state, InstanceState::Exited { .. }))
             })
-            .cloned()
+            .map(|s| (s.clone(), None))
             .collect();
-        for old in exited {
+        for (s, why) in std::mem::take(&mut self.stable_unlive) {
+            if self.stable.iter().any(|x| x.id == s.id) && !failed.iter().any(|(f, _)| f.id == s.id)
+            {
+                failed.push((s, Some(why)));
+            }
+        }
+        for (old, unlive) in failed {
             if self.stable_restarts >= MAX_STABLE_RESTARTS {
                 break;
             }
             self.stable_restarts += 1;
             self.ready.remove(&old.addr);
             self.readiness.forget(old.addr);
+            self.liveness.forget(old.addr);
             self.route().await;
+            if unlive.is_some() {
+                // Out of the route first, then stopped, as the supervisor does.
+                let _ = self
+                    .d
+                    .runtime
+                    .stop(&old.id, self.req.svc.termination_grace_period)
+                    .await;
+            }
             self.d.runtime.forget(&old.id).await;
+            let what = unlive.map_or_else(|| "exited".to_owned(), |why| format!("failed {why}"));
             let started = match instance_spec_for(
                 &self.req.service,
                 &self.req.svc,
@@ -1387,7 +1408,7 @@ impl Run<'_> {
             let message = match started {
                 Ok(new) => {
                     let message = format!(
-                        "stable instance {} of {} exited during the rollout: restarted as {} on {}",
+                        "stable instance {} of {} {what} during the rollout: restarted as {} on {}",
                         old.id, old.version, new.id, new.addr
                     );
                     if let Some(slot) = self.stable.iter_mut().find(|s| s.id == old.id) {
@@ -1398,7 +1419,7 @@ impl Run<'_> {
                 Err(why) => {
                     self.stable.retain(|s| s.id != old.id);
                     format!(
-                        "stable instance {} of {} exited during the rollout: restart failed: {why}",
+                        "stable instance {} of {} {what} during the rollout: restart failed: {why}",
                         old.id, old.version
                     )
                 }
@@ -1419,12 +1440,29 @@ impl Run<'_> {
             let now = clock_now();
             // Liveness at its own period, not at readiness's (often faster).
             self.next_liveness = now.saturating_add(p.period);
-            for c in self.canary.clone() {
-                if now.0
-                    < c.started_at.0.saturating_add(
-                        u64::try_from(p.initial_delay.as_millis()).unwrap_or(u64::MAX),
-                    )
+            for s in self.stable.clone() {
+                let settling = now.0 < s.started_at.saturating_add(p.initial_delay).0;
+                if settling || self.stable_unlive.iter().any(|(u, _)| u.id == s.id) {
+                    continue;
+                }
+                if !self.liveness.knows(s.addr) {
+                    self.liveness.assume_ready(s.addr);
+                }
+                let result = http_probe(s.addr, &p.path, p.timeout).await;
+                if !self
+                    .liveness
+                    .observe_probe(s.addr, result, 1, p.failure_threshold)
+                    && let Some(f) = self.liveness.failure(s.addr)
                 {
+                    let why = format!(
+                        "its liveness probe {} {} times in a row (last: GET {} {f})",
+                        p.path, p.failure_threshold, p.path
+                    );
+                    self.stable_unlive.push((s, why));
+                }
+            }
+            for c in self.canary.clone() {
+                if now.0 < c.started_at.saturating_add(p.initial_delay).0 {
                     continue;
                 }
                 if !self.liveness.knows(c.addr) {

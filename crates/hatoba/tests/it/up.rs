@@ -95,11 +95,11 @@ fn event_messages(v: &serde_json::Value) -> Vec<String> {
 }
 
 fn kill9(pid: u64) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+fn signal(pid: u64, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()), sig).unwrap();
 }
 
 #[test]
@@ -342,6 +342,43 @@ fn a_killed_instance_is_restarted_and_diagnose_shows_it() {
 /// abort goes back to the full old version.
 #[test]
 fn a_stable_instance_killed_during_a_rollout_is_restarted() {
+    stable_instance_replaced_during_a_rollout(spec, kill9, "exited during the rollout");
+}
+
+/// A stable instance that hangs (SIGSTOP: the kernel still accepts its
+/// connections, nothing answers) while a canary waits is stopped and
+/// started again once its liveness probe has failed.
+#[test]
+fn a_stable_instance_that_hangs_during_a_rollout_is_replaced() {
+    let with_liveness = |port| {
+        let text = spec(port)
+            .replace(
+                "      readiness: {path: /ready, period: 100ms}\n",
+                "      readiness: {path: /ready, period: 100ms}\n      \
+                 liveness: {path: /health, period: 200ms, timeout: 200ms, failureThreshold: 2}\n",
+            )
+            .replace(
+                "    drain: 1s\n",
+                "    drain: 1s\n    terminationGracePeriod: 1s\n",
+            );
+        assert!(text.contains("liveness:") && text.contains("terminationGracePeriod"));
+        text
+    };
+    stable_instance_replaced_during_a_rollout(
+        with_liveness,
+        |pid| signal(pid, nix::sys::signal::Signal::SIGSTOP),
+        "failed its liveness probe /health 2 times in a row (last: GET /health no answer within 200ms)",
+    );
+}
+
+/// v1 serves, v2 waits at its pause, `break_it` is done to one v1 instance:
+/// the rollout replaces it (an event naming it says `why`), and an abort
+/// goes back to both v1 instances in the route.
+fn stable_instance_replaced_during_a_rollout(
+    spec: impl Fn(u16) -> String,
+    break_it: fn(u64),
+    why: &str,
+) {
     let sb = Sandbox::new(spec);
     let state = sb.state.clone();
     let _server = sb.up(&[]);
@@ -358,7 +395,7 @@ fn a_stable_instance_killed_during_a_rollout_is_restarted() {
     let before = running_v1(&detail());
     assert_eq!(before.len(), 2, "{before:?}");
     let (victim, pid) = before[0].clone();
-    kill9(pid);
+    break_it(pid);
     poll("a replacement of the stable instance", || {
         let now = running_v1(&detail());
         now.len() == 2 && !now.iter().any(|(id, _)| *id == victim)
@@ -368,7 +405,7 @@ fn a_stable_instance_killed_during_a_rollout_is_restarted() {
     assert!(
         events
             .iter()
-            .any(|e| e.contains(&victim) && e.contains("restarted as")),
+            .any(|e| e.contains(&victim) && e.contains(why) && e.contains("restarted as")),
         "{events:?}"
     );
     hatoba(&state).args(["abort", "web"]).assert().success();
