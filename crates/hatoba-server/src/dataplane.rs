@@ -44,6 +44,12 @@ pub enum DataPlaneError {
     Unreachable(String),
 }
 
+/// The data plane's name for a blue-green service's preview listener (`@`
+/// is not allowed in service names, so it never meets a real service).
+pub(crate) fn preview_key(service: &str) -> String {
+    format!("{service}@preview")
+}
+
 /// Where the controller's routing decisions take effect.
 #[async_trait]
 pub trait DataPlane: Send + Sync + fmt::Debug {

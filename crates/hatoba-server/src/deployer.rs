@@ -362,6 +362,10 @@ struct Run<'a> {
     not_ready: Option<String>,
     /// Stable instances that failed liveness, with why: replaced next tick.
     stable_unlive: Vec<(InstanceStatus, String)>,
+    /// The blue-green preview listener is open (this run opened it).
+    preview_open: bool,
+    /// The preview shows the new colour (else it answers 503).
+    preview_on: bool,
 }
 
 impl Deployer {
@@ -479,6 +483,8 @@ impl Deployer {
             next_liveness: Millis(0),
             not_ready: None,
             stable_unlive: Vec::new(),
+            preview_open: false,
+            preview_on: false,
             awaiting_approval: req.require_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -624,6 +630,8 @@ impl Deployer {
             next_liveness: Millis(0),
             not_ready: None,
             stable_unlive: Vec::new(),
+            preview_open: false,
+            preview_on: false,
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             liveness: Readiness::default(),
@@ -895,7 +903,7 @@ fn machine_for(req: &DeployRequest, stable_ready: u32) -> Machine {
                 // switches straight back to it.
                 scale_down_delay: b.scale_down_delay.max(svc.watch),
                 progress_deadline: svc.progress_deadline,
-                preview: false,
+                preview: b.preview_listen.is_some(),
                 pre_promotion_analysis: false,
             })),
             Strategy::Rolling(r) => Machine::Rolling(Rolling::new(RollingPlan {
@@ -1042,11 +1050,7 @@ impl Run<'_> {
                 Command::StopAnalysis(run) => {
                     self.analyses.remove(&run);
                 }
-                Command::SetPreview(on) => {
-                    if on {
-                        self.event("rollout", "no preview listener in this build: checks run against the new colour directly".to_owned()).await?;
-                    }
-                }
+                Command::SetPreview(on) => self.set_preview(on).await?,
                 Command::Finish(o) => self.outcome = Some(self.explained(o)),
             }
         }
@@ -1504,6 +1508,52 @@ impl Run<'_> {
             })
     }
 
+    /// Shows the new colour on the blue-green preview address (opened on
+    /// first use), or stops showing it: the preview then answers 503.
+    async fn set_preview(&mut self, on: bool) -> Result<(), DeployError> {
+        let hatoba_spec::Strategy::BlueGreen(b) = &self.req.svc.strategy else {
+            return Ok(());
+        };
+        let Some(listen) = &b.preview_listen else {
+            return Ok(());
+        };
+        if on && !self.preview_open {
+            let text = listen.to_string();
+            let opened = match std::net::ToSocketAddrs::to_socket_addrs(&text)
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                Some(addr) => self
+                    .d
+                    .data_plane
+                    .listen(
+                        &crate::dataplane::preview_key(self.req.service.as_str()),
+                        addr,
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("cannot resolve the address".to_owned()),
+            };
+            if let Err(e) = opened {
+                self.event(
+                    "rollout",
+                    format!("preview listener on {text} not opened: {e}; promote checks the new colour directly"),
+                )
+                .await?;
+                return Ok(());
+            }
+            self.preview_open = true;
+            self.event(
+                "rollout",
+                format!("new colour on the preview address http://{text}/"),
+            )
+            .await?;
+        }
+        self.preview_on = on;
+        self.route().await;
+        Ok(())
+    }
+
     /// The route table from the ready instances and the weight.
     async fn route(&mut self) {
         let ready = |v: &[InstanceStatus]| {
@@ -1544,7 +1594,27 @@ impl Run<'_> {
         // Weights always add up by construction; what can fail is reaching
         // a data plane that restarts: the table is pushed again on the next
         // probe tick, and until then the last one keeps serving.
-        match self.d.data_plane.route(spec).await {
+        let preview = self.preview_open.then(|| RouteSpec {
+            service: crate::dataplane::preview_key(self.req.service.as_str()),
+            groups: if self.preview_on {
+                vec![GroupSpec {
+                    role: Role::Preview,
+                    version: self.req.version.to_string(),
+                    weight: 100,
+                    backends: ready(&self.canary),
+                }]
+            } else {
+                Vec::new()
+            },
+            sticky: false,
+        });
+        let mut applied = self.d.data_plane.route(spec).await;
+        if let Some(p) = preview
+            && applied.is_ok()
+        {
+            applied = self.d.data_plane.route(p).await;
+        }
+        match applied {
             Ok(()) => self.route_failed = false,
             Err(e) => {
                 if !self.route_failed {

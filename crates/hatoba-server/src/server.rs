@@ -150,7 +150,16 @@ impl Server {
         };
         // A service the spec dropped stops being served (before the others
         // listen: a new service may want its address).
-        let names: Vec<String> = services_spec.keys().map(ToString::to_string).collect();
+        // A blue-green preview listener is kept too: a rollout resumed
+        // after a restart may still be showing its new colour there.
+        let names: Vec<String> = services_spec
+            .iter()
+            .flat_map(|(name, svc)| {
+                let preview = matches!(&svc.strategy, hatoba_spec::Strategy::BlueGreen(b) if b.preview_listen.is_some())
+                    .then(|| crate::dataplane::preview_key(name.as_str()));
+                std::iter::once(name.to_string()).chain(preview)
+            })
+            .collect();
         cfg.data_plane.retain(&names).await?;
         let mut services = HashMap::new();
         for (name, svc) in &services_spec {

@@ -679,3 +679,56 @@ fn a_canary_failing_liveness_is_rolled_back_at_the_liveness_period() {
     );
     assert_eq!(status_version(&state).as_deref(), Some("v1"));
 }
+
+/// Blue-green through `hatoba up`: the new colour answers on the preview
+/// address while the old one keeps the route; `hatoba promote` switches
+/// every request at once, and the preview then answers 503 (nothing waits
+/// for promotion).
+#[test]
+fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
+    let preview = hatoba_test_support::free_port().unwrap();
+    let sb = Sandbox::new(move |port| {
+        format!(
+            r#"app: bg-test
+services:
+  web:
+    process:
+      command: {exe}
+      args: ["demo-app", "--version-label", "${{VERSION}}"]
+    replicas: 2
+    route: {{listen: "127.0.0.1:{port}"}}
+    health:
+      readiness: {{path: /ready, period: 100ms}}
+    drain: 1s
+    strategy:
+      blueGreen:
+        previewListen: "127.0.0.1:{preview}"
+        autoPromotionEnabled: false
+        scaleDownDelay: 0s
+"#,
+            exe = env!("CARGO_BIN_EXE_hatoba")
+        )
+    });
+    let (state, port) = (sb.state.clone(), sb.port);
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    poll("v2 on the preview address", || {
+        crate::support::served(preview).as_deref() == Ok("v2")
+    });
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v1"));
+    assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
+    hatoba(&state).args(["promote", "web"]).assert().success();
+    poll("v2 current", || {
+        status_version(&state).as_deref() == Some("v2")
+    });
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v2"));
+    let after = crate::support::served(preview);
+    assert!(
+        after.as_ref().is_err_and(|e| e.starts_with("HTTP/1.1 503")),
+        "{after:?}"
+    );
+}
