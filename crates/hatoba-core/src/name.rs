@@ -9,7 +9,7 @@ use std::fmt;
 
 /// A name or id that breaks its rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{found}` is not a valid {what}: {rule}")]
+#[error("`{}` is not a valid {what}: {rule}", shown(found))]
 pub struct NameError {
     /// What kind of name it was meant to be (`service name`, `version`, ...).
     pub what: &'static str,
@@ -17,6 +17,20 @@ pub struct NameError {
     pub found: String,
     /// The rule it breaks, in words.
     pub rule: &'static str,
+}
+
+/// Rejected input as a message shows it: control characters escaped, and
+/// cut after 64 characters (saying how long it was), so a hostile or
+/// mistaken value cannot flood a terminal or a log.
+pub fn shown(found: &str) -> String {
+    const MAX: usize = 64;
+    let count = found.chars().count();
+    let head: String = found.chars().take(MAX).collect::<String>();
+    let mut out: String = head.escape_debug().collect();
+    if count > MAX {
+        out.push_str(&format!("… ({count} characters)"));
+    }
+    out
 }
 
 const LABEL_RULE: &str = "use lowercase letters, digits and `-`, start with a letter, end with a letter or digit, at most 63 characters";
@@ -150,6 +164,20 @@ string_newtype!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejected_input_is_shown_short_and_escaped() {
+        let long = "a".repeat(5000);
+        let e = long.parse::<Version>().unwrap_err().to_string();
+        assert!(e.len() < 300, "{e}");
+        assert!(e.contains("… (5000 characters)"), "{e}");
+        let e = "v1\n\u{1b}[31m".parse::<Version>().unwrap_err().to_string();
+        assert!(
+            e.starts_with("`v1\\n\\u{1b}[31m` is not a valid version"),
+            "{e}"
+        );
+        assert_eq!(shown("web"), "web");
+    }
 
     #[test]
     fn labels() {

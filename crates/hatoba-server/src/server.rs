@@ -830,6 +830,17 @@ impl Server {
             Ok(v) => v,
             Err(e) => return error(StatusCode::BAD_REQUEST, 2, &e.to_string(), None),
         };
+        if let Some(bad) = r.vars.keys().find(|k| !hatoba_spec::is_variable_name(k)) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!(
+                    "`{}` is not a variable name (in `--set NAME=VALUE`)",
+                    hatoba_core::shown(bad)
+                ),
+                Some("use letters, digits and `_`, not starting with a digit"),
+            );
+        }
         let Some(svc) = self.services_spec().get(&service).cloned() else {
             return error(
                 StatusCode::NOT_FOUND,

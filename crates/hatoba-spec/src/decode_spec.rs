@@ -259,12 +259,7 @@ fn versioned_map(node: &Node, path: &str, d: &mut Diags) -> Option<BTreeMap<Stri
     let mut ok = true;
     for (k, v) in entries {
         let key = k.as_scalar().unwrap_or("");
-        let valid_name = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_name {
+        if !crate::is_variable_name(key) {
             d.push(
                 Diagnostic::error(
                     k.span,

@@ -41,6 +41,15 @@ pub fn variables(text: &str) -> Result<Vec<(String, bool)>, InterpolationError> 
     Ok(used)
 }
 
+/// Whether `name` can be a variable (and environment variable) name:
+/// letters, digits and `_`, not starting with a digit.
+pub fn is_variable_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Expands `${NAME}` and `${NAME:-default}` with `lookup`; `$${` stays a
 /// literal `${`. A variable that `lookup` does not know and that has no
 /// default is an error, so a typo never becomes an empty string.
@@ -75,12 +84,7 @@ fn expand_with(
                 Some((n, d)) => (n, Some(d)),
                 None => (inner.as_str(), None),
             };
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !is_variable_name(name) {
                 return Err(InterpolationError::BadName {
                     offset: i,
                     name: name.to_owned(),

@@ -18,7 +18,7 @@ mod yaml;
 
 pub use condition::{CmpOp, Condition, ConditionError, Operand};
 pub use diag::{Diagnostic, Severity, render};
-pub use interpolate::{InterpolationError, interpolate, variables};
+pub use interpolate::{InterpolationError, interpolate, is_variable_name, variables};
 pub use model::*;
 pub use schema::json_schema;
 pub use yaml::{Pos, Span};

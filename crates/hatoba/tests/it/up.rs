@@ -608,6 +608,15 @@ services:
         )
     });
     let _server = sb.up(&[]);
+    // A name that no `${...}` could use is refused before anything starts.
+    for bad in ["=x", "1X=y", "A B=c"] {
+        hatoba(&sb.state)
+            .args(["deploy", "web", "--version", "v1", "--set", bad])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("is not a variable name"));
+    }
+    assert!(latest(&sb.state).is_null(), "{}", latest(&sb.state));
     hatoba(&sb.state)
         .args([
             "deploy",
