@@ -857,6 +857,12 @@ pub(crate) fn instance_spec_for(
     for (k, v) in &p.env {
         env.insert(k.clone(), hatoba_spec::interpolate(v, lookup)?);
     }
+    // What the app may want to report about itself (like Nomad's NOMAD_*
+    // variables); the spec's own `env` wins.
+    env.entry("HATOBA_SERVICE".to_owned())
+        .or_insert_with(|| req.service.to_string());
+    env.entry("HATOBA_VERSION".to_owned())
+        .or_insert_with(|| req.version.to_string());
     let working_dir = match &p.working_dir {
         Some(w) => req.base_dir.join(hatoba_spec::interpolate(w, lookup)?),
         None => req.base_dir.to_path_buf(),

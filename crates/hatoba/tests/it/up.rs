@@ -741,3 +741,31 @@ services:
         "{after:?}"
     );
 }
+
+/// Every instance gets its service and version in `HATOBA_SERVICE` and
+/// `HATOBA_VERSION` (here the shell passes the version on as the demo
+/// app's label, so what the proxy serves shows it arrived).
+#[test]
+fn instances_know_their_version_from_the_environment() {
+    let sb = Sandbox::new(|port| {
+        format!(
+            r#"app: env-test
+services:
+  web:
+    process:
+      command: /bin/sh
+      args: ["-c", 'exec "$0" demo-app --version-label "$HATOBA_VERSION-$HATOBA_SERVICE"', "{exe}"]
+    replicas: 1
+    route: {{listen: "127.0.0.1:{port}"}}
+    health:
+      readiness: {{path: /ready, period: 100ms}}
+    strategy:
+      rolling: {{maxSurge: 1, maxUnavailable: 0}}
+"#,
+            exe = env!("CARGO_BIN_EXE_hatoba")
+        )
+    });
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v7");
+    assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v7-web"));
+}
