@@ -52,8 +52,8 @@ pub struct ProxyOptions {
     /// is closed (slowloris); also how long an idle keep-alive connection may
     /// wait before its next request.
     pub header_read_timeout: Duration,
-    /// A plain HTTP/1 client that takes none of an answer's bytes for this
-    /// long has its connection closed (nginx's `send_timeout`).
+    /// A client that takes none of an answer's bytes for this long has its
+    /// connection closed (nginx's `send_timeout`), whatever the protocol.
     pub send_timeout: Duration,
 }
 

@@ -35,6 +35,7 @@ mod h1;
 mod head;
 mod pool;
 mod routes_file;
+mod send_timeout;
 mod server;
 mod table;
 mod tls;

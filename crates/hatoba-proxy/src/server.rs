@@ -16,6 +16,8 @@
 //! accept loop never waits on a handshake. A failed handshake is a closed
 //! connection, nothing more. Without TLS the accept loop is exactly the
 //! plain one: no handshake task, no extra allocation or indirection.
+//! Connections hyper serves get a send timeout (`send_timeout`); the plain
+//! HTTP/1 path has its own.
 //!
 //! Shutdown is graceful: stop accepting, let every connection finish its
 //! current request (keep-alive connections close after it), then return.
@@ -23,6 +25,7 @@
 use crate::forward::{self, ProxyOptions};
 use crate::h1::{self, Served};
 use crate::pool;
+use crate::send_timeout::SendTimeout;
 use crate::table::Router;
 use crate::tls::TlsSettings;
 use hyper::server::conn::http1;
@@ -245,6 +248,7 @@ async fn serve(
         graceful: GracefulShutdown::new(),
         stopped: stopped.clone(),
         handshake_timeout: opts.header_read_timeout,
+        send_timeout: opts.send_timeout,
     };
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -291,6 +295,7 @@ struct Conns {
     graceful: GracefulShutdown,
     stopped: watch::Receiver<bool>,
     handshake_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl Conns {
@@ -298,7 +303,7 @@ impl Conns {
     /// for this thread until it closes.
     fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, open: Open) {
         let _ = stream.set_nodelay(true);
-        let handshake_timeout = self.handshake_timeout;
+        let (handshake_timeout, send_timeout) = (self.handshake_timeout, self.send_timeout);
         let peer = forward::Peer::new(peer);
         let service = {
             let ctx = Arc::clone(&self.ctx);
@@ -320,15 +325,15 @@ impl Conns {
                     Served::Closed => {}
                     Served::Http2(io) => {
                         // Boxed: rare, and keeps every HTTP/1 task small.
+                        let io = TokioIo::new(SendTimeout::new(io, send_timeout));
                         let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .serve_connection_with_upgrades(io, service)
                             .into_owned();
                         let _ = Box::pin(watcher.watch(conn)).await;
                     }
                     Served::Http1(io) => {
-                        let conn = h1
-                            .serve_connection(TokioIo::new(io), service)
-                            .with_upgrades();
+                        let io = TokioIo::new(SendTimeout::new(io, send_timeout));
+                        let conn = h1.serve_connection(io, service).with_upgrades();
                         let mut conn = Box::pin(conn);
                         tokio::select! {
                             // A broken client connection is the client's business.
@@ -360,8 +365,9 @@ impl Conns {
                 },
                 _ = stop.wait_for(|stop| *stop) => return,
             };
+            let io = TokioIo::new(SendTimeout::new(stream, send_timeout));
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(io, service)
                 .into_owned();
             drop(builder);
             let _ = watcher.watch(conn).await;

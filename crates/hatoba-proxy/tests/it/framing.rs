@@ -634,6 +634,19 @@ async fn a_body_that_stalls_is_cut_after_the_response_timeout() {
 /// forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
+    stops_reading_and_is_cut(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n").await;
+}
+
+/// The same on a connection hyper serves (a request with `Expect` is handed
+/// to it; so are upgrades, h2c and TLS): hyper has no send timeout of its
+/// own, so the proxy bounds its writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_on_connections_hyper_serves() {
+    stops_reading_and_is_cut(b"GET /large HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
+        .await;
+}
+
+async fn stops_reading_and_is_cut(request: &[u8]) {
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: usize = 4096; // 256 MiB: far more than socket buffers hold
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -663,9 +676,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
     };
     let proxy = Proxy::start(spec(vec![group(Role::Stable, "v1", 100, &[backend])]), opts);
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(request).await.unwrap();
     let cut = tokio::time::timeout(std::time::Duration::from_secs(30), gone.recv())
         .await
         .expect("the proxy lets go of the upstream connection");
