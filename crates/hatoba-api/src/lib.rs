@@ -80,6 +80,11 @@ pub struct ServiceStatus {
     pub current: Option<Deployment>,
     /// A deployment in progress, when there is one.
     pub live: Option<Deployment>,
+    /// Where the live deployment is: its latest traffic change and latest
+    /// rollout step, as its events say them (`new version weight 100%;
+    /// switching all traffic to the new colour`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_phase: Option<String>,
     /// The live deployment's analysis: the latest measurement of each metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<MeasurementInfo>,
@@ -319,6 +324,7 @@ mod tests {
                 current_version: Some("v2".to_owned()),
                 current: None,
                 live: None,
+                live_phase: None,
             }],
         };
         assert_eq!(

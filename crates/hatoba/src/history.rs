@@ -116,9 +116,12 @@ async fn collect_status(
     for (s, e) in pairs {
         let current = store.current(&s, &e).await?;
         let live = store.live(&s, &e).await?;
-        let analysis = match &live {
-            Some(d) => latest_per_metric(&store.measurements(&d.id).await?),
-            None => Vec::new(),
+        let (analysis, live_phase) = match &live {
+            Some(d) => (
+                latest_per_metric(&store.measurements(&d.id).await?),
+                phase(&store.events(&d.id).await?),
+            ),
+            None => (Vec::new(), None),
         };
         out.push(hatoba_api::ServiceStatus {
             analysis,
@@ -128,9 +131,29 @@ async fn collect_status(
             current_version: current.as_ref().map(|d| d.version.to_string()),
             current: current.as_ref().map(hatoba_server::api::deployment),
             live: live.as_ref().map(hatoba_server::api::deployment),
+            live_phase,
         });
     }
     Ok(out)
+}
+
+/// A live deployment's latest traffic change and latest rollout step.
+fn phase(events: &[hatoba_store::Event]) -> Option<String> {
+    let last = |kind: &str| {
+        events
+            .iter()
+            .rev()
+            .find(|e| e.kind == kind)
+            .map(|e| e.message.as_str())
+    };
+    let parts: Vec<&str> = [
+        last(hatoba_store::event_kind::WEIGHT_CHANGED),
+        last("rollout"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The newest measurement of each (run, metric), in first-seen order.
@@ -285,6 +308,9 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
             || "-".to_owned(),
             |d| format!("{} {} ({})", d.version, d.status, d.id),
         );
+        if let Some(p) = &s.live_phase {
+            live.push_str(&format!("\n  {p}"));
+        }
         for m in &s.analysis {
             live.push_str(&format!(
                 "\n  {} {}: {}{}",

@@ -730,6 +730,12 @@ services:
     });
     assert_eq!(crate::support::served(port).as_deref(), Ok("v1"));
     assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
+    // `hatoba status` says where the rollout is, not only that it runs.
+    hatoba(&state)
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("waiting for `hatoba promote`"));
     hatoba(&state).args(["promote", "web"]).assert().success();
     poll("v2 current", || {
         status_version(&state).as_deref() == Some("v2")
