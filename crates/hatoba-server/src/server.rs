@@ -653,7 +653,7 @@ impl Server {
             _ => error(
                 StatusCode::NOT_FOUND,
                 4,
-                &format!("no such endpoint: {path}"),
+                &format!("no such endpoint: {}", hatoba_core::shown(&path)),
                 None,
             ),
         }
@@ -672,7 +672,7 @@ impl Server {
             return error(
                 StatusCode::BAD_REQUEST,
                 2,
-                &format!("`{name}` is not a service name"),
+                &format!("`{}` is not a service name", hatoba_core::shown(name)),
                 None,
             );
         };
@@ -800,7 +800,7 @@ impl Server {
             return error(
                 StatusCode::BAD_REQUEST,
                 2,
-                &format!("`{}` is not a service name", r.service),
+                &format!("`{}` is not a service name", hatoba_core::shown(&r.service)),
                 None,
             );
         };
@@ -956,7 +956,7 @@ impl Server {
             return error(
                 StatusCode::BAD_REQUEST,
                 2,
-                &format!("`{id}` is not a deployment id"),
+                &format!("`{}` is not a deployment id", hatoba_core::shown(id)),
                 None,
             );
         };
@@ -1043,7 +1043,7 @@ impl Server {
             return error(
                 StatusCode::NOT_FOUND,
                 4,
-                &format!("no service `{name}`"),
+                &format!("no service `{}`", hatoba_core::shown(name)),
                 Some(&format!("services: {}", names.join(", "))),
             );
         };
@@ -1131,7 +1131,7 @@ impl Server {
             return error(
                 StatusCode::BAD_REQUEST,
                 2,
-                &format!("`{id}` is not a deployment id"),
+                &format!("`{}` is not a deployment id", hatoba_core::shown(id)),
                 None,
             );
         };
@@ -1168,7 +1168,7 @@ impl Server {
             return error(
                 StatusCode::NOT_FOUND,
                 4,
-                &format!("no service `{name}`"),
+                &format!("no service `{}`", hatoba_core::shown(name)),
                 None,
             );
         };
@@ -1180,7 +1180,10 @@ impl Server {
                 return error(
                     StatusCode::NOT_FOUND,
                     4,
-                    &format!("no action `{other}` (promote, promote-full, abort)"),
+                    &format!(
+                        "no action `{}` (promote, promote-full, abort)",
+                        hatoba_core::shown(other)
+                    ),
                     None,
                 );
             }
