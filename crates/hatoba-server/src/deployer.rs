@@ -1451,47 +1451,16 @@ impl Run<'_> {
             // Liveness at its own period, not at readiness's (often faster).
             self.next_liveness = now.saturating_add(p.period);
             for s in self.stable.clone() {
-                let settling = now.0 < s.started_at.saturating_add(p.initial_delay).0;
-                if settling || self.stable_unlive.iter().any(|(u, _)| u.id == s.id) {
+                if self.stable_unlive.iter().any(|(u, _)| u.id == s.id) {
                     continue;
                 }
-                if !self.liveness.knows(s.addr) {
-                    self.liveness.assume_ready(s.addr);
-                }
-                let result = http_probe(s.addr, &p.path, p.timeout).await;
-                if !self
-                    .liveness
-                    .observe_probe(s.addr, result, 1, p.failure_threshold)
-                    && let Some(f) = self.liveness.failure(s.addr)
-                {
-                    let why = format!(
-                        "its liveness probe {} {} times in a row (last: GET {} {f})",
-                        p.path, p.failure_threshold, p.path
-                    );
+                if let Some(why) = self.liveness_failed(&s, &p, now).await {
                     self.stable_unlive.push((s, why));
                 }
             }
             for c in self.canary.clone() {
-                if now.0 < c.started_at.saturating_add(p.initial_delay).0 {
-                    continue;
-                }
-                if !self.liveness.knows(c.addr) {
-                    self.liveness.assume_ready(c.addr);
-                }
-                let result = http_probe(c.addr, &p.path, p.timeout).await;
-                if !self
-                    .liveness
-                    .observe_probe(c.addr, result, 1, p.failure_threshold)
-                {
-                    let last = self
-                        .liveness
-                        .failure(c.addr)
-                        .map(|f| format!(" (last: GET {} {f})", p.path))
-                        .unwrap_or_default();
-                    return Some(format!(
-                        "instance {} of {} failed its liveness probe {} {} times in a row{last}",
-                        c.id, c.version, p.path, p.failure_threshold
-                    ));
+                if let Some(why) = self.liveness_failed(&c, &p, now).await {
+                    return Some(format!("instance {} of {} failed {why}", c.id, c.version));
                 }
             }
         }
@@ -1558,6 +1527,34 @@ impl Run<'_> {
         self.preview_on = on;
         self.route().await;
         Ok(())
+    }
+
+    /// Probes one instance's liveness (once past its initial delay); says
+    /// why when it has now failed as many times in a row as the spec allows.
+    async fn liveness_failed(
+        &mut self,
+        inst: &InstanceStatus,
+        p: &hatoba_spec::Probe,
+        now: Millis,
+    ) -> Option<String> {
+        if now.0 < inst.started_at.saturating_add(p.initial_delay).0 {
+            return None;
+        }
+        if !self.liveness.knows(inst.addr) {
+            self.liveness.assume_ready(inst.addr);
+        }
+        let result = http_probe(inst.addr, &p.path, p.timeout).await;
+        if self
+            .liveness
+            .observe_probe(inst.addr, result, 1, p.failure_threshold)
+        {
+            return None;
+        }
+        let last = self.liveness.failure(inst.addr)?;
+        Some(format!(
+            "its liveness probe {} {} times in a row (last: GET {} {last})",
+            p.path, p.failure_threshold, p.path
+        ))
     }
 
     /// The route table from the ready instances and the weight.

@@ -78,6 +78,24 @@ impl Sandbox {
             .assert()
             .success();
     }
+
+    /// `hatoba deploy web --version V --set NAME=VALUE --wait`, which must
+    /// end without success (exit 1) and print `says`.
+    pub(crate) fn deploy_fails(&self, version: &str, set: &str, says: &str) {
+        hatoba(&self.state)
+            .args([
+                "deploy",
+                "web",
+                "--version",
+                version,
+                "--set",
+                set,
+                "--wait",
+            ])
+            .assert()
+            .code(1)
+            .stdout(predicates::str::contains(says));
+    }
 }
 
 /// A `hatoba up` of the test. Dropping it sends SIGTERM (so it stops its

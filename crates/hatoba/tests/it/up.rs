@@ -170,21 +170,11 @@ fn up_then_deploy_promote_roll_back_and_abort() {
     );
 
     // v3 answers errors: analysis rolls it back by itself; --wait exits 1.
-    hatoba(&state)
-        .args([
-            "deploy",
-            "web",
-            "--version",
-            "v3",
-            "--set",
-            "ERROR_RATE=1",
-            "--wait",
-        ])
-        .assert()
-        .code(1)
-        .stdout(predicate::str::contains(
-            "rolled_back: background analysis failed",
-        ));
+    sb.deploy_fails(
+        "v3",
+        "ERROR_RATE=1",
+        "rolled_back: background analysis failed",
+    );
     assert_eq!(status_version(&state).as_deref(), Some("v2"));
 
     // v4 is aborted by a person.
@@ -503,21 +493,11 @@ fn a_regression_at_100_percent_is_rolled_back_during_the_watch() {
     sb.deploy_ok("v1");
     let _load = Traffic::start(port);
     // v2 passes its 50 % step, then at 100 % its instances start crashing.
-    hatoba(&state)
-        .args([
-            "deploy",
-            "web",
-            "--version",
-            "v2",
-            "--set",
-            "CRASH_AFTER=1000",
-            "--wait",
-        ])
-        .assert()
-        .code(1)
-        .stdout(predicate::str::contains(
-            "rolled_back: regression during the watch after promotion",
-        ));
+    sb.deploy_fails(
+        "v2",
+        "CRASH_AFTER=1000",
+        "rolled_back: regression during the watch after promotion",
+    );
     let out = hatoba(&state)
         .args(["analysis", latest(&state)["id"].as_str().unwrap()])
         .output()
@@ -664,21 +644,11 @@ fn a_canary_failing_liveness_is_rolled_back_at_the_liveness_period() {
     let _server = sb.up(&[]);
     sb.deploy_ok("v1");
     let started = std::time::Instant::now();
-    hatoba(&state)
-        .args([
-            "deploy",
-            "web",
-            "--version",
-            "v2",
-            "--set",
-            "FAIL_HEALTH=true",
-            "--wait",
-        ])
-        .assert()
-        .code(1)
-        .stdout(predicate::str::contains(
-            "failed its liveness probe /health 2 times in a row (last: GET /health answered 500)",
-        ));
+    sb.deploy_fails(
+        "v2",
+        "FAIL_HEALTH=true",
+        "failed its liveness probe /health 2 times in a row (last: GET /health answered 500)",
+    );
     // Two failures one period apart: at least a second, where probing at
     // the readiness period would have taken 0.2 s.
     assert!(
