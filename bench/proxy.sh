@@ -2,7 +2,8 @@
 # Benchmark Hatoba's proxy against nginx and HAProxy on this machine.
 #
 #   bash bench/proxy.sh [--rounds N] [--duration 8s] [--connections 50]
-#                       [--idle-conns 1000] [--no-install] [--no-build]
+#                       [--idle-conns 1000] [--fixed-rate auto|N|0]
+#                       [--no-install] [--no-build]
 #
 # Not a test and not run by CI. It installs nginx, HAProxy and wrk if missing
 # (apt-get, with sudo when not root), builds hatoba and hatoba-demo-app in
@@ -10,7 +11,11 @@
 # on a free 127.0.0.1 port, configs and logs in a temporary directory, access
 # logs off, keep-alive upstreams, round-robin), loads each target with wrk in
 # alternating rounds, and prints medians, ratios and the verdict against the
-# goal. Then it measures each proxy's RSS with N idle keep-alive connections.
+# goal. Then, as information beside the verdict, it loads each proxy at one
+# fixed request rate (oha -q, open loop; half the slowest proxy's wrk rate
+# unless --fixed-rate says; 0 skips; oha is installed with cargo install
+# when missing), and measures each proxy's RSS with N idle keep-alive
+# connections.
 # Figures go to target/bench/proxy-<date>.json. Everything it starts is
 # stopped on exit, Ctrl-C included. See bench/README.md.
 set -euo pipefail
@@ -26,6 +31,7 @@ CONNS=50
 IDLE_CONNS=1000
 INSTALL=1
 BUILD=1
+FIXED_RATE=auto
 
 usage() {
     sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -41,6 +47,8 @@ while (( $# )); do
         --connections=*) CONNS=${1#*=}; shift ;;
         --idle-conns) IDLE_CONNS=${2:?--idle-conns needs a value}; shift 2 ;;
         --idle-conns=*) IDLE_CONNS=${1#*=}; shift ;;
+        --fixed-rate) FIXED_RATE=${2:?--fixed-rate needs a value}; shift 2 ;;
+        --fixed-rate=*) FIXED_RATE=${1#*=}; shift ;;
         --no-install) INSTALL=0; shift ;;
         --no-build) BUILD=0; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -50,6 +58,8 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds: expected a positive integer, found '$ROUNDS'"
 [[ $CONNS =~ ^[1-9][0-9]*$ ]] || die "--connections: expected a positive integer, found '$CONNS'"
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "--idle-conns: expected an integer (0 skips), found '$IDLE_CONNS'"
+[[ $FIXED_RATE == auto || $FIXED_RATE =~ ^[0-9]+$ ]] ||
+    die "--fixed-rate: expected auto, a rate in requests per second, or 0 to skip, found '$FIXED_RATE'"
 [[ $DURATION =~ ^([1-9][0-9]*)([smh]?)$ ]] || die "--duration: expected e.g. 8s, 1m, found '$DURATION'"
 case ${BASH_REMATCH[2]} in
     m) DURATION_S=$(( BASH_REMATCH[1] * 60 )) ;;
@@ -408,6 +418,46 @@ for (( r = 0; r < ROUNDS; r++ )); do
     done
 done
 
+# -------------------------------------------------------- fixed rate ----
+
+FIXED=$TMP/fixed.jsonl
+: >"$FIXED"
+find_oha() {
+    command -v oha 2>/dev/null || { [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/oha ]] && echo "${CARGO_HOME:-$HOME/.cargo}/bin/oha"; } || true
+}
+OHA=$(find_oha)
+if [[ $FIXED_RATE != 0 && -z $OHA ]]; then
+    if (( INSTALL )); then
+        log "installing oha for the fixed-rate phase: cargo install oha --locked (a few minutes, once)"
+        cargo install oha --locked >"$TMP/oha-install.log" 2>&1 ||
+            warn "cargo install oha failed: $(tail -n 3 "$TMP/oha-install.log")"
+        OHA=$(find_oha)
+    fi
+    [[ -n $OHA ]] || warn "fixed-rate phase skipped: oha not found (cargo install oha --locked)"
+fi
+if [[ $FIXED_RATE != 0 && -n $OHA ]]; then
+    RATE=$FIXED_RATE
+    [[ $RATE == auto ]] && RATE=$(python3 "$ROOT/bench/lib/fixed_rate.py" rate "$RUNS")
+    PROXIES=()
+    for t in hatoba nginx haproxy; do [[ -n ${PORT[$t]:-} ]] && PROXIES+=("$t"); done
+    m=${#PROXIES[@]}
+    log "$ROUNDS round(s) at a fixed $RATE req/s: oha -c$CONNS -q$RATE -z$DURATION over: ${PROXIES[*]}"
+    for (( r = 0; r < ROUNDS; r++ )); do
+        for (( i = 0; i < m; i++ )); do
+            t=${PROXIES[(i + r) % m]}
+            check_alive "$t"
+            out=$TMP/oha-$t-$r.json
+            bounded $(( DURATION_S + 30 )) all "$out" "$OHA" -z "$DURATION" -c "$CONNS" -q "$RATE" \
+                --latency-correction --wait-ongoing-requests-after-deadline --no-tui \
+                --output-format json "http://127.0.0.1:${PORT[$t]}/" ||
+                warn "$t: oha exited with an error: $(tail -c 300 "$out")"
+            python3 "$ROOT/bench/lib/fixed_rate.py" parse "$out" --target "$t" \
+                --round "$(( r + 1 ))" --rate "$RATE" >>"$FIXED" ||
+                warn "$t: cannot read oha's output: $(tail -c 300 "$out")"
+        done
+    done
+fi
+
 MEMORY=$TMP/memory.jsonl
 : >"$MEMORY"
 if (( IDLE_CONNS > 0 )); then
@@ -451,3 +501,7 @@ print(json.dumps({
 }))
 EOF
 python3 "$ROOT/bench/lib/report.py" --runs "$RUNS" --memory "$MEMORY" --meta "$TMP/meta.json" --out "$OUT"
+if [[ -s $FIXED ]]; then
+    python3 "$ROOT/bench/lib/fixed_rate.py" summary "$FIXED"
+    cp "$FIXED" "${OUT%.json}-fixed-rate.jsonl"
+fi
