@@ -348,24 +348,38 @@ struct Run<'a> {
     awaiting_approval: bool,
     /// Why the new version cannot run, found while executing a command.
     unhealthy: Option<String>,
-    /// Consecutive liveness failures of the new version's instances.
-    liveness: Readiness,
     /// The statistical canary-vs-stable judge, when analysis runs.
     judge: Option<hatoba_analysis::Judge>,
     /// The last route table did not reach the data plane: push again.
     route_failed: bool,
-    /// Stable instances started again during this rollout.
-    stable_restarts: u32,
-    /// When the new instances' liveness is probed next.
-    next_liveness: Millis,
+    /// Liveness and restarts while the rollout runs.
+    watch: Watch,
+    /// The blue-green preview listener.
+    preview: Preview,
+}
+
+/// What a rollout watches of its instances' health, beside readiness.
+#[derive(Default)]
+struct Watch {
+    /// Consecutive liveness failures, per instance.
+    liveness: Readiness,
+    /// When liveness is probed next (`None`: now).
+    next_liveness: Option<Millis>,
     /// Why a new instance is not ready, from its latest readiness probe.
     not_ready: Option<String>,
     /// Stable instances that failed liveness, with why: replaced next tick.
     stable_unlive: Vec<(InstanceStatus, String)>,
-    /// The blue-green preview listener is open (this run opened it).
-    preview_open: bool,
-    /// The preview shows the new colour (else it answers 503).
-    preview_on: bool,
+    /// Stable instances started again during this rollout.
+    stable_restarts: u32,
+}
+
+/// The blue-green preview listener, as this run left it.
+#[derive(Default)]
+struct Preview {
+    /// Opened (by this run).
+    open: bool,
+    /// Shows the new colour (else it answers 503).
+    on: bool,
 }
 
 impl Deployer {
@@ -479,15 +493,10 @@ impl Deployer {
             pending: None,
             dirty: true,
             route_failed: false,
-            stable_restarts: 0,
-            next_liveness: Millis(0),
-            not_ready: None,
-            stable_unlive: Vec::new(),
-            preview_open: false,
-            preview_on: false,
+            watch: Watch::default(),
+            preview: Preview::default(),
             awaiting_approval: req.require_approval,
             unhealthy: None,
-            liveness: Readiness::default(),
             judge: crate::analysis::default_judge(),
         };
         for a in run.ready.clone() {
@@ -626,15 +635,10 @@ impl Deployer {
             pending: record.pending,
             dirty: true,
             route_failed: false,
-            stable_restarts: 0,
-            next_liveness: Millis(0),
-            not_ready: None,
-            stable_unlive: Vec::new(),
-            preview_open: false,
-            preview_on: false,
+            watch: Watch::default(),
+            preview: Preview::default(),
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
-            liveness: Readiness::default(),
             judge: crate::analysis::default_judge(),
         };
         for a in run.ready.clone() {
@@ -1296,7 +1300,9 @@ impl Run<'_> {
     /// latest readiness probe failed: "not ready within 1m" alone does not
     /// say that the app answers 404 on the readiness path.
     fn explained(&self, o: Outcome) -> Outcome {
-        let Some(why) = &self.not_ready else { return o };
+        let Some(why) = &self.watch.not_ready else {
+            return o;
+        };
         match o {
             Outcome::Aborted(r) => Outcome::Aborted(format!("{r}; {why}")),
             Outcome::RolledBack(r) => Outcome::RolledBack(format!("{r}; {why}")),
@@ -1331,7 +1337,7 @@ impl Run<'_> {
         let check = probe
             .as_ref()
             .map_or_else(|| "a connection".to_owned(), |p| format!("GET {}", p.path));
-        self.not_ready = self.canary.iter().find_map(|c| {
+        self.watch.not_ready = self.canary.iter().find_map(|c| {
             let f = self.readiness.failure(c.addr)?;
             (!self.ready.contains(&c.addr))
                 .then(|| format!("instance {} of {} not ready: {check} {f}", c.id, c.version))
@@ -1358,7 +1364,7 @@ impl Run<'_> {
         let Some(current) = self.req.current.as_ref() else {
             return Ok(());
         };
-        if self.stable.is_empty() || self.stable_restarts >= MAX_STABLE_RESTARTS {
+        if self.stable.is_empty() || self.watch.stable_restarts >= MAX_STABLE_RESTARTS {
             return Ok(());
         }
         let Ok(listed) = self.d.runtime.list(&self.req.service).await else {
@@ -1375,20 +1381,20 @@ impl Run<'_> {
             })
             .map(|s| (s.clone(), None))
             .collect();
-        for (s, why) in std::mem::take(&mut self.stable_unlive) {
+        for (s, why) in std::mem::take(&mut self.watch.stable_unlive) {
             if self.stable.iter().any(|x| x.id == s.id) && !failed.iter().any(|(f, _)| f.id == s.id)
             {
                 failed.push((s, Some(why)));
             }
         }
         for (old, unlive) in failed {
-            if self.stable_restarts >= MAX_STABLE_RESTARTS {
+            if self.watch.stable_restarts >= MAX_STABLE_RESTARTS {
                 break;
             }
-            self.stable_restarts += 1;
+            self.watch.stable_restarts += 1;
             self.ready.remove(&old.addr);
             self.readiness.forget(old.addr);
-            self.liveness.forget(old.addr);
+            self.watch.liveness.forget(old.addr);
             self.route().await;
             if unlive.is_some() {
                 // Out of the route first, then stopped, as the supervisor does.
@@ -1445,17 +1451,17 @@ impl Run<'_> {
     /// times in a row as the spec allows, is a failed rollout.
     async fn crashed(&mut self) -> Option<String> {
         if let Some(p) = self.req.svc.health.liveness.clone()
-            && clock_now().0 >= self.next_liveness.0
+            && self.watch.next_liveness.is_none_or(|t| clock_now() >= t)
         {
             let now = clock_now();
             // Liveness at its own period, not at readiness's (often faster).
-            self.next_liveness = now.saturating_add(p.period);
+            self.watch.next_liveness = Some(now.saturating_add(p.period));
             for s in self.stable.clone() {
-                if self.stable_unlive.iter().any(|(u, _)| u.id == s.id) {
+                if self.watch.stable_unlive.iter().any(|(u, _)| u.id == s.id) {
                     continue;
                 }
                 if let Some(why) = self.liveness_failed(&s, &p, now).await {
-                    self.stable_unlive.push((s, why));
+                    self.watch.stable_unlive.push((s, why));
                 }
             }
             for c in self.canary.clone() {
@@ -1492,7 +1498,7 @@ impl Run<'_> {
         let Some(listen) = &b.preview_listen else {
             return Ok(());
         };
-        if on && !self.preview_open {
+        if on && !self.preview.open {
             let text = listen.to_string();
             let opened = match std::net::ToSocketAddrs::to_socket_addrs(&text)
                 .ok()
@@ -1517,14 +1523,14 @@ impl Run<'_> {
                 .await?;
                 return Ok(());
             }
-            self.preview_open = true;
+            self.preview.open = true;
             self.event(
                 "rollout",
                 format!("new colour on the preview address http://{text}/"),
             )
             .await?;
         }
-        self.preview_on = on;
+        self.preview.on = on;
         self.route().await;
         Ok(())
     }
@@ -1540,17 +1546,18 @@ impl Run<'_> {
         if now.0 < inst.started_at.saturating_add(p.initial_delay).0 {
             return None;
         }
-        if !self.liveness.knows(inst.addr) {
-            self.liveness.assume_ready(inst.addr);
+        if !self.watch.liveness.knows(inst.addr) {
+            self.watch.liveness.assume_ready(inst.addr);
         }
         let result = http_probe(inst.addr, &p.path, p.timeout).await;
         if self
+            .watch
             .liveness
             .observe_probe(inst.addr, result, 1, p.failure_threshold)
         {
             return None;
         }
-        let last = self.liveness.failure(inst.addr)?;
+        let last = self.watch.liveness.failure(inst.addr)?;
         Some(format!(
             "its liveness probe {} {} times in a row (last: GET {} {last})",
             p.path, p.failure_threshold, p.path
@@ -1597,9 +1604,9 @@ impl Run<'_> {
         // Weights always add up by construction; what can fail is reaching
         // a data plane that restarts: the table is pushed again on the next
         // probe tick, and until then the last one keeps serving.
-        let preview = self.preview_open.then(|| RouteSpec {
+        let preview = self.preview.open.then(|| RouteSpec {
             service: crate::dataplane::preview_key(self.req.service.as_str()),
-            groups: if self.preview_on {
+            groups: if self.preview.on {
                 vec![GroupSpec {
                     role: Role::Preview,
                     version: self.req.version.to_string(),
