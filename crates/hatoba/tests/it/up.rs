@@ -41,6 +41,25 @@ analysis:
     )
 }
 
+/// A spec with one service, `web`, on `port`: `process` and `strategy` as
+/// YAML flow mappings, readiness on `/ready` every 100 ms, 1 s drain.
+fn web_spec(port: u16, process: &str, replicas: u32, strategy: &str) -> String {
+    format!(
+        "app: web-test\nservices:\n  web:\n    process: {process}\n    replicas: {replicas}\n    \
+         route: {{listen: \"127.0.0.1:{port}\"}}\n    health:\n      \
+         readiness: {{path: /ready, period: 100ms}}\n    drain: 1s\n    strategy: {strategy}\n"
+    )
+}
+
+/// This binary as the demo app, labelled `label` (`${VERSION}` and the like
+/// are expanded by Hatoba).
+fn demo_process(label: &str) -> String {
+    format!(
+        r#"{{command: {exe}, args: ["demo-app", "--version-label", "{label}"]}}"#,
+        exe = env!("CARGO_BIN_EXE_hatoba")
+    )
+}
+
 fn status_version(state: &Path) -> Option<String> {
     let out = hatoba(state).args(["status", "-o", "json"]).output().ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -569,22 +588,11 @@ fn a_service_dropped_from_the_spec_stops_being_served() {
 #[test]
 fn a_rollback_keeps_the_variables_the_version_ran_with() {
     let sb = Sandbox::new(|port| {
-        format!(
-            r#"app: vars-test
-services:
-  web:
-    process:
-      command: {exe}
-      args: ["demo-app", "--version-label", "${{VERSION}}${{FLAVOUR:-}}"]
-    replicas: 1
-    route: {{listen: "127.0.0.1:{port}"}}
-    health:
-      readiness: {{path: /ready, period: 100ms}}
-    drain: 1s
-    strategy:
-      rolling: {{maxSurge: 1, maxUnavailable: 0}}
-"#,
-            exe = env!("CARGO_BIN_EXE_hatoba")
+        web_spec(
+            port,
+            &demo_process("${VERSION}${FLAVOUR:-}"),
+            1,
+            "{rolling: {maxSurge: 1, maxUnavailable: 0}}",
         )
     });
     let _server = sb.up(&[]);
@@ -667,26 +675,11 @@ fn a_canary_failing_liveness_is_rolled_back_at_the_liveness_period() {
 fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     let preview = hatoba_test_support::free_port().unwrap();
     let sb = Sandbox::new(move |port| {
-        format!(
-            r#"app: bg-test
-services:
-  web:
-    process:
-      command: {exe}
-      args: ["demo-app", "--version-label", "${{VERSION}}"]
-    replicas: 2
-    route: {{listen: "127.0.0.1:{port}"}}
-    health:
-      readiness: {{path: /ready, period: 100ms}}
-    drain: 1s
-    strategy:
-      blueGreen:
-        previewListen: "127.0.0.1:{preview}"
-        autoPromotionEnabled: false
-        scaleDownDelay: 0s
-"#,
-            exe = env!("CARGO_BIN_EXE_hatoba")
-        )
+        let strategy = format!(
+            "{{blueGreen: {{previewListen: \"127.0.0.1:{preview}\", \
+             autoPromotionEnabled: false, scaleDownDelay: 0s}}}}"
+        );
+        web_spec(port, &demo_process("${VERSION}"), 2, &strategy)
     });
     let (state, port) = (sb.state.clone(), sb.port);
     let _server = sb.up(&[]);
@@ -724,21 +717,15 @@ services:
 #[test]
 fn instances_know_their_version_from_the_environment() {
     let sb = Sandbox::new(|port| {
-        format!(
-            r#"app: env-test
-services:
-  web:
-    process:
-      command: /bin/sh
-      args: ["-c", 'exec "$0" demo-app --version-label "$HATOBA_VERSION-$HATOBA_SERVICE"', "{exe}"]
-    replicas: 1
-    route: {{listen: "127.0.0.1:{port}"}}
-    health:
-      readiness: {{path: /ready, period: 100ms}}
-    strategy:
-      rolling: {{maxSurge: 1, maxUnavailable: 0}}
-"#,
+        let process = format!(
+            r#"{{command: /bin/sh, args: ["-c", 'exec "$0" demo-app --version-label "$HATOBA_VERSION-$HATOBA_SERVICE"', "{exe}"]}}"#,
             exe = env!("CARGO_BIN_EXE_hatoba")
+        );
+        web_spec(
+            port,
+            &process,
+            1,
+            "{rolling: {maxSurge: 1, maxUnavailable: 0}}",
         )
     });
     let _server = sb.up(&[]);
