@@ -78,6 +78,12 @@ impl BlueGreen {
         self.out.pop()
     }
 
+    /// The new colour is shown on the preview address (it is ready and
+    /// waits for its checks or for the switch).
+    pub fn preview_on(&self) -> bool {
+        self.preview_on
+    }
+
     /// When `handle_timeout` must be called next.
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self.state {

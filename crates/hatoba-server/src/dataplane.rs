@@ -50,6 +50,33 @@ pub(crate) fn preview_key(service: &str) -> String {
     format!("{service}@preview")
 }
 
+/// A blue-green service's preview address, if it has one.
+pub(crate) fn preview_listen(svc: &hatoba_spec::Service) -> Option<&hatoba_spec::Listen> {
+    match &svc.strategy {
+        hatoba_spec::Strategy::BlueGreen(b) => b.preview_listen.as_ref(),
+        _ => None,
+    }
+}
+
+/// Routes what serves a service, and its preview address (when it has one)
+/// the same way: between rollouts the preview shows the serving version,
+/// as Argo Rollouts' preview Service does.
+pub(crate) async fn route_serving(
+    data_plane: &dyn DataPlane,
+    spec: RouteSpec,
+    preview: bool,
+) -> Result<(), DataPlaneError> {
+    let shown = preview.then(|| RouteSpec {
+        service: preview_key(&spec.service),
+        ..spec.clone()
+    });
+    data_plane.route(spec).await?;
+    match shown {
+        Some(p) => data_plane.route(p).await,
+        None => Ok(()),
+    }
+}
+
 /// Where the controller's routing decisions take effect.
 #[async_trait]
 pub trait DataPlane: Send + Sync + fmt::Debug {

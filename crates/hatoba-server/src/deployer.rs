@@ -314,6 +314,11 @@ impl Machine {
             Machine::Rolling(m) => m.poll_command(),
         }
     }
+
+    /// A blue-green rollout shows its new colour on the preview address.
+    fn preview_on(&self) -> bool {
+        matches!(self, Machine::BlueGreen(m) if m.preview_on())
+    }
 }
 
 /// Runs deployments against one runtime, one data plane and one store.
@@ -354,8 +359,9 @@ struct Run<'a> {
     route_failed: bool,
     /// Liveness and restarts while the rollout runs.
     watch: Watch,
-    /// The blue-green preview listener.
-    preview: Preview,
+    /// The blue-green preview address shows the new colour (else it shows
+    /// what the service's address serves).
+    preview_on: bool,
 }
 
 /// What a rollout watches of its instances' health, beside readiness.
@@ -371,15 +377,6 @@ struct Watch {
     stable_unlive: Vec<(InstanceStatus, String)>,
     /// Stable instances started again during this rollout.
     stable_restarts: u32,
-}
-
-/// The blue-green preview listener, as this run left it.
-#[derive(Default)]
-struct Preview {
-    /// Opened (by this run).
-    open: bool,
-    /// Shows the new colour (else it answers 503).
-    on: bool,
 }
 
 impl Deployer {
@@ -494,7 +491,7 @@ impl Deployer {
             dirty: true,
             route_failed: false,
             watch: Watch::default(),
-            preview: Preview::default(),
+            preview_on: false,
             awaiting_approval: req.require_approval,
             unhealthy: None,
             judge: crate::analysis::default_judge(),
@@ -631,12 +628,12 @@ impl Deployer {
             weight: record.weight,
             analyses: record.runs.into_iter().collect(),
             outcome: record.outcome,
+            preview_on: record.machine.preview_on(),
             machine: record.machine,
             pending: record.pending,
             dirty: true,
             route_failed: false,
             watch: Watch::default(),
-            preview: Preview::default(),
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             judge: crate::analysis::default_judge(),
@@ -1489,48 +1486,17 @@ impl Run<'_> {
             })
     }
 
-    /// Shows the new colour on the blue-green preview address (opened on
-    /// first use), or stops showing it: the preview then answers 503.
+    /// Shows the new colour on the blue-green preview address, or stops
+    /// showing it: the preview then shows what the service's address serves.
     async fn set_preview(&mut self, on: bool) -> Result<(), DeployError> {
-        let hatoba_spec::Strategy::BlueGreen(b) = &self.req.svc.strategy else {
+        let Some(listen) = crate::dataplane::preview_listen(&self.req.svc) else {
             return Ok(());
         };
-        let Some(listen) = &b.preview_listen else {
-            return Ok(());
-        };
-        if on && !self.preview.open {
-            let text = listen.to_string();
-            let opened = match std::net::ToSocketAddrs::to_socket_addrs(&text)
-                .ok()
-                .and_then(|mut a| a.next())
-            {
-                Some(addr) => self
-                    .d
-                    .data_plane
-                    .listen(
-                        &crate::dataplane::preview_key(self.req.service.as_str()),
-                        addr,
-                    )
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Err("cannot resolve the address".to_owned()),
-            };
-            if let Err(e) = opened {
-                self.event(
-                    "rollout",
-                    format!("preview listener on {text} not opened: {e}; promote checks the new colour directly"),
-                )
-                .await?;
-                return Ok(());
-            }
-            self.preview.open = true;
-            self.event(
-                "rollout",
-                format!("new colour on the preview address http://{text}/"),
-            )
-            .await?;
+        if on && !self.preview_on {
+            let text = format!("new colour on the preview address http://{listen}/");
+            self.event("rollout", text).await?;
         }
-        self.preview.on = on;
+        self.preview_on = on;
         self.route().await;
         Ok(())
     }
@@ -1604,26 +1570,25 @@ impl Run<'_> {
         // Weights always add up by construction; what can fail is reaching
         // a data plane that restarts: the table is pushed again on the next
         // probe tick, and until then the last one keeps serving.
-        let preview = self.preview.open.then(|| RouteSpec {
-            service: crate::dataplane::preview_key(self.req.service.as_str()),
-            groups: if self.preview.on {
-                vec![GroupSpec {
+        let preview = crate::dataplane::preview_listen(&self.req.svc).is_some();
+        let applied = if self.preview_on {
+            let shown = RouteSpec {
+                service: crate::dataplane::preview_key(self.req.service.as_str()),
+                groups: vec![GroupSpec {
                     role: Role::Preview,
                     version: self.req.version.to_string(),
                     weight: 100,
                     backends: ready(&self.canary),
-                }]
-            } else {
-                Vec::new()
-            },
-            sticky: false,
-        });
-        let mut applied = self.d.data_plane.route(spec).await;
-        if let Some(p) = preview
-            && applied.is_ok()
-        {
-            applied = self.d.data_plane.route(p).await;
-        }
+                }],
+                sticky: false,
+            };
+            match self.d.data_plane.route(spec).await {
+                Ok(()) => self.d.data_plane.route(shown).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            crate::dataplane::route_serving(&*self.d.data_plane, spec, preview).await
+        };
         match applied {
             Ok(()) => self.route_failed = false,
             Err(e) => {

@@ -150,29 +150,31 @@ impl Server {
         };
         // A service the spec dropped stops being served (before the others
         // listen: a new service may want its address).
-        // A blue-green preview listener is kept too: a rollout resumed
-        // after a restart may still be showing its new colour there.
-        let names: Vec<String> = services_spec
+        // A blue-green service's preview address is a listener of its own.
+        let listeners: Vec<(String, &hatoba_spec::Listen)> = services_spec
             .iter()
             .flat_map(|(name, svc)| {
-                let preview = matches!(&svc.strategy, hatoba_spec::Strategy::BlueGreen(b) if b.preview_listen.is_some())
-                    .then(|| crate::dataplane::preview_key(name.as_str()));
-                std::iter::once(name.to_string()).chain(preview)
+                let preview = crate::dataplane::preview_listen(svc)
+                    .map(|l| (crate::dataplane::preview_key(name.as_str()), l));
+                std::iter::once((name.to_string(), &svc.route.listen)).chain(preview)
             })
             .collect();
+        let names: Vec<String> = listeners.iter().map(|(k, _)| k.clone()).collect();
         cfg.data_plane.retain(&names).await?;
-        let mut services = HashMap::new();
-        for (name, svc) in &services_spec {
-            let listen = svc.route.listen.to_string();
-            let addr = std::net::ToSocketAddrs::to_socket_addrs(&listen)
+        for (key, listen) in &listeners {
+            let text = listen.to_string();
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&text)
                 .ok()
                 .and_then(|mut a| a.next())
                 .ok_or_else(|| StartError::Listen {
-                    service: name.to_string(),
-                    addr: listen.clone(),
+                    service: key.clone(),
+                    addr: text.clone(),
                     source: std::io::Error::other("cannot resolve the address"),
                 })?;
-            cfg.data_plane.listen(name.as_str(), addr).await?;
+            cfg.data_plane.listen(key, addr).await?;
+        }
+        let mut services = HashMap::new();
+        for name in services_spec.keys() {
             let deployer = Deployer::new(
                 Arc::clone(&cfg.store),
                 Arc::clone(&cfg.runtime),

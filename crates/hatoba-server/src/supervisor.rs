@@ -10,6 +10,7 @@
 //! stable instance that exits is started again, at most five times per
 //! rollout and without back-off), and this loop stands aside.
 
+use crate::dataplane::{preview_listen, route_serving};
 use crate::deployer::{Deployed, ServiceRecord, ServingRecord, clock_now, instance_spec_for};
 use crate::probe::{Readiness, http_probe, tcp_probe};
 use crate::server::ServiceState;
@@ -208,22 +209,31 @@ pub(crate) async fn run(s: Supervised) {
         }
         ready.sort_unstable();
         let key = (serving.version.to_string(), ready.clone());
-        if routed.as_ref() != Some(&key) {
-            let spec = RouteSpec {
-                service: s.name.to_string(),
-                groups: vec![GroupSpec {
-                    role: Role::Stable,
-                    version: serving.version.to_string(),
-                    weight: 100,
-                    backends: ready,
-                }],
-                sticky: false,
-            };
-            if s.state.deployer.data_plane().route(spec).await.is_ok() {
-                routed = Some(key);
-            }
+        if routed.as_ref() != Some(&key)
+            && route_stable(&s, serving.version.to_string(), ready).await
+        {
+            routed = Some(key);
         }
     }
+}
+
+/// Routes all of the service's traffic (and its preview's) to `backends`
+/// of `version`; false when the data plane did not take it.
+async fn route_stable(s: &Supervised, version: String, backends: Vec<SocketAddr>) -> bool {
+    let spec = RouteSpec {
+        service: s.name.to_string(),
+        groups: vec![GroupSpec {
+            role: Role::Stable,
+            version,
+            weight: 100,
+            backends,
+        }],
+        sticky: false,
+    };
+    let preview = preview_listen(&s.svc).is_some();
+    route_serving(&**s.state.deployer.data_plane(), spec, preview)
+        .await
+        .is_ok()
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -278,26 +288,13 @@ async fn restart(
     };
     // Out of the table first, then stopped (a failed liveness probe leaves
     // a process behind; an exited one is already gone).
-    let _ = s
-        .state
-        .deployer
-        .data_plane()
-        .route(RouteSpec {
-            service: s.name.to_string(),
-            groups: vec![GroupSpec {
-                role: Role::Stable,
-                version: serving.version.to_string(),
-                weight: 100,
-                backends: serving
-                    .instances
-                    .iter()
-                    .filter(|i| i.id != inst.id)
-                    .map(|i| i.addr)
-                    .collect(),
-            }],
-            sticky: false,
-        })
-        .await;
+    let others = serving.instances.iter().filter(|i| i.id != inst.id);
+    route_stable(
+        s,
+        serving.version.to_string(),
+        others.map(|i| i.addr).collect(),
+    )
+    .await;
     let _ = s
         .runtime
         .stop(&inst.id, s.svc.termination_grace_period)

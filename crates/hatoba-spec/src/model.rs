@@ -302,7 +302,7 @@ impl fmt::Display for IntOrPercent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlueGreen {
     /// An address that serves the new colour before the switch, for smoke
-    /// tests. None: no preview listener.
+    /// tests, and the serving version otherwise. None: no preview listener.
     #[serde(default)]
     #[schemars(with = "Option<ListenText>")]
     pub preview_listen: Option<Listen>,
