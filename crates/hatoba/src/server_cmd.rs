@@ -208,7 +208,11 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         }
     };
     Arc::clone(&server).serve_api(api, stop).await;
-    output::stderr("stopping: instances get their grace period\n");
+    output::stderr(if args.keep_running {
+        "stopping: instances and the data plane keep serving for the next `hatoba up` (--keep-running)\n"
+    } else {
+        "stopping: instances get their grace period\n"
+    });
     if let Some(s) = supervisor {
         s.abort();
     }

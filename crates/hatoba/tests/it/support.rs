@@ -137,6 +137,14 @@ impl Up {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+
+    /// Stops it with SIGTERM, as systemd does, and waits: true when it
+    /// exited 0.
+    pub(crate) fn terminate(mut self) -> bool {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.0.wait().is_ok_and(|s| s.success())
+    }
 }
 
 impl Drop for Up {

@@ -667,10 +667,11 @@ fn a_canary_failing_liveness_is_rolled_back_at_the_liveness_period() {
     assert_eq!(status_version(&state).as_deref(), Some("v1"));
 }
 
-/// Blue-green through `hatoba up`: the new colour answers on the preview
-/// address while the old one keeps the route; `hatoba promote` switches
-/// every request at once, and the preview then answers 503 (nothing waits
-/// for promotion).
+/// Blue-green through `hatoba up`: the preview address shows the serving
+/// version between rollouts and the new colour while it waits for
+/// promotion, also after the controller is killed and started again;
+/// `hatoba promote` switches every request at once, and the preview then
+/// shows the new version too (as Argo Rollouts' preview Service does).
 #[test]
 fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     let preview = hatoba_test_support::free_port().unwrap();
@@ -682,8 +683,11 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
         web_spec(port, &demo_process("${VERSION}"), 2, &strategy)
     });
     let (state, port) = (sb.state.clone(), sb.port);
-    let _server = sb.up(&[]);
+    let server = sb.up(&[]);
     sb.deploy_ok("v1");
+    poll("v1 on the preview address", || {
+        crate::support::served(preview).as_deref() == Ok("v1")
+    });
     hatoba(&state)
         .args(["deploy", "web", "--version", "v2"])
         .assert()
@@ -693,22 +697,65 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     });
     assert_eq!(crate::support::served(port).as_deref(), Ok("v1"));
     assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
-    // `hatoba status` says where the rollout is, not only that it runs.
-    hatoba(&state)
-        .args(["status"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("waiting for `hatoba promote`"));
+    // A controller killed while the rollout waits leaves the data plane
+    // serving; the one started next resumes showing v2 on the preview.
+    server.kill9();
+    let _server = sb.up(&[]);
+    poll("the rollout resumed", || {
+        hatoba(&state)
+            .args(["diagnose", "web"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("controller restarted"))
+    });
+    assert_eq!(crate::support::served(preview).as_deref(), Ok("v2"));
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v1"));
     hatoba(&state).args(["promote", "web"]).assert().success();
     poll("v2 current", || {
         status_version(&state).as_deref() == Some("v2")
     });
     assert_eq!(crate::support::served(port).as_deref(), Ok("v2"));
-    let after = crate::support::served(preview);
-    assert!(
-        after.as_ref().is_err_and(|e| e.starts_with("HTTP/1.1 503")),
-        "{after:?}"
-    );
+    assert_eq!(crate::support::served(preview).as_deref(), Ok("v2"));
+}
+
+/// `hatoba up --keep-running` stopped with SIGTERM (systemd's stop, an
+/// upgrade of Hatoba) leaves the service serving without a controller; the
+/// next `hatoba up` takes the same instances over instead of starting new
+/// ones, and deploys as usual.
+#[test]
+fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
+    let sb = Sandbox::new(|port| {
+        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+        web_spec(port, &demo_process("${VERSION}"), 2, strategy)
+    });
+    let (state, port) = (sb.state.clone(), sb.port);
+    let instances = |state: &Path| -> Vec<String> {
+        let out = hatoba(state)
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let mut ids: Vec<String> = v["services"][0]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let server = sb.up(&["--keep-running"]);
+    sb.deploy_ok("v1");
+    let before = instances(&state);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(server.terminate(), "hatoba up did not exit 0 on SIGTERM");
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v1"));
+    let _server = sb.up(&[]);
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v1"));
+    poll("the same instances taken over", || {
+        instances(&state) == before
+    });
+    sb.deploy_ok("v2");
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v2"));
 }
 
 /// Every instance gets its service and version in `HATOBA_SERVICE` and
