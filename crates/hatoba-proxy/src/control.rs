@@ -841,9 +841,7 @@ impl Plane {
             }
         }
         if let Some(other) = clash(&inner.services, &service, addr) {
-            return error(format!(
-                "cannot listen on {addr} for service `{service}`: service `{other}` listens there"
-            ));
+            return error(format!("service `{other}` listens there"));
         }
         let router = match existing {
             Some(run) => Arc::clone(&run.router),
@@ -866,11 +864,7 @@ impl Plane {
             self.threads,
         ) {
             Ok(s) => s,
-            Err(e) => {
-                return error(format!(
-                    "cannot listen on {addr} for service `{service}`: {e}"
-                ));
-            }
+            Err(e) => return error(e.to_string()),
         };
         let bound = server.local_addr();
         let mut state = inner.state();
@@ -1194,6 +1188,8 @@ impl ControlClient {
     }
 
     /// Serves `service` on `addr` (idempotent); returns the bound address.
+    /// Refused with the reason only (the address is in use, another service
+    /// listens there): the caller knows the address and the service.
     pub async fn listen(
         &self,
         service: &str,

@@ -21,7 +21,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
     /// A listener could not be opened.
-    #[error("cannot listen on {addr} for service `{service}`")]
+    #[error("cannot listen on {addr} for {}", listener_of(service))]
     Listen {
         /// The service.
         service: String,
@@ -48,6 +48,14 @@ pub enum DataPlaneError {
 /// is not allowed in service names, so it never meets a real service).
 pub(crate) fn preview_key(service: &str) -> String {
     format!("{service}@preview")
+}
+
+/// Whose listener a data-plane key is, in words.
+fn listener_of(key: &str) -> String {
+    match key.strip_suffix("@preview") {
+        Some(service) => format!("the preview address of service `{service}`"),
+        None => format!("service `{key}`"),
+    }
 }
 
 /// A blue-green service's preview address, if it has one.

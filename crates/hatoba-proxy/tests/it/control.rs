@@ -377,14 +377,15 @@ async fn bad_input_is_an_error_and_the_old_table_keeps_serving() {
     let message = refused(dp.client.update(&unknown).await);
     assert!(message.contains("`api`"), "{message}");
 
-    // An address another socket holds: refused, naming the address.
+    // An address another socket holds: refused with the reason alone (the
+    // caller names the address and the service around it).
     let taken = std::net::TcpListener::bind(ANY).unwrap();
     let taken_addr = taken.local_addr().unwrap();
     let message = refused(dp.client.listen("api", taken_addr).await);
-    assert!(message.contains(&taken_addr.to_string()), "{message}");
-    assert!(message.contains("os error"), "{message}");
+    assert!(message.contains("Address already in use"), "{message}");
+    assert!(!message.contains("cannot listen"), "{message}");
     let message = refused(dp.client.listen("web", taken_addr).await);
-    assert!(message.contains(&taken_addr.to_string()), "{message}");
+    assert!(message.contains("Address already in use"), "{message}");
     // A second service on the first one's address would share its port.
     let message = refused(dp.client.listen("api", addr).await);
     assert!(message.contains("`web`"), "{message}");

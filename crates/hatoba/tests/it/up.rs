@@ -717,6 +717,35 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     assert_eq!(crate::support::served(preview).as_deref(), Ok("v2"));
 }
 
+/// An address another process holds stops `hatoba up` at once, with one
+/// line that names the address, whose it was to be, and the reason (the
+/// data plane process's own message is not repeated around it).
+#[test]
+fn an_address_in_use_is_named_once_when_up_starts() {
+    let preview = hatoba_test_support::free_port().unwrap();
+    let sb = Sandbox::new(move |port| {
+        let strategy = format!("{{blueGreen: {{previewListen: \"127.0.0.1:{preview}\"}}}}");
+        web_spec(port, &demo_process("${VERSION}"), 1, &strategy)
+    });
+    for (port, whose) in [
+        (sb.port, "service `web`".to_owned()),
+        (preview, "the preview address of service `web`".to_owned()),
+    ] {
+        let _held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let out = hatoba(&sb.state)
+            .args(["up", "-f"])
+            .arg(&sb.file)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let said = format!("cannot listen on 127.0.0.1:{port} for {whose}: Address already in use");
+        assert!(err.contains(&said), "{err}");
+        assert_eq!(err.matches("cannot listen").count(), 1, "{err}");
+    }
+}
+
 /// `hatoba up --keep-running` stopped with SIGTERM (systemd's stop, an
 /// upgrade of Hatoba) leaves the service serving without a controller; the
 /// next `hatoba up` takes the same instances over instead of starting new
