@@ -5,7 +5,8 @@
 //!
 //! A rollback is capacity-aware: the old version is scaled back up first
 //! and traffic moves back to it only as its instances become ready, never
-//! all at once onto a cold instance.
+//! all at once onto a cold instance. A first deployment has no old version:
+//! its rollback stops the new instances and ends at once.
 
 use crate::{Command, Input, Outbox, Outcome, Track};
 use hatoba_core::{Millis, Weight, format_duration};
@@ -229,6 +230,16 @@ impl Rolling {
             Outcome::Aborted(r) => self.out.record(format!("aborted: {r}")),
             Outcome::RolledBack(r) => self.out.record(format!("rolling back: {r}")),
             Outcome::Succeeded => {}
+        }
+        if self.plan.stable_ready == 0 {
+            // Nothing to go back to (a first deployment): the new instances
+            // stop and the rollout ends now, as canary and blue-green do.
+            self.out.set_weight(Weight::ZERO);
+            self.scaled_new = 0;
+            self.out.push(Command::Scale(Track::Canary, 0));
+            self.out.push(Command::Finish(outcome));
+            self.state = State::Done;
+            return;
         }
         if self.scaled_old < self.plan.replicas {
             self.scaled_old = self.plan.replicas;

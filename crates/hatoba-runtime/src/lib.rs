@@ -69,6 +69,25 @@ pub enum InstanceState {
     },
 }
 
+impl std::fmt::Display for InstanceState {
+    /// `running`, `exited with code 2`, `killed by signal 9`, `gone`. Code 0
+    /// says why a server would return at all: it started a daemon.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstanceState::Running => f.write_str("running"),
+            InstanceState::Exited { code: Some(0), .. } => f.write_str(
+                "exited with code 0 (a server's command must keep running in the foreground, \
+                 not start a daemon and return)",
+            ),
+            InstanceState::Exited { code: Some(c), .. } => write!(f, "exited with code {c}"),
+            InstanceState::Exited {
+                signal: Some(s), ..
+            } => write!(f, "killed by signal {s}"),
+            InstanceState::Exited { .. } => f.write_str("gone"),
+        }
+    }
+}
+
 /// One instance as the runtime sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceStatus {

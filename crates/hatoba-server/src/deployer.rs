@@ -1331,11 +1331,12 @@ impl Run<'_> {
                 self.ready.remove(&addr);
             }
         }
-        let check = probe
-            .as_ref()
-            .map_or_else(|| "a connection".to_owned(), |p| format!("GET {}", p.path));
         self.watch.not_ready = self.canary.iter().find_map(|c| {
             let f = self.readiness.failure(c.addr)?;
+            let check = probe.as_ref().map_or_else(
+                || format!("connecting to {}:", c.addr),
+                |p| format!("GET {}", p.path),
+            );
             (!self.ready.contains(&c.addr))
                 .then(|| format!("instance {} of {} not ready: {check} {f}", c.id, c.version))
         });
@@ -1472,16 +1473,9 @@ impl Run<'_> {
             .iter()
             .filter(|s| self.canary.iter().any(|c| c.id == s.id))
             .find_map(|s| match s.state {
-                InstanceState::Exited { code, signal } => Some(format!(
-                    "instance {} of {} exited ({})",
-                    s.id,
-                    s.version,
-                    match (code, signal) {
-                        (Some(c), _) => format!("code {c}"),
-                        (_, Some(sig)) => format!("signal {sig}"),
-                        _ => "unknown".to_owned(),
-                    }
-                )),
+                InstanceState::Exited { .. } => {
+                    Some(format!("instance {} of {} {}", s.id, s.version, s.state))
+                }
                 InstanceState::Running => None,
             })
     }

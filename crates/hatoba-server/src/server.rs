@@ -1067,16 +1067,7 @@ impl Server {
                     version: i.version.to_string(),
                     addr: i.addr.to_string(),
                     pid: i.pid,
-                    state: match &i.state {
-                        InstanceState::Running => "running".to_owned(),
-                        InstanceState::Exited { code: Some(c), .. } => {
-                            format!("exited with code {c}")
-                        }
-                        InstanceState::Exited {
-                            signal: Some(s), ..
-                        } => format!("killed by signal {s}"),
-                        InstanceState::Exited { .. } => "gone".to_owned(),
-                    },
+                    state: i.state.to_string(),
                     in_route: in_route.contains(&i.addr),
                     ready: o.map(|o| o.ready),
                     last_probe: o.and_then(|o| o.last_probe.clone()),

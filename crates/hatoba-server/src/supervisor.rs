@@ -242,10 +242,11 @@ fn duration_ms(d: Duration) -> u64 {
 
 fn describe_exit(listed: &[InstanceStatus], inst: &InstanceStatus) -> String {
     match listed.iter().find(|l| l.id == inst.id).map(|l| &l.state) {
-        Some(InstanceState::Exited { code: Some(c), .. }) => format!("exited with code {c}"),
-        Some(InstanceState::Exited {
-            signal: Some(sig), ..
-        }) => format!("killed by signal {sig}"),
+        Some(state @ InstanceState::Exited { code, signal })
+            if code.is_some() || signal.is_some() =>
+        {
+            state.to_string()
+        }
         _ => "is gone".to_owned(),
     }
 }

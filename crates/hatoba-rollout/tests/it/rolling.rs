@@ -132,6 +132,28 @@ fn first_deployment_starts_everything_at_once() {
     );
 }
 
+#[test]
+fn a_failed_first_deployment_ends_at_once() {
+    // Nothing to go back to: no waiting for an old version to come back
+    // (it never will), the new instances stop.
+    check(
+        RollingPlan {
+            stable_ready: 0,
+            ..plan()
+        },
+        "0s start\n1s ready 0 2\n2s unhealthy instance web-1 exited with code 0",
+        expect![[r#"
+        0s    # rolling 4 instances: up to 1 extra, up to 0 missing
+        0s    scale canary 4
+        1s    weight 100
+        2s    # rolling back: instance web-1 exited with code 0
+        2s    weight 0
+        2s    scale canary 0
+        2s    finish: rolled back: instance web-1 exited with code 0
+    "#]],
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
