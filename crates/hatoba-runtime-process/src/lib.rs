@@ -5,7 +5,9 @@
 //!
 //! Stopping sends SIGTERM to the whole group, waits up to the grace period,
 //! then sends SIGKILL to the group, so a shell wrapper and its children go
-//! together. An exit is observed by a waiter task and reported by `list`;
+//! together. Processes the instance left behind after its command returned
+//! (a daemon it started, found by its `HATOBA_INSTANCE`) are ended the same
+//! way, even when the command itself had already exited. An exit is observed by a waiter task and reported by `list`;
 //! this runtime restarts nothing by itself (the controller decides).
 //!
 //! Ports: a free loopback port is found by binding port 0 and releasing it
@@ -386,8 +388,11 @@ struct Orphan {
     pgrp: i32,
 }
 
-/// The live processes carrying `scope` and an instance id not in `known`.
-fn find_orphans(scope: &str, known: &HashSet<InstanceId>) -> Result<Vec<Orphan>, RuntimeError> {
+/// The live processes carrying `scope` and an instance id `wanted` picks.
+fn find_scoped(
+    scope: &str,
+    wanted: impl Fn(&InstanceId) -> bool,
+) -> Result<Vec<Orphan>, RuntimeError> {
     let me = std::process::id();
     let pids = procfs::pids().map_err(|source| RuntimeError::Inspect {
         what: "cannot list /proc".to_owned(),
@@ -411,7 +416,7 @@ fn find_orphans(scope: &str, known: &HashSet<InstanceId>) -> Result<Vec<Orphan>,
         else {
             continue;
         };
-        if known.contains(&id) {
+        if !wanted(&id) {
             continue;
         }
         let Some(stat) = procfs::stat(pid).filter(|s| !s.has_ended()) else {
@@ -453,6 +458,20 @@ fn signal_orphans(orphans: &[Orphan], signal: Signal) -> Result<(), RuntimeError
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// Ends `procs`: SIGTERM to their groups, SIGKILL to what is left after
+/// `grace`.
+async fn end_all(procs: &[Orphan], grace: Duration) -> Result<(), RuntimeError> {
+    if procs.is_empty() {
+        return Ok(());
+    }
+    signal_orphans(procs, Signal::SIGTERM)?;
+    if !all_gone(procs, grace).await {
+        signal_orphans(procs, Signal::SIGKILL)?;
+        let _ = all_gone(procs, KILL_WAIT).await;
     }
     Ok(())
 }
@@ -543,6 +562,19 @@ impl Runtime for ProcessRuntime {
                 let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| *e)).await;
             }
         }
+        // What the instance left behind: a command that started a daemon
+        // and returned leaves it running, with the instance's environment.
+        // Only after an exit this runtime saw (an instance whose adoption
+        // was refused may be another controller's, alive).
+        let seen_exit = self.with(|r| {
+            r.entries.get(id).is_some_and(|e| {
+                matches!(e.status.state, InstanceState::Exited { code, signal } if code.is_some() || signal.is_some())
+            })
+        });
+        if seen_exit {
+            let left = find_scoped(&self.scope, |i| i == id)?;
+            end_all(&left, grace).await?;
+        }
         self.with(|r| r.entries.get(id).map(|e| e.status.clone()))
             .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })
     }
@@ -624,15 +656,8 @@ impl Runtime for ProcessRuntime {
                 .cloned()
                 .collect()
         });
-        let orphans = find_orphans(&self.scope, &known)?;
-        if orphans.is_empty() {
-            return Ok(Vec::new());
-        }
-        signal_orphans(&orphans, Signal::SIGTERM)?;
-        if !all_gone(&orphans, self.sweep_grace).await {
-            signal_orphans(&orphans, Signal::SIGKILL)?;
-            let _ = all_gone(&orphans, KILL_WAIT).await;
-        }
+        let orphans = find_scoped(&self.scope, |id| !known.contains(id))?;
+        end_all(&orphans, self.sweep_grace).await?;
         let ids: BTreeSet<InstanceId> = orphans.into_iter().map(|o| o.id).collect();
         Ok(ids.into_iter().collect())
     }

@@ -35,6 +35,7 @@ fn child() {
         "chatty" => chatty(),
         "busy" => busy(),
         "forks" => forks(),
+        "daemonizes" => daemonizes(),
         "controller" => controller(),
         _ => {}
     }
@@ -108,6 +109,18 @@ fn forks() -> ! {
         .spawn()
         .unwrap();
     let _ = busy.wait();
+    std::process::exit(0)
+}
+
+/// Starts a `busy` child and returns at once, the way a command that
+/// starts a daemon does: the child keeps the instance's environment.
+fn daemonizes() -> ! {
+    let busy = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(CHILD_ARGS)
+        .env(ROLE, "busy")
+        .spawn()
+        .unwrap();
+    let _ = std::io::stderr().write_all(format!("daemon pid {}\n", busy.id()).as_bytes());
     std::process::exit(0)
 }
 
@@ -522,6 +535,51 @@ async fn usage_is_summed_over_the_process_group() {
     );
     rt.stop(&s.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(rt.usage(&s.id).await, None, "usage of a stopped instance");
+}
+
+/// An instance whose command started a daemon and returned has exited, but
+/// its stop ends what it left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_what_an_exited_instance_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let scope = format!("daemon-{}", dir.path().display());
+    let rt = ProcessRuntime::new(dir.path().join("logs")).with_scope(&scope);
+    let _cleanup = Cleanup::scopes(&[&scope]);
+    let s = rt
+        .start(&spec("daemonizes"), hatoba_core::Millis(0))
+        .await
+        .unwrap();
+    let log = s.log.clone().unwrap();
+    let mut daemon = None;
+    hatoba_test_support::wait_for(DEADLINE, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        daemon = text
+            .lines()
+            .find_map(|l| l.split("daemon pid ").nth(1))
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        daemon.is_some()
+    })
+    .unwrap();
+    let daemon = daemon.unwrap();
+    wait_for_async(DEADLINE, || async {
+        let listed = rt.list(&s.service).await.unwrap();
+        listed
+            .iter()
+            .any(|i| i.id == s.id && i.state != InstanceState::Running)
+    })
+    .await
+    .unwrap();
+    let alive = || std::path::Path::new(&format!("/proc/{daemon}")).exists();
+    assert!(alive(), "the daemon runs after its starter returned");
+    rt.stop(&s.id, Duration::from_secs(10)).await.unwrap();
+    let gone = !std::fs::read_to_string(format!("/proc/{daemon}/stat")).is_ok_and(|st| {
+        !st.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    });
+    assert!(gone, "the daemon {daemon} still runs after stop");
 }
 
 /// The last complete `tick N` line's number in `text`, and the first's.

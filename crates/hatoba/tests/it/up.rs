@@ -717,6 +717,54 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     assert_eq!(crate::support::served(preview).as_deref(), Ok("v2"));
 }
 
+/// A command that starts a daemon and returns (here `sleep` in the
+/// background) fails a first rolling deployment at once, saying why, and
+/// leaves nothing running: before, the rollout waited for an old version
+/// that does not exist and the daemon stayed.
+#[test]
+fn a_command_that_daemonizes_fails_at_once_and_leaves_nothing_running() {
+    let sb = Sandbox::new(|port| {
+        let process = r#"{command: /bin/sh, args: ["-c", "sleep 300 & exit 0"]}"#;
+        web_spec(
+            port,
+            process,
+            1,
+            "{rolling: {maxSurge: 1, maxUnavailable: 0}}",
+        )
+    });
+    let _server = sb.up(&[]);
+    let out = hatoba(&sb.state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("rolled_back"), "{text}");
+    assert!(text.contains("exited with code 0"), "{text}");
+    assert!(text.contains("foreground"), "{text}");
+    let scope = format!(
+        "HATOBA_SCOPE={}",
+        std::path::absolute(&sb.state).unwrap().display()
+    );
+    let left = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == scope.as_bytes()))
+            })
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.starts_with("sleep"))
+            })
+            .count()
+    };
+    poll("the daemon stopped", || left() == 0);
+}
+
 /// An address another process holds stops `hatoba up` at once, with one
 /// line that names the address, whose it was to be, and the reason (the
 /// data plane process's own message is not repeated around it).
