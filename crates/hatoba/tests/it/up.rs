@@ -805,21 +805,8 @@ fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
         web_spec(port, &demo_process("${VERSION}"), 2, strategy)
     });
     let (state, port) = (sb.state.clone(), sb.port);
-    let instances = |state: &Path| -> Vec<String> {
-        let out = hatoba(state)
-            .args(["status", "-o", "json"])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let mut ids: Vec<String> = v["services"][0]["instances"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["id"].as_str().map(str::to_owned))
-            .collect();
-        ids.sort();
-        ids
-    };
+    // Ids and pids: the very same processes, not replacements.
+    let instances = |state: &Path| running(&diagnose(state), None);
     let server = sb.up(&["--keep-running"]);
     sb.deploy_ok("v1");
     let before = instances(&state);
