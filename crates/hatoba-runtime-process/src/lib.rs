@@ -71,7 +71,7 @@ use nix::unistd::Pid;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -278,10 +278,17 @@ impl ProcessRuntime {
             .process_group(0)
             // Instances outlive a restart of the controller.
             .kill_on_drop(false);
-        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
-            service: spec.service.clone(),
-            program: spec.program.clone(),
-            source,
+        let child = cmd.spawn().map_err(|source| {
+            // A relative path with a slash runs from the working directory.
+            let relative = Path::new(&spec.program);
+            let resolved = (relative.is_relative() && spec.program.contains('/'))
+                .then(|| lexically_joined(&spec.working_dir, relative));
+            RuntimeError::Spawn {
+                service: spec.service.clone(),
+                program: spec.program.clone(),
+                resolved,
+                source,
+            }
         })?;
         let pid = child.id();
         // The child is not reaped before its waiter runs, so its entry is
@@ -377,6 +384,23 @@ fn still_same(pid: u32, start: Option<u64>) -> bool {
         Some(start) => procfs::stat(pid).is_some_and(|s| s.start == start),
         None => true,
     }
+}
+
+/// `dir` joined with `rel`, `.` and `..` folded away without asking the
+/// file system (the path may not exist: that is what is being reported).
+fn lexically_joined(dir: &Path, rel: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in dir.components().chain(rel.components()) {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A process of this runtime's scope that nobody knows.

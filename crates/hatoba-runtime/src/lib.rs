@@ -128,12 +128,14 @@ pub struct Usage {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The program could not be started (missing, not executable, ...).
-    #[error("cannot start `{program}` for service `{service}`")]
+    #[error("cannot start `{program}`{} for service `{service}`", resolved.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default())]
     Spawn {
         /// The service.
         service: ServiceName,
         /// The program as given.
         program: String,
+        /// Where a relative path led (`./bin/web` from the spec's directory).
+        resolved: Option<std::path::PathBuf>,
         /// Why.
         #[source]
         source: std::io::Error,

@@ -715,3 +715,32 @@ async fn an_unusable_log_dir_is_a_resources_error_naming_it() {
     }
     std::fs::set_permissions(&web, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A relative program that is not there is reported with where it led
+/// from the working directory (the spec's), `..` folded away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_relative_program_names_where_it_was_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = ProcessRuntime::new(dir.path().join("logs"));
+    let work = dir.path().join("examples").join("web");
+    std::fs::create_dir_all(&work).unwrap();
+    let spec = InstanceSpec {
+        program: "../../target/release/web".to_owned(),
+        args: Vec::new(),
+        working_dir: work,
+        ..spec("serve")
+    };
+    let err = rt
+        .start(&spec, hatoba_core::Millis(0))
+        .await
+        .unwrap_err()
+        .to_string();
+    let looked = dir.path().join("target").join("release").join("web");
+    assert!(
+        err.contains(&format!(
+            "`../../target/release/web` ({})",
+            looked.display()
+        )),
+        "{err}"
+    );
+}
