@@ -875,6 +875,15 @@ impl Server {
             .get(&self.environment)
             .map(|e| e.variables.clone())
             .unwrap_or_default();
+        // `hatoba up`'s own environment comes over the spec's variables, as
+        // a shell's does for docker compose, and `--set` over both. Only the
+        // names the service uses are taken, so a deployment records what it
+        // ran with (a rollback reuses it) and nothing else.
+        for name in named_variables(&svc) {
+            if let Ok(value) = std::env::var(&name) {
+                vars.insert(name, value);
+            }
+        }
         vars.extend(r.vars);
         let current = state
             .serving
@@ -1269,5 +1278,28 @@ fn error(
 pub fn new_token() -> String {
     (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// The variables (`${NAME}`) a service's runtime fields use, `VERSION` and
+/// `PORT` aside (Hatoba sets those).
+fn named_variables(svc: &hatoba_spec::Service) -> std::collections::BTreeSet<String> {
+    let texts: Vec<&String> = match &svc.runtime {
+        hatoba_spec::Runtime::Process(p) => std::iter::once(&p.command)
+            .chain(&p.args)
+            .chain(p.env.values())
+            .chain(&p.working_dir)
+            .collect(),
+        hatoba_spec::Runtime::Docker(d) => std::iter::once(&d.image)
+            .chain(&d.args)
+            .chain(d.env.values())
+            .collect(),
+    };
+    texts
+        .into_iter()
+        .filter_map(|t| hatoba_spec::variables(t).ok())
+        .flatten()
+        .map(|(name, _)| name)
+        .filter(|n| n != "VERSION" && n != "PORT")
         .collect()
 }

@@ -1,5 +1,6 @@
 //! `${NAME}`, `${NAME:-default}` and `$${` (a literal `${`) in spec strings,
-//! expanded at deploy time with `VERSION` and the environment's variables.
+//! expanded at deploy time with `VERSION`, `--set` values, `hatoba up`'s
+//! environment and the spec environment's variables (the server decides).
 //!
 //! Values are interpolated after parsing, never the raw YAML text, so a
 //! variable can not inject structure into the spec. No IO: the caller passes

@@ -71,6 +71,11 @@ impl Sandbox {
         Up::start(&self.state, &self.file, args)
     }
 
+    /// `hatoba up` on the spec with these variables in its environment.
+    pub(crate) fn up_with_env(&self, env: &[(&str, &str)]) -> Up {
+        Up::start_with_env(&self.state, &self.file, &[], env)
+    }
+
     /// `hatoba deploy web --version VERSION --wait`, which must succeed.
     pub(crate) fn deploy_ok(&self, version: &str) {
         hatoba(&self.state)
@@ -106,6 +111,16 @@ impl Up {
     /// Starts `hatoba up -f FILE ARGS...` and waits until this very server
     /// has written its `server.json`.
     pub(crate) fn start(state: &Path, file: &Path, args: &[&str]) -> Up {
+        Up::start_with_env(state, file, args, &[])
+    }
+
+    /// [`Up::start`] with extra variables in its environment.
+    pub(crate) fn start_with_env(
+        state: &Path,
+        file: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Up {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
             .arg("--state-dir")
             .arg(state)
@@ -113,6 +128,7 @@ impl Up {
             .args(args)
             .arg("-f")
             .arg(file)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -822,6 +822,36 @@ fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
     assert_eq!(crate::support::served(port).as_deref(), Ok("v2"));
 }
 
+/// `${NAME}` in a service's fields takes `hatoba up`'s environment when
+/// `--set` does not give it (as the examples' `${HATOBA_DEMO_APP:-...}`
+/// promises), and a rollback runs with what the deployment recorded.
+#[test]
+fn variables_come_from_the_environment_of_hatoba_up_unless_set() {
+    let sb = Sandbox::new(|port| {
+        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+        web_spec(
+            port,
+            &demo_process("${LABEL_FROM_ENV}-${VERSION}"),
+            1,
+            strategy,
+        )
+    });
+    let _server = sb.up_with_env(&[("LABEL_FROM_ENV", "shell")]);
+    sb.deploy_ok("v1");
+    assert_eq!(crate::support::served(sb.port).as_deref(), Ok("shell-v1"));
+    hatoba(&sb.state)
+        .args(["deploy", "web", "--version", "v2", "--wait"])
+        .args(["--set", "LABEL_FROM_ENV=set"])
+        .assert()
+        .success();
+    assert_eq!(crate::support::served(sb.port).as_deref(), Ok("set-v2"));
+    hatoba(&sb.state)
+        .args(["rollback", "web"])
+        .assert()
+        .success();
+    assert_eq!(crate::support::served(sb.port).as_deref(), Ok("shell-v1"));
+}
+
 /// Every instance gets its service and version in `HATOBA_SERVICE` and
 /// `HATOBA_VERSION` (here the shell passes the version on as the demo
 /// app's label, so what the proxy serves shows it arrived).
