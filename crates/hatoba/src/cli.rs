@@ -146,7 +146,7 @@ pub(crate) enum Command {
     Approve {
         /// The deployment id.
         deployment: String,
-        /// Who approves (default: $USER).
+        /// Who approves (default: $USER, $LOGNAME, or the account name).
         #[arg(long = "as", value_name = "NAME")]
         actor: Option<String>,
     },
@@ -269,7 +269,7 @@ pub(crate) struct DeployArgs {
     /// Wait until the deployment ends.
     #[arg(long)]
     pub(crate) wait: bool,
-    /// Who deploys, for the history and approvals (default: $USER).
+    /// Who deploys, for the history and approvals (default: $USER, $LOGNAME, or the account name).
     #[arg(long = "as", value_name = "NAME")]
     pub(crate) actor: Option<String>,
 }

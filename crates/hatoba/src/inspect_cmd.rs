@@ -20,12 +20,21 @@ fn service_name(s: &str) -> Result<hatoba_core::ServiceName, CliError> {
         .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))
 }
 
-/// Who acts: `--as`, else $USER, else `unknown`.
+/// Who acts: `--as`, else $USER, else $LOGNAME, else the account's name.
 pub(crate) fn actor(given: Option<String>) -> String {
+    let var = |name| std::env::var(name).ok().filter(|u: &String| !u.is_empty());
     given
         .filter(|a| !a.trim().is_empty())
-        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "unknown".to_owned())
+        .or_else(|| var("USER"))
+        .or_else(|| var("LOGNAME"))
+        .unwrap_or_else(|| {
+            // Containers and cron often set neither: the account's name.
+            let uid = nix::unistd::getuid();
+            match nix::unistd::User::from_uid(uid) {
+                Ok(Some(user)) => user.name,
+                _ => format!("uid {uid}"),
+            }
+        })
 }
 
 pub(crate) async fn approve(

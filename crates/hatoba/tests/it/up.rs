@@ -852,6 +852,27 @@ fn variables_come_from_the_environment_of_hatoba_up_unless_set() {
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("shell-v1"));
 }
 
+/// Without `--as`, `$USER` or `$LOGNAME` (a container, cron), the history
+/// names the account that deployed, not "unknown".
+#[test]
+fn who_deploys_is_the_account_when_the_environment_does_not_say() {
+    let sb = Sandbox::new(|port| {
+        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+        web_spec(port, &demo_process("${VERSION}"), 1, strategy)
+    });
+    let _server = sb.up(&[]);
+    hatoba(&sb.state)
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .success();
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .map_or_else(|| format!("uid {}", nix::unistd::getuid()), |u| u.name);
+    assert_eq!(latest(&sb.state)["deployed_by"].as_str(), Some(me.as_str()));
+}
+
 /// Every instance gets its service and version in `HATOBA_SERVICE` and
 /// `HATOBA_VERSION` (here the shell passes the version on as the demo
 /// app's label, so what the proxy serves shows it arrived).
