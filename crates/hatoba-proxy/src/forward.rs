@@ -239,6 +239,10 @@ pub(crate) async fn handle(
     ctx: Arc<Ctx>,
     peer: Peer,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if let Some(why) = refused_http1(req.version(), req.headers()) {
+        let seen = Seen::scan(Headers::Map(req.headers()));
+        return Ok(bad_request(why, seen.request_id));
+    }
     if is_upgrade(req.headers()) {
         let headers = Headers::Map(req.headers());
         let seen = Seen::scan(headers);
@@ -265,6 +269,39 @@ pub(crate) async fn handle(
         headers: Headers::Map(&parts.headers),
     };
     Ok(proxy(&request, body, &ctx, peer).await.into_response())
+}
+
+/// The 400 for an HTTP/1.1 request without a Host header, or any request
+/// with two (RFC 9112 §3.2): how caches get poisoned and requests routed
+/// past a proxy's checks. nginx refuses them too.
+pub(crate) const HOST_REFUSED: &str = "an HTTP/1.1 request needs exactly one Host header";
+/// The 400 for a body framed both by Content-Length and by
+/// Transfer-Encoding (RFC 9112 §6.1): the classic request smuggling.
+pub(crate) const FRAMING_REFUSED: &str =
+    "a request framed by both Content-Length and Transfer-Encoding is refused";
+
+/// Why hyper's HTTP/1 request is refused before it goes anywhere (the plain
+/// HTTP/1 loop checks the same as it parses, `h1::parse_request`). hyper
+/// itself drops Content-Length when Transfer-Encoding is there.
+fn refused_http1(version: Version, headers: &HeaderMap) -> Option<&'static str> {
+    if version != Version::HTTP_11 && version != Version::HTTP_10 {
+        return None;
+    }
+    let hosts = headers.get_all(header::HOST).iter().count();
+    (hosts > 1 || (hosts == 0 && version == Version::HTTP_11)).then_some(HOST_REFUSED)
+}
+
+/// A 400 with the reason, after which the connection closes.
+pub(crate) fn bad_request(why: &str, request_id: Option<&[u8]>) -> Response<ProxyBody> {
+    let mut resp = error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        why,
+        &RequestId::of(request_id).header(),
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Forwards one request (never an upgrade). Never fails: every problem

@@ -15,7 +15,10 @@
 //! and the HTTP/2 preface all hand the connection, with the bytes read so
 //! far, to hyper for the rest of its life ([`Served::Http1`],
 //! [`Served::Http2`]): unusual and hostile input gets hyper's answers (400,
-//! 431, 101 and the rest) exactly as before.
+//! 431, 101 and the rest) exactly as before. Two things are refused here
+//! with a 400 that closes the connection, as nginx does: a body framed by
+//! both Content-Length and Transfer-Encoding, and an HTTP/1.1 request
+//! without exactly one Host header (hyper would accept both).
 //!
 //! A connection is kept alive as HTTP/1.1 and HTTP/1.0 clients expect
 //! (`Connection: close` and `keep-alive`), pipelined requests are answered in
@@ -98,6 +101,21 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
                         Parsed::Request(head) => break head,
                         Parsed::Partial => {}
                         Parsed::Hyper => return Served::Http1(Rewind::new(conn)),
+                        Parsed::Refused(why) => {
+                            let answer = forward::bad_request(why, None).into();
+                            let _ = respond(
+                                &mut conn.io,
+                                &mut out,
+                                answer,
+                                false,
+                                false,
+                                true,
+                                send_timeout,
+                            )
+                            .await;
+                            linger(&mut conn).await;
+                            return Served::Closed;
+                        }
                     }
                 }
             }
@@ -193,6 +211,8 @@ enum Parsed {
     Partial,
     /// Not for this path: hyper takes the connection.
     Hyper,
+    /// Answered 400 with this reason, then the connection closes.
+    Refused(&'static str),
 }
 
 /// Parses a request head at the start of `buf`, consuming it when it is
@@ -228,6 +248,7 @@ fn parse_request(buf: &mut BytesMut) -> Parsed {
     let mut chunked = false;
     let mut close = false;
     let mut keep_alive = false;
+    let mut hosts = 0;
     let spans = Spans::of(buf);
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
@@ -255,11 +276,19 @@ fn parse_request(buf: &mut BytesMut) -> Parsed {
                     return Parsed::Hyper;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
         } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
             return Parsed::Hyper;
         }
     }
-    if chunked && (length.is_some() || http10) {
+    if chunked && length.is_some() {
+        return Parsed::Refused(forward::FRAMING_REFUSED);
+    }
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Parsed::Refused(forward::HOST_REFUSED);
+    }
+    if chunked && http10 {
         return Parsed::Hyper;
     }
     let framing = match (chunked, length) {
@@ -743,6 +772,7 @@ mod tests {
             Parsed::Request(r) => *r,
             Parsed::Partial => panic!("partial: {raw:?}"),
             Parsed::Hyper => panic!("left to hyper: {raw:?}"),
+            Parsed::Refused(why) => panic!("refused ({why}): {raw:?}"),
         }
     }
 
@@ -767,16 +797,16 @@ mod tests {
         assert_eq!(r.framing, Framing::Empty);
         assert!(r.keep_alive && !r.http10);
 
-        let r = served("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n");
+        let r = served("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n");
         assert_eq!(r.framing, Framing::Length(5));
-        let r = served("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        let r = served("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(r.framing, Framing::Chunked(Chunk::Size));
-        let r = served("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        let r = served("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(r.framing, Framing::Empty);
-        let r = served("HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let r = served("HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert!(r.method == Method::HEAD && !r.keep_alive);
         // Extension methods and odd but visible target bytes are forwarded as sent.
-        let r = served("PURGE /a|b{c} HTTP/1.1\r\n\r\n");
+        let r = served("PURGE /a|b{c} HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!((r.method.as_str(), target(&r)), ("PURGE", &b"/a|b{c}"[..]));
     }
 
@@ -797,7 +827,6 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: five\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -822,11 +851,43 @@ mod tests {
     }
 
     #[test]
+    fn smuggling_shapes_are_refused_here() {
+        for (raw, why) in [
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                forward::FRAMING_REFUSED,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nHost: x\r\n\r\n",
+                forward::FRAMING_REFUSED,
+            ),
+            ("GET / HTTP/1.1\r\n\r\n", forward::HOST_REFUSED),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+                forward::HOST_REFUSED,
+            ),
+            (
+                "GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+                forward::HOST_REFUSED,
+            ),
+        ] {
+            assert!(
+                matches!(parse(raw).0, Parsed::Refused(w) if w == why),
+                "{raw:?}"
+            );
+        }
+        // HTTP/1.0 needs no Host.
+        assert!(served("GET / HTTP/1.0\r\n\r\n").http10);
+    }
+
+    #[test]
     fn a_partial_head_waits_and_pipelined_heads_are_taken_one_at_a_time() {
         let (parsed, buf) = parse("GET / HTTP/1.1\r\nHost: x\r\n");
         assert!(matches!(parsed, Parsed::Partial));
         assert_eq!(buf.len(), 25);
-        let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET"[..]);
+        let mut buf = BytesMut::from(
+            &b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET"[..],
+        );
         let Parsed::Request(first) = parse_request(&mut buf) else {
             panic!("first")
         };

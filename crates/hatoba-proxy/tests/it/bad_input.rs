@@ -134,6 +134,45 @@ async fn malformed_and_oversized_requests_are_refused() {
     s.stop().await;
 }
 
+/// Request smuggling shapes get one 400 and a closed connection, whichever
+/// side parses them (the plain loop, or hyper after an `Expect`): a body
+/// framed both by length and by chunks, and an HTTP/1.1 request without
+/// exactly one Host. What was sent behind them is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_get_a_400_and_nothing_behind_them_is_served() {
+    let s = InProcess::start("v1", |_| {}).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[s.addr])]),
+        ProxyOptions::default(),
+    );
+    let behind = "GET /behind HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (request, why) in [
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "Content-Length and Transfer-Encoding",
+        ),
+        ("GET / HTTP/1.1\r\n\r\n", "exactly one Host"),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "exactly one Host",
+        ),
+        (
+            "PUT / HTTP/1.1\r\nHost: a\r\nHost: b\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            "exactly one Host",
+        ),
+    ] {
+        let resp = raw(proxy.addr, format!("{request}{behind}").as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{request:?}: {resp}");
+        assert!(resp.contains(why), "{request:?}: {resp}");
+        let answers = resp.lines().filter(|l| l.starts_with("HTTP/1.1 ")).count();
+        assert_eq!(answers, 1, "{request:?}: {resp}");
+    }
+    // HTTP/1.0 needs no Host, and the proxy still serves.
+    let resp = raw(proxy.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_disconnects_mid_body_disturbs_no_one() {
     use tokio::io::AsyncWriteExt;
