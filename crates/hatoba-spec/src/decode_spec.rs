@@ -232,11 +232,33 @@ fn decode_service(node: &Node, path: &str, cx: &mut Cx) -> Option<Service> {
 }
 
 /// A string that may use `${...}`: the syntax is checked now, the values are
-/// filled in at deploy time.
+/// filled in at deploy time. A name one letter away from `VERSION` or `PORT`
+/// (`${VERSON}`, `${Port}`) is a warning: it would fail every deployment
+/// unless something sets it.
 fn versioned(node: &Node, path: &str, d: &mut Diags) -> Option<String> {
     let s = string(node, path, d)?;
     match interpolate::variables(&s) {
-        Ok(_) => Some(s),
+        Ok(uses) => {
+            for (name, has_default) in uses {
+                if has_default || name == "VERSION" || name == "PORT" {
+                    continue;
+                }
+                if let Some(meant) = suggest(&name, ["VERSION", "PORT"]) {
+                    d.push(
+                        Diagnostic::warning(
+                            node.span,
+                            path,
+                            format!(
+                                "`${{{name}}}` is not a variable Hatoba sets: a deployment fails \
+                                 unless `--set {name}=...` or `hatoba up`'s environment gives it"
+                            ),
+                        )
+                        .with_hint(format!("did you mean `${{{meant}}}`?")),
+                    );
+                }
+            }
+            Some(s)
+        }
         Err(e) => {
             d.push(
                 Diagnostic::error(node.span, path, format!("invalid interpolation: {e}"))

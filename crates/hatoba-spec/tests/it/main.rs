@@ -335,3 +335,30 @@ fn fuzz_corpus_and_mutations_never_panic() {
     }
     assert!(seeds >= 25, "the seed corpus has {seeds} files");
 }
+
+#[test]
+fn a_misspelt_version_or_port_variable_is_a_warning_with_the_fix() {
+    let spec = |args: &str| {
+        format!(
+            "app: a\nservices:\n  web:\n    process:\n      command: ${{APP_BIN}}\n      \
+             args: {args}\n    route: {{listen: 127.0.0.1:8080}}\n"
+        )
+    };
+    let text = spec(r#"["--port", "${PROT}", "--v", "${VERSON}", "${Version:-x}"]"#);
+    let parsed = hatoba_spec::parse(&text);
+    assert!(parsed.spec.is_some(), "warnings do not make a spec invalid");
+    let rendered = hatoba_spec::render("hatoba.yaml", &text, &parsed.diagnostics);
+    assert_eq!(parsed.diagnostics.len(), 2, "{rendered}");
+    assert!(rendered.contains("did you mean `${PORT}`?"), "{rendered}");
+    assert!(
+        rendered.contains("did you mean `${VERSION}`?"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("warning: services.web.process.args"),
+        "{rendered}"
+    );
+    // Names of the app's own, and the two Hatoba sets, are left alone.
+    let fine = hatoba_spec::parse(&spec(r#"["${PORT}", "${VERSION}", "${LOG_LEVEL}"]"#));
+    assert!(fine.diagnostics.is_empty(), "{:?}", fine.diagnostics);
+}
