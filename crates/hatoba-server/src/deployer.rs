@@ -13,7 +13,7 @@
 //! recorded is an orphan that the restarted server's sweep stops.
 
 use crate::dataplane::{DataPlane, DataPlaneError};
-use crate::probe::{Readiness, http_probe, tcp_probe};
+use crate::probe::{ProbeFailure, Readiness, http_probe, tcp_probe};
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
@@ -1337,8 +1337,22 @@ impl Run<'_> {
                 || format!("connecting to {}:", c.addr),
                 |p| format!("GET {}", p.path),
             );
-            (!self.ready.contains(&c.addr))
-                .then(|| format!("instance {} of {} not ready: {check} {f}", c.id, c.version))
+            // An app that ignores $PORT (a fixed port in its code) is the
+            // usual reason nothing listens where Hatoba looks.
+            let port = if *f == ProbeFailure::Refused {
+                format!(
+                    " (nothing listens on port {}: the app must listen on the port in $PORT)",
+                    c.addr.port()
+                )
+            } else {
+                String::new()
+            };
+            (!self.ready.contains(&c.addr)).then(|| {
+                format!(
+                    "instance {} of {} not ready: {check} {f}{port}",
+                    c.id, c.version
+                )
+            })
         });
         if self.ready == before {
             return None;

@@ -765,6 +765,24 @@ fn a_command_that_daemonizes_fails_at_once_and_leaves_nothing_running() {
     poll("the daemon stopped", || left() == 0);
 }
 
+/// An app that listens on a port of its own instead of `$PORT` is rolled
+/// back at its progress deadline with the reason, and the reason says what
+/// to fix.
+#[test]
+fn an_app_that_ignores_its_port_is_told_to_listen_on_port() {
+    let fixed = hatoba_test_support::free_port().unwrap();
+    let sb = Sandbox::new(move |port| {
+        let process = format!(
+            r#"{{command: /bin/sh, args: ["-c", 'PORT={fixed} exec "$0" demo-app', "{exe}"]}}"#,
+            exe = env!("CARGO_BIN_EXE_hatoba")
+        );
+        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+        web_spec(port, &process, 1, strategy) + "    progressDeadline: 2s\n"
+    });
+    let _server = sb.up(&[]);
+    sb.deploy_fails("v1", "UNUSED=1", "must listen on the port in $PORT");
+}
+
 /// An address another process holds stops `hatoba up` at once, with one
 /// line that names the address, whose it was to be, and the reason (the
 /// data plane process's own message is not repeated around it).
