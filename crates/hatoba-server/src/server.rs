@@ -942,6 +942,15 @@ impl Server {
                     &format!("service `{service}` already has a deployment in progress: {live}"),
                     None,
                 ),
+                Ok(Err(e @ crate::DeployError::Interpolation(_))) => error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    1,
+                    &error_chain(&e),
+                    Some(
+                        "values come from `hatoba deploy --set NAME=VALUE`, `hatoba up`'s environment \
+                         and the environment's `variables`; `hatoba validate` points at misspelt names",
+                    ),
+                ),
                 Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, 1, &error_chain(&e), None),
                 _ => error(
                     StatusCode::INTERNAL_SERVER_ERROR,

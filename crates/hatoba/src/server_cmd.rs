@@ -39,6 +39,14 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         ));
         return Err(CliError::new(Exit::BadInput, format!("`{shown}` is not a valid spec")).into());
     };
+    // Warnings do not stop the server, but they are said before it starts.
+    if !parsed.diagnostics.is_empty() {
+        output::stderr(&hatoba_spec::render(
+            &args.file.file.display().to_string(),
+            &String::from_utf8_lossy(&bytes),
+            &parsed.diagnostics,
+        ));
+    }
     let env: EnvName = args
         .env
         .parse()

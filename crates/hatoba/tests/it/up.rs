@@ -868,6 +868,21 @@ fn variables_come_from_the_environment_of_hatoba_up_unless_set() {
         .assert()
         .success();
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("shell-v1"));
+
+    // Given by nothing: refused, saying where values come from.
+    let bare = Sandbox::new(|port| {
+        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+        web_spec(port, &demo_process("${LABEL_FROM_ENV}"), 1, strategy)
+    });
+    let _bare_server = bare.up(&[]);
+    hatoba(&bare.state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "variable `LABEL_FROM_ENV` is not set",
+        ))
+        .stderr(predicate::str::contains("`hatoba up`'s environment"));
 }
 
 /// Without `--as`, `$USER` or `$LOGNAME` (a container, cron), the history
