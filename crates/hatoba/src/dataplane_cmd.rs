@@ -22,6 +22,21 @@ use std::time::Duration;
 
 /// How long a starting data plane may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often `hatoba up` checks that its data plane answers.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
+
+/// The data plane process is not there at all (as opposed to slow).
+fn is_gone(e: &ControlError) -> bool {
+    match e {
+        ControlError::Unreachable { source, .. } | ControlError::Disconnected { source, .. } => {
+            matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            )
+        }
+        _ => false,
+    }
+}
 
 pub(crate) fn socket_path(state: &Path) -> PathBuf {
     state.join("dataplane.sock")
@@ -190,25 +205,34 @@ fn admin_addr(state: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Checks the data plane every second and starts it again when it stops
-/// answering; a restarted data plane serves its saved tables at once.
+/// Checks the data plane every 250 ms and starts it again at once when its
+/// process is gone (nothing listens on the socket), or after two checks
+/// without an answer; a restarted data plane serves its saved tables at once.
 pub(crate) async fn supervise(
     state: PathBuf,
     client: ControlClient,
     metrics: Option<std::net::SocketAddr>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(SUPERVISE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = 0u32;
     loop {
         tick.tick().await;
-        if client.hello().await.is_ok() {
-            misses = 0;
-            continue;
-        }
-        misses += 1;
-        if misses < 2 {
-            continue;
+        match client.hello().await {
+            Ok(_) => {
+                misses = 0;
+                continue;
+            }
+            // Nobody listens on the socket: the process is gone, and every
+            // moment until the next one starts refuses users' connections.
+            Err(e) if is_gone(&e) => {}
+            // Slow to answer is not dead: only twice in a row.
+            Err(_) => {
+                misses += 1;
+                if misses < 2 {
+                    continue;
+                }
+            }
         }
         output::stderr("the data plane stopped answering: starting it again\n");
         match ensure(&state, metrics).await {

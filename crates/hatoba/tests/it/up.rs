@@ -783,6 +783,43 @@ fn an_app_that_ignores_its_port_is_told_to_listen_on_port() {
     sb.deploy_fails("v1", "UNUSED=1", "must listen on the port in $PORT");
 }
 
+/// The data plane process killed with SIGKILL is started again by `hatoba
+/// up` (at once: nothing listens on its socket any more), with the same
+/// routes, and the service serves again.
+#[test]
+fn a_killed_data_plane_is_started_again_with_its_routes() {
+    let sb = Sandbox::new(|port| {
+        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+        web_spec(port, &demo_process("${VERSION}"), 1, strategy)
+    });
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let state = std::path::absolute(&sb.state)
+        .unwrap()
+        .display()
+        .to_string();
+    let data_plane = || -> Option<i32> {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline);
+            (text.contains(&state) && text.split('\0').any(|a| a == "dataplane"))
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+    };
+    let first = data_plane().expect("a data plane process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll("another data plane", || {
+        data_plane().is_some_and(|p| p != first)
+    });
+    poll("v1 served again", || {
+        crate::support::served(sb.port).as_deref() == Ok("v1")
+    });
+}
+
 /// An address another process holds stops `hatoba up` at once, with one
 /// line that names the address, whose it was to be, and the reason (the
 /// data plane process's own message is not repeated around it).
