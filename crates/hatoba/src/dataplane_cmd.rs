@@ -25,6 +25,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often `hatoba up` checks that its data plane answers.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
 
+/// Resolves when the watching connection ends (never without one).
+async fn ended(watch: Option<&mut tokio::net::UnixStream>) {
+    use tokio::io::AsyncReadExt as _;
+    let Some(stream) = watch else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 64];
+    // The data plane sends nothing unasked: anything read is dropped.
+    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
 /// The data plane process is not there at all (as opposed to slow).
 fn is_gone(e: &ControlError) -> bool {
     match e {
@@ -205,9 +216,10 @@ fn admin_addr(state: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Checks the data plane every 250 ms and starts it again at once when its
-/// process is gone (nothing listens on the socket), or after two checks
-/// without an answer; a restarted data plane serves its saved tables at once.
+/// Checks the data plane every 250 ms, and at once when an idle watching
+/// connection to it ends; starts it again at once when its process is gone
+/// (nothing listens on the socket), or after two checks without an answer.
+/// A restarted data plane serves its saved tables at once.
 pub(crate) async fn supervise(
     state: PathBuf,
     client: ControlClient,
@@ -216,8 +228,19 @@ pub(crate) async fn supervise(
     let mut tick = tokio::time::interval(SUPERVISE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = 0u32;
+    // A connection that only waits: the kernel ends it the moment the data
+    // plane's process does, so a crash is seen at once, not at a tick.
+    let mut watch: Option<tokio::net::UnixStream> = None;
     loop {
-        tick.tick().await;
+        if watch.is_none() {
+            watch = tokio::net::UnixStream::connect(socket_path(&state))
+                .await
+                .ok();
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = ended(watch.as_mut()) => watch = None,
+        }
         match client.hello().await {
             Ok(_) => {
                 misses = 0;
