@@ -60,6 +60,16 @@ fn demo_process(label: &str) -> String {
     )
 }
 
+/// One web service of `replicas` instances of `process`, updated one
+/// instance at a time (maxSurge 1, maxUnavailable 0).
+fn rolling_web(process: &str, replicas: u32) -> Sandbox {
+    let process = process.to_owned();
+    Sandbox::new(move |port| {
+        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+        web_spec(port, &process, replicas, strategy)
+    })
+}
+
 fn status_version(state: &Path) -> Option<String> {
     let out = hatoba(state).args(["status", "-o", "json"]).output().ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -587,14 +597,7 @@ fn a_service_dropped_from_the_spec_stops_being_served() {
 /// (`--set`), not without them.
 #[test]
 fn a_rollback_keeps_the_variables_the_version_ran_with() {
-    let sb = Sandbox::new(|port| {
-        web_spec(
-            port,
-            &demo_process("${VERSION}${FLAVOUR:-}"),
-            1,
-            "{rolling: {maxSurge: 1, maxUnavailable: 0}}",
-        )
-    });
+    let sb = rolling_web(&demo_process("${VERSION}${FLAVOUR:-}"), 1);
     let _server = sb.up(&[]);
     // A name that no `${...}` could use is refused before anything starts.
     for bad in ["=x", "1X=y", "A B=c"] {
@@ -723,15 +726,10 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
 /// that does not exist and the daemon stayed.
 #[test]
 fn a_command_that_daemonizes_fails_at_once_and_leaves_nothing_running() {
-    let sb = Sandbox::new(|port| {
-        let process = r#"{command: /bin/sh, args: ["-c", "sleep 300 & exit 0"]}"#;
-        web_spec(
-            port,
-            process,
-            1,
-            "{rolling: {maxSurge: 1, maxUnavailable: 0}}",
-        )
-    });
+    let sb = rolling_web(
+        r#"{command: /bin/sh, args: ["-c", "sleep 300 & exit 0"]}"#,
+        1,
+    );
     let _server = sb.up(&[]);
     let out = hatoba(&sb.state)
         .args(["deploy", "web", "--version", "v1", "--wait"])
@@ -788,10 +786,7 @@ fn an_app_that_ignores_its_port_is_told_to_listen_on_port() {
 /// routes, and the service serves again.
 #[test]
 fn a_killed_data_plane_is_started_again_with_its_routes() {
-    let sb = Sandbox::new(|port| {
-        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
-        web_spec(port, &demo_process("${VERSION}"), 1, strategy)
-    });
+    let sb = rolling_web(&demo_process("${VERSION}"), 1);
     let _server = sb.up(&[]);
     sb.deploy_ok("v1");
     let state = std::path::absolute(&sb.state)
@@ -855,10 +850,7 @@ fn an_address_in_use_is_named_once_when_up_starts() {
 /// ones, and deploys as usual.
 #[test]
 fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
-    let sb = Sandbox::new(|port| {
-        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
-        web_spec(port, &demo_process("${VERSION}"), 2, strategy)
-    });
+    let sb = rolling_web(&demo_process("${VERSION}"), 2);
     let (state, port) = (sb.state.clone(), sb.port);
     // Ids and pids: the very same processes, not replacements.
     let instances = |state: &Path| running(&diagnose(state), None);
@@ -882,15 +874,7 @@ fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
 /// promises), and a rollback runs with what the deployment recorded.
 #[test]
 fn variables_come_from_the_environment_of_hatoba_up_unless_set() {
-    let sb = Sandbox::new(|port| {
-        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
-        web_spec(
-            port,
-            &demo_process("${LABEL_FROM_ENV}-${VERSION}"),
-            1,
-            strategy,
-        )
-    });
+    let sb = rolling_web(&demo_process("${LABEL_FROM_ENV}-${VERSION}"), 1);
     let _server = sb.up_with_env(&[("LABEL_FROM_ENV", "shell")]);
     sb.deploy_ok("v1");
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("shell-v1"));
@@ -907,10 +891,7 @@ fn variables_come_from_the_environment_of_hatoba_up_unless_set() {
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("shell-v1"));
 
     // Given by nothing: refused, saying where values come from.
-    let bare = Sandbox::new(|port| {
-        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
-        web_spec(port, &demo_process("${LABEL_FROM_ENV}"), 1, strategy)
-    });
+    let bare = rolling_web(&demo_process("${LABEL_FROM_ENV}"), 1);
     let _bare_server = bare.up(&[]);
     hatoba(&bare.state)
         .args(["deploy", "web", "--version", "v1", "--wait"])
@@ -926,10 +907,7 @@ fn variables_come_from_the_environment_of_hatoba_up_unless_set() {
 /// names the account that deployed, not "unknown".
 #[test]
 fn who_deploys_is_the_account_when_the_environment_does_not_say() {
-    let sb = Sandbox::new(|port| {
-        let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
-        web_spec(port, &demo_process("${VERSION}"), 1, strategy)
-    });
+    let sb = rolling_web(&demo_process("${VERSION}"), 1);
     let _server = sb.up(&[]);
     hatoba(&sb.state)
         .env_remove("USER")
@@ -948,18 +926,11 @@ fn who_deploys_is_the_account_when_the_environment_does_not_say() {
 /// app's label, so what the proxy serves shows it arrived).
 #[test]
 fn instances_know_their_version_from_the_environment() {
-    let sb = Sandbox::new(|port| {
-        let process = format!(
-            r#"{{command: /bin/sh, args: ["-c", 'exec "$0" demo-app --version-label "$HATOBA_VERSION-$HATOBA_SERVICE"', "{exe}"]}}"#,
-            exe = env!("CARGO_BIN_EXE_hatoba")
-        );
-        web_spec(
-            port,
-            &process,
-            1,
-            "{rolling: {maxSurge: 1, maxUnavailable: 0}}",
-        )
-    });
+    let process = format!(
+        r#"{{command: /bin/sh, args: ["-c", 'exec "$0" demo-app --version-label "$HATOBA_VERSION-$HATOBA_SERVICE"', "{exe}"]}}"#,
+        exe = env!("CARGO_BIN_EXE_hatoba")
+    );
+    let sb = rolling_web(&process, 1);
     let _server = sb.up(&[]);
     sb.deploy_ok("v7");
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v7-web"));
