@@ -268,6 +268,16 @@ impl Drop for Cleanup {
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A runtime in a fresh directory with a scope of its own; what it started
+/// is killed when the returned [`Cleanup`] drops, even if the test fails.
+fn scoped_runtime(name: &str) -> (tempfile::TempDir, ProcessRuntime, String, Cleanup) {
+    let dir = tempfile::tempdir().unwrap();
+    let scope = format!("{name}-{}", dir.path().display());
+    let rt = ProcessRuntime::new(dir.path().join("logs")).with_scope(&scope);
+    let cleanup = Cleanup::scopes(&[&scope]);
+    (dir, rt, scope, cleanup)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_runtime_story() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,10 +503,7 @@ async fn instances_outlive_a_killed_controller_then_are_adopted_or_swept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_summed_over_the_process_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let scope = format!("usage-{}", dir.path().display());
-    let rt = ProcessRuntime::new(dir.path().join("logs")).with_scope(&scope);
-    let _cleanup = Cleanup::scopes(&[&scope]);
+    let (_dir, rt, scope, _cleanup) = scoped_runtime("usage");
     let s = rt
         .start(&spec("forks"), hatoba_core::Millis(0))
         .await
@@ -541,10 +548,7 @@ async fn usage_is_summed_over_the_process_group() {
 /// its stop ends what it left running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_ends_what_an_exited_instance_left_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let scope = format!("daemon-{}", dir.path().display());
-    let rt = ProcessRuntime::new(dir.path().join("logs")).with_scope(&scope);
-    let _cleanup = Cleanup::scopes(&[&scope]);
+    let (_dir, rt, _scope, _cleanup) = scoped_runtime("daemon");
     let s = rt
         .start(&spec("daemonizes"), hatoba_core::Millis(0))
         .await
