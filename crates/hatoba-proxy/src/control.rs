@@ -258,6 +258,13 @@ pub enum ControlError {
         /// Its process id, if it said.
         pid: Option<u32>,
     },
+    /// A file of the data plane's is a symbolic link: not followed (it
+    /// could make the data plane write where it should not).
+    #[error("{} is a symbolic link; not following it", path.display())]
+    Symlink {
+        /// The path.
+        path: PathBuf,
+    },
     /// The socket path is taken by something that is not a socket.
     #[error("{} exists and is not a socket; not touching it", path.display())]
     NotASocket {
@@ -387,6 +394,8 @@ pub struct DataPlane {
     listener: tokio::net::UnixListener,
     socket: SocketFile,
     plane: Arc<Plane>,
+    /// The OS lock on `dataplane.lock`, held while this lives.
+    _lock: std::fs::File,
 }
 
 /// The shared state the connections work on.
@@ -465,6 +474,7 @@ impl DataPlane {
     /// its last table. When this returns the data plane serves traffic and
     /// the controller may connect (its requests wait for [`run`](Self::run)).
     pub async fn bind(cfg: DataPlaneConfig) -> Result<DataPlane, ControlError> {
+        let lock = lock_socket(&cfg.socket).await?;
         let (listener, socket) = claim_socket(&cfg.socket).await?;
         let state = read_state(&cfg.state_file).await?;
         let recorder = Arc::new(Recorder::new());
@@ -503,6 +513,7 @@ impl DataPlane {
         }
         let (stop, _) = watch::channel(false);
         Ok(DataPlane {
+            _lock: lock,
             listener,
             socket,
             plane: Arc::new(Plane {
@@ -542,6 +553,7 @@ impl DataPlane {
             listener,
             socket,
             plane,
+            _lock: lock,
         } = self;
         let mut stopped = plane.stop.subscribe();
         let mut conns = JoinSet::new();
@@ -565,6 +577,8 @@ impl DataPlane {
         conns.shutdown().await;
         let mut inner = plane.inner.lock().await;
         stop_all(&mut inner).await;
+        // Let go only once every listener has stopped.
+        drop(lock);
         Ok(())
     }
 }
@@ -588,6 +602,55 @@ async fn stop_all(inner: &mut Inner) {
     for w in waits {
         let _ = w.await;
     }
+}
+
+/// The lock file beside a control socket (`dataplane.sock` →
+/// `dataplane.lock`).
+pub fn lock_path(socket: &Path) -> PathBuf {
+    socket.with_extension("lock")
+}
+
+/// Takes the exclusive OS lock beside the socket, held for the data
+/// plane's life (the kernel lets go when the process ends, however it
+/// ends): two data planes started at the same instant on one state
+/// directory cannot both pass the socket check below. The holder's pid is
+/// written into the file for the refusal's message.
+async fn lock_socket(socket: &Path) -> Result<std::fs::File, ControlError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = lock_path(socket);
+    let bind_err = |source| ControlError::Bind {
+        socket: socket.to_owned(),
+        source,
+    };
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(ControlError::Symlink { path });
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(bind_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(ControlError::AlreadyRunning {
+                socket: socket.to_owned(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(bind_err(e)),
+    }
+    file.set_len(0).map_err(bind_err)?;
+    file.rewind().map_err(bind_err)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(bind_err)?;
+    Ok(file)
 }
 
 async fn claim_socket(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), ControlError> {
@@ -1270,6 +1333,30 @@ impl ControlClient {
     /// Stops the data plane (its listeners finish their requests first).
     pub async fn shutdown(&self) -> Result<(), ControlError> {
         self.expect_ok(&Request::Shutdown).await
+    }
+
+    /// [`ControlClient::shutdown`], then waits until the data plane has
+    /// finished: its lock is let go only once every listener has stopped
+    /// and its requests in flight have ended. True when it finished within
+    /// `limit`. A stop that then ends the backends cuts no request.
+    pub async fn shutdown_and_wait(&self, limit: Duration) -> Result<bool, ControlError> {
+        self.shutdown().await?;
+        let path = lock_path(&self.shared.socket);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let free = std::fs::OpenOptions::new()
+                .read(true)
+                .open(&path)
+                .map(|f| f.try_lock().is_ok());
+            // No lock file at all: nothing holds it either.
+            if free.unwrap_or(true) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn expect_ok(&self, req: &Request) -> Result<(), ControlError> {

@@ -56,10 +56,34 @@ pub struct ProxyServer {
 
 /// Binds `threads` sockets to one address with `SO_REUSEPORT`. Port 0 picks
 /// a free port for the first and reuses it for the rest.
+///
+/// `SO_REUSEPORT` would let any other process of the same user join the
+/// group and take a share of the connections (a second `hatoba up` with the
+/// same `listen`), so a fixed address is first bound once without it: that
+/// fails with `AddrInUse` when anything listens there already, ours or not.
 pub(crate) fn bind_reuseport(
     listen: SocketAddr,
     threads: usize,
 ) -> io::Result<Vec<std::net::TcpListener>> {
+    if listen.port() != 0 {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(listen),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        // Connections of an earlier run in TIME_WAIT are no owner.
+        probe.set_reuse_address(true)?;
+        probe.bind(&listen.into()).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "Address already in use (another process listens there)",
+                )
+            } else {
+                e
+            }
+        })?;
+    }
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(threads);
     let mut addr = listen;
     for _ in 0..threads.max(1) {
@@ -378,6 +402,21 @@ impl Conns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_another_group_listens_on_is_refused() {
+        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        // Another process of the same user would join with SO_REUSEPORT.
+        let second = bind_reuseport(addr, 2);
+        assert_eq!(
+            second.map(|_| ()).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        drop(first);
+        // Once it is free, it binds again.
+        assert_eq!(bind_reuseport(addr, 2).unwrap().len(), 2);
+    }
 
     #[test]
     fn connections_go_to_the_least_busy_thread_and_are_released() {

@@ -108,8 +108,9 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
     /// service); their connections finish their current request.
     async fn retain(&self, keep: &[String]) -> Result<(), DataPlaneError>;
 
-    /// Stops the listeners (in-process) or leaves the process serving
-    /// (remote: the data plane outlives the controller on purpose).
+    /// Stops the listeners: new connections are refused, the requests in
+    /// flight finish, and only then does it return (remote: the data plane
+    /// process is told to stop and awaited).
     async fn shutdown(&self);
 }
 
@@ -394,6 +395,10 @@ impl DataPlane for RemoteDataPlane {
     }
 
     async fn shutdown(&self) {
-        let _ = self.client.shutdown().await;
+        // Its listeners finish their requests in flight before it exits.
+        let _ = self
+            .client
+            .shutdown_and_wait(std::time::Duration::from_secs(60))
+            .await;
     }
 }
