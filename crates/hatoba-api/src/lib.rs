@@ -134,7 +134,8 @@ pub struct Status {
 }
 
 /// `POST /v1/deployments/{id}/approve`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     /// Who approves; must not be who deployed.
     pub by: String,
@@ -201,6 +202,10 @@ pub struct ServiceDetail {
     pub route: Vec<RouteGroup>,
     /// Restarts in the last five minutes.
     pub recent_restarts: usize,
+    /// A problem the service is recovering from, when there is one (a
+    /// rollout stopped by a history store that cannot be written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// Whether the restarts amount to a crash loop.
     pub crash_loop: bool,
     /// When the next restart may happen, if one waits (RFC 3339).
@@ -255,8 +260,11 @@ pub struct ErrorBody {
     pub hint: Option<String>,
 }
 
-/// `POST /v1/deployments`: deploy a version of a service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/deployments`: deploy a version of a service. Requests are read
+/// strictly: an unknown field is refused, not ignored (a misspelt `vars`
+/// must not deploy without its values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The service.
     pub service: String,
@@ -274,6 +282,7 @@ pub struct DeployRequest {
 /// `POST /v1/services/{name}/rollback`: return to the previous (or a named)
 /// succeeded version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to return to; the previous succeeded one when absent.
     pub to: Option<String>,

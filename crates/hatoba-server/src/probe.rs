@@ -25,6 +25,40 @@ pub(crate) enum ProbeFailure {
     /// No status line within the probe's timeout.
     #[error("no answer within {}", hatoba_core::format_duration(*.0))]
     Timeout(Duration),
+    /// The controller itself could not probe (out of file descriptors,
+    /// memory or local ports): says nothing about the instance, so it is
+    /// never counted against it.
+    #[error("not probed: the controller is short of resources ({0})")]
+    Controller(String),
+}
+
+/// Whether an error is the controller's own shortage rather than the
+/// instance's doing: EMFILE, ENFILE, ENOMEM, ENOBUFS, EADDRNOTAVAIL (no
+/// local port left).
+fn is_controller_shortage(e: &std::io::Error) -> bool {
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const EADDRNOTAVAIL: i32 = 99;
+    const ENOBUFS: i32 = 105;
+    matches!(
+        e.raw_os_error(),
+        Some(ENOMEM | ENFILE | EMFILE | EADDRNOTAVAIL | ENOBUFS)
+    ) || e.kind() == std::io::ErrorKind::OutOfMemory
+}
+
+/// What an IO error says about a probe.
+fn io_failure(e: std::io::Error) -> ProbeFailure {
+    if is_controller_shortage(&e) {
+        return ProbeFailure::Controller(e.to_string());
+    }
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
+        std::io::ErrorKind::UnexpectedEof => {
+            ProbeFailure::Io("connection closed before a status line".to_owned())
+        }
+        _ => ProbeFailure::Io(e.to_string()),
+    }
 }
 
 /// One probe: passes when the instance answers 2xx or 3xx within `timeout`.
@@ -33,13 +67,7 @@ pub(crate) async fn http_probe(
     path: &str,
     timeout: Duration,
 ) -> Result<(), ProbeFailure> {
-    let io = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
-        std::io::ErrorKind::UnexpectedEof => {
-            ProbeFailure::Io("connection closed before a status line".to_owned())
-        }
-        _ => ProbeFailure::Io(e.to_string()),
-    };
+    let io = io_failure;
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
         let req = format!(
@@ -62,8 +90,7 @@ pub(crate) async fn http_probe(
 pub(crate) async fn tcp_probe(addr: SocketAddr) -> Result<(), ProbeFailure> {
     match tokio::net::TcpStream::connect(addr).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(ProbeFailure::Refused),
-        Err(e) => Err(ProbeFailure::Io(e.to_string())),
+        Err(e) => Err(io_failure(e)),
     }
 }
 
@@ -89,7 +116,9 @@ pub(crate) struct Readiness {
 
 impl Readiness {
     /// Records one probe's result, keeping why it failed; returns whether
-    /// the instance is ready (or alive) now.
+    /// the instance is ready (or alive) now. A probe the controller could
+    /// not make ([`ProbeFailure::Controller`]) is no observation: the
+    /// instance stays as it was.
     pub(crate) fn observe_probe(
         &mut self,
         addr: SocketAddr,
@@ -97,6 +126,9 @@ impl Readiness {
         success_threshold: u32,
         failure_threshold: u32,
     ) -> bool {
+        if let Err(ProbeFailure::Controller(_)) = &result {
+            return self.streaks.get(&addr).is_some_and(|s| s.2);
+        }
         let passed = match result {
             Ok(()) => {
                 self.failures.remove(&addr);
@@ -219,6 +251,31 @@ mod tests {
         assert_eq!(http_probe(gone, "/", t).await, Err(ProbeFailure::Refused));
         assert_eq!(tcp_probe(gone).await, Err(ProbeFailure::Refused));
         assert_eq!(tcp_probe(ok).await, Ok(()));
+    }
+
+    #[test]
+    fn a_probe_the_controller_could_not_make_changes_nothing() {
+        let mut r = Readiness::default();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let short = || Err(ProbeFailure::Controller("Too many open files".to_owned()));
+        // Alive stays alive, however many times in a row.
+        r.assume_ready(a);
+        for _ in 0..5 {
+            assert!(r.observe_probe(a, short(), 1, 1));
+        }
+        assert_eq!(r.failure(a), None);
+        // Not ready stays not ready: it is no pass either.
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert!(!r.observe_probe(b, short(), 1, 1));
+        // And EMFILE is read as the controller's, a refusal as the instance's.
+        assert!(matches!(
+            io_failure(std::io::Error::from_raw_os_error(24)),
+            ProbeFailure::Controller(_)
+        ));
+        assert_eq!(
+            io_failure(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            ProbeFailure::Refused
+        );
     }
 
     #[test]

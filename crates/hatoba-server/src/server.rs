@@ -41,6 +41,14 @@ use tokio::sync::mpsc;
 
 /// Largest API request body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// API connections served at once; one more is closed at accept.
+pub(crate) const MAX_API_CONNECTIONS: usize = 128;
+/// How long a client may take to send a request's head after connecting.
+pub(crate) const API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one API connection may last, request and answer.
+pub(crate) const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The pause after an accept that failed (out of file descriptors).
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) struct ServiceState {
     pub(crate) deployer: Deployer,
@@ -52,6 +60,13 @@ pub(crate) struct ServiceState {
     pub(crate) ops: tokio::sync::Mutex<()>,
     /// What the supervisor last observed.
     pub(crate) health: Mutex<crate::supervisor::Health>,
+    /// Instances started outside a rollout (a start bringing the serving
+    /// version back) that no probe has seen ready yet: the supervisor routes
+    /// them once one does, instead of taking them as ready.
+    pub(crate) fresh: Mutex<std::collections::HashSet<std::net::SocketAddr>>,
+    /// A problem the service is recovering from (a rollout stopped by a
+    /// store error), shown by `diagnose` until it is over.
+    pub(crate) problem: Mutex<Option<String>>,
 }
 
 /// The server's parts, shared by the API handlers.
@@ -188,6 +203,8 @@ impl Server {
                     live: Mutex::new(None),
                     ops: tokio::sync::Mutex::new(()),
                     health: Mutex::new(crate::supervisor::Health::default()),
+                    fresh: Mutex::new(std::collections::HashSet::new()),
+                    problem: Mutex::new(None),
                 }),
             );
         }
@@ -367,16 +384,29 @@ impl Server {
                     Some(r) => self.finished_rollout(r).await?,
                     None => record.serving,
                 };
-                let serving = serving.as_ref().map(running);
-                if let Some(s) = &serving {
-                    report.push(format!(
-                        "{name}: {} serves on {} instance(s)",
-                        s.version,
-                        s.instances.len()
-                    ));
+                let mut serving = serving.as_ref().map(running);
+                // Routed now: what was adopted running (it served before).
+                let route = serving_route(name, serving.as_ref());
+                if let Some(s) = &mut serving {
+                    let adopted_running = s.instances.len();
+                    let started = self.restore(name, state, s).await;
+                    report.push(if started.is_empty() {
+                        format!("{name}: {} serves on {adopted_running} instance(s)", s.version)
+                    } else {
+                        format!(
+                            "{name}: {} serves on {adopted_running} instance(s); started {} again{}, routed as they become ready",
+                            s.version,
+                            started.len(),
+                            if adopted_running == 0 {
+                                " (the last `hatoba up` stopped them)"
+                            } else {
+                                ""
+                            }
+                        )
+                    });
                 }
                 self.data_plane
-                    .route(serving_route(name, serving.as_ref()))
+                    .route(route)
                     .await
                     .map_err(DeployError::from)?;
                 state
@@ -394,6 +424,48 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// Brings the serving version back to its size after a start: the
+    /// instances a stop ended (or that died with the machine) are started
+    /// again with the variables the version ran with. They are added to
+    /// what serves but not routed: the supervisor routes each once its
+    /// readiness probe passes. Returns what was started.
+    async fn restore(
+        &self,
+        name: &ServiceName,
+        state: &ServiceState,
+        serving: &mut Deployed,
+    ) -> Vec<InstanceStatus> {
+        let Some(svc) = self.services_spec().get(name).cloned() else {
+            return Vec::new();
+        };
+        let missing = usize::try_from(svc.replicas)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(serving.instances.len());
+        let mut started = Vec::new();
+        for _ in 0..missing {
+            let Ok(spec) = crate::deployer::instance_spec_for(
+                name,
+                &svc,
+                &serving.version,
+                &serving.vars,
+                &self.base_dir,
+            ) else {
+                break;
+            };
+            match self.runtime.start(&spec, crate::clock_now()).await {
+                Ok(inst) => started.push(inst),
+                // The supervisor reports what it cannot start.
+                Err(_) => break,
+            }
+        }
+        {
+            let mut fresh = state.fresh.lock().unwrap_or_else(PoisonError::into_inner);
+            fresh.extend(started.iter().map(|i| i.addr));
+        }
+        serving.instances.extend(started.iter().cloned());
+        started
     }
 
     /// What serves after a rollout whose end was recorded in the history
@@ -468,18 +540,117 @@ impl Server {
         *state.live.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((Some(record.deployment.clone()), tx));
         let st = Arc::clone(state);
+        let me = Arc::clone(self);
+        let id = record.deployment.clone();
         let task = tokio::spawn(async move {
             let result = st.deployer.resume(&req, record, &adopted, rx).await;
-            if let Ok((_, serving)) = &result {
-                *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+            match &result {
+                Ok((_, serving)) => {
+                    *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+                }
+                Err(e) => me.after_failed_rollout(&req.service, &st, id, e).await,
             }
             *st.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
         });
-        self.tasks
+        self.keep_task(task);
+        Ok(())
+    }
+
+    /// Keeps a deployment's task for the shutdown to await, forgetting
+    /// those that ended.
+    fn keep_task(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// A rollout that stopped on an error of its own (the history store
+    /// could not be written, the data plane refused a table) would leave its
+    /// deployment `in_progress` with nothing driving it, and the service
+    /// split between versions. Instead: all traffic goes back to what
+    /// served, the rollout's own instances are stopped, the problem is
+    /// logged and shown by `diagnose`, and the deployment is recorded as
+    /// failed with the reason, retried with back-off until the store takes
+    /// it. Nothing here needs the store to act.
+    async fn after_failed_rollout(
+        &self,
+        name: &ServiceName,
+        state: &ServiceState,
+        id: DeploymentId,
+        e: &DeployError,
+    ) {
+        let why = error_chain(e);
+        let serving = state
+            .serving
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(task);
-        Ok(())
+            .clone();
+        tracing::error!(
+            deployment = %id,
+            service = %name,
+            error = %why,
+            "rollout stopped by an error: traffic back on what served"
+        );
+        *state.problem.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!(
+            "deployment {id} stopped: {why}; traffic is back on {}; it is recorded as failed once the history store can be written",
+            serving
+                .as_ref()
+                .map_or_else(|| "nothing".to_owned(), |d| d.version.to_string())
+        ));
+        let _ = self
+            .data_plane
+            .route(serving_route(name, serving.as_ref()))
+            .await;
+        let keep: std::collections::HashSet<&hatoba_runtime::InstanceId> = serving
+            .iter()
+            .flat_map(|d| d.instances.iter().map(|i| &i.id))
+            .collect();
+        let grace = self
+            .services_spec()
+            .get(name)
+            .map_or(std::time::Duration::from_secs(10), |s| {
+                s.termination_grace_period
+            });
+        if let Ok(list) = self.runtime.list(name).await {
+            for i in list.iter().filter(|i| !keep.contains(&i.id)) {
+                let _ = self.runtime.stop(&i.id, grace).await;
+                self.runtime.forget(&i.id).await;
+            }
+        }
+        let reason = format!("stopped by an error: {why}");
+        let mut pause = std::time::Duration::from_millis(500);
+        loop {
+            match self
+                .store
+                .transition(
+                    &id,
+                    hatoba_core::DeploymentStatus::Failed,
+                    Some(reason.clone()),
+                    crate::clock_now(),
+                )
+                .await
+            {
+                Ok(_) | Err(hatoba_store::StoreError::Terminal { .. }) => break,
+                Err(e) => {
+                    tracing::warn!(deployment = %id, error = %error_chain(&e), "cannot record the failed deployment yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        }
+        let _ = state
+            .deployer
+            .save(
+                name,
+                &self.environment,
+                &ServiceRecord {
+                    serving: serving.as_ref().map(ServingRecord::of),
+                    rollout: None,
+                },
+            )
+            .await;
+        *state.problem.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        tracing::info!(deployment = %id, service = %name, "recorded as failed");
     }
 
     /// The proxy listeners' addresses, by service.
@@ -501,24 +672,57 @@ impl Server {
     }
 
     /// Serves the API on `listener` until `shutdown` resolves.
+    ///
+    /// Limits, like the proxy's, so no client (the API needs a token, but
+    /// connecting does not) can starve the controller: at most
+    /// [`MAX_API_CONNECTIONS`] at once (one more is closed at accept), one
+    /// request per connection (the CLI opens one per call), its head within
+    /// [`API_HEADER_TIMEOUT`] of connecting and the whole exchange within
+    /// [`API_REQUEST_TIMEOUT`], bodies of at most 64 KiB. Out of file
+    /// descriptors, accepting pauses instead of spinning.
     pub async fn serve_api(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // EMFILE and the like: the next accept would fail
+                            // the same way at once.
+                            if !matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                            ) {
+                                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                            }
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        // Full: closed at once, so the socket is not held.
+                        drop(stream);
+                        continue;
+                    };
                     let me = Arc::clone(&self);
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             let me = Arc::clone(&me);
                             async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(API_HEADER_TIMEOUT)
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), svc);
+                        let _ = tokio::time::timeout(API_REQUEST_TIMEOUT, conn).await;
+                        drop(slot);
                     });
                 }
             }
@@ -527,9 +731,12 @@ impl Server {
 
     /// Stops cleanly. With `keep_running`, instances, the data plane and
     /// any rollout in progress are left as they are, recorded, for the next
-    /// `hatoba up` to take over. Otherwise rollouts in progress are aborted
-    /// (traffic back on stable), then every instance is stopped and the
-    /// listeners closed.
+    /// `hatoba up` to take over. Otherwise, in this order, so that no
+    /// request is cut: rollouts in progress are aborted (traffic back on
+    /// stable, recorded as aborted); the listeners stop accepting and their
+    /// requests in flight finish; then every instance gets its grace period,
+    /// all at once. What served is still recorded (version and variables,
+    /// no instances), so the next `hatoba up` starts it again.
     pub async fn shutdown(&self, keep_running: bool) {
         for s in std::mem::take(
             &mut *self
@@ -559,20 +766,40 @@ impl Server {
             // An abort ends within the drain and grace periods; do not wait forever.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(60), t).await;
         }
-        for (name, svc) in self.services_spec() {
-            if let Ok(list) = self.runtime.list(&name).await {
+        // No new connection from here; the requests in flight finish on
+        // instances that still run.
+        self.data_plane.shutdown().await;
+        let specs = self.services_spec();
+        let mut stops = tokio::task::JoinSet::new();
+        for (name, svc) in &specs {
+            if let Ok(list) = self.runtime.list(name).await {
                 for i in list {
-                    let _ = self.runtime.stop(&i.id, svc.termination_grace_period).await;
+                    let runtime = Arc::clone(&self.runtime);
+                    let grace = svc.termination_grace_period;
+                    stops.spawn(async move {
+                        let _ = runtime.stop(&i.id, grace).await;
+                    });
                 }
             }
-            if let Some(state) = self.services.get(&name) {
-                let _ = state
-                    .deployer
-                    .save(&name, &self.environment, &ServiceRecord::default())
-                    .await;
+        }
+        while stops.join_next().await.is_some() {}
+        for name in specs.keys() {
+            if let Some(state) = self.services.get(name) {
+                let serving = state
+                    .serving
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let record = ServiceRecord {
+                    serving: serving.map(|d| ServingRecord {
+                        instances: Vec::new(),
+                        ..ServingRecord::of(&d)
+                    }),
+                    rollout: None,
+                };
+                let _ = state.deployer.save(name, &self.environment, &record).await;
             }
         }
-        self.data_plane.shutdown().await;
     }
 
     async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
@@ -600,56 +827,29 @@ impl Server {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
             (Method::POST, ["v1", "deployments"]) => {
-                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => {
-                        return error(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            2,
-                            "request body too large",
-                            None,
-                        );
-                    }
-                };
-                match serde_json::from_slice::<hatoba_api::DeployRequest>(&body) {
+                match body_json::<hatoba_api::DeployRequest>(req, "deploy", false).await {
                     Ok(r) => self.deploy(r, None).await,
-                    Err(e) => error(
-                        StatusCode::BAD_REQUEST,
-                        2,
-                        &format!("bad deploy request: {e}"),
-                        None,
-                    ),
+                    Err(resp) => resp,
                 }
             }
             (Method::GET, ["v1", "deployments", id]) => self.detail(id).await,
             (Method::GET, ["v1", "services", name]) => self.service_detail(name).await,
             (Method::POST, ["v1", "deployments", id, "approve"]) => {
-                let body = Limited::new(req.into_body(), MAX_BODY)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                match serde_json::from_slice::<hatoba_api::ApproveRequest>(&body) {
-                    Ok(a) => self.approve(id, a.by).await,
-                    Err(e) => error(
-                        StatusCode::BAD_REQUEST,
-                        2,
-                        &format!("bad approve request: {e}"),
-                        None,
-                    ),
+                let id = (*id).to_owned();
+                match body_json::<hatoba_api::ApproveRequest>(req, "approve", false).await {
+                    Ok(a) => self.approve(&id, a.by).await,
+                    Err(resp) => resp,
                 }
             }
             (Method::POST, ["v1", "services", name, "rollback"]) => {
-                let body = Limited::new(req.into_body(), MAX_BODY)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let r = serde_json::from_slice::<hatoba_api::RollbackRequest>(&body).ok();
-                let to = r.as_ref().and_then(|r| r.to.clone());
-                let by = r.and_then(|r| r.by).unwrap_or_else(|| "cli".to_owned());
                 let name = (*name).to_owned();
-                self.rollback(&name, to, by).await
+                match body_json::<hatoba_api::RollbackRequest>(req, "rollback", true).await {
+                    Ok(r) => {
+                        let by = r.by.unwrap_or_else(|| "cli".to_owned());
+                        self.rollback(&name, r.to, by).await
+                    }
+                    Err(resp) => resp,
+                }
             }
             (Method::POST, ["v1", "services", name, action]) => self.operate(name, action).await,
             _ => error(
@@ -851,6 +1051,36 @@ impl Server {
                 None,
             );
         };
+        // A value for a name the service never uses would be recorded and
+        // do nothing: most often a misspelling. A rollback reruns what a
+        // deployment recorded, whatever the spec uses now.
+        if rollback_of.is_none() {
+            let used = named_variables(&svc);
+            if let Some(unused) = r.vars.keys().find(|k| !used.contains(*k)) {
+                let near = used
+                    .iter()
+                    .filter(|u| edit_distance(u, unused) <= 2)
+                    .min_by_key(|u| edit_distance(u, unused));
+                let hint = match near {
+                    Some(n) => format!("did you mean `{n}`?"),
+                    None if used.is_empty() => format!("service `{service}` uses no ${{NAME}}"),
+                    None => format!(
+                        "`{service}` uses: {}",
+                        used.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    2,
+                    &format!(
+                        "`--set {}`: service `{service}` uses no ${{{}}} in its command, args, env or workingDir",
+                        hatoba_core::shown(unused),
+                        hatoba_core::shown(unused)
+                    ),
+                    Some(&hint),
+                );
+            }
+        }
         let (tx, rx) = mpsc::channel(8);
         // The supervisor finishes its round (a restart in progress) first.
         let ops = state.ops.lock().await;
@@ -908,18 +1138,34 @@ impl Server {
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let st = Arc::clone(&state);
         let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        let me = Arc::clone(&self);
         let task = tokio::spawn(async move {
-            let result = st.deployer.deploy_with(&req, rx, Some(created_tx)).await;
-            if let Ok((_, serving)) = &result {
-                *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+            // The row, once created, is passed on and remembered: an error
+            // after it must still end the deployment in the history.
+            let (recorded_tx, recorded_rx) = tokio::sync::oneshot::channel();
+            let recorded = async {
+                let d: Option<hatoba_store::Deployment> = recorded_rx.await.ok();
+                let id = d.as_ref().map(|d| d.id.clone());
+                if let Some(d) = d {
+                    let _ = created_tx.send(d);
+                }
+                id
+            };
+            let (result, id) = tokio::join!(
+                st.deployer.deploy_with(&req, rx, Some(recorded_tx)),
+                recorded
+            );
+            match (&result, id) {
+                (Ok((_, serving)), _) => {
+                    *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+                }
+                (Err(e), Some(id)) => me.after_failed_rollout(&req.service, &st, id, e).await,
+                (Err(_), None) => {}
             }
             *st.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
             let _ = result_tx.send(result);
         });
-        self.tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(task);
+        self.keep_task(task);
         match created_rx.await {
             Ok(d) => {
                 if let Some((id, _)) = state
@@ -1131,6 +1377,11 @@ impl Server {
                     })
                     .unwrap_or_default(),
                 recent_restarts: restarts,
+                problem: state
+                    .problem
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
                 crash_loop,
                 next_restart: next.map(|m| m.to_rfc3339()),
             },
@@ -1241,6 +1492,39 @@ fn serving_route(name: &ServiceName, serving: Option<&Deployed>) -> RouteSpec {
     }
 }
 
+/// Reads a request's JSON body strictly: too large is 413, and a body that
+/// is not valid JSON or names a field the request does not have is 400
+/// with serde's words (they name the field and where). `empty_ok`: no body
+/// at all means the request's defaults.
+async fn body_json<T: serde::de::DeserializeOwned + Default>(
+    req: Request<hyper::body::Incoming>,
+    what: &str,
+    empty_ok: bool,
+) -> Result<T, Response<Full<Bytes>>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                2,
+                &format!("{what} request body too large (at most {MAX_BODY} bytes)"),
+                None,
+            ));
+        }
+    };
+    if empty_ok && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice::<T>(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            2,
+            &format!("bad {what} request: {e}"),
+            None,
+        )
+    })
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -1311,4 +1595,19 @@ fn named_variables(svc: &hatoba_spec::Service) -> std::collections::BTreeSet<Str
         .map(|(name, _)| name)
         .filter(|n| n != "VERSION" && n != "PORT")
         .collect()
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }

@@ -106,7 +106,13 @@ pub(crate) async fn run(s: Supervised) {
             was_live = false;
             readiness = Readiness::default();
             liveness = Readiness::default();
-            for i in &serving.instances {
+            let fresh =
+                std::mem::take(&mut *s.state.fresh.lock().unwrap_or_else(PoisonError::into_inner));
+            for i in serving
+                .instances
+                .iter()
+                .filter(|i| !fresh.contains(&i.addr))
+            {
                 readiness.assume_ready(i.addr);
             }
             routed = None;
@@ -172,7 +178,9 @@ pub(crate) async fn run(s: Supervised) {
                         p.failure_threshold,
                     )
                 }
-                None => tcp_probe(inst.addr).await.is_ok(),
+                // Thresholds of one: a pass is ready, a refusal is not, and a
+                // probe the controller could not make changes nothing.
+                None => readiness.observe_probe(inst.addr, tcp_probe(inst.addr).await, 1, 1),
             };
             if is_ready {
                 ready.push(inst.addr);

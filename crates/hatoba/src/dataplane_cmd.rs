@@ -67,7 +67,8 @@ fn log_file(state: &Path) -> PathBuf {
 
 /// `hatoba dataplane`: runs until SIGTERM, SIGINT or a `shutdown` request.
 pub(crate) fn run(state: &Path, metrics: std::net::SocketAddr) -> anyhow::Result<Exit> {
-    std::fs::create_dir_all(state)?;
+    crate::state_dir::prepare(state)?;
+    crate::state_dir::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

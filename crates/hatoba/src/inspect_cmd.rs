@@ -263,6 +263,9 @@ pub(crate) async fn diagnose(global: &Global, service: &str) -> anyhow::Result<E
             .map(|d| format!(", deployment {d} in progress"))
             .unwrap_or_default()
     ));
+    if let Some(p) = &detail.problem {
+        out.push_str(&format!("problem: {p}\n"));
+    }
     if detail.crash_loop || detail.recent_restarts > 0 {
         out.push_str(&format!(
             "restarts: {} in the last 5m{}{}\n",

@@ -16,6 +16,7 @@ mod proxy_cmd;
 mod server_cmd;
 mod spec_file;
 mod state;
+mod state_dir;
 mod validate;
 
 use clap::{CommandFactory, Parser};

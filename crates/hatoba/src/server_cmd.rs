@@ -23,11 +23,8 @@ fn token_path(state: &Path) -> PathBuf {
     state.join("token")
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
+    init_logs();
     let bytes = crate::spec_file::read(&args.file.file)?;
     let parsed = hatoba_spec::parse_bytes(&bytes);
     let Some(spec) = parsed.spec else {
@@ -52,36 +49,15 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         .parse()
         .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))?;
     let state = &global.state_dir;
-    std::fs::create_dir_all(state).map_err(|e| {
-        CliError::new(
-            Exit::Failed,
-            format!(
-                "cannot create the state directory `{}`: {e}",
-                state.display()
-            ),
-        )
-    })?;
-    if let Ok(text) = std::fs::read_to_string(info_path(state))
-        && let Ok(info) = serde_json::from_str::<hatoba_api::ServerInfo>(&text)
-        && pid_alive(info.pid)
-        && info.pid != std::process::id()
-    {
-        return Err(CliError::new(
-            Exit::Conflict,
-            format!(
-                "a Hatoba server already runs for `{}` (pid {}, API {})",
-                state.display(),
-                info.pid,
-                info.api
-            ),
-        )
-        .hint("stop it first, or use another --state-dir")
-        .into());
-    }
+    crate::state_dir::prepare(state)?;
+    // One controller per state directory, taken before anything else is
+    // touched (the store's migrations included), held until `up` returns.
+    let _lock = crate::state_dir::ControllerLock::acquire(state)?;
+    crate::state_dir::raise_fd_limit();
     let store: Arc<dyn hatoba_store::Store> =
         Arc::new(hatoba_store::SqlStore::open_sqlite(state.join("hatoba.db")).await?);
     let token = hatoba_server::new_token();
-    write_private(&token_path(state), token.as_bytes())?;
+    crate::state_dir::write_private(&token_path(state), token.as_bytes())?;
     let recorder = Arc::new(hatoba_metrics::Recorder::new());
     let base_dir = args
         .file
@@ -168,29 +144,51 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             return Err(CliError::new(exit, crate::server_cmd::chain(&e)).into());
         }
     };
-    let resumed = server
-        .resume()
-        .await
-        .map_err(|e| CliError::new(Exit::Failed, crate::server_cmd::chain(&e)))?;
-    let admin_addr = match (args.in_process_proxy, args.metrics) {
-        (true, Some(m)) => m,
-        _ => "127.0.0.1:0".parse()?,
+    // From here a failure stops what this run started (the data plane, if
+    // it was not already serving) and leaves what it found as it was.
+    let ready = async {
+        let resumed = server
+            .resume()
+            .await
+            .map_err(|e| CliError::new(Exit::Failed, crate::server_cmd::chain(&e)))?;
+        let admin_addr = match (args.in_process_proxy, args.metrics) {
+            (true, Some(m)) => m,
+            _ => "127.0.0.1:0".parse()?,
+        };
+        let admin = hatoba_proxy::AdminServer::start(admin_addr, recorder, Vec::new())?;
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let info = hatoba_api::ServerInfo {
+            api_version: hatoba_api::API_VERSION.to_owned(),
+            api: api.local_addr()?.to_string(),
+            admin: remote_admin
+                .clone()
+                .unwrap_or_else(|| admin.local_addr().to_string()),
+            pid: std::process::id(),
+            environment: env.to_string(),
+        };
+        crate::state_dir::write_private(
+            &info_path(state),
+            serde_json::to_string_pretty(&info)?.as_bytes(),
+        )?;
+        anyhow::Ok((resumed, admin, api, term, info))
+    }
+    .await;
+    let (resumed, admin, api, mut term, info) = match ready {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(s) = supervisor.take() {
+                s.abort();
+            }
+            server.shutdown(true).await;
+            if let Some(dp) = started_data_plane.take() {
+                use hatoba_server::DataPlane as _;
+                dp.shutdown().await;
+            }
+            return Err(e);
+        }
     };
-    let admin = hatoba_proxy::AdminServer::start(admin_addr, recorder, Vec::new())?;
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let info = hatoba_api::ServerInfo {
-        api_version: hatoba_api::API_VERSION.to_owned(),
-        api: api.local_addr()?.to_string(),
-        admin: remote_admin.unwrap_or_else(|| admin.local_addr().to_string()),
-        pid: std::process::id(),
-        environment: env.to_string(),
-    };
-    write_private(
-        &info_path(state),
-        serde_json::to_string_pretty(&info)?.as_bytes(),
-    )?;
     let mut lines = format!(
         "hatoba up: environment `{env}`, state in `{}`\n",
         state.display()
@@ -219,7 +217,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     output::stderr(if args.keep_running {
         "stopping: instances and the data plane keep serving for the next `hatoba up` (--keep-running)\n"
     } else {
-        "stopping: instances get their grace period\n"
+        "stopping: new connections are refused, requests in flight finish, then instances get their grace period\n"
     });
     if let Some(s) = supervisor {
         s.abort();
@@ -231,6 +229,19 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The server's own log lines (what it does between API calls, and the
+/// problems it recovers from) go to stderr, filtered by `HATOBA_LOG`
+/// (`info` by default; `warn`, `debug`, or per target).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HATOBA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -240,19 +251,6 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    Ok(())
 }
 
 /// A service name as typed, checked before it goes into a URL.

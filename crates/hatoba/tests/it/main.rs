@@ -5,6 +5,7 @@
 mod cli;
 mod demo;
 mod faults;
+mod hardening;
 mod history;
 mod prometheus;
 mod proxy;

@@ -7,7 +7,7 @@ use predicates::prelude::*;
 use std::path::Path;
 use std::time::Duration;
 
-fn spec(port: u16) -> String {
+pub(crate) fn spec(port: u16) -> String {
     format!(
         r#"app: up-test
 services:
@@ -43,7 +43,7 @@ analysis:
 
 /// A spec with one service, `web`, on `port`: `process` and `strategy` as
 /// YAML flow mappings, readiness on `/ready` every 100 ms, 1 s drain.
-fn web_spec(port: u16, process: &str, replicas: u32, strategy: &str) -> String {
+pub(crate) fn web_spec(port: u16, process: &str, replicas: u32, strategy: &str) -> String {
     format!(
         "app: web-test\nservices:\n  web:\n    process: {process}\n    replicas: {replicas}\n    \
          route: {{listen: \"127.0.0.1:{port}\"}}\n    health:\n      \
@@ -53,7 +53,7 @@ fn web_spec(port: u16, process: &str, replicas: u32, strategy: &str) -> String {
 
 /// This binary as the demo app, labelled `label` (`${VERSION}` and the like
 /// are expanded by Hatoba).
-fn demo_process(label: &str) -> String {
+pub(crate) fn demo_process(label: &str) -> String {
     format!(
         r#"{{command: {exe}, args: ["demo-app", "--version-label", "{label}"]}}"#,
         exe = env!("CARGO_BIN_EXE_hatoba")
@@ -62,7 +62,7 @@ fn demo_process(label: &str) -> String {
 
 /// One web service of `replicas` instances of `process`, updated one
 /// instance at a time (maxSurge 1, maxUnavailable 0).
-fn rolling_web(process: &str, replicas: u32) -> Sandbox {
+pub(crate) fn rolling_web(process: &str, replicas: u32) -> Sandbox {
     let process = process.to_owned();
     Sandbox::new(move |port| {
         let strategy = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
@@ -87,7 +87,7 @@ fn poll(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// `hatoba diagnose web -o json`.
-fn diagnose(state: &Path) -> serde_json::Value {
+pub(crate) fn diagnose(state: &Path) -> serde_json::Value {
     let out = hatoba(state)
         .args(["diagnose", "web", "-o", "json"])
         .output()
@@ -98,7 +98,7 @@ fn diagnose(state: &Path) -> serde_json::Value {
 
 /// The running instances in a `diagnose` answer, of `version` or of any:
 /// (id, pid).
-fn running(v: &serde_json::Value, version: Option<&str>) -> Vec<(String, u64)> {
+pub(crate) fn running(v: &serde_json::Value, version: Option<&str>) -> Vec<(String, u64)> {
     v["service"]["instances"]
         .as_array()
         .unwrap()
@@ -607,6 +607,13 @@ fn a_rollback_keeps_the_variables_the_version_ran_with() {
             .code(2)
             .stderr(predicate::str::contains("is not a variable name"));
     }
+    // A name the service never uses is refused too, with the near one.
+    hatoba(&sb.state)
+        .args(["deploy", "web", "--version", "v1", "--set", "FLAVOR=x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("uses no ${FLAVOR}"))
+        .stderr(predicate::str::contains("did you mean `FLAVOUR`?"));
     assert!(latest(&sb.state).is_null(), "{}", latest(&sb.state));
     hatoba(&sb.state)
         .args([
@@ -778,7 +785,11 @@ fn an_app_that_ignores_its_port_is_told_to_listen_on_port() {
         web_spec(port, &process, 1, strategy) + "    progressDeadline: 2s\n"
     });
     let _server = sb.up(&[]);
-    sb.deploy_fails("v1", "UNUSED=1", "must listen on the port in $PORT");
+    hatoba(&sb.state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("must listen on the port in $PORT"));
 }
 
 /// The data plane process killed with SIGKILL is started again by `hatoba
