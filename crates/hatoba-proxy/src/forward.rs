@@ -398,6 +398,7 @@ where
     // backend only when it is idempotent and all of it can be sent again.
     let replayable = is_idempotent(method) && framing == client::Framing::Empty;
 
+    let mut needs_host = seen.host.is_none() && request.authority.is_none();
     let mut tried = Tried::new();
     // Stale pooled connections do not count as attempts; this bounds them.
     let mut stale_left = 8u32;
@@ -411,6 +412,15 @@ where
         let Some(backend) = pick_backend(group, &tried, router, now_ms) else {
             break;
         };
+        if needs_host {
+            // An HTTP/1.0 request without Host goes upstream as HTTP/1.1,
+            // which needs one: the upstream's own, as nginx sends
+            // `$proxy_host`. Written once: a replay keeps the first.
+            needs_host = false;
+            let line_end = head.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let host = format!("host: {}\r\n", backend.addr);
+            head.splice(line_end..line_end, host.bytes());
+        }
         tried.push(backend.addr);
         let in_flight = InFlight::new(Arc::clone(backend));
         let Ok(mut conn) = ready_connection(backend, router, opts).await else {

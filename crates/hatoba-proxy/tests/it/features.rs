@@ -293,3 +293,21 @@ async fn sticky_sessions_keep_a_client_on_its_version() {
     s.stop().await;
     c.stop().await;
 }
+
+/// An HTTP/1.0 request without Host goes upstream as HTTP/1.1 with the
+/// upstream's address as Host (RFC 9112 requires one in 1.1), as nginx does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_request_without_host_gets_the_upstreams_host() {
+    let backend = crate::support::echo_backend().await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[backend])]),
+        ProxyOptions::default(),
+    );
+    let resp = crate::support::raw(proxy.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(&format!("host: {backend}")), "{resp}");
+    // A request that has one keeps its own.
+    let resp = crate::support::raw(proxy.addr, b"GET / HTTP/1.0\r\nHost: mine\r\n\r\n").await;
+    assert!(resp.contains("host: mine"), "{resp}");
+    assert!(!resp.contains(&format!("host: {backend}")), "{resp}");
+}
