@@ -30,6 +30,8 @@
 
 mod error;
 mod id;
+#[cfg(test)]
+mod kill_tests;
 mod model;
 mod open;
 mod sql;
