@@ -227,6 +227,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     rotation.abort();
     server.shutdown(args.keep_running).await;
     admin.shutdown();
+    crate::backup_cmd::checkpoint_at_stop(state).await; // store hardening: hatoba.db alone holds the history after a clean stop
     let _ = std::fs::remove_file(info_path(state));
     Ok(Exit::Ok)
 }
