@@ -245,6 +245,22 @@ fn a_damaged_database_is_refused_with_its_fix() {
             )))
             .stderr(predicate::str::contains("hatoba restore FILE"));
     }
+    // `hatoba up` refuses it before it starts anything or writes into it.
+    let spec = dir.path().join("hatoba.yaml");
+    std::fs::write(&spec, web(hatoba_test_support::free_port().unwrap())).unwrap();
+    hatoba(&state)
+        .arg("up")
+        .arg("-f")
+        .arg(&spec)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "the database at {} is damaged",
+            db.display()
+        )));
+    for started in ["server.json", "dataplane.json", "dataplane.sock"] {
+        assert!(!state.join(started).exists(), "{started}");
+    }
     assert_eq!(
         std::fs::read(&db).unwrap(),
         before,
