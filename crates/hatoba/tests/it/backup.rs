@@ -412,3 +412,57 @@ fn after_a_clean_stop_hatoba_db_alone_holds_the_history_and_state_is_private() {
         .collect();
     assert_eq!(versions, [r#""v2" "succeeded""#, r#""v1" "succeeded""#]);
 }
+
+#[test]
+fn a_backup_restores_onto_a_new_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    runtime().block_on(async {
+        let store = SqlStore::open_sqlite(old.join("hatoba.db")).await.unwrap();
+        for i in 0..3 {
+            deploy(&store, i).await;
+        }
+        store.close().await;
+    });
+    let copy = dir.path().join("nightly.db");
+    hatoba(&old)
+        .args(["backup", "--to"])
+        .arg(&copy)
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(format!(
+            "wrote {} (3 deployments), ",
+            copy.display()
+        )))
+        .stdout(predicate::str::contains(format!(
+            "restore it with `hatoba restore {}`",
+            copy.display()
+        )));
+
+    let new = dir.path().join("new").join("state");
+    hatoba(&new)
+        .arg("restore")
+        .arg(&copy)
+        .assert()
+        .success()
+        .stdout(format!(
+            "restored 3 deployments from {} into {}\n",
+            copy.display(),
+            new.join("hatoba.db").display()
+        ));
+    assert_eq!(mode(&new), 0o700);
+    assert_eq!(mode(&new.join("hatoba.db")), 0o600);
+    let out = hatoba(&new)
+        .args(["history", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out)["deployments"].as_array().unwrap().len(), 3);
+    // The copy itself was only read.
+    assert!(!with_wal(&copy).exists());
+}
+
+fn with_wal(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
