@@ -133,6 +133,38 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
 }
 
+/// `hatoba backup --output json`: the copy that was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backup {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// `sqlite` (a `VACUUM INTO` copy of the state directory's database) or
+    /// `postgres` (a `pg_dump` archive in its custom format).
+    pub backend: String,
+    /// The file written.
+    pub file: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How many deployments it holds (SQLite copies; `null` for a
+    /// `pg_dump` archive).
+    pub deployments: Option<u64>,
+}
+
+/// `hatoba restore FILE --output json`: what was put in place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The copy restored from.
+    pub file: String,
+    /// The database it now is (`STATE_DIR/hatoba.db`).
+    pub database: String,
+    /// How many deployments it holds.
+    pub deployments: u64,
+    /// Where the database it replaced was moved, if there was one.
+    pub previous: Option<String>,
+}
+
 /// `POST /v1/deployments/{id}/approve`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -235,21 +235,18 @@ impl ProcessRuntime {
             }
         };
         let dir = self.log_dir.join(spec.service.as_str());
-        std::fs::create_dir_all(&dir).map_err(resources(format!(
+        logs::create_log_dir(&dir).map_err(resources(format!(
             "cannot create the log directory {}",
             dir.display()
         )))?;
         let log_path = dir.join(format!("{id}.log"));
-        // Appending: each write goes to the end of the file as it is then,
-        // which is what lets `rotate_logs` truncate it under the instance.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(resources(format!(
-                "cannot open the log file {}",
-                log_path.display()
-            )))?;
+        // Appending (each write goes to the end of the file as it is then,
+        // which is what lets `rotate_logs` truncate it under the instance),
+        // mode 0600.
+        let log = logs::open_log(&log_path).map_err(resources(format!(
+            "cannot open the log file {}",
+            log_path.display()
+        )))?;
         let log_err = log.try_clone().map_err(resources(format!(
             "cannot open the log file {}",
             log_path.display()

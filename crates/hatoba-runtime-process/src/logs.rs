@@ -1,4 +1,10 @@
-//! Log rotation by copy and truncate.
+//! Instance log files: opened private to their owner, rotated by copy
+//! and truncate.
+//!
+//! An instance's output can hold secrets (a token in a debug line), so its
+//! log is mode 0600 in a 0700 directory whatever the umask, and a log left
+//! 0644 by an older Hatoba is tightened when it is opened again; rotated
+//! copies take the log's mode.
 //!
 //! An instance writes its output straight into `<id>.log` through a file
 //! descriptor opened with `O_APPEND`, which the runtime cannot reopen for
@@ -9,6 +15,7 @@
 //! file, with no hole. Lines written between the copy and the truncation
 //! are lost: the price of copytruncate.
 
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// How large an instance log may grow and how many rotated copies are kept.
@@ -58,6 +65,31 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));
     PathBuf::from(name)
+}
+
+/// The mode of instance logs and their rotated copies.
+const LOG_MODE: u32 = 0o600;
+/// The mode of the directories that hold them.
+const LOG_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and its parents) mode 0700 if missing.
+pub(crate) fn create_log_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(LOG_DIR_MODE)
+        .create(dir)
+}
+
+/// Opens `path` for appending, creating it, mode 0600 however it was
+/// before: appending is what lets [`rotate`] truncate it under the instance.
+pub(crate) fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_MODE)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(LOG_MODE))?;
+    Ok(file)
 }
 
 /// Rotates `path` if it is larger than the limit; `Ok(true)` when it did.
@@ -127,6 +159,44 @@ mod tests {
         assert_eq!(read(&numbered(&log, 1)), "third");
         assert_eq!(read(&numbered(&log, 2)), "second");
         assert!(!numbered(&log, 3).exists());
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn logs_are_private_and_stay_so_when_rotated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs").join("web");
+        create_log_dir(&logs).expect("mkdir");
+        assert_eq!(mode(&logs), 0o700);
+        let new = logs.join("new.log");
+        drop(open_log(&new).expect("open"));
+        assert_eq!(mode(&new), 0o600);
+
+        // Left world-readable by an older Hatoba: tightened on open.
+        let old = logs.join("old.log");
+        std::fs::write(&old, "earlier line\n").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        {
+            use std::io::Write as _;
+            let mut f = open_log(&old).expect("open");
+            f.write_all(b"later line\n").expect("append");
+        }
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(
+            read(&old),
+            "earlier line\nlater line\n",
+            "appended, not truncated"
+        );
+
+        let limits = LogLimits {
+            max_bytes: 1,
+            keep: 1,
+        };
+        assert!(rotate(&old, limits).expect("rotates"));
+        assert_eq!(mode(&numbered(&old, 1)), 0o600, "the rotated copy");
     }
 
     #[test]

@@ -32,6 +32,63 @@ pub enum StoreError {
         source: sqlx::migrate::MigrateError,
     },
 
+    /// The SQLite file failed its integrity check at open (a damaged page,
+    /// a broken index): writing on would spread the damage, so the store
+    /// refuses it. Restore a backup or move the file aside.
+    #[error(
+        "the database at {location} is damaged ({problem}); restore the latest backup \
+         with `hatoba restore FILE`, or move {location} and its -wal and -shm files aside \
+         to start an empty history"
+    )]
+    Damaged {
+        /// The SQLite path.
+        location: String,
+        /// What the integrity check reported (its first lines).
+        problem: String,
+        /// What the driver said, when reading the file itself failed.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
+
+    /// The database file, its `-wal`/`-shm` files or its directory could
+    /// not be made private to their owner (files 0600, directory 0700): the
+    /// history holds secrets, so the store does not open it readable by
+    /// others.
+    #[error(
+        "cannot make {path} private to its owner (mode {mode:o}); chown it to the user running Hatoba"
+    )]
+    Permissions {
+        /// The file or directory.
+        path: String,
+        /// The mode it was to get.
+        mode: u32,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file is a sound SQLite database but not a Hatoba history (no
+    /// migrations table, or one that says a migration failed half-way).
+    #[error("{location} is not a Hatoba history database: {reason}")]
+    NotHistory {
+        /// The SQLite path.
+        location: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
+
+    /// A clean close could not move the write-ahead log into the database
+    /// file because another connection was reading; the history is safe but
+    /// stays partly in the `-wal` file, which must be kept with the database.
+    #[error(
+        "cannot move the write-ahead log into {location}: another process is reading it; \
+         keep {location}-wal with the database until the next clean stop"
+    )]
+    CheckpointBusy {
+        /// The SQLite path.
+        location: String,
+    },
+
     /// The service already has a live deployment in that environment: wait
     /// for it, or abort it first.
     #[error("service `{service}` already has a live deployment in `{environment}`: {live}")]

@@ -15,6 +15,12 @@
 //! - A deployment and its `created` event, a status change and its
 //!   `status_changed` event, are written in one transaction; a process killed
 //!   mid-write leaves nothing half-written.
+//! - An SQLite file is checked (`quick_check`) before anything writes into
+//!   it, and a damaged one is refused.
+//! - The SQLite database, its `-wal` and `-shm` files are private to their
+//!   owner (0600, directory 0700), set after every open.
+//! - The writer closes with a checkpoint: the `.db` file alone then holds
+//!   the whole history.
 //! - At most one live (pending, in progress, paused) deployment per service
 //!   and environment, enforced by a partial unique index.
 //! - The current version is a query (latest succeeded deployment), never a
@@ -30,6 +36,8 @@
 
 mod error;
 mod id;
+#[cfg(test)]
+mod kill_tests;
 mod model;
 mod open;
 mod sql;

@@ -125,7 +125,7 @@ impl SqlStore {
     }
 
     /// Inserts the deployment row (not its event) into `tx`.
-    pub(crate) async fn insert_deployment_row(
+    async fn insert_deployment_row(
         tx: &mut Transaction<'static, Any>,
         id: &DeploymentId,
         new: &NewDeployment,
@@ -161,6 +161,8 @@ impl SqlStore {
         let id = deployment_id(new.at).map_err(InsertError::Store)?;
         let mut tx = self.begin_write(DOING).await.map_err(InsertError::Store)?;
         SqlStore::insert_deployment_row(&mut tx, &id, new).await?;
+        #[cfg(test)]
+        crate::test_hooks::fault_point(crate::test_hooks::Fault::CreateAfterRow, &id).await;
         let mut message = format!(
             "{} {} to {} by {} ({})",
             new.service, new.version, new.environment, new.deployed_by, new.strategy
@@ -178,6 +180,8 @@ impl SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| InsertError::Store(StoreError::db(DOING)(e)))?;
+        #[cfg(test)]
+        crate::test_hooks::fault_point(crate::test_hooks::Fault::CreateBeforeCommit, &id).await;
         tx.commit()
             .await
             .map_err(|e| InsertError::Store(StoreError::db(DOING)(e)))?;

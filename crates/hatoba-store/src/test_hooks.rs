@@ -1,45 +1,92 @@
-//! Hooks for the store's own crash and configuration tests; not API.
+//! Hooks for tests; not API.
 //!
-//! Hidden from the docs and used only by `tests/it`. Production code must
-//! not call anything here: it exists to stop a write half-way (so a test can
-//! kill the process inside the transaction) and to look at the pool's
-//! connection settings.
+//! Hidden from the docs: `SqlStore::pool` lets `tests/it` look at the
+//! pool's connection settings, and `SqlStore::hold_write_lock` lets the
+//! binary's tests hold the database's write lock as another writer would.
+//! Production code must not call them. The fault points exist only in the crate's
+//! own unit-test build (`cfg(test)`): the real `create_deployment` calls
+//! [`fault_point`] between its statements, and a test that armed one of
+//! them (`arm`) gets the deployment's id there while the write transaction
+//! stays open forever, for the kill test (`kill_tests.rs`) to SIGKILL the
+//! process inside it. Nothing of that is compiled into the library that
+//! other crates, the integration tests or the `hatoba` binary link, so no
+//! cargo feature can carry it into a release build.
 
-use hatoba_core::DeploymentId;
 use sqlx::{Any, AnyPool, Transaction};
 
-use crate::sql::InsertError;
-use crate::{NewDeployment, SqlStore, StoreError};
+use crate::{SqlStore, StoreError};
 
-/// A write transaction that has inserted a deployment row but not yet its
-/// `created` event. Dropping it rolls back.
-pub struct HalfWritten {
-    /// The id of the inserted, uncommitted row.
-    pub id: DeploymentId,
+/// An open write transaction that has written nothing; dropping it rolls
+/// back and lets other writers on.
+#[doc(hidden)]
+pub struct WriteLock {
     _tx: Transaction<'static, Any>,
 }
 
 impl SqlStore {
-    /// Runs the first half of `create_deployment` (same transaction kind,
-    /// same insert) and stops before the event and the commit.
-    pub async fn begin_half_written_create(
-        &self,
-        new: &NewDeployment,
-    ) -> Result<HalfWritten, StoreError> {
-        let id = crate::sql::deployment_id(new.at)?;
-        let mut tx = self.begin_write("creating a deployment").await?;
-        match SqlStore::insert_deployment_row(&mut tx, &id, new).await {
-            Ok(()) => Ok(HalfWritten { id, _tx: tx }),
-            Err(InsertError::Store(e)) => Err(e),
-            Err(InsertError::Unique(source)) => Err(StoreError::Database {
-                doing: "creating a deployment",
-                source,
-            }),
-        }
-    }
-
     /// The connection pool, for checking per-connection settings.
+    #[doc(hidden)]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Begins a write transaction as every write of the store does (`BEGIN
+    /// IMMEDIATE` on SQLite) and holds it until the result is dropped.
+    #[doc(hidden)]
+    pub async fn hold_write_lock(&self) -> Result<WriteLock, StoreError> {
+        Ok(WriteLock {
+            _tx: self.begin_write("holding the write lock").await?,
+        })
+    }
+}
+
+/// Where `create_deployment` can be stopped, in the order it gets there.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The deployment row is inserted; its `created` event is not.
+    CreateAfterRow,
+    /// The row and its `created` event are inserted; the commit is not.
+    CreateBeforeCommit,
+}
+
+#[cfg(test)]
+type Armed = Option<(
+    Fault,
+    tokio::sync::oneshot::Sender<hatoba_core::DeploymentId>,
+)>;
+
+#[cfg(test)]
+static ARMED: std::sync::Mutex<Armed> = std::sync::Mutex::new(None);
+
+/// Makes the next write that reaches `fault` send its deployment's id to
+/// the receiver and then wait forever, its transaction open.
+#[cfg(test)]
+pub(crate) fn arm(fault: Fault) -> tokio::sync::oneshot::Receiver<hatoba_core::DeploymentId> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    *ARMED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((fault, tx));
+    rx
+}
+
+/// Called by the store at `fault`; returns at once unless a test armed it.
+#[cfg(test)]
+pub(crate) async fn fault_point(fault: Fault, id: &hatoba_core::DeploymentId) {
+    let armed = {
+        let mut armed = ARMED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match armed.take() {
+            Some((at, tx)) if at == fault => Some(tx),
+            other => {
+                *armed = other;
+                None
+            }
+        }
+    };
+    if let Some(tx) = armed {
+        let _ = tx.send(id.clone());
+        std::future::pending::<()>().await;
     }
 }

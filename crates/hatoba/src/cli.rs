@@ -189,6 +189,26 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         metrics: std::net::SocketAddr,
     },
+    /// Write a consistent copy of the deployment history, also while the
+    /// server runs (SQLite: `VACUUM INTO`; PostgreSQL with --store: `pg_dump`).
+    #[command(
+        after_help = "Examples:\n  hatoba backup\n  hatoba backup --to /backups/hatoba-$(date +%F).db --output json\n  hatoba backup --store postgres://hatoba@db:5432/hatoba --to hatoba.pgdump\n\n\
+                            The copy is mode 0600 and never replaces an existing file. Exits 0 when written,\n\
+                            1 when the copy failed (a damaged database, pg_dump missing), 2 when FILE exists\n\
+                            or cannot be written, 4 when the state directory has no history."
+    )]
+    Backup(BackupArgs),
+    /// Put a copy written by `hatoba backup` in place of the state
+    /// directory's database, after checking it; the server must be stopped.
+    #[command(
+        after_help = "Example:\n  hatoba restore hatoba-backup-20261206T063000Z.db --state-dir /var/lib/hatoba\n\n\
+                            The copy must pass SQLite's integrity check and hold a Hatoba history whose\n\
+                            migrations this version knows. The database it replaces is kept beside it as\n\
+                            hatoba.db.before-restore-TIME. Exits 0 when restored, 2 when FILE is missing or is\n\
+                            not a sound Hatoba history, 5 while a server runs for the state directory,\n\
+                            6 for PostgreSQL (--store; use pg_restore)."
+    )]
+    Restore(RestoreArgs),
     /// See the whole idea in a minute, with nothing to install.
     Demo {
         /// A shorter run.
@@ -230,6 +250,21 @@ pub(crate) struct UpArgs {
     /// port, written in server.json).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupArgs {
+    /// Where to write the copy (default: `hatoba-backup-TIME.db` in the
+    /// current directory, `.pgdump` for PostgreSQL).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) to: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// The copy, as `hatoba backup` wrote it.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -4,11 +4,11 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success |
-//! | 1 | the operation failed (a deployment failed, the store could not be written) |
+//! | 1 | the operation failed (a deployment failed, the store could not be written, the history database is damaged: `hatoba restore` a backup) |
 //! | 2 | bad input or usage: an invalid spec, an unknown flag, a bad argument, an unreadable file |
 //! | 3 | the Hatoba server could not be reached |
 //! | 4 | not found: no such service, environment, deployment or state directory |
-//! | 5 | conflict: another deployment of the service is in progress |
+//! | 5 | conflict: another deployment of the service is in progress; `hatoba restore` while a server runs for the state directory |
 //! | 6 | not built yet: the command exists but this version of Hatoba cannot do it |
 
 use std::fmt;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod backup_cmd;
 mod cli;
 mod dataplane_cmd;
 mod demo;
@@ -90,6 +91,8 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Analysis { deployment } => runtime()?.block_on(history::analysis(&g, &deployment)),
         Command::Diagnose { service } => runtime()?.block_on(inspect_cmd::diagnose(&g, &service)),
         Command::Dataplane { metrics } => dataplane_cmd::run(&g.state_dir, metrics),
+        Command::Backup(args) => runtime()?.block_on(backup_cmd::backup(&g, &args)),
+        Command::Restore(args) => runtime()?.block_on(backup_cmd::restore(&g, &args)),
         Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),
         Command::DemoApp { version_label } => demo::serve_demo_app(version_label),
     }

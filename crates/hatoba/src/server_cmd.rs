@@ -225,6 +225,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     rotation.abort();
     server.shutdown(args.keep_running).await;
     admin.shutdown();
+    // The WAL folded in: `hatoba.db` alone holds the history after a clean stop.
+    crate::backup_cmd::checkpoint_at_stop(state).await;
     let _ = std::fs::remove_file(info_path(state));
     Ok(Exit::Ok)
 }

@@ -353,6 +353,12 @@ async fn instances_get_their_own_group_port_env_and_log() {
     assert_eq!(s.proc_start, Some(start));
     let log = s.log.clone().unwrap();
     assert!(log.starts_with(dir.path().join("logs").join("web")));
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&log), 0o600, "an instance's log is its owner's only");
+        assert_eq!(mode(log.parent().unwrap()), 0o700);
+    }
     hatoba_test_support::wait_for_async(std::time::Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         async move { text.contains(&format!("child listening on {}", s.addr.port())) }

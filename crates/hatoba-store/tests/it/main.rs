@@ -1,13 +1,16 @@
 //! Integration tests for `hatoba-store`: one story over every `Store` method,
-//! concurrent writers, a writer killed inside its transaction, and the SQLite
-//! connection settings, each on SQLite and (via `hatoba-test-support`)
-//! PostgreSQL. Without PostgreSQL the PostgreSQL halves print `SKIP`; under
+//! concurrent writers, the SQLite connection settings, and the SQLite file
+//! itself (integrity check at open, clean close, private modes, checked
+//! copies), on SQLite and (via `hatoba-test-support`) PostgreSQL. (A
+//! writer killed inside `create_deployment` is a unit test,
+//! `src/kill_tests.rs`: its fault points exist only in that build.)
+//! Without PostgreSQL the PostgreSQL halves print `SKIP`; under
 //! `HATOBA_REQUIRE_EXTERNAL=1` they fail instead.
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod concurrent;
-mod kill;
+mod files;
 mod sqlite;
 mod story;
 

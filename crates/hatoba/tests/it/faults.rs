@@ -165,22 +165,7 @@ fn a_locked_store_is_a_clear_error_and_traffic_goes_on() {
     let store = rt
         .block_on(hatoba_store::SqlStore::open_sqlite(state.join("hatoba.db")))
         .unwrap();
-    let lock = rt
-        .block_on(
-            store.begin_half_written_create(&hatoba_store::NewDeployment {
-                service: "other".parse().unwrap(),
-                environment: "development".parse().unwrap(),
-                version: "v1".parse().unwrap(),
-                commit_sha: None,
-                strategy: "canary".to_owned(),
-                deployed_by: "test".to_owned(),
-                rollback_of: None,
-                spec_digest: "x".to_owned(),
-                vars: Default::default(),
-                at: hatoba_core::Millis(1),
-            }),
-        )
-        .unwrap();
+    let lock = rt.block_on(store.hold_write_lock()).unwrap();
     let started = Instant::now();
     hatoba(state)
         .args(["deploy", "web", "--version", "v2"])

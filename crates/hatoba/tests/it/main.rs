@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod backup;
 mod cli;
 mod demo;
 mod faults;
