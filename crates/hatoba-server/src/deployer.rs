@@ -85,8 +85,16 @@ pub struct DeployRequest {
 /// A message from an operator to a running deployment.
 #[derive(Clone, Debug)]
 pub enum Operator {
-    /// Promote, abort, ...
+    /// Abort, ...
     Input(Input),
+    /// `hatoba promote` (`--full`: every remaining step) by this actor. A
+    /// promote past missing evidence is recorded with who gave it.
+    Promote {
+        /// Skip every remaining step.
+        full: bool,
+        /// Who promotes.
+        by: String,
+    },
     /// `hatoba approve` by this actor (checked by the caller: not the deployer).
     Approve {
         /// Who approves.
@@ -230,6 +238,9 @@ pub struct RolloutRecord {
     /// Recorded, waiting for `hatoba approve` before it starts.
     #[serde(default)]
     pub awaiting_approval: bool,
+    /// Who gave the latest `hatoba promote`.
+    #[serde(default)]
+    promoted_by: Option<String>,
 }
 
 impl RolloutRecord {
@@ -362,6 +373,8 @@ struct Run<'a> {
     /// The blue-green preview address shows the new colour (else it shows
     /// what the service's address serves).
     preview_on: bool,
+    /// Who gave the latest `hatoba promote`.
+    promoted_by: Option<String>,
 }
 
 /// What a rollout watches of its instances' health, beside readiness.
@@ -495,6 +508,7 @@ impl Deployer {
             awaiting_approval: req.require_approval,
             unhealthy: None,
             judge: crate::analysis::default_judge(),
+            promoted_by: None,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -550,6 +564,13 @@ impl Deployer {
                     run.event(
                         "operator",
                         format!("ignored while waiting for approval: {other:?}"),
+                    )
+                    .await?;
+                }
+                Some(Operator::Promote { by, .. }) => {
+                    run.event(
+                        "operator",
+                        format!("promote by {by} ignored while waiting for approval"),
                     )
                     .await?;
                 }
@@ -637,6 +658,7 @@ impl Deployer {
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             judge: crate::analysis::default_judge(),
+            promoted_by: record.promoted_by,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -696,6 +718,14 @@ impl Deployer {
                         run.machine.handle(clock_now(), input);
                         run.dirty = true;
                     }
+                    Operator::Promote { full, by } => {
+                        let what = if full { "promote --full" } else { "promote" };
+                        run.event("operator", format!("operator: {what} by {by}")).await?;
+                        run.promoted_by = Some(by);
+                        let input = if full { Input::PromoteFull } else { Input::Promote };
+                        run.machine.handle(clock_now(), input);
+                        run.dirty = true;
+                    }
                     Operator::Approve { by } => {
                         run.event("approval", format!("approval by {by} ignored: already running")).await?;
                     }
@@ -714,8 +744,8 @@ impl Deployer {
                         run.machine.handle(clock_now(), Input::Ready { stable, canary });
                         run.dirty = true;
                     }
-                    for (run_id, verdict) in run.judge_due().await? {
-                        run.machine.handle(clock_now(), Input::Verdict(run_id, verdict));
+                    for input in run.judge_due().await? {
+                        run.machine.handle(clock_now(), input);
                         run.dirty = true;
                     }
                 }
@@ -952,6 +982,7 @@ impl Run<'_> {
                 runs,
                 outcome: self.outcome.clone(),
                 awaiting_approval: self.awaiting_approval,
+                promoted_by: self.promoted_by.clone(),
             }),
         }
     }
@@ -1023,7 +1054,18 @@ impl Run<'_> {
     async fn apply(&mut self, c: Command) -> Result<(), DeployError> {
         {
             match c {
-                Command::Record(m) => self.event("rollout", m).await?,
+                Command::Record(m) => {
+                    // The machines do not know the service's name; the
+                    // commands they suggest get it here.
+                    let service = &self.req.service;
+                    let m = m
+                        .replace("`hatoba promote`", &format!("`hatoba promote {service}`"))
+                        .replace("`hatoba abort`", &format!("`hatoba abort {service}`"));
+                    self.event("rollout", m).await?;
+                }
+                Command::PromotedWithoutEvidence(missing) => {
+                    self.promoted_without_evidence(missing).await?;
+                }
                 Command::SetWeight(w) => {
                     self.event(
                         hatoba_store::event_kind::WEIGHT_CHANGED,
@@ -1064,11 +1106,46 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Takes the measurements that are due, records each, and returns the
-    /// verdicts decided.
-    async fn judge_due(
-        &mut self,
-    ) -> Result<Vec<(AnalysisRun, hatoba_rollout::Verdict)>, DeployError> {
+    /// Records a promotion past missing evidence: by a person, an event
+    /// that marks the deployment (a rollback without `--to` skips it); by
+    /// a rollback's own skipping of the steps, only a line of the timeline.
+    async fn promoted_without_evidence(&self, missing: String) -> Result<(), DeployError> {
+        let (kind, message, data) = match (&self.promoted_by, &self.req.rollback_of) {
+            (None, Some(_)) => (
+                "rollout",
+                format!(
+                    "promoted without waiting for evidence: a rollback returns to a version that served before ({missing})"
+                ),
+                None,
+            ),
+            (by, _) => {
+                let by = by.clone().unwrap_or_else(|| "hatoba".to_owned());
+                (
+                    hatoba_store::event_kind::PROMOTED_WITHOUT_EVIDENCE,
+                    format!("promoted without evidence by {by}: {missing}"),
+                    Some(serde_json::json!({"by": by, "missing": missing})),
+                )
+            }
+        };
+        self.d
+            .store
+            .append_event(
+                &self.id,
+                NewEvent {
+                    at: clock_now(),
+                    kind: kind.to_owned(),
+                    message,
+                    data,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the measurements that are due, records each, and returns what
+    /// the machine must hear: verdicts decided, and the evidence of every
+    /// run measured that goes on (no promotion without evidence).
+    async fn judge_due(&mut self) -> Result<Vec<Input>, DeployError> {
         let now = clock_now();
         let mut out = Vec::new();
         if self.analyses.is_empty() {
@@ -1118,7 +1195,7 @@ impl Run<'_> {
                     )
                     .await?;
                 self.analyses.remove(&run);
-                out.push((run, hatoba_rollout::Verdict::Fail));
+                out.push(Input::Verdict(run, hatoba_rollout::Verdict::Fail));
             }
             self.event("analysis", format!("analysis failed: {evidence}"))
                 .await?;
@@ -1132,7 +1209,9 @@ impl Run<'_> {
             let metrics = crate::analysis::metrics(&self.req.spec, &active.templates);
             let mut tracker = active.tracker.clone();
             let mut decided = None;
-            for i in tracker.due(now) {
+            let due = tracker.due(now);
+            let measured = !due.is_empty();
+            for i in due {
                 let Some((template, metric)) = metrics.get(i) else {
                     continue;
                 };
@@ -1200,9 +1279,12 @@ impl Run<'_> {
                         ),
                     )
                     .await?;
-                    out.push((run, verdict));
+                    out.push(Input::Verdict(run, verdict));
                 }
                 None => {
+                    if measured {
+                        out.push(Input::Evidence(run, tracker.missing_evidence()));
+                    }
                     self.analyses
                         .insert(run, crate::analysis::Active { tracker, ..active });
                 }

@@ -27,4 +27,4 @@ pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
     ServiceRecord, ServingRecord, clock_now,
 };
-pub use server::{Server, ServerConfig, StartError, new_token};
+pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};
