@@ -4,6 +4,7 @@
 
 mod cli;
 mod demo;
+mod evidence;
 mod faults;
 mod history;
 mod prometheus;
