@@ -375,6 +375,10 @@ struct Run<'a> {
     preview_on: bool,
     /// Who gave the latest `hatoba promote`.
     promoted_by: Option<String>,
+    /// Requests sent to both versions for analyses that ask for them.
+    generator: Option<crate::traffic::Generator>,
+    /// Generation was asked for on a TLS listener and said to be refused.
+    traffic_refused: bool,
 }
 
 /// What a rollout watches of its instances' health, beside readiness.
@@ -509,6 +513,8 @@ impl Deployer {
             unhealthy: None,
             judge: crate::analysis::default_judge(),
             promoted_by: None,
+            generator: None,
+            traffic_refused: false,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -659,6 +665,8 @@ impl Deployer {
             unhealthy: None,
             judge: crate::analysis::default_judge(),
             promoted_by: record.promoted_by,
+            generator: None,
+            traffic_refused: false,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -694,6 +702,7 @@ impl Deployer {
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let req = run.req;
         run.execute().await?;
+        run.sync_traffic().await?;
         let period = req
             .svc
             .health
@@ -751,7 +760,9 @@ impl Deployer {
                 }
             }
             run.execute().await?;
+            run.sync_traffic().await?;
         }
+        run.generator = None;
         let (status, reason, serving) = match run.outcome.clone() {
             Some(Outcome::Succeeded) => (
                 DeploymentStatus::Succeeded,
@@ -1102,6 +1113,48 @@ impl Run<'_> {
                 Command::SetPreview(on) => self.set_preview(on).await?,
                 Command::Finish(o) => self.outcome = Some(self.explained(o)),
             }
+        }
+        Ok(())
+    }
+
+    /// Starts or stops generated traffic as the running analyses ask
+    /// (`traffic.generate` of their templates).
+    async fn sync_traffic(&mut self) -> Result<(), DeployError> {
+        let want = crate::traffic::wanted(
+            &self.req.spec,
+            self.analyses.values().flat_map(|a| a.templates.iter()),
+        );
+        if self.generator.as_ref().map(|g| &g.want) == want.as_ref() {
+            return Ok(());
+        }
+        let stopped = self.generator.take().is_some();
+        let listen = &self.req.svc.route.listen;
+        match want {
+            Some(_) if self.req.svc.route.tls.is_some() && !self.traffic_refused => {
+                self.traffic_refused = true;
+                self.event(
+                    "analysis",
+                    "no traffic generated: `traffic.generate` sends plain HTTP and this route serves TLS".to_owned(),
+                )
+                .await?;
+            }
+            Some(_) if self.req.svc.route.tls.is_some() => {}
+            Some(want) => {
+                self.event(
+                    "analysis",
+                    format!(
+                        "generating traffic: GET {} through {listen}, {} a second to each version",
+                        want.path, want.rate
+                    ),
+                )
+                .await?;
+                self.generator = Some(crate::traffic::start(&listen.host, listen.port, want));
+            }
+            None if stopped => {
+                self.event("analysis", "traffic generation stopped".to_owned())
+                    .await?;
+            }
+            None => {}
         }
         Ok(())
     }

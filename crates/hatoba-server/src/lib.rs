@@ -21,6 +21,7 @@ mod deployer;
 mod probe;
 mod server;
 mod supervisor;
+mod traffic;
 
 pub use dataplane::{DataPlane, DataPlaneError, LocalDataPlane, RemoteDataPlane};
 pub use deployer::{

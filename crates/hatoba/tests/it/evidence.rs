@@ -320,3 +320,43 @@ fn a_canary_whose_provider_is_down_is_held_not_promoted() {
     );
     assert_eq!(current(&state).as_deref(), Some("v1"));
 }
+
+/// The quiet service's way out: `traffic.generate` has Hatoba send requests
+/// to both versions itself, so a canary is judged with nobody using it.
+#[test]
+fn a_quiet_service_is_judged_on_traffic_hatoba_generates() {
+    let sb = Sandbox::new(|port| {
+        spec(
+            port,
+            "        steps:
+          - setWeight: 50
+          - pause: {duration: 1s}
+        analysis: {templates: [success]}",
+            "    success:
+      traffic:
+        minRequests: 10
+        generate: {path: /, rate: 20}
+      metrics:
+        - name: success-rate
+          interval: 1s
+          successCondition: result >= 0.95
+          provider: {builtin: {metric: success-rate, window: 10s}}",
+        )
+    });
+    let state = sb.state.clone();
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    // No user traffic at all: a good version is promoted on evidence.
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v2", "--wait"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("generating traffic: GET / through")
+                .and(predicate::str::contains("promoted without evidence").not()),
+        );
+    assert_eq!(current(&state).as_deref(), Some("v2"));
+    // And a bad one is caught and rolled back by itself.
+    sb.deploy_fails("v3", "ERROR_RATE=0.5", "rolled_back");
+    assert_eq!(current(&state).as_deref(), Some("v2"));
+}
