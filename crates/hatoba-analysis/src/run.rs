@@ -87,6 +87,12 @@
 //! inconclusive ("no metrics to measure"). `record` for a metric index the
 //! run does not have is ignored (`None`).
 //!
+//! Evidence: a run *has evidence* once each of its metrics has passed at
+//! least once ([`RunTracker::missing_evidence`] says what is missing
+//! before that). The controller reports it to the rollout machine after
+//! each measurement; a rollout never promotes on a run without evidence
+//! unless a person says so.
+//!
 //! The tracker is `Serialize`/`Deserialize` so the controller can keep it
 //! in its write-ahead record and resume the run after a restart.
 
@@ -371,6 +377,22 @@ impl RunTracker {
                 last: m.last.clone(),
             })
             .collect()
+    }
+
+    /// What the run lacks of evidence: `None` once every metric has passed
+    /// at least once, else the first metric that has not, with its latest
+    /// observation (`metric success-rate: insufficient: 0 of the 20
+    /// requests needed in the last 10s`, `metric errors: error: webhook
+    /// answered 500`) or `no measurement yet`. The rollout machines hold a
+    /// promotion while this is `Some` (no promotion without evidence).
+    pub fn missing_evidence(&self) -> Option<String> {
+        self.metrics.iter().find(|m| m.passed == 0).map(|m| {
+            format!(
+                "metric {}: {}",
+                m.rules.name,
+                m.last.as_deref().unwrap_or("no measurement yet")
+            )
+        })
     }
 
     /// Whether the run has its verdict.

@@ -92,6 +92,12 @@ pub struct ServiceStatus {
     /// this service's environment (with readiness, memory and CPU).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceInfo>,
+    /// The current version was promoted past missing evidence: the line
+    /// that recorded it (`promoted without evidence by alice: metric
+    /// success-rate: ...`). A rollback without `--to` never returns to such
+    /// a version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_without_evidence: Option<String>,
 }
 
 /// One analysis measurement (`hatoba analysis DEPLOYMENT`).
@@ -316,8 +322,19 @@ pub struct DeployRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
-    /// The version to return to; the previous succeeded one when absent.
+    /// The version to return to; when absent, the previous succeeded one
+    /// that was promoted on evidence.
     pub to: Option<String>,
+    /// Who asks, for the history.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /v1/services/{name}/promote` (and `promote-full`): who promotes,
+/// recorded when the promotion goes past missing evidence. The body may be
+/// absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteRequest {
     /// Who asks, for the history.
     #[serde(default)]
     pub by: Option<String>,
@@ -366,6 +383,7 @@ mod tests {
                 current: None,
                 live: None,
                 live_phase: None,
+                current_without_evidence: None,
             }],
         };
         assert_eq!(

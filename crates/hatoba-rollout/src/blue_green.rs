@@ -2,6 +2,11 @@
 //! it on the preview address and run the pre-promotion checks, switch all
 //! traffic at once, keep the old colour warm for the scale-down delay (a
 //! rollback in that window is one weight change), then stop it.
+//!
+//! No promotion without evidence: pre-promotion checks that report no
+//! evidence hold the switch until evidence arrives, a person promotes
+//! (then [`Command::PromotedWithoutEvidence`]) or the progress deadline
+//! rolls back.
 
 use crate::{AnalysisRun, Command, Input, Outbox, Outcome, Track, Verdict};
 use hatoba_core::{Millis, Weight, format_duration};
@@ -57,6 +62,14 @@ pub struct BlueGreen {
     ready_new: u32,
     preview_on: bool,
     analysing: bool,
+    /// The pre-promotion checks have no evidence: since when, and what
+    /// they lack. The progress deadline counts from then.
+    #[serde(default)]
+    check_hold: Option<(Millis, String)>,
+    /// A person promoted before the checks passed: what was missing,
+    /// reported with the switch.
+    #[serde(default)]
+    unjudged: Option<String>,
     out: Outbox,
 }
 
@@ -69,6 +82,8 @@ impl BlueGreen {
             ready_new: 0,
             preview_on: false,
             analysing: false,
+            check_hold: None,
+            unjudged: None,
             out: Outbox::default(),
         }
     }
@@ -92,6 +107,10 @@ impl BlueGreen {
             }
             State::AwaitingPromotion { until } => until,
             State::Switched { until } => Some(until),
+            State::Checking => self
+                .check_hold
+                .as_ref()
+                .map(|(since, _)| since.saturating_add(self.plan.progress_deadline)),
             _ => None,
         }
     }
@@ -113,6 +132,14 @@ impl BlueGreen {
                     format_duration(self.plan.progress_deadline),
                     self.ready_new,
                     self.plan.replicas
+                );
+                self.end(Outcome::RolledBack(reason));
+            }
+            State::Checking => {
+                let missing = self.check_hold.take().map(|(_, m)| m).unwrap_or_default();
+                let reason = format!(
+                    "pre-promotion checks: no evidence within {}: {missing}",
+                    format_duration(self.plan.progress_deadline)
                 );
                 self.end(Outcome::RolledBack(reason));
             }
@@ -164,6 +191,7 @@ impl BlueGreen {
                         "pre-promotion checks failed".to_owned(),
                     )),
                     Verdict::Inconclusive => {
+                        self.unjudged = Some("pre-promotion checks inconclusive".to_owned());
                         self.out.record(
                             "pre-promotion checks inconclusive: waiting for `hatoba promote`"
                                 .to_owned(),
@@ -172,8 +200,32 @@ impl BlueGreen {
                     }
                 }
             }
+            Input::Evidence(AnalysisRun::PrePromotion, missing)
+                if self.state == State::Checking =>
+            {
+                match (missing, self.check_hold.take()) {
+                    (Some(m), None) => {
+                        self.out.record(format!(
+                            "held: pre-promotion checks have no evidence: {m}; `hatoba promote` to switch anyway, else rolled back after {} without evidence",
+                            format_duration(self.plan.progress_deadline)
+                        ));
+                        self.check_hold = Some((now, m));
+                    }
+                    (Some(m), Some((since, _))) => self.check_hold = Some((since, m)),
+                    (None, Some(_)) => self
+                        .out
+                        .record("pre-promotion checks have evidence now: judging".to_owned()),
+                    (None, None) => {}
+                }
+            }
             Input::Promote | Input::PromoteFull => match self.state {
                 State::AwaitingPromotion { .. } | State::Checking => {
+                    if self.state == State::Checking {
+                        self.unjudged = Some(match self.check_hold.take() {
+                            Some((_, m)) => format!("pre-promotion checks: {m}"),
+                            None => "pre-promotion checks skipped before a verdict".to_owned(),
+                        });
+                    }
                     self.stop_analysis();
                     self.out.record("promoted".to_owned());
                     self.switch(now);
@@ -253,6 +305,9 @@ impl BlueGreen {
             ));
             self.state = State::SwitchWhenReady { since: now };
             return;
+        }
+        if let Some(missing) = self.unjudged.take() {
+            self.out.push(Command::PromotedWithoutEvidence(missing));
         }
         self.out
             .record("switching all traffic to the new colour".to_owned());

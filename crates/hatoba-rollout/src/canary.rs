@@ -9,6 +9,13 @@
 //! the stable track is scaled to zero. An abort (operator) or a failed
 //! check (analysis, health, deadline) sets the weight back to 0 while the
 //! stable track is still at full size, then scales the canary to zero.
+//!
+//! No promotion without evidence (see the crate docs): an analysis step
+//! whose run reports no evidence holds the canary where it is, and a
+//! background analysis without evidence holds it at full size before the
+//! last weight change (`AwaitingEvidence`), each until evidence arrives, a
+//! person promotes (then [`Command::PromotedWithoutEvidence`]) or the
+//! progress deadline rolls back.
 
 use crate::{AnalysisRun, Command, Input, Outbox, Outcome, Track, Verdict};
 use hatoba_core::{Millis, Weight, format_duration};
@@ -79,6 +86,11 @@ enum State {
     },
     /// The background analysis was inconclusive: promotion waits for a person.
     AwaitingPromotion,
+    /// The canary is at full size but the background analysis has no
+    /// evidence yet: promotion waits for it, a person, or the deadline.
+    AwaitingEvidence {
+        since: Millis,
+    },
     /// At 100 %, the stable track still warm until `until`.
     Watching {
         until: Millis,
@@ -100,7 +112,27 @@ pub struct Canary {
     /// next pause or analysis step as soon as that step is reached.
     #[serde(default)]
     promote_queued: bool,
+    /// What the background analysis lacks of evidence (`None`: each of
+    /// its metrics has passed at least once).
+    #[serde(default = "not_reported")]
+    background_missing: Option<String>,
+    /// The running step analysis has no evidence: since when, and what it
+    /// lacks. The progress deadline counts from then.
+    #[serde(default)]
+    step_hold: Option<(Millis, String)>,
+    /// A person's promote skipped an analysis before it passed: what was
+    /// missing, reported with the promotion.
+    #[serde(default)]
+    unjudged: Option<String>,
+    /// A person promoted past missing evidence: the background analysis's
+    /// lack of evidence no longer holds the promotion.
+    #[serde(default)]
+    evidence_overridden: bool,
     out: Outbox,
+}
+
+fn not_reported() -> Option<String> {
+    Some("no measurement yet".to_owned())
 }
 
 impl Canary {
@@ -114,6 +146,10 @@ impl Canary {
             background: false,
             hold_promotion: false,
             promote_queued: false,
+            background_missing: not_reported(),
+            step_hold: None,
+            unjudged: None,
+            evidence_overridden: false,
             out: Outbox::default(),
         }
     }
@@ -127,7 +163,13 @@ impl Canary {
     pub fn poll_timeout(&self) -> Option<Millis> {
         let deadline = |since: Millis| Some(since.saturating_add(self.plan.progress_deadline));
         match &self.state {
-            State::Scaling { since, .. } | State::Promoting { since } => deadline(*since),
+            State::Scaling { since, .. }
+            | State::Promoting { since }
+            | State::AwaitingEvidence { since } => deadline(*since),
+            State::Analysing { .. } | State::Held { .. } => self
+                .step_hold
+                .as_ref()
+                .and_then(|(since, _)| deadline(*since)),
             State::Paused { until, .. } => *until,
             State::Watching { until } => Some(*until),
             _ => None,
@@ -156,6 +198,24 @@ impl Canary {
             }
             State::Scaling { need, .. } => self.deadline_passed(need),
             State::Promoting { .. } => self.deadline_passed(self.plan.replicas),
+            State::Analysing { step } | State::Held { step } => {
+                let missing = self.step_hold.take().map(|(_, m)| m).unwrap_or_default();
+                let reason = format!(
+                    "step {step}: no evidence within {}: {missing}",
+                    format_duration(self.plan.progress_deadline)
+                );
+                self.end(Outcome::RolledBack(reason));
+            }
+            State::AwaitingEvidence { .. } => {
+                let reason = format!(
+                    "no evidence within {}: background analysis: {}",
+                    format_duration(self.plan.progress_deadline),
+                    self.background_missing
+                        .as_deref()
+                        .unwrap_or("no measurement")
+                );
+                self.end(Outcome::RolledBack(reason));
+            }
             State::Watching { .. } => {
                 self.out
                     .record("watch over: no regression, stopping the previous version".to_owned());
@@ -201,9 +261,16 @@ impl Canary {
                 self.on_ready(now);
             }
             Input::Verdict(run, verdict) => self.on_verdict(now, run, verdict),
+            Input::Evidence(run, missing) => self.on_evidence(now, run, missing),
             Input::Promote => match self.state.clone() {
-                State::Paused { step, .. } | State::Held { step } => {
+                State::Paused { step, .. } => {
                     self.out.record(format!("step {step}: promoted"));
+                    self.advance(now, step + 1);
+                }
+                State::Held { step } => {
+                    self.out.record(format!("step {step}: promoted"));
+                    let why = self.step_missing(step, "analysis inconclusive");
+                    self.override_evidence(why);
                     self.advance(now, step + 1);
                 }
                 State::Analysing { step } => {
@@ -211,11 +278,25 @@ impl Canary {
                         .push(Command::StopAnalysis(AnalysisRun::Step(step)));
                     self.out
                         .record(format!("step {step}: promoted, analysis skipped"));
+                    let why = self.step_missing(step, "analysis skipped before a verdict");
+                    self.override_evidence(why);
                     self.advance(now, step + 1);
                 }
                 State::AwaitingPromotion => {
                     self.out.record("promoted".to_owned());
                     self.hold_promotion = false;
+                    self.override_evidence("background analysis inconclusive".to_owned());
+                    self.promote(now);
+                }
+                State::AwaitingEvidence { .. } => {
+                    self.out.record("promoted".to_owned());
+                    let why = format!(
+                        "background analysis: {}",
+                        self.background_missing
+                            .as_deref()
+                            .unwrap_or("no measurement")
+                    );
+                    self.override_evidence(why);
                     self.promote(now);
                 }
                 State::Watching { .. } => {
@@ -242,10 +323,34 @@ impl Canary {
                     self.out
                         .push(Command::StopAnalysis(AnalysisRun::Step(step)));
                 }
+                // `--full` is a person's word for every analysis left: the
+                // current one, the steps' still ahead, the background one.
+                let skipped = match self.state.clone() {
+                    State::Analysing { step } => {
+                        Some(self.step_missing(step, "analysis skipped before a verdict"))
+                    }
+                    State::Held { step } => Some(self.step_missing(step, "analysis inconclusive")),
+                    State::Scaling { step, .. } | State::Paused { step, .. } => self
+                        .plan
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .skip(step)
+                        .find(|(_, s)| **s == Step::Analysis)
+                        .map(|(i, _)| {
+                            format!("step {i}: analysis skipped by `hatoba promote --full`")
+                        }),
+                    State::AwaitingPromotion => Some("background analysis inconclusive".to_owned()),
+                    _ => None,
+                };
                 if !matches!(self.state, State::Idle | State::Promoting { .. }) {
                     self.out
                         .record("promoted fully: remaining steps skipped".to_owned());
                     self.hold_promotion = false;
+                    self.evidence_overridden = true;
+                    if let Some(why) = skipped {
+                        self.override_evidence(why);
+                    }
                     self.promote(now);
                 }
             }
@@ -308,9 +413,13 @@ impl Canary {
                         .to_owned(),
                 );
                 self.hold_promotion = true;
-                if let State::Promoting { .. } = self.state {
+                if let State::Promoting { .. } | State::AwaitingEvidence { .. } = self.state {
                     self.state = State::AwaitingPromotion;
                 }
+            }
+            (AnalysisRun::Background, Verdict::Pass) if self.background => {
+                // A background run with a count that passed: evidence.
+                self.on_evidence(now, AnalysisRun::Background, None);
             }
             (AnalysisRun::Step(i), v) if self.state == (State::Analysing { step: i }) => {
                 self.out.push(Command::StopAnalysis(run));
@@ -332,11 +441,68 @@ impl Canary {
         }
     }
 
+    /// What the step's analysis lacked, for the promotion's record.
+    fn step_missing(&self, step: usize, otherwise: &str) -> String {
+        match &self.step_hold {
+            Some((_, missing)) => format!("step {step}: {missing}"),
+            None => format!("step {step}: {otherwise}"),
+        }
+    }
+
+    /// A person's promote goes past missing evidence (`why`).
+    fn override_evidence(&mut self, why: String) {
+        self.evidence_overridden = true;
+        if self.unjudged.is_none() {
+            self.unjudged = Some(why);
+        }
+    }
+
+    fn on_evidence(&mut self, now: Millis, run: AnalysisRun, missing: Option<String>) {
+        match run {
+            AnalysisRun::Background if self.background => {
+                let arrived = self.background_missing.is_some() && missing.is_none();
+                self.background_missing = missing;
+                if arrived && let State::AwaitingEvidence { .. } = self.state {
+                    self.out
+                        .record("background analysis has evidence now: promoting".to_owned());
+                    self.promote(now);
+                }
+            }
+            AnalysisRun::Step(i) if self.state == (State::Analysing { step: i }) => {
+                match (missing, self.step_hold.take()) {
+                    (Some(m), None) => {
+                        self.out.record(format!(
+                            "step {i}: held: analysis has no evidence: {m}; `hatoba promote` to promote anyway, else rolled back after {} without evidence",
+                            format_duration(self.plan.progress_deadline)
+                        ));
+                        self.step_hold = Some((now, m));
+                    }
+                    (Some(m), Some((since, _))) => self.step_hold = Some((since, m)),
+                    (None, Some(_)) => {
+                        self.out
+                            .record(format!("step {i}: analysis has evidence now: judging"));
+                    }
+                    (None, None) => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Runs steps from `from` until one has to wait.
     fn advance(&mut self, now: Millis, from: usize) {
+        self.step_hold = None;
         let mut i = from;
         while let Some(step) = self.plan.steps.get(i).cloned() {
             match step {
+                // All traffic is the promotion itself: it goes through the
+                // evidence check (steps after it would run at 100 % anyway;
+                // `watch` is the way to keep watching there).
+                Step::SetWeight(w) if w == Weight::FULL => {
+                    self.out
+                        .record(format!("step {i}: set weight {w}: promoting"));
+                    break;
+                }
                 Step::SetWeight(w) => {
                     let need = canary_size(self.plan.replicas, w);
                     self.out.record(format!("step {i}: set weight {w}"));
@@ -354,6 +520,11 @@ impl Canary {
                 }
                 Step::Pause(_) | Step::Analysis if self.promote_queued => {
                     self.promote_queued = false;
+                    if step == Step::Analysis {
+                        self.override_evidence(format!(
+                            "step {i}: analysis skipped: promoted while scaling"
+                        ));
+                    }
                     self.out
                         .record(format!("step {i}: skipped: promoted while scaling"));
                 }
@@ -391,6 +562,24 @@ impl Canary {
             self.out.record("canary at full size: waiting for `hatoba promote` (background analysis inconclusive)".to_owned());
             self.state = State::AwaitingPromotion;
             return;
+        }
+        let missing = self.unjudged.clone().or_else(|| {
+            self.background
+                .then(|| self.background_missing.clone())
+                .flatten()
+                .map(|m| format!("background analysis: {m}"))
+        });
+        if let Some(missing) = missing {
+            if !self.evidence_overridden {
+                self.out.record(format!(
+                    "canary at full size: held: analysis has no evidence: {missing}; `hatoba promote` to promote anyway, else rolled back after {} without evidence",
+                    format_duration(self.plan.progress_deadline)
+                ));
+                self.state = State::AwaitingEvidence { since: now };
+                return;
+            }
+            self.unjudged = None;
+            self.out.push(Command::PromotedWithoutEvidence(missing));
         }
         self.out.set_weight(Weight::FULL);
         if self.plan.watch > Duration::ZERO && self.plan.stable_ready > 0 {
@@ -456,8 +645,9 @@ impl Canary {
     }
 }
 
-/// Canary instances for a weight: in proportion to it, rounded up, at least one.
-pub(crate) fn canary_size(replicas: u32, w: Weight) -> u32 {
+/// Canary instances for a weight: in proportion to it, rounded up, at least
+/// one. The weight is set only once that many canary instances are ready.
+pub fn canary_size(replicas: u32, w: Weight) -> u32 {
     let n = (u64::from(replicas) * u64::from(w.percent())).div_ceil(100);
     u32::try_from(n)
         .unwrap_or(u32::MAX)

@@ -11,6 +11,21 @@
 //! no clock and never sleep (invariant 1), so every trace is tested on a
 //! simulated clock in microseconds.
 //!
+//! # No promotion without evidence
+//!
+//! A new version reaches all traffic only on evidence: every analysis the
+//! rollout runs passed (a step's) or has seen each of its metrics pass at
+//! least once (the background one), or a person said `hatoba promote`.
+//! The shell reports each run's evidence after each measurement
+//! ([`Input::Evidence`]). An analysis step whose measurements are
+//! insufficient (or whose provider fails) *holds* the canary, and so does a
+//! background analysis without evidence once the canary is at full size:
+//! held until evidence arrives (then it judges as usual), until a person
+//! promotes (the machine returns [`Command::PromotedWithoutEvidence`]), or
+//! until the progress deadline, which rolls back. A `Fail` verdict always
+//! rolls back; an `Inconclusive` one waits for a person. The property
+//! tests in `tests/it` check these rules over random inputs.
+//!
 //! Vocabulary: the *stable* track runs the version serving users now; the
 //! *canary* track runs the new version (for blue-green, the new colour).
 //! Weights are the canary's share; the stable track gets the rest.
@@ -20,7 +35,7 @@ mod canary;
 mod rolling;
 
 pub use blue_green::{BlueGreen, BlueGreenPlan};
-pub use canary::{Canary, CanaryPlan, Step};
+pub use canary::{Canary, CanaryPlan, Step, canary_size};
 pub use rolling::{Rolling, RollingPlan};
 
 use hatoba_core::Weight;
@@ -71,6 +86,12 @@ pub enum Input {
     },
     /// An analysis run ended with a verdict.
     Verdict(AnalysisRun, Verdict),
+    /// What a running analysis has of evidence, reported after each of its
+    /// measurements: `None` once every metric has passed at least once,
+    /// else what is missing (`metric success-rate: insufficient: 0 of the
+    /// 20 requests needed in the last 10s`). A run without evidence holds
+    /// the rollout: see "No promotion without evidence" in the crate docs.
+    Evidence(AnalysisRun, Option<String>),
     /// An operator moves a paused rollout on by one step.
     Promote,
     /// An operator skips every remaining step.
@@ -98,6 +119,10 @@ pub enum Command {
     SetPreview(bool),
     /// Record an event in the deployment's history.
     Record(String),
+    /// A person's promote overrode missing evidence (what was missing):
+    /// the deployment is marked as promoted without evidence, and a
+    /// rollback never returns to it by itself.
+    PromotedWithoutEvidence(String),
     /// The rollout is over; no command follows this one.
     Finish(Outcome),
 }

@@ -6,7 +6,10 @@
 //!   the metric's minimum evidence (`minSamples`, default 20 requests) the
 //!   observation is *insufficient*: not a measurement, shown with what is
 //!   missing, and an analysis that never gets enough is inconclusive after
-//!   five minutes (it never passes on thin evidence).
+//!   five minutes (it never passes on thin evidence). A template's
+//!   `traffic.minRequests` sets the minimum for its metrics that do not
+//!   say, and `traffic.generate` has the controller send requests itself
+//!   (`traffic.rs`).
 //! - `prometheus`, `webhook` and `command` metrics ask their provider; any
 //!   failure of the provider (down, slow, garbage, no data, NaN) is an
 //!   *error*: not a measurement, never a pass; more consecutive errors than
@@ -197,7 +200,10 @@ pub(crate) async fn measure(
                 window_for(b.window.unwrap_or(metric.interval)),
                 ctx.running_for,
             );
-            let min = metric.min_samples.unwrap_or(MIN_REQUESTS);
+            let min = metric
+                .min_samples
+                .or_else(|| template.traffic.as_ref().and_then(|t| t.min_requests))
+                .unwrap_or(MIN_REQUESTS);
             let stats = ctx.data_plane.window(ctx.service, ctx.canary, window).await;
             let requests = stats.as_ref().map_or(0, WindowStats::requests);
             let Some(stats) = stats.filter(|_| requests >= min) else {

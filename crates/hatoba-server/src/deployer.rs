@@ -85,8 +85,16 @@ pub struct DeployRequest {
 /// A message from an operator to a running deployment.
 #[derive(Clone, Debug)]
 pub enum Operator {
-    /// Promote, abort, ...
+    /// Abort, ...
     Input(Input),
+    /// `hatoba promote` (`--full`: every remaining step) by this actor. A
+    /// promote past missing evidence is recorded with who gave it.
+    Promote {
+        /// Skip every remaining step.
+        full: bool,
+        /// Who promotes.
+        by: String,
+    },
     /// `hatoba approve` by this actor (checked by the caller: not the deployer).
     Approve {
         /// Who approves.
@@ -230,6 +238,9 @@ pub struct RolloutRecord {
     /// Recorded, waiting for `hatoba approve` before it starts.
     #[serde(default)]
     pub awaiting_approval: bool,
+    /// Who gave the latest `hatoba promote`.
+    #[serde(default)]
+    promoted_by: Option<String>,
 }
 
 impl RolloutRecord {
@@ -362,6 +373,12 @@ struct Run<'a> {
     /// The blue-green preview address shows the new colour (else it shows
     /// what the service's address serves).
     preview_on: bool,
+    /// Who gave the latest `hatoba promote`.
+    promoted_by: Option<String>,
+    /// Requests sent to both versions for analyses that ask for them.
+    generator: Option<crate::traffic::Generator>,
+    /// Generation was asked for on a TLS listener and said to be refused.
+    traffic_refused: bool,
 }
 
 /// What a rollout watches of its instances' health, beside readiness.
@@ -495,6 +512,9 @@ impl Deployer {
             awaiting_approval: req.require_approval,
             unhealthy: None,
             judge: crate::analysis::default_judge(),
+            promoted_by: None,
+            generator: None,
+            traffic_refused: false,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -550,6 +570,13 @@ impl Deployer {
                     run.event(
                         "operator",
                         format!("ignored while waiting for approval: {other:?}"),
+                    )
+                    .await?;
+                }
+                Some(Operator::Promote { by, .. }) => {
+                    run.event(
+                        "operator",
+                        format!("promote by {by} ignored while waiting for approval"),
                     )
                     .await?;
                 }
@@ -637,6 +664,9 @@ impl Deployer {
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
             judge: crate::analysis::default_judge(),
+            promoted_by: record.promoted_by,
+            generator: None,
+            traffic_refused: false,
         };
         for a in run.ready.clone() {
             run.readiness.assume_ready(a);
@@ -672,6 +702,7 @@ impl Deployer {
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let req = run.req;
         run.execute().await?;
+        run.sync_traffic().await?;
         let period = req
             .svc
             .health
@@ -696,6 +727,14 @@ impl Deployer {
                         run.machine.handle(clock_now(), input);
                         run.dirty = true;
                     }
+                    Operator::Promote { full, by } => {
+                        let what = if full { "promote --full" } else { "promote" };
+                        run.event("operator", format!("operator: {what} by {by}")).await?;
+                        run.promoted_by = Some(by);
+                        let input = if full { Input::PromoteFull } else { Input::Promote };
+                        run.machine.handle(clock_now(), input);
+                        run.dirty = true;
+                    }
                     Operator::Approve { by } => {
                         run.event("approval", format!("approval by {by} ignored: already running")).await?;
                     }
@@ -714,14 +753,16 @@ impl Deployer {
                         run.machine.handle(clock_now(), Input::Ready { stable, canary });
                         run.dirty = true;
                     }
-                    for (run_id, verdict) in run.judge_due().await? {
-                        run.machine.handle(clock_now(), Input::Verdict(run_id, verdict));
+                    for input in run.judge_due().await? {
+                        run.machine.handle(clock_now(), input);
                         run.dirty = true;
                     }
                 }
             }
             run.execute().await?;
+            run.sync_traffic().await?;
         }
+        run.generator = None;
         let (status, reason, serving) = match run.outcome.clone() {
             Some(Outcome::Succeeded) => (
                 DeploymentStatus::Succeeded,
@@ -952,6 +993,7 @@ impl Run<'_> {
                 runs,
                 outcome: self.outcome.clone(),
                 awaiting_approval: self.awaiting_approval,
+                promoted_by: self.promoted_by.clone(),
             }),
         }
     }
@@ -1023,7 +1065,18 @@ impl Run<'_> {
     async fn apply(&mut self, c: Command) -> Result<(), DeployError> {
         {
             match c {
-                Command::Record(m) => self.event("rollout", m).await?,
+                Command::Record(m) => {
+                    // The machines do not know the service's name; the
+                    // commands they suggest get it here.
+                    let service = &self.req.service;
+                    let m = m
+                        .replace("`hatoba promote`", &format!("`hatoba promote {service}`"))
+                        .replace("`hatoba abort`", &format!("`hatoba abort {service}`"));
+                    self.event("rollout", m).await?;
+                }
+                Command::PromotedWithoutEvidence(missing) => {
+                    self.promoted_without_evidence(missing).await?;
+                }
                 Command::SetWeight(w) => {
                     self.event(
                         hatoba_store::event_kind::WEIGHT_CHANGED,
@@ -1064,11 +1117,88 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Takes the measurements that are due, records each, and returns the
-    /// verdicts decided.
-    async fn judge_due(
-        &mut self,
-    ) -> Result<Vec<(AnalysisRun, hatoba_rollout::Verdict)>, DeployError> {
+    /// Starts or stops generated traffic as the running analyses ask
+    /// (`traffic.generate` of their templates).
+    async fn sync_traffic(&mut self) -> Result<(), DeployError> {
+        let want = crate::traffic::wanted(
+            &self.req.spec,
+            self.analyses.values().flat_map(|a| a.templates.iter()),
+        );
+        if self.generator.as_ref().map(|g| &g.want) == want.as_ref() {
+            return Ok(());
+        }
+        let stopped = self.generator.take().is_some();
+        let listen = &self.req.svc.route.listen;
+        match want {
+            Some(_) if self.req.svc.route.tls.is_some() && !self.traffic_refused => {
+                self.traffic_refused = true;
+                self.event(
+                    "analysis",
+                    "no traffic generated: `traffic.generate` sends plain HTTP and this route serves TLS".to_owned(),
+                )
+                .await?;
+            }
+            Some(_) if self.req.svc.route.tls.is_some() => {}
+            Some(want) => {
+                self.event(
+                    "analysis",
+                    format!(
+                        "generating traffic: GET {} through {listen}, {} a second to each version",
+                        want.path, want.rate
+                    ),
+                )
+                .await?;
+                self.generator = Some(crate::traffic::start(&listen.host, listen.port, want));
+            }
+            None if stopped => {
+                self.event("analysis", "traffic generation stopped".to_owned())
+                    .await?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Records a promotion past missing evidence: by a person, an event
+    /// that marks the deployment (a rollback without `--to` skips it); by
+    /// a rollback's own skipping of the steps, only a line of the timeline.
+    async fn promoted_without_evidence(&self, missing: String) -> Result<(), DeployError> {
+        let (kind, message, data) = match (&self.promoted_by, &self.req.rollback_of) {
+            (None, Some(_)) => (
+                "rollout",
+                format!(
+                    "promoted without waiting for evidence: a rollback returns to a version that served before ({missing})"
+                ),
+                None,
+            ),
+            (by, _) => {
+                let by = by.clone().unwrap_or_else(|| "hatoba".to_owned());
+                (
+                    hatoba_store::event_kind::PROMOTED_WITHOUT_EVIDENCE,
+                    format!("promoted without evidence by {by}: {missing}"),
+                    Some(serde_json::json!({"by": by, "missing": missing})),
+                )
+            }
+        };
+        self.d
+            .store
+            .append_event(
+                &self.id,
+                NewEvent {
+                    at: clock_now(),
+                    kind: kind.to_owned(),
+                    message,
+                    data,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the measurements that are due, records each, and returns what
+    /// the machine must hear: verdicts decided, and the evidence of every
+    /// run measured that goes on (no promotion without evidence).
+    async fn judge_due(&mut self) -> Result<Vec<Input>, DeployError> {
         let now = clock_now();
         let mut out = Vec::new();
         if self.analyses.is_empty() {
@@ -1118,7 +1248,7 @@ impl Run<'_> {
                     )
                     .await?;
                 self.analyses.remove(&run);
-                out.push((run, hatoba_rollout::Verdict::Fail));
+                out.push(Input::Verdict(run, hatoba_rollout::Verdict::Fail));
             }
             self.event("analysis", format!("analysis failed: {evidence}"))
                 .await?;
@@ -1132,7 +1262,9 @@ impl Run<'_> {
             let metrics = crate::analysis::metrics(&self.req.spec, &active.templates);
             let mut tracker = active.tracker.clone();
             let mut decided = None;
-            for i in tracker.due(now) {
+            let due = tracker.due(now);
+            let measured = !due.is_empty();
+            for i in due {
                 let Some((template, metric)) = metrics.get(i) else {
                     continue;
                 };
@@ -1200,9 +1332,12 @@ impl Run<'_> {
                         ),
                     )
                     .await?;
-                    out.push((run, verdict));
+                    out.push(Input::Verdict(run, verdict));
                 }
                 None => {
+                    if measured {
+                        out.push(Input::Evidence(run, tracker.missing_evidence()));
+                    }
                     self.analyses
                         .insert(run, crate::analysis::Active { tracker, ..active });
                 }

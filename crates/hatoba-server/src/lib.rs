@@ -21,10 +21,11 @@ mod deployer;
 mod probe;
 mod server;
 mod supervisor;
+mod traffic;
 
 pub use dataplane::{DataPlane, DataPlaneError, LocalDataPlane, RemoteDataPlane};
 pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
     ServiceRecord, ServingRecord, clock_now,
 };
-pub use server::{Server, ServerConfig, StartError, new_token};
+pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};

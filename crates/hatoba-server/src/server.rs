@@ -851,7 +851,18 @@ impl Server {
                     Err(resp) => resp,
                 }
             }
-            (Method::POST, ["v1", "services", name, action]) => self.operate(name, action).await,
+            (Method::POST, ["v1", "services", name, action]) => {
+                let body = Limited::new(req.into_body(), MAX_BODY)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let by = serde_json::from_slice::<hatoba_api::PromoteRequest>(&body)
+                    .ok()
+                    .and_then(|r| r.by)
+                    .unwrap_or_else(|| "cli".to_owned());
+                self.operate(name, action, by).await
+            }
             _ => error(
                 StatusCode::NOT_FOUND,
                 4,
@@ -954,17 +965,60 @@ impl Server {
         };
         // The newest succeeded deployment of the version: a rollback runs it
         // with the variables it ran with.
+        let mut skipped: Vec<String> = Vec::new();
         let target = match &to {
             Some(v) => succeeded
                 .iter()
                 .filter(|d| d.version.as_str() == v)
                 .max_by_key(|d| (d.finished_at, d.id.clone())),
-            None => succeeded
-                .iter()
-                .filter(|d| d.version != current.version)
-                .max_by_key(|d| (d.finished_at, d.id.clone())),
+            // The previous version promoted on evidence: one a person
+            // promoted past missing evidence is skipped (`--to` may still
+            // name it).
+            None => {
+                let mut earlier: Vec<&&hatoba_store::Deployment> = succeeded
+                    .iter()
+                    .filter(|d| d.version != current.version)
+                    .collect();
+                earlier.sort_by_key(|d| std::cmp::Reverse((d.finished_at, d.id.clone())));
+                let mut found = None;
+                for d in earlier {
+                    if skipped.iter().any(|v| v == d.version.as_str()) {
+                        continue;
+                    }
+                    match without_evidence(self.store.as_ref(), &succeeded, &d.version).await {
+                        Ok(None) => {
+                            found = Some(d);
+                            break;
+                        }
+                        Ok(Some(_)) => skipped.push(d.version.to_string()),
+                        Err(e) => {
+                            return error(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                1,
+                                &error_chain(&e),
+                                None,
+                            );
+                        }
+                    }
+                }
+                found
+            }
         };
         let Some(target) = target else {
+            if let (None, Some(v)) = (&to, skipped.first()) {
+                return error(
+                    StatusCode::CONFLICT,
+                    5,
+                    &format!(
+                        "`{service}` has no earlier version promoted on evidence: {} promoted without evidence",
+                        skipped.join(", ")
+                    ),
+                    Some(
+                        format!("`hatoba rollback {service} --to {v}` returns to it anyway")
+                            .as_str(),
+                    ),
+                );
+            }
             return match to {
                 Some(v) => error(
                     StatusCode::NOT_FOUND,
@@ -1421,7 +1475,7 @@ impl Server {
         }
     }
 
-    async fn operate(&self, name: &str, action: &str) -> Response<Full<Bytes>> {
+    async fn operate(&self, name: &str, action: &str, by: String) -> Response<Full<Bytes>> {
         let Some(state) = name
             .parse::<ServiceName>()
             .ok()
@@ -1435,9 +1489,9 @@ impl Server {
             );
         };
         let input = match action {
-            "promote" => Input::Promote,
-            "promote-full" => Input::PromoteFull,
-            "abort" => Input::Abort("aborted by an operator".to_owned()),
+            "promote" => Operator::Promote { full: false, by },
+            "promote-full" => Operator::Promote { full: true, by },
+            "abort" => Operator::Input(Input::Abort(format!("aborted by {by}"))),
             other => {
                 return error(
                     StatusCode::NOT_FOUND,
@@ -1457,7 +1511,7 @@ impl Server {
             .clone();
         match live {
             Some((id, tx)) => {
-                let _ = tx.send(Operator::Input(input)).await;
+                let _ = tx.send(input).await;
                 let id = id.map(|i| i.to_string()).unwrap_or_default();
                 json(
                     StatusCode::ACCEPTED,
@@ -1472,6 +1526,30 @@ impl Server {
             ),
         }
     }
+}
+
+/// Whether `version` was promoted without evidence: its latest judged
+/// deployment (the newest succeeded one that is not a rollback; a rollback
+/// skips the steps and judges nothing) carries a `promoted_without_evidence`
+/// event. Returns what was missing.
+pub async fn without_evidence(
+    store: &dyn hatoba_store::Store,
+    succeeded: &[&hatoba_store::Deployment],
+    version: &hatoba_core::Version,
+) -> Result<Option<String>, hatoba_store::StoreError> {
+    let judged = succeeded
+        .iter()
+        .filter(|d| &d.version == version && d.rollback_of.is_none())
+        .max_by_key(|d| (d.finished_at, d.id.clone()));
+    let Some(d) = judged else {
+        return Ok(None);
+    };
+    Ok(store
+        .events(&d.id)
+        .await?
+        .into_iter()
+        .find(|e| e.kind == hatoba_store::event_kind::PROMOTED_WITHOUT_EVIDENCE)
+        .map(|e| e.message))
 }
 
 /// The table of a service that is not being deployed: all on what serves.

@@ -986,6 +986,9 @@ fn decode_template(
     });
     let metrics_node = f.required("metrics", d, "a template measures at least one metric");
     let metrics_path = f.path("metrics");
+    let traffic = f
+        .get("traffic")
+        .map(|n| decode_traffic(n, &f.path("traffic"), d));
     f.finish(d);
     let pcx = ProviderCx {
         lines,
@@ -1030,6 +1033,70 @@ fn decode_template(
     Some(AnalysisTemplate {
         args: args.unwrap_or(Some(Vec::new()))?,
         metrics: metrics?,
+        traffic: match traffic {
+            Some(t) => Some(t?),
+            None => None,
+        },
+    })
+}
+
+/// `traffic: {minRequests: 20, generate: {path: /, rate: 10}}`.
+fn decode_traffic(node: &Node, path: &str, d: &mut Diags) -> Option<AnalysisTraffic> {
+    let mut f = Fields::of(
+        node,
+        path,
+        d,
+        "a mapping with `minRequests` and/or `generate`",
+    )?;
+    let min_requests = f
+        .get("minRequests")
+        .map(|n| u32_in(n, &f.path("minRequests"), d, 1, 100_000_000));
+    let generate = f.get("generate").map(|n| {
+        let gpath = f.path("generate");
+        let mut g = Fields::of(n, &gpath, d, "a mapping with `path` and `rate`")?;
+        let req_path = g
+            .required("path", d, "the HTTP path to GET, e.g. `path: /`")
+            .and_then(|n| {
+                let p = string(n, &g.path("path"), d)?;
+                if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    d.push(
+                        Diagnostic::error(
+                            n.span,
+                            &g.path("path"),
+                            format!(
+                                "expected an HTTP path starting with `/`, found {}",
+                                n.describe()
+                            ),
+                        )
+                        .with_hint("e.g. `/` or `/health`: a cheap path that answers 2xx"),
+                    );
+                    return None;
+                }
+                Some(p)
+            });
+        let rate = g
+            .required(
+                "rate",
+                d,
+                "requests per second to each version, e.g. `rate: 10`",
+            )
+            .and_then(|n| u32_in(n, &g.path("rate"), d, 1, 1000));
+        g.finish(d);
+        Some(GenerateTraffic {
+            path: req_path?,
+            rate: rate?,
+        })
+    });
+    f.finish(d);
+    Some(AnalysisTraffic {
+        min_requests: match min_requests {
+            Some(m) => Some(u64::from(m?)),
+            None => None,
+        },
+        generate: match generate {
+            Some(g) => Some(g?),
+            None => None,
+        },
     })
 }
 

@@ -410,6 +410,38 @@ pub struct AnalysisTemplate {
     pub args: Vec<TemplateArg>,
     /// The metrics.
     pub metrics: Vec<Metric>,
+    /// The traffic the template's `builtin` metrics need, and synthetic
+    /// traffic for a quiet service.
+    #[serde(default)]
+    pub traffic: Option<AnalysisTraffic>,
+}
+
+/// `traffic:` of an analysis template: how much traffic its `builtin`
+/// metrics need, and requests Hatoba sends itself so that a quiet service
+/// is still judged (no promotion without evidence).
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisTraffic {
+    /// Least requests in the window before a `builtin` metric of the
+    /// template is judged, where the metric does not say (`minSamples`).
+    /// Default 20.
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+    /// Synthetic requests to both versions while the template's analysis
+    /// runs.
+    #[serde(default)]
+    pub generate: Option<GenerateTraffic>,
+}
+
+/// Synthetic requests: `GET path` through Hatoba's proxy, pinned to each
+/// version in turn with `X-Hatoba-Route: canary` / `stable`.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateTraffic {
+    /// The HTTP path to GET, e.g. `/`; it should be cheap and answer 2xx.
+    pub path: String,
+    /// Requests per second to each version (1 to 1000).
+    pub rate: u32,
 }
 
 /// A template argument.

@@ -19,6 +19,11 @@ pub mod event_kind {
     pub const STATUS_CHANGED: &str = "status_changed";
     /// A traffic weight was applied (written by the controller).
     pub const WEIGHT_CHANGED: &str = "weight_changed";
+    /// A person promoted a new version past missing evidence (written by
+    /// the controller, `data`: `{"by": ..., "missing": ...}`). A rollback
+    /// without `--to` never returns to a version whose latest judged
+    /// deployment has one.
+    pub const PROMOTED_WITHOUT_EVIDENCE: &str = "promoted_without_evidence";
 }
 
 /// A deployment as recorded: one attempt to bring a version of a service to

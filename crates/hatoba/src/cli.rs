@@ -137,7 +137,7 @@ pub(crate) enum Command {
     Rollback {
         /// The service.
         service: String,
-        /// The version to return to; default: the previous succeeded one.
+        /// The version to return to; default: the previous succeeded one that was promoted on evidence.
         #[arg(long)]
         to: Option<String>,
     },

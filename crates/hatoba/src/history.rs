@@ -115,6 +115,23 @@ async fn collect_status(
     let mut out = Vec::with_capacity(pairs.len());
     for (s, e) in pairs {
         let current = store.current(&s, &e).await?;
+        let current_without_evidence = match &current {
+            Some(c) => {
+                let history = store
+                    .history(&HistoryFilter {
+                        service: Some(s.clone()),
+                        environment: Some(e.clone()),
+                        limit: 10_000,
+                    })
+                    .await?;
+                let succeeded: Vec<&hatoba_store::Deployment> = history
+                    .iter()
+                    .filter(|d| d.status == hatoba_core::DeploymentStatus::Succeeded)
+                    .collect();
+                hatoba_server::without_evidence(store, &succeeded, &c.version).await?
+            }
+            None => None,
+        };
         let live = store.live(&s, &e).await?;
         let (analysis, live_phase) = match &live {
             Some(d) => (
@@ -132,6 +149,7 @@ async fn collect_status(
             current: current.as_ref().map(hatoba_server::api::deployment),
             live: live.as_ref().map(hatoba_server::api::deployment),
             live_phase,
+            current_without_evidence,
         });
     }
     Ok(out)
@@ -320,10 +338,14 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
                 m.value.map(|v| format!(" ({v:.4})")).unwrap_or_default()
             ));
         }
+        let mut version = s.current_version.clone().unwrap_or_else(|| "-".to_owned());
+        if s.current_without_evidence.is_some() {
+            version.push_str("\n  promoted without evidence");
+        }
         t.add_row(vec![
             s.service.clone(),
             s.environment.clone(),
-            s.current_version.clone().unwrap_or_else(|| "-".to_owned()),
+            version,
             s.current
                 .as_ref()
                 .and_then(|d| d.finished_at.as_deref())

@@ -236,6 +236,24 @@ pub(crate) async fn diagnose(global: &Global, service: &str) -> anyhow::Result<E
         }
         None => Vec::new(),
     };
+    // The version serving was promoted past missing evidence: say so first.
+    let without_evidence = match history
+        .iter()
+        .find(|d| d.status == hatoba_core::DeploymentStatus::Succeeded)
+    {
+        Some(current) => {
+            let succeeded: Vec<&hatoba_store::Deployment> = history
+                .iter()
+                .filter(|d| d.status == hatoba_core::DeploymentStatus::Succeeded)
+                .collect();
+            hatoba_server::without_evidence(&store, &succeeded, &current.version)
+                .await
+                .ok()
+                .flatten()
+                .map(|why| format!("{}: {why}", current.version))
+        }
+        None => None,
+    };
     store.close().await;
     let deployments: Vec<hatoba_api::Deployment> =
         history.iter().map(hatoba_server::api::deployment).collect();
@@ -265,6 +283,11 @@ pub(crate) async fn diagnose(global: &Global, service: &str) -> anyhow::Result<E
     ));
     if let Some(p) = &detail.problem {
         out.push_str(&format!("problem: {p}\n"));
+    }
+    if let Some(why) = &without_evidence {
+        out.push_str(&format!(
+            "WARNING: {why}; a rollback without --to skips this version\n"
+        ));
     }
     if detail.crash_loop || detail.recent_restarts > 0 {
         out.push_str(&format!(

@@ -541,11 +541,15 @@ pub(crate) async fn rollback(
 
 pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> anyhow::Result<Exit> {
     check_service(service)?;
+    // Who acts: a promote past missing evidence is recorded with it.
+    let body = serde_json::to_vec(&hatoba_api::PromoteRequest {
+        by: Some(crate::inspect_cmd::actor(None)),
+    })?;
     let bytes = call(
         global,
         hyper::Method::POST,
         &format!("/v1/services/{service}/{action}"),
-        None,
+        Some(body),
     )
     .await?;
     match global.output {

@@ -1019,3 +1019,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn evidence_is_missing_until_every_metric_has_passed_once() {
+    let mut run = background(vec![
+        metric("success-rate", 10, None),
+        metric("latency", 10, None),
+    ]);
+    assert_eq!(
+        run.missing_evidence().as_deref(),
+        Some("metric success-rate: no measurement yet")
+    );
+    assert_eq!(
+        run.record(0, t(10), insufficient("0 of the 20 requests needed")),
+        None
+    );
+    assert_eq!(
+        run.missing_evidence().as_deref(),
+        Some("metric success-rate: insufficient: 0 of the 20 requests needed")
+    );
+    assert_eq!(run.record(0, t(20), error("webhook answered 500")), None);
+    assert_eq!(
+        run.missing_evidence().as_deref(),
+        Some("metric success-rate: error: webhook answered 500")
+    );
+    // A failed measurement is a measurement, not evidence for promotion.
+    let mut lenient = background(vec![limits(metric("success-rate", 10, None), 3, 0, 4)]);
+    assert_eq!(lenient.record(0, t(10), Observation::Failed), None);
+    assert_eq!(
+        lenient.missing_evidence().as_deref(),
+        Some("metric success-rate: failed")
+    );
+    assert_eq!(run.record(0, t(30), Observation::Passed), None);
+    assert_eq!(
+        run.missing_evidence().as_deref(),
+        Some("metric latency: no measurement yet")
+    );
+    assert_eq!(run.record(1, t(30), Observation::Passed), None);
+    assert_eq!(run.missing_evidence(), None);
+    // Evidence once seen stays: later thin data does not take it back.
+    assert_eq!(run.record(0, t(40), insufficient("3 of 20")), None);
+    assert_eq!(run.missing_evidence(), None);
+}

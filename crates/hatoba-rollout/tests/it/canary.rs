@@ -42,6 +42,7 @@ fn good_canary_goes_through_every_step() {
         plan(),
         "0s start
          3s ready 4 1
+         4m evidence background
          5m ready 4 2
          6m pass step 3
          7m promote
@@ -174,6 +175,7 @@ fn promote_full_skips_the_rest_and_first_deployments_skip_the_steps() {
             0s    # step 1: pause 5m
             1m    # promoted fully: remaining steps skipped
             1m    scale canary 4
+            1m30s promoted without evidence: step 3: analysis skipped by `hatoba promote --full`
             1m30s weight 100
             1m30s scale stable 0
             1m30s stop analysis background
@@ -209,6 +211,7 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
         watched(),
         "0s start
          1s ready 4 2
+         1s evidence background
          2s ready 4 4
          5m pass background
          11m tick",
@@ -231,6 +234,7 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
         watched(),
         "0s start
          1s ready 4 2
+         1s evidence background
          2s ready 4 4
          3m fail background",
         expect![[r#"
@@ -253,6 +257,7 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
         watched(),
         "0s start
          1s ready 4 2
+         1s evidence background
          2s ready 4 4
          1m promote",
         expect![[r#"
@@ -313,6 +318,7 @@ fn a_ramped_promotion_moves_traffic_as_instances_become_ready() {
             2s    weight 25
             3s    weight 50
             4s    weight 25
+            5s    promoted without evidence: step 3: analysis skipped by `hatoba promote --full`
             5s    weight 100
             5s    scale stable 0
             5s    stop analysis background
@@ -342,6 +348,7 @@ fn inconclusive_background_analysis_holds_promotion() {
             0s    scale canary 4
             0s    # background analysis inconclusive: promotion will wait for `hatoba promote`
             1m    # promoted
+            1m    promoted without evidence: background analysis inconclusive
             1m    weight 100
             1m    scale stable 0
             1m    stop analysis background
@@ -387,6 +394,15 @@ pub(crate) fn input_strategy() -> impl Strategy<Value = (u64, Option<Input>)> {
             };
             let v = [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive][v as usize];
             Some(Input::Verdict(run, v))
+        }),
+        (0usize..6, any::<bool>(), any::<bool>()).prop_map(|(step, bg, has)| {
+            let run = if bg {
+                AnalysisRun::Background
+            } else {
+                AnalysisRun::Step(step)
+            };
+            let missing = (!has).then(|| "metric m: insufficient: 3 of 20".to_owned());
+            Some(Input::Evidence(run, missing))
         }),
         Just(Some(Input::Promote)),
         Just(Some(Input::PromoteFull)),

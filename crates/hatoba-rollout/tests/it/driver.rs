@@ -4,7 +4,9 @@
 //! Script lines: `TIME INPUT`, where TIME is a duration (`0s`, `5m`) and
 //! INPUT one of `start`, `ready STABLE CANARY`, `pass|fail|inconclusive
 //! step N|background`, `promote`, `promote-full`, `abort REASON`,
-//! `unhealthy REASON`, `tick`. Timers due before an input fire first, at
+//! `unhealthy REASON`, `evidence step N|background|preview` (every metric
+//! has passed once), `missing step N|background|preview WHAT` (no evidence:
+//! WHAT is missing), `tick`. Timers due before an input fire first, at
 //! their own time.
 
 use hatoba_core::{Millis, format_duration, parse_duration};
@@ -31,6 +33,11 @@ pub(crate) fn parse_input(words: &[&str]) -> Option<Input> {
         ["promote-full"] => Input::PromoteFull,
         ["abort", rest @ ..] => Input::Abort(rest.join(" ")),
         ["unhealthy", rest @ ..] => Input::Unhealthy(rest.join(" ")),
+        ["evidence", rest @ ..] => Input::Evidence(run(rest), None),
+        ["missing", "step", n, what @ ..] => {
+            Input::Evidence(run(&["step", n]), Some(what.join(" ")))
+        }
+        ["missing", r, what @ ..] => Input::Evidence(run(&[r]), Some(what.join(" "))),
         ["tick"] => return None,
         _ => panic!("bad input {words:?}"),
     })
@@ -53,6 +60,7 @@ pub(crate) fn render(c: &Command) -> String {
         Command::StopAnalysis(r) => format!("stop analysis {}", run(r)),
         Command::SetPreview(on) => format!("preview {}", if *on { "on" } else { "off" }),
         Command::Record(m) => format!("# {m}"),
+        Command::PromotedWithoutEvidence(m) => format!("promoted without evidence: {m}"),
         Command::Finish(Outcome::Succeeded) => "finish: succeeded".to_owned(),
         Command::Finish(Outcome::Aborted(r)) => format!("finish: aborted: {r}"),
         Command::Finish(Outcome::RolledBack(r)) => format!("finish: rolled back: {r}"),

@@ -7,5 +7,6 @@
 mod blue_green;
 mod canary;
 mod driver;
+mod evidence;
 mod resume;
 mod rolling;

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod traffic;
+
 use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {

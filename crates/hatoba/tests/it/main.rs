@@ -5,6 +5,7 @@
 mod backup;
 mod cli;
 mod demo;
+mod evidence;
 mod faults;
 mod hardening;
 mod history;
