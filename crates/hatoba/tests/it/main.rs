@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod cli;
+mod dataplane;
 mod demo;
 mod faults;
 mod history;
