@@ -55,6 +55,9 @@ pub enum CmpOp {
 pub struct ConditionError {
     /// 0-based character offset in the condition text.
     pub offset: usize,
+    /// How many characters from `offset` the mistake covers (at least 1):
+    /// the whole token it found, for underlining.
+    pub len: usize,
     /// What was expected and found.
     pub message: String,
 }
@@ -72,6 +75,7 @@ impl Condition {
         if let Some((offset, t)) = p.tokens.get(p.pos) {
             return Err(ConditionError {
                 offset: *offset,
+                len: t.chars().count().max(1),
                 message: format!("unexpected `{t}` after a complete condition"),
             });
         }
@@ -181,11 +185,13 @@ fn lex(text: &str) -> Result<Vec<(usize, String)>, ConditionError> {
         } else if c == '=' {
             return Err(ConditionError {
                 offset: start,
+                len: 1,
                 message: "`=` is not a comparison (write `==`)".to_owned(),
             });
         } else {
             return Err(ConditionError {
                 offset: start,
+                len: 1,
                 message: format!("unexpected character `{c}`"),
             });
         }
@@ -231,6 +237,7 @@ impl P {
             .map_or("the end".to_owned(), |t| format!("`{t}`"));
         ConditionError {
             offset: self.offset(),
+            len: self.peek().map_or(1, |t| t.chars().count().max(1)),
             message: format!("expected {wanted}, found {found}"),
         }
     }
@@ -285,6 +292,7 @@ impl P {
         if a != Operand::Result && b != Operand::Result {
             return Err(ConditionError {
                 offset: self.offset(),
+                len: 1,
                 message: "a comparison must involve `result`".to_owned(),
             });
         }
@@ -317,6 +325,7 @@ impl P {
             }
             Some(_) => Err(ConditionError {
                 offset,
+                len: self.peek().map_or(1, |t| t.chars().count().max(1)),
                 message: format!(
                     "expected `result` or a number, found `{}`",
                     self.peek().unwrap_or_default()

@@ -424,6 +424,9 @@ pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
     {
+        // On one line, as `Node::describe` shows values: a block scalar's
+        // line break would break the rendered hint.
+        let host = host.replace('\n', "\\n");
         return Err(format!("`{host}` is not a host name or address"));
     }
     match port.parse::<u32>() {
@@ -432,7 +435,10 @@ pub(crate) fn parse_listen(text: &str) -> Result<Listen, String> {
             port: u16::try_from(p).unwrap_or(0),
         }),
         Ok(p) => Err(format!("port {p} is out of range 1..=65535")),
-        Err(_) => Err(format!("`{port}` is not a port number")),
+        Err(_) => Err(format!(
+            "`{}` is not a port number",
+            port.replace('\n', "\\n")
+        )),
     }
 }
 
@@ -1100,19 +1106,32 @@ fn decode_traffic(node: &Node, path: &str, d: &mut Diags) -> Option<AnalysisTraf
     })
 }
 
-fn condition(node: &Node, path: &str, d: &mut Diags) -> Option<Condition> {
+fn condition(node: &Node, path: &str, lines: &[&str], d: &mut Diags) -> Option<Condition> {
     let text = string(node, path, d)?;
     match Condition::parse(&text) {
         Ok(c) => Some(c),
         Err(e) => {
-            let quoted = matches!(&node.kind, NodeKind::Scalar { quoted: true, .. });
-            let mut span = node.span;
-            span.start.col += e.offset + usize::from(quoted);
-            span.len = 1;
-            d.push(
-                Diagnostic::error(span, path, format!("invalid condition `{text}`: {}", e.message))
-                    .with_hint("conditions compare `result` with numbers, e.g. `result >= 0.95`; combine with `&&`, `||`, `!`"),
-            );
+            // The token it found, underlined whole where its place in the
+            // source is exact; else the scalar, with the place in its text
+            // in the message (a folded or multi-line condition, its end).
+            let message = format!("invalid condition `{text}`: {}", e.message);
+            let hint = "conditions compare `result` with numbers, e.g. `result >= 0.95`; combine with `&&`, `||`, `!`";
+            // Found the end: just past the last character, when that is exact.
+            if e.offset > 0
+                && e.offset == text.chars().count()
+                && let Some(mut span) = yaml::locate(lines, node, e.offset - 1, 1)
+            {
+                span.start.col += 1;
+                d.push(Diagnostic::error(span, path, message).with_hint(hint));
+                return None;
+            }
+            let error = TextError {
+                offset: e.offset,
+                len: e.len,
+                message,
+                hint: hint.to_owned(),
+            };
+            text_error(node, path, lines, error, d);
             None
         }
     }
@@ -1146,10 +1165,10 @@ fn decode_metric(node: &Node, path: &str, d: &mut Diags, pcx: &ProviderCx<'_>) -
         .map(|n| u32_in(n, &f.path("count"), d, 1, 1_000_000));
     let success = f
         .get("successCondition")
-        .map(|n| condition(n, &f.path("successCondition"), d));
+        .map(|n| condition(n, &f.path("successCondition"), pcx.lines, d));
     let failure = f
         .get("failureCondition")
-        .map(|n| condition(n, &f.path("failureCondition"), d));
+        .map(|n| condition(n, &f.path("failureCondition"), pcx.lines, d));
     let failure_limit = f
         .get("failureLimit")
         .map(|n| u32_in(n, &f.path("failureLimit"), d, 0, 1_000_000));

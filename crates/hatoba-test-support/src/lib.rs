@@ -11,6 +11,8 @@
 //! - [`wait_for`], [`wait_for_async`]: poll a condition with a deadline
 //!   (tests never sleep a fixed time hoping something is ready).
 //! - [`free_port`]: a free port on 127.0.0.1.
+//! - [`ScopeReaper`]: kills a runtime scope's processes (instances and
+//!   what they started) when dropped, so a test that panics leaves none.
 //! - [`runtime_story`]: the conformance story every `Runtime` driver passes
 //!   (with [`StoryRuntimes`]: the runtime, a twin of its scope, a
 //!   neighbour of another scope); [`http_ok`] for checks of one's own.
@@ -21,6 +23,7 @@
 mod external;
 mod postgres;
 mod prometheus;
+mod reap;
 mod runtime_story;
 mod wait;
 mod watchdog;
@@ -28,5 +31,6 @@ mod watchdog;
 pub use external::{REQUIRE_EXTERNAL, external, require_external};
 pub use postgres::{PostgresUnavailable, TempPostgres, postgres};
 pub use prometheus::{PrometheusUnavailable, TempPrometheus, prometheus};
+pub use reap::{ScopeReaper, processes_in_scope};
 pub use runtime_story::{StoryPrograms, StoryRuntimes, http_ok, runtime_story};
 pub use wait::{TimedOut, free_port, wait_for, wait_for_async};

@@ -177,10 +177,12 @@ pub async fn runtime_story(rts: StoryRuntimes<'_>, p: StoryPrograms) {
     ));
 
     // Usage: reported for a running instance, not for an ended one.
-    if let Some(u) = rt.usage(&b.id).await {
-        assert!(u.rss_bytes > 0, "{u:?}");
-        assert!(u.cpu_seconds >= 0.0, "{u:?}");
-    }
+    let u = rt
+        .usage(&b.id)
+        .await
+        .expect("no usage reported for a running instance");
+    assert!(u.rss_bytes > 0, "{u:?}");
+    assert!(u.cpu_seconds >= 0.0, "{u:?}");
     assert_eq!(rt.usage(&a.id).await, None, "usage of a stopped instance");
     assert_eq!(rt.usage(&InstanceId("nope".to_owned())).await, None);
 

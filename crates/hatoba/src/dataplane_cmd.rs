@@ -24,6 +24,8 @@ use std::time::Duration;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often `hatoba up` checks that its data plane answers.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
+/// How often a data plane checks that it can still be found ([`unreachable`]).
+const FINDABLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Resolves when the watching connection ends (never without one).
 async fn ended(watch: Option<&mut tokio::net::UnixStream>) {
@@ -106,12 +108,19 @@ pub(crate) fn run(state: &Path, metrics: std::net::SocketAddr) -> anyhow::Result
             std::process::id(),
             admin.local_addr()
         ));
-        let stop = async move {
+        let bound = socket_identity(plane.socket());
+        let socket = plane.socket().to_path_buf();
+        let mut lost = None;
+        let stop = async {
             loop {
                 tokio::select! {
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                     _ = hup.recv() => {}
+                    why = unreachable(&socket, bound) => {
+                        lost = Some(why);
+                        break;
+                    }
                 }
             }
         };
@@ -121,8 +130,61 @@ pub(crate) fn run(state: &Path, metrics: std::net::SocketAddr) -> anyhow::Result
             .map_err(|e| CliError::new(Exit::Failed, crate::server_cmd::chain(&e)))?;
         admin.shutdown();
         let _ = std::fs::remove_file(admin_file(state));
+        if let Some(why) = lost {
+            return Err(CliError::new(
+                Exit::Failed,
+                format!("the data plane stopped: its control socket {why}"),
+            )
+            .hint("nobody could reach it to change its routes or stop it; `hatoba up` starts a new one")
+            .into());
+        }
         Ok(Exit::Ok)
     })
+}
+
+/// The device and inode of the socket file at `path`, if there is one.
+fn socket_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// The safety net of an orphaned data plane: resolves, with why, once the
+/// socket file this process bound (`bound`, its device and inode) is gone
+/// from `socket` or replaced by another file; checked every
+/// [`FINDABLE_EVERY`].
+///
+/// A data plane is found only through that file: `hatoba up` connects there
+/// to push routes, to ask for metrics and to stop it. Once it is removed
+/// (the state directory deleted, say, after a test or by an operator
+/// cleaning up) no controller can ever reach this process again, yet it
+/// would keep its listening ports until the machine restarts. So it stops
+/// by itself, within a second or two, as after a SIGTERM (requests in
+/// flight finish). The routes file `dataplane.json` is not looked at: a
+/// data plane without saved routes is still reachable and still wanted.
+async fn unreachable(socket: &Path, bound: Option<(u64, u64)>) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    // Never known (the file could not be read right after binding it): no
+    // way to tell, so no stopping on a guess.
+    let Some(bound) = bound else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(FINDABLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match std::fs::symlink_metadata(socket) {
+            Ok(m) if (m.dev(), m.ino()) == bound => {}
+            Ok(_) => return format!("{} is another file now", socket.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return format!("{} was removed", socket.display());
+            }
+            // Unreadable for a moment (permissions, a full table): not a
+            // sign that it is gone.
+            Err(_) => {}
+        }
+    }
 }
 
 /// A data plane to drive.

@@ -39,10 +39,23 @@ fn demo_app() -> Command {
     cmd
 }
 
+/// A started demo app, killed (if it still runs) and reaped when dropped,
+/// however the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the binary and reads the address it printed on stderr.
-fn spawn(cmd: &mut Command) -> (Child, SocketAddr) {
-    let mut child = cmd.spawn().expect("spawn the demo app");
-    let stderr = child.stderr.take().expect("piped stderr");
+fn spawn(cmd: &mut Command) -> (Running, SocketAddr) {
+    let mut child = Running(cmd.spawn().expect("spawn the demo app"));
+    let stderr = child.0.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -107,8 +120,8 @@ fn serves_on_port_zero_and_exits_zero_on_sigterm() {
     assert_eq!(reply.body, "hatoba-demo-app v9\n");
     assert_eq!(reply.header("x-version"), Some("v9"));
 
-    sigterm(&child);
-    assert_eq!(wait(&mut child).code(), Some(0));
+    sigterm(&child.0);
+    assert_eq!(wait(&mut child.0).code(), Some(0));
 }
 
 #[test]
@@ -121,8 +134,8 @@ fn reads_port_and_knobs_from_the_environment() {
     );
     assert_eq!(get(addr, "/").status, 500);
     assert_eq!(get(addr, "/health").status, 500);
-    sigterm(&child);
-    assert_eq!(wait(&mut child).code(), Some(0));
+    sigterm(&child.0);
+    assert_eq!(wait(&mut child.0).code(), Some(0));
 }
 
 #[test]
@@ -131,7 +144,7 @@ fn crash_after_exits_one() {
     assert_eq!(get(addr, "/").status, 200);
     assert_eq!(get(addr, "/health").status, 200);
     assert_eq!(get(addr, "/").status, 200);
-    assert_eq!(wait(&mut child).code(), Some(1));
+    assert_eq!(wait(&mut child.0).code(), Some(1));
 }
 
 fn rejected(cmd: &mut Command) -> String {

@@ -1,7 +1,9 @@
 //! HTTP/1 framing on both sides. Upstream: what a backend may legally
 //! answer (chunked with trailers, close-delimited HTTP/1.0, interim 100s,
 //! HEAD and 204 with a length, `Connection: close`) reaches the client whole,
-//! and request bodies of every framing reach the backend whole. Client side:
+//! and request bodies of every framing reach the backend whole; what is
+//! replayed after a backend fails (an idempotent request with a small
+//! body) and what never is (a POST that reached a backend). Client side:
 //! pipelined requests, HTTP/1.0 keep-alive, answers of unknown length to
 //! HTTP/1.0 clients, a connection handed to hyper midway, idle connections
 //! closed when the listener stops, and a client that stops reading cut.
@@ -154,9 +156,13 @@ async fn every_response_framing_reaches_the_client_whole() {
     // passed off as whole: no answer at all, or fewer bytes than announced),
     // and the next request is served.
     let out = crate::support::raw(proxy.addr, b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    if let Some((head, body)) = out.split_once("\r\n\r\n") {
-        assert!(head.contains("content-length: 100"), "{out}");
-        assert!(body.len() < 100, "{out}");
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) => {
+            assert!(head.contains("content-length: 100"), "{out}");
+            assert!(body.len() < 100, "{out}");
+        }
+        // Not even a whole head: then nothing at all.
+        None => assert!(out.is_empty(), "a head cut short: {out:?}"),
     }
     let (status, body) = request(&mut c, "GET", "/chunked").await;
     assert_eq!((status, body.as_deref()), (200, Ok(&b"hello world"[..])));
@@ -856,4 +862,121 @@ async fn the_connection_that_carried_a_long_body_is_not_reused() {
         3,
         "no reuse after a long body"
     );
+}
+
+/// A backend that reads each request whole (its head, then a body framed by
+/// its length) and resets the connection without answering, as one that
+/// crashed while acting on it would; except `GET /warm`, answered 200 on a
+/// kept-alive connection so the proxy pools it. Every request line it
+/// receives is pushed to `seen` as soon as its head has arrived.
+async fn resetting_backend(seen: Arc<std::sync::Mutex<Vec<String>>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut request_line = String::new();
+                    if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(request_line.trim_end().to_owned());
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if request_line.starts_with("GET /warm ") {
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.get_mut().write_all(ok).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    // SO_LINGER 0: the close sends a reset, not a FIN.
+                    let _ = socket2::SockRef::from(stream.get_ref())
+                        .set_linger(Some(std::time::Duration::ZERO));
+                    return;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a POST with a body of `size` bytes through a proxy to two
+/// [`resetting_backend`]s whose connections it pooled first (so a replay
+/// could take the stale-connection path as well as the next-backend one):
+/// the answer's status and body, and every POST line the backends got.
+async fn post_to_resetting_backends(size: usize) -> (u16, String, Vec<String>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = resetting_backend(Arc::clone(&seen)).await;
+    let b = resetting_backend(Arc::clone(&seen)).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[a, b])]),
+        ProxyOptions::default(),
+    );
+    let mut c = client(proxy.addr).await;
+    for _ in 0..8 {
+        let (status, body) = request(&mut c, "GET", "/warm").await;
+        assert_eq!((status, body.as_deref()), (200, Ok(&b"ok"[..])));
+    }
+    c.ready().await.unwrap();
+    let req = hyper::Request::post("/orders")
+        .header("host", "framing.test")
+        .body(Full::new(Bytes::from(vec![b'o'; size])))
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let posts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("POST "))
+        .cloned()
+        .collect();
+    (status, String::from_utf8_lossy(&body).into_owned(), posts)
+}
+
+/// A POST is not idempotent: once a backend has had it, the proxy never
+/// sends it again, neither to another backend nor on a fresh connection
+/// after a pooled one failed; the client gets a 502 and decides. Both
+/// backends read the POST whole and reset, so a replay would reach one of
+/// them a second time. Here with a small body: the path that reads it
+/// whole first, so that idempotent requests can be replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_reached_a_backend_is_never_replayed() {
+    let (status, body, posts) = post_to_resetting_backends(5).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_reset"), "{body}");
+    assert_eq!(posts, ["POST /orders HTTP/1.1"], "sent more than once");
+}
+
+/// [`a_post_that_reached_a_backend_is_never_replayed`] with a body past
+/// the 64 KiB retry buffer, which is streamed to the backend instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_post_that_reached_a_backend_is_never_replayed() {
+    let (status, body, posts) = post_to_resetting_backends(200_000).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_reset"), "{body}");
+    assert_eq!(posts, ["POST /orders HTTP/1.1"], "sent more than once");
 }

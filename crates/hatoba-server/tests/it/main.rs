@@ -189,7 +189,10 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
         2,
     )
     .unwrap();
-    let runtime = Arc::new(ProcessRuntime::new(dir.path().join("logs")));
+    // Instances of a scope of this test's own, ended however the test ends.
+    let scope = dir.path().display().to_string();
+    let _reaper = hatoba_test_support::ScopeReaper(scope.clone());
+    let runtime = Arc::new(ProcessRuntime::new(dir.path().join("logs")).with_scope(scope));
     let deployer = Deployer::new(
         Arc::clone(&store),
         runtime.clone(),

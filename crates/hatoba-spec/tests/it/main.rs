@@ -1,6 +1,7 @@
 //! Integration tests for `hatoba-spec`: the examples are valid, every broken
 //! spec under `tests/data/invalid` renders exactly its expected diagnostics
-//! (`UPDATE_EXPECT=1 cargo test -p hatoba-spec` rewrites the `.txt` files),
+//! (`UPDATE_EXPECT=1 cargo test -p hatoba-spec` rewrites the `.txt` files)
+//! with each caret under the value its message says it found,
 //! bad bytes are refused cleanly, and the checked-in JSON Schema is fresh.
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
@@ -214,6 +215,11 @@ fn broken_specs_render_expected_diagnostics() {
         }
         let rendered = hatoba_spec::render(&name, &text, &parsed.diagnostics);
         distinct.insert(parsed.diagnostics[0].message.clone());
+        for d in &parsed.diagnostics {
+            if let Err(e) = caret_covers_found(&text, d) {
+                failures.push(format!("{name}: {e}"));
+            }
+        }
         if let Err(e) = expect_file(&file.with_extension("txt"), &rendered) {
             failures.push(e);
         }
@@ -224,6 +230,86 @@ fn broken_specs_render_expected_diagnostics() {
         "broken specs should each show a different mistake, got {} distinct",
         distinct.len()
     );
+}
+
+/// What a diagnostic's "found …" may name that is not text of the file but
+/// a kind or a count of things: the caret then marks the node so described,
+/// and nothing is checked against its text. Anything else after "found"
+/// must be a value written in the file, in backticks or a bare number.
+const FOUND_A_KIND: &[&str] = &[
+    "a list",
+    "a mapping",
+    "an empty list",
+    "an empty mapping",
+    "nothing",
+    "the end",
+];
+
+/// Whether `found` describes a kind (see [`FOUND_A_KIND`]) or counts keys
+/// or items (`2 keys`), rather than quoting the file.
+fn found_describes_a_kind(found: &str) -> bool {
+    FOUND_A_KIND.contains(&found)
+        || found
+            .split_once(' ')
+            .is_some_and(|(n, what)| n.parse::<usize>().is_ok() && !what.is_empty())
+}
+
+/// When a diagnostic's message ends in `found X` with X a value from the
+/// file, the caret underlines X: the characters its span covers on its
+/// line contain X (or X's first line, for a value over several lines; or
+/// as much of it as the message shows). A quoted value is compared as
+/// written (`''` for `'`, `\"` for `"`).
+///
+/// One more exception: a mistake inside a scalar whose place in the source
+/// cannot be known exactly (folded text) is marked at the scalar, and the
+/// message says where in its text: `(at character N of the text)`.
+fn caret_covers_found(text: &str, d: &hatoba_spec::Diagnostic) -> Result<(), String> {
+    let Some((_, found)) = d.message.rsplit_once("found ") else {
+        return Ok(());
+    };
+    if found.ends_with(" of the text)") {
+        return Ok(());
+    }
+    let found = found.trim_end_matches('.');
+    let value = if let Some(quoted) = found.strip_prefix('`').and_then(|f| f.strip_suffix('`')) {
+        quoted
+    } else if found.parse::<f64>().is_ok() {
+        found
+    } else if found_describes_a_kind(found) {
+        return Ok(());
+    } else {
+        return Err(format!(
+            "`{}`: \"found {found}\" is neither a value in backticks, a number, \
+             nor a kind listed in FOUND_A_KIND",
+            d.message
+        ));
+    };
+    // Values are shown as `Node::describe` does: cut after 40 characters
+    // with `…`, line breaks written `\n`.
+    let shown = value.strip_suffix('…').unwrap_or(value);
+    let first_line = shown.split("\\n").next().unwrap_or("");
+    let Some(span) = d.span else {
+        return Err(format!("`{}` names a value but has no place", d.message));
+    };
+    let line = text.lines().nth(span.start.line - 1).unwrap_or("");
+    let underlined: String = line
+        .chars()
+        .skip(span.start.col - 1)
+        .take(span.len)
+        .collect();
+    let as_written = first_line.replace('\'', "''");
+    let escaped = first_line.replace('\\', "\\\\").replace('"', "\\\"");
+    if underlined.contains(first_line)
+        || (underlined.starts_with('\'') && underlined.contains(&as_written))
+        || (underlined.starts_with('"') && underlined.contains(&escaped))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}`: the caret at {}:{} underlines `{underlined}`, not `{first_line}`",
+            d.message, span.start.line, span.start.col
+        ))
+    }
 }
 
 #[test]

@@ -50,6 +50,7 @@ fn poll(what: &str, mut f: impl FnMut() -> bool) {
 fn a_port_clash_stops_up_with_the_address_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    let _sweep = crate::support::Sweep(state.clone());
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let file = dir.path().join("hatoba.yaml");

@@ -4,6 +4,7 @@
 
 mod backup;
 mod cli;
+mod dataplane;
 mod demo;
 mod evidence;
 mod faults;

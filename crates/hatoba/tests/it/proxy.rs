@@ -57,19 +57,21 @@ fn serves_reloads_and_drains() {
         .unwrap();
     std::fs::write(&file, routes(listen, &[("stable", "v1", 100, v1)])).unwrap();
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
-        .args(["proxy", "--routes"])
-        .arg(&file)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = crate::support::Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+            .args(["proxy", "--routes"])
+            .arg(&file)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), format!("listening on {listen}"));
     assert_eq!(get_version(listen), "v1");
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap());
     std::fs::write(&file, routes(listen, &[("stable", "v2", 100, v2)])).unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     line.clear();
@@ -88,7 +90,7 @@ fn serves_reloads_and_drains() {
     assert_eq!(get_version(listen), "v2");
 
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
 

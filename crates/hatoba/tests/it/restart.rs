@@ -5,7 +5,7 @@
 //! instances of the version that serves are left, and not one request
 //! failed: the data plane is its own process and outlives the controller.
 
-use crate::support::{Up, hatoba, poll};
+use crate::support::{Sweep, Up, hatoba, poll};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -116,34 +116,6 @@ fn latest(state: &Path) -> Option<(String, String)> {
     ))
 }
 
-/// Stops whatever instances and data plane a failed test left behind.
-struct Sweep(String);
-
-impl Drop for Sweep {
-    fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for e in entries.flatten() {
-            let Ok(env) = std::fs::read(e.path().join("environ")) else {
-                continue;
-            };
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let needle = format!("HATOBA_SCOPE={}", self.0);
-            let data_plane = cmdline.ends_with(b"dataplane\0")
-                && String::from_utf8_lossy(&cmdline).contains(&self.0);
-            if (data_plane || env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
-                && let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok())
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
-
 /// Clients sending requests one after another on fresh connections (each a
 /// new choice of backend), counting every answer until stopped.
 struct Traffic {
@@ -219,7 +191,7 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
     let state: PathBuf = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let scope = std::path::absolute(&state).unwrap().display().to_string();
-    let _sweep = Sweep(scope.clone());
+    let _sweep = Sweep(state.clone());
     let port = hatoba_test_support::free_port().unwrap();
     let file = dir.path().join("hatoba.yaml");
     std::fs::write(&file, spec(port)).unwrap();

@@ -1,6 +1,8 @@
 //! What the tests of `hatoba up` share: the CLI aimed at a state
 //! directory, a server that is stopped when the test ends however it ends,
-//! polling with a deadline, and asking the proxy which version answers.
+//! a sweep that ends every process of a state directory (data plane and
+//! instances included) when the test ends however it ends, polling with a
+//! deadline, and asking the proxy which version answers.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,8 +44,107 @@ pub(crate) fn poll_explained<T>(
     }
 }
 
+/// The processes of a state directory, by pid: `hatoba up` and `hatoba
+/// dataplane` (which name it after `--state-dir`) and the instances with
+/// whatever they started (which carry it in `HATOBA_SCOPE`). Zombies are
+/// left out: they are gone already, only not yet reaped.
+pub(crate) fn processes_of(state: &Path) -> Vec<i32> {
+    let given = state.as_os_str().as_encoded_bytes().to_vec();
+    let absolute = std::path::absolute(state)
+        .map(|p| p.into_os_string().into_encoded_bytes())
+        .unwrap_or_else(|_| given.clone());
+    let scope = [b"HATOBA_SCOPE=".as_slice(), &absolute].concat();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || !alive(pid) {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let names_state = args
+            .windows(2)
+            .any(|w| w[0] == b"--state-dir" && (w[1] == given || w[1] == absolute));
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let in_scope = environ.split(|b| *b == 0).any(|v| v == scope);
+        if (names_state || in_scope)
+            && let Ok(pid) = i32::try_from(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub(crate) fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Ends every process of a state directory ([`processes_of`]) with
+/// SIGKILL, each one's process group too when it leads one (an instance's
+/// children), and waits until they are gone. Run when a test ends, passed
+/// or panicked: a data plane is started detached by `hatoba up` and
+/// outlives it by design (and a `kill9`ed controller leaves its instances),
+/// so nothing else would stop them.
+pub(crate) fn sweep(state: &Path) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{Pid, getpgid, getpgrp};
+    let ours = getpgrp();
+    let mut left = processes_of(state);
+    for pid in &left {
+        let pid = Pid::from_raw(*pid);
+        if getpgid(Some(pid)).is_ok_and(|g| g == pid && g != ours) {
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left.retain(|pid| u32::try_from(*pid).is_ok_and(alive));
+    }
+    if !left.is_empty() && !std::thread::panicking() {
+        panic!("still running 10 s after SIGKILL: {left:?}");
+    }
+}
+
+/// [`sweep`] when dropped.
+pub(crate) struct Sweep(pub(crate) std::path::PathBuf);
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        sweep(&self.0);
+    }
+}
+
+/// A child process of the test, killed (if it still runs) and reaped when
+/// dropped, however the test ends.
+pub(crate) struct Reaped(pub(crate) std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A test's own directory: a state directory, a free proxy port and a
-/// spec file written for that port.
+/// spec file written for that port. Dropping it ends every process of the
+/// state directory ([`sweep`]) before the directory goes.
 pub(crate) struct Sandbox {
     _dir: tempfile::TempDir,
     pub(crate) state: std::path::PathBuf,
@@ -103,8 +204,18 @@ impl Sandbox {
     }
 }
 
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        sweep(&self.state);
+    }
+}
+
+/// How long a `hatoba up` of a test may take to stop after SIGTERM before
+/// it gets SIGKILL (its own shutdown waits up to 60 s for rollouts).
+const STOP_GRACE: Duration = Duration::from_secs(90);
+
 /// A `hatoba up` of the test. Dropping it sends SIGTERM (so it stops its
-/// instances and its data plane too) and waits.
+/// instances and its data plane too) and waits, at most [`STOP_GRACE`].
 pub(crate) struct Up(pub(crate) std::process::Child);
 
 impl Up {
@@ -170,6 +281,11 @@ impl Drop for Up {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGTERM,
             );
+            let deadline = Instant::now() + STOP_GRACE;
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
             let _ = self.0.wait();
         }
     }
