@@ -364,6 +364,10 @@ struct Run<'a> {
     awaiting_approval: bool,
     /// Why the new version cannot run, found while executing a command.
     unhealthy: Option<String>,
+    /// A scale the controller could not finish for its own shortage (out
+    /// of file descriptors, memory, processes or ports): tried again at
+    /// each probe tick, never held against the new version.
+    short_scale: Option<(Track, u32)>,
     /// The statistical canary-vs-stable judge, when analysis runs.
     judge: Option<hatoba_analysis::Judge>,
     /// The last route table did not reach the data plane: push again.
@@ -511,6 +515,7 @@ impl Deployer {
             preview_on: false,
             awaiting_approval: req.require_approval,
             unhealthy: None,
+            short_scale: None,
             judge: crate::analysis::default_judge(),
             promoted_by: None,
             generator: None,
@@ -663,6 +668,7 @@ impl Deployer {
             watch: Watch::default(),
             awaiting_approval: record.awaiting_approval,
             unhealthy: None,
+            short_scale: None,
             judge: crate::analysis::default_judge(),
             promoted_by: record.promoted_by,
             generator: None,
@@ -742,6 +748,9 @@ impl Deployer {
                 _ = probe.tick() => {
                     if run.route_failed {
                         run.route().await;
+                    }
+                    if let Some((track, n)) = run.short_scale {
+                        run.scale(track, n).await?;
                     }
                     run.restart_failed_stable().await?;
                     let ready = run.probe_all().await;
@@ -1347,6 +1356,8 @@ impl Run<'_> {
     }
 
     async fn scale(&mut self, track: Track, n: u32) -> Result<(), DeployError> {
+        let was_short = self.short_scale.take().is_some();
+        let target = n;
         let n = usize::try_from(n).unwrap_or(usize::MAX);
         loop {
             let have = match track {
@@ -1366,6 +1377,24 @@ impl Run<'_> {
                 }
                 let s = match self.d.runtime.start(&self.instance, clock_now()).await {
                     Ok(s) => s,
+                    Err(e) if crate::probe::is_controller_shortage_in(&e) => {
+                        // The controller's own shortage says nothing about
+                        // the new version: tried again at the next tick
+                        // (the progress deadline still bounds the wait).
+                        if !was_short {
+                            self.event(
+                                "instance_failed",
+                                format!(
+                                    "cannot start an instance of {} now, the controller is short of resources ({}): trying again",
+                                    self.req.version,
+                                    chain(&e)
+                                ),
+                            )
+                            .await?;
+                        }
+                        self.short_scale = Some((track, target));
+                        return Ok(());
+                    }
                     Err(e) => {
                         // Not the rollout's end by itself: the machine
                         // decides (rolled back, traffic stays on stable).

@@ -34,8 +34,9 @@ pub(crate) enum ProbeFailure {
 
 /// Whether an error is the controller's own shortage rather than the
 /// instance's doing: EMFILE, ENFILE, ENOMEM, ENOBUFS, EADDRNOTAVAIL (no
-/// local port left).
-fn is_controller_shortage(e: &std::io::Error) -> bool {
+/// local port left), EAGAIN (no process could be forked).
+pub(crate) fn is_controller_shortage(e: &std::io::Error) -> bool {
+    const EAGAIN: i32 = 11;
     const ENOMEM: i32 = 12;
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
@@ -43,8 +44,23 @@ fn is_controller_shortage(e: &std::io::Error) -> bool {
     const ENOBUFS: i32 = 105;
     matches!(
         e.raw_os_error(),
-        Some(ENOMEM | ENFILE | EMFILE | EADDRNOTAVAIL | ENOBUFS)
+        Some(EAGAIN | ENOMEM | ENFILE | EMFILE | EADDRNOTAVAIL | ENOBUFS)
     ) || e.kind() == std::io::ErrorKind::OutOfMemory
+}
+
+/// [`is_controller_shortage`] anywhere in an error's chain (a runtime's
+/// "cannot start" wraps the OS error).
+pub(crate) fn is_controller_shortage_in(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && is_controller_shortage(io)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// What an IO error says about a probe.
@@ -267,6 +283,16 @@ mod tests {
         // Not ready stays not ready: it is no pass either.
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         assert!(!r.observe_probe(b, short(), 1, 1));
+        // A start that failed for EMFILE deep in its chain is the
+        // controller's too; a missing program is not.
+        let spawn = |errno| hatoba_runtime::RuntimeError::Spawn {
+            service: "web".parse().unwrap(),
+            program: "app".to_owned(),
+            resolved: None,
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert!(is_controller_shortage_in(&spawn(24)));
+        assert!(!is_controller_shortage_in(&spawn(2)));
         // And EMFILE is read as the controller's, a refusal as the instance's.
         assert!(matches!(
             io_failure(std::io::Error::from_raw_os_error(24)),

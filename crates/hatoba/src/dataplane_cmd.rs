@@ -291,6 +291,8 @@ pub(crate) async fn supervise(
     let mut tick = tokio::time::interval(SUPERVISE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = 0u32;
+    let mut failures = 0u32;
+    let mut retry_at = tokio::time::Instant::now();
     // A connection that only waits: the kernel ends it the moment the data
     // plane's process does, so a crash is seen at once, not at a tick.
     let mut watch: Option<tokio::net::UnixStream> = None;
@@ -320,10 +322,28 @@ pub(crate) async fn supervise(
                 }
             }
         }
+        if tokio::time::Instant::now() < retry_at {
+            continue;
+        }
         output::stderr("the data plane stopped answering: starting it again\n");
         match ensure(&state, metrics).await {
-            Ok(_) => misses = 0,
-            Err(e) => output::stderr(&format!("cannot restart the data plane: {e:#}\n")),
+            Ok(_) => {
+                misses = 0;
+                failures = 0;
+            }
+            Err(e) => {
+                // A start that fails (the state directory removed, the
+                // metrics port taken) is tried again with back-off, not
+                // four times a second for ever.
+                failures = failures.saturating_add(1);
+                let pause = (SUPERVISE_EVERY * 2u32.saturating_pow(failures.min(6)))
+                    .min(Duration::from_secs(10));
+                retry_at = tokio::time::Instant::now() + pause;
+                output::stderr(&format!(
+                    "cannot restart the data plane: {e:#} (trying again in {}s)\n",
+                    pause.as_secs_f64()
+                ));
+            }
         }
     }
 }
