@@ -464,6 +464,7 @@ impl Deployer {
                 rollback_of: req.rollback_of.clone(),
                 spec_digest: req.spec_digest.clone(),
                 vars: req.vars.clone(),
+                secrets: BTreeMap::new(),
                 at: clock_now(),
             })
             .await?;

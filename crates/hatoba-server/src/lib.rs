@@ -19,6 +19,7 @@ pub mod api;
 pub mod dataplane;
 mod deployer;
 mod probe;
+pub mod secrets;
 mod server;
 mod supervisor;
 

@@ -177,6 +177,7 @@ fn a_locked_store_is_a_clear_error_and_traffic_goes_on() {
                 rollback_of: None,
                 spec_digest: "x".to_owned(),
                 vars: Default::default(),
+                secrets: Default::default(),
                 at: hatoba_core::Millis(1),
             }),
         )
