@@ -87,6 +87,43 @@ pub const SCOPE_ENV: &str = "HATOBA_SCOPE";
 /// environment values; replaced when the instance starts.
 pub const PORT_PLACEHOLDER: &str = "${PORT}";
 
+/// Replaces `${PORT}` with the port and `${NAME}` of each secret with its
+/// value, in one pass: a value is never searched again, so a secret that
+/// contains `${PORT}` or another secret's name stays as it is.
+fn fill_placeholders(
+    text: &str,
+    port: &str,
+    secrets: &std::collections::BTreeMap<String, hatoba_core::SecretValue>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let value = if name == "PORT" {
+                Some(port)
+            } else {
+                secrets.get(name).map(hatoba_core::SecretValue::expose)
+            };
+            value.map(|v| (v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// After SIGKILL, how long to wait for the kernel to reap the group.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long swept orphans get between SIGTERM and SIGKILL, by default.
@@ -262,7 +299,7 @@ impl ProcessRuntime {
         // `${PORT}` in arguments and environment values is the port chosen
         // here, for programs that take their port on the command line.
         let port_text = port.to_string();
-        let fill = |s: &String| s.replace(PORT_PLACEHOLDER, &port_text);
+        let fill = |s: &String| fill_placeholders(s, &port_text, &spec.secrets);
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(spec.args.iter().map(fill))
             .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))

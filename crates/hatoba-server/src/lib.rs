@@ -28,4 +28,5 @@ pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
     ServiceRecord, ServingRecord, clock_now,
 };
+pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
 pub use server::{Server, ServerConfig, StartError, new_token};

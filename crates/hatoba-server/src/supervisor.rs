@@ -306,6 +306,7 @@ async fn restart(
         &s.svc,
         &serving.version,
         &serving.vars,
+        &serving.secrets,
         &s.base_dir,
     )
     .ok()?;

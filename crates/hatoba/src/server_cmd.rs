@@ -80,6 +80,9 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     }
     let store: Arc<dyn hatoba_store::Store> =
         Arc::new(hatoba_store::SqlStore::open_sqlite(state.join("hatoba.db")).await?);
+    // Secrets are sealed with a key kept outside the database.
+    let secret_key = hatoba_server::SecretKey::load(state)
+        .map_err(|e| CliError::new(Exit::Failed, chain(&e)).hint(e.hint()))?;
     let token = hatoba_server::new_token();
     write_private(&token_path(state), token.as_bytes())?;
     let recorder = Arc::new(hatoba_metrics::Recorder::new());
@@ -147,6 +150,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         runtime: Arc::clone(&runtime) as Arc<dyn hatoba_runtime::Runtime>,
         data_plane,
         token,
+        secret_key: Some(Arc::new(secret_key)),
     })
     .await;
     let server = match server {
