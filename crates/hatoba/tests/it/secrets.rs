@@ -413,3 +413,45 @@ fn the_key_is_checked() {
     assert_eq!(seen_value(&seen), None);
     drop(up);
 }
+
+/// After `hatoba up` is killed and started again, an instance that
+/// crashes is started again with its secret: the recorded version is
+/// opened again, as nothing but the version was saved.
+#[test]
+fn a_restarted_server_restarts_an_instance_with_its_secret() {
+    let work = tempfile::tempdir().unwrap();
+    let seen = work.path().join("seen");
+    let sandbox = {
+        let seen = seen.clone();
+        Sandbox::new(move |port| spec(port, &seen))
+    };
+    let state = &sandbox.state;
+    let up = sandbox.up(&[]);
+    hatoba(state)
+        .args(["secret", "set", "DB_PASSWORD"])
+        .write_stdin(CANARY_1)
+        .assert()
+        .success();
+    hatoba(state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .success();
+    wait_serving(&sandbox, &seen, CANARY_1);
+    up.kill9();
+    let _up = sandbox.up(&[]);
+    std::fs::remove_file(&seen).unwrap();
+    let answer = api_get(state, "/v1/services/web");
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let detail: serde_json::Value = serde_json::from_slice(&answer[at + 4..]).unwrap();
+    let pid = detail["instances"][0]["pid"].as_u64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll(
+        "the restarted instance to see its secret",
+        Duration::from_secs(60),
+        || (seen_value(&seen).as_deref() == Some(CANARY_1)).then_some(()),
+    );
+}
