@@ -3,7 +3,8 @@
 //! It owns a proxy listener per service (the spec's route), one `Deployer`
 //! per service, the history store, and a small JSON API on loopback that the
 //! CLI talks to (`POST /v1/deployments`, `GET /v1/deployments/{id}`,
-//! `POST /v1/services/{name}/promote|promote-full|abort`, `GET /v1/health`),
+//! `POST /v1/services/{name}/promote|promote-full|abort`, `GET /v1/health`,
+//! `GET /v1/secrets`, `PUT|DELETE /v1/secrets/{name}`),
 //! guarded by a bearer token kept in the state directory.
 //!
 //! One deployment per service at a time: a second is refused with 409 and

@@ -7,8 +7,34 @@
 use crate::cli::{Global, Output, SecretCommand, SecretValueArgs};
 use crate::exit::{CliError, Exit};
 use crate::output;
-use crate::server_cmd::call;
+
 use hatoba_core::SecretValue;
+
+/// [`crate::server_cmd::call`], saying why a secret needs the server when
+/// none answers.
+async fn call(
+    global: &Global,
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<bytes::Bytes> {
+    crate::server_cmd::call(global, method, path, body)
+        .await
+        .map_err(|e| match e.downcast::<CliError>() {
+            Ok(c) if c.exit == Exit::Unreachable => CliError {
+                hint: Some(
+                    "secrets are stored and read by the running server, the only writer of the \
+                     store and the holder of the key: start `hatoba up -f hatoba.yaml` with the \
+                     same --state-dir, then run this again"
+                        .to_owned(),
+                ),
+                ..c
+            }
+            .into(),
+            Ok(c) => c.into(),
+            Err(e) => e,
+        })
+}
 
 pub(crate) async fn run(global: &Global, command: SecretCommand) -> anyhow::Result<Exit> {
     match command {

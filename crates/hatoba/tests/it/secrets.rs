@@ -355,7 +355,8 @@ fn secret_commands_need_stdin_and_a_server() {
         .write_stdin(CANARY_1)
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("hatoba up"));
+        .stderr(predicate::str::contains("start `hatoba up"))
+        .stderr(predicate::str::contains("holder of the key"));
     hatoba(&state)
         .args(["secret", "set", "DB_PASSWORD"])
         .write_stdin("\n")
