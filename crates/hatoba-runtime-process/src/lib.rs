@@ -153,6 +153,9 @@ pub struct ProcessRuntime {
     log_limits: LogLimits,
     sweep_grace: Duration,
     registry: Arc<Mutex<Registry>>,
+    /// Variables of the controller's own environment that instances do
+    /// not inherit (the secret key when it comes from the environment).
+    withheld: Vec<String>,
 }
 
 impl ProcessRuntime {
@@ -170,7 +173,17 @@ impl ProcessRuntime {
             log_limits: LogLimits::default(),
             sweep_grace: SWEEP_GRACE,
             registry: Arc::new(Mutex::new(Registry::default())),
+            withheld: Vec::new(),
         }
+    }
+
+    /// The same runtime, not passing these variables of its own
+    /// environment on to instances (`HATOBA_SECRET_KEY`: an instance must
+    /// not be able to open every secret).
+    #[must_use]
+    pub fn withholding_env(mut self, names: &[&str]) -> ProcessRuntime {
+        self.withheld = names.iter().map(|n| (*n).to_owned()).collect();
+        self
     }
 
     /// The same runtime with another scope: the name of the controller that
@@ -301,6 +314,9 @@ impl ProcessRuntime {
         let port_text = port.to_string();
         let fill = |s: &String| fill_placeholders(s, &port_text, &spec.secrets);
         let mut cmd = tokio::process::Command::new(&program);
+        for name in &self.withheld {
+            cmd.env_remove(name);
+        }
         cmd.args(spec.args.iter().map(fill))
             .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))
             .env("PORT", &port_text)

@@ -19,11 +19,13 @@ const FROM_UP_ENV: &str = "s3cr3t-canary-up-env-91aa";
 const FROM_SET: &str = "s3cr3t-canary-set-flag-d3e0";
 const ALL: [&str; 5] = [CANARY_1, CANARY_2, CANARY_3, FROM_UP_ENV, FROM_SET];
 
-/// One web service that writes `$DB_PASSWORD` (from `env`, as the spec
-/// says) to `seen` and then serves as the demo app.
+/// One web service that writes `$HATOBA_SECRET_KEY` (it should have
+/// none) to `seen.key` and `$DB_PASSWORD` (from `env`, as the spec says)
+/// to `seen`, then serves as the demo app.
 fn spec(port: u16, seen: &Path) -> String {
     let script = format!(
-        "printf %s \"$DB_PASSWORD\" > {seen}.tmp && mv {seen}.tmp {seen}; \
+        "printf %s \"$HATOBA_SECRET_KEY\" > {seen}.key; \
+         printf %s \"$DB_PASSWORD\" > {seen}.tmp && mv {seen}.tmp {seen}; \
          exec {exe} demo-app --version-label \"$HATOBA_VERSION\"",
         seen = seen.display(),
         exe = env!("CARGO_BIN_EXE_hatoba"),
@@ -412,6 +414,20 @@ fn the_key_is_checked() {
         .stderr(predicate::str::contains("was stored with key k-"))
         .stderr(predicate::str::contains(CANARY_1).not());
     assert_eq!(seen_value(&seen), None);
+    // Stored again under this key, it deploys; the instance does not
+    // inherit the key from `hatoba up`'s environment.
+    hatoba(state)
+        .args(["secret", "set", "DB_PASSWORD"])
+        .write_stdin(CANARY_2)
+        .assert()
+        .success();
+    hatoba(state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .assert()
+        .success();
+    wait_serving(&sandbox, &seen, CANARY_2);
+    let key_seen = std::fs::read_to_string(work.path().join("seen.key")).unwrap();
+    assert_eq!(key_seen, "", "the instance got HATOBA_SECRET_KEY");
     drop(up);
 }
 
