@@ -1812,7 +1812,30 @@ impl Server {
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
             match serde_json::from_slice::<hatoba_api::Deployment>(&body) {
-                Ok(d) if ok => change.deployments.push(d),
+                Ok(d) if ok => {
+                    // Why the same version is deployed again (names and
+                    // versions only).
+                    if let Ok(id) = d.id.parse::<DeploymentId>() {
+                        let _ = self
+                            .store
+                            .append_event(
+                                &id,
+                                hatoba_store::NewEvent {
+                                    at: crate::clock_now(),
+                                    kind: "secret_rotated".to_owned(),
+                                    message: format!(
+                                        "deployed again for secret {name} version {version} (rotated by {by})"
+                                    ),
+                                    data: Some(serde_json::json!({
+                                        "secret": name,
+                                        "version": version,
+                                    })),
+                                },
+                            )
+                            .await;
+                    }
+                    change.deployments.push(d);
+                }
                 _ => {
                     let why = serde_json::from_slice::<hatoba_api::ErrorBody>(&body)
                         .map(|e| e.error)

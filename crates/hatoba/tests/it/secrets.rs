@@ -264,6 +264,13 @@ fn a_secret_reaches_the_instance_and_nothing_else() {
         .stdout(predicate::str::contains("redeploying `web` v1"));
     wait_serving(&sandbox, &seen, CANARY_3);
     assert_eq!(latest(state)["secrets"]["DB_PASSWORD"], 3);
+    let rotated = latest(state)["id"].as_str().unwrap().to_owned();
+    let answer = api_get(state, &format!("/v1/deployments/{rotated}"));
+    assert!(
+        contains(&answer, "deployed again for secret DB_PASSWORD version 3"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 
     // Listing shows versions and dates, never values.
     let list = outputs.run(
