@@ -242,7 +242,7 @@ fn check_secret_uses(service: &Node, path: &str, secrets: &[String], d: &mut Dia
             continue;
         };
         let rpath = join(path, kind);
-        // (node, path, allowed, warn)
+        // (text node, its path, whether it is in `args`)
         let mut texts: Vec<(Node, String, bool)> = Vec::new();
         for forbidden in ["command", "workingDir", "image"] {
             if let Some(n) = field(runtime, forbidden) {
