@@ -43,6 +43,10 @@ pub struct Deployment {
     pub rollback_of: Option<String>,
     /// A digest of the spec it was deployed with.
     pub spec_digest: String,
+    /// The version of each secret it ran with (never a value); absent when
+    /// it used none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, u64>,
 }
 
 /// One event in a deployment's history.
@@ -349,6 +353,90 @@ pub struct DeploymentDetail {
     pub deployment: Deployment,
     /// Its events, oldest first.
     pub events: Vec<Event>,
+}
+
+/// `PUT /v1/secrets/{name}`: store a new version of a secret
+/// (`hatoba secret set` and `rotate`). The value travels in this request
+/// only, over loopback with the token; `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSetRequest {
+    /// The value.
+    pub value: String,
+    /// The environment; the server's when absent.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Who stores it, for the audit log.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Also redeploy the services that use it (`hatoba secret rotate`).
+    #[serde(default)]
+    pub rotate: bool,
+}
+
+impl std::fmt::Debug for SecretSetRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSetRequest")
+            .field("value", &"‹secret›")
+            .field("environment", &self.environment)
+            .field("by", &self.by)
+            .field("rotate", &self.rotate)
+            .finish()
+    }
+}
+
+/// One stored version of a secret, without its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersionInfo {
+    /// From 1.
+    pub version: u64,
+    /// When it was stored, RFC 3339 UTC.
+    pub created_at: String,
+    /// Who stored it.
+    pub created_by: String,
+}
+
+/// A secret of an environment: its versions, never a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// Its name.
+    pub name: String,
+    /// Whether the spec declares it for this environment.
+    pub declared: bool,
+    /// The services whose spec uses it.
+    pub used_by: Vec<String>,
+    /// Its stored versions, oldest first (none: not set yet).
+    pub versions: Vec<SecretVersionInfo>,
+}
+
+/// `GET /v1/secrets`: the environment's secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretList {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The environment.
+    pub environment: String,
+    /// Declared or stored, by name.
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// What `hatoba secret set|rotate|rm` changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretChange {
+    /// The secret.
+    pub name: String,
+    /// The environment.
+    pub environment: String,
+    /// The version stored (set, rotate).
+    pub version: Option<u64>,
+    /// How many versions were removed (rm).
+    pub removed: Option<u64>,
+    /// Deployments started to bring the new version to its services (rotate).
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+    /// Services that use it and get it at their next deployment (not
+    /// deployed yet, a deployment in progress, or a plain `set`).
+    #[serde(default)]
+    pub next_deploy: Vec<String>,
 }
 
 /// What `hatoba up` writes into the state directory so other commands find it.

@@ -7,12 +7,14 @@
 
 mod duration;
 mod name;
+mod secret;
 mod status;
 mod time;
 mod weight;
 
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use name::{DeploymentId, EnvName, NameError, ServiceName, Version, shown};
+pub use secret::SecretValue;
 pub use status::{DeploymentStatus, ParseStatusError};
 pub use time::Millis;
 pub use weight::{Weight, WeightError};

@@ -87,6 +87,43 @@ pub const SCOPE_ENV: &str = "HATOBA_SCOPE";
 /// environment values; replaced when the instance starts.
 pub const PORT_PLACEHOLDER: &str = "${PORT}";
 
+/// Replaces `${PORT}` with the port and `${NAME}` of each secret with its
+/// value, in one pass: a value is never searched again, so a secret that
+/// contains `${PORT}` or another secret's name stays as it is.
+fn fill_placeholders(
+    text: &str,
+    port: &str,
+    secrets: &std::collections::BTreeMap<String, hatoba_core::SecretValue>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let value = if name == "PORT" {
+                Some(port)
+            } else {
+                secrets.get(name).map(hatoba_core::SecretValue::expose)
+            };
+            value.map(|v| (v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// After SIGKILL, how long to wait for the kernel to reap the group.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long swept orphans get between SIGTERM and SIGKILL, by default.
@@ -116,6 +153,9 @@ pub struct ProcessRuntime {
     log_limits: LogLimits,
     sweep_grace: Duration,
     registry: Arc<Mutex<Registry>>,
+    /// Variables of the controller's own environment that instances do
+    /// not inherit (the secret key when it comes from the environment).
+    withheld: Vec<String>,
 }
 
 impl ProcessRuntime {
@@ -133,7 +173,17 @@ impl ProcessRuntime {
             log_limits: LogLimits::default(),
             sweep_grace: SWEEP_GRACE,
             registry: Arc::new(Mutex::new(Registry::default())),
+            withheld: Vec::new(),
         }
+    }
+
+    /// The same runtime, not passing these variables of its own
+    /// environment on to instances (`HATOBA_SECRET_KEY`: an instance must
+    /// not be able to open every secret).
+    #[must_use]
+    pub fn withholding_env(mut self, names: &[&str]) -> ProcessRuntime {
+        self.withheld = names.iter().map(|n| (*n).to_owned()).collect();
+        self
     }
 
     /// The same runtime with another scope: the name of the controller that
@@ -259,8 +309,11 @@ impl ProcessRuntime {
         // `${PORT}` in arguments and environment values is the port chosen
         // here, for programs that take their port on the command line.
         let port_text = port.to_string();
-        let fill = |s: &String| s.replace(PORT_PLACEHOLDER, &port_text);
+        let fill = |s: &String| fill_placeholders(s, &port_text, &spec.secrets);
         let mut cmd = tokio::process::Command::new(&program);
+        for name in &self.withheld {
+            cmd.env_remove(name);
+        }
         cmd.args(spec.args.iter().map(fill))
             .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))
             .env("PORT", &port_text)

@@ -53,6 +53,12 @@ pub struct InstanceSpec {
     pub env: BTreeMap<String, String>,
     /// Where it runs.
     pub working_dir: PathBuf,
+    /// Secret values by name. In `args` and `env` values, `${NAME}` of a
+    /// secret is left as written and replaced by the runtime only in the
+    /// process it starts (as `${PORT}` is), so the plain value lives in
+    /// the instance's environment and nowhere else; `Debug` shows
+    /// `‹secret›`.
+    pub secrets: BTreeMap<String, hatoba_core::SecretValue>,
 }
 
 /// Where an instance is in its life, as last observed.

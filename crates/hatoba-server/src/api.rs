@@ -18,6 +18,7 @@ pub fn deployment(d: &hatoba_store::Deployment) -> hatoba_api::Deployment {
         duration_ms: d.finished_at.map(|f| f.0.saturating_sub(d.started_at.0)),
         rollback_of: d.rollback_of.as_ref().map(ToString::to_string),
         spec_digest: d.spec_digest.clone(),
+        secrets: d.secrets.clone(),
     }
 }
 

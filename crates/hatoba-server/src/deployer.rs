@@ -14,6 +14,7 @@
 
 use crate::dataplane::{DataPlane, DataPlaneError};
 use crate::probe::{ProbeFailure, Readiness, http_probe, tcp_probe};
+use crate::secrets::SecretEnv;
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
@@ -49,6 +50,8 @@ pub struct Deployed {
     pub instances: Vec<InstanceStatus>,
     /// The variables it was deployed with (to start replacements alike).
     pub vars: BTreeMap<String, String>,
+    /// The secrets it was deployed with (versions; values in memory only).
+    pub secrets: SecretEnv,
     /// The deployment that made it serve.
     pub deployment: Option<DeploymentId>,
 }
@@ -68,6 +71,9 @@ pub struct DeployRequest {
     pub version: Version,
     /// Values for `${NAME}`; `VERSION` is added.
     pub vars: BTreeMap<String, String>,
+    /// The secrets it runs with: the versions are recorded, the values go
+    /// to the runtime only.
+    pub secrets: SecretEnv,
     /// Where relative paths in the spec start.
     pub base_dir: PathBuf,
     /// A digest of the spec, for the history.
@@ -193,6 +199,9 @@ pub struct ServingRecord {
     /// The variables it was deployed with.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// The versions of the secrets it was deployed with (never a value).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, u64>,
     /// The deployment that made it serve.
     #[serde(default)]
     pub deployment: Option<DeploymentId>,
@@ -205,6 +214,7 @@ impl ServingRecord {
             version: d.version.clone(),
             instances: d.instances.iter().map(InstanceRecord::of).collect(),
             vars: d.vars.clone(),
+            secrets: d.secrets.versions.clone(),
             deployment: d.deployment.clone(),
         }
     }
@@ -219,6 +229,9 @@ pub struct RolloutRecord {
     pub version: Version,
     /// The variables it was asked with.
     pub vars: BTreeMap<String, String>,
+    /// The versions of the secrets it runs with (never a value).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, u64>,
     /// Who asked.
     pub deployed_by: String,
     /// The deployment it rolls back, if it is a rollback.
@@ -485,6 +498,7 @@ impl Deployer {
                 rollback_of: req.rollback_of.clone(),
                 spec_digest: req.spec_digest.clone(),
                 vars: req.vars.clone(),
+                secrets: req.secrets.versions.clone(),
                 at: clock_now(),
             })
             .await?;
@@ -780,6 +794,7 @@ impl Deployer {
                     version: req.version.clone(),
                     instances: run.canary.clone(),
                     vars: req.vars.clone(),
+                    secrets: req.secrets.clone(),
                     deployment: Some(run.id.clone()),
                 }),
             ),
@@ -856,6 +871,7 @@ fn instance_spec(req: &DeployRequest) -> Result<InstanceSpec, DeployError> {
         &req.svc,
         &req.version,
         &req.vars,
+        &req.secrets,
         &req.base_dir,
     )
 }
@@ -865,6 +881,7 @@ struct InstanceInputs<'a> {
     svc: &'a Service,
     version: &'a Version,
     vars: &'a BTreeMap<String, String>,
+    secrets: &'a SecretEnv,
     base_dir: &'a std::path::Path,
 }
 
@@ -874,6 +891,7 @@ pub(crate) fn instance_spec_for(
     svc: &Service,
     version: &Version,
     vars: &BTreeMap<String, String>,
+    secrets: &SecretEnv,
     base_dir: &std::path::Path,
 ) -> Result<InstanceSpec, DeployError> {
     let req = InstanceInputs {
@@ -881,6 +899,7 @@ pub(crate) fn instance_spec_for(
         svc,
         version,
         vars,
+        secrets,
         base_dir,
     };
     let RuntimeSpec::Process(p) = &req.svc.runtime else {
@@ -895,6 +914,11 @@ pub(crate) fn instance_spec_for(
         if name == "PORT" {
             // Known only when the instance starts: the runtime fills it in.
             return Some("${PORT}".to_owned());
+        }
+        if req.secrets.values.contains_key(name) {
+            // Left as written: the runtime puts the value into the process
+            // it starts, and only there.
+            return Some(format!("${{{name}}}"));
         }
         req.vars.get(name).cloned()
     };
@@ -925,6 +949,7 @@ pub(crate) fn instance_spec_for(
         args,
         env,
         working_dir,
+        secrets: req.secrets.values.clone(),
     })
 }
 
@@ -990,6 +1015,7 @@ impl Run<'_> {
                 deployment: self.id.clone(),
                 version: self.req.version.clone(),
                 vars: self.req.vars.clone(),
+                secrets: self.req.secrets.versions.clone(),
                 deployed_by: self.req.deployed_by.clone(),
                 rollback_of: self.req.rollback_of.clone(),
                 current,
@@ -1587,6 +1613,7 @@ impl Run<'_> {
                 &self.req.svc,
                 &current.version,
                 &current.vars,
+                &current.secrets,
                 &self.req.base_dir,
             ) {
                 Ok(spec) => self

@@ -19,6 +19,7 @@ pub mod api;
 pub mod dataplane;
 mod deployer;
 mod probe;
+pub mod secrets;
 mod server;
 mod supervisor;
 mod traffic;
@@ -28,4 +29,5 @@ pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
     ServiceRecord, ServingRecord, clock_now,
 };
+pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
 pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};

@@ -3,7 +3,8 @@
 //! It owns a proxy listener per service (the spec's route), one `Deployer`
 //! per service, the history store, and a small JSON API on loopback that the
 //! CLI talks to (`POST /v1/deployments`, `GET /v1/deployments/{id}`,
-//! `POST /v1/services/{name}/promote|promote-full|abort`, `GET /v1/health`),
+//! `POST /v1/services/{name}/promote|promote-full|abort`, `GET /v1/health`,
+//! `GET /v1/secrets`, `PUT|DELETE /v1/secrets/{name}`),
 //! guarded by a bearer token kept in the state directory.
 //!
 //! One deployment per service at a time: a second is refused with 409 and
@@ -23,6 +24,7 @@ use crate::deployer::{
     DeployError, DeployRequest, Deployed, Deployer, Operator, RolloutRecord, ServiceRecord,
     ServingRecord,
 };
+use crate::secrets::{SecretEnv, SecretKey};
 use bytes::Bytes;
 use hatoba_core::{DeploymentId, EnvName, ServiceName, Version};
 use hatoba_metrics::Role;
@@ -82,6 +84,9 @@ pub struct Server {
     data_plane: Arc<dyn DataPlane>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     supervisors: Mutex<Vec<tokio::task::AbortHandle>>,
+    secret_key: Option<Arc<SecretKey>>,
+    /// One secret write at a time: the next version is the newest plus one.
+    secret_writes: tokio::sync::Mutex<()>,
 }
 
 /// Why the server could not start.
@@ -141,6 +146,9 @@ pub struct ServerConfig {
     pub data_plane: Arc<dyn DataPlane>,
     /// The API's bearer token.
     pub token: String,
+    /// The key secrets are sealed with; without one, secrets can be
+    /// neither stored nor used.
+    pub secret_key: Option<Arc<SecretKey>>,
 }
 
 impl Server {
@@ -220,6 +228,8 @@ impl Server {
             data_plane: cfg.data_plane,
             tasks: Mutex::new(Vec::new()),
             supervisors: Mutex::new(Vec::new()),
+            secret_key: cfg.secret_key,
+            secret_writes: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -229,6 +239,14 @@ impl Server {
     /// the operator.
     pub async fn resume(self: &Arc<Self>) -> Result<Vec<String>, StartError> {
         let mut report = Vec::new();
+        for name in self.spec.secret_names(&self.environment) {
+            if std::env::var_os(&name).is_some() {
+                report.push(format!(
+                    "`{name}` is in hatoba up's environment but declared a secret: that value is \
+                     not used (store it with `hatoba secret set {name}`, value on stdin)"
+                ));
+            }
+        }
         let mut loaded = Vec::new();
         let mut keep = Vec::new();
         let mut names: Vec<&ServiceName> = self.services.keys().collect();
@@ -338,6 +356,10 @@ impl Server {
         let running = |s: &ServingRecord| Deployed {
             version: s.version.clone(),
             vars: s.vars.clone(),
+            secrets: SecretEnv {
+                versions: s.secrets.clone(),
+                values: std::collections::BTreeMap::new(),
+            },
             deployment: s.deployment.clone(),
             instances: s
                 .instances
@@ -358,7 +380,8 @@ impl Server {
                     "{name}: resuming deployment {} of {}",
                     rollout.deployment, rollout.version
                 ));
-                self.resume_rollout(name, state, rollout, adopted)?;
+                self.resume_rollout(name, state, rollout, adopted, report)
+                    .await?;
                 return Ok(());
             }
             (rollout, live) => {
@@ -385,6 +408,9 @@ impl Server {
                     None => record.serving,
                 };
                 let mut serving = serving.as_ref().map(running);
+                if let Some(s) = serving.as_mut() {
+                    s.secrets = self.reopen_secrets(name, &s.secrets.versions, report).await;
+                }
                 // Routed now: what was adopted running (it served before).
                 let route = serving_route(name, serving.as_ref());
                 if let Some(s) = &mut serving {
@@ -450,6 +476,7 @@ impl Server {
                 &svc,
                 &serving.version,
                 &serving.vars,
+                &serving.secrets,
                 &self.base_dir,
             ) else {
                 break;
@@ -485,6 +512,7 @@ impl Server {
                 version: r.version.clone(),
                 instances: r.new_instances().to_vec(),
                 vars: r.vars.clone(),
+                secrets: r.secrets.clone(),
                 deployment: Some(r.deployment.clone()),
             })
         } else {
@@ -495,21 +523,28 @@ impl Server {
         })
     }
 
-    fn resume_rollout(
+    async fn resume_rollout(
         self: &Arc<Self>,
         name: &ServiceName,
         state: &Arc<ServiceState>,
         record: RolloutRecord,
         adopted: HashMap<String, InstanceStatus>,
+        report: &mut Vec<String>,
     ) -> Result<(), DeployError> {
         let Some(svc) = self.services_spec().get(name).cloned() else {
             return Err(DeployError::Unsupported(format!(
                 "service `{name}` left the spec"
             )));
         };
+        let current_secrets = match &record.current {
+            Some(c) => self.reopen_secrets(name, &c.secrets, report).await,
+            None => SecretEnv::default(),
+        };
+        let secrets = self.reopen_secrets(name, &record.secrets, report).await;
         let current = record.current.as_ref().map(|c| Deployed {
             version: c.version.clone(),
             vars: c.vars.clone(),
+            secrets: current_secrets,
             deployment: c.deployment.clone(),
             instances: c
                 .instances
@@ -529,6 +564,7 @@ impl Server {
             spec: self.spec.clone(),
             version: record.version.clone(),
             vars: record.vars.clone(),
+            secrets,
             base_dir: self.base_dir.clone(),
             spec_digest: self.spec_digest.clone(),
             deployed_by: record.deployed_by.clone(),
@@ -828,7 +864,7 @@ impl Server {
         match (method, parts.as_slice()) {
             (Method::POST, ["v1", "deployments"]) => {
                 match body_json::<hatoba_api::DeployRequest>(req, "deploy", false).await {
-                    Ok(r) => self.deploy(r, None).await,
+                    Ok(r) => self.deploy(r, None, None).await,
                     Err(resp) => resp,
                 }
             }
@@ -862,6 +898,52 @@ impl Server {
                     .and_then(|r| r.by)
                     .unwrap_or_else(|| "cli".to_owned());
                 self.operate(name, action, by).await
+            }
+            (Method::GET, ["v1", "secrets"]) => self.list_secrets().await,
+            (Method::PUT, ["v1", "secrets", name]) => {
+                let name = (*name).to_owned();
+                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => {
+                        return error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            2,
+                            &format!(
+                                "a secret may be at most {} bytes",
+                                crate::secrets::MAX_SECRET_BYTES
+                            ),
+                            None,
+                        );
+                    }
+                };
+                // serde's message may quote the body: say where, not what.
+                match serde_json::from_slice::<hatoba_api::SecretSetRequest>(&body) {
+                    Ok(r) => self.set_secret(&name, r).await,
+                    Err(e) => error(
+                        StatusCode::BAD_REQUEST,
+                        2,
+                        &format!(
+                            "bad secret request ({:?} at line {} column {})",
+                            e.classify(),
+                            e.line(),
+                            e.column()
+                        ),
+                        None,
+                    ),
+                }
+            }
+            (Method::DELETE, ["v1", "secrets", name]) => {
+                let name = (*name).to_owned();
+                let body = Limited::new(req.into_body(), MAX_BODY)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let by = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("by").and_then(|b| b.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| "cli".to_owned());
+                self.remove_secret(&name, by).await
             }
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -1037,20 +1119,30 @@ impl Server {
                 ),
             };
         };
+        // A name declared a secret since then is not taken from `vars`:
+        // the secret's version it ran with (or the newest) is.
+        let secret_names = self.spec.secret_names(&self.environment);
         let r = hatoba_api::DeployRequest {
             service: service.to_string(),
             environment: None,
             version: target.version.to_string(),
-            vars: target.vars.clone(),
+            vars: target
+                .vars
+                .iter()
+                .filter(|(k, _)| !secret_names.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             deployed_by: Some(by),
         };
-        self.deploy(r, Some(current.id.clone())).await
+        self.deploy(r, Some(current.id.clone()), Some(target.secrets.clone()))
+            .await
     }
 
     async fn deploy(
         self: Arc<Self>,
         r: hatoba_api::DeployRequest,
         rollback_of: Option<DeploymentId>,
+        pinned_secrets: Option<std::collections::BTreeMap<String, u64>>,
     ) -> Response<Full<Bytes>> {
         let Ok(service) = r.service.parse::<ServiceName>() else {
             return error(
@@ -1097,6 +1189,21 @@ impl Server {
                 Some("use letters, digits and `_`, not starting with a digit"),
             );
         }
+        let secret_names = self.spec.secret_names(&self.environment);
+        if let Some(name) = r.vars.keys().find(|k| secret_names.contains(*k)) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!(
+                    "`{name}` is declared a secret: `--set` would keep its value in plain text \
+                     in the history"
+                ),
+                Some(&format!(
+                    "store it with `hatoba secret set {name}` (the value on stdin), then deploy \
+                     without `--set {name}=...`"
+                )),
+            );
+        }
         let Some(svc) = self.services_spec().get(&service).cloned() else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -1135,6 +1242,13 @@ impl Server {
                 );
             }
         }
+        let secrets = match self
+            .deploy_secrets(&svc, &secret_names, pinned_secrets.as_ref())
+            .await
+        {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        };
         let (tx, rx) = mpsc::channel(8);
         // The supervisor finishes its round (a restart in progress) first.
         let ops = state.ops.lock().await;
@@ -1164,6 +1278,9 @@ impl Server {
         // names the service uses are taken, so a deployment records what it
         // ran with (a rollback reuses it) and nothing else.
         for name in named_variables(&svc) {
+            if secret_names.contains(&name) {
+                continue;
+            }
             if let Ok(value) = std::env::var(&name) {
                 vars.insert(name, value);
             }
@@ -1182,6 +1299,7 @@ impl Server {
             spec: self.spec.clone(),
             version,
             vars,
+            secrets,
             base_dir: self.base_dir.clone(),
             spec_digest: self.spec_digest.clone(),
             deployed_by: r.deployed_by.unwrap_or_else(|| "cli".to_owned()),
@@ -1688,4 +1806,464 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// The variables a service's runtime fields use, each with whether every
+/// use has a default (`${NAME:-...}`), so a missing value is no error.
+fn variable_uses(svc: &hatoba_spec::Service) -> std::collections::BTreeMap<String, bool> {
+    let texts: Vec<&String> = match &svc.runtime {
+        hatoba_spec::Runtime::Process(p) => std::iter::once(&p.command)
+            .chain(&p.args)
+            .chain(p.env.values())
+            .chain(&p.working_dir)
+            .collect(),
+        hatoba_spec::Runtime::Docker(d) => std::iter::once(&d.image)
+            .chain(&d.args)
+            .chain(d.env.values())
+            .collect(),
+    };
+    let mut uses = std::collections::BTreeMap::new();
+    for (name, has_default) in texts
+        .into_iter()
+        .filter_map(|t| hatoba_spec::variables(t).ok())
+        .flatten()
+    {
+        let all = uses.entry(name).or_insert(true);
+        *all = *all && has_default;
+    }
+    uses
+}
+
+/// Secrets: `hatoba secret set|rotate|rm|list` through the API (the server
+/// is the only writer of the store), and the secrets a deployment runs
+/// with. No value is ever put in an answer, an event, the audit log or a
+/// message.
+impl Server {
+    /// The services of this environment whose spec uses `name`.
+    fn secret_users(&self, name: &str) -> Vec<ServiceName> {
+        let mut users: Vec<ServiceName> = self
+            .services_spec()
+            .into_iter()
+            .filter(|(_, svc)| variable_uses(svc).contains_key(name))
+            .map(|(n, _)| n)
+            .collect();
+        users.sort();
+        users
+    }
+
+    /// Opens recorded secret versions again after a restart; what fails is
+    /// reported and left without values (a restart of such an instance
+    /// then fails, saying which variable is missing).
+    async fn reopen_secrets(
+        &self,
+        service: &ServiceName,
+        versions: &std::collections::BTreeMap<String, u64>,
+        report: &mut Vec<String>,
+    ) -> SecretEnv {
+        let without_values = || SecretEnv {
+            versions: versions.clone(),
+            values: std::collections::BTreeMap::new(),
+        };
+        if versions.is_empty() {
+            return SecretEnv::default();
+        }
+        let Some(key) = &self.secret_key else {
+            report.push(format!(
+                "{service}: runs with secrets but this server has no secret key; its instances can not be started again"
+            ));
+            return without_values();
+        };
+        match SecretEnv::open(key, &*self.store, &self.environment, versions).await {
+            Ok(s) => s,
+            Err(e) => {
+                report.push(format!(
+                    "{service}: cannot open its secrets ({}); its instances can not be started again",
+                    error_chain(&e)
+                ));
+                without_values()
+            }
+        }
+    }
+
+    /// The secrets a deployment of `svc` runs with: of the declared ones it
+    /// uses, the pinned version (a rollback: the one it ran with) or the
+    /// newest, opened.
+    async fn deploy_secrets(
+        &self,
+        svc: &hatoba_spec::Service,
+        declared: &std::collections::BTreeSet<String>,
+        pinned: Option<&std::collections::BTreeMap<String, u64>>,
+    ) -> Result<SecretEnv, Response<Full<Bytes>>> {
+        let used: Vec<(String, bool)> = variable_uses(svc)
+            .into_iter()
+            .filter(|(n, _)| declared.contains(n))
+            .collect();
+        if used.is_empty() {
+            return Ok(SecretEnv::default());
+        }
+        let env = &self.environment;
+        let Some(key) = &self.secret_key else {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                1,
+                "the service uses secrets, but this server has no secret key",
+                Some(
+                    "start it with `hatoba up` (it creates STATE/secret.key) or set HATOBA_SECRET_KEY",
+                ),
+            ));
+        };
+        let stored = match self.store.secret_versions(Some(env)).await {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    1,
+                    &error_chain(&e),
+                    None,
+                ));
+            }
+        };
+        let mut chosen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for v in stored {
+            chosen.insert(v.name, v.version);
+        }
+        if let Some(p) = pinned {
+            chosen.extend(p.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        let mut versions = std::collections::BTreeMap::new();
+        for (name, optional) in used {
+            match chosen.get(&name) {
+                Some(v) => {
+                    versions.insert(name, *v);
+                }
+                None if optional => {}
+                None => {
+                    return Err(error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        2,
+                        &format!("secret `{name}` has no value in `{env}`"),
+                        Some(&format!(
+                            "store one with `hatoba secret set {name}` (the value on stdin or --from-file)"
+                        )),
+                    ));
+                }
+            }
+        }
+        SecretEnv::open(key, &*self.store, env, &versions)
+            .await
+            .map_err(|e| {
+                let hint = match e {
+                    crate::SecretError::WrongKey { .. } => {
+                        "use the key it was stored with (STATE/secret.key or HATOBA_SECRET_KEY), or store the secret again"
+                    }
+                    crate::SecretError::Missing { .. } => {
+                        "it was removed with `hatoba secret rm`; store it again, or deploy with the newest version"
+                    }
+                    _ => "store the secret again with `hatoba secret set`",
+                };
+                error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    1,
+                    &error_chain(&e),
+                    Some(hint),
+                )
+            })
+    }
+
+    /// A secret name from a URL, checked.
+    fn secret_name(&self, name: &str) -> Result<String, Box<Response<Full<Bytes>>>> {
+        if hatoba_spec::is_variable_name(name) {
+            Ok(name.to_owned())
+        } else {
+            Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!("`{}` is not a secret name", hatoba_core::shown(name)),
+                Some("secrets are variable names: letters, digits and `_`"),
+            )))
+        }
+    }
+
+    async fn audit_secret(&self, by: &str, action: &str, name: &str, detail: String) {
+        let _ = self
+            .store
+            .record_audit(hatoba_store::NewAudit {
+                at: crate::clock_now(),
+                actor: by.to_owned(),
+                action: action.to_owned(),
+                target: format!("secret {name} in {}", self.environment),
+                outcome: hatoba_store::AuditOutcome::Ok,
+                detail: Some(detail),
+            })
+            .await;
+    }
+
+    /// `GET /v1/secrets`.
+    async fn list_secrets(&self) -> Response<Full<Bytes>> {
+        let stored = match self.store.secret_versions(Some(&self.environment)).await {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None),
+        };
+        let declared = self.spec.secret_names(&self.environment);
+        let mut names: std::collections::BTreeSet<String> = declared.clone();
+        names.extend(stored.iter().map(|v| v.name.clone()));
+        let secrets = names
+            .into_iter()
+            .map(|name| hatoba_api::SecretInfo {
+                declared: declared.contains(&name),
+                used_by: self
+                    .secret_users(&name)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                versions: stored
+                    .iter()
+                    .filter(|v| v.name == name)
+                    .map(|v| hatoba_api::SecretVersionInfo {
+                        version: v.version,
+                        created_at: v.created_at.to_rfc3339(),
+                        created_by: v.created_by.clone(),
+                    })
+                    .collect(),
+                name,
+            })
+            .collect();
+        json(
+            StatusCode::OK,
+            &hatoba_api::SecretList {
+                api_version: hatoba_api::API_VERSION.to_owned(),
+                environment: self.environment.to_string(),
+                secrets,
+            },
+        )
+    }
+
+    /// `PUT /v1/secrets/{name}`: a new version; with `rotate`, the
+    /// services that use it are deployed again (same version, new secret)
+    /// through their strategy.
+    async fn set_secret(
+        self: Arc<Self>,
+        name: &str,
+        r: hatoba_api::SecretSetRequest,
+    ) -> Response<Full<Bytes>> {
+        let name = match self.secret_name(name) {
+            Ok(n) => n,
+            Err(answer) => return *answer,
+        };
+        let env = self.environment.clone();
+        if let Some(e) = &r.environment
+            && e != env.as_str()
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!("this server runs environment `{env}`, not `{e}`"),
+                Some("use the --state-dir of the `hatoba up --env ENV` for that environment"),
+            );
+        }
+        if !self.spec.secret_names(&env).contains(&name) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!("`{name}` is not declared a secret for `{env}`"),
+                Some(
+                    "add it to `secrets:` in the spec (top level, or the environment's), then restart `hatoba up`",
+                ),
+            );
+        }
+        let value = hatoba_core::SecretValue::new(r.value);
+        if value.is_empty() || value.len() > crate::secrets::MAX_SECRET_BYTES {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                &format!(
+                    "a secret's value is 1 to {} bytes; found {}",
+                    crate::secrets::MAX_SECRET_BYTES,
+                    value.len()
+                ),
+                Some("give the value on stdin or with --from-file"),
+            );
+        }
+        if value.expose().contains('\0') {
+            return error(
+                StatusCode::BAD_REQUEST,
+                2,
+                "a secret's value can not contain a NUL byte (it goes into an environment variable)",
+                None,
+            );
+        }
+        let Some(key) = self.secret_key.clone() else {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                1,
+                "this server has no secret key",
+                Some("`hatoba up` creates STATE/secret.key, or set HATOBA_SECRET_KEY"),
+            );
+        };
+        let by = r.by.clone().unwrap_or_else(|| "cli".to_owned());
+        let version = {
+            let _one = self.secret_writes.lock().await;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let newest = match self.store.secret_versions(Some(&env)).await {
+                    Ok(v) => v
+                        .iter()
+                        .filter(|v| v.name == name)
+                        .map(|v| v.version)
+                        .max()
+                        .unwrap_or(0),
+                    Err(e) => {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None);
+                    }
+                };
+                let version = newest + 1;
+                let sealed = match key.seal(&env, &name, version, &value, crate::clock_now(), &by) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None);
+                    }
+                };
+                match self.store.put_secret(sealed).await {
+                    Ok(()) => break version,
+                    Err(hatoba_store::StoreError::SecretVersionTaken { .. }) if attempt < 3 => {}
+                    Err(e) => {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None);
+                    }
+                }
+            }
+        };
+        drop(value);
+        let action = if r.rotate {
+            "secret rotate"
+        } else {
+            "secret set"
+        };
+        self.audit_secret(&by, action, &name, format!("version {version}"))
+            .await;
+        let users = self.secret_users(&name);
+        let mut change = hatoba_api::SecretChange {
+            name: name.clone(),
+            environment: env.to_string(),
+            version: Some(version),
+            removed: None,
+            deployments: Vec::new(),
+            next_deploy: Vec::new(),
+        };
+        for service in users {
+            let Some(state) = self.services.get(&service).cloned() else {
+                continue;
+            };
+            let serving = state
+                .serving
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let live = state
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some();
+            let (true, Some(serving), false) = (r.rotate, serving, live) else {
+                change.next_deploy.push(service.to_string());
+                continue;
+            };
+            let declared = self.spec.secret_names(&env);
+            let request = hatoba_api::DeployRequest {
+                service: service.to_string(),
+                environment: None,
+                version: serving.version.to_string(),
+                vars: serving
+                    .vars
+                    .iter()
+                    .filter(|(k, _)| !declared.contains(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                deployed_by: Some(by.clone()),
+            };
+            let answer = Arc::clone(&self).deploy(request, None, None).await;
+            let ok = answer.status().is_success();
+            let body = answer
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            match serde_json::from_slice::<hatoba_api::Deployment>(&body) {
+                Ok(d) if ok => {
+                    // Why the same version is deployed again (names and
+                    // versions only).
+                    if let Ok(id) = d.id.parse::<DeploymentId>() {
+                        let _ = self
+                            .store
+                            .append_event(
+                                &id,
+                                hatoba_store::NewEvent {
+                                    at: crate::clock_now(),
+                                    kind: "secret_rotated".to_owned(),
+                                    message: format!(
+                                        "deployed again for secret {name} version {version} (rotated by {by})"
+                                    ),
+                                    data: Some(serde_json::json!({
+                                        "secret": name,
+                                        "version": version,
+                                    })),
+                                },
+                            )
+                            .await;
+                    }
+                    change.deployments.push(d);
+                }
+                _ => {
+                    let why = serde_json::from_slice::<hatoba_api::ErrorBody>(&body)
+                        .map(|e| e.error)
+                        .unwrap_or_else(|_| "the deployment did not start".to_owned());
+                    change.next_deploy.push(format!("{service} ({why})"));
+                }
+            }
+        }
+        json(StatusCode::OK, &change)
+    }
+
+    /// `DELETE /v1/secrets/{name}`: every version of it in this environment.
+    async fn remove_secret(&self, name: &str, by: String) -> Response<Full<Bytes>> {
+        let name = match self.secret_name(name) {
+            Ok(n) => n,
+            Err(answer) => return *answer,
+        };
+        let removed = {
+            let _one = self.secret_writes.lock().await;
+            match self.store.remove_secret(&self.environment, &name).await {
+                Ok(n) => n,
+                Err(e) => {
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, 1, &error_chain(&e), None);
+                }
+            }
+        };
+        if removed == 0 {
+            return error(
+                StatusCode::NOT_FOUND,
+                4,
+                &format!("no secret `{name}` is stored in `{}`", self.environment),
+                Some("`hatoba secret list` shows what is stored"),
+            );
+        }
+        self.audit_secret(&by, "secret rm", &name, format!("{removed} version(s)"))
+            .await;
+        json(
+            StatusCode::OK,
+            &hatoba_api::SecretChange {
+                name: name.clone(),
+                environment: self.environment.to_string(),
+                version: None,
+                removed: Some(removed),
+                deployments: Vec::new(),
+                next_deploy: self
+                    .secret_users(&name)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            },
+        )
+    }
 }

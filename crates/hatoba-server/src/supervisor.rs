@@ -314,6 +314,7 @@ async fn restart(
         &s.svc,
         &serving.version,
         &serving.vars,
+        &serving.secrets,
         &s.base_dir,
     )
     .ok()?;

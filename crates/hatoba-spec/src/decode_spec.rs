@@ -73,6 +73,10 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
     );
     let environments_node = f.get("environments");
     let analysis_node = f.get("analysis");
+    let (top_secrets, secrets_ok) = match f.get("secrets") {
+        Some(n) => secret_names(n, "secrets", &[], &mut cx.d),
+        None => (Vec::new(), true),
+    };
     f.finish(&mut cx.d);
 
     let mut service_nodes: BTreeMap<ServiceName, &Node> = BTreeMap::new();
@@ -86,6 +90,7 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
                         continue;
                     };
                     service_nodes.insert(name.clone(), value);
+                    check_secret_uses(value, &path, &top_secrets, &mut cx.d);
                     if let Some(svc) = decode_service(value, &path, cx) {
                         services.insert(name, svc);
                     }
@@ -111,7 +116,9 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
                         continue;
                     };
                     let path = join("environments", name.as_str());
-                    if let Some(env) = decode_environment(value, &path, &service_nodes, cx) {
+                    if let Some(env) =
+                        decode_environment(value, &path, &service_nodes, &top_secrets, cx)
+                    {
                         environments.insert(name, env);
                     }
                 }
@@ -133,7 +140,157 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
         services,
         environments,
         analysis: analysis?,
+        secrets: secrets_ok.then_some(top_secrets)?,
     })
+}
+
+/// A `secrets:` list: variable names, each once, none that Hatoba sets
+/// itself. `inherited` are the top-level names an environment adds to.
+/// Returns the good names (to check their uses even when some are wrong)
+/// and whether all were good.
+fn secret_names(
+    node: &Node,
+    path: &str,
+    inherited: &[String],
+    d: &mut Diags,
+) -> (Vec<String>, bool) {
+    if matches!(node.kind, NodeKind::Null) {
+        return (Vec::new(), true);
+    }
+    let NodeKind::Seq(items) = &node.kind else {
+        d.push(
+            Diagnostic::error(
+                node.span,
+                path,
+                format!("expected a list of secret names, found {}", node.describe()),
+            )
+            .with_hint("write `secrets: [DB_PASSWORD, API_TOKEN]`"),
+        );
+        return (Vec::new(), false);
+    };
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let at = index(path, i);
+        let Some(name) = string(item, &at, d) else {
+            ok = false;
+            continue;
+        };
+        if !interpolate::is_variable_name(&name) {
+            d.push(
+                Diagnostic::error(
+                    item.span,
+                    &at,
+                    format!("`{name}` is not a variable name"),
+                )
+                .with_hint("a secret is used as `${NAME}`: letters, digits and `_`, not starting with a digit"),
+            );
+            ok = false;
+        } else if name == "PORT" || name == "VERSION" {
+            d.push(
+                Diagnostic::error(
+                    item.span,
+                    &at,
+                    format!("`{name}` is set by Hatoba for each instance"),
+                )
+                .with_hint("choose another name for the secret"),
+            );
+            ok = false;
+        } else if out.contains(&name) {
+            d.push(
+                Diagnostic::error(item.span, &at, format!("secret `{name}` is declared twice"))
+                    .with_hint("remove one of them"),
+            );
+            ok = false;
+        } else if inherited.contains(&name) {
+            d.push(
+                Diagnostic::warning(
+                    item.span,
+                    &at,
+                    format!("secret `{name}` is already declared in the top-level `secrets`"),
+                )
+                .with_hint("every environment has the top-level secrets; remove it here"),
+            );
+        } else {
+            out.push(name);
+        }
+    }
+    (out, ok)
+}
+
+/// Where a service may use a secret: in `env` values, and in `args` with a
+/// warning (the arguments of a process are readable by every local user).
+/// Never in `command`, `workingDir` or a Docker `image`: those end up in
+/// logs, the history and `diagnose`.
+fn check_secret_uses(service: &Node, path: &str, secrets: &[String], d: &mut Diags) {
+    if secrets.is_empty() {
+        return;
+    }
+    let NodeKind::Map(entries) = &service.kind else {
+        return;
+    };
+    let field = |map: &Node, key: &str| -> Option<Node> {
+        let NodeKind::Map(e) = &map.kind else {
+            return None;
+        };
+        e.iter()
+            .find(|(k, _)| k.as_scalar() == Some(key))
+            .map(|(_, v)| v.clone())
+    };
+    for (k, runtime) in entries {
+        let Some(kind @ ("process" | "docker")) = k.as_scalar() else {
+            continue;
+        };
+        let rpath = join(path, kind);
+        // (text node, its path, whether it is in `args`)
+        let mut texts: Vec<(Node, String, bool)> = Vec::new();
+        for forbidden in ["command", "workingDir", "image"] {
+            if let Some(n) = field(runtime, forbidden) {
+                texts.push((n, join(&rpath, forbidden), false));
+            }
+        }
+        if let Some(n) = field(runtime, "args")
+            && let NodeKind::Seq(items) = &n.kind
+        {
+            for (i, a) in items.iter().enumerate() {
+                texts.push((a.clone(), index(&join(&rpath, "args"), i), true));
+            }
+        }
+        for (node, at, in_args) in texts {
+            let Some(text) = node.as_scalar() else {
+                continue;
+            };
+            let Ok(uses) = interpolate::variables(text) else {
+                continue;
+            };
+            for (name, _) in uses {
+                if !secrets.contains(&name) {
+                    continue;
+                }
+                if in_args {
+                    d.push(
+                        Diagnostic::warning(
+                            node.span,
+                            &at,
+                            format!(
+                                "secret `${{{name}}}` in `args`: every local user can read a process's arguments (`ps`)"
+                            ),
+                        )
+                        .with_hint(format!("pass it in `env` instead: `env: {{{name}: \"${{{name}}}\"}}`")),
+                    );
+                } else {
+                    d.push(
+                        Diagnostic::error(
+                            node.span,
+                            &at,
+                            format!("secret `${{{name}}}` can not be used here: it would be shown in logs and the history"),
+                        )
+                        .with_hint(format!("give it to the program in `env`: `env: {{{name}: \"${{{name}}}\"}}`")),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A mapping key that must be a name (service, environment).
@@ -1488,15 +1645,39 @@ fn decode_environment(
     node: &Node,
     path: &str,
     service_nodes: &BTreeMap<ServiceName, &Node>,
+    top_secrets: &[String],
     cx: &mut Cx,
 ) -> Option<Environment> {
     let mut f = Fields::of(node, path, &mut cx.d, "an environment (a mapping)")?;
     let approval = f
         .get("requireApproval")
         .map(|n| boolean(n, &f.path("requireApproval"), &mut cx.d));
-    let variables = f
-        .get("variables")
-        .map(|n| string_map(n, &f.path("variables"), &mut cx.d));
+    let variables_node = f.get("variables");
+    let variables = variables_node.map(|n| string_map(n, &f.path("variables"), &mut cx.d));
+    let (secrets, mut secrets_ok) = match f.get("secrets") {
+        Some(n) => secret_names(n, &f.path("secrets"), top_secrets, &mut cx.d),
+        None => (Vec::new(), true),
+    };
+    let all_secrets: Vec<String> = top_secrets.iter().chain(&secrets).cloned().collect();
+    if let Some(NodeKind::Map(entries)) = variables_node.map(|n| &n.kind) {
+        for (k, _) in entries {
+            let key = k.as_scalar().unwrap_or("");
+            if all_secrets.iter().any(|s| s == key) {
+                cx.d.push(
+                    Diagnostic::error(
+                        k.span,
+                        &join(&f.path("variables"), key),
+                        format!("`{key}` is declared a secret: its value can not be written in the spec"),
+                    )
+                    .with_hint(format!(
+                        "remove it here and store it with `hatoba secret set {key} --env {}` (the value on stdin)",
+                        path.rsplit('.').next().unwrap_or("ENV")
+                    )),
+                );
+                secrets_ok = false;
+            }
+        }
+    }
     let overrides = f.get("services");
     let services_path = f.path("services");
     f.finish(&mut cx.d);
@@ -1551,6 +1732,12 @@ fn decode_environment(
             Some(o) => merge(base, o),
             None => (*base).clone(),
         };
+        check_secret_uses(
+            &merged,
+            &join(&services_path, name.as_str()),
+            &all_secrets,
+            &mut cx.d,
+        );
         match decode_service(&merged, &join(&services_path, name.as_str()), cx) {
             Some(s) => {
                 services.insert(name.clone(), s);
@@ -1561,9 +1748,10 @@ fn decode_environment(
     let env = Environment {
         require_approval: approval.unwrap_or(Some(false))?,
         variables: variables.unwrap_or(Some(BTreeMap::new()))?,
+        secrets,
         services,
     };
-    ok.then_some(env)
+    (ok && secrets_ok).then_some(env)
 }
 
 /// Merges an override over a base: mappings key by key (recursively), lists
@@ -1700,4 +1888,44 @@ fn find_span(service: &Node, path: &str) -> Span {
         }
     }
     node.span
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse;
+    use hatoba_core::EnvName;
+
+    #[test]
+    fn secrets_are_declared_at_the_top_and_per_environment() {
+        let text = "app: shop\nsecrets: [DB_PASSWORD]\nservices:\n  web:\n    process:\n      command: ./web\n      env: {DB: \"${DB_PASSWORD}\", T: \"${API_TOKEN}\"}\n    route: {listen: 127.0.0.1:8080}\nenvironments:\n  production:\n    secrets: [API_TOKEN]\n  staging: {}\n";
+        let parsed = parse(text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        let spec = parsed.spec.unwrap();
+        let names = |e: &str| -> Vec<String> {
+            spec.secret_names(&e.parse::<EnvName>().unwrap())
+                .into_iter()
+                .collect()
+        };
+        assert_eq!(names("production"), ["API_TOKEN", "DB_PASSWORD"]);
+        assert_eq!(names("staging"), ["DB_PASSWORD"]);
+        assert_eq!(names("development"), ["DB_PASSWORD"]);
+    }
+
+    #[test]
+    fn a_secret_in_args_is_a_warning_and_in_command_an_error() {
+        let base = "app: shop\nsecrets: [S]\nservices:\n  web:\n    process:\n      command: ./web\n      args: [\"${S}\"]\n    route: {listen: 127.0.0.1:8080}\n";
+        let parsed = parse(base);
+        assert!(parsed.spec.is_some());
+        assert_eq!(parsed.diagnostics.len(), 1);
+        assert!(parsed.diagnostics[0].message.contains("every local user"));
+        let parsed = parse(&base.replace("./web", "./web-${S}"));
+        assert!(parsed.spec.is_none());
+        assert!(
+            parsed.diagnostics[0]
+                .message
+                .contains("can not be used here"),
+            "{:?}",
+            parsed.diagnostics
+        );
+    }
 }

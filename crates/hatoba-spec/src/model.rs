@@ -7,7 +7,8 @@
 
 use crate::condition::Condition;
 use crate::schema::{
-    ConditionText, DurationText, ListenText, NameText, VersionedText, WeightNumber,
+    ConditionText, DurationText, ListenText, NameText, VariableNameText, VersionedText,
+    WeightNumber,
 };
 use hatoba_core::{EnvName, ServiceName, Weight};
 use schemars::JsonSchema;
@@ -34,6 +35,27 @@ pub struct Spec {
     /// Analysis templates referenced by canary steps.
     #[serde(default)]
     pub analysis: Analysis,
+    /// Names of secrets: variables whose values are never written in the
+    /// spec, given to `--set` or kept in plain text. `hatoba secret set NAME`
+    /// stores a value encrypted, per environment; a service uses it as
+    /// `${NAME}` in `env` (or `args`, which other local users can read in
+    /// `ps`), and it reaches the instance's environment only. An
+    /// environment may declare more under its own `secrets`.
+    #[serde(default)]
+    #[schemars(with = "Vec<VariableNameText>")]
+    pub secrets: Vec<String>,
+}
+
+impl Spec {
+    /// The secrets declared for an environment: the top-level ones and the
+    /// environment's own (an undeclared environment has the top-level ones).
+    pub fn secret_names(&self, environment: &EnvName) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> = self.secrets.iter().cloned().collect();
+        if let Some(e) = self.environments.get(environment) {
+            names.extend(e.secrets.iter().cloned());
+        }
+        names
+    }
 }
 
 /// How to run one service and how to roll out a new version of it.
@@ -617,6 +639,11 @@ pub struct Environment {
     /// Variables for `${NAME}` in this environment's services.
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Secrets this environment declares besides the top-level `secrets`
+    /// (values: `hatoba secret set NAME --env ENV`).
+    #[serde(default)]
+    #[schemars(with = "Vec<VariableNameText>")]
+    pub secrets: Vec<String>,
     /// Overrides of any service field, merged over `services.<name>`: maps
     /// merge key by key, lists and scalars replace. After decoding this holds
     /// the merged service for every service of the spec.

@@ -50,6 +50,11 @@ text_schema!(VersionedText, {
     "type": "string",
     "description": "Text that may use `${VERSION}`, `${NAME}`, `${NAME:-default}` (and `$${` for a literal `${`)."
 });
+text_schema!(VariableNameText, {
+    "type": "string",
+    "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+    "description": "A variable name: letters, digits and `_`, not starting with a digit."
+});
 text_schema!(WeightNumber, {
     "type": "integer",
     "minimum": 0,

@@ -135,6 +135,18 @@ pub enum StoreError {
         found: String,
     },
 
+    /// A secret's version is already stored (two writers took the same
+    /// next version): read the versions again and retry.
+    #[error("version {version} of secret `{name}` in `{environment}` is already stored")]
+    SecretVersionTaken {
+        /// The environment.
+        environment: EnvName,
+        /// The secret.
+        name: String,
+        /// The version asked for.
+        version: u64,
+    },
+
     /// The database failed a query (it went away, timed out waiting for a
     /// lock, ran out of space, ...); retrying later may help.
     #[error("database error while {doing}")]

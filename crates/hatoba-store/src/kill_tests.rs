@@ -45,6 +45,7 @@ fn new_deployment(version: &str, at: u64) -> NewDeployment {
         rollback_of: None,
         spec_digest: "sha256:0123".to_owned(),
         vars: Default::default(),
+        secrets: Default::default(),
         at: Millis(at),
     }
 }

@@ -48,7 +48,8 @@ pub mod test_hooks;
 pub use error::StoreError;
 pub use model::{
     AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, Measurement, MeasurementVerdict,
-    NewAudit, NewDeployment, NewEvent, NewMeasurement, ParseMeasurementVerdictError, event_kind,
+    NewAudit, NewDeployment, NewEvent, NewMeasurement, ParseMeasurementVerdictError, SealedSecret,
+    SecretVersion, event_kind,
 };
 pub use open::Backend;
 pub use sql::SqlStore;

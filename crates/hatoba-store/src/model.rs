@@ -58,6 +58,8 @@ pub struct Deployment {
     pub spec_digest: String,
     /// The variables it ran with (the environment's and `--set`).
     pub vars: BTreeMap<String, String>,
+    /// The version of each secret it ran with (never a value).
+    pub secrets: BTreeMap<String, u64>,
 }
 
 /// What the caller supplies to create a deployment; the store adds the id,
@@ -82,6 +84,8 @@ pub struct NewDeployment {
     pub spec_digest: String,
     /// The variables it runs with, kept so that a rollback to it runs it the same way.
     pub vars: BTreeMap<String, String>,
+    /// The version of each secret it runs with (never a value).
+    pub secrets: BTreeMap<String, u64>,
     /// Now, by the caller's clock.
     pub at: Millis,
 }
@@ -312,4 +316,52 @@ pub struct NewMeasurement {
     pub verdict: MeasurementVerdict,
     /// Why, in words.
     pub detail: Option<String>,
+}
+
+/// One version of a secret as stored: sealed by the server, which alone
+/// holds the key. The store never sees a plain value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// The environment it is for.
+    pub environment: EnvName,
+    /// Its name (a variable name).
+    pub name: String,
+    /// From 1, one more with each `set` or `rotate`.
+    pub version: u64,
+    /// A digest naming the key it was sealed with (not the key).
+    pub key_id: String,
+    /// The nonce of its encryption.
+    pub nonce: Vec<u8>,
+    /// The ciphertext with its authentication tag.
+    pub ciphertext: Vec<u8>,
+    /// When it was stored.
+    pub created_at: Millis,
+    /// Who stored it.
+    pub created_by: String,
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedSecret")
+            .field("environment", &self.environment)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is known of a secret's version without its value: for listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion {
+    /// The environment it is for.
+    pub environment: EnvName,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: u64,
+    /// When it was stored.
+    pub created_at: Millis,
+    /// Who stored it.
+    pub created_by: String,
 }

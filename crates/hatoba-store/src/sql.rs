@@ -18,7 +18,8 @@ use crate::id::{MAX_MILLIS, new_id};
 use crate::open::Backend;
 use crate::{
     AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, Measurement, NewAudit,
-    NewDeployment, NewEvent, NewMeasurement, Store, StoreError, event_kind,
+    NewDeployment, NewEvent, NewMeasurement, SealedSecret, SecretVersion, Store, StoreError,
+    event_kind,
 };
 
 /// The history store over an SQLite file or a PostgreSQL database.
@@ -35,7 +36,7 @@ pub struct SqlStore {
 macro_rules! deployment_columns {
     () => {
         "id, service, environment, version, commit_sha, strategy, status, reason, \
-         deployed_by, started_at, finished_at, rollback_of, spec_digest, vars"
+         deployed_by, started_at, finished_at, rollback_of, spec_digest, vars, secrets"
     };
 }
 
@@ -78,8 +79,8 @@ const SELECT_CURRENT_ALL: &str = concat!(
 
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments \
      (id, service, environment, version, commit_sha, strategy, status, reason, deployed_by, \
-      started_at, finished_at, rollback_of, spec_digest, vars, last_event_seq) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, $11, 1)";
+      started_at, finished_at, rollback_of, spec_digest, vars, secrets, last_event_seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, $11, $12, 1)";
 
 const INSERT_EVENT: &str = "INSERT INTO deployment_events \
      (deployment_id, seq, at, kind, message, data) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -142,6 +143,7 @@ impl SqlStore {
             .bind(new.rollback_of.as_ref().map(DeploymentId::as_str))
             .bind(new.spec_digest.as_str())
             .bind(vars_text(&new.vars).map_err(InsertError::Store)?)
+            .bind(secret_versions_text(&new.secrets).map_err(InsertError::Store)?)
             .execute(&mut **tx)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -200,6 +202,7 @@ impl SqlStore {
             rollback_of: new.rollback_of.clone(),
             spec_digest: new.spec_digest.clone(),
             vars: new.vars.clone(),
+            secrets: new.secrets.clone(),
         })
     }
 
@@ -639,6 +642,119 @@ impl Store for SqlStore {
             })
             .collect()
     }
+
+    async fn put_secret(&self, secret: SealedSecret) -> Result<(), StoreError> {
+        const DOING: &str = "storing a secret";
+        let mut tx = self.begin_write(DOING).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO secrets \
+             (environment, name, version, key_id, nonce, ciphertext, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(secret.environment.as_str())
+        .bind(secret.name.as_str())
+        .bind(db_version(secret.version)?)
+        .bind(secret.key_id.as_str())
+        .bind(hex::encode(&secret.nonce))
+        .bind(hex::encode(&secret.ciphertext))
+        .bind(db_time(secret.created_at)?)
+        .bind(secret.created_by.as_str())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e)
+                if e.as_database_error().map(|d| d.kind()) == Some(ErrorKind::UniqueViolation) =>
+            {
+                return Err(StoreError::SecretVersionTaken {
+                    environment: secret.environment,
+                    name: secret.name,
+                    version: secret.version,
+                });
+            }
+            Err(e) => return Err(StoreError::db(DOING)(e)),
+        }
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(())
+    }
+
+    async fn secret_versions(
+        &self,
+        environment: Option<&EnvName>,
+    ) -> Result<Vec<SecretVersion>, StoreError> {
+        const DOING: &str = "listing secrets";
+        let query = match environment {
+            Some(e) => sqlx::query(
+                "SELECT environment, name, version, created_at, created_by FROM secrets \
+                 WHERE environment = $1 ORDER BY environment, name, version",
+            )
+            .bind(e.as_str()),
+            None => sqlx::query(
+                "SELECT environment, name, version, created_at, created_by FROM secrets \
+                 ORDER BY environment, name, version",
+            ),
+        };
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        rows.iter()
+            .map(|row| {
+                Ok(SecretVersion {
+                    environment: parse("environment name", text(row, "environment")?)?,
+                    name: text(row, "name")?,
+                    version: to_u64("secret version", int(row, "version")?)?,
+                    created_at: millis(row, "created_at")?,
+                    created_by: text(row, "created_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn secret(
+        &self,
+        environment: &EnvName,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        const DOING: &str = "reading a secret";
+        let row = sqlx::query(
+            "SELECT key_id, nonce, ciphertext, created_at, created_by FROM secrets \
+             WHERE environment = $1 AND name = $2 AND version = $3",
+        )
+        .bind(environment.as_str())
+        .bind(name)
+        .bind(db_version(version)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db(DOING))?;
+        row.map(|row| {
+            Ok(SealedSecret {
+                environment: environment.clone(),
+                name: name.to_owned(),
+                version,
+                key_id: text(&row, "key_id")?,
+                nonce: hex_bytes(&row, "nonce")?,
+                ciphertext: hex_bytes(&row, "ciphertext")?,
+                created_at: millis(&row, "created_at")?,
+                created_by: text(&row, "created_by")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn remove_secret(&self, environment: &EnvName, name: &str) -> Result<u64, StoreError> {
+        const DOING: &str = "removing a secret";
+        let mut tx = self.begin_write(DOING).await?;
+        let done = sqlx::query("DELETE FROM secrets WHERE environment = $1 AND name = $2")
+            .bind(environment.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(done.rows_affected())
+    }
 }
 
 // The rest of this file turns rows back into types; anything that does not
@@ -766,6 +882,38 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {
                 found,
             })?
         },
+        secrets: {
+            let found = text(row, "secrets")?;
+            serde_json::from_str(&found).map_err(|_| StoreError::Corrupt {
+                what: "deployment secret versions",
+                found,
+            })?
+        },
+    })
+}
+
+/// A deployment's secret versions as stored: a JSON object of numbers.
+fn secret_versions_text(
+    versions: &std::collections::BTreeMap<String, u64>,
+) -> Result<String, StoreError> {
+    serde_json::to_string(versions).map_err(|e| StoreError::Corrupt {
+        what: "deployment secret versions",
+        found: e.to_string(),
+    })
+}
+
+fn db_version(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| StoreError::Corrupt {
+        what: "secret version",
+        found: version.to_string(),
+    })
+}
+
+fn hex_bytes(row: &AnyRow, column: &'static str) -> Result<Vec<u8>, StoreError> {
+    let found = text(row, column)?;
+    hex::decode(&found).map_err(|_| StoreError::Corrupt {
+        what: column,
+        found,
     })
 }
 

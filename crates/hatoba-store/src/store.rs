@@ -9,7 +9,7 @@ use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName};
 
 use crate::{
     AuditEntry, Deployment, Event, HistoryFilter, Measurement, NewAudit, NewDeployment, NewEvent,
-    NewMeasurement, StoreError,
+    NewMeasurement, SealedSecret, SecretVersion, StoreError,
 };
 
 /// The deployment history: deployments, their timelines and measurements,
@@ -112,4 +112,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         service: &ServiceName,
         environment: &EnvName,
     ) -> Result<Option<String>, StoreError>;
+
+    /// Stores one version of a secret, sealed by the caller. Its version
+    /// must be new for its environment and name (the caller takes the
+    /// newest listed plus one); a version that exists is refused with
+    /// [`StoreError::SecretVersionTaken`] and nothing changes.
+    async fn put_secret(&self, secret: SealedSecret) -> Result<(), StoreError>;
+
+    /// Every stored version of every secret of an environment (all
+    /// environments for `None`), without the sealed values, ordered by
+    /// environment, name and version.
+    async fn secret_versions(
+        &self,
+        environment: Option<&EnvName>,
+    ) -> Result<Vec<SecretVersion>, StoreError>;
+
+    /// One sealed version of a secret, if stored.
+    async fn secret(
+        &self,
+        environment: &EnvName,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<SealedSecret>, StoreError>;
+
+    /// Removes every version of a secret in an environment; returns how
+    /// many there were.
+    async fn remove_secret(&self, environment: &EnvName, name: &str) -> Result<u64, StoreError>;
 }

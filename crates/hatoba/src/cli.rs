@@ -166,6 +166,10 @@ pub(crate) enum Command {
         #[arg(long, short = 'n', default_value_t = 20)]
         lines: usize,
     },
+    /// Store, list, rotate and remove secrets: values kept encrypted by the
+    /// server and given to instances in their environment only.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Explain what is going on with a service: instances, probes, weights,
     /// recent events and log lines, history.
     Diagnose {
@@ -305,6 +309,57 @@ pub(crate) struct DeployArgs {
     #[arg(long)]
     pub(crate) wait: bool,
     /// Who deploys, for the history and approvals (default: $USER, $LOGNAME, or the account name).
+    #[arg(long = "as", value_name = "NAME")]
+    pub(crate) actor: Option<String>,
+}
+
+/// `hatoba secret ...`. Values are read from stdin or a file, never from
+/// the command line (which shell history and `ps` show).
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Store a new version of a secret (the value on stdin, or --from-file);
+    /// services get it at their next deployment.
+    #[command(
+        after_help = "Examples:\n  printf %s \"$PW\" | hatoba secret set DB_PASSWORD\n  hatoba secret set DB_PASSWORD --env production --from-file ./db-password\n\n\
+                      One final newline of the value is dropped. Needs `hatoba up` (the server is the\n\
+                      only writer of the store): exits 3 when none runs for the state directory."
+    )]
+    Set(SecretValueArgs),
+    /// Store a new version and deploy the services that use it again (the
+    /// same version, through their strategy).
+    #[command(
+        after_help = "Example:\n  hatoba secret rotate DB_PASSWORD --from-file ./new-password\n\n\
+                      A service with a deployment in progress, or none yet, gets it at its next deployment."
+    )]
+    Rotate(SecretValueArgs),
+    /// The environment's secrets: names, versions, dates and users (never values).
+    List {
+        /// The environment (must be the one the server runs).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
+    },
+    /// Remove every version of a secret (running instances keep theirs;
+    /// a deployment or rollback that needs it then fails until it is set again).
+    Rm {
+        /// The secret.
+        name: String,
+        /// The environment (must be the one the server runs).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretValueArgs {
+    /// The secret (declared under `secrets:` in the spec).
+    pub(crate) name: String,
+    /// The environment (must be the one the server runs).
+    #[arg(long, short = 'e')]
+    pub(crate) env: Option<String>,
+    /// Read the value from this file instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from_file: Option<PathBuf>,
+    /// Who stores it, for the audit log (default: $USER, $LOGNAME, or the account name).
     #[arg(long = "as", value_name = "NAME")]
     pub(crate) actor: Option<String>,
 }

@@ -222,6 +222,8 @@ pub(crate) async fn ensure(
         .arg(state)
         .arg("dataplane")
         .args(metrics.map(|m| format!("--metrics={m}")))
+        // The data plane needs no secret key.
+        .env_remove(hatoba_server::secrets::KEY_ENV)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);

@@ -223,6 +223,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            secrets: Default::default(),
             base_dir: dir.path().to_path_buf(),
             spec_digest: digest.clone(),
             deployed_by: "hatoba-demo".to_owned(),

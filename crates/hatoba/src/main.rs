@@ -14,6 +14,7 @@ mod http;
 mod inspect_cmd;
 mod output;
 mod proxy_cmd;
+mod secret_cmd;
 mod server_cmd;
 mod spec_file;
 mod state;
@@ -89,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             lines,
         } => runtime()?.block_on(inspect_cmd::logs(&g, &service, follow, lines)),
         Command::Analysis { deployment } => runtime()?.block_on(history::analysis(&g, &deployment)),
+        Command::Secret(c) => runtime()?.block_on(secret_cmd::run(&g, c)),
         Command::Diagnose { service } => runtime()?.block_on(inspect_cmd::diagnose(&g, &service)),
         Command::Dataplane { metrics } => dataplane_cmd::run(&g.state_dir, metrics),
         Command::Backup(args) => runtime()?.block_on(backup_cmd::backup(&g, &args)),

@@ -56,6 +56,9 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     crate::state_dir::raise_fd_limit();
     let store: Arc<dyn hatoba_store::Store> =
         Arc::new(hatoba_store::SqlStore::open_sqlite(state.join("hatoba.db")).await?);
+    // Secrets are sealed with a key kept outside the database.
+    let secret_key = hatoba_server::SecretKey::load(state)
+        .map_err(|e| CliError::new(Exit::Failed, chain(&e)).hint(e.hint()))?;
     let token = hatoba_server::new_token();
     crate::state_dir::write_private(&token_path(state), token.as_bytes())?;
     let recorder = Arc::new(hatoba_metrics::Recorder::new());
@@ -72,7 +75,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     // traffic outlives this one (see `dataplane_cmd`).
     let runtime = Arc::new(
         hatoba_runtime_process::ProcessRuntime::new(state.join("logs"))
-            .with_scope(std::path::absolute(state)?.display().to_string()),
+            .with_scope(std::path::absolute(state)?.display().to_string())
+            .withholding_env(&[hatoba_server::secrets::KEY_ENV]),
     );
     // Instance logs rotate by size (copy, then truncate: the instances keep
     // writing to the same file); the runtime only does it when asked.
@@ -123,6 +127,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         runtime: Arc::clone(&runtime) as Arc<dyn hatoba_runtime::Runtime>,
         data_plane,
         token,
+        secret_key: Some(Arc::new(secret_key)),
     })
     .await;
     let server = match server {

@@ -194,6 +194,7 @@ fn spec(role: &str) -> InstanceSpec {
         args: CHILD_ARGS.map(String::from).to_vec(),
         env: BTreeMap::from([(ROLE.to_owned(), role.to_owned())]),
         working_dir: std::env::temp_dir(),
+        secrets: BTreeMap::new(),
     }
 }
 
@@ -366,6 +367,55 @@ async fn instances_get_their_own_group_port_env_and_log() {
     .await
     .unwrap();
     rt.stop(&s.id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+/// A secret reaches the process's environment and arguments only when it
+/// starts: the spec handed to the runtime holds `${NAME}`, and its `Debug`
+/// shows no value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_filled_in_only_in_the_started_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = ProcessRuntime::new(dir.path().join("logs"));
+    let _cleanup = Cleanup::scopes(&[rt.scope()]);
+    let out = dir.path().join("seen");
+    let canary = "s3cr3t-canary-${PORT}-9c1e";
+    let spec = InstanceSpec {
+        program: "/bin/sh".to_owned(),
+        args: vec![
+            "-c".to_owned(),
+            "printf '%s|%s' \"$DB_URL\" \"$1\" > \"$OUT\"; exec sleep 30".to_owned(),
+            "sh".to_owned(),
+            "${TOKEN}:${NOT_A_SECRET}".to_owned(),
+        ],
+        env: [
+            ("DB_URL".to_owned(), "pg://u:${TOKEN}@db:${PORT}".to_owned()),
+            ("OUT".to_owned(), out.display().to_string()),
+        ]
+        .into(),
+        secrets: [(
+            "TOKEN".to_owned(),
+            hatoba_core::SecretValue::new(canary.to_owned()),
+        )]
+        .into(),
+        ..spec("serve")
+    };
+    assert!(!format!("{spec:?}").contains("s3cr3t"));
+    let s = rt.start(&spec, hatoba_core::Millis(0)).await.unwrap();
+    let port = s.addr.port();
+    hatoba_test_support::wait_for_async(std::time::Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        async move { text.contains('|') }
+    })
+    .await
+    .unwrap();
+    // The value is put in as it is: its own `${PORT}` is not filled in.
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("pg://u:{canary}@db:{port}|{canary}:${{NOT_A_SECRET}}")
+    );
+    rt.stop(&s.id, std::time::Duration::from_secs(5))
         .await
         .unwrap();
 }

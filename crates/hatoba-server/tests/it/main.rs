@@ -210,6 +210,7 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        secrets: Default::default(),
         base_dir: dir.path().to_path_buf(),
         spec_digest: "test".to_owned(),
         deployed_by: "test".to_owned(),

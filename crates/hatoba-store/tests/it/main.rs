@@ -11,6 +11,7 @@
 
 mod concurrent;
 mod files;
+mod secrets;
 mod sqlite;
 mod story;
 
@@ -53,6 +54,7 @@ fn new_deployment(svc: &str, environment: &str, version: &str, at: u64) -> NewDe
         rollback_of: None,
         spec_digest: "sha256:0123".to_owned(),
         vars: [("REGION".to_owned(), format!("{svc}-eu"))].into(),
+        secrets: [("DB_PASSWORD".to_owned(), 3)].into(),
         at: Millis(at),
     }
 }

@@ -32,6 +32,7 @@ fn new_deployment(i: u64) -> NewDeployment {
         rollback_of: None,
         spec_digest: "digest".to_owned(),
         vars: Default::default(),
+        secrets: Default::default(),
         at: Millis(1_000 + i),
     }
 }

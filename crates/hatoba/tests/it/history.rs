@@ -37,6 +37,7 @@ async fn fill(store: &SqlStore) {
                         rollback_of: None,
                         spec_digest: "digest".to_owned(),
                         vars: Default::default(),
+                        secrets: Default::default(),
                         at: Millis(at),
                     })
                     .await

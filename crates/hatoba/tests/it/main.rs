@@ -14,5 +14,6 @@ mod prometheus;
 mod proxy;
 mod proxy_tls;
 mod restart;
+mod secrets;
 mod support;
 mod up;
