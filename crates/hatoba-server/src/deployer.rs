@@ -743,7 +743,7 @@ impl Deployer {
                 }
                 Some(op) = commands.recv() => match op {
                     Operator::Input(input) => {
-                        run.event("operator", format!("operator: {input:?}")).await?;
+                        run.event("operator", operator_words(&input)).await?;
                         run.machine.handle(clock_now(), input);
                         run.dirty = true;
                     }
@@ -844,6 +844,18 @@ impl Deployer {
         )
         .await?;
         Ok((deployment, serving))
+    }
+}
+
+/// An operator's input as the timeline says it: words, not Rust's
+/// debug text (`abort: aborted by alice`, not `Abort("aborted by alice")`).
+fn operator_words(input: &Input) -> String {
+    match input {
+        Input::Abort(why) => format!("operator: abort ({why})"),
+        Input::Promote => "operator: promote".to_owned(),
+        Input::PromoteFull => "operator: promote --full".to_owned(),
+        Input::Unhealthy(why) => format!("operator: roll back ({why})"),
+        other => format!("operator: {}", format!("{other:?}").to_lowercase()),
     }
 }
 

@@ -581,7 +581,8 @@ impl Server {
         let task = tokio::spawn(async move {
             let result = st.deployer.resume(&req, record, &adopted, rx).await;
             match &result {
-                Ok((_, serving)) => {
+                Ok((d, serving)) => {
+                    log_end(d);
                     *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
                 }
                 Err(e) => me.after_failed_rollout(&req.service, &st, id, e).await,
@@ -1328,7 +1329,8 @@ impl Server {
                 recorded
             );
             match (&result, id) {
-                (Ok((_, serving)), _) => {
+                (Ok((d, serving)), _) => {
+                    log_end(d);
                     *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
                 }
                 (Err(e), Some(id)) => me.after_failed_rollout(&req.service, &st, id, e).await,
@@ -1668,6 +1670,31 @@ pub async fn without_evidence(
         .into_iter()
         .find(|e| e.kind == hatoba_store::event_kind::PROMOTED_WITHOUT_EVIDENCE)
         .map(|e| e.message))
+}
+
+/// A deployment's end, as one log line with its facts as fields.
+fn log_end(d: &hatoba_store::Deployment) {
+    let reason = d.reason.as_deref().unwrap_or("");
+    if d.status == hatoba_core::DeploymentStatus::Succeeded {
+        tracing::info!(
+            deployment = %d.id,
+            service = %d.service,
+            environment = %d.environment,
+            version = %d.version,
+            status = %d.status,
+            "deployment ended"
+        );
+    } else {
+        tracing::warn!(
+            deployment = %d.id,
+            service = %d.service,
+            environment = %d.environment,
+            version = %d.version,
+            status = %d.status,
+            reason,
+            "deployment ended"
+        );
+    }
 }
 
 /// The table of a service that is not being deployed: all on what serves.

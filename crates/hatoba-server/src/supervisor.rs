@@ -339,6 +339,15 @@ async fn restart(
             hatoba_core::format_duration(MAX_BACKOFF)
         ));
     }
+    tracing::warn!(
+        service = %s.name,
+        environment = %s.environment,
+        instance = %inst.id,
+        version = %inst.version,
+        restart = count,
+        crash_loop = newly_looping,
+        "{message}"
+    );
     if let Some(id) = &serving.deployment {
         let _ = s
             .store

@@ -152,7 +152,9 @@ pub(crate) enum Command {
     },
     /// Every analysis measurement of a deployment: metric, value, verdict.
     Analysis {
-        /// The deployment id (`hatoba history` lists them).
+        /// A deployment id (`hatoba history` lists them), or a service's
+        /// name for its newest deployment.
+        #[arg(value_name = "DEPLOYMENT|SERVICE")]
         deployment: String,
     },
     /// Print the output of a service's instances.
@@ -254,6 +256,20 @@ pub(crate) struct UpArgs {
     /// port, written in server.json).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// How the server's own log lines are written on stderr: `text` for a
+    /// person, `json` (one object per line) for a log collector. Their
+    /// level comes from `HATOBA_LOG` (`info` by default).
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub(crate) log_format: LogFormat,
+}
+
+/// `hatoba up --log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for a person.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -327,7 +327,7 @@ pub(crate) async fn supervise(
         if tokio::time::Instant::now() < retry_at {
             continue;
         }
-        output::stderr("the data plane stopped answering: starting it again\n");
+        tracing::warn!("the data plane stopped answering: starting it again");
         match ensure(&state, metrics).await {
             Ok(_) => {
                 misses = 0;
@@ -341,10 +341,10 @@ pub(crate) async fn supervise(
                 let pause = (SUPERVISE_EVERY * 2u32.saturating_pow(failures.min(6)))
                     .min(Duration::from_secs(10));
                 retry_at = tokio::time::Instant::now() + pause;
-                output::stderr(&format!(
-                    "cannot restart the data plane: {e:#} (trying again in {}s)\n",
+                tracing::error!(
+                    "cannot restart the data plane: {e:#} (trying again in {}s)",
                     pause.as_secs_f64()
-                ));
+                );
             }
         }
     }

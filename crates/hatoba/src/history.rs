@@ -196,13 +196,33 @@ pub(crate) async fn analysis(global: &Global, id: &str) -> anyhow::Result<Exit> 
         .parse()
         .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))?;
     let store = crate::state::open_for_reading(global).await?;
-    let d = store.deployment(&id).await;
-    let ms = store.measurements(&id).await;
+    let mut d = store.deployment(&id).await;
+    // Not a deployment id: a service's name means its newest deployment
+    // (the one in progress, if any), as `hatoba analysis web` suggests.
+    if matches!(d, Ok(None))
+        && let Ok(service) = id.as_str().parse::<hatoba_core::ServiceName>()
+    {
+        d = store
+            .history(&HistoryFilter {
+                service: Some(service),
+                environment: None,
+                limit: 1,
+            })
+            .await
+            .map(|h| h.into_iter().next());
+    }
+    let ms = match &d {
+        Ok(Some(found)) => store.measurements(&found.id).await,
+        _ => Ok(Vec::new()),
+    };
     store.close().await;
     let Some(d) = d? else {
-        return Err(CliError::new(Exit::NotFound, format!("no deployment {id}"))
-            .hint("`hatoba history` lists deployments")
-            .into());
+        return Err(CliError::new(
+            Exit::NotFound,
+            format!("no deployment {id}, and no service `{id}` with a deployment"),
+        )
+        .hint("`hatoba history` lists deployments")
+        .into());
     };
     let ms = ms?;
     let deployment = hatoba_server::api::deployment(&d);

@@ -155,14 +155,28 @@ pub(crate) async fn logs(
         return Ok(Exit::Ok);
     }
     let mut offsets: std::collections::HashMap<PathBuf, u64> = std::collections::HashMap::new();
+    let mut shown = 0usize;
     for (id, path) in &files {
         for l in tail(path, lines) {
             output::stdout(&format!("[{id}] {l}\n"));
+            shown += 1;
         }
         offsets.insert(
             path.clone(),
             std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         );
+    }
+    if shown == 0 {
+        // Silence would look like a broken command: say what was read.
+        output::stderr(&format!(
+            "no log lines yet from the {} instance(s) of `{service}`: their output goes to {}\n",
+            files.len(),
+            files
+                .iter()
+                .map(|(_, p)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if !follow {
         return Ok(Exit::Ok);

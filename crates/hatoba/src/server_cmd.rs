@@ -24,7 +24,7 @@ fn token_path(state: &Path) -> PathBuf {
 }
 
 pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
-    init_logs();
+    init_logs(args.log_format);
     let bytes = crate::spec_file::read(&args.file.file)?;
     let parsed = hatoba_spec::parse_bytes(&bytes);
     let Some(spec) = parsed.spec else {
@@ -38,11 +38,14 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     };
     // Warnings do not stop the server, but they are said before it starts.
     if !parsed.diagnostics.is_empty() {
-        output::stderr(&hatoba_spec::render(
-            &args.file.file.display().to_string(),
-            &String::from_utf8_lossy(&bytes),
-            &parsed.diagnostics,
-        ));
+        say(
+            args.log_format,
+            &hatoba_spec::render(
+                &args.file.file.display().to_string(),
+                &String::from_utf8_lossy(&bytes),
+                &parsed.diagnostics,
+            ),
+        );
     }
     let env: EnvName = args
         .env
@@ -89,7 +92,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
                 let rt = Arc::clone(&runtime);
                 if let Ok(r) = tokio::task::spawn_blocking(move || rt.rotate_logs()).await {
                     for f in r.failed {
-                        output::stderr(&format!("log rotation: {f}\n"));
+                        tracing::warn!("log rotation: {f}");
                     }
                 }
             }
@@ -211,7 +214,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     for line in &resumed {
         lines.push_str(&format!("  {line}\n"));
     }
-    output::stderr(&lines);
+    say(args.log_format, &lines);
     let stop = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -219,11 +222,14 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         }
     };
     Arc::clone(&server).serve_api(api, stop).await;
-    output::stderr(if args.keep_running {
-        "stopping: instances and the data plane keep serving for the next `hatoba up` (--keep-running)\n"
-    } else {
-        "stopping: new connections are refused, requests in flight finish, then instances get their grace period\n"
-    });
+    say(
+        args.log_format,
+        if args.keep_running {
+            "stopping: instances and the data plane keep serving for the next `hatoba up` (--keep-running)\n"
+        } else {
+            "stopping: new connections are refused, requests in flight finish, then instances get their grace period\n"
+        },
+    );
     if let Some(s) = supervisor {
         s.abort();
     }
@@ -238,15 +244,38 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
 
 /// The server's own log lines (what it does between API calls, and the
 /// problems it recovers from) go to stderr, filtered by `HATOBA_LOG`
-/// (`info` by default; `warn`, `debug`, or per target).
-fn init_logs() {
+/// (`info` by default; `warn`, `debug`, or per target), as text or as one
+/// JSON object per line.
+fn init_logs(format: crate::cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HATOBA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        // Colours only on a terminal, and never under NO_COLOR.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        );
+    let _ = match format {
+        crate::cli::LogFormat::Text => builder.try_init(),
+        crate::cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// What `hatoba up` tells its operator: as written on a terminal, or one
+/// log line per line of text under `--log-format json`, so a collector
+/// reads nothing but JSON.
+fn say(format: crate::cli::LogFormat, text: &str) {
+    match format {
+        crate::cli::LogFormat::Text => output::stderr(text),
+        crate::cli::LogFormat::Json => {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!("{}", line.trim_end());
+            }
+        }
+    }
 }
 
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {

@@ -528,3 +528,46 @@ fn a_store_that_cannot_be_written_mid_rollout_does_not_wedge_the_service() {
         counts.first_failure.lock().unwrap()
     );
 }
+
+/// `hatoba up --log-format json` writes its own log lines as one JSON
+/// object per line, a deployment's end among them with its facts as fields.
+#[test]
+fn up_writes_json_log_lines_when_asked() {
+    let sb = rolling_web(&demo_process("${VERSION}"), 1);
+    let log = sb.state.parent().unwrap().join("up.log");
+    std::fs::create_dir_all(&sb.state).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .arg("--state-dir")
+        .arg(&sb.state)
+        .args(["up", "--log-format", "json", "-f"])
+        .arg(&sb.file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let up = crate::support::Up(child);
+    wait("server.json", || sb.state.join("server.json").exists());
+    sb.deploy_ok("v1");
+    assert!(up.terminate(), "hatoba up exits 0 on SIGTERM");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ended: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "deployment ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{text}");
+    assert_eq!(ended[0]["service"], "web", "{text}");
+    assert_eq!(ended[0]["version"], "v1", "{text}");
+    assert_eq!(ended[0]["status"], "succeeded", "{text}");
+    assert!(ended[0]["level"] == "INFO", "{text}");
+    // Nothing but JSON: the start banner and the stop are log lines too.
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{text}"));
+        assert!(v["timestamp"].is_string(), "{line}");
+    }
+    assert!(
+        text.contains("service `web` on http://127.0.0.1:"),
+        "{text}"
+    );
+}

@@ -17,3 +17,4 @@ mod restart;
 mod secrets;
 mod support;
 mod up;
+mod usability;

@@ -1,0 +1,85 @@
+//! What a user of the landed build stumbled on, held by tests: timeline
+//! entries in words (not Rust's debug text), `hatoba analysis SERVICE`, and
+//! `hatoba logs` that says why it prints nothing.
+
+use crate::support::{Sandbox, hatoba, latest, poll};
+use crate::up::{demo_process, rolling_web};
+use std::time::Duration;
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    poll(what, Duration::from_secs(30), || f().then_some(()));
+}
+
+/// An abort reads as words in the timeline.
+#[test]
+fn an_operators_abort_is_written_in_words() {
+    let sb = Sandbox::new(crate::up::spec);
+    let _up = sb.up(&[]);
+    sb.deploy_ok("v1");
+    hatoba(&sb.state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    wait("v2 in progress", || {
+        latest(&sb.state)["status"] == "in_progress"
+    });
+    hatoba(&sb.state).args(["abort", "web"]).assert().success();
+    wait("v2 aborted", || latest(&sb.state)["status"] == "aborted");
+    let v = crate::up::diagnose(&sb.state);
+    let messages: Vec<String> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("operator: abort (")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.iter().all(|m| !m.contains("Abort(\"")),
+        "{messages:#?}"
+    );
+}
+
+/// `hatoba analysis web` is the newest deployment of `web`; a name that is
+/// neither is "not found" naming both readings.
+#[test]
+fn analysis_takes_a_service_as_well_as_a_deployment() {
+    let sb = rolling_web(&demo_process("${VERSION}"), 1);
+    let _up = sb.up(&[]);
+    sb.deploy_ok("v1");
+    sb.deploy_ok("v2");
+    let out = hatoba(&sb.state)
+        .args(["analysis", "web", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["deployment"]["version"], "v2", "{v}");
+    assert_eq!(v["deployment"]["id"], latest(&sb.state)["id"], "{v}");
+    hatoba(&sb.state)
+        .args(["analysis", "nothing-here"])
+        .assert()
+        .code(4)
+        .stderr(predicates::str::contains("no service `nothing-here`"));
+}
+
+/// Instances that wrote nothing: `hatoba logs` says so and where their
+/// output goes, instead of printing nothing at all.
+#[test]
+fn logs_of_silent_instances_say_where_output_goes() {
+    let quiet = format!(
+        r#"{{command: /bin/sh, args: ["-c", 'exec "$0" demo-app --version-label "$1" >/dev/null 2>&1', "{exe}", "${{VERSION}}"]}}"#,
+        exe = env!("CARGO_BIN_EXE_hatoba")
+    );
+    let sb = rolling_web(&quiet, 1);
+    let _up = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let out = hatoba(&sb.state).args(["logs", "web"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no log lines yet"), "{err}");
+    assert!(err.contains(".log"), "{err}");
+}
