@@ -240,7 +240,7 @@ pub(crate) async fn analysis(global: &Global, id: &str) -> anyhow::Result<Exit> 
                 deployment.id,
                 deployment.service,
                 deployment.version,
-                deployment.strategy,
+                output::strategy(&deployment.strategy),
                 deployment.status,
                 deployment
                     .reason
@@ -320,7 +320,7 @@ pub(crate) fn history_table(deployments: &[hatoba_api::Deployment]) -> String {
             d.service.clone(),
             d.environment.clone(),
             d.version.clone(),
-            d.strategy.clone(),
+            output::strategy(&d.strategy).to_owned(),
             d.status.clone(),
             short_time(&d.started_at),
             short_duration(d.duration_ms),

@@ -373,7 +373,10 @@ pub(crate) async fn diagnose(global: &Global, service: &str) -> anyhow::Result<E
     if let Some(d) = history.first() {
         out.push_str(&format!(
             "\nlatest deployment {} ({} {}, {}):\n",
-            d.id, d.version, d.strategy, d.status
+            d.id,
+            d.version,
+            output::strategy(&d.strategy),
+            d.status
         ));
         for e in events
             .iter()

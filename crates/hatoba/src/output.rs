@@ -22,6 +22,15 @@ pub(crate) fn stderr(text: &str) {
 }
 
 /// Prints a value as pretty JSON on stdout.
+/// A strategy as the spec spells it (`blueGreen`), for text output; the
+/// JSON keeps the wire's `blue_green`.
+pub(crate) fn strategy(kind: &str) -> &str {
+    match kind {
+        "blue_green" => "blueGreen",
+        other => other,
+    }
+}
+
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');

@@ -178,7 +178,10 @@ async fn set(global: &Global, args: &SecretValueArgs, rotate: bool) -> anyhow::R
             for d in &change.deployments {
                 text.push_str(&format!(
                     "  redeploying `{}` {} with it: deployment {} ({})\n",
-                    d.service, d.version, d.id, d.strategy
+                    d.service,
+                    d.version,
+                    d.id,
+                    output::strategy(&d.strategy)
                 ));
             }
             if !change.next_deploy.is_empty() {

@@ -408,7 +408,10 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
         } else {
             output::stdout(&format!(
                 "deployment {} of `{}` {} started ({})\n",
-                d.id, d.service, d.version, d.strategy
+                d.id,
+                d.service,
+                d.version,
+                output::strategy(&d.strategy)
             ));
         }
     }
@@ -567,7 +570,10 @@ pub(crate) async fn rollback(
     if global.output == Output::Text {
         output::stdout(&format!(
             "rolling `{}` back to {} as deployment {} ({})\n",
-            d.service, d.version, d.id, d.strategy
+            d.service,
+            d.version,
+            d.id,
+            output::strategy(&d.strategy)
         ));
     }
     follow(global, &d).await

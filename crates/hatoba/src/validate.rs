@@ -66,7 +66,7 @@ fn summary(file: &str, spec: &hatoba_spec::Spec) -> String {
         .map(|(name, svc)| {
             format!(
                 "{name} ({}, {} replicas, on {})",
-                svc.strategy.kind(),
+                crate::output::strategy(svc.strategy.kind()),
                 svc.replicas,
                 svc.route.listen
             )

@@ -83,3 +83,21 @@ fn logs_of_silent_instances_say_where_output_goes() {
     assert!(err.contains("no log lines yet"), "{err}");
     assert!(err.contains(".log"), "{err}");
 }
+
+/// A strategy is printed as the spec spells it (`blueGreen`), while the
+/// JSON keeps the wire's `blue_green`.
+#[test]
+fn a_strategy_is_printed_as_the_spec_spells_it() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let file = root.join("examples/blue-green/hatoba.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = hatoba(dir.path())
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(blueGreen,"), "{text}");
+    assert!(!text.contains("blue_green"), "{text}");
+}
