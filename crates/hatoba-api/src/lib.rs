@@ -102,6 +102,10 @@ pub struct ServiceStatus {
     /// a version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_without_evidence: Option<String>,
+    /// A problem the running server is recovering from for this service
+    /// (a rollout stopped by a history store that cannot be written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One analysis measurement (`hatoba analysis DEPLOYMENT`).
@@ -472,6 +476,7 @@ mod tests {
                 live: None,
                 live_phase: None,
                 current_without_evidence: None,
+                problem: None,
             }],
         };
         assert_eq!(

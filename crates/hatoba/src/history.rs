@@ -61,6 +61,7 @@ pub(crate) async fn status(global: &Global, args: &StatusArgs) -> anyhow::Result
                     .into_iter()
                     .filter(|i| i.state == "running")
                     .collect();
+                s.problem = d.problem;
             }
         }
     }
@@ -150,6 +151,7 @@ async fn collect_status(
             live: live.as_ref().map(hatoba_server::api::deployment),
             live_phase,
             current_without_evidence,
+            problem: None,
         });
     }
     Ok(out)
@@ -348,6 +350,9 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
         );
         if let Some(p) = &s.live_phase {
             live.push_str(&format!("\n  {p}"));
+        }
+        if let Some(p) = &s.problem {
+            live.push_str(&format!("\n  PROBLEM: {p}"));
         }
         for m in &s.analysis {
             live.push_str(&format!(

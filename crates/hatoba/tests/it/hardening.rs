@@ -488,6 +488,17 @@ fn a_store_that_cannot_be_written_mid_rollout_does_not_wedge_the_service() {
     for _ in 0..20 {
         assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v1"));
     }
+    // `status` says it too.
+    let out = hatoba(&sb.state)
+        .args(["status", "web", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["services"][0]["problem"].as_str(),
+        Some(problem.as_str()),
+        "{v}"
+    );
     // The store works again: the deployment is recorded as failed, and the
     // `--wait` that followed it ends.
     sql(&sb.state, ROOM_AGAIN);
