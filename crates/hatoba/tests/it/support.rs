@@ -596,3 +596,54 @@ impl Drop for Traffic {
         self.halt();
     }
 }
+
+/// The sorting [`Traffic`] counts by: a backend's 5xx carries its
+/// `x-version`, the proxy's is its JSON error, and anything else that is
+/// not a 200 of a version is a failure nobody explained.
+#[test]
+fn answers_are_sorted_by_whose_fault_a_failure_is() {
+    let proxy =
+        r#"{"error":"no_backend","message":"no ready instance of `web`","request_id":"r1"}"#;
+    let cases = [
+        (
+            "HTTP/1.1 200 OK\r\nX-Version: v1\r\n\r\nhello",
+            Answer::Ok("v1".into()),
+        ),
+        (
+            "HTTP/1.1 500 Internal Server Error\r\nx-version: v3\r\n\r\ninjected error",
+            Answer::App {
+                version: "v3".into(),
+                status: "500".into(),
+            },
+        ),
+        (
+            &format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\r\n{proxy}"
+            ),
+            Answer::Proxy {
+                status: "503".into(),
+                body: proxy.into(),
+            },
+        ),
+        (
+            "HTTP/1.1 502 Bad Gateway\r\n\r\n<html>bad gateway</html>",
+            Answer::Unexplained("HTTP/1.1 502 Bad Gateway <html>bad gateway</html>".into()),
+        ),
+        (
+            "HTTP/1.1 404 Not Found\r\nx-version: v1\r\n\r\nnot found",
+            Answer::Unexplained("HTTP/1.1 404 Not Found not found".into()),
+        ),
+        (
+            "HTTP/1.1 200 OK\r\n\r\nno version",
+            Answer::Unexplained("HTTP/1.1 200 OK no version".into()),
+        ),
+    ];
+    for (text, want) in &cases {
+        assert_eq!(sort(text), *want, "{text}");
+    }
+    let mut s = Summary::default();
+    for (text, _) in cases.iter().cycle().take(7) {
+        s.count(Duration::ZERO, sort(text));
+    }
+    assert_eq!((s.ok_total(), s.failed(), s.answered()), (2, 4, 3), "{s}");
+}
