@@ -3,14 +3,12 @@
 //! connections, malformed API bodies, a token file that is a link, and a
 //! stop followed by a start, with every answer counted.
 
-use crate::support::{Sandbox, hatoba, poll};
+use crate::support::{Sandbox, Traffic, hatoba, poll};
 use crate::up::{demo_process, rolling_web};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn wait(what: &str, mut f: impl FnMut() -> bool) {
     poll(what, Duration::from_secs(30), || f().then_some(()));
@@ -274,45 +272,6 @@ fn the_state_dir_and_token_are_private_and_links_are_refused() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
 }
 
-/// Answers counted by kind while a client sends requests one after another
-/// on fresh connections.
-#[derive(Default)]
-struct Counts {
-    ok: AtomicU64,
-    /// 5xx answers: a request that reached the proxy and failed.
-    failed: AtomicU64,
-    /// Connecting failed or the connection ended with no answer.
-    refused: AtomicU64,
-    /// The first failed answer, to show.
-    first_failure: Mutex<Option<String>>,
-}
-
-/// Counts every answer from the proxy on `port` until `stop` (at most two
-/// minutes).
-fn counted(port: u16, stop: Arc<AtomicBool>) -> (Arc<Counts>, std::thread::JoinHandle<()>) {
-    let counts = Arc::new(Counts::default());
-    let c = Arc::clone(&counts);
-    let t = std::thread::spawn(move || {
-        let started = Instant::now();
-        while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-            match crate::support::served(port) {
-                Ok(_) => c.ok.fetch_add(1, Ordering::Relaxed),
-                Err(e) if e.starts_with("HTTP/") => {
-                    c.first_failure
-                        .lock()
-                        .unwrap()
-                        .get_or_insert_with(|| e.clone());
-                    c.failed.fetch_add(1, Ordering::Relaxed)
-                }
-                Err(_) => c.refused.fetch_add(1, Ordering::Relaxed),
-            };
-            // Pacing, not waiting: about 200 requests a second.
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
-    (counts, t)
-}
-
 /// Ctrl-C of `hatoba up` is no outage: every request the proxy took is
 /// answered by a running instance (no 502, no 503), and only then are the
 /// instances stopped. The next `hatoba up` brings the version that served
@@ -338,11 +297,9 @@ fn a_stop_cuts_no_request_and_the_next_start_restores_what_served() {
         .map(|(_, pid)| pid)
         .collect();
     assert_eq!(pids.len(), 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (counts, client) = counted(sb.port, Arc::clone(&stop));
-    wait("traffic to flow", || counts.ok.load(Ordering::Relaxed) > 50);
-    let before = counts.refused.load(Ordering::Relaxed);
-    assert_eq!(before, 0, "no refusal while it runs");
+    let traffic = Traffic::start(sb.port);
+    traffic.wait_answered(50);
+    traffic.so_far().assert_no_failed(50);
     // Ctrl-C.
     let pid = nix::unistd::Pid::from_raw(i32::try_from(up.0.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
@@ -352,14 +309,8 @@ fn a_stop_cuts_no_request_and_the_next_start_restores_what_served() {
     wait("the listener to be closed", || {
         std::net::TcpStream::connect(("127.0.0.1", sb.port)).is_err()
     });
-    stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
-    assert_eq!(
-        counts.failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during the stop: first {:?}",
-        counts.first_failure.lock().unwrap()
-    );
+    // Refused once the listener has closed; nothing taken was cut.
+    traffic.finish().assert_none_cut(50);
     // Nothing of the service runs now.
     for pid in &pids {
         assert!(
@@ -445,8 +396,7 @@ fn a_store_that_cannot_be_written_mid_rollout_does_not_wedge_the_service() {
     let sb = Sandbox::new(crate::up::spec);
     let _up = sb.up(&[]);
     sb.deploy_ok("v1");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (counts, client) = counted(sb.port, Arc::clone(&stop));
+    let traffic = Traffic::start(sb.port);
     let mut waiting = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
         .arg("--state-dir")
         .arg(&sb.state)
@@ -530,14 +480,7 @@ fn a_store_that_cannot_be_written_mid_rollout_does_not_wedge_the_service() {
     wait("v3 aborted", || {
         crate::support::latest(&sb.state)["status"] == "aborted"
     });
-    stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
-    assert_eq!(
-        counts.failed.load(Ordering::Relaxed) + counts.refused.load(Ordering::Relaxed),
-        0,
-        "requests failed: first {:?}",
-        counts.first_failure.lock().unwrap()
-    );
+    traffic.finish().assert_no_failed(50);
 }
 
 /// `hatoba up --log-format json` writes its own log lines as one JSON

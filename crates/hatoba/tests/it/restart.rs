@@ -1,14 +1,17 @@
 //! `hatoba up` killed with SIGKILL at random points of canary rollouts and
 //! started again, under steady traffic: each time, the instances running
 //! are exactly the ones the controller recorded (none duplicated, none
-//! orphaned), the rollout resumes and ends, afterwards exactly `replicas`
-//! instances of the version that serves are left, and not one request
-//! failed: the data plane is its own process and outlives the controller.
+//! orphaned), the ones that ran before the kill run on with the same pids
+//! (re-adopted, not replaced), a rollout in progress continues from the
+//! step its saved machine was at (no step begun again) and succeeds,
+//! afterwards exactly `replicas` instances of the version that serves are
+//! left, and not one request failed: the data plane is its own process and
+//! outlives the controller.
 
-use crate::support::{Sweep, Up, hatoba, poll};
-use std::collections::BTreeSet;
+use crate::support::{Sweep, Traffic, Up, hatoba, poll};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REPLICAS: usize = 2;
 
@@ -75,27 +78,44 @@ fn running(scope: &str) -> BTreeSet<String> {
     out
 }
 
-/// The instances the controller's saved state names.
-fn recorded(state: &Path) -> BTreeSet<String> {
-    let db = state.join("hatoba.db");
-    let text = tokio::runtime::Builder::new_current_thread()
+/// Runs `query` (one text column) on STATE/hatoba.db through its own
+/// read-only connection, as another process would.
+fn column(state: &Path, query: &'static str, bind: &str) -> Vec<String> {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}?mode=ro", state.join("hatoba.db").display());
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            let store = hatoba_store::SqlStore::open_sqlite(&db).await.unwrap();
-            use hatoba_store::Store as _;
-            let t = store
-                .controller_state(&"web".parse().unwrap(), &"development".parse().unwrap())
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(query)
+                .bind(bind)
+                .fetch_all(&mut c)
                 .await
                 .unwrap();
-            store.close().await;
-            t
-        });
-    let Some(text) = text else {
-        return BTreeSet::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            c.close().await.unwrap();
+            rows.into_iter().map(|(t,)| t).collect()
+        })
+}
+
+/// The controller's saved record of `web` (its `ServiceRecord`: what
+/// serves, the rollout with its machine), `Null` when there is none.
+fn saved(state: &Path) -> serde_json::Value {
+    column(
+        state,
+        "SELECT state FROM controller_state WHERE service = $1 AND environment = 'development'",
+        "web",
+    )
+    .first()
+    .map_or(serde_json::Value::Null, |t| {
+        serde_json::from_str(t).unwrap()
+    })
+}
+
+/// The instances the controller's saved state names.
+fn recorded(state: &Path) -> BTreeSet<String> {
+    let v = saved(state);
     let mut ids = BTreeSet::new();
     let mut take = |list: &serde_json::Value| {
         for i in list.as_array().into_iter().flatten() {
@@ -108,68 +128,78 @@ fn recorded(state: &Path) -> BTreeSet<String> {
     ids
 }
 
+/// The messages of a deployment's events, in order.
+fn events(state: &Path, deployment: &str) -> Vec<String> {
+    column(
+        state,
+        "SELECT message FROM deployment_events WHERE deployment_id = $1 ORDER BY seq",
+        deployment,
+    )
+}
+
+/// Where a saved canary machine was: the steps it has begun (`None`: it
+/// had not started, so it may begin any) and the events it had decided but
+/// not yet written (its outbox and the command in execution), which the
+/// resumed rollout writes.
+fn position(rollout: &serde_json::Value) -> (Option<usize>, Vec<String>) {
+    let machine = &rollout["machine"]["Canary"];
+    assert!(machine.is_object(), "not a canary machine: {rollout}");
+    let state = &machine["state"];
+    let begun = match state.as_str() {
+        Some("Idle") => None,
+        // Past every step: promoting, awaiting, watching or done.
+        Some(_) => Some(usize::MAX),
+        None => {
+            let (kind, fields) = state.as_object().unwrap().iter().next().unwrap();
+            match fields["step"].as_u64() {
+                Some(step) => Some(usize::try_from(step).unwrap()),
+                None => {
+                    assert!(
+                        ["Promoting", "AwaitingEvidence", "Watching"].contains(&kind.as_str()),
+                        "{state}"
+                    );
+                    Some(usize::MAX)
+                }
+            }
+        }
+    };
+    let mut decided = Vec::new();
+    let queued = machine["out"]["queue"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for c in queued.iter().chain(std::iter::once(&rollout["pending"])) {
+        if let Some(m) = c["Record"].as_str() {
+            decided.push(m.to_owned());
+        }
+    }
+    (begun, decided)
+}
+
+/// The step an event begins, if it begins one (`step 1: pause 1500ms`,
+/// `step 0: set weight 50`; not `step 1: pause over`).
+fn begins_step(message: &str) -> Option<usize> {
+    let rest = message.strip_prefix("step ")?;
+    let (n, what) = rest.split_once(": ")?;
+    let begins = what.starts_with("set weight")
+        || (what.starts_with("pause") && what != "pause over")
+        || what == "analysis";
+    begins.then(|| n.parse().ok()).flatten()
+}
+
+/// The running instances `hatoba diagnose` shows: id → pid.
+fn pids(state: &Path) -> BTreeMap<String, u64> {
+    crate::up::running(&crate::up::diagnose(state), None)
+        .into_iter()
+        .collect()
+}
+
 fn latest(state: &Path) -> Option<(String, String)> {
     let d = crate::support::latest(state);
     Some((
         d["version"].as_str()?.to_owned(),
         d["status"].as_str()?.to_owned(),
     ))
-}
-
-/// Clients sending requests one after another on fresh connections (each a
-/// new choice of backend), counting every answer until stopped.
-struct Traffic {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
-}
-
-impl Traffic {
-    fn start(port: u16, clients: usize) -> Traffic {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|_| {
-                let stop = std::sync::Arc::clone(&stop);
-                std::thread::spawn(move || {
-                    use std::io::{Read, Write};
-                    let (mut ok, mut failed) = (0u64, Vec::new());
-                    let started = Instant::now();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                        && started.elapsed() < Duration::from_secs(300)
-                    {
-                        let answer =
-                            std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-                                s.set_read_timeout(Some(Duration::from_secs(10)))?;
-                                s.write_all(
-                                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                                )?;
-                                let mut out = String::new();
-                                s.read_to_string(&mut out)?;
-                                Ok(out)
-                            });
-                        match answer {
-                            Ok(a) if a.starts_with("HTTP/1.1 200") => ok += 1,
-                            Ok(a) => failed.push(a.lines().next().unwrap_or("").to_owned()),
-                            Err(e) => failed.push(e.to_string()),
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    (ok, failed)
-                })
-            })
-            .collect();
-        Traffic { stop, threads }
-    }
-
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (mut ok, mut failed) = (0, Vec::new());
-        for t in self.threads {
-            let (o, f) = t.join().unwrap();
-            ok += o;
-            failed.extend(f);
-        }
-        (ok, failed)
-    }
 }
 
 /// A small deterministic generator, so a failure can be replayed.
@@ -208,9 +238,10 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
         .assert()
         .success();
     let mut up = Some(up);
-    let traffic = Traffic::start(port, 4);
+    let traffic = Traffic::clients(port, 4);
+    traffic.wait_answered(20);
     let mut serving = "v1".to_owned();
-    let mut resumed_mid_rollout = 0;
+    let (mut resumed_mid_rollout, mut resumed_mid_step, mut kept) = (0, 0, 0);
     for round in 2..=9 {
         let version = format!("v{round}");
         let out = hatoba(&state)
@@ -221,14 +252,40 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
         // The kill point: anywhere from at once to past the end of the rollout.
         let delay = Duration::from_millis(rng.below(2_500));
         std::thread::sleep(delay);
-        let was = latest(&state);
+        let before = pids(&state);
         if let Some(u) = up.take() {
             u.kill9();
         }
-        if was.as_ref().is_some_and(|(_, s)| s == "in_progress") {
+        // No controller runs now: what it saved is what the next resumes.
+        let record = saved(&state);
+        let live = crate::support::latest(&state);
+        assert_eq!(live["version"], version.as_str(), "round {round}: {live}");
+        let id = live["id"].as_str().unwrap().to_owned();
+        let began = record["rollout"]["deployment"] == id.as_str();
+        let resumes = began && live["status"] == "in_progress";
+        let (step, decided) = if resumes {
             resumed_mid_rollout += 1;
-        }
+            position(&record["rollout"])
+        } else {
+            (None, Vec::new())
+        };
         up = Some(Up::start(&state, &file, &[]));
+
+        // Re-adopted, not replaced: every instance that ran before the kill
+        // and runs now is the same process.
+        let after = pids(&state);
+        let same: Vec<&String> = before.keys().filter(|i| after.contains_key(*i)).collect();
+        assert!(
+            !same.is_empty(),
+            "round {round} ({delay:?}): none of {before:?} runs after the restart: {after:?}"
+        );
+        for i in &same {
+            assert_eq!(
+                before[*i], after[*i],
+                "round {round} ({delay:?}): {i} runs under another pid after the restart"
+            );
+        }
+        kept += same.len();
 
         // Right after the restart, and until the rollout ends, what runs
         // converges on what is recorded: no orphan survives, nothing is doubled.
@@ -248,8 +305,56 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
                     .filter(|(v, s)| *v == version && s != "in_progress" && s != "pending")
             },
         );
+        // A healthy rollout succeeds, resumed or not; the one exception is a
+        // deployment recorded but not yet begun when the controller died
+        // (its saved record names no rollout of it), failed as such.
+        let reason = crate::support::latest(&state)["reason"].clone();
+        let never_began = !began
+            && status == "failed"
+            && reason
+                .as_str()
+                .is_some_and(|r| r.contains("the controller stopped before the rollout began"));
+        assert!(
+            status == "succeeded" || never_began,
+            "round {round} ({delay:?}): {version} ended {status} ({reason}); saved before the restart: {record}"
+        );
+        eprintln!(
+            "round {round}: killed after {delay:?} at {}, {} re-adopted; {version} {status}",
+            record["rollout"]["machine"]["Canary"]["state"],
+            same.len()
+        );
         if status == "succeeded" {
             serving = v;
+        }
+        if resumes {
+            // It went on from its saved step: after the restart no step it
+            // had begun is begun again (beyond the events it had decided
+            // and not yet written), and no instance it had was gone.
+            let log = events(&state, &id);
+            let restarts: Vec<usize> = (0..log.len())
+                .filter(|i| log[*i].starts_with("controller restarted: resuming"))
+                .collect();
+            assert_eq!(restarts.len(), 1, "round {round}: {log:#?}");
+            assert!(
+                log[restarts[0]].contains("(0 gone)"),
+                "round {round}: {log:#?}"
+            );
+            let mut decided = decided;
+            for m in &log[restarts[0]..] {
+                if let Some(pos) = decided.iter().position(|d| d == m) {
+                    decided.remove(pos);
+                    continue;
+                }
+                if let (Some(j), Some(begun)) = (begins_step(m), step) {
+                    assert!(
+                        j > begun,
+                        "round {round} ({delay:?}): saved at step {begun}, the resumed rollout began step {j} again: {log:#?}\nsaved: {record}"
+                    );
+                }
+            }
+            if step.is_some_and(|s| s < usize::MAX) {
+                resumed_mid_step += 1;
+            }
         }
         let final_set = poll(
             &format!("round {round}: {REPLICAS} instances of {serving}"),
@@ -281,15 +386,14 @@ fn killed_at_random_points_the_controller_resumes_without_duplicates_or_orphans(
             "round {round}: {body}"
         );
     }
-    let (ok, failed) = traffic.finish();
+    let counts = traffic.finish();
     eprintln!(
-        "{resumed_mid_rollout} of 8 kills landed mid-rollout; {ok} requests answered 200, {} failed",
-        failed.len()
+        "{resumed_mid_rollout} of 8 kills landed mid-rollout ({resumed_mid_step} mid-step), \
+         {kept} instances re-adopted with their pids; {counts}"
     );
-    assert!(failed.is_empty(), "failed requests: {failed:?}");
-    assert!(ok > 500, "too little traffic to mean anything: {ok}");
+    counts.assert_no_failed(500);
     assert!(
-        resumed_mid_rollout >= 3,
+        resumed_mid_rollout >= 3 && resumed_mid_step >= 2,
         "too few kills landed mid-rollout to test resuming"
     );
     drop(up);

@@ -2,7 +2,10 @@
 //! directory, a server that is stopped when the test ends however it ends,
 //! a sweep that ends every process of a state directory (data plane and
 //! instances included) when the test ends however it ends, polling with a
-//! deadline, and asking the proxy which version answers.
+//! deadline, and asking the proxy which version answers; [`Traffic`]
+//! counts every answer of a load by kind (200s by version, a backend's own
+//! 5xx, the proxy's 5xx, connections refused or cut), so a test asserts
+//! that none failed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -294,22 +297,93 @@ impl Drop for Up {
 /// The version the proxy on `port` answers with (its `x-version`), or why
 /// it does not answer 200.
 pub(crate) fn served(port: u16) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return Err(out.lines().next().unwrap_or("").to_owned());
+    match ask(port) {
+        Answer::Ok(version) => Ok(version),
+        other => Err(other.to_string()),
     }
-    out.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("x-version: ")
-                .map(str::to_owned)
-        })
-        .ok_or(out)
+}
+
+/// What one `GET /` through the proxy got, sorted by whose fault a
+/// failure is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// 200 from this version (its `x-version`).
+    Ok(String),
+    /// A 5xx a backend answered itself (it carries the backend's
+    /// `x-version`): the version's fault, e.g. the demo app's
+    /// `DEMO_ERROR_RATE`, not a failed rollout.
+    App { version: String, status: String },
+    /// A 5xx the proxy made (502/503/504 with its JSON error): no backend
+    /// to send to, the backend failed, a timeout.
+    Proxy { status: String, body: String },
+    /// Connecting was refused: nothing listens on the address.
+    Refused(String),
+    /// Connected, then no whole answer: reset, closed early, timed out.
+    Cut(String),
+    /// An answer that is none of the above (a 200 without `x-version`, a
+    /// 4xx, a 5xx that is neither the proxy's nor a backend's).
+    Unexplained(String),
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Ok(v) => write!(f, "200 from {v}"),
+            Answer::App { version, status } => write!(f, "{status} from the app, {version}"),
+            Answer::Proxy { status, body } => write!(f, "{status} from the proxy: {body}"),
+            Answer::Refused(e) => write!(f, "refused: {e}"),
+            Answer::Cut(e) => write!(f, "cut: {e}"),
+            Answer::Unexplained(a) => write!(f, "unexplained answer: {a}"),
+        }
+    }
+}
+
+/// One `GET /` on a fresh connection to the proxy on `port` (at most 10 s
+/// to answer), sorted.
+pub(crate) fn ask(port: u16) -> Answer {
+    use std::io::{Read, Write};
+    let mut s = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Answer::Refused(e.to_string());
+        }
+        Err(e) => return Answer::Cut(format!("connecting: {e}")),
+    };
+    let mut out = Vec::new();
+    let sent = s
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .and_then(|()| s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        .and_then(|()| s.read_to_end(&mut out));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match sent {
+        Err(e) => Answer::Cut(format!("{e} after {} bytes", out.len())),
+        Ok(0) => Answer::Cut("closed without an answer".to_owned()),
+        Ok(_) => sort(&text),
+    }
+}
+
+/// Sorts a whole HTTP/1.1 answer.
+fn sort(text: &str) -> Answer {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line.split(' ').nth(1).unwrap_or("").to_owned();
+    let version = lines.find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-version")
+            .then(|| value.trim().to_owned())
+    });
+    let proxy_error = serde_json::from_str::<serde_json::Value>(body)
+        .is_ok_and(|v| v["error"].is_string() && v["request_id"].is_string());
+    match (status.as_str(), version) {
+        ("200", Some(version)) => Answer::Ok(version),
+        (s, Some(version)) if s.starts_with('5') => Answer::App { version, status },
+        ("502" | "503" | "504", None) if proxy_error => Answer::Proxy {
+            status,
+            body: body.trim().to_owned(),
+        },
+        _ => Answer::Unexplained(format!("{status_line} {}", body.trim())),
+    }
 }
 
 /// The newest deployment in the history, as JSON (`Null` when none).
@@ -323,40 +397,253 @@ pub(crate) fn latest(state: &Path) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// Requests one after another on fresh connections until stopped (at most
-/// two minutes), so analysis has traffic to judge.
+/// How many first failures a [`Summary`] keeps to show.
+const SHOWN: usize = 10;
+
+/// Every answer of a [`Traffic`], counted by kind.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Summary {
+    /// 200s, by version.
+    pub(crate) ok: std::collections::BTreeMap<String, u64>,
+    /// A backend's own 5xx, by version: the version's fault.
+    pub(crate) app_errors: std::collections::BTreeMap<String, u64>,
+    /// The proxy's own 5xx.
+    pub(crate) proxy_errors: u64,
+    /// Connections refused.
+    pub(crate) refused: u64,
+    /// Connections cut before a whole answer.
+    pub(crate) cut: u64,
+    /// Answers of no known kind.
+    pub(crate) unexplained: u64,
+    /// The first failures (not the app's own 5xx), with when they came.
+    pub(crate) first_failures: Vec<String>,
+}
+
+impl Summary {
+    fn count(&mut self, at: Duration, answer: Answer) {
+        let failed = match &answer {
+            Answer::Ok(v) => {
+                *self.ok.entry(v.clone()).or_default() += 1;
+                false
+            }
+            Answer::App { version, .. } => {
+                *self.app_errors.entry(version.clone()).or_default() += 1;
+                false
+            }
+            Answer::Proxy { .. } => {
+                self.proxy_errors += 1;
+                true
+            }
+            Answer::Refused(_) => {
+                self.refused += 1;
+                true
+            }
+            Answer::Cut(_) => {
+                self.cut += 1;
+                true
+            }
+            Answer::Unexplained(_) => {
+                self.unexplained += 1;
+                true
+            }
+        };
+        if failed && self.first_failures.len() < SHOWN {
+            self.first_failures
+                .push(format!("at {:.3}s: {answer}", at.as_secs_f64()));
+        }
+    }
+
+    /// Every 200, whichever version.
+    pub(crate) fn ok_total(&self) -> u64 {
+        self.ok.values().sum()
+    }
+
+    /// Requests that failed for the proxy's or the connection's sake (not
+    /// a backend's own 5xx).
+    pub(crate) fn failed(&self) -> u64 {
+        self.proxy_errors + self.refused + self.cut + self.unexplained
+    }
+
+    /// Not one request failed: no connection refused or cut, no 5xx of the
+    /// proxy, nothing unexplained; a backend's own 5xx (`ERROR_RATE`) is
+    /// the version's fault and allowed. Also fails when fewer than `least`
+    /// requests were answered at all, so a count of nothing passes nothing.
+    #[track_caller]
+    pub(crate) fn assert_no_failed(&self, least: u64) {
+        assert!(
+            self.failed() == 0 && self.answered() >= least,
+            "expected no failed request and at least {least} answered; {self}"
+        );
+    }
+
+    /// Nothing that reached the proxy failed (no 5xx of its own, no
+    /// connection cut, nothing unexplained); refused connections are
+    /// allowed, as once a stopped proxy has closed its listener.
+    #[track_caller]
+    pub(crate) fn assert_none_cut(&self, least: u64) {
+        assert!(
+            self.failed() == self.refused && self.answered() >= least,
+            "expected no request cut or failed by the proxy and at least {least} answered; {self}"
+        );
+    }
+
+    /// Requests that got an answer from a backend (200 or its own 5xx).
+    pub(crate) fn answered(&self) -> u64 {
+        self.ok_total() + self.app_errors.values().sum::<u64>()
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "200 by version {:?}, the app's own 5xx by version {:?}; failed: {} 5xx of the proxy, \
+             {} refused, {} cut, {} unexplained",
+            self.ok, self.app_errors, self.proxy_errors, self.refused, self.cut, self.unexplained
+        )?;
+        for line in &self.first_failures {
+            write!(f, "\n  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Clients sending `GET /` one after another on fresh connections (each a
+/// new choice of backend), every answer counted, until stopped: at most
+/// five minutes and 60,000 requests each.
 pub(crate) struct Traffic {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    counts: std::sync::Arc<std::sync::Mutex<Summary>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Traffic {
-    /// Starts sending to the proxy on `port`.
+    /// One client sending to the proxy on `port`, about 200 requests a
+    /// second.
     pub(crate) fn start(port: u16) -> Traffic {
+        Traffic::clients(port, 1)
+    }
+
+    /// `n` clients at once.
+    pub(crate) fn clients(port: u16, n: usize) -> Traffic {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            while !flag.load(std::sync::atomic::Ordering::Relaxed)
-                && started.elapsed() < Duration::from_secs(120)
-            {
-                let _ = served(port);
-                // Pacing, not waiting: about 200 requests a second.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(Summary::default()));
+        let started = Instant::now();
+        let threads = (0..n)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                let counts = std::sync::Arc::clone(&counts);
+                std::thread::spawn(move || {
+                    for _ in 0..60_000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || started.elapsed() > Duration::from_secs(300)
+                        {
+                            break;
+                        }
+                        let answer = ask(port);
+                        counts
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .count(started.elapsed(), answer);
+                        // Pacing, not waiting.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
         Traffic {
             stop,
-            thread: Some(thread),
+            counts,
+            threads,
+        }
+    }
+
+    /// The counts so far.
+    pub(crate) fn so_far(&self) -> Summary {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until at least `n` requests got an answer from a backend
+    /// (at most 30 s), so a count covers the time after this.
+    pub(crate) fn wait_answered(&self, n: u64) {
+        poll_explained(
+            &format!("{n} answered requests"),
+            Duration::from_secs(30),
+            || (self.so_far().answered() >= n).then_some(()),
+            || self.so_far().to_string(),
+        );
+    }
+
+    /// Stops the clients and returns every answer counted.
+    pub(crate) fn finish(mut self) -> Summary {
+        self.halt();
+        self.so_far()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
 
 impl Drop for Traffic {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
+}
+
+/// The sorting [`Traffic`] counts by: a backend's 5xx carries its
+/// `x-version`, the proxy's is its JSON error, and anything else that is
+/// not a 200 of a version is a failure nobody explained.
+#[test]
+fn answers_are_sorted_by_whose_fault_a_failure_is() {
+    let proxy =
+        r#"{"error":"no_backend","message":"no ready instance of `web`","request_id":"r1"}"#;
+    let cases = [
+        (
+            "HTTP/1.1 200 OK\r\nX-Version: v1\r\n\r\nhello",
+            Answer::Ok("v1".into()),
+        ),
+        (
+            "HTTP/1.1 500 Internal Server Error\r\nx-version: v3\r\n\r\ninjected error",
+            Answer::App {
+                version: "v3".into(),
+                status: "500".into(),
+            },
+        ),
+        (
+            &format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\r\n{proxy}"
+            ),
+            Answer::Proxy {
+                status: "503".into(),
+                body: proxy.into(),
+            },
+        ),
+        (
+            "HTTP/1.1 502 Bad Gateway\r\n\r\n<html>bad gateway</html>",
+            Answer::Unexplained("HTTP/1.1 502 Bad Gateway <html>bad gateway</html>".into()),
+        ),
+        (
+            "HTTP/1.1 404 Not Found\r\nx-version: v1\r\n\r\nnot found",
+            Answer::Unexplained("HTTP/1.1 404 Not Found not found".into()),
+        ),
+        (
+            "HTTP/1.1 200 OK\r\n\r\nno version",
+            Answer::Unexplained("HTTP/1.1 200 OK no version".into()),
+        ),
+    ];
+    for (text, want) in &cases {
+        assert_eq!(sort(text), *want, "{text}");
+    }
+    let mut s = Summary::default();
+    for (text, _) in cases.iter().cycle().take(7) {
+        s.count(Duration::ZERO, sort(text));
+    }
+    assert_eq!((s.ok_total(), s.failed(), s.answered()), (2, 4, 3), "{s}");
 }

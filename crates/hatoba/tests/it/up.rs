@@ -152,7 +152,10 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .stdout(predicate::str::contains("succeeded"));
     assert_eq!(status_version(&state).as_deref(), Some("v1"));
 
+    // Every answer from here on is counted: promote, the rollback by
+    // analysis, abort and both manual rollbacks fail no request.
     let load = Traffic::start(port);
+    load.wait_answered(20);
 
     // v2 waits at `pause: {}` until promoted; meanwhile a second deploy is refused.
     hatoba(&state)
@@ -246,7 +249,19 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         .code(4)
         .stderr(predicate::str::contains("never succeeded"));
 
-    drop(load);
+    let counts = load.finish();
+    counts.assert_no_failed(100);
+    // The only 5xx are v3's own (ERROR_RATE=1), counted apart: it served
+    // some before analysis caught it, and no other version answered one.
+    assert!(
+        counts.app_errors.get("v3").is_some_and(|n| *n > 0)
+            && counts.app_errors.keys().all(|v| v == "v3"),
+        "{counts}"
+    );
+    assert!(
+        ["v1", "v2"].iter().all(|v| counts.ok.contains_key(*v)),
+        "{counts}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(server.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
@@ -457,6 +472,7 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
     let _server = sb.up(&[]);
     sb.deploy_ok("v1");
     let load = Traffic::start(port);
+    load.wait_answered(20);
     hatoba(&state)
         .args(["deploy", "web", "--version", "v2"])
         .assert()
@@ -497,7 +513,11 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
     );
     assert_eq!(live_status(&state).as_deref(), Some("aborted"));
     assert_eq!(status_version(&state).as_deref(), Some("v1"));
-    drop(load);
+    // The flip back to v1 failed no request, and v1 answers again.
+    poll("v1 answering", || {
+        crate::support::served(port).as_deref() == Ok("v1")
+    });
+    load.finish().assert_no_failed(50);
 }
 
 /// A regression that shows only once the new version has all the traffic
@@ -520,7 +540,8 @@ fn a_regression_at_100_percent_is_rolled_back_during_the_watch() {
     let (state, port) = (sb.state.clone(), sb.port);
     let _server = sb.up(&[]);
     sb.deploy_ok("v1");
-    let _load = Traffic::start(port);
+    let load = Traffic::start(port);
+    load.wait_answered(20);
     // v2 passes its 50 % step, then at 100 % its instances start crashing.
     sb.deploy_fails(
         "v2",
@@ -551,11 +572,16 @@ fn a_regression_at_100_percent_is_rolled_back_during_the_watch() {
     poll("v1 answering", || {
         crate::support::served(port).as_deref() == Ok("v1")
     });
+    // A crashing v2 and the flip back failed no request.
+    let counts = load.finish();
+    counts.assert_no_failed(200);
+    assert!(counts.ok.contains_key("v2"), "{counts}");
 }
 
 /// `hatoba up` started again on a spec that dropped a service stops serving
 /// it: its data-plane listener closes (the data plane outlived the old
-/// controller), and the service that stays keeps serving.
+/// controller), and the service that stays keeps serving: not one of its
+/// requests fails across the kill and the restart.
 #[test]
 fn a_service_dropped_from_the_spec_stops_being_served() {
     let api_port = hatoba_test_support::free_port().unwrap();
@@ -582,6 +608,8 @@ fn a_service_dropped_from_the_spec_stops_being_served() {
         .success();
     assert_eq!(crate::support::served(api_port).as_deref(), Ok("a1"));
 
+    let load = Traffic::start(sb.port);
+    load.wait_answered(20);
     // SIGKILL: the data plane keeps serving both; then the spec loses `api`.
     server.kill9();
     assert_eq!(crate::support::served(api_port).as_deref(), Ok("a1"));
@@ -591,10 +619,12 @@ fn a_service_dropped_from_the_spec_stops_being_served() {
         std::net::TcpStream::connect(("127.0.0.1", api_port)).is_err()
     });
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v1"));
+    load.finish().assert_no_failed(20);
 }
 
 /// A rollback runs the earlier version with the variables it ran with
-/// (`--set`), not without them.
+/// (`--set`), not without them; the rolling update and the rollback (onto
+/// a version no longer running) fail no request.
 #[test]
 fn a_rollback_keeps_the_variables_the_version_ran_with() {
     let sb = rolling_web(&demo_process("${VERSION}${FLAVOUR:-}"), 1);
@@ -628,6 +658,8 @@ fn a_rollback_keeps_the_variables_the_version_ran_with() {
         .assert()
         .success();
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v1-salted"));
+    let load = Traffic::start(sb.port);
+    load.wait_answered(20);
     sb.deploy_ok("v2");
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v2"));
     hatoba(&sb.state)
@@ -637,6 +669,9 @@ fn a_rollback_keeps_the_variables_the_version_ran_with() {
     poll("the rollback to v1 as it ran", || {
         crate::support::served(sb.port).as_deref() == Ok("v1-salted")
     });
+    let counts = load.finish();
+    counts.assert_no_failed(50);
+    assert!(counts.ok.contains_key("v2"), "{counts}");
 }
 
 /// A new version whose liveness path fails is rolled back once the probe
@@ -682,6 +717,7 @@ fn a_canary_failing_liveness_is_rolled_back_at_the_liveness_period() {
 /// promotion, also after the controller is killed and started again;
 /// `hatoba promote` switches every request at once, and the preview then
 /// shows the new version too (as Argo Rollouts' preview Service does).
+/// Not one request fails on either address meanwhile.
 #[test]
 fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     let preview = hatoba_test_support::free_port().unwrap();
@@ -698,6 +734,10 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     poll("v1 on the preview address", || {
         crate::support::served(preview).as_deref() == Ok("v1")
     });
+    let load = Traffic::start(port);
+    let preview_load = Traffic::start(preview);
+    load.wait_answered(20);
+    preview_load.wait_answered(20);
     hatoba(&state)
         .args(["deploy", "web", "--version", "v2"])
         .assert()
@@ -725,6 +765,13 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     });
     assert_eq!(crate::support::served(port).as_deref(), Ok("v2"));
     assert_eq!(crate::support::served(preview).as_deref(), Ok("v2"));
+    let (counts, on_preview) = (load.finish(), preview_load.finish());
+    counts.assert_no_failed(50);
+    on_preview.assert_no_failed(50);
+    assert!(
+        ["v1", "v2"].iter().all(|v| counts.ok.contains_key(*v)),
+        "{counts}"
+    );
 }
 
 /// A command that starts a daemon and returns (here `sleep` in the
@@ -858,7 +905,7 @@ fn an_address_in_use_is_named_once_when_up_starts() {
 /// `hatoba up --keep-running` stopped with SIGTERM (systemd's stop, an
 /// upgrade of Hatoba) leaves the service serving without a controller; the
 /// next `hatoba up` takes the same instances over instead of starting new
-/// ones, and deploys as usual.
+/// ones, and deploys as usual; not one request fails through it all.
 #[test]
 fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
     let sb = rolling_web(&demo_process("${VERSION}"), 2);
@@ -869,6 +916,8 @@ fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
     sb.deploy_ok("v1");
     let before = instances(&state);
     assert_eq!(before.len(), 2, "{before:?}");
+    let load = Traffic::start(port);
+    load.wait_answered(20);
     assert!(server.terminate(), "hatoba up did not exit 0 on SIGTERM");
     assert_eq!(crate::support::served(port).as_deref(), Ok("v1"));
     let _server = sb.up(&[]);
@@ -878,6 +927,9 @@ fn keep_running_leaves_the_service_serving_across_a_controller_restart() {
     });
     sb.deploy_ok("v2");
     assert_eq!(crate::support::served(port).as_deref(), Ok("v2"));
+    let counts = load.finish();
+    counts.assert_no_failed(50);
+    assert!(counts.ok.contains_key("v2"), "{counts}");
 }
 
 /// `${NAME}` in a service's fields takes `hatoba up`'s environment when
