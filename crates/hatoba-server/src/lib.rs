@@ -26,6 +26,6 @@ mod traffic;
 pub use dataplane::{DataPlane, DataPlaneError, LocalDataPlane, RemoteDataPlane};
 pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
-    ServiceRecord, ServingRecord, clock_now,
+    ServiceRecord, ServingRecord, clock_now, follow_tokio_clock,
 };
 pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};

@@ -653,6 +653,17 @@ impl Server {
         tracing::info!(deployment = %id, service = %name, "recorded as failed");
     }
 
+    /// Waits until no supervisor is in the middle of a round (one holds its
+    /// service's `ops` lock for a round). A seam for tests on a paused
+    /// clock: they advance it only between rounds, so every action of a
+    /// round carries the round's time.
+    #[doc(hidden)]
+    pub async fn between_rounds(&self) {
+        for state in self.services.values() {
+            drop(state.ops.lock().await);
+        }
+    }
+
     /// The proxy listeners' addresses, by service.
     pub fn routes(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self

@@ -2,7 +2,8 @@
 //! probes readiness (only ready instances are in the route table) and
 //! liveness, restarts an instance that exited or fails its liveness probe
 //! with exponential back-off (1 s, 2 s, 4 s ... at most 60 s), reports a
-//! crash loop (5 restarts within 5 minutes) in the events, and samples each
+//! crash loop (5 restarts within 5 minutes) in the events (over once they
+//! have left the window, restarts or not), and samples each
 //! instance's memory and CPU for `status` and `diagnose`.
 //!
 //! While a rollout runs, its deployer watches the instances instead (a new
@@ -49,6 +50,16 @@ pub(crate) struct Health {
     pub(crate) restarts: Vec<Millis>,
     pub(crate) crash_loop: bool,
     pub(crate) next_restart: Option<Millis>,
+}
+
+impl Health {
+    /// Forgets the restarts that left the window; the crash loop is what
+    /// remains.
+    fn forget_old_restarts(&mut self, now: Millis) {
+        self.restarts
+            .retain(|t| now.0.saturating_sub(t.0) < duration_ms(CRASH_WINDOW));
+        self.crash_loop = self.restarts.len() >= CRASH_LOOP;
+    }
 }
 
 /// What the loop needs.
@@ -119,6 +130,13 @@ pub(crate) async fn run(s: Supervised) {
         }
         let listed = s.runtime.list(&s.name).await.unwrap_or_default();
         let now = clock_now();
+        // A crash loop is over once its restarts have left the window, even
+        // with no restart since to notice it.
+        s.state
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget_old_restarts(now);
         let mut replaced = false;
         let mut ready: Vec<SocketAddr> = Vec::new();
         let mut observed: HashMap<InstanceId, Observed> = HashMap::new();
@@ -274,8 +292,7 @@ async fn restart(
             .health
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        h.restarts
-            .retain(|t| now.0.saturating_sub(t.0) < duration_ms(CRASH_WINDOW));
+        h.forget_old_restarts(now);
         let n = h.restarts.len();
         let backoff = if n == 0 {
             Duration::ZERO

@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod fake;
+mod supervisor;
+
 use hatoba_core::DeploymentStatus;
 use hatoba_metrics::Recorder;
 use hatoba_proxy::{ProxyOptions, ProxyServer, RouteSpec, Router};
