@@ -863,16 +863,16 @@ impl Server {
                 }
             }
             (Method::POST, ["v1", "services", name, action]) => {
-                let body = Limited::new(req.into_body(), MAX_BODY)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let by = serde_json::from_slice::<hatoba_api::PromoteRequest>(&body)
-                    .ok()
-                    .and_then(|r| r.by)
-                    .unwrap_or_else(|| "cli".to_owned());
-                self.operate(name, action, by).await
+                // Read like every other body: one over 64 KiB, or one that is
+                // not the request, is refused rather than ignored.
+                let (name, action) = ((*name).to_owned(), (*action).to_owned());
+                match body_json::<hatoba_api::PromoteRequest>(req, &action, true).await {
+                    Ok(r) => {
+                        let by = r.by.unwrap_or_else(|| "cli".to_owned());
+                        self.operate(&name, &action, by).await
+                    }
+                    Err(resp) => resp,
+                }
             }
             _ => error(
                 StatusCode::NOT_FOUND,

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod api;
 mod fake;
 mod supervisor;
 
