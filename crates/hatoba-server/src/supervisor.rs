@@ -128,6 +128,17 @@ pub(crate) async fn run(s: Supervised) {
             }
             routed = None;
         }
+        // What the data plane routes now, as far as this loop knows: a
+        // restart takes its instance out and puts nothing back in.
+        let mut in_table: Vec<SocketAddr> = match &routed {
+            Some((_, r)) => r.clone(),
+            None => serving
+                .instances
+                .iter()
+                .map(|i| i.addr)
+                .filter(|a| readiness.is_ready(*a))
+                .collect(),
+        };
         let listed = s.runtime.list(&s.name).await.unwrap_or_default();
         let now = clock_now();
         // A crash loop is over once its restarts have left the window, even
@@ -175,7 +186,8 @@ pub(crate) async fn run(s: Supervised) {
                 }
             }
             if let Some(why) = dead {
-                if let Some(new) = restart(&s, &serving, &inst, &why, now).await {
+                in_table.retain(|a| *a != inst.addr);
+                if let Some(new) = restart(&s, &serving, &inst, &why, now, &in_table).await {
                     readiness.forget(inst.addr);
                     liveness.forget(inst.addr);
                     serving.instances[idx] = new;
@@ -278,13 +290,15 @@ fn describe_exit(listed: &[InstanceStatus], inst: &InstanceStatus) -> String {
 }
 
 /// Stops what is left of an instance and starts a replacement, unless the
-/// back-off says to wait. Returns the replacement.
+/// back-off says to wait. `in_table`: what stays routed meanwhile (what was
+/// routed, without it). Returns the replacement.
 async fn restart(
     s: &Supervised,
     serving: &Deployed,
     inst: &InstanceStatus,
     why: &str,
     now: Millis,
+    in_table: &[SocketAddr],
 ) -> Option<InstanceStatus> {
     let (count, newly_looping) = {
         let mut h = s
@@ -314,13 +328,7 @@ async fn restart(
     };
     // Out of the table first, then stopped (a failed liveness probe leaves
     // a process behind; an exited one is already gone).
-    let others = serving.instances.iter().filter(|i| i.id != inst.id);
-    route_stable(
-        s,
-        serving.version.to_string(),
-        others.map(|i| i.addr).collect(),
-    )
-    .await;
+    route_stable(s, serving.version.to_string(), in_table.to_vec()).await;
     let _ = s
         .runtime
         .stop(&inst.id, s.svc.termination_grace_period)

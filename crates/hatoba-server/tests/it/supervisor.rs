@@ -4,7 +4,8 @@
 //! five restarts within five minutes are a crash loop, which clears once
 //! they leave the window; an instance failing readiness `failureThreshold`
 //! times leaves the route table and comes back after `successThreshold`
-//! passes; a liveness failure restarts the instance, out of the table first.
+//! passes; a liveness failure restarts the instance, out of the table first,
+//! and a restart puts no unready instance back in the table.
 //!
 //! Not here: a probe that fails for the controller's own shortage
 //! (`ProbeFailure::Controller`). Its only honest triggers are process-wide
@@ -158,6 +159,37 @@ async fn a_failing_liveness_probe_restarts_the_instance_out_of_the_table_first()
             (3, Action::Route(vec![])),
             // The replacement is routed once its readiness passes.
             (4, Action::Route(vec![b.addr])),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarting_one_instance_puts_no_unready_one_back_in_the_table() {
+    let h = Harness::start(spec(2, READY_ONLY)).await;
+    let [a, b] = [
+        h.runtime.running()[0].clone(),
+        h.runtime.running()[1].clone(),
+    ];
+    h.step_to(1).await;
+    // `a` fails readiness at 2 s and leaves the table.
+    h.runtime.set_ready(&a.id, 503);
+    h.step_to(2).await;
+    // `b` exits: restarted at 3 s, while `a` is still not ready.
+    h.runtime.exit(&b.id, 1);
+    h.step_to(5).await;
+    let c = h.runtime.running()[1].clone();
+    assert_eq!(c.id, id("web-v1-2"));
+    let mut both = vec![a.addr, b.addr];
+    both.sort_unstable();
+    assert_eq!(
+        tables(&h.trace.since(h.t0)),
+        vec![
+            (0, vec![]),
+            (0, both),
+            (2, vec![b.addr]),
+            // Out of the table, and `a` not back in it.
+            (3, vec![]),
+            (4, vec![c.addr]),
         ]
     );
 }
