@@ -15,6 +15,8 @@
 //! period at a time, only between supervisor rounds ([`Harness::step`]).
 //! `follow_tokio_clock` makes the server's clock (back-off, crash window,
 //! probe delays) follow it. Waits for a round poll with a real deadline.
+//! A probe's timeout therefore never fires here (the clock stands still
+//! during a round): a fake instance answers or refuses, never hangs.
 
 use async_trait::async_trait;
 use hatoba_core::{EnvName, Millis, ServiceName, Version};
@@ -487,7 +489,21 @@ impl Harness {
             );
             tokio::task::yield_now().await;
         }
-        self.server.between_rounds().await;
+        // A round waiting for a timer would wait forever: the clock only
+        // moves between rounds. Polled with the same deadline.
+        let ended = self.server.between_rounds();
+        tokio::pin!(ended);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut ended => break,
+                () = tokio::task::yield_now() => {}
+            }
+            assert!(
+                start.elapsed() < ROUND_DEADLINE,
+                "the supervisor's round did not end within {ROUND_DEADLINE:?}"
+            );
+        }
     }
 
     /// Moves the clock one period on and lets the supervisor's round run.
