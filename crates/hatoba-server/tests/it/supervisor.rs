@@ -77,6 +77,9 @@ async fn five_restarts_within_five_minutes_are_a_crash_loop_until_they_leave_the
     h.step_to(15).await;
     let d = h.service_detail(api).await;
     assert_eq!((d.recent_restarts, d.crash_loop), (4, false), "{d:?}");
+    // The next is due 8 s after the one at 8 s, and says so.
+    let due = hatoba_core::Millis(h.t0.0 + 16_000).to_rfc3339();
+    assert_eq!(d.next_restart.as_deref(), Some(due.as_str()), "{d:?}");
     // The fifth, at 16 s, makes it one.
     h.step_to(16).await;
     let d = h.service_detail(api).await;
