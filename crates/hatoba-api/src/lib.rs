@@ -342,6 +342,7 @@ pub struct RollbackRequest {
 /// recorded when the promotion goes past missing evidence. The body may be
 /// absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// Who asks, for the history.
     #[serde(default)]

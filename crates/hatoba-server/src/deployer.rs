@@ -34,11 +34,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Now, by the real clock. Only the shell reads it (invariant 3).
+///
+/// On a thread that called [`follow_tokio_clock`] (a test on a paused tokio
+/// clock), the time since that call is tokio's instead.
 pub fn clock_now() -> Millis {
+    if let Some((wall, at)) = FOLLOWED.get() {
+        let since = tokio::time::Instant::now().saturating_duration_since(at);
+        return wall.saturating_add(since);
+    }
+    wall_clock()
+}
+
+fn wall_clock() -> Millis {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     Millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+thread_local! {
+    /// Set by [`follow_tokio_clock`]: the real time of the call, and
+    /// tokio's instant then.
+    static FOLLOWED: std::cell::Cell<Option<(Millis, tokio::time::Instant)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// A seam for tests on a paused tokio clock (`start_paused`, one thread):
+/// from now on, on this thread, [`clock_now`] moves with tokio's clock, so
+/// back-off, crash windows and probe delays follow `tokio::time::advance`.
+/// Production never calls it; the supervisor, deployer and store then see
+/// the same time the test steps.
+#[doc(hidden)]
+pub fn follow_tokio_clock() {
+    FOLLOWED.set(Some((wall_clock(), tokio::time::Instant::now())));
 }
 
 /// What serves a service now: a version and its instances.

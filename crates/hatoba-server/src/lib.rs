@@ -8,11 +8,9 @@
 //! the store before acting on it.
 //!
 //! `Server` is `hatoba up`: a proxy listener per service, a `Deployer` per
-//! service, and a JSON API on loopback for the CLI.
-//!
-//! Not built yet (issue #4's remaining slices): re-adoption after a
-//! restart, the proxy as a separate process, restarts with back-off, watch
-//! after promotion.
+//! service, a supervisor per service between rollouts (readiness-gated
+//! routes, restarts with back-off, crash loops), re-adoption and resume
+//! after a restart, and a JSON API on loopback for the CLI.
 
 mod analysis;
 pub mod api;
@@ -27,7 +25,7 @@ mod traffic;
 pub use dataplane::{DataPlane, DataPlaneError, LocalDataPlane, RemoteDataPlane};
 pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
-    ServiceRecord, ServingRecord, clock_now,
+    ServiceRecord, ServingRecord, clock_now, follow_tokio_clock,
 };
 pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
 pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};

@@ -143,7 +143,7 @@ impl Readiness {
         failure_threshold: u32,
     ) -> bool {
         if let Err(ProbeFailure::Controller(_)) = &result {
-            return self.streaks.get(&addr).is_some_and(|s| s.2);
+            return self.is_ready(addr);
         }
         let passed = match result {
             Ok(()) => {
@@ -192,6 +192,11 @@ impl Readiness {
     /// so one slow probe does not take it out of the table.
     pub(crate) fn assume_ready(&mut self, addr: SocketAddr) {
         self.streaks.insert(addr, (0, 0, true));
+    }
+
+    /// Whether the instance is ready (or alive) as last observed.
+    pub(crate) fn is_ready(&self, addr: SocketAddr) -> bool {
+        self.streaks.get(&addr).is_some_and(|s| s.2)
     }
 
     /// Whether the instance has been seen.

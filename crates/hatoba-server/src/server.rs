@@ -690,6 +690,17 @@ impl Server {
         tracing::info!(deployment = %id, service = %name, "recorded as failed");
     }
 
+    /// Waits until no supervisor is in the middle of a round (one holds its
+    /// service's `ops` lock for a round). A seam for tests on a paused
+    /// clock: they advance it only between rounds, so every action of a
+    /// round carries the round's time.
+    #[doc(hidden)]
+    pub async fn between_rounds(&self) {
+        for state in self.services.values() {
+            drop(state.ops.lock().await);
+        }
+    }
+
     /// The proxy listeners' addresses, by service.
     pub fn routes(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
@@ -889,16 +900,16 @@ impl Server {
                 }
             }
             (Method::POST, ["v1", "services", name, action]) => {
-                let body = Limited::new(req.into_body(), MAX_BODY)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let by = serde_json::from_slice::<hatoba_api::PromoteRequest>(&body)
-                    .ok()
-                    .and_then(|r| r.by)
-                    .unwrap_or_else(|| "cli".to_owned());
-                self.operate(name, action, by).await
+                // Read like every other body: one over 64 KiB, or one that is
+                // not the request, is refused rather than ignored.
+                let (name, action) = ((*name).to_owned(), (*action).to_owned());
+                match body_json::<hatoba_api::PromoteRequest>(req, &action, true).await {
+                    Ok(r) => {
+                        let by = r.by.unwrap_or_else(|| "cli".to_owned());
+                        self.operate(&name, &action, by).await
+                    }
+                    Err(resp) => resp,
+                }
             }
             (Method::GET, ["v1", "secrets"]) => self.list_secrets().await,
             (Method::PUT, ["v1", "secrets", name]) => {

@@ -2,7 +2,8 @@
 //! probes readiness (only ready instances are in the route table) and
 //! liveness, restarts an instance that exited or fails its liveness probe
 //! with exponential back-off (1 s, 2 s, 4 s ... at most 60 s), reports a
-//! crash loop (5 restarts within 5 minutes) in the events, and samples each
+//! crash loop (5 restarts within 5 minutes) in the events (over once they
+//! have left the window, restarts or not), and samples each
 //! instance's memory and CPU for `status` and `diagnose`.
 //!
 //! While a rollout runs, its deployer watches the instances instead (a new
@@ -49,6 +50,16 @@ pub(crate) struct Health {
     pub(crate) restarts: Vec<Millis>,
     pub(crate) crash_loop: bool,
     pub(crate) next_restart: Option<Millis>,
+}
+
+impl Health {
+    /// Forgets the restarts that left the window; the crash loop is what
+    /// remains.
+    fn forget_old_restarts(&mut self, now: Millis) {
+        self.restarts
+            .retain(|t| now.0.saturating_sub(t.0) < duration_ms(CRASH_WINDOW));
+        self.crash_loop = self.restarts.len() >= CRASH_LOOP;
+    }
 }
 
 /// What the loop needs.
@@ -117,8 +128,26 @@ pub(crate) async fn run(s: Supervised) {
             }
             routed = None;
         }
+        // What the data plane routes now, as far as this loop knows: a
+        // restart takes its instance out and puts nothing back in.
+        let mut in_table: Vec<SocketAddr> = match &routed {
+            Some((_, r)) => r.clone(),
+            None => serving
+                .instances
+                .iter()
+                .map(|i| i.addr)
+                .filter(|a| readiness.is_ready(*a))
+                .collect(),
+        };
         let listed = s.runtime.list(&s.name).await.unwrap_or_default();
         let now = clock_now();
+        // A crash loop is over once its restarts have left the window, even
+        // with no restart since to notice it.
+        s.state
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget_old_restarts(now);
         let mut replaced = false;
         let mut ready: Vec<SocketAddr> = Vec::new();
         let mut observed: HashMap<InstanceId, Observed> = HashMap::new();
@@ -157,7 +186,8 @@ pub(crate) async fn run(s: Supervised) {
                 }
             }
             if let Some(why) = dead {
-                if let Some(new) = restart(&s, &serving, &inst, &why, now).await {
+                in_table.retain(|a| *a != inst.addr);
+                if let Some(new) = restart(&s, &serving, &inst, &why, now, &in_table).await {
                     readiness.forget(inst.addr);
                     liveness.forget(inst.addr);
                     serving.instances[idx] = new;
@@ -260,13 +290,15 @@ fn describe_exit(listed: &[InstanceStatus], inst: &InstanceStatus) -> String {
 }
 
 /// Stops what is left of an instance and starts a replacement, unless the
-/// back-off says to wait. Returns the replacement.
+/// back-off says to wait. `in_table`: what stays routed meanwhile (what was
+/// routed, without it). Returns the replacement.
 async fn restart(
     s: &Supervised,
     serving: &Deployed,
     inst: &InstanceStatus,
     why: &str,
     now: Millis,
+    in_table: &[SocketAddr],
 ) -> Option<InstanceStatus> {
     let (count, newly_looping) = {
         let mut h = s
@@ -274,8 +306,7 @@ async fn restart(
             .health
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        h.restarts
-            .retain(|t| now.0.saturating_sub(t.0) < duration_ms(CRASH_WINDOW));
+        h.forget_old_restarts(now);
         let n = h.restarts.len();
         let backoff = if n == 0 {
             Duration::ZERO
@@ -297,13 +328,7 @@ async fn restart(
     };
     // Out of the table first, then stopped (a failed liveness probe leaves
     // a process behind; an exited one is already gone).
-    let others = serving.instances.iter().filter(|i| i.id != inst.id);
-    route_stable(
-        s,
-        serving.version.to_string(),
-        others.map(|i| i.addr).collect(),
-    )
-    .await;
+    route_stable(s, serving.version.to_string(), in_table.to_vec()).await;
     let _ = s
         .runtime
         .stop(&inst.id, s.svc.termination_grace_period)

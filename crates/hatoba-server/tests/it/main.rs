@@ -7,6 +7,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod api;
+mod fake;
+mod supervisor;
+
 use hatoba_core::DeploymentStatus;
 use hatoba_metrics::Recorder;
 use hatoba_proxy::{ProxyOptions, ProxyServer, RouteSpec, Router};
