@@ -995,6 +995,7 @@ fn decode_template(
     let traffic = f
         .get("traffic")
         .map(|n| decode_traffic(n, &f.path("traffic"), d));
+    let judge = f.get("judge").map(|n| boolean(n, &f.path("judge"), d));
     f.finish(d);
     let pcx = ProviderCx {
         lines,
@@ -1042,6 +1043,10 @@ fn decode_template(
         traffic: match traffic {
             Some(t) => Some(t?),
             None => None,
+        },
+        judge: match judge {
+            Some(j) => j?,
+            None => true,
         },
     })
 }
