@@ -57,7 +57,7 @@ fn builtin_spec(port: u16) -> String {
 }
 
 /// Every event message of the service's latest deployment (`diagnose`).
-fn events(state: &Path) -> Vec<String> {
+pub(crate) fn events(state: &Path) -> Vec<String> {
     let out = hatoba(state)
         .args(["diagnose", "web", "-o", "json"])
         .output()
@@ -73,7 +73,7 @@ fn events(state: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_for_event(state: &Path, what: &str, contains: &str) -> String {
+pub(crate) fn wait_for_event(state: &Path, what: &str, contains: &str) -> String {
     poll_explained(
         what,
         Duration::from_secs(60),
@@ -85,7 +85,7 @@ fn wait_for_event(state: &Path, what: &str, contains: &str) -> String {
     )
 }
 
-fn status_json(state: &Path) -> serde_json::Value {
+pub(crate) fn status_json(state: &Path) -> serde_json::Value {
     let out = hatoba(state)
         .args(["status", "web", "-o", "json"])
         .output()
@@ -94,13 +94,13 @@ fn status_json(state: &Path) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["services"][0].clone()
 }
 
-fn text(state: &Path, args: &[&str]) -> String {
+pub(crate) fn text(state: &Path, args: &[&str]) -> String {
     let out = hatoba(state).args(args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn current(state: &Path) -> Option<String> {
+pub(crate) fn current(state: &Path) -> Option<String> {
     status_json(state)["current_version"]
         .as_str()
         .map(str::to_owned)
