@@ -12,7 +12,9 @@
 //!   (`traffic.rs`).
 //! - `prometheus`, `webhook` and `command` metrics ask their provider; any
 //!   failure of the provider (down, slow, garbage, no data, NaN) is an
-//!   *error*: not a measurement, never a pass; more consecutive errors than
+//!   *error*: not a measurement, never a pass; a command that exits
+//!   non-zero is read as 0, which can fail the metric but never pass it
+//!   (where 0 would pass, it is an error too); more consecutive errors than
 //!   `consecutiveErrorLimit` (default 4) make the analysis inconclusive,
 //!   which pauses the rollout for a person.
 //! - Beside the thresholds, the statistical judge (`hatoba-analysis`)
@@ -208,6 +210,23 @@ pub(crate) async fn measure(
     };
     let from_provider = |m: Measurement, who: &str| match m {
         Measurement::Value(v) => judge(v, format!("{who}: {v}")),
+        // A check that said it failed may fail the metric with its 0, but
+        // never pass it: where 0 would pass, it is a provider error.
+        Measurement::Failed(how) => match judge(0.0, format!("{how}: read as 0")) {
+            failed @ Taken {
+                observation: Observation::Failed,
+                ..
+            } => failed,
+            _ => {
+                let why = format!("{how}: a check that fails never passes (its 0 would)");
+                Taken {
+                    metric: metric.name.clone(),
+                    observation: Observation::Error(why.clone()),
+                    value: None,
+                    detail: why,
+                }
+            }
+        },
         Measurement::Inconclusive(why) => Taken {
             metric: metric.name.clone(),
             observation: Observation::Error(why.clone()),

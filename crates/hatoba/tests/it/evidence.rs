@@ -360,3 +360,59 @@ fn a_quiet_service_is_judged_on_traffic_hatoba_generates() {
     sb.deploy_fails("v3", "ERROR_RATE=0.5", "rolled_back");
     assert_eq!(current(&state).as_deref(), Some("v2"));
 }
+
+/// A command check that crashes (exits 2 after printing a number) is no
+/// answer: its exit reads as 0, which would pass `failureCondition:
+/// result > 0.05` ("0 errors"), so it is a provider error instead, and the
+/// canary is held, never promoted on it.
+#[test]
+fn a_canary_whose_command_check_fails_is_held_not_promoted() {
+    let sb = Sandbox::new(|port| {
+        spec(
+            port,
+            "        steps:
+          - setWeight: 50
+          - analysis: {templates: [check]}",
+            "    check:
+      metrics:
+        - name: error-rate
+          interval: 1s
+          count: 2
+          consecutiveErrorLimit: 3
+          failureCondition: result > 0.05
+          provider: {command: {command: sh, args: [-c, 'echo 0.01; echo broken >&2; exit 2']}}",
+        )
+    });
+    let state = sb.state.clone();
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    let held = wait_for_event(
+        &state,
+        "the canary held for evidence",
+        "held: analysis has no evidence",
+    );
+    assert!(
+        held.contains("metric error-rate: error: command `sh` exited 2 (stderr: broken)"),
+        "{held}"
+    );
+    // More errors than the limit: inconclusive, still held for a person.
+    wait_for_event(
+        &state,
+        "the step inconclusive",
+        "analysis inconclusive: waiting for `hatoba promote",
+    );
+    assert_eq!(latest(&state)["status"], "in_progress");
+    assert_eq!(current(&state).as_deref(), Some("v1"));
+    hatoba(&state).args(["abort", "web"]).assert().success();
+    poll_explained(
+        "v2 aborted",
+        Duration::from_secs(30),
+        || (latest(&state)["status"] == "aborted").then_some(()),
+        String::new,
+    );
+    assert_eq!(current(&state).as_deref(), Some("v1"));
+}
