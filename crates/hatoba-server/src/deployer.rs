@@ -1300,7 +1300,7 @@ impl Run<'_> {
                 self.event(
                     "analysis",
                     format!(
-                        "analysis {} failed: {evidence}",
+                        "analysis failed: {}: {evidence}",
                         crate::analysis::run_name(run)
                     ),
                 )
