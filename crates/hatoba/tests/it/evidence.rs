@@ -3,7 +3,8 @@
 //! why in `deploy --wait`, `status` and `diagnose`; `hatoba promote`
 //! promotes it and marks it, and a rollback without `--to` then skips it;
 //! a canary whose analysis provider is down (a webhook answering 500) is
-//! held too.
+//! held too, and so is one whose command check crashes (exits non-zero
+//! where its 0 would pass).
 
 use crate::support::{Sandbox, Traffic, hatoba, latest, poll_explained};
 use predicates::prelude::*;
