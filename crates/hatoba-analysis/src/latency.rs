@@ -36,7 +36,8 @@ use crate::outcome::{Outcome, shortfall};
 /// milliseconds (e.g. each bucket's upper bound, or its midpoint), kept
 /// sorted by value with equal values merged and empty buckets dropped.
 /// Independent of any particular bucket layout.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "Vec<(f64, u64)>", try_from = "Vec<(f64, u64)>")]
 pub struct Histogram {
     points: Vec<(f64, u64)>,
     count: u64,
@@ -110,6 +111,21 @@ impl Histogram {
         Ok(())
     }
 
+    /// The samples added since `earlier`, a reading of the same growing
+    /// histogram: each value's count less `earlier`'s. `None` when
+    /// `earlier` has a value this one lacks or more samples of a value:
+    /// not an earlier reading (the counters began again).
+    pub fn since(&self, earlier: &Histogram) -> Option<Histogram> {
+        let mut points = self.points.clone();
+        for &(value, count) in &earlier.points {
+            let i = points.binary_search_by(|p| p.0.total_cmp(&value)).ok()?;
+            points[i].1 = points[i].1.checked_sub(count)?;
+        }
+        points.retain(|p| p.1 > 0);
+        let count = points.iter().map(|p| p.1).sum();
+        Some(Histogram { points, count })
+    }
+
     /// The `(value, count)` pairs, sorted by value.
     pub fn points(&self) -> &[(f64, u64)] {
         &self.points
@@ -134,6 +150,20 @@ impl Histogram {
             }
         }
         Some(self.points.last().map_or(first.0, |p| p.0)) // q·total rounded above total
+    }
+}
+
+impl From<Histogram> for Vec<(f64, u64)> {
+    fn from(h: Histogram) -> Vec<(f64, u64)> {
+        h.points
+    }
+}
+
+impl TryFrom<Vec<(f64, u64)>> for Histogram {
+    type Error = HistogramError;
+
+    fn try_from(pairs: Vec<(f64, u64)>) -> Result<Histogram, HistogramError> {
+        Histogram::from_pairs(pairs)
     }
 }
 

@@ -87,7 +87,7 @@ impl Config {
 }
 
 /// What one side of the comparison served in the window, cumulative.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Arm {
     /// Requests that ended.
     pub requests: u64,
@@ -98,13 +98,46 @@ pub struct Arm {
     pub latency: Histogram,
 }
 
+impl Arm {
+    /// The window that starts at `baseline`: what this arm's totals added
+    /// since `baseline`, the totals of the same version read earlier (at
+    /// the start of an analysis run). A counter that went backwards means
+    /// the totals began again from zero after `baseline` (the data plane
+    /// restarted): then everything counted now came after it, and this
+    /// arm is the window as it is.
+    pub fn since(&self, baseline: &Arm) -> Arm {
+        let requests = self.requests.checked_sub(baseline.requests);
+        let errors = self.errors.checked_sub(baseline.errors);
+        match (requests, errors, self.latency.since(&baseline.latency)) {
+            (Some(requests), Some(errors), Some(latency)) => Arm {
+                requests,
+                // Counters read one at a time may be a request apart.
+                errors: errors.min(requests),
+                latency,
+            },
+            _ => self.clone(),
+        }
+    }
+}
+
 /// The canary and stable on the same window.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// The new version.
     pub canary: Arm,
     /// The version serving users before the rollout.
     pub stable: Arm,
+}
+
+impl Sample {
+    /// Both arms since `baseline` (see [`Arm::since`]): cumulative
+    /// totals read now and at the start of the window give the window.
+    pub fn since(&self, baseline: &Sample) -> Sample {
+        Sample {
+            canary: self.canary.since(&baseline.canary),
+            stable: self.stable.since(&baseline.stable),
+        }
+    }
 }
 
 /// The facade's answer: the combined outcome and each metric's.

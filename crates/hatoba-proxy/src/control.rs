@@ -40,6 +40,8 @@
 //! ← {"reply":"drained","done":true}
 //! → {"op":"window","service":"web","version":"v1","window":"1m"}
 //! ← {"reply":"window","stats":{"window":"1m","start_ms":…,"latency_buckets":[[3,120]],…}}
+//! → {"op":"totals","service":"web","version":"v1"}
+//! ← {"reply":"totals","totals":{"judged":1200,"against":3,"latency_buckets":[[3,1200]]}}
 //! → {"op":"snapshot"}
 //! ← {"reply":"snapshot","state":{"services":{"web":{"listen":"127.0.0.1:8080","route":{…}}}}}
 //! → {"op":"close","service":"old"}
@@ -66,6 +68,10 @@
 //!   false on timeout; an address nobody knows is drained.
 //! - `window` is one version's rolling window, summed over its roles
 //!   ([`hatoba_metrics::WindowSnapshot`]); `null` if it never served.
+//! - `totals` is one version's totals since the data plane started, summed
+//!   over its roles ([`VersionTotals`]); `null` if it never served. The
+//!   statistical judge subtracts the totals read when an analysis run
+//!   started. A data plane older than this op answers an error.
 //! - `shutdown` answers, then stops every listener (gracefully) and the
 //!   control server; the state file stays, for the next start.
 //! - Any failure is `{"reply":"error","message":…}`. A line that is not a
@@ -116,7 +122,7 @@ const MAX_IDLE: usize = 4;
 
 /// A request from the controller: one JSON object per line, tagged by `op`
 /// (`"hello"`, `"listen"`, `"update"`, `"drained"`, `"window"`,
-/// `"snapshot"`, `"close"`, `"shutdown"`). See the module docs for the wire
+/// `"totals"`, `"snapshot"`, `"close"`, `"shutdown"`). See the module docs for the wire
 /// form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -150,6 +156,14 @@ pub enum Request {
         version: String,
         /// Which window: `"10s"`, `"1m"` or `"5m"`.
         window: Window,
+    },
+    /// One version's totals since the data plane started, summed over
+    /// its roles.
+    Totals {
+        /// The service.
+        service: String,
+        /// The version.
+        version: String,
     },
     /// The whole current state.
     Snapshot,
@@ -193,6 +207,11 @@ pub enum Reply {
         /// The stats.
         stats: Option<WindowSnapshot>,
     },
+    /// The totals asked for; `None` if the version never served.
+    Totals {
+        /// The totals.
+        totals: Option<VersionTotals>,
+    },
     /// The whole current state.
     Snapshot {
         /// The state.
@@ -203,6 +222,50 @@ pub enum Reply {
         /// What went wrong, for people.
         message: String,
     },
+}
+
+/// One version's traffic since the data plane started, summed over the
+/// roles it served under: what the statistical judge compares (it
+/// subtracts the totals read when an analysis run started).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionTotals {
+    /// Requests that say something about the version
+    /// ([`hatoba_metrics::Counts::judged`]).
+    pub judged: u64,
+    /// Of those, the ones that count against it
+    /// ([`hatoba_metrics::Counts::against`]).
+    pub against: u64,
+    /// The judged requests' non-empty latency buckets, `(index, count)`
+    /// in the fixed layout ([`hatoba_metrics::Bucket::at`]).
+    pub latency_buckets: Vec<(u32, u64)>,
+}
+
+impl VersionTotals {
+    /// `version`'s totals in `recorder`; `None` if it never served.
+    pub fn of(recorder: &Recorder, service: &str, version: &str) -> Option<VersionTotals> {
+        let mut sum: Option<hatoba_metrics::Counts> = None;
+        for role in hatoba_metrics::Role::ALL {
+            if let Some(g) = recorder.get(service, role, version) {
+                let t = g.totals();
+                match &mut sum {
+                    Some(s) => s.merge(&t),
+                    None => sum = Some(t),
+                }
+            }
+        }
+        sum.map(|c| VersionTotals {
+            judged: c.judged(),
+            against: c.against,
+            latency_buckets: c
+                .latency
+                .counts()
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| (u32::try_from(i).unwrap_or(u32::MAX), *n))
+                .collect(),
+        })
+    }
 }
 
 /// What a data plane serves: the content of its state file and of
@@ -882,6 +945,9 @@ impl Plane {
                     .version_window(&service, &version, window, crate::now_millis())
                     .map(WindowSnapshot::from),
             },
+            Request::Totals { service, version } => Reply::Totals {
+                totals: VersionTotals::of(&self.recorder, &service, &version),
+            },
             Request::Snapshot => Reply::Snapshot {
                 state: self.inner.lock().await.state(),
             },
@@ -1311,6 +1377,23 @@ impl ControlClient {
                 })
             }
             other => Err(self.unexpected("window", &other)),
+        }
+    }
+
+    /// One version's totals since the data plane started (summed over its
+    /// roles); `None` if it never served.
+    pub async fn totals(
+        &self,
+        service: &str,
+        version: &str,
+    ) -> Result<Option<VersionTotals>, ControlError> {
+        let req = Request::Totals {
+            service: service.to_owned(),
+            version: version.to_owned(),
+        };
+        match self.call(&req, Duration::ZERO).await? {
+            Reply::Totals { totals } => Ok(totals),
+            other => Err(self.unexpected("totals", &other)),
         }
     }
 

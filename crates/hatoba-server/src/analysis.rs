@@ -12,21 +12,28 @@
 //!   (`traffic.rs`).
 //! - `prometheus`, `webhook` and `command` metrics ask their provider; any
 //!   failure of the provider (down, slow, garbage, no data, NaN) is an
-//!   *error*: not a measurement, never a pass; more consecutive errors than
+//!   *error*: not a measurement, never a pass; a command that exits
+//!   non-zero is read as 0, which can fail the metric but never pass it
+//!   (where 0 would pass, it is an error too); more consecutive errors than
 //!   `consecutiveErrorLimit` (default 4) make the analysis inconclusive,
 //!   which pauses the rollout for a person.
 //! - Beside the thresholds, the statistical judge (`hatoba-analysis`)
-//!   compares the canary with the stable version on their last five minutes
-//!   of traffic: a canary whose errors or latency are significantly worse is
-//!   failed at once, however the thresholds look. It can stop a canary,
-//!   never promote one: passing is the thresholds' job.
+//!   compares the canary with the stable version on their traffic since the
+//!   analysis run started: both versions' totals are read from the data
+//!   plane when the run starts (its `baseline`, saved with the run) and
+//!   every judgement is on what they added since. A canary whose errors or
+//!   latency are significantly worse fails the run at once, however the
+//!   thresholds look. It can stop a canary, never promote one: passing is
+//!   the thresholds' job. A run judges unless every one of its templates
+//!   says `judge: false`.
 
 use crate::dataplane::DataPlane;
 use hatoba_analysis::run::{MetricRules, Observation, RunTracker, RunVerdict};
 use hatoba_analysis::{Arm, Histogram, Judge, Sample};
 use hatoba_core::Millis;
 use hatoba_metrics::provider::{self, Args, Measurement};
-use hatoba_metrics::{Bucket, Window, WindowSnapshot, WindowStats};
+use hatoba_metrics::{Bucket, Window, WindowStats};
+use hatoba_proxy::control::VersionTotals;
 use hatoba_rollout::{AnalysisRun, Verdict};
 use hatoba_spec::{AnalysisTemplate, BuiltinMetric, Metric, Provider, Spec};
 use std::collections::BTreeMap;
@@ -49,6 +56,12 @@ pub(crate) struct Active {
     pub(crate) args: BTreeMap<String, String>,
     /// The measurements so far and the verdict rules.
     pub(crate) tracker: RunTracker,
+    /// Both versions' totals when the run started: the statistical judge
+    /// works on what they added since. `None` while not read yet (no
+    /// stable version, a run that does not judge, or a record saved
+    /// before baselines existed: then it is read at the next look).
+    #[serde(default)]
+    pub(crate) baseline: Option<Sample>,
 }
 
 /// What a measurement needs to know about the rollout.
@@ -99,7 +112,17 @@ pub(crate) fn start(
         templates,
         args,
         tracker: RunTracker::new(rules, now, background, MAX_WAIT_FOR_EVIDENCE),
+        baseline: None,
     }
+}
+
+/// Whether the statistical judge runs beside these templates: unless every
+/// one says `judge: false`.
+pub(crate) fn wants_judge(spec: &Spec, templates: &[String]) -> bool {
+    templates
+        .iter()
+        .filter_map(|n| spec.analysis.templates.get(n))
+        .any(|t| t.judge)
 }
 
 /// One measurement's result, as recorded.
@@ -187,6 +210,23 @@ pub(crate) async fn measure(
     };
     let from_provider = |m: Measurement, who: &str| match m {
         Measurement::Value(v) => judge(v, format!("{who}: {v}")),
+        // A check that said it failed may fail the metric with its 0, but
+        // never pass it: where 0 would pass, it is a provider error.
+        Measurement::Failed(how) => match judge(0.0, format!("{how}: read as 0")) {
+            failed @ Taken {
+                observation: Observation::Failed,
+                ..
+            } => failed,
+            _ => {
+                let why = format!("{how}: a check that fails never passes (its 0 would)");
+                Taken {
+                    metric: metric.name.clone(),
+                    observation: Observation::Error(why.clone()),
+                    value: None,
+                    detail: why,
+                }
+            }
+        },
         Measurement::Inconclusive(why) => Taken {
             metric: metric.name.clone(),
             observation: Observation::Error(why.clone()),
@@ -272,43 +312,49 @@ pub(crate) fn run_name(run: AnalysisRun) -> String {
     }
 }
 
-fn arm(stats: Option<&WindowStats>) -> Arm {
-    let Some(stats) = stats else {
-        return Arm {
-            requests: 0,
-            errors: 0,
-            latency: Histogram::new(),
-        };
+fn arm(totals: Option<VersionTotals>) -> Arm {
+    let Some(t) = totals else {
+        return Arm::default();
     };
-    let snap = WindowSnapshot::from(stats);
-    let judged = stats.counts.judged();
-    let pairs = snap.latency_buckets.iter().map(|(i, n)| {
+    let pairs = t.latency_buckets.iter().map(|(i, n)| {
         let b = Bucket::at(usize::try_from(*i).unwrap_or(usize::MAX));
         (b.representative().as_secs_f64() * 1000.0, *n)
     });
     Arm {
-        requests: judged,
-        errors: stats.counts.against.min(judged),
+        requests: t.judged,
+        errors: t.against.min(t.judged),
         latency: Histogram::from_pairs(pairs).unwrap_or_default(),
     }
 }
 
-/// The statistical judge on the last five minutes of both versions (less
-/// while the new version has run for less, see [`within`]): `Some(evidence)`
-/// when the canary is significantly worse.
-pub(crate) async fn compare(ctx: &Ctx<'_>, judge: &Judge) -> Option<String> {
-    let stable = ctx.stable?;
-    let window = within(Window::M5, ctx.running_for);
-    let c = ctx.data_plane.window(ctx.service, ctx.canary, window).await;
-    let s = ctx.data_plane.window(ctx.service, stable, window).await;
-    let sample = Sample {
-        canary: arm(c.as_ref()),
-        stable: arm(s.as_ref()),
-    };
-    let j = judge.judge(&sample);
+/// Both versions' totals since the data plane started (a version that
+/// never served counts zero); `None` without a stable version.
+pub(crate) async fn totals(
+    data_plane: &dyn DataPlane,
+    service: &str,
+    canary: &str,
+    stable: Option<&str>,
+) -> Option<Sample> {
+    let stable = stable?;
+    Some(Sample {
+        canary: arm(data_plane.totals(service, canary).await),
+        stable: arm(data_plane.totals(service, stable).await),
+    })
+}
+
+/// The statistical judge on what both versions served since `baseline`
+/// (their totals when the run started): `Some(evidence)` when the canary
+/// is significantly worse.
+pub(crate) fn compare(
+    judge: &Judge,
+    stable: &str,
+    baseline: &Sample,
+    now: &Sample,
+) -> Option<String> {
+    let j = judge.judge(&now.since(baseline));
     j.outcome.is_worse().then(|| {
         format!(
-            "canary worse than stable {stable}: {}",
+            "canary worse than stable {stable} since the analysis started: {}",
             j.reasons().join("; ")
         )
     })
@@ -322,6 +368,73 @@ pub(crate) fn default_judge() -> Option<Judge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_judges_unless_every_template_switches_the_judge_off() {
+        let text = |judge: &str| {
+            format!(
+                "app: t
+services:
+  web:
+    process: {{command: ./web}}
+    route: {{listen: 127.0.0.1:8080}}
+analysis:
+  templates:
+    own:
+      judge: {judge}
+      metrics:
+        - {{name: up, interval: 1s, provider: {{command: {{command: ./ok}}}}}}
+    other:
+      metrics:
+        - {{name: up, interval: 1s, provider: {{command: {{command: ./ok}}}}}}
+"
+            )
+        };
+        let spec = |judge: &str| {
+            let t = text(judge);
+            let parsed = hatoba_spec::parse(&t);
+            parsed
+                .spec
+                .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics))
+        };
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let off = spec("false");
+        assert!(!wants_judge(&off, &names(&["own"])));
+        assert!(wants_judge(&off, &names(&["own", "other"])));
+        assert!(wants_judge(&off, &names(&["other"])));
+        assert!(wants_judge(&spec("true"), &names(&["own"])));
+    }
+
+    #[test]
+    fn the_judge_sees_only_what_came_after_the_baseline() {
+        let judge = default_judge().unwrap();
+        let arm = |requests: u64, errors: u64| Arm {
+            requests,
+            errors,
+            latency: Histogram::from_pairs([(50.0, requests)]).unwrap(),
+        };
+        // The canary's label failed a third of 3000 requests before.
+        let baseline = Sample {
+            canary: arm(3000, 1000),
+            stable: arm(30_000, 10),
+        };
+        let good = Sample {
+            canary: arm(3500, 1000),
+            stable: arm(35_000, 12),
+        };
+        assert_eq!(compare(&judge, "v1", &baseline, &good), None);
+        let bad = Sample {
+            canary: arm(3500, 1100),
+            stable: arm(35_000, 12),
+        };
+        let why = compare(&judge, "v1", &baseline, &bad).unwrap();
+        assert!(
+            why.starts_with(
+                "canary worse than stable v1 since the analysis started: errors: canary 100/500"
+            ),
+            "{why}"
+        );
+    }
 
     #[test]
     fn windows_stay_within_the_time_the_new_version_has_run() {

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use hatoba_metrics::{Recorder, Window, WindowStats};
-use hatoba_proxy::control::{ControlClient, ControlError};
+use hatoba_proxy::control::{ControlClient, ControlError, VersionTotals};
 use hatoba_proxy::{Backend, ProxyOptions, ProxyServer, RouteSpec, Router};
 use std::collections::HashMap;
 use std::fmt;
@@ -100,6 +100,10 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
 
     /// One version's traffic over a window ending now, all roles summed.
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats>;
+    /// One version's totals since the data plane started (summed over its
+    /// roles), for the statistical judge; `None` if it never served or the
+    /// data plane cannot say.
+    async fn totals(&self, service: &str, version: &str) -> Option<VersionTotals>;
 
     /// The table a service is routed by now.
     async fn table(&self, service: &str) -> Option<RouteSpec>;
@@ -281,6 +285,10 @@ impl DataPlane for LocalDataPlane {
             .version_window(service, version, window, crate::clock_now())
     }
 
+    async fn totals(&self, service: &str, version: &str) -> Option<VersionTotals> {
+        VersionTotals::of(&self.recorder, service, version)
+    }
+
     async fn table(&self, service: &str) -> Option<RouteSpec> {
         self.router(service).map(|r| r.table().spec.clone())
     }
@@ -373,6 +381,10 @@ impl DataPlane for RemoteDataPlane {
             .await
             .ok()
             .flatten()
+    }
+
+    async fn totals(&self, service: &str, version: &str) -> Option<VersionTotals> {
+        self.client.totals(service, version).await.ok().flatten()
     }
 
     async fn table(&self, service: &str) -> Option<RouteSpec> {

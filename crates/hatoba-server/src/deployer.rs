@@ -1173,13 +1173,17 @@ impl Run<'_> {
                         ),
                     )
                     .await?;
-                    let active = crate::analysis::start(
+                    let mut active = crate::analysis::start(
                         &self.req.spec,
                         templates,
                         args,
                         run == AnalysisRun::Background,
                         clock_now(),
                     );
+                    if crate::analysis::wants_judge(&self.req.spec, &active.templates) {
+                        // The judge's window starts here.
+                        active.baseline = self.judge_totals().await;
+                    }
                     self.analyses.insert(run, active);
                 }
                 Command::StopAnalysis(run) => {
@@ -1270,6 +1274,19 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Both versions' totals for the statistical judge, from the data
+    /// plane; `None` without a stable version.
+    async fn judge_totals(&self) -> Option<hatoba_analysis::Sample> {
+        let stable = self.req.current.as_ref().map(|c| c.version.to_string());
+        crate::analysis::totals(
+            self.d.data_plane.as_ref(),
+            self.req.service.as_ref(),
+            self.req.version.as_ref(),
+            stable.as_deref(),
+        )
+        .await
+    }
+
     /// Takes the measurements that are due, records each, and returns what
     /// the machine must hear: verdicts decided, and the evidence of every
     /// run measured that goes on (no promotion without evidence).
@@ -1301,13 +1318,44 @@ impl Run<'_> {
                 }),
         };
         // The statistical judge: a significantly worse canary fails every
-        // run at once, whatever the thresholds say.
-        if self.weight > 0
-            && let Some(judge) = &self.judge
-            && let Some(evidence) = crate::analysis::compare(&ctx, judge).await
+        // run that judges, at once, whatever the thresholds say; each run
+        // on both versions' traffic since it started (its baseline).
+        let judged: Vec<AnalysisRun> = {
+            let mut runs: Vec<AnalysisRun> = self
+                .analyses
+                .iter()
+                .filter(|(_, a)| crate::analysis::wants_judge(&self.req.spec, &a.templates))
+                .map(|(r, _)| *r)
+                .collect();
+            runs.sort_by_key(|r| crate::analysis::run_name(*r));
+            runs
+        };
+        let mut worse = Vec::new();
+        if let (Some(judge), Some(stable), false) =
+            (self.judge.clone(), stable.as_deref(), judged.is_empty())
+            && let Some(totals) = self.judge_totals().await
         {
-            let runs: Vec<AnalysisRun> = self.analyses.keys().copied().collect();
-            for run in runs {
+            for run in &judged {
+                let Some(active) = self.analyses.get_mut(run) else {
+                    continue;
+                };
+                match &active.baseline {
+                    // Read at the first look when it could not be at the
+                    // start (a record saved before baselines existed).
+                    None => active.baseline = Some(totals.clone()),
+                    Some(baseline) if self.weight > 0 => {
+                        if let Some(evidence) =
+                            crate::analysis::compare(&judge, stable, baseline, &totals)
+                        {
+                            worse.push((*run, evidence));
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if !worse.is_empty() {
+            for (run, evidence) in worse {
                 self.d
                     .store
                     .record_measurement(
@@ -1324,9 +1372,15 @@ impl Run<'_> {
                     .await?;
                 self.analyses.remove(&run);
                 out.push(Input::Verdict(run, hatoba_rollout::Verdict::Fail));
-            }
-            self.event("analysis", format!("analysis failed: {evidence}"))
+                self.event(
+                    "analysis",
+                    format!(
+                        "analysis failed: {}: {evidence}",
+                        crate::analysis::run_name(run)
+                    ),
+                )
                 .await?;
+            }
             return Ok(out);
         }
         let runs: Vec<AnalysisRun> = self.analyses.keys().copied().collect();

@@ -1152,6 +1152,7 @@ fn decode_template(
     let traffic = f
         .get("traffic")
         .map(|n| decode_traffic(n, &f.path("traffic"), d));
+    let judge = f.get("judge").map(|n| boolean(n, &f.path("judge"), d));
     f.finish(d);
     let pcx = ProviderCx {
         lines,
@@ -1199,6 +1200,10 @@ fn decode_template(
         traffic: match traffic {
             Some(t) => Some(t?),
             None => None,
+        },
+        judge: match judge {
+            Some(j) => j?,
+            None => true,
         },
     })
 }

@@ -436,6 +436,16 @@ pub struct AnalysisTemplate {
     /// traffic for a quiet service.
     #[serde(default)]
     pub traffic: Option<AnalysisTraffic>,
+    /// Whether the statistical canary-vs-stable judge runs beside this
+    /// template's metrics (default true). `judge: false` leaves the
+    /// verdict to the template's own conditions (e.g. Prometheus queries);
+    /// a run judges when any of its templates asks for it.
+    #[serde(default = "yes")]
+    pub judge: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `traffic:` of an analysis template: how much traffic its `builtin`

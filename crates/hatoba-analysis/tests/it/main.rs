@@ -4,3 +4,4 @@
 mod facade;
 mod run;
 mod sim;
+mod window;

@@ -9,7 +9,8 @@
 //! - Exit 0 and nothing on stdout: 1.
 //! - Exit 0 and something else on the last line: inconclusive (a check
 //!   that prints `0,95` must not pass as 1); send logs to stderr.
-//! - Any other exit status: 0, whatever it printed.
+//! - Any other exit status: 0, whatever it printed, as
+//!   [`Measurement::Failed`]: it can fail a metric, never pass one.
 //! - Killed by a signal (not ours), or cannot start: inconclusive.
 //!
 //! The program runs in `working_dir`, with stdin closed, in its own process
@@ -139,7 +140,9 @@ pub async fn command(p: &CommandProvider, args: &Args, working_dir: &Path) -> Me
     };
     match status.code() {
         Some(0) => {}
-        Some(_) => return Measurement::Value(0.0),
+        Some(code) => {
+            return Measurement::Failed(format!("{who} exited {code}{}", stderr_note()));
+        }
         None => {
             let signal = status
                 .signal()

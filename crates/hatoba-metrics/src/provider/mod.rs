@@ -52,6 +52,11 @@ pub enum Measurement {
     /// No number could be had; the reason says what was wrong. Analysis
     /// never promotes on it.
     Inconclusive(String),
+    /// The check itself said it failed (a command's non-zero exit): the
+    /// value 0, which may fail the metric's conditions but never passes
+    /// them (a check that crashed must not read as "0 errors"). The text
+    /// says how it ended.
+    Failed(String),
 }
 
 impl Measurement {
@@ -59,6 +64,7 @@ impl Measurement {
     pub fn value(&self) -> Option<f64> {
         match self {
             Measurement::Value(v) => Some(*v),
+            Measurement::Failed(_) => Some(0.0),
             Measurement::Inconclusive(_) => None,
         }
     }
@@ -66,7 +72,7 @@ impl Measurement {
     /// Why there is no number, if there is none.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Measurement::Value(_) => None,
+            Measurement::Value(_) | Measurement::Failed(_) => None,
             Measurement::Inconclusive(reason) => Some(reason),
         }
     }
@@ -97,6 +103,7 @@ impl fmt::Display for Measurement {
         match self {
             Measurement::Value(v) => write!(f, "{v}"),
             Measurement::Inconclusive(reason) => write!(f, "inconclusive: {reason}"),
+            Measurement::Failed(how) => write!(f, "0 ({how})"),
         }
     }
 }

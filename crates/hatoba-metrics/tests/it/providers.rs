@@ -502,8 +502,14 @@ async fn command_exit_status_or_the_number_it_prints() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert_eq!(run("exit 0", d).await, Measurement::Value(1.0));
-    assert_eq!(run("echo 0.97; exit 3", d).await, Measurement::Value(0.0));
-    assert_eq!(run("exit 1", d).await, Measurement::Value(0.0));
+    for (script, code) in [("echo 0.97; exit 3", 3), ("exit 1", 1)] {
+        let m = run(script, d).await;
+        assert_eq!(m.value(), Some(0.0), "{m:?}");
+        let Measurement::Failed(how) = m else {
+            panic!("{script}: {m:?}");
+        };
+        assert!(how.ends_with(&format!("exited {code}")), "{how}");
+    }
     assert_eq!(
         run(
             "echo starting; echo 'checked 10 pages' >&2; printf '  0.97  \\n\\n'",

@@ -184,7 +184,13 @@ async fn listen_and_update_route_to_real_backends_and_windows_count_them() {
         assert_eq!(w.success_rate(), Some(1.0));
         assert!(w.quantile(0.99).is_some());
         assert!(w.rate_per_sec() > 0.0);
+        // The totals since the data plane started, summed over roles:
+        // every request judged, none against, each one's latency bucketed.
+        let t = dp.client.totals("web", version).await.unwrap().unwrap();
+        assert_eq!((t.judged, t.against), (expected, 0));
+        assert_eq!(t.latency_buckets.iter().map(|b| b.1).sum::<u64>(), expected);
     }
+    assert_eq!(dp.client.totals("web", "v9").await.unwrap(), None);
     assert!(
         dp.client
             .window("web", "v9", Window::S10)

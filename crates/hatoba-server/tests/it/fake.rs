@@ -344,6 +344,14 @@ impl DataPlane for FakeDataPlane {
         None
     }
 
+    async fn totals(
+        &self,
+        _service: &str,
+        _version: &str,
+    ) -> Option<hatoba_proxy::control::VersionTotals> {
+        None
+    }
+
     async fn table(&self, service: &str) -> Option<RouteSpec> {
         self.tables.lock().unwrap().get(service).cloned()
     }

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod judge;
 mod traffic;
 
 use std::path::{Path, PathBuf};

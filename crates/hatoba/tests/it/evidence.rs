@@ -3,7 +3,8 @@
 //! why in `deploy --wait`, `status` and `diagnose`; `hatoba promote`
 //! promotes it and marks it, and a rollback without `--to` then skips it;
 //! a canary whose analysis provider is down (a webhook answering 500) is
-//! held too.
+//! held too, and so is one whose command check crashes (exits non-zero
+//! where its 0 would pass).
 
 use crate::support::{Sandbox, Traffic, hatoba, latest, poll_explained};
 use predicates::prelude::*;
@@ -57,7 +58,7 @@ fn builtin_spec(port: u16) -> String {
 }
 
 /// Every event message of the service's latest deployment (`diagnose`).
-fn events(state: &Path) -> Vec<String> {
+pub(crate) fn events(state: &Path) -> Vec<String> {
     let out = hatoba(state)
         .args(["diagnose", "web", "-o", "json"])
         .output()
@@ -73,7 +74,7 @@ fn events(state: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_for_event(state: &Path, what: &str, contains: &str) -> String {
+pub(crate) fn wait_for_event(state: &Path, what: &str, contains: &str) -> String {
     poll_explained(
         what,
         Duration::from_secs(60),
@@ -85,7 +86,7 @@ fn wait_for_event(state: &Path, what: &str, contains: &str) -> String {
     )
 }
 
-fn status_json(state: &Path) -> serde_json::Value {
+pub(crate) fn status_json(state: &Path) -> serde_json::Value {
     let out = hatoba(state)
         .args(["status", "web", "-o", "json"])
         .output()
@@ -94,13 +95,13 @@ fn status_json(state: &Path) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["services"][0].clone()
 }
 
-fn text(state: &Path, args: &[&str]) -> String {
+pub(crate) fn text(state: &Path, args: &[&str]) -> String {
     let out = hatoba(state).args(args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn current(state: &Path) -> Option<String> {
+pub(crate) fn current(state: &Path) -> Option<String> {
     status_json(state)["current_version"]
         .as_str()
         .map(str::to_owned)
@@ -386,4 +387,60 @@ fn a_quiet_service_is_judged_on_traffic_hatoba_generates() {
     // And a bad one is caught and rolled back by itself.
     sb.deploy_fails("v3", "ERROR_RATE=0.5", "rolled_back");
     assert_eq!(current(&state).as_deref(), Some("v2"));
+}
+
+/// A command check that crashes (exits 2 after printing a number) is no
+/// answer: its exit reads as 0, which would pass `failureCondition:
+/// result > 0.05` ("0 errors"), so it is a provider error instead, and the
+/// canary is held, never promoted on it.
+#[test]
+fn a_canary_whose_command_check_fails_is_held_not_promoted() {
+    let sb = Sandbox::new(|port| {
+        spec(
+            port,
+            "        steps:
+          - setWeight: 50
+          - analysis: {templates: [check]}",
+            "    check:
+      metrics:
+        - name: error-rate
+          interval: 1s
+          count: 2
+          consecutiveErrorLimit: 3
+          failureCondition: result > 0.05
+          provider: {command: {command: sh, args: [-c, 'echo 0.01; echo broken >&2; exit 2']}}",
+        )
+    });
+    let state = sb.state.clone();
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    let held = wait_for_event(
+        &state,
+        "the canary held for evidence",
+        "held: analysis has no evidence",
+    );
+    assert!(
+        held.contains("metric error-rate: error: command `sh` exited 2 (stderr: broken)"),
+        "{held}"
+    );
+    // More errors than the limit: inconclusive, still held for a person.
+    wait_for_event(
+        &state,
+        "the step inconclusive",
+        "analysis inconclusive: waiting for `hatoba promote",
+    );
+    assert_eq!(latest(&state)["status"], "in_progress");
+    assert_eq!(current(&state).as_deref(), Some("v1"));
+    hatoba(&state).args(["abort", "web"]).assert().success();
+    poll_explained(
+        "v2 aborted",
+        Duration::from_secs(30),
+        || (latest(&state)["status"] == "aborted").then_some(()),
+        String::new,
+    );
+    assert_eq!(current(&state).as_deref(), Some("v1"));
 }
