@@ -679,41 +679,78 @@ pub fn lock_path(socket: &Path) -> PathBuf {
 /// directory cannot both pass the socket check below. The holder's pid is
 /// written into the file for the refusal's message.
 async fn lock_socket(socket: &Path) -> Result<std::fs::File, ControlError> {
-    use std::io::{Read as _, Seek as _, Write as _};
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = lock_path(socket);
-    let bind_err = |source| ControlError::Bind {
-        socket: socket.to_owned(),
-        source,
-    };
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(ControlError::Symlink { path });
     }
+    match take_pid_lock(&path) {
+        Ok(PidLock::Held(file)) => Ok(file),
+        Ok(PidLock::Taken { pid }) => Err(ControlError::AlreadyRunning {
+            socket: socket.to_owned(),
+            pid,
+        }),
+        Err(source) => Err(ControlError::Bind {
+            socket: socket.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// What [`take_pid_lock`] found.
+#[derive(Debug)]
+pub enum PidLock {
+    /// This process holds the lock while the file lives (its pid inside).
+    Held(std::fs::File),
+    /// Another process holds it: its pid, once it has written it.
+    Taken {
+        /// The holder's pid, when the file names a live process.
+        pid: Option<u32>,
+    },
+}
+
+/// An exclusive OS lock (`flock`) on `path`, created 0600, taken or refused
+/// in one step; the kernel lets go when the holder's process ends however
+/// it ends, so a stale file never blocks. The holder writes its pid over
+/// the old content and then cuts the file to it, so a reader never finds
+/// it empty because of this write; a reader that finds no live pid yet (a
+/// holder that won an instant ago) looks again for up to a second. Shared
+/// by the data plane's lock and the controller's.
+pub fn take_pid_lock(path: &Path) -> io::Result<PidLock> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .mode(0o600)
-        .open(&path)
-        .map_err(bind_err)?;
+        .open(path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(ControlError::AlreadyRunning {
-                socket: socket.to_owned(),
-                pid: text.trim().parse().ok(),
-            });
+            for _ in 0..50 {
+                let mut text = String::new();
+                if file.rewind().is_ok() && file.read_to_string(&mut text).is_ok() {
+                    let pid = text
+                        .lines()
+                        .next()
+                        .and_then(|l| l.trim().parse::<u32>().ok())
+                        .filter(|p| Path::new(&format!("/proc/{p}")).exists());
+                    if pid.is_some() {
+                        return Ok(PidLock::Taken { pid });
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Ok(PidLock::Taken { pid: None });
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(bind_err(e)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
-    file.set_len(0).map_err(bind_err)?;
-    file.rewind().map_err(bind_err)?;
-    file.write_all(format!("{}\n", std::process::id()).as_bytes())
-        .map_err(bind_err)?;
-    Ok(file)
+    let line = format!("{}\n", std::process::id());
+    file.rewind()?;
+    file.write_all(line.as_bytes())?;
+    file.set_len(line.len() as u64)?;
+    Ok(PidLock::Held(file))
 }
 
 async fn claim_socket(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), ControlError> {

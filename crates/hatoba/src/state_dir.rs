@@ -11,7 +11,7 @@
 
 use crate::exit::{CliError, Exit};
 use std::fs::File;
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -60,28 +60,15 @@ impl ControllerLock {
     /// Takes the lock, or refuses (exit 5) naming the controller that holds
     /// it.
     pub(crate) fn acquire(state: &Path) -> Result<ControllerLock, CliError> {
+        use hatoba_proxy::control::{PidLock, take_pid_lock};
         let path = lock_path(state);
         refuse_symlink(&path)?;
-        let failed = |e: std::io::Error| {
-            CliError::new(
-                Exit::Failed,
-                format!("cannot lock `{}`: {e}", path.display()),
-            )
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(failed)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = holder(&mut file)
-                    .map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"));
-                return Err(CliError::new(
+        match take_pid_lock(&path) {
+            Ok(PidLock::Held(file)) => Ok(ControllerLock { _file: file }),
+            Ok(PidLock::Taken { pid }) => {
+                let holder =
+                    pid.map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"));
+                Err(CliError::new(
                     Exit::Conflict,
                     format!(
                         "a Hatoba server already runs for `{}` ({holder} holds {})",
@@ -89,37 +76,14 @@ impl ControllerLock {
                         path.display()
                     ),
                 )
-                .hint("stop it first, or use another --state-dir"));
+                .hint("stop it first, or use another --state-dir"))
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+            Err(e) => Err(CliError::new(
+                Exit::Failed,
+                format!("cannot lock `{}`: {e}", path.display()),
+            )),
         }
-        // Written over the old content, then cut to length: a reader never
-        // finds the file empty because of this write.
-        let line = format!("{}\n", std::process::id());
-        file.rewind().map_err(failed)?;
-        file.write_all(line.as_bytes()).map_err(failed)?;
-        file.set_len(line.len() as u64).map_err(failed)?;
-        Ok(ControllerLock { _file: file })
     }
-}
-
-/// The pid the lock's holder wrote, once it is there: a holder that won
-/// an instant ago may not have written it yet (a few tries, 20 ms apart).
-fn holder(file: &mut File) -> Option<u32> {
-    for _ in 0..50 {
-        let mut text = String::new();
-        if file.rewind().is_ok() && file.read_to_string(&mut text).is_ok() {
-            let pid = text
-                .lines()
-                .next()
-                .and_then(|l| l.trim().parse::<u32>().ok());
-            if let Some(pid) = pid.filter(|p| Path::new(&format!("/proc/{p}")).exists()) {
-                return Some(pid);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    None
 }
 
 fn refuse_symlink(path: &Path) -> Result<(), CliError> {

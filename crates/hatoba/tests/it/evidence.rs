@@ -16,29 +16,15 @@ use std::time::Duration;
 /// an extra step), with a progress deadline long enough that a held canary
 /// stays held for the test.
 fn spec(port: u16, canary: &str, templates: &str) -> String {
-    format!(
-        r#"app: evidence-test
-services:
-  web:
-    process:
-      command: {exe}
-      args: ["demo-app", "--version-label", "${{VERSION}}"]
-      env: {{DEMO_ERROR_RATE: "${{ERROR_RATE:-0}}"}}
-    replicas: 1
-    route: {{listen: "127.0.0.1:{port}"}}
-    health:
-      readiness: {{path: /ready, period: 100ms}}
-    progressDeadline: 5m
-    drain: 1s
-    strategy:
-      canary:
-{canary}
-analysis:
-  templates:
-{templates}
-"#,
-        exe = env!("CARGO_BIN_EXE_hatoba")
-    )
+    crate::support::CanaryWeb {
+        app: "evidence-test",
+        replicas: 1,
+        progress_deadline: "5m",
+        drain: "1s",
+        canary,
+        templates,
+    }
+    .spec(port)
 }
 
 fn builtin_spec(port: u16) -> String {

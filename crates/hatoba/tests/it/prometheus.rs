@@ -13,28 +13,8 @@ use std::time::Duration;
 
 fn spec(port: u16, prometheus: &str) -> String {
     let selector = r#"service="{{service}}",version="{{version}}""#;
-    format!(
-        r#"app: prometheus-test
-services:
-  web:
-    process:
-      command: {exe}
-      args: ["demo-app", "--version-label", "${{VERSION}}"]
-      env: {{DEMO_ERROR_RATE: "${{ERROR_RATE:-0}}"}}
-    replicas: 2
-    route: {{listen: "127.0.0.1:{port}"}}
-    health:
-      readiness: {{path: /ready, period: 100ms}}
-    progressDeadline: 20s
-    drain: 500ms
-    strategy:
-      canary:
-        steps:
-          - setWeight: 50
-          - analysis: {{templates: [seeds]}}
-analysis:
-  templates:
-    seeds:
+    let templates = format!(
+        r#"    seeds:
       metrics:
         - name: success-rate
           interval: 1s
@@ -55,9 +35,17 @@ analysis:
             prometheus:
               address: {prometheus}
               query: 'histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket{{{selector}}}[10s])) by (le))'
-"#,
-        exe = env!("CARGO_BIN_EXE_hatoba")
-    )
+"#
+    );
+    crate::support::CanaryWeb {
+        app: "prometheus-test",
+        replicas: 2,
+        progress_deadline: "20s",
+        drain: "500ms",
+        canary: "        steps:\n          - setWeight: 50\n          - analysis: {templates: [seeds]}",
+        templates: &templates,
+    }
+    .spec(port)
 }
 
 #[test]
@@ -147,28 +135,8 @@ fn a_canary_is_judged_by_prometheus_with_the_seeds_queries() {
 /// version twice.
 fn slo_spec(port: u16, prometheus: &str, count: u32, errors: u32) -> String {
     let selector = r#"service="{{service}}",version="{{version}}""#;
-    format!(
-        r#"app: prometheus-slo
-services:
-  web:
-    process:
-      command: {exe}
-      args: ["demo-app", "--version-label", "${{VERSION}}"]
-      env: {{DEMO_ERROR_RATE: "${{ERROR_RATE:-0}}"}}
-    replicas: 1
-    route: {{listen: "127.0.0.1:{port}"}}
-    health:
-      readiness: {{path: /ready, period: 100ms}}
-    progressDeadline: 5m
-    drain: 500ms
-    strategy:
-      canary:
-        steps:
-          - setWeight: 50
-          - analysis: {{templates: [slo]}}
-analysis:
-  templates:
-    slo:
+    let templates = format!(
+        r#"    slo:
       judge: false
       metrics:
         - name: success-rate
@@ -180,9 +148,17 @@ analysis:
             prometheus:
               address: {prometheus}
               query: 'sum(rate(http_requests_total{{{selector},status=~"2.."}}[10s])) / sum(rate(http_requests_total{{{selector}}}[10s]))'
-"#,
-        exe = env!("CARGO_BIN_EXE_hatoba")
-    )
+"#
+    );
+    crate::support::CanaryWeb {
+        app: "prometheus-slo",
+        replicas: 1,
+        progress_deadline: "5m",
+        drain: "500ms",
+        canary: "        steps:\n          - setWeight: 50\n          - analysis: {templates: [slo]}",
+        templates: &templates,
+    }
+    .spec(port)
 }
 
 /// The measurements of deployment `id` (`hatoba analysis ID -o json`).

@@ -647,3 +647,52 @@ fn answers_are_sorted_by_whose_fault_a_failure_is() {
     }
     assert_eq!((s.ok_total(), s.failed(), s.answered()), (2, 4, 3), "{s}");
 }
+
+/// The one-service spec the canary tests share: `web` is this binary as the
+/// demo app (`${ERROR_RATE}` sets its error rate), `replicas` of it on
+/// `port`, readiness on `/ready` every 100 ms, updated by a canary whose
+/// body (`steps:` and the rest, indented for the `canary:` key) and
+/// analysis templates (indented for `templates:`) are the test's own.
+pub(crate) struct CanaryWeb<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) replicas: u32,
+    pub(crate) progress_deadline: &'a str,
+    pub(crate) drain: &'a str,
+    pub(crate) canary: &'a str,
+    pub(crate) templates: &'a str,
+}
+
+impl CanaryWeb<'_> {
+    /// The spec's text, listening on `port`.
+    pub(crate) fn spec(&self, port: u16) -> String {
+        format!(
+            r#"app: {app}
+services:
+  web:
+    process:
+      command: {exe}
+      args: ["demo-app", "--version-label", "${{VERSION}}"]
+      env: {{DEMO_ERROR_RATE: "${{ERROR_RATE:-0}}"}}
+    replicas: {replicas}
+    route: {{listen: "127.0.0.1:{port}"}}
+    health:
+      readiness: {{path: /ready, period: 100ms}}
+    progressDeadline: {deadline}
+    drain: {drain}
+    strategy:
+      canary:
+{canary}
+analysis:
+  templates:
+{templates}
+"#,
+            app = self.app,
+            exe = env!("CARGO_BIN_EXE_hatoba"),
+            replicas = self.replicas,
+            deadline = self.progress_deadline,
+            drain = self.drain,
+            canary = self.canary.trim_end(),
+            templates = self.templates.trim_end(),
+        )
+    }
+}

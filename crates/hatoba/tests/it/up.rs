@@ -8,37 +8,23 @@ use std::path::Path;
 use std::time::Duration;
 
 pub(crate) fn spec(port: u16) -> String {
-    format!(
-        r#"app: up-test
-services:
-  web:
-    process:
-      command: {exe}
-      args: ["demo-app", "--version-label", "${{VERSION}}"]
-      env: {{DEMO_ERROR_RATE: "${{ERROR_RATE:-0}}"}}
-    replicas: 2
-    route: {{listen: "127.0.0.1:{port}"}}
-    health:
-      readiness: {{path: /ready, period: 100ms}}
-    progressDeadline: 10s
-    drain: 1s
-    strategy:
-      canary:
-        steps:
+    crate::support::CanaryWeb {
+        app: "up-test",
+        replicas: 2,
+        progress_deadline: "10s",
+        drain: "1s",
+        canary: "        steps:
           - setWeight: 50
-          - pause: {{}}
-        analysis: {{templates: [success]}}
-analysis:
-  templates:
-    success:
+          - pause: {}
+        analysis: {templates: [success]}",
+        templates: "    success:
       metrics:
         - name: success-rate
           interval: 1s
           successCondition: result >= 0.95
-          provider: {{builtin: {{metric: success-rate, window: 10s}}}}
-"#,
-        exe = env!("CARGO_BIN_EXE_hatoba")
-    )
+          provider: {builtin: {metric: success-rate, window: 10s}}",
+    }
+    .spec(port)
 }
 
 /// A spec with one service, `web`, on `port`: `process` and `strategy` as
