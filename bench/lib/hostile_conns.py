@@ -141,7 +141,7 @@ async def idle(a):
     sys.stderr.write(
         f"[bench] idle :{a.port}: {opened} of {a.conns} opened in {open_s:.1f}s "
         f"(errors {errors or 'none'}), {len(closed)} closed by the server "
-        f"(median after {res["lifetime_p50_s"]} s), {still_open} still open after {a.hold}s\n"
+        f"(median after {res['lifetime_p50_s']} s), {still_open} still open after {a.hold}s\n"
     )
     return 0
 
