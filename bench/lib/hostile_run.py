@@ -37,7 +37,7 @@ DETECT_RE = re.compile(r"^analysis failed|: failed \(|^analysis \S+ fail")
 TERMINAL = {"succeeded", "failed", "aborted", "rolled_back"}
 # Rough wall time of each phase, to skip what no longer fits the budget.
 ESTIMATE = {"baseline": 15, "detect": 60, "idle-api": 45, "idle-proxy": 45, "slowloris": 35,
-            "dpkill": 25, "rss": 240, "ctrlc": 50, "diskfull": 90}
+            "dpkill": 25, "rss": 240, "ctrlc": 50, "diskfull": 120}
 
 
 def log(msg):
@@ -515,16 +515,27 @@ class Bench:
         return fig
 
     def run_helper(self, args, timeout):
-        p = subprocess.Popen([sys.executable, os.path.join(self.lib, "hostile_conns.py"), *args],
-                             stdout=subprocess.PIPE, text=True)
-        self.children.append(p)
-        try:
-            out, _ = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGTERM)
-            out, _ = p.communicate(timeout=30)
-        lines = out.strip().splitlines()
-        return json.loads(lines[-1]) if lines else {"error": f"exit {p.returncode}, no output"}
+        return self.run_helpers([args], timeout)[0]
+
+    def run_helpers(self, argvs, timeout):
+        """Runs hostile_conns.py once per argv, at the same time; their JSON lines."""
+        procs = []
+        for args in argvs:
+            p = subprocess.Popen([sys.executable, os.path.join(self.lib, "hostile_conns.py"), *args],
+                                 stdout=subprocess.PIPE, text=True)
+            self.children.append(p)
+            procs.append(p)
+        deadline = time.time() + timeout
+        res = []
+        for p in procs:
+            try:
+                out, _ = p.communicate(timeout=max(1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGTERM)
+                out, _ = p.communicate(timeout=30)
+            lines = out.strip().splitlines()
+            res.append(json.loads(lines[-1]) if lines else {"error": f"exit {p.returncode}, no output"})
+        return res
 
     def phase_baseline(self):
         fig = self.hostile_phase("baseline", lambda: time.sleep(10) or {})
@@ -536,11 +547,28 @@ class Bench:
         n, hold = self.a.conns, 15
 
         def hostile():
-            return self.run_helper(["idle", "--port", str(port), "--conns", str(n),
-                                    "--hold", str(hold)], timeout=hold + 120)
+            # One process holds at most the open-file limit: split the connections.
+            import resource
+            per = max(1000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1000)
+            k = -(-n // per)
+            parts = self.run_helpers([["idle", "--port", str(port), "--conns", str(n // k + (i < n % k)),
+                                       "--hold", str(hold)] for i in range(k)], timeout=hold + 120)
+            out = {"processes": k, "opened": 0, "closed_by_server": 0, "still_open": 0,
+                   "connect_errors": {}, "open_seconds": 0, "lifetime_p50_s": None}
+            for h in parts:
+                for key in ("opened", "closed_by_server", "still_open"):
+                    out[key] += h.get(key) or 0
+                for e, c in (h.get("connect_errors") or {}).items():
+                    out["connect_errors"][e] = out["connect_errors"].get(e, 0) + c
+                out["open_seconds"] = max(out["open_seconds"], h.get("open_seconds") or 0)
+                if h.get("lifetime_p50_s") is not None:
+                    out["lifetime_p50_s"] = max(out["lifetime_p50_s"] or 0, h["lifetime_p50_s"])
+            out["parts"] = parts
+            return out
         fig = self.hostile_phase(f"idle-{target}", hostile)
         h = fig["hostile"]
-        note = (f"{h.get('opened')}/{n} opened in {h.get('open_seconds')}s, "
+        note = (f"{h.get('opened')}/{n} opened in {h.get('open_seconds')}s "
+                f"(connect errors {h.get('connect_errors') or 'none'}), "
                 f"{h.get('closed_by_server')} cut (median {h.get('lifetime_p50_s')}s), "
                 f"{h.get('still_open')} open after {hold}s")
         self.row(f"idle-{target}", fig["during"], fig["restarted_healthy"], fig, note)
@@ -727,12 +755,15 @@ class Bench:
         fig = self.figures_after({
             "old_pid": old_pid, "new_pid": up.pid, "stop_s": round(stop_s, 3),
             "api_ready_after_restart_s": round(ready_s, 3), "during": window(recs, t_int),
-            "recovery_from_sigint": rec,
+            "recovery_from_sigint": rec, "while_stopping": window(recs, t_int, t_restart),
+            "after_restart": window(recs, t_restart),
             "answers_again_after_restart_s": (round(rec["answers_again_s"] - (t_restart - t_int), 3)
                                               if rec["answers_again_s"] else None),
             "canary_status": d["deployment"]["status"], "canary_reason": d["deployment"].get("reason"),
             "versions_after_restart": after_v})
+        ws, ar = fig["while_stopping"]["failures"], fig["after_restart"]["failures"]
         note = (f"stop took {stop_s:.1f}s; first failure +{rec['first_failure_s']}s after SIGINT; "
+                f"failures SIGINT->exit {ws or 0}, after the restart {ar or 0}; "
                 f"answers again {fig['answers_again_after_restart_s']}s after the restart "
                 f"({rec['answers_again_s']}s after SIGINT); canary {version} "
                 f"{fig['canary_status']}; served after: {after_v}")
@@ -769,15 +800,18 @@ class Bench:
             t_fill = time.time()
             st = os.statvfs(mnt)
             fig["avail_after_fill"] = st.f_bavail * st.f_frsize
-            log(f"diskfull: {mnt} filled ({free} bytes), {fig['avail_after_fill']} left; holding 10s")
+            log(f"diskfull: {mnt} filled ({free} bytes), {fig['avail_after_fill']} left; "
+                "held until the deployment ends (at most 45s)")
             statuses = []
             probe = ApiProbe(up, "web")
-            while time.time() < t_fill + 10:
+            while time.time() < t_fill + 45:
                 try:
                     d = up.api.get(f"/v1/deployments/{dep}")
                     s = (d["deployment"]["status"], d["deployment"].get("reason"))
                     if not statuses or statuses[-1][1:] != s:
                         statuses.append((round(time.time() - t_fill, 2),) + s)
+                    if s[0] in TERMINAL:
+                        break
                 except (OSError, Fatal, ValueError) as e:
                     statuses.append((round(time.time() - t_fill, 2), "api-error", str(e)[:100]))
                 time.sleep(0.25)
@@ -797,8 +831,14 @@ class Bench:
             fig["v2_ended_after_free_s"] = round(time.time() - t_free, 2)
             fig["v2_events"] = [(round(parse_time(e["at"]) - t_fill, 2), e["kind"], e["message"])
                                 for e in d["events"]]
+            fig["v2_events_while_full"] = sum(1 for e in fig["v2_events"]
+                                              if 0 <= e[0] < t_free - t_fill)
+            fig["full_seconds"] = round(t_free - t_fill, 2)
+            fig["up_log_enospc"] = [ln for ln in up.log_tail(400).split(" | ")
+                                    if re.search(r"No space|ENOSPC|full|cannot write", ln)][:10]
             # Recovered: a new deployment goes through (a conflict is retried).
             rc, text = None, ""
+            t_v3 = time.time()
             while time.time() < t_free + 90:
                 rc, text, _ = up.cli("deploy", "web", "--version", "v3", "--wait", timeout=90)
                 if rc != 5:
@@ -806,6 +846,7 @@ class Bench:
                 time.sleep(0.5)
             fig["v3_exit"] = rc
             fig["v3_tail"] = text.strip()[-300:]
+            fig["v3_seconds"] = round(time.time() - t_v3, 2)
             fig["recovered_after_free_s"] = round(time.time() - t_free, 2) if rc == 0 else None
             api = probe.stop()
             recs = load.stop()
@@ -826,10 +867,13 @@ class Bench:
             up.stop()
             subprocess.run(["umount", mnt], capture_output=True)
             shutil.rmtree(mnt, ignore_errors=True)
-        note = (f"v2 (canary, filled mid-rollout) ended {fig.get('v2_status')} "
-                f"({fig.get('v2_reason')}); while full: {fig['during_full']['success_pct']} % ok, "
-                f"problem shown: {fig.get('problem_while_full')!r}; after freeing, deploy v3 "
-                f"exit {fig.get('v3_exit')}, recovered in {fig.get('recovered_after_free_s')}s")
+        note = (f"full for {fig.get('full_seconds')}s from the canary's first weight: v2 ended "
+                f"{fig.get('v2_status')} ({fig.get('v2_reason')}), "
+                f"{fig.get('v2_events_while_full')} of its events recorded while full; "
+                f"{fig['during_full']['success_pct']} % ok while full; problem shown: "
+                f"{fig.get('problem_while_full')!r}; up alive: {fig.get('up_alive')}; after "
+                f"freeing, v2 ended in {fig.get('v2_ended_after_free_s')}s and deploy v3 --wait "
+                f"(canary, 30 s of pauses) exited {fig.get('v3_exit')} in {fig.get('v3_seconds')}s")
         self.row("diskfull", fig["during_full"], "-", fig, note)
         return fig
 
