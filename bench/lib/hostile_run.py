@@ -37,7 +37,7 @@ DETECT_RE = re.compile(r"^analysis failed|: failed \(|^analysis \S+ fail")
 TERMINAL = {"succeeded", "failed", "aborted", "rolled_back"}
 # Rough wall time of each phase, to skip what no longer fits the budget.
 ESTIMATE = {"baseline": 15, "detect": 60, "idle-api": 45, "idle-proxy": 45, "slowloris": 35,
-            "dpkill": 25, "rss": 240, "ctrlc": 50, "diskfull": 120}
+            "dpkill": 25, "rss": 240, "ctrlc": 50, "diskfull": 180}
 
 
 def log(msg):
@@ -159,11 +159,14 @@ class Up:
             return None
 
     def stop(self):
+        """Stops it (SIGTERM, SIGKILL after 30 s) and what it left; True when SIGKILL was needed."""
+        killed = False
         if self.proc and self.proc.poll() is None:
             if self.signal_and_wait(signal.SIGTERM, 30) is None:
                 log(f"hatoba up ({self.name}) still runs 30s after SIGTERM: SIGKILL")
                 self.proc.kill()
                 self.proc.wait()
+                killed = True
         left = scope_pids(self.state)
         if left:
             log(f"stopping {len(left)} process(es) of {self.state} left after hatoba up")
@@ -172,6 +175,7 @@ class Up:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
                     pass
+        return killed
 
     def instances(self, service):
         """{instance id: pid} of the running instances of a service."""
@@ -819,8 +823,10 @@ class Bench:
             fig["problem_while_full"] = d_full.get("problem")
             os.unlink(filler)
             t_free = time.time()
+            after_free, _ = up.instances("web")
+            fig["restarted_healthy"] = self.restarted(before, after_free)
             log("diskfull: freed; waiting for the deployment to end and a new one to succeed")
-            deadline = time.time() + 60
+            deadline = time.time() + 30
             while time.time() < deadline:
                 d = up.api.get(f"/v1/deployments/{dep}")
                 if d["deployment"]["status"] in TERMINAL:
@@ -839,7 +845,7 @@ class Bench:
             # Recovered: a new deployment goes through (a conflict is retried).
             rc, text = None, ""
             t_v3 = time.time()
-            while time.time() < t_free + 90:
+            while time.time() < t_free + 45:
                 rc, text, _ = up.cli("deploy", "web", "--version", "v3", "--wait", timeout=90)
                 if rc != 5:
                     break
@@ -864,7 +870,7 @@ class Bench:
             fig.update({"ctl_fds": cf, "ctl_rss_kb": cr, "dp_fds": df, "dp_rss_kb": dr,
                         "up_alive": up.pid is not None, "v1_instances_before": before})
         finally:
-            up.stop()
+            fig["stop_needed_sigkill"] = up.stop()
             subprocess.run(["umount", mnt], capture_output=True)
             shutil.rmtree(mnt, ignore_errors=True)
         note = (f"full for {fig.get('full_seconds')}s from the canary's first weight: v2 ended "
@@ -873,8 +879,13 @@ class Bench:
                 f"{fig['during_full']['success_pct']} % ok while full; problem shown: "
                 f"{fig.get('problem_while_full')!r}; up alive: {fig.get('up_alive')}; after "
                 f"freeing, v2 ended in {fig.get('v2_ended_after_free_s')}s and deploy v3 --wait "
-                f"(canary, 30 s of pauses) exited {fig.get('v3_exit')} in {fig.get('v3_seconds')}s")
-        self.row("diskfull", fig["during_full"], "-", fig, note)
+                f"(canary, 30 s of pauses) exited {fig.get('v3_exit')} in {fig.get('v3_seconds')}s; "
+                f"stopping hatoba up needed SIGKILL: {fig.get('stop_needed_sigkill')}")
+        self.goals.append(("diskfull: after the disk is freed, a new deployment succeeds "
+                           f"(deploy v3 exit {fig.get('v3_exit')})", fig.get("v3_exit") == 0))
+        self.goals.append(("diskfull: hatoba up stops on SIGTERM within 30 s",
+                           not fig.get("stop_needed_sigkill")))
+        self.row("diskfull", fig["during_full"], fig.get("restarted_healthy"), fig, note)
         return fig
 
     # ---------------------------------------------------------------- run ----
