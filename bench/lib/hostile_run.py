@@ -821,6 +821,9 @@ class Bench:
                 time.sleep(0.25)
             _, d_full = up.instances("web")
             fig["problem_while_full"] = d_full.get("problem")
+            fig["route_while_full"] = d_full.get("route")
+            fig["instances_while_full"] = [(i["id"], i["state"], i["in_route"])
+                                           for i in d_full["instances"]]
             os.unlink(filler)
             t_free = time.time()
             after_free, _ = up.instances("web")
@@ -864,6 +867,7 @@ class Bench:
             fig["after_free"] = window(recs, t_free)
             fig["whole_load"] = window(recs)
             fig["problem_after"] = d2.get("problem")
+            fig["route_after"] = d2.get("route")
             cf, cr = proc_stats(up.pid)
             dpp = dataplane_pid(mnt)
             df, dr = proc_stats(dpp)
