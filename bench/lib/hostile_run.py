@@ -277,10 +277,12 @@ def recovery(recs, t_action):
 
 
 class ApiProbe:
-    """GET /v1/services/SERVICE every 0.5 s in a thread: is the API usable?"""
+    """GET /v1/services/SERVICE every 0.5 s in a thread: is the API usable?
+    With a port instead: `GET /` on a new connection to 127.0.0.1:PORT every
+    0.5 s (2 s timeout): can a new user still reach the proxy?"""
 
-    def __init__(self, up, service):
-        self.up, self.service = up, service
+    def __init__(self, up, service, port=None):
+        self.up, self.service, self.port = up, service, port
         self.results = []  # (ok, ms, error)
         self.stop_flag = threading.Event()
         self.t = threading.Thread(target=self.run, daemon=True)
@@ -290,7 +292,17 @@ class ApiProbe:
         while not self.stop_flag.is_set():
             t = time.time()
             try:
-                self.up.api.get(f"/v1/services/{self.service}")
+                if self.port is None:
+                    self.up.api.get(f"/v1/services/{self.service}")
+                else:
+                    c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                    try:
+                        c.request("GET", "/")
+                        status = c.getresponse().status
+                    finally:
+                        c.close()
+                    if status != 200:
+                        raise Fatal(f"status {status}")
                 self.results.append((True, (time.time() - t) * 1000, None))
             except (OSError, Fatal, ValueError) as e:
                 self.results.append((False, (time.time() - t) * 1000, type(e).__name__))
@@ -488,6 +500,10 @@ class Bench:
         return sorted(i for i, pid in before.items() if after.get(i) != pid)
 
     def row(self, phase, load, restarted, fig, note):
+        if "new_conns" in fig:
+            a, n = fig["api"], fig["new_conns"]
+            note += (f" | API calls ok {a['ok']}/{a['calls']}; new connections to the proxy "
+                     f"ok {n['ok']}/{n['calls']} (p99 {n['p99_ms']} ms, errors {n['errors'] or 'none'})")
         self.rows.append((phase, load, restarted, fig, note))
 
     # -------------------------------------------------------------- phases ----
@@ -501,16 +517,19 @@ class Bench:
         load = Load(self, self.ports["web"], phase)
         time.sleep(settle)
         probe = ApiProbe(up, "web")
+        fresh = ApiProbe(up, "web", port=self.ports["web"])
         t0 = time.time()
         detail = run_hostile()
         t1 = time.time()
         time.sleep(settle)
         api = probe.stop()
+        new_conns = fresh.stop()
         recs = load.stop()
         self.last_recs = recs
         after, d = up.instances("web")
         w = window(recs, t0, t1)
         fig = self.figures_after({"during": w, "whole_load": window(recs), "api": api,
+                                  "new_conns": new_conns,
                                   "restarted_healthy": self.restarted(before, after),
                                   "recent_restarts": d["recent_restarts"],
                                   "ctl_fds_before": cf0, "ctl_rss_kb_before": cr0,
@@ -598,7 +617,6 @@ class Bench:
         note = "; ".join(
             f"{k}: {v['connects']} connects, cut after {v['lifetime_p50_s']}s median, "
             f"{v['open_at_end']} open at end" for k, v in t.items())
-        note += f"; API calls ok {fig['api']['ok']}/{fig['api']['calls']}"
         self.row("slowloris", fig["during"], fig["restarted_healthy"], fig,
                  f"{n} per target, 1 byte/2s, {dur}s: {note}")
         return fig
