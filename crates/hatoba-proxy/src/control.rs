@@ -479,6 +479,9 @@ struct Inner {
     retired: Vec<Retired>,
     /// Old listeners shutting down.
     stopping: Vec<JoinHandle<()>>,
+    /// A table applied while the state file could not be written (a full
+    /// disk): written again at the next update or retry.
+    unsaved: bool,
 }
 
 #[derive(Debug)]
@@ -621,11 +624,25 @@ impl DataPlane {
         let mut stopped = plane.stop.subscribe();
         let mut conns = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        // Tables applied while the state file could not be written are
+        // written as soon as it can be again.
+        let mut save_again = tokio::time::interval(Duration::from_secs(2));
+        let mut told = false;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
+                () = async { let _ = stopped.wait_for(|stop| *stop).await; } => {
+                    told = true;
+                    break;
+                }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = save_again.tick() => {
+                    let mut inner = plane.inner.lock().await;
+                    if inner.unsaved {
+                        let state = inner.state();
+                        inner.unsaved = plane.persist(&state).await.is_err();
+                    }
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         conns.spawn(serve_connection(Arc::clone(&plane), stream));
@@ -640,6 +657,13 @@ impl DataPlane {
         conns.shutdown().await;
         let mut inner = plane.inner.lock().await;
         stop_all(&mut inner).await;
+        if told {
+            // Told to stop by its controller (`hatoba up` stopping everything):
+            // the instances behind these tables are being stopped too, so the
+            // next data plane must not serve them. A signal alone (a crash
+            // of the controller's host process, systemd) keeps them.
+            let _ = plane.persist(&DataPlaneState::default()).await;
+        }
         // Let go only once every listener has stopped.
         drop(lock);
         Ok(())
@@ -1113,9 +1137,12 @@ impl Plane {
         if let Some(entry) = state.services.get_mut(&route.service) {
             entry.route = route.clone();
         }
-        if let Err(e) = self.persist(&state).await {
-            return error(chain(&e));
-        }
+        // Persisted first, so a restarted data plane serves the newest
+        // table; but a state file that cannot be written (a full disk)
+        // must not keep traffic on a version the controller is taking
+        // out: the table is applied all the same and the file written
+        // again at the next update or retry ([`DataPlane::run`]).
+        inner.unsaved = self.persist(&state).await.is_err();
         if let Err(e) = router.update(route.clone()) {
             // Validated above, so not expected; put the file back as it was.
             let _ = self.persist(&inner.state()).await;

@@ -87,6 +87,9 @@ pub struct Server {
     secret_key: Option<Arc<SecretKey>>,
     /// One secret write at a time: the next version is the newest plus one.
     secret_writes: tokio::sync::Mutex<()>,
+    /// Set when [`Server::shutdown`] begins: work that waits for the store
+    /// to come back gives up then.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why the server could not start.
@@ -228,6 +231,7 @@ impl Server {
             data_plane: cfg.data_plane,
             tasks: Mutex::new(Vec::new()),
             supervisors: Mutex::new(Vec::new()),
+            stopping: tokio::sync::watch::Sender::new(false),
             secret_key: cfg.secret_key,
             secret_writes: tokio::sync::Mutex::new(()),
         }))
@@ -670,7 +674,13 @@ impl Server {
                 Ok(_) | Err(hatoba_store::StoreError::Terminal { .. }) => break,
                 Err(e) => {
                     tracing::warn!(deployment = %id, error = %error_chain(&e), "cannot record the failed deployment yet; retrying");
-                    tokio::time::sleep(pause).await;
+                    let mut stopping = self.stopping.subscribe();
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        // The server stops: the deployment stays as saved,
+                        // and the next start resumes or ends it.
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
                     pause = (pause * 2).min(std::time::Duration::from_secs(30));
                 }
             }
@@ -723,18 +733,27 @@ impl Server {
     ///
     /// Limits, like the proxy's, so no client (the API needs a token, but
     /// connecting does not) can starve the controller: at most
-    /// [`MAX_API_CONNECTIONS`] at once (one more is closed at accept), one
-    /// request per connection (the CLI opens one per call), its head within
-    /// [`API_HEADER_TIMEOUT`] of connecting and the whole exchange within
-    /// [`API_REQUEST_TIMEOUT`], bodies of at most 64 KiB. Out of file
-    /// descriptors, accepting pauses instead of spinning.
+    /// [`MAX_API_CONNECTIONS`] at once, one request per connection (the CLI
+    /// opens one per call), its head within [`API_HEADER_TIMEOUT`] of
+    /// connecting and the whole exchange within [`API_REQUEST_TIMEOUT`],
+    /// bodies of at most 64 KiB. When all the places are taken, the oldest
+    /// connection that has not sent a request yet (idle, or a slowloris
+    /// trickling its head) is closed to make room, so an operator's
+    /// `hatoba status` is served even under a flood of silent connections;
+    /// only when every place is busy answering is a new one closed. Out of
+    /// file descriptors, accepting pauses instead of spinning.
     pub async fn serve_api(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        struct Open {
+            /// A request head arrived on it.
+            asked: Arc<std::sync::atomic::AtomicBool>,
+            task: tokio::task::AbortHandle,
+        }
         let mut shutdown = std::pin::pin!(shutdown);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
+        let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -753,14 +772,26 @@ impl Server {
                             continue;
                         }
                     };
-                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        // Full: closed at once, so the socket is not held.
-                        drop(stream);
-                        continue;
-                    };
+                    open.retain(|o| !o.task.is_finished());
+                    if open.len() >= MAX_API_CONNECTIONS {
+                        let silent = open
+                            .iter()
+                            .position(|o| !o.asked.load(std::sync::atomic::Ordering::Relaxed));
+                        match silent.and_then(|i| open.remove(i)) {
+                            Some(oldest) => oldest.task.abort(),
+                            None => {
+                                // Every place is answering a request.
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    }
+                    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     let me = Arc::clone(&self);
-                    tokio::spawn(async move {
+                    let flag = Arc::clone(&asked);
+                    let task = tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
+                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
                             let me = Arc::clone(&me);
                             async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
                         });
@@ -770,7 +801,10 @@ impl Server {
                             .keep_alive(false)
                             .serve_connection(TokioIo::new(stream), svc);
                         let _ = tokio::time::timeout(API_REQUEST_TIMEOUT, conn).await;
-                        drop(slot);
+                    });
+                    open.push_back(Open {
+                        asked,
+                        task: task.abort_handle(),
                     });
                 }
             }
@@ -786,6 +820,7 @@ impl Server {
     /// all at once. What served is still recorded (version and variables,
     /// no instances), so the next `hatoba up` starts it again.
     pub async fn shutdown(&self, keep_running: bool) {
+        self.stopping.send_replace(true);
         for s in std::mem::take(
             &mut *self
                 .supervisors

@@ -75,6 +75,13 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _meta| {
+                // A connection still in a transaction when it comes back
+                // (a COMMIT and its ROLLBACK both failed after SQLite had
+                // rolled back by itself, as on a full disk) would refuse
+                // every later BEGIN: closed, and a fresh one opened.
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut *conn).await?;

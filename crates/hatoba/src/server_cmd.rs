@@ -334,7 +334,9 @@ pub(crate) async fn call(
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| unreachable(format!("{addr}: {e}")))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(format!("{addr}: {e}")))?;
     tokio::spawn(conn);
     let req = hyper::Request::builder()
         .method(method)
@@ -345,7 +347,12 @@ pub(crate) async fn call(
         .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
         .await
-        .map_err(|_| unreachable("no answer within 30s".to_owned()))??;
+        .map_err(|_| unreachable("no answer within 30s".to_owned()))?
+        .map_err(|e| {
+            unreachable(format!(
+                "{addr} closed the connection without answering ({e}); it may be stopping or overloaded"
+            ))
+        })?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {

@@ -558,3 +558,51 @@ async fn drained_waits_for_the_slow_request_of_a_removed_backend() {
     assert!(dp.client.drained(nobody, Duration::ZERO).await.unwrap());
     dp.stop().await;
 }
+
+/// A state file that cannot be written (a full disk, here a directory in
+/// its place) does not keep traffic where the controller takes it from:
+/// the table applies all the same, and the file is written once it can be.
+/// Told to stop by its controller, a data plane leaves no table behind for
+/// the next one to serve; stopped by a signal, it keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_applies_when_the_state_file_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = InProcess::start("v1", |_| {}).await;
+    let v2 = InProcess::start("v2", |_| {}).await;
+    let plane = Running::start(dir.path()).await;
+    let addr = plane.client.listen("web", any()).await.unwrap();
+    plane
+        .client
+        .update(&spec(vec![group(Role::Stable, "v1", 100, &[v1.addr])]))
+        .await
+        .unwrap();
+    let file = dir.path().join("state.json");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    plane
+        .client
+        .update(&spec(vec![group(Role::Stable, "v2", 100, &[v2.addr])]))
+        .await
+        .unwrap();
+    assert_eq!(versions(addr, 3).await, ["v2"; 3]);
+    std::fs::remove_dir(&file).unwrap();
+    let v2_addr = v2.addr.to_string();
+    hatoba_test_support::wait_for_async(Duration::from_secs(10), || {
+        let written = std::fs::read_to_string(&file).is_ok_and(|t| t.contains(&v2_addr));
+        async move { written }
+    })
+    .await
+    .expect("the state file written again once it could be");
+
+    // Told to stop: the next data plane serves nothing of it.
+    plane
+        .client
+        .shutdown_and_wait(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let file_text = std::fs::read_to_string(&file).unwrap();
+    assert!(!file_text.contains("web"), "{file_text}");
+    plane.stop().await;
+    v1.stop().await;
+    v2.stop().await;
+}
