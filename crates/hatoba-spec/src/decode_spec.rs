@@ -73,6 +73,9 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
     );
     let environments_node = f.get("environments");
     let analysis_node = f.get("analysis");
+    let retention = f.get("retention").map_or(Some(Retention::default()), |n| {
+        decode_retention(n, "retention", &mut cx.d)
+    });
     f.finish(&mut cx.d);
 
     let mut service_nodes: BTreeMap<ServiceName, &Node> = BTreeMap::new();
@@ -133,6 +136,30 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
         services,
         environments,
         analysis: analysis?,
+        retention: retention?,
+    })
+}
+
+fn decode_retention(node: &Node, path: &str, d: &mut Diags) -> Option<Retention> {
+    if matches!(node.kind, NodeKind::Null) {
+        return Some(Retention::default());
+    }
+    let mut f = Fields::of(
+        node,
+        path,
+        d,
+        "a mapping with `metrics` (a duration) and `logVersions` (a count)",
+    )?;
+    let metrics = f
+        .get("metrics")
+        .map(|n| positive_duration(n, &f.path("metrics"), d));
+    let log_versions = f
+        .get("logVersions")
+        .map(|n| u32_in(n, &f.path("logVersions"), d, 1, 1000));
+    f.finish(d);
+    Some(Retention {
+        metrics: metrics.unwrap_or(Some(Retention::METRICS))?,
+        log_versions: log_versions.unwrap_or(Some(Retention::LOG_VERSIONS))?,
     })
 }
 
