@@ -44,6 +44,8 @@
 //! ← {"reply":"snapshot","state":{"services":{"web":{"listen":"127.0.0.1:8080","route":{…}}}}}
 //! → {"op":"close","service":"old"}
 //! ← {"reply":"ok"}
+//! → {"op":"retention","metrics_ms":3600000}
+//! ← {"reply":"ok"}
 //! → {"op":"shutdown"}
 //! ← {"reply":"ok"}
 //! ```
@@ -66,14 +68,21 @@
 //!   false on timeout; an address nobody knows is drained.
 //! - `window` is one version's rolling window, summed over its roles
 //!   ([`hatoba_metrics::WindowSnapshot`]); `null` if it never served.
+//! - `retention` sets how long the stats of a version that no table has
+//!   any more stay in the recorder (`/metrics`, `window`), counted from
+//!   when it left the last table; instances out of every table likewise.
+//!   Kept in the state file; one hour until set. Checked every
+//!   [`PRUNE_EVERY`] (`hatoba_metrics::retention`). New in protocol 2: a
+//!   protocol-1 data plane answers it with an error.
 //! - `shutdown` answers, then stops every listener (gracefully) and the
 //!   control server; the state file stays, for the next start.
 //! - Any failure is `{"reply":"error","message":…}`. A line that is not a
 //!   request gets one too and the connection stays usable; a line over
 //!   [`MAX_LINE`] bytes is refused and the connection closed.
 //!
-//! The state file is `{"format":1,"services":{…}}`, the `services` of
-//! [`DataPlaneState`].
+//! The state file is `{"format":1,"services":{…},"metrics_retention_ms":…}`,
+//! the `services` of [`DataPlaneState`] and the retention (absent in files
+//! written before it existed: the default then).
 //!
 //! Starting on a socket path that exists: if a data plane answers there,
 //! the start is refused ([`ControlError::AlreadyRunning`]); otherwise the
@@ -83,6 +92,7 @@
 use crate::forward::ProxyOptions;
 use crate::server::ProxyServer;
 use crate::table::{Backend, RouteError, RouteSpec, Router};
+use hatoba_metrics::retention::{LastSeen, Present};
 use hatoba_metrics::{Recorder, Window, WindowSnapshot, WindowStats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,7 +110,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The protocol version [`Request::Hello`] reports.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
+/// How long a version's stats outlive its last table until a `retention`
+/// request says otherwise: one hour.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+/// How often the data plane prunes what outlived the retention.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// The longest request line accepted, newline excluded: 1 MiB.
 pub const MAX_LINE: usize = 1024 * 1024;
 /// The longest reply line a client accepts.
@@ -157,6 +172,11 @@ pub enum Request {
     Close {
         /// The service name.
         service: String,
+    },
+    /// How long the stats of a version out of every table are kept.
+    Retention {
+        /// The retention, in ms (at least 1).
+        metrics_ms: u64,
     },
     /// Answer, then stop every listener and the control server.
     Shutdown,
@@ -402,6 +422,8 @@ pub struct DataPlane {
 #[derive(Debug)]
 struct Plane {
     recorder: Arc<Recorder>,
+    /// The metrics retention in ms (see [`Request::Retention`]).
+    retention_ms: std::sync::atomic::AtomicU64,
     options: ProxyOptions,
     threads: usize,
     state_file: PathBuf,
@@ -476,7 +498,7 @@ impl DataPlane {
     pub async fn bind(cfg: DataPlaneConfig) -> Result<DataPlane, ControlError> {
         let lock = lock_socket(&cfg.socket).await?;
         let (listener, socket) = claim_socket(&cfg.socket).await?;
-        let state = read_state(&cfg.state_file).await?;
+        let (state, retention) = read_state(&cfg.state_file).await?;
         let recorder = Arc::new(Recorder::new());
         let mut inner = Inner::default();
         for (name, entry) in state.services {
@@ -518,6 +540,9 @@ impl DataPlane {
             socket,
             plane: Arc::new(Plane {
                 recorder,
+                retention_ms: std::sync::atomic::AtomicU64::new(
+                    u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+                ),
                 options: cfg.options,
                 threads: cfg.threads,
                 state_file: cfg.state_file,
@@ -558,9 +583,13 @@ impl DataPlane {
         let mut stopped = plane.stop.subscribe();
         let mut conns = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = LastSeen::new();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = prune.tick() => plane.prune(&mut seen).await,
                 () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => match accepted {
@@ -723,12 +752,17 @@ async fn probe_pid(stream: UnixStream) -> Option<u32> {
 struct StateFile {
     format: u32,
     services: BTreeMap<String, ServiceEntry>,
+    /// Absent in files written before the retention existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_retention_ms: Option<u64>,
 }
 
-async fn read_state(file: &Path) -> Result<DataPlaneState, ControlError> {
+async fn read_state(file: &Path) -> Result<(DataPlaneState, Duration), ControlError> {
     let bytes = match tokio::fs::read(file).await {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DataPlaneState::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((DataPlaneState::default(), DEFAULT_RETENTION));
+        }
         Err(source) => {
             return Err(ControlError::StateRead {
                 file: file.to_owned(),
@@ -765,9 +799,17 @@ async fn read_state(file: &Path) -> Result<DataPlaneState, ControlError> {
             )));
         }
     }
-    Ok(DataPlaneState {
-        services: parsed.services,
-    })
+    let retention = match parsed.metrics_retention_ms {
+        Some(0) => return Err(corrupt("a metrics retention of 0 ms".to_owned())),
+        Some(ms) => Duration::from_millis(ms),
+        None => DEFAULT_RETENTION,
+    };
+    Ok((
+        DataPlaneState {
+            services: parsed.services,
+        },
+        retention,
+    ))
 }
 
 /// Another service listening where `addr` would: same port, and the same
@@ -841,6 +883,9 @@ impl Plane {
         let file = StateFile {
             format: STATE_FORMAT,
             services: state.services.clone(),
+            metrics_retention_ms: Some(
+                self.retention_ms.load(std::sync::atomic::Ordering::Relaxed),
+            ),
         };
         let path = self.state_file.clone();
         let written = match serde_json::to_vec_pretty(&file) {
@@ -886,6 +931,7 @@ impl Plane {
                 state: self.inner.lock().await.state(),
             },
             Request::Close { service } => self.close(&service).await,
+            Request::Retention { metrics_ms } => self.set_retention(metrics_ms).await,
             Request::Shutdown => return (Reply::Ok, true),
         };
         (reply, false)
@@ -959,6 +1005,37 @@ impl Plane {
         }
         inner.stopping.retain(|h| !h.is_finished());
         Reply::Listening { addr: bound }
+    }
+
+    async fn set_retention(&self, metrics_ms: u64) -> Reply {
+        use std::sync::atomic::Ordering::Relaxed;
+        if metrics_ms == 0 {
+            return error("a metrics retention must be above 0 ms".to_owned());
+        }
+        let inner = self.inner.lock().await;
+        let before = self.retention_ms.swap(metrics_ms, Relaxed);
+        if before == metrics_ms {
+            return Reply::Ok;
+        }
+        if let Err(e) = self.persist(&inner.state()).await {
+            self.retention_ms.store(before, Relaxed);
+            return error(chain(&e));
+        }
+        Reply::Ok
+    }
+
+    /// Forgets the stats of versions and instances out of every table for
+    /// the retention. Under the state lock, so no table is being built.
+    async fn prune(&self, seen: &mut LastSeen) {
+        let inner = self.inner.lock().await;
+        let mut present = Present::default();
+        for run in inner.services.values() {
+            add_table(&mut present, &run.router.table().spec);
+        }
+        let retention =
+            Duration::from_millis(self.retention_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.recorder
+            .prune(seen, &present, crate::now_millis(), retention);
     }
 
     async fn close(&self, service: &str) -> Reply {
@@ -1059,6 +1136,19 @@ impl Plane {
 
 fn error(message: String) -> Reply {
     Reply::Error { message }
+}
+
+/// Adds what one route table holds to `present`, for pruning.
+pub fn add_table(present: &mut Present, spec: &RouteSpec) {
+    for g in &spec.groups {
+        let names: Vec<String> = g.backends.iter().map(ToString::to_string).collect();
+        present.add_group(
+            &spec.service,
+            g.role,
+            &g.version,
+            names.iter().map(String::as_str),
+        );
+    }
 }
 
 /// Reads one line of at most `max` bytes (newline excluded) into `buf`,
@@ -1326,6 +1416,17 @@ impl ControlClient {
     pub async fn close(&self, service: &str) -> Result<(), ControlError> {
         self.expect_ok(&Request::Close {
             service: service.to_owned(),
+        })
+        .await
+    }
+
+    /// Sets how long the stats of a version out of every table are kept
+    /// (at least 1 ms). A protocol-1 data plane refuses it.
+    pub async fn retention(&self, metrics: Duration) -> Result<(), ControlError> {
+        self.expect_ok(&Request::Retention {
+            metrics_ms: u64::try_from(metrics.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
         })
         .await
     }
