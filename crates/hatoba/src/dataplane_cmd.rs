@@ -273,7 +273,7 @@ pub(crate) async fn ensure(
     }
 }
 
-fn admin_addr(state: &Path) -> String {
+pub(crate) fn admin_addr(state: &Path) -> String {
     std::fs::read_to_string(admin_file(state))
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
@@ -322,7 +322,14 @@ pub(crate) async fn supervise(
         }
         output::stderr("the data plane stopped answering: starting it again\n");
         match ensure(&state, metrics).await {
-            Ok(_) => misses = 0,
+            Ok(c) => {
+                misses = 0;
+                if let Err(e) = crate::server_cmd::advertise_admin(&state, &c.admin) {
+                    output::stderr(&format!(
+                        "cannot write the data plane's new metrics address into server.json: {e:#}\n"
+                    ));
+                }
+            }
             Err(e) => output::stderr(&format!("cannot restart the data plane: {e:#}\n")),
         }
     }
