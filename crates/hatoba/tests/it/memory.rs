@@ -65,3 +65,59 @@ fn after_the_data_plane_is_killed_server_json_advertises_the_new_metrics_address
     );
     assert!(text.contains("service=\"web\""), "{text}");
 }
+
+/// A canary at 50 % waiting at a pause; readiness every 2 s, so the
+/// supervisor (which routes at that period between rollouts) is slow to
+/// tidy a table the rollout left behind.
+fn canary_web(port: u16) -> String {
+    format!(
+        r#"app: web-test
+services:
+  web:
+    process: {process}
+    replicas: 1
+    route: {{listen: "127.0.0.1:{port}"}}
+    health:
+      readiness: {{path: /ready, period: 2s}}
+    drain: 1s
+    strategy:
+      canary:
+        steps:
+          - setWeight: 50
+          - pause: {{}}
+"#,
+        process = demo_process("${VERSION}")
+    )
+}
+
+#[test]
+fn an_aborted_canary_leaves_no_group_in_the_route_once_the_abort_is_recorded() {
+    use crate::support::{hatoba, latest};
+    let sb = crate::support::Sandbox::new(canary_web);
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    hatoba(&sb.state)
+        .args(["deploy", "web", "--version", "v2"])
+        .assert()
+        .success();
+    let route = || crate::up::diagnose(&sb.state)["service"]["route"].clone();
+    poll("v2 at 50 %", Duration::from_secs(60), || {
+        route()
+            .as_array()?
+            .iter()
+            .any(|g| g["version"] == "v2" && g["weight"] == 50)
+            .then_some(())
+    });
+    hatoba(&sb.state).args(["abort", "web"]).assert().success();
+    poll("v2 aborted", Duration::from_secs(30), || {
+        (latest(&sb.state)["status"] == "aborted").then_some(())
+    });
+    let groups = route();
+    let groups = groups.as_array().expect("a route table");
+    assert!(
+        groups.iter().all(|g| g["version"] == "v1"),
+        "only v1 is routed once the abort is recorded: {groups:?}"
+    );
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["weight"], 100, "{groups:?}");
+}
