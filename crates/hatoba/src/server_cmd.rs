@@ -91,7 +91,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     // traffic outlives this one (see `dataplane_cmd`).
     let runtime = Arc::new(
         hatoba_runtime_process::ProcessRuntime::new(state.join("logs"))
-            .with_scope(std::path::absolute(state)?.display().to_string()),
+            .with_scope(std::path::absolute(state)?.display().to_string())
+            .with_log_versions(usize::try_from(spec.retention.log_versions).unwrap_or(usize::MAX)),
     );
     // Instance logs rotate by size (copy, then truncate: the instances keep
     // writing to the same file); the runtime only does it when asked.
