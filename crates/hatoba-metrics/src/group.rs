@@ -206,6 +206,15 @@ impl GroupStats {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(instance)
     }
+
+    /// Forgets the instances `forget` says yes to (by name) that nobody
+    /// else holds (no backend of a table, no request in flight).
+    pub fn remove_unheld_instances(&self, mut forget: impl FnMut(&str) -> bool) {
+        self.instances
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|name, i| Arc::strong_count(i) > 1 || !forget(name));
+    }
 }
 
 /// Counters of one instance inside a group: requests by class and failures

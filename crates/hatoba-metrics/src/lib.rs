@@ -20,8 +20,9 @@
 //!   downstream and internal failures are counted, but neither in the
 //!   success rate nor in the latency histograms.
 //! - **Bounded memory**: about 245 KB per group ([`GroupStats::memory_bytes`]),
-//!   fixed at creation; groups live until [`Recorder::remove`] or
-//!   [`Recorder::retain`].
+//!   fixed at creation; groups live until [`Recorder::remove`],
+//!   [`Recorder::retain`] or [`Recorder::prune`] (the data plane prunes
+//!   versions out of every route table for the retention: [`retention`]).
 //! - No IO, no printing, no async runtime in the recorder. The one
 //!   exception is the [`provider`] module: analysis's measurements taken
 //!   elsewhere (a Prometheus query, a webhook, a command), async on tokio,
@@ -38,6 +39,7 @@ mod outcome;
 mod prometheus;
 pub mod provider;
 mod recorder;
+pub mod retention;
 mod window;
 
 pub use counts::Counts;

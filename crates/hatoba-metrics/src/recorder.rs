@@ -142,6 +142,17 @@ impl Recorder {
             .retain(|_, g| keep(g));
     }
 
+    /// Forgets the groups `forget` says yes to that nobody else holds (no
+    /// table, no request in flight); a held one stays, so nothing counts
+    /// into a detached copy. Checked under the write lock, which every new
+    /// holder must pass through, so the check cannot go stale.
+    pub fn remove_unheld(&self, mut forget: impl FnMut(&GroupStats) -> bool) {
+        self.groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, g| Arc::strong_count(g) > 1 || !forget(g));
+    }
+
     /// The Prometheus text exposition (format 0.0.4) of every group's
     /// cumulative counters (see the `prometheus` module for the families).
     ///

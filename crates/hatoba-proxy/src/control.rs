@@ -46,6 +46,8 @@
 //! ← {"reply":"snapshot","state":{"services":{"web":{"listen":"127.0.0.1:8080","route":{…}}}}}
 //! → {"op":"close","service":"old"}
 //! ← {"reply":"ok"}
+//! → {"op":"retention","metrics_ms":3600000}
+//! ← {"reply":"ok"}
 //! → {"op":"shutdown"}
 //! ← {"reply":"ok"}
 //! ```
@@ -72,14 +74,21 @@
 //!   over its roles ([`VersionTotals`]); `null` if it never served. The
 //!   statistical judge subtracts the totals read when an analysis run
 //!   started. A data plane older than this op answers an error.
+//! - `retention` sets how long the stats of a version that no table has
+//!   any more stay in the recorder (`/metrics`, `window`), counted from
+//!   when it left the last table; instances out of every table likewise.
+//!   Kept in the state file; one hour until set. Checked every
+//!   [`PRUNE_EVERY`] (`hatoba_metrics::retention`). New in protocol 2: a
+//!   protocol-1 data plane answers it with an error.
 //! - `shutdown` answers, then stops every listener (gracefully) and the
 //!   control server; the state file stays, for the next start.
 //! - Any failure is `{"reply":"error","message":…}`. A line that is not a
 //!   request gets one too and the connection stays usable; a line over
 //!   [`MAX_LINE`] bytes is refused and the connection closed.
 //!
-//! The state file is `{"format":1,"services":{…}}`, the `services` of
-//! [`DataPlaneState`].
+//! The state file is `{"format":1,"services":{…},"metrics_retention_ms":…}`,
+//! the `services` of [`DataPlaneState`] and the retention (absent in files
+//! written before it existed: the default then).
 //!
 //! Starting on a socket path that exists: if a data plane answers there,
 //! the start is refused ([`ControlError::AlreadyRunning`]); otherwise the
@@ -89,6 +98,7 @@
 use crate::forward::ProxyOptions;
 use crate::server::ProxyServer;
 use crate::table::{Backend, RouteError, RouteSpec, Router};
+use hatoba_metrics::retention::{LastSeen, Present};
 use hatoba_metrics::{Recorder, Window, WindowSnapshot, WindowStats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -106,7 +116,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The protocol version [`Request::Hello`] reports.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
+/// How long a version's stats outlive its last table until a `retention`
+/// request says otherwise: one hour.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+/// How often the data plane prunes what outlived the retention.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// The longest request line accepted, newline excluded: 1 MiB.
 pub const MAX_LINE: usize = 1024 * 1024;
 /// The longest reply line a client accepts.
@@ -171,6 +186,11 @@ pub enum Request {
     Close {
         /// The service name.
         service: String,
+    },
+    /// How long the stats of a version out of every table are kept.
+    Retention {
+        /// The retention, in ms (at least 1).
+        metrics_ms: u64,
     },
     /// Answer, then stop every listener and the control server.
     Shutdown,
@@ -465,6 +485,8 @@ pub struct DataPlane {
 #[derive(Debug)]
 struct Plane {
     recorder: Arc<Recorder>,
+    /// The metrics retention in ms (see [`Request::Retention`]).
+    retention_ms: std::sync::atomic::AtomicU64,
     options: ProxyOptions,
     threads: usize,
     state_file: PathBuf,
@@ -542,7 +564,7 @@ impl DataPlane {
     pub async fn bind(cfg: DataPlaneConfig) -> Result<DataPlane, ControlError> {
         let lock = lock_socket(&cfg.socket).await?;
         let (listener, socket) = claim_socket(&cfg.socket).await?;
-        let state = read_state(&cfg.state_file).await?;
+        let (state, retention) = read_state(&cfg.state_file).await?;
         let recorder = Arc::new(Recorder::new());
         let mut inner = Inner::default();
         for (name, entry) in state.services {
@@ -584,6 +606,9 @@ impl DataPlane {
             socket,
             plane: Arc::new(Plane {
                 recorder,
+                retention_ms: std::sync::atomic::AtomicU64::new(
+                    u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+                ),
                 options: cfg.options,
                 threads: cfg.threads,
                 state_file: cfg.state_file,
@@ -627,10 +652,14 @@ impl DataPlane {
         // Tables applied while the state file could not be written are
         // written as soon as it can be again.
         let mut save_again = tokio::time::interval(Duration::from_secs(2));
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = LastSeen::new();
         let mut told = false;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = prune.tick() => plane.prune(&mut seen).await,
                 () = async { let _ = stopped.wait_for(|stop| *stop).await; } => {
                     told = true;
                     break;
@@ -847,12 +876,17 @@ async fn probe_pid(stream: UnixStream) -> Option<u32> {
 struct StateFile {
     format: u32,
     services: BTreeMap<String, ServiceEntry>,
+    /// Absent in files written before the retention existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_retention_ms: Option<u64>,
 }
 
-async fn read_state(file: &Path) -> Result<DataPlaneState, ControlError> {
+async fn read_state(file: &Path) -> Result<(DataPlaneState, Duration), ControlError> {
     let bytes = match tokio::fs::read(file).await {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DataPlaneState::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((DataPlaneState::default(), DEFAULT_RETENTION));
+        }
         Err(source) => {
             return Err(ControlError::StateRead {
                 file: file.to_owned(),
@@ -889,9 +923,17 @@ async fn read_state(file: &Path) -> Result<DataPlaneState, ControlError> {
             )));
         }
     }
-    Ok(DataPlaneState {
-        services: parsed.services,
-    })
+    let retention = match parsed.metrics_retention_ms {
+        Some(0) => return Err(corrupt("a metrics retention of 0 ms".to_owned())),
+        Some(ms) => Duration::from_millis(ms),
+        None => DEFAULT_RETENTION,
+    };
+    Ok((
+        DataPlaneState {
+            services: parsed.services,
+        },
+        retention,
+    ))
 }
 
 /// Another service listening where `addr` would: same port, and the same
@@ -965,6 +1007,9 @@ impl Plane {
         let file = StateFile {
             format: STATE_FORMAT,
             services: state.services.clone(),
+            metrics_retention_ms: Some(
+                self.retention_ms.load(std::sync::atomic::Ordering::Relaxed),
+            ),
         };
         let path = self.state_file.clone();
         let written = match serde_json::to_vec_pretty(&file) {
@@ -1013,6 +1058,7 @@ impl Plane {
                 state: self.inner.lock().await.state(),
             },
             Request::Close { service } => self.close(&service).await,
+            Request::Retention { metrics_ms } => self.set_retention(metrics_ms).await,
             Request::Shutdown => return (Reply::Ok, true),
         };
         (reply, false)
@@ -1086,6 +1132,37 @@ impl Plane {
         }
         inner.stopping.retain(|h| !h.is_finished());
         Reply::Listening { addr: bound }
+    }
+
+    async fn set_retention(&self, metrics_ms: u64) -> Reply {
+        use std::sync::atomic::Ordering::Relaxed;
+        if metrics_ms == 0 {
+            return error("a metrics retention must be above 0 ms".to_owned());
+        }
+        let inner = self.inner.lock().await;
+        let before = self.retention_ms.swap(metrics_ms, Relaxed);
+        if before == metrics_ms {
+            return Reply::Ok;
+        }
+        if let Err(e) = self.persist(&inner.state()).await {
+            self.retention_ms.store(before, Relaxed);
+            return error(chain(&e));
+        }
+        Reply::Ok
+    }
+
+    /// Forgets the stats of versions and instances out of every table for
+    /// the retention. Under the state lock, so no table is being built.
+    async fn prune(&self, seen: &mut LastSeen) {
+        let inner = self.inner.lock().await;
+        let mut present = Present::default();
+        for run in inner.services.values() {
+            add_table(&mut present, &run.router.table().spec);
+        }
+        let retention =
+            Duration::from_millis(self.retention_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.recorder
+            .prune(seen, &present, crate::now_millis(), retention);
     }
 
     async fn close(&self, service: &str) -> Reply {
@@ -1189,6 +1266,19 @@ impl Plane {
 
 fn error(message: String) -> Reply {
     Reply::Error { message }
+}
+
+/// Adds what one route table holds to `present`, for pruning.
+pub fn add_table(present: &mut Present, spec: &RouteSpec) {
+    for g in &spec.groups {
+        let names: Vec<String> = g.backends.iter().map(ToString::to_string).collect();
+        present.add_group(
+            &spec.service,
+            g.role,
+            &g.version,
+            names.iter().map(String::as_str),
+        );
+    }
 }
 
 /// Reads one line of at most `max` bytes (newline excluded) into `buf`,
@@ -1473,6 +1563,17 @@ impl ControlClient {
     pub async fn close(&self, service: &str) -> Result<(), ControlError> {
         self.expect_ok(&Request::Close {
             service: service.to_owned(),
+        })
+        .await
+    }
+
+    /// Sets how long the stats of a version out of every table are kept
+    /// (at least 1 ms). A protocol-1 data plane refuses it.
+    pub async fn retention(&self, metrics: Duration) -> Result<(), ControlError> {
+        self.expect_ok(&Request::Retention {
+            metrics_ms: u64::try_from(metrics.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
         })
         .await
     }

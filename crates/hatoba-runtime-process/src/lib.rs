@@ -128,6 +128,8 @@ fn fill_placeholders(
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long swept orphans get between SIGTERM and SIGKILL, by default.
 const SWEEP_GRACE: Duration = Duration::from_secs(2);
+/// Versions of each service whose stopped instances keep their logs.
+pub const DEFAULT_LOG_VERSIONS: usize = 5;
 /// How often an adopted instance (not our child) is checked for its exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
 
@@ -151,6 +153,7 @@ pub struct ProcessRuntime {
     log_dir: PathBuf,
     scope: String,
     log_limits: LogLimits,
+    log_versions: usize,
     sweep_grace: Duration,
     registry: Arc<Mutex<Registry>>,
     /// Variables of the controller's own environment that instances do
@@ -171,6 +174,7 @@ impl ProcessRuntime {
             log_dir,
             scope,
             log_limits: LogLimits::default(),
+            log_versions: DEFAULT_LOG_VERSIONS,
             sweep_grace: SWEEP_GRACE,
             registry: Arc::new(Mutex::new(Registry::default())),
             withheld: Vec::new(),
@@ -201,6 +205,38 @@ impl ProcessRuntime {
     pub fn with_log_limits(mut self, limits: LogLimits) -> ProcessRuntime {
         self.log_limits = limits;
         self
+    }
+
+    /// The same runtime keeping the logs of stopped instances for the
+    /// `versions` most recent versions of each service (5 by default, at
+    /// least 1); older versions' logs are deleted when an instance stops
+    /// and at rotation. A running instance's log is never deleted.
+    #[must_use]
+    pub fn with_log_versions(mut self, versions: usize) -> ProcessRuntime {
+        self.log_versions = versions.max(1);
+        self
+    }
+
+    /// Deletes the logs of stopped instances of `service` beyond the
+    /// newest [`with_log_versions`](Self::with_log_versions) versions;
+    /// returns the files deleted. Blocking file IO.
+    pub fn prune_logs(&self, service: &ServiceName) -> std::io::Result<Vec<PathBuf>> {
+        let running: HashSet<String> = self.with(|r| {
+            r.entries
+                .values()
+                .filter(|e| {
+                    &e.status.service == service
+                        && !matches!(e.status.state, InstanceState::Exited { .. })
+                })
+                .map(|e| e.status.id.0.clone())
+                .chain(r.starting.iter().map(|i| i.0.clone()))
+                .collect()
+        });
+        logs::prune_versions(
+            &self.log_dir.join(service.as_str()),
+            self.log_versions,
+            &running,
+        )
     }
 
     /// The same runtime giving swept orphans `grace` between SIGTERM and
@@ -237,6 +273,16 @@ impl ProcessRuntime {
                 .collect()
         });
         let mut out = LogRotation::default();
+        let services: BTreeSet<ServiceName> = self.with(|r| {
+            r.entries
+                .values()
+                .map(|e| e.status.service.clone())
+                .collect()
+        });
+        for service in &services {
+            // Best effort: a log that cannot be deleted now is tried again.
+            let _ = self.prune_logs(service);
+        }
         for path in paths {
             match logs::rotate(&path, self.log_limits) {
                 Ok(true) => out.rotated.push(path),
@@ -295,6 +341,10 @@ impl ProcessRuntime {
         // mode 0600.
         let log = logs::open_log(&log_path).map_err(resources(format!(
             "cannot open the log file {}",
+            log_path.display()
+        )))?;
+        logs::write_version(&log_path, spec.version.as_str()).map_err(resources(format!(
+            "cannot write the version beside the log file {}",
             log_path.display()
         )))?;
         let log_err = log.try_clone().map_err(resources(format!(
@@ -649,8 +699,15 @@ impl Runtime for ProcessRuntime {
             let left = find_scoped(&self.scope, |i| i == id)?;
             end_all(&left, grace).await?;
         }
-        self.with(|r| r.entries.get(id).map(|e| e.status.clone()))
-            .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })
+        let status = self
+            .with(|r| r.entries.get(id).map(|e| e.status.clone()))
+            .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
+        // Old versions' logs go once their instances are stopped. Best
+        // effort: what cannot be deleted now is tried at the next stop.
+        let me = self.clone();
+        let service = status.service.clone();
+        let _ = tokio::task::spawn_blocking(move || me.prune_logs(&service)).await;
+        Ok(status)
     }
 
     async fn forget(&self, id: &InstanceId) {

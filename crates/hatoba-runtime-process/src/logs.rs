@@ -14,6 +14,11 @@
 //! current end of the file, its next line lands at the start of the emptied
 //! file, with no hole. Lines written between the copy and the truncation
 //! are lost: the price of copytruncate.
+//!
+//! Old versions' logs do not pile up: beside each log, `<id>.version` names
+//! the instance's version, and [`prune_versions`] deletes the logs (rotated
+//! copies included) of the instances of all but the newest versions of a
+//! service, never those of a running instance.
 
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -132,6 +137,82 @@ pub(crate) fn rotate(path: &Path, limits: LogLimits) -> Result<bool, LogRotateEr
     Ok(true)
 }
 
+/// Writes `<id>.version` beside the log `<id>.log` (mode 0600).
+pub(crate) fn write_version(log: &Path, version: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(LOG_MODE)
+        .open(log.with_extension("version"))?;
+    f.write_all(version.as_bytes())
+}
+
+/// In one service's log directory, keeps the logs of the instances of the
+/// `keep` most recently used versions (by the newest modification time of
+/// their files) and deletes the others' (`<id>.log`, `<id>.log.N`,
+/// `<id>.version`), except those of the instances in `running` (by id).
+/// Logs without a `<id>.version` (from before it existed) are left alone.
+/// Returns the files deleted.
+pub(crate) fn prune_versions(
+    dir: &Path,
+    keep: usize,
+    running: &std::collections::HashSet<String>,
+) -> std::io::Result<Vec<PathBuf>> {
+    use std::collections::BTreeMap;
+    // version -> its instances' ids; id -> its files.
+    let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .split_once(".log")
+            .map(|(id, _)| id)
+            .or_else(|| name.strip_suffix(".version"))
+        else {
+            continue;
+        };
+        files.entry(id.to_owned()).or_default().push(entry.path());
+        if name.ends_with(".version") {
+            let version = std::fs::read_to_string(entry.path())?.trim().to_owned();
+            versions.entry(version).or_default().push(id.to_owned());
+        }
+    }
+    // A version's recency: the newest file of any of its instances.
+    let mut ranked: Vec<(std::time::SystemTime, String, Vec<String>)> = versions
+        .into_iter()
+        .map(|(version, ids)| {
+            let newest = ids
+                .iter()
+                .flat_map(|id| files.get(id).into_iter().flatten())
+                .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                .max()
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (newest, version, ids)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    let mut deleted = Vec::new();
+    for (_, _, ids) in ranked.into_iter().skip(keep) {
+        for id in ids.iter().filter(|id| !running.contains(*id)) {
+            for path in files.get(id).into_iter().flatten() {
+                match std::fs::remove_file(path) {
+                    Ok(()) => deleted.push(path.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +310,67 @@ mod tests {
         assert!(msg.contains(&log.display().to_string()), "{msg}");
         assert!(msg.contains("b.log.1"), "{msg}");
         assert_eq!(read(&log), "too long", "not truncated when the copy failed");
+    }
+
+    #[test]
+    fn only_the_newest_versions_keep_the_logs_of_stopped_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let epoch = std::time::UNIX_EPOCH;
+        // v1..v4, one instance each, v(n) last written at n hours; v1's
+        // instance also has rotated copies; `web-1` still runs.
+        for n in 1..=4u64 {
+            let id = format!("web-{n}");
+            let log = dir.path().join(format!("{id}.log"));
+            std::fs::write(&log, format!("v{n}\n")).unwrap();
+            write_version(&log, &format!("v{n}")).unwrap();
+            let mut files = vec![log.clone(), log.with_extension("version")];
+            if n == 2 {
+                for k in 1..=2 {
+                    std::fs::write(numbered(&log, k), "old\n").unwrap();
+                    files.push(numbered(&log, k));
+                }
+            }
+            for f in files {
+                let at = epoch + std::time::Duration::from_secs(3600 * n);
+                std::fs::File::options()
+                    .write(true)
+                    .open(&f)
+                    .unwrap()
+                    .set_modified(at)
+                    .unwrap();
+            }
+        }
+        // A log from before version files existed is left alone.
+        std::fs::write(dir.path().join("web-0.log"), "?\n").unwrap();
+        let running = std::collections::HashSet::from(["web-1".to_owned()]);
+        let mut deleted = prune_versions(dir.path(), 2, &running).unwrap();
+        deleted.sort();
+        let names: Vec<String> = deleted
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["web-2.log", "web-2.log.1", "web-2.log.2", "web-2.version"]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "web-0.log",
+                "web-1.log",
+                "web-1.version",
+                "web-3.log",
+                "web-3.version",
+                "web-4.log",
+                "web-4.version"
+            ]
+        );
+        // Nothing more to do: a second round deletes nothing.
+        assert!(prune_versions(dir.path(), 2, &running).unwrap().is_empty());
     }
 }

@@ -112,6 +112,12 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
     /// service); their connections finish their current request.
     async fn retain(&self, keep: &[String]) -> Result<(), DataPlaneError>;
 
+    /// How long the traffic stats of a version out of every route table
+    /// are kept (the spec's `retention.metrics`); the data plane prunes them
+    /// after that (`hatoba_metrics::retention`). A data plane that cannot
+    /// take it (an older `hatoba dataplane`) keeps its own, said in a log.
+    async fn set_retention(&self, _metrics: Duration) {}
+
     /// Stops the listeners: new connections are refused, the requests in
     /// flight finish, and only then does it return (remote: the data plane
     /// process is told to stop and awaited).
@@ -128,7 +134,11 @@ pub struct LocalDataPlane {
     recorder: Arc<Recorder>,
     options: ProxyOptions,
     threads: usize,
-    listeners: Mutex<HashMap<String, Listener>>,
+    listeners: Arc<Mutex<HashMap<String, Listener>>>,
+    /// The metrics retention in ms, read by the pruning task.
+    retention_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the pruning task runs (started by the first `set_retention`).
+    pruning: std::sync::atomic::AtomicBool,
     /// Backends taken out of a table, until their drain is awaited.
     draining: Mutex<HashMap<SocketAddr, Arc<Backend>>>,
 }
@@ -147,7 +157,12 @@ impl LocalDataPlane {
             recorder,
             options,
             threads,
-            listeners: Mutex::new(HashMap::new()),
+            listeners: Arc::new(Mutex::new(HashMap::new())),
+            retention_ms: Arc::new(std::sync::atomic::AtomicU64::new(
+                u64::try_from(hatoba_proxy::control::DEFAULT_RETENTION.as_millis())
+                    .unwrap_or(u64::MAX),
+            )),
+            pruning: std::sync::atomic::AtomicBool::new(false),
             draining: Mutex::new(HashMap::new()),
         }
     }
@@ -310,6 +325,45 @@ impl DataPlane for LocalDataPlane {
         Ok(())
     }
 
+    async fn set_retention(&self, metrics: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = u64::try_from(metrics.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.retention_ms.store(ms, Relaxed);
+        if self.pruning.swap(true, Relaxed) {
+            return;
+        }
+        // Ends at the first tick after this data plane is dropped.
+        let listeners = Arc::downgrade(&self.listeners);
+        let recorder = Arc::clone(&self.recorder);
+        let retention = Arc::clone(&self.retention_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hatoba_proxy::control::PRUNE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen = hatoba_metrics::retention::LastSeen::new();
+            loop {
+                tick.tick().await;
+                let Some(listeners) = listeners.upgrade() else {
+                    return;
+                };
+                let mut present = hatoba_metrics::retention::Present::default();
+                for router in listeners
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                    .map(|l| Arc::clone(&l.router))
+                {
+                    hatoba_proxy::control::add_table(&mut present, &router.table().spec);
+                }
+                drop(listeners);
+                // A group a table is being built with is held, so kept.
+                let keep_for = Duration::from_millis(retention.load(Relaxed));
+                recorder.prune(&mut seen, &present, crate::clock_now(), keep_for);
+            }
+        });
+    }
+
     async fn shutdown(&self) {
         let servers: Vec<ProxyServer> =
             self.with(|l| l.values_mut().filter_map(|x| x.server.take()).collect());
@@ -406,11 +460,59 @@ impl DataPlane for RemoteDataPlane {
         Ok(())
     }
 
+    async fn set_retention(&self, metrics: Duration) {
+        if let Err(e) = self.client.retention(metrics).await {
+            tracing::warn!(
+                "the data plane keeps its own metrics retention: {}",
+                crate::server::error_chain(&e)
+            );
+        }
+    }
+
     async fn shutdown(&self) {
         // Its listeners finish their requests in flight before it exits.
         let _ = self
             .client
             .shutdown_and_wait(std::time::Duration::from_secs(60))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hatoba_metrics::Role;
+    use hatoba_proxy::GroupSpec;
+
+    fn table(version: &str, port: u16) -> RouteSpec {
+        RouteSpec {
+            service: "web".to_owned(),
+            groups: vec![GroupSpec {
+                role: Role::Stable,
+                version: version.to_owned(),
+                weight: 100,
+                backends: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            }],
+            sticky: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_in_process_data_plane_forgets_old_versions_after_the_retention() {
+        let recorder = Arc::new(Recorder::new());
+        let dp = LocalDataPlane::new(Arc::clone(&recorder), ProxyOptions::default(), 1);
+        dp.listen("web", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        dp.route(table("v1", 1)).await.unwrap();
+        dp.set_retention(Duration::from_millis(200)).await;
+        dp.route(table("v2", 2)).await.unwrap();
+        assert!(recorder.get("web", Role::Stable, "v1").is_some());
+        hatoba_test_support::wait_for(Duration::from_secs(20), || {
+            recorder.get("web", Role::Stable, "v1").is_none()
+        })
+        .expect("v1 is pruned once out of the table for the retention");
+        assert!(recorder.get("web", Role::Stable, "v2").is_some());
+        dp.shutdown().await;
     }
 }

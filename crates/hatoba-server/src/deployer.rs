@@ -814,6 +814,15 @@ impl Deployer {
             run.sync_traffic().await?;
         }
         run.generator = None;
+        if matches!(
+            run.outcome,
+            Some(Outcome::Aborted(_) | Outcome::RolledBack(_))
+        ) && !run.stable.is_empty()
+        {
+            // The last table before the outcome is recorded: the stable
+            // version alone (the supervisor keeps it so afterwards).
+            run.route().await;
+        }
         let (status, reason, serving) = match run.outcome.clone() {
             Some(Outcome::Succeeded) => (
                 DeploymentStatus::Succeeded,
@@ -1841,12 +1850,21 @@ impl Run<'_> {
                 weight: 100 - self.weight,
                 backends: ready(&self.stable),
             });
-            groups.push(GroupSpec {
-                role: Role::Canary,
-                version: self.req.version.to_string(),
-                weight: self.weight,
-                backends: ready(&self.canary),
-            });
+            // A rollout that ended back on the stable version leaves no
+            // canary group behind (not even at 0 %): the table says what
+            // serves from the moment the outcome is recorded.
+            let ended_back = matches!(
+                self.outcome,
+                Some(Outcome::Aborted(_) | Outcome::RolledBack(_))
+            );
+            if !ended_back || self.weight > 0 {
+                groups.push(GroupSpec {
+                    role: Role::Canary,
+                    version: self.req.version.to_string(),
+                    weight: self.weight,
+                    backends: ready(&self.canary),
+                });
+            }
         } else if self.weight > 0 {
             groups.push(GroupSpec {
                 role: Role::Canary,

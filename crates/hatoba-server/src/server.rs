@@ -187,6 +187,9 @@ impl Server {
             .collect();
         let names: Vec<String> = listeners.iter().map(|(k, _)| k.clone()).collect();
         cfg.data_plane.retain(&names).await?;
+        cfg.data_plane
+            .set_retention(cfg.spec.retention.metrics)
+            .await;
         for (key, listen) in &listeners {
             let text = listen.to_string();
             let addr = std::net::ToSocketAddrs::to_socket_addrs(&text)
@@ -1794,7 +1797,7 @@ async fn body_json<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

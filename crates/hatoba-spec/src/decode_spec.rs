@@ -77,6 +77,9 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
         Some(n) => secret_names(n, "secrets", &[], &mut cx.d),
         None => (Vec::new(), true),
     };
+    let retention = f.get("retention").map_or(Some(Retention::default()), |n| {
+        decode_retention(n, "retention", &mut cx.d)
+    });
     f.finish(&mut cx.d);
 
     let mut service_nodes: BTreeMap<ServiceName, &Node> = BTreeMap::new();
@@ -141,6 +144,30 @@ fn decode_root(root: &Node, lines: &[&str], cx: &mut Cx) -> Option<Spec> {
         environments,
         analysis: analysis?,
         secrets: secrets_ok.then_some(top_secrets)?,
+        retention: retention?,
+    })
+}
+
+fn decode_retention(node: &Node, path: &str, d: &mut Diags) -> Option<Retention> {
+    if matches!(node.kind, NodeKind::Null) {
+        return Some(Retention::default());
+    }
+    let mut f = Fields::of(
+        node,
+        path,
+        d,
+        "a mapping with `metrics` (a duration) and `logVersions` (a count)",
+    )?;
+    let metrics = f
+        .get("metrics")
+        .map(|n| positive_duration(n, &f.path("metrics"), d));
+    let log_versions = f
+        .get("logVersions")
+        .map(|n| u32_in(n, &f.path("logVersions"), d, 1, 1000));
+    f.finish(d);
+    Some(Retention {
+        metrics: metrics.unwrap_or(Some(Retention::METRICS))?,
+        log_versions: log_versions.unwrap_or(Some(Retention::LOG_VERSIONS))?,
     })
 }
 

@@ -44,6 +44,44 @@ pub struct Spec {
     #[serde(default)]
     #[schemars(with = "Vec<VariableNameText>")]
     pub secrets: Vec<String>,
+    /// How long what old versions leave behind is kept: their traffic
+    /// metrics in the data plane, their instances' logs.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// How long what old versions leave behind is kept.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// How long the data plane keeps the traffic metrics (`/metrics`, the
+    /// windows analysis reads) of a version that no route table has any
+    /// more, counted from when it left the last one. Default `1h`.
+    #[serde(default)]
+    #[schemars(with = "DurationText", extend("default" = "1h"))]
+    pub metrics: Duration,
+    /// How many versions of each service keep the logs of their stopped
+    /// instances; older versions' logs are deleted when an instance stops.
+    /// A running instance's log is never deleted. Default 5 (at least 1).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000), extend("default" = 5))]
+    pub log_versions: u32,
+}
+
+impl Retention {
+    /// The default metrics retention: one hour.
+    pub const METRICS: Duration = Duration::from_secs(3600);
+    /// The default number of versions whose logs are kept: 5.
+    pub const LOG_VERSIONS: u32 = 5;
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            metrics: Retention::METRICS,
+            log_versions: Retention::LOG_VERSIONS,
+        }
+    }
 }
 
 impl Spec {

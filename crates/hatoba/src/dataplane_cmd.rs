@@ -275,7 +275,7 @@ pub(crate) async fn ensure(
     }
 }
 
-fn admin_addr(state: &Path) -> String {
+pub(crate) fn admin_addr(state: &Path) -> String {
     std::fs::read_to_string(admin_file(state))
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
@@ -329,9 +329,14 @@ pub(crate) async fn supervise(
         }
         tracing::warn!("the data plane stopped answering: starting it again");
         match ensure(&state, metrics).await {
-            Ok(_) => {
+            Ok(c) => {
                 misses = 0;
                 failures = 0;
+                if let Err(e) = crate::server_cmd::advertise_admin(&state, &c.admin) {
+                    tracing::error!(
+                        "cannot write the data plane's new metrics address into server.json: {e:#}"
+                    );
+                }
             }
             Err(e) => {
                 // A start that fails (the state directory removed, the

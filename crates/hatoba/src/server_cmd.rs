@@ -19,6 +19,25 @@ fn info_path(state: &Path) -> PathBuf {
     state.join("server.json")
 }
 
+/// Rewrites `server.json`'s `admin` after the data plane was started again
+/// (its metrics port may have changed), so what it advertises stays true.
+/// Only this controller's file: one another process wrote is left alone.
+pub(crate) fn advertise_admin(state: &Path, admin: &str) -> anyhow::Result<()> {
+    let path = info_path(state);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        // Not written yet: it will be, with the data plane's current address.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut info: hatoba_api::ServerInfo = serde_json::from_str(&text)?;
+    if info.pid != std::process::id() || info.admin == admin {
+        return Ok(());
+    }
+    info.admin = admin.to_owned();
+    crate::state_dir::write_private(&path, serde_json::to_string_pretty(&info)?.as_bytes())
+}
+
 fn token_path(state: &Path) -> PathBuf {
     state.join("token")
 }
@@ -79,7 +98,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     let runtime = Arc::new(
         hatoba_runtime_process::ProcessRuntime::new(state.join("logs"))
             .with_scope(std::path::absolute(state)?.display().to_string())
-            .withholding_env(&[hatoba_server::secrets::KEY_ENV]),
+            .withholding_env(&[hatoba_server::secrets::KEY_ENV])
+            .with_log_versions(usize::try_from(spec.retention.log_versions).unwrap_or(usize::MAX)),
     );
     // Instance logs rotate by size (copy, then truncate: the instances keep
     // writing to the same file); the runtime only does it when asked.
@@ -170,8 +190,10 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         let info = hatoba_api::ServerInfo {
             api_version: hatoba_api::API_VERSION.to_owned(),
             api: api.local_addr()?.to_string(),
+            // Read now: the data plane may have been started again since.
             admin: remote_admin
-                .clone()
+                .as_ref()
+                .map(|_| crate::dataplane_cmd::admin_addr(state))
                 .unwrap_or_else(|| admin.local_addr().to_string()),
             pid: std::process::id(),
             environment: env.to_string(),

@@ -360,7 +360,10 @@ async fn bad_input_is_an_error_and_the_old_table_keeps_serving() {
     assert!(message.contains("missing field `addr`"), "{message}");
     assert!(matches!(
         raw.send("{\"op\":\"hello\"}\n").await,
-        Reply::Hello { protocol: 1, .. }
+        Reply::Hello {
+            protocol: hatoba_proxy::control::PROTOCOL,
+            ..
+        }
     ));
     // The largest timeout there is does not overflow anything.
     let forever = format!(
@@ -605,4 +608,114 @@ async fn a_table_applies_when_the_state_file_cannot_be_written() {
     plane.stop().await;
     v1.stop().await;
     v2.stop().await;
+}
+
+/// `GET /metrics` on an admin listener: the body.
+async fn scrape(admin: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_of_a_version_out_of_every_table_go_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let socket = cfg.socket.clone();
+    let plane = DataPlane::bind(cfg).await.unwrap();
+    let admin = hatoba_proxy::AdminServer::start(any(), plane.recorder(), Vec::new()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(plane.run(async move {
+        let _ = stopped.await;
+    }));
+    let client = ControlClient::connect(&socket).await.unwrap();
+    let addr = client.listen("web", any()).await.unwrap();
+    let v1 = InProcess::start("v1", |_| {}).await;
+    let v2 = InProcess::start("v2", |_| {}).await;
+    client
+        .update(&spec(vec![group(Role::Stable, "v1", 100, &[v1.addr])]))
+        .await
+        .unwrap();
+    assert_eq!(versions(addr, 3).await, ["v1"; 3]);
+    client.retention(Duration::from_millis(300)).await.unwrap();
+    let zero = Raw::connect(&socket)
+        .await
+        .send("{\"op\":\"retention\",\"metrics_ms\":0}\n")
+        .await;
+    assert!(
+        matches!(&zero, Reply::Error { message } if message.contains("above 0")),
+        "{zero:?}"
+    );
+    let saved = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    assert!(saved.contains("\"metrics_retention_ms\": 300"), "{saved}");
+    let text = scrape(admin.local_addr()).await;
+    assert!(text.contains("version=\"v1\""), "{text}");
+    client
+        .update(&spec(vec![group(Role::Stable, "v2", 100, &[v2.addr])]))
+        .await
+        .unwrap();
+    assert_eq!(versions(addr, 3).await, ["v2"; 3]);
+    let metrics = admin.local_addr();
+    hatoba_test_support::wait_for_async(Duration::from_secs(20), || async move {
+        !scrape(metrics).await.contains("version=\"v1\"")
+    })
+    .await
+    .expect("v1 leaves /metrics once out of every table for the retention");
+    let text = scrape(admin.local_addr()).await;
+    assert!(text.contains("version=\"v2\""), "{text}");
+    assert!(!text.contains(&v1.addr.to_string()), "{text}");
+    assert!(
+        client
+            .window("web", "v1", Window::M5)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        client
+            .window("web", "v2", Window::M1)
+            .await
+            .unwrap()
+            .map(|w| w.requests()),
+        Some(3)
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    admin.shutdown();
+    v1.stop().await;
+    v2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_from_before_the_retention_loads_and_keeps_a_set_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_backend().await;
+    let port = hatoba_test_support::free_port().unwrap();
+    let old = serde_json::json!({
+        "format": 1,
+        "services": {"web": {
+            "listen": format!("127.0.0.1:{port}"),
+            "route": spec(vec![group(Role::Stable, "echo", 100, &[echo])]),
+        }},
+    });
+    std::fs::write(dir.path().join("state.json"), old.to_string()).unwrap();
+    let dp = Running::start(dir.path()).await;
+    assert_eq!(dp.client.hello().await.unwrap().services, ["web"]);
+    dp.client.retention(Duration::from_secs(90)).await.unwrap();
+    dp.stop().await;
+    // Restarted, it keeps the retention it was given: the next change
+    // saves the loaded value, not the default.
+    let dp = Running::start(dir.path()).await;
+    dp.client
+        .update(&spec(vec![group(Role::Canary, "echo", 100, &[echo])]))
+        .await
+        .unwrap();
+    let saved = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    assert!(saved.contains("\"metrics_retention_ms\": 90000"), "{saved}");
+    dp.stop().await;
 }

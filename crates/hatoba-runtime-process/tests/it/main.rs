@@ -804,3 +804,39 @@ async fn a_missing_relative_program_names_where_it_was_looked_for() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_instance_deletes_the_logs_of_versions_beyond_the_newest_ones() {
+    use hatoba_runtime::Runtime as _;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = ProcessRuntime::new(dir.path().join("logs")).with_log_versions(2);
+    let _cleanup = Cleanup::scopes(&[rt.scope()]);
+    // v1 keeps running throughout; v2, v3, v4 each start and stop in turn.
+    let v1 = rt
+        .start(&spec("serve"), hatoba_core::Millis(0))
+        .await
+        .unwrap();
+    let mut logs = Vec::new();
+    for v in ["v2", "v3", "v4"] {
+        let spec = InstanceSpec {
+            version: v.parse().unwrap(),
+            ..spec("serve")
+        };
+        let s = rt.start(&spec, hatoba_core::Millis(0)).await.unwrap();
+        rt.stop(&s.id, std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        logs.push(s.log.unwrap());
+    }
+    let exists = |p: &Path| p.exists();
+    // The newest two versions with logs are v4 and v3 (v1 runs, so its
+    // file keeps changing too, but a running instance is never touched).
+    assert!(!exists(&logs[0]), "v2's log is deleted: {:?}", logs[0]);
+    assert!(!exists(&logs[0].with_extension("version")));
+    let v1_log = v1.log.clone().unwrap();
+    assert!(exists(&v1_log), "a running instance keeps its log");
+    assert!(exists(&logs[2]), "the newest stopped version keeps its log");
+    rt.stop(&v1.id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+}

@@ -10,6 +10,7 @@ mod judge;
 mod traffic;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -450,4 +451,22 @@ fn a_misspelt_version_or_port_variable_is_a_warning_with_the_fix() {
     // Names of the app's own, and the two Hatoba sets, are left alone.
     let fine = hatoba_spec::parse(&spec(r#"["${PORT}", "${VERSION}", "${LOG_LEVEL}"]"#));
     assert!(fine.diagnostics.is_empty(), "{:?}", fine.diagnostics);
+}
+
+#[test]
+fn retention_is_read_and_defaults_to_an_hour_and_five_versions() {
+    let base = "app: a\nservices:\n  web:\n    process: {command: ./web}\n    route: {listen: 127.0.0.1:8080}\n";
+    let default = hatoba_spec::parse(base).spec.expect("a valid spec");
+    assert_eq!(default.retention.metrics, Duration::from_secs(3600));
+    assert_eq!(default.retention.log_versions, 5);
+    let set = hatoba_spec::parse(&format!(
+        "{base}retention:\n  metrics: 90s\n  logVersions: 2\n"
+    ));
+    let spec = set.spec.expect("a valid spec");
+    assert_eq!(spec.retention.metrics, Duration::from_secs(90));
+    assert_eq!(spec.retention.log_versions, 2);
+    let only_metrics = hatoba_spec::parse(&format!("{base}retention: {{metrics: 2h}}\n"));
+    let spec = only_metrics.spec.expect("a valid spec");
+    assert_eq!(spec.retention.metrics, Duration::from_secs(7200));
+    assert_eq!(spec.retention.log_versions, 5);
 }

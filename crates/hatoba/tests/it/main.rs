@@ -10,6 +10,7 @@ mod evidence;
 mod faults;
 mod hardening;
 mod history;
+mod memory;
 mod prometheus;
 mod proxy;
 mod proxy_tls;
