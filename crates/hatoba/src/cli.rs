@@ -141,6 +141,12 @@ pub(crate) enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Follow the deployment of a service in progress, as `deploy --wait`
+    /// does, until it ends (exit 0 when it succeeded).
+    Watch {
+        /// The service.
+        service: String,
+    },
     /// Approve a deployment that waits for approval (an environment with
     /// `requireApproval`); whoever deployed it cannot approve it.
     Approve {

@@ -81,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback { service, to } => {
             runtime()?.block_on(server_cmd::rollback(&g, &service, to))
         }
+        Command::Watch { service } => runtime()?.block_on(server_cmd::watch(&g, &service)),
         Command::Approve { deployment, actor } => {
             runtime()?.block_on(inspect_cmd::approve(&g, &deployment, actor))
         }

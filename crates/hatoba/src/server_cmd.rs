@@ -457,20 +457,93 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
 /// when it succeeded. On a terminal, a status line under the events shows
 /// the elapsed time, the weights and the ready instances as they change;
 /// elsewhere the output is plain lines only.
+/// `hatoba watch SERVICE`: follows the deployment in progress, if any.
+pub(crate) async fn watch(global: &Global, service: &str) -> anyhow::Result<Exit> {
+    check_service(service)?;
+    let bytes = call(
+        global,
+        hyper::Method::GET,
+        &format!("/v1/services/{service}"),
+        None,
+    )
+    .await?;
+    let detail: hatoba_api::ServiceDetail = serde_json::from_slice(&bytes)?;
+    let Some(id) = detail.live_deployment else {
+        output::stdout(&format!(
+            "no deployment of `{service}` in progress; {}\n",
+            detail
+                .serving_version
+                .map_or_else(|| "nothing serves".to_owned(), |v| format!("{v} serves"))
+        ));
+        return Ok(Exit::Ok);
+    };
+    let bytes = call(
+        global,
+        hyper::Method::GET,
+        &format!("/v1/deployments/{id}"),
+        None,
+    )
+    .await?;
+    let d: hatoba_api::DeploymentDetail = serde_json::from_slice(&bytes)?;
+    if global.output == Output::Text {
+        output::stdout(&format!(
+            "following deployment {} of `{}` {} ({})\n",
+            d.deployment.id,
+            d.deployment.service,
+            d.deployment.version,
+            output::strategy(&d.deployment.strategy)
+        ));
+    }
+    follow(global, &d.deployment).await
+}
+
+/// How long `deploy --wait` waits for a server that went away to answer
+/// again before it gives up (exit 3).
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
 async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<Exit> {
     use std::io::IsTerminal as _;
     let live = global.output == Output::Text && std::io::stdout().is_terminal();
     let mut seen = 0;
     let started = tokio::time::Instant::now();
     let mut status_line = false;
+    // `hatoba up` restarting (an upgrade, a crash) is not the end of the
+    // deployment: it resumes it, so following goes on once the server
+    // answers again, for up to RECONNECT_FOR.
+    let mut lost: Option<tokio::time::Instant> = None;
     loop {
-        let bytes = call(
+        let bytes = match call(
             global,
             hyper::Method::GET,
             &format!("/v1/deployments/{}", d.id),
             None,
         )
-        .await?;
+        .await
+        {
+            Ok(bytes) => {
+                if lost.take().is_some() && global.output == Output::Text {
+                    output::stdout("  (the server is back: following on)\n");
+                }
+                bytes
+            }
+            Err(e) if crate::exit::exit_code(&e) == Exit::Unreachable => {
+                let since = *lost.get_or_insert_with(|| {
+                    if global.output == Output::Text {
+                        output::stdout(&format!(
+                            "  (lost the server: {e:#}; waiting up to {}s for it to come back, Ctrl-C stops waiting)\n",
+                            RECONNECT_FOR.as_secs()
+                        ));
+                    }
+                    tokio::time::Instant::now()
+                });
+                if since.elapsed() > RECONNECT_FOR {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let detail: hatoba_api::DeploymentDetail = serde_json::from_slice(&bytes)?;
         if global.output == Output::Text {
             let fresh = detail.events.iter().skip(seen);

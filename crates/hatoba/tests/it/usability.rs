@@ -101,3 +101,80 @@ fn a_strategy_is_printed_as_the_spec_spells_it() {
     assert!(text.contains("(blueGreen,"), "{text}");
     assert!(!text.contains("blue_green"), "{text}");
 }
+
+/// `deploy --wait` follows its deployment across a restart of `hatoba up`
+/// (which resumes it), and `hatoba watch web` follows whatever is in
+/// progress; both end when it does.
+#[test]
+fn deploy_wait_and_watch_follow_a_deployment_across_a_server_restart() {
+    let sb = Sandbox::new(crate::up::spec);
+    let up = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+            .arg("--state-dir")
+            .arg(&sb.state)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut waiting = spawn(&["deploy", "web", "--version", "v2", "--wait"]);
+    // What `deploy --wait` has printed so far, read as it comes.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let printed = std::sync::Arc::clone(&printed);
+        let mut out = waiting.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                printed
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    wait("v2 paused at 50 %", || {
+        printed.lock().unwrap().contains("pause until")
+    });
+    up.kill9();
+    // It notices, and keeps waiting instead of exiting 3.
+    wait("deploy --wait to notice", || {
+        printed.lock().unwrap().contains("lost the server")
+    });
+    let _up = sb.up(&[]);
+    let watching = spawn(&["watch", "web"]);
+    wait("the watch to follow", || {
+        latest(&sb.state)["status"] == "in_progress"
+    });
+    // No traffic, no evidence: a person promotes past it.
+    hatoba(&sb.state)
+        .args(["promote", "web", "--full"])
+        .assert()
+        .success();
+    let status = waiting.wait().unwrap();
+    reader.join().unwrap();
+    let text = printed.lock().unwrap().clone();
+    assert!(status.success(), "deploy --wait: {status:?}\n{text}");
+    assert!(text.contains("the server is back"), "{text}");
+    assert!(text.contains("succeeded"), "{text}");
+    let out = watching.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "watch: {out:?}");
+    assert!(stdout.contains("following deployment"), "{stdout}");
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    // Nothing in progress: watch says what serves.
+    hatoba(&sb.state)
+        .args(["watch", "web"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "no deployment of `web` in progress; v2 serves",
+        ));
+}
