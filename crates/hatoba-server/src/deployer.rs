@@ -1992,3 +1992,6 @@ impl Run<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod state_tests;
