@@ -306,6 +306,48 @@ impl RolloutRecord {
     }
 }
 
+/// The format of the controller's saved state this Hatoba writes. A record
+/// without a `format` field is format 1 (written before formats were
+/// numbered). Format 2 adds the `format` field; readers of format 1 fill the
+/// fields added since by their serde defaults (`secrets`, `promoted_by`, ...).
+/// A change of shape bumps this, adds a fixture under
+/// `tests/data/controller_state/` and a step in [`ServiceRecord::from_json`].
+pub const STATE_FORMAT: u64 = 2;
+
+/// Why a saved controller state can not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// It was written by a newer Hatoba, in a format this one does not know.
+    #[error(
+        "it was saved in format {found} by a newer Hatoba, and this Hatoba reads formats 1 to {supported}: upgrade Hatoba to resume it"
+    )]
+    NewerFormat {
+        /// The format found in the record.
+        found: u64,
+        /// The newest format this Hatoba reads.
+        supported: u64,
+    },
+    /// The `format` field is not a positive whole number.
+    #[error("its `format` is {found}, expected a whole number from 1 to {supported}")]
+    BadFormat {
+        /// The value found, as JSON.
+        found: String,
+        /// The newest format this Hatoba reads.
+        supported: u64,
+    },
+    /// The JSON does not have the record's shape.
+    #[error("it is not a controller state record: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
+/// The saved form: the record with its format number in front.
+#[derive(serde::Serialize)]
+struct Saved<'a> {
+    format: u64,
+    #[serde(flatten)]
+    record: &'a ServiceRecord,
+}
+
 /// The controller's saved state of one service.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ServiceRecord {
@@ -316,6 +358,43 @@ pub struct ServiceRecord {
 }
 
 impl ServiceRecord {
+    /// The record as saved, in format [`STATE_FORMAT`].
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(&Saved {
+            format: STATE_FORMAT,
+            record: self,
+        })
+    }
+
+    /// A saved record of any format up to [`STATE_FORMAT`], migrated to
+    /// today's shape; a newer format is refused, never guessed at.
+    pub fn from_json(text: &str) -> Result<ServiceRecord, StateError> {
+        let mut value: serde_json::Value =
+            serde_json::from_str(text).map_err(StateError::Malformed)?;
+        let format = match value.as_object_mut().and_then(|o| o.remove("format")) {
+            None => 1,
+            Some(f) => match f.as_u64() {
+                Some(n) if n >= 1 => n,
+                _ => {
+                    return Err(StateError::BadFormat {
+                        found: f.to_string(),
+                        supported: STATE_FORMAT,
+                    });
+                }
+            },
+        };
+        if format > STATE_FORMAT {
+            return Err(StateError::NewerFormat {
+                found: format,
+                supported: STATE_FORMAT,
+            });
+        }
+        // Format 1 -> 2: only the `format` field was added; the fields
+        // added to format 1 over time have serde defaults. A future shape
+        // change migrates `value` here, one format at a time.
+        serde_json::from_value(value).map_err(StateError::Malformed)
+    }
+
     /// Every instance the record names, once each.
     pub fn instances(&self) -> Vec<&InstanceRecord> {
         let mut out: Vec<&InstanceRecord> = Vec::new();
@@ -469,7 +548,7 @@ impl Deployer {
         let Some(text) = self.store.controller_state(service, environment).await? else {
             return Ok(None);
         };
-        serde_json::from_str(&text)
+        ServiceRecord::from_json(&text)
             .map(Some)
             .map_err(|e| DeployError::State {
                 service: service.to_string(),
@@ -484,7 +563,7 @@ impl Deployer {
         environment: &EnvName,
         record: &ServiceRecord,
     ) -> Result<(), DeployError> {
-        let text = serde_json::to_string(record).map_err(|e| DeployError::State {
+        let text = record.to_json().map_err(|e| DeployError::State {
             service: service.to_string(),
             message: e.to_string(),
         })?;
@@ -1913,3 +1992,6 @@ impl Run<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod state_tests;

@@ -25,7 +25,7 @@ mod traffic;
 pub use dataplane::{DataPlane, DataPlaneError, LocalDataPlane, RemoteDataPlane};
 pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
-    ServiceRecord, ServingRecord, clock_now, follow_tokio_clock,
+    STATE_FORMAT, ServiceRecord, ServingRecord, StateError, clock_now, follow_tokio_clock,
 };
 pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
 pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};
