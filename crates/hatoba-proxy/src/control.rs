@@ -736,7 +736,14 @@ async fn lock_socket(socket: &Path) -> Result<std::fs::File, ControlError> {
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(ControlError::Symlink { path });
     }
-    match take_pid_lock(&path) {
+    // It may wait up to a second for a new holder's pid: off the runtime.
+    let taken = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || take_pid_lock(&path))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    };
+    match taken {
         Ok(PidLock::Held(file)) => Ok(file),
         Ok(PidLock::Taken { pid }) => Err(ControlError::AlreadyRunning {
             socket: socket.to_owned(),

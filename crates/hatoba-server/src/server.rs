@@ -1268,10 +1268,7 @@ impl Server {
         if rollback_of.is_none() {
             let used = named_variables(&svc);
             if let Some(unused) = r.vars.keys().find(|k| !used.contains(*k)) {
-                let near = used
-                    .iter()
-                    .filter(|u| edit_distance(u, unused) <= 2)
-                    .min_by_key(|u| edit_distance(u, unused));
+                let near = hatoba_spec::suggest(unused, used.iter().map(String::as_str));
                 let hint = match near {
                     Some(n) => format!("did you mean `{n}`?"),
                     None if used.is_empty() => format!("service `{service}` uses no ${{NAME}}"),
@@ -1849,39 +1846,10 @@ pub fn new_token() -> String {
 /// The variables (`${NAME}`) a service's runtime fields use, `VERSION` and
 /// `PORT` aside (Hatoba sets those).
 fn named_variables(svc: &hatoba_spec::Service) -> std::collections::BTreeSet<String> {
-    let texts: Vec<&String> = match &svc.runtime {
-        hatoba_spec::Runtime::Process(p) => std::iter::once(&p.command)
-            .chain(&p.args)
-            .chain(p.env.values())
-            .chain(&p.working_dir)
-            .collect(),
-        hatoba_spec::Runtime::Docker(d) => std::iter::once(&d.image)
-            .chain(&d.args)
-            .chain(d.env.values())
-            .collect(),
-    };
-    texts
-        .into_iter()
-        .filter_map(|t| hatoba_spec::variables(t).ok())
-        .flatten()
-        .map(|(name, _)| name)
+    variable_uses(svc)
+        .into_keys()
         .filter(|n| n != "VERSION" && n != "PORT")
         .collect()
-}
-
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// The variables a service's runtime fields use, each with whether every

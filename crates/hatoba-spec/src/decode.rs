@@ -48,10 +48,7 @@ pub(crate) fn index(path: &str, i: usize) -> String {
 /// The closest candidate to a misspelt word, if one is close enough to be
 /// what was meant: same letters ignoring case, `_` and `-` (`max_surge` for
 /// `maxSurge`), or a small edit distance.
-pub(crate) fn suggest<'c>(
-    found: &str,
-    candidates: impl IntoIterator<Item = &'c str>,
-) -> Option<&'c str> {
+pub fn suggest<'c>(found: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let norm = |s: &str| {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')

@@ -17,6 +17,7 @@ mod schema;
 mod yaml;
 
 pub use condition::{CmpOp, Condition, ConditionError, Operand};
+pub use decode::suggest;
 pub use diag::{Diagnostic, Severity, render};
 pub use interpolate::{InterpolationError, interpolate, is_variable_name, variables};
 pub use model::*;

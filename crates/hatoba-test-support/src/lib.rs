@@ -31,6 +31,6 @@ mod watchdog;
 pub use external::{REQUIRE_EXTERNAL, external, require_external};
 pub use postgres::{PostgresUnavailable, TempPostgres, postgres};
 pub use prometheus::{PrometheusUnavailable, TempPrometheus, prometheus};
-pub use reap::{ScopeReaper, processes_in_scope};
+pub use reap::{ScopeReaper, alive, kill_and_wait, processes_in_scope};
 pub use runtime_story::{StoryPrograms, StoryRuntimes, http_ok, runtime_story};
 pub use wait::{TimedOut, free_port, wait_for, wait_for_async};

@@ -3,7 +3,7 @@
 //! `HATOBA_SCOPE=<scope>` (a process runtime's instances and whatever they
 //! started), so a test that panics half-way leaves no instance running.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The running processes (zombies left out) whose environment has
 /// `HATOBA_SCOPE=scope`.
@@ -15,7 +15,7 @@ pub fn processes_in_scope(scope: &str) -> Vec<i32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| running(*pid))
+        .filter(|pid| alive(*pid))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()))
@@ -24,7 +24,8 @@ pub fn processes_in_scope(scope: &str) -> Vec<i32> {
 }
 
 /// Whether `pid` exists and is not a zombie.
-fn running(pid: i32) -> bool {
+/// Whether `pid` runs (a zombie does not).
+pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         !stat
             .rsplit(')')
@@ -41,24 +42,29 @@ pub struct ScopeReaper(pub String);
 
 impl Drop for ScopeReaper {
     fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill, killpg};
-        use nix::unistd::{Pid, getpgid, getpgrp};
-        let ours = getpgrp();
-        let mut left = processes_in_scope(&self.0);
-        for pid in &left {
-            let pid = Pid::from_raw(*pid);
-            if getpgid(Some(pid)).is_ok_and(|g| g == pid && g != ours) {
-                let _ = killpg(pid, Signal::SIGKILL);
-            }
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !left.is_empty() && Instant::now() < deadline {
-            // The poll interval of a wait with a deadline.
-            std::thread::sleep(Duration::from_millis(20));
-            left.retain(|pid| running(*pid));
-        }
+        let _ = kill_and_wait(processes_in_scope(&self.0), Duration::from_secs(10));
     }
+}
+
+/// Sends SIGKILL to each of `pids`, and to its process group when it leads
+/// one (not this process's own group), then waits until they are gone or
+/// `within` has passed; returns those still running.
+pub fn kill_and_wait(mut pids: Vec<i32>, within: Duration) -> Vec<i32> {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{Pid, getpgid, getpgrp};
+    let ours = getpgrp();
+    for pid in &pids {
+        let pid = Pid::from_raw(*pid);
+        if getpgid(Some(pid)).is_ok_and(|g| g == pid && g != ours) {
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let _ = crate::wait_for(within, || {
+        pids.retain(|pid| alive(*pid));
+        pids.is_empty()
+    });
+    pids
 }
 
 #[cfg(test)]

@@ -218,21 +218,21 @@ struct Down {
 impl Down {
     fn start() -> Down {
         use std::io::{Read, Write};
+        // Blocking accepts; `drop` wakes the loop with a connection of its own.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let mut answered = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed)
-                && started.elapsed() < Duration::from_secs(120)
-                && answered < 1000
-            {
-                match listener.accept() {
+            while started.elapsed() < Duration::from_secs(120) && answered < 1000 {
+                let accepted = listener.accept();
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match accepted {
                     Ok((mut conn, _)) => {
-                        let _ = conn.set_nonblocking(false);
                         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                         let mut buf = [0u8; 4096];
                         let _ = conn.read(&mut buf);
@@ -241,8 +241,7 @@ impl Down {
                         );
                         answered += 1;
                     }
-                    // Pacing the accept loop, not waiting for a condition.
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(_) => break,
                 }
             }
         });
@@ -257,6 +256,8 @@ impl Down {
 impl Drop for Down {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the blocked accept, which then sees `stop`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

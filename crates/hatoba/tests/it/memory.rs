@@ -32,18 +32,7 @@ fn after_the_data_plane_is_killed_server_json_advertises_the_new_metrics_address
     sb.deploy_ok("v1");
     let before = advertised(&sb.state).expect("server.json names the metrics address");
     assert!(metrics(&before).is_some(), "{before} answers /metrics");
-    let state = std::path::absolute(&sb.state)
-        .unwrap()
-        .display()
-        .to_string();
-    let data_plane = || -> Option<i32> {
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let text = String::from_utf8_lossy(&cmdline);
-            (text.contains(&state) && text.split('\0').any(|a| a == "dataplane"))
-                .then(|| e.file_name().to_str()?.parse().ok())?
-        })
-    };
+    let data_plane = || crate::support::data_plane_pid(&sb.state);
     let first = data_plane().expect("a data plane process");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first),

@@ -87,12 +87,7 @@ pub(crate) fn processes_of(state: &Path) -> Vec<i32> {
 
 /// Whether `pid` runs (exists and is not a zombie).
 pub(crate) fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    })
+    i32::try_from(pid).is_ok_and(hatoba_test_support::alive)
 }
 
 /// Ends every process of a state directory ([`processes_of`]) with
@@ -102,25 +97,21 @@ pub(crate) fn alive(pid: u32) -> bool {
 /// outlives it by design (and a `kill9`ed controller leaves its instances),
 /// so nothing else would stop them.
 pub(crate) fn sweep(state: &Path) {
-    use nix::sys::signal::{Signal, kill, killpg};
-    use nix::unistd::{Pid, getpgid, getpgrp};
-    let ours = getpgrp();
-    let mut left = processes_of(state);
-    for pid in &left {
-        let pid = Pid::from_raw(*pid);
-        if getpgid(Some(pid)).is_ok_and(|g| g == pid && g != ours) {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        let _ = kill(pid, Signal::SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !left.is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        left.retain(|pid| u32::try_from(*pid).is_ok_and(alive));
-    }
+    let left = hatoba_test_support::kill_and_wait(processes_of(state), Duration::from_secs(10));
     if !left.is_empty() && !std::thread::panicking() {
         panic!("still running 10 s after SIGKILL: {left:?}");
     }
+}
+
+/// The pid of the `hatoba dataplane` process of a state directory.
+pub(crate) fn data_plane_pid(state: &Path) -> Option<i32> {
+    let state = std::path::absolute(state).ok()?.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let text = String::from_utf8_lossy(&cmdline);
+        (text.contains(&state) && text.split('\0').any(|a| a == "dataplane"))
+            .then(|| e.file_name().to_str()?.parse().ok())?
+    })
 }
 
 /// [`sweep`] when dropped.
@@ -284,10 +275,9 @@ impl Drop for Up {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGTERM,
             );
-            let deadline = Instant::now() + STOP_GRACE;
-            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let _ = hatoba_test_support::wait_for(STOP_GRACE, || {
+                !matches!(self.0.try_wait(), Ok(None))
+            });
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -545,7 +535,8 @@ impl Traffic {
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .count(started.elapsed(), answer);
-                        // Pacing, not waiting.
+                        // Not a wait: the pause between requests is what
+                        // sets this load's rate (about 200 a second per client).
                         std::thread::sleep(Duration::from_millis(5));
                     }
                 })

@@ -833,18 +833,7 @@ fn a_killed_data_plane_is_started_again_with_its_routes() {
     let sb = rolling_web(&demo_process("${VERSION}"), 1);
     let _server = sb.up(&[]);
     sb.deploy_ok("v1");
-    let state = std::path::absolute(&sb.state)
-        .unwrap()
-        .display()
-        .to_string();
-    let data_plane = || -> Option<i32> {
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let text = String::from_utf8_lossy(&cmdline);
-            (text.contains(&state) && text.split('\0').any(|a| a == "dataplane"))
-                .then(|| e.file_name().to_str()?.parse().ok())?
-        })
-    };
+    let data_plane = || crate::support::data_plane_pid(&sb.state);
     let first = data_plane().expect("a data plane process");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first),
