@@ -316,7 +316,7 @@ where
     let table = router.table();
     let seen = Seen::scan(request.headers);
     let request_id = RequestId::of(seen.request_id);
-    let Some(group) = choose_group(&table, request.headers, seen.route, router, now_ms) else {
+    let Some(mut group) = choose_group(&table, request.headers, seen.route, router, now_ms) else {
         return no_backend(&table, &request_id).into();
     };
     let gauge = group.stats.start();
@@ -399,6 +399,9 @@ where
     let replayable = is_idempotent(method) && framing == client::Framing::Empty;
 
     let mut needs_host = seen.host.is_none() && request.authority.is_none();
+    // Whether any attempt got the request to a backend (then only the
+    // replay rules below may send it again).
+    let mut delivered = false;
     let mut tried = Tried::new();
     // Stale pooled connections do not count as attempts; this bounds them.
     let mut stale_left = 8u32;
@@ -410,7 +413,21 @@ where
             router.now_ms()
         };
         let Some(backend) = pick_backend(group, &tried, router, now_ms) else {
-            break;
+            // Every instance of the group refused before anything was sent
+            // (they all died at once, before passive ejection has seen it):
+            // another group that still has instances, a warm previous
+            // version at weight 0 included, takes the request, as nginx's
+            // backup servers would. Nothing was sent, so nothing is replayed.
+            match (
+                delivered,
+                other_group(&table, group, &tried, router, now_ms),
+            ) {
+                (false, Some(other)) => {
+                    group = other;
+                    continue;
+                }
+                _ => break,
+            }
         };
         if needs_host {
             // An HTTP/1.0 request without Host goes upstream as HTTP/1.1,
@@ -475,6 +492,7 @@ where
                 backend.stats.record(Outcome::Failed(Failure::Upstream));
             }
             Ok(Err(SendError::NoResponse)) => {
+                delivered = true;
                 router.connect_failed(backend);
                 backend.stats.record(Outcome::Failed(Failure::Upstream));
                 if !replayable {
@@ -731,6 +749,29 @@ fn choose_group<'t>(
             .find(|g| usable(g, router, now))
             .or(chosen),
     }
+}
+
+/// Another group than `current` with a backend not yet tried and not
+/// ejected, those with weight first.
+fn other_group<'t>(
+    table: &'t RouteTable,
+    current: &Group,
+    tried: &Tried,
+    router: &Router,
+    now_ms: u64,
+) -> Option<&'t Group> {
+    let candidate = |g: &&Group| {
+        !std::ptr::eq(*g, current)
+            && g.backends
+                .iter()
+                .any(|b| !tried.contains(&b.addr) && !router.is_ejected(b, now_ms))
+    };
+    table
+        .groups
+        .iter()
+        .filter(|g| g.weight > 0)
+        .find(candidate)
+        .or_else(|| table.groups.iter().find(candidate))
 }
 
 fn usable(g: &Group, router: &Router, now_ms: u64) -> bool {

@@ -311,3 +311,36 @@ async fn an_http10_request_without_host_gets_the_upstreams_host() {
     assert!(resp.contains("host: mine"), "{resp}");
     assert!(!resp.contains(&format!("host: {backend}")), "{resp}");
 }
+
+/// When every instance of the chosen group refuses the connection (they
+/// died at once, before ejection has seen it), a warm group at weight 0
+/// takes the request: nothing was sent, so nothing is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_instances_all_refuse_gives_way_to_a_warm_one() {
+    let v1 = InProcess::start("v1", |_| {}).await;
+    let dead: Vec<std::net::SocketAddr> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        })
+        .collect();
+    let proxy = Proxy::start(
+        spec(vec![
+            group(Role::Stable, "v1", 0, &[v1.addr]),
+            group(Role::Canary, "v2", 100, &dead),
+        ]),
+        ProxyOptions::default(),
+    );
+    for _ in 0..5 {
+        let resp = crate::support::raw(
+            proxy.addr,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase().contains("x-version: v1"),
+            "{resp}"
+        );
+    }
+}
