@@ -32,6 +32,7 @@
 
 mod blue_green;
 mod canary;
+pub mod health;
 mod rolling;
 
 pub use blue_green::{BlueGreen, BlueGreenPlan};
