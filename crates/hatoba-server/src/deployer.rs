@@ -13,12 +13,11 @@
 //! recorded is an orphan that the restarted server's sweep stops.
 
 use crate::dataplane::{DataPlane, DataPlaneError};
-use crate::probe::{http_probe, tcp_probe};
 use crate::secrets::SecretEnv;
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
-use hatoba_rollout::health::{self, Check, Death, Decision, Observation, RestartPolicy};
+use hatoba_rollout::health::{self, Death, Decision, Observation, RestartPolicy};
 use hatoba_rollout::{
     AnalysisRun, BlueGreen, BlueGreenPlan, Canary, CanaryPlan, Command, Input, Outcome, Rolling,
     RollingPlan, Step, Track,
@@ -615,7 +614,7 @@ impl Deployer {
             ready: stable.iter().map(|i| i.addr).collect(),
             stable,
             canary: Vec::new(),
-            health: health::Health::new(crate::supervisor::health_plan(
+            health: health::Health::new(crate::probe::health_plan(
                 &req.svc,
                 RestartPolicy::DURING_ROLLOUT,
             )),
@@ -769,7 +768,7 @@ impl Deployer {
             stable,
             canary,
             ready,
-            health: health::Health::new(crate::supervisor::health_plan(
+            health: health::Health::new(crate::probe::health_plan(
                 &req.svc,
                 RestartPolicy::DURING_ROLLOUT,
             )),
@@ -1719,7 +1718,7 @@ impl Run<'_> {
         self.health.handle(
             now,
             match &listed {
-                Ok(l) => Observation::Listed(crate::supervisor::listed_for_health(l)),
+                Ok(l) => Observation::Listed(crate::probe::listed_for_health(l)),
                 Err(e) => Observation::ListFailed(e.to_string()),
             },
         );
@@ -1730,16 +1729,10 @@ impl Run<'_> {
                     let Some(inst) = self.instance(&id) else {
                         continue;
                     };
-                    let result = match (
-                        check,
-                        &self.req.svc.health.readiness,
-                        &self.req.svc.health.liveness,
-                    ) {
-                        (Check::Readiness, Some(p), _) | (Check::Liveness, _, Some(p)) => {
-                            http_probe(inst.addr, &p.path, p.timeout).await
-                        }
-                        (Check::Readiness, None, _) => tcp_probe(inst.addr).await,
-                        (Check::Liveness, _, None) => continue,
+                    let Some(result) =
+                        crate::probe::probe_as_asked(check, inst.addr, &self.req.svc.health).await
+                    else {
+                        continue;
                     };
                     let result = crate::probe::policy_result(&result);
                     self.health

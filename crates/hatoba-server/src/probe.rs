@@ -1,9 +1,14 @@
 //! Readiness and liveness probes: an HTTP GET on each instance's probe
 //! path; 2xx and 3xx pass (or, without a readiness path, the port
-//! accepts). Says why a probe failed; counting streaks is the health
-//! policy's (`hatoba_rollout::health`), not this module's.
+//! accepts). Says why a probe failed. Also the IO side's translations for
+//! the health policy (`hatoba_rollout::health`) that the supervisor and the
+//! deployer both drive: its plan from the spec, what the runtime listed,
+//! a probe as the policy asks and its result. Counting streaks and
+//! deciding restarts is the policy's, never this module's.
 
-use hatoba_rollout::health::ProbeResult;
+use hatoba_rollout::health::{self, Check, HealthPlan, ProbePlan, ProbeResult, RestartPolicy};
+use hatoba_runtime::{InstanceState, InstanceStatus};
+use hatoba_spec::Service;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -135,6 +140,59 @@ pub(crate) fn policy_result(result: &Result<(), ProbeFailure>) -> ProbeResult {
             refused: *why == ProbeFailure::Refused,
         },
     }
+}
+
+/// The policy's parameters for a service: its probes' thresholds, restarts
+/// as `restarts` says.
+pub(crate) fn health_plan(svc: &Service, restarts: RestartPolicy) -> HealthPlan {
+    let plan = |p: &hatoba_spec::Probe| ProbePlan {
+        initial_delay: p.initial_delay,
+        period: p.period,
+        success_threshold: p.success_threshold,
+        failure_threshold: p.failure_threshold,
+    };
+    HealthPlan {
+        readiness: svc.health.readiness.as_ref().map(plan),
+        liveness: svc.health.liveness.as_ref().map(plan),
+        restarts,
+    }
+}
+
+/// What the runtime listed, as the health policy reads it: an exit with a
+/// code or a signal says so, any other end "is gone".
+pub(crate) fn listed_for_health(listed: &[InstanceStatus]) -> Vec<health::Listed> {
+    listed
+        .iter()
+        .map(|l| health::Listed {
+            id: l.id.0.clone(),
+            exited: match &l.state {
+                InstanceState::Running => None,
+                state @ InstanceState::Exited { code, signal }
+                    if code.is_some() || signal.is_some() =>
+                {
+                    Some(state.to_string())
+                }
+                InstanceState::Exited { .. } => Some("is gone".to_owned()),
+            },
+        })
+        .collect()
+}
+
+/// Carries out a policy's `Decision::Probe`: the spec's HTTP probe, or
+/// for readiness without a path, whether the port accepts. `None`: the
+/// spec has no such probe.
+pub(crate) async fn probe_as_asked(
+    check: Check,
+    addr: SocketAddr,
+    health: &hatoba_spec::Health,
+) -> Option<Result<(), ProbeFailure>> {
+    Some(match (check, &health.readiness, &health.liveness) {
+        (Check::Readiness, Some(p), _) | (Check::Liveness, _, Some(p)) => {
+            http_probe(addr, &p.path, p.timeout).await
+        }
+        (Check::Readiness, None, _) => tcp_probe(addr).await,
+        (Check::Liveness, _, None) => return None,
+    })
 }
 
 #[cfg(test)]

@@ -19,15 +19,13 @@
 
 use crate::dataplane::{preview_listen, route_serving};
 use crate::deployer::{Deployed, ServiceRecord, ServingRecord, clock_now, instance_spec_for};
-use crate::probe::{http_probe, policy_result, tcp_probe};
+use crate::probe::{health_plan, listed_for_health, policy_result, probe_as_asked};
 use crate::server::ServiceState;
 use hatoba_core::{EnvName, Millis, ServiceName};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
-use hatoba_rollout::health::{
-    self, Check, Death, Decision, HealthPlan, Observation, ProbePlan, RestartPolicy,
-};
-use hatoba_runtime::{InstanceId, InstanceState, InstanceStatus, Runtime, Usage};
+use hatoba_rollout::health::{self, Check, Death, Decision, Observation, RestartPolicy};
+use hatoba_runtime::{InstanceId, InstanceStatus, Runtime, Usage};
 use hatoba_spec::Service;
 use hatoba_store::{NewEvent, Store};
 use std::collections::{BTreeMap, HashMap};
@@ -63,42 +61,6 @@ pub(crate) struct Supervised {
     pub(crate) state: Arc<ServiceState>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) store: Arc<dyn Store>,
-}
-
-/// The policy's parameters for a service: its probes' thresholds, restarts
-/// as `restarts` says.
-pub(crate) fn health_plan(svc: &Service, restarts: RestartPolicy) -> HealthPlan {
-    let plan = |p: &hatoba_spec::Probe| ProbePlan {
-        initial_delay: p.initial_delay,
-        period: p.period,
-        success_threshold: p.success_threshold,
-        failure_threshold: p.failure_threshold,
-    };
-    HealthPlan {
-        readiness: svc.health.readiness.as_ref().map(plan),
-        liveness: svc.health.liveness.as_ref().map(plan),
-        restarts,
-    }
-}
-
-/// What the runtime listed, as the health policy reads it: an exit with a
-/// code or a signal says so, any other end "is gone".
-pub(crate) fn listed_for_health(listed: &[InstanceStatus]) -> Vec<health::Listed> {
-    listed
-        .iter()
-        .map(|l| health::Listed {
-            id: l.id.0.clone(),
-            exited: match &l.state {
-                InstanceState::Running => None,
-                state @ InstanceState::Exited { code, signal }
-                    if code.is_some() || signal.is_some() =>
-                {
-                    Some(state.to_string())
-                }
-                InstanceState::Exited { .. } => Some("is gone".to_owned()),
-            },
-        })
-        .collect()
 }
 
 /// The words the runtime's listing problem is shown with in `diagnose`.
@@ -195,10 +157,12 @@ pub(crate) async fn run(s: Supervised) {
                     let Some(inst) = serving.instances.iter().find(|i| i.id.0 == id) else {
                         continue;
                     };
+                    let Some(result) = probe_as_asked(check, inst.addr, &s.svc.health).await else {
+                        continue;
+                    };
                     let obs = observed.entry(inst.id.clone()).or_default();
-                    let result = match (check, &s.svc.health.readiness, &s.svc.health.liveness) {
+                    match (check, &s.svc.health.readiness, &s.svc.health.liveness) {
                         (Check::Liveness, _, Some(p)) => {
-                            let result = http_probe(inst.addr, &p.path, p.timeout).await;
                             obs.last_probe = Some(match &result {
                                 Ok(()) => format!("liveness {} passed", p.path),
                                 Err(why) => format!("liveness {} failed: {why}", p.path),
@@ -206,20 +170,15 @@ pub(crate) async fn run(s: Supervised) {
                             if result.is_err() {
                                 obs.live_failures = 1;
                             }
-                            result
                         }
                         (Check::Readiness, Some(p), _) => {
-                            let result = http_probe(inst.addr, &p.path, p.timeout).await;
                             if let (Err(why), None) = (&result, &obs.last_probe) {
                                 obs.last_probe =
                                     Some(format!("readiness {} failed: {why}", p.path));
                             }
-                            result
                         }
-                        // No readiness path: the port accepts.
-                        (Check::Readiness, None, _) => tcp_probe(inst.addr).await,
-                        (Check::Liveness, _, None) => continue,
-                    };
+                        _ => {}
+                    }
                     policy.handle(
                         now,
                         Observation::Probed {
