@@ -151,6 +151,10 @@ pub enum Observation {
     },
     /// Not to be watched any more (stopped by the rollout).
     Removed(String),
+    /// None of the instances is watched any more: another set follows
+    /// (a rollout took over and ended). Restarts, back-off and a crash
+    /// loop carry over.
+    AllRemoved,
     /// A round begins: the runtime's list of the service's instances. A
     /// watched instance missing from it is gone.
     Listed(Vec<Listed>),
@@ -333,6 +337,12 @@ impl Health {
             Observation::Removed(id) => {
                 self.instances.remove(&id);
                 self.pending.remove(&id);
+            }
+            Observation::AllRemoved => {
+                self.instances.clear();
+                self.pending.clear();
+                self.round = None;
+                self.next_restart = None;
             }
             Observation::Listed(listed) => {
                 // Whoever still waits for a back-off says so again below.

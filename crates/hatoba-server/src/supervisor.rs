@@ -80,8 +80,7 @@ pub(crate) async fn run(s: Supervised) {
         .max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let plan = health_plan(&s.svc, RestartPolicy::BETWEEN_ROLLOUTS);
-    let mut policy = health::Health::new(plan.clone());
+    let mut policy = health::Health::new(health_plan(&s.svc, RestartPolicy::BETWEEN_ROLLOUTS));
     let mut routed: Option<(String, Vec<SocketAddr>)> = None;
     let mut was_live = true;
     loop {
@@ -108,9 +107,10 @@ pub(crate) async fn run(s: Supervised) {
         };
         if was_live {
             // Fresh after a rollout or a start: what the rollout (or the
-            // previous run) routed was ready.
+            // previous run) routed was ready. Restarts before the rollout
+            // still count towards back-off and crash loops.
             was_live = false;
-            policy = health::Health::new(plan.clone());
+            policy.handle(clock_now(), Observation::AllRemoved);
             let fresh =
                 std::mem::take(&mut *s.state.fresh.lock().unwrap_or_else(PoisonError::into_inner));
             for i in &serving.instances {

@@ -8,7 +8,7 @@
 //! cannot list makes nothing restart.
 //!
 //! Script lines: `TIME WORD ...` with
-//! `add ID [ready] [new]`, `remove ID`, `round`, `rounds EVERY UNTIL`,
+//! `add ID [ready] [new]`, `remove ID`, `remove-all`, `round`, `rounds EVERY UNTIL`,
 //! `ready ID pass|refused|notmade|fail WHY`, `live ID pass|notmade|fail WHY`,
 //! `exit ID WHY`, `crash-on-start on|off`, `start-fails on|off`,
 //! `list-fails WHY`, `list-works`, `tick`.
@@ -231,6 +231,10 @@ impl Driver {
                 self.m
                     .handle(Millis(now), Observation::Removed((*id).to_owned()));
             }
+            ["remove-all"] => {
+                self.world.insts.clear();
+                self.m.handle(Millis(now), Observation::AllRemoved);
+            }
             ["round"] => self.round(now),
             ["ready", id, rest @ ..] => {
                 self.world.insts.get_mut(*id).unwrap().ready = probe(rest);
@@ -406,6 +410,31 @@ fn a_crash_loop_is_over_when_its_restarts_leave_the_window() {
         5m2s    crash loop over
     "#]]
     .assert_eq(&d.out);
+}
+
+#[test]
+fn restarts_carry_over_to_the_next_set_of_instances() {
+    check(
+        serving(Some(probe_plan(1, 1)), None),
+        "0s add a ready
+         0s crash-on-start on
+         0s exit a exited with code 1
+         1s rounds 1s 4s
+         5s remove-all
+         5s crash-on-start off
+         5s add b ready
+         5s exit b exited with code 1
+         6s rounds 1s 10s",
+        expect![[r#"
+            1s      unroute a
+            1s      restart a (exited with code 1) #1 as r1
+            2s      restart r1 (exited with code 1) #2 as r2
+            4s      restart r2 (exited with code 1) #3 as r3
+            6s      unroute b
+            8s      restart b (exited with code 1) #4 as r4
+            9s      route r4
+        "#]],
+    );
 }
 
 #[test]
