@@ -26,12 +26,19 @@
 //! rolls back; an `Inconclusive` one waits for a person. The property
 //! tests in `tests/it` check these rules over random inputs.
 //!
+//! [`health`] is the health policy of a service's instances (readiness,
+//! liveness, exits, restarts with back-off, crash loops, a runtime that
+//! cannot list), in the same shape: `handle(now, observation)`,
+//! `handle_timeout(now)`, `poll_timeout()`, `poll_action()`. The supervisor
+//! and the deployer both drive it.
+//!
 //! Vocabulary: the *stable* track runs the version serving users now; the
 //! *canary* track runs the new version (for blue-green, the new colour).
 //! Weights are the canary's share; the stable track gets the rest.
 
 mod blue_green;
 mod canary;
+pub mod health;
 mod rolling;
 
 pub use blue_green::{BlueGreen, BlueGreenPlan};

@@ -13,11 +13,11 @@
 //! recorded is an orphan that the restarted server's sweep stops.
 
 use crate::dataplane::{DataPlane, DataPlaneError};
-use crate::probe::{ProbeFailure, Readiness, http_probe, tcp_probe};
 use crate::secrets::SecretEnv;
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
+use hatoba_rollout::health::{self, Death, Decision, Observation, RestartPolicy};
 use hatoba_rollout::{
     AnalysisRun, BlueGreen, BlueGreenPlan, Canary, CanaryPlan, Command, Input, Outcome, Rolling,
     RollingPlan, Step, Track,
@@ -461,9 +461,6 @@ pub struct Deployer {
 }
 
 /// The mutable world of one running deployment.
-/// Stable instances started again during one rollout, at most.
-const MAX_STABLE_RESTARTS: u32 = 5;
-
 struct Run<'a> {
     d: &'a Deployer,
     req: &'a DeployRequest,
@@ -472,7 +469,8 @@ struct Run<'a> {
     stable: Vec<InstanceStatus>,
     canary: Vec<InstanceStatus>,
     ready: HashSet<SocketAddr>,
-    readiness: Readiness,
+    /// Readiness, liveness and restarts: the health policy during a rollout.
+    health: health::Health,
     weight: u8,
     analyses: HashMap<AnalysisRun, crate::analysis::Active>,
     outcome: Option<Outcome>,
@@ -492,7 +490,7 @@ struct Run<'a> {
     judge: Option<hatoba_analysis::Judge>,
     /// The last route table did not reach the data plane: push again.
     route_failed: bool,
-    /// Liveness and restarts while the rollout runs.
+    /// What the health rounds found, beside the policy's state.
     watch: Watch,
     /// The blue-green preview address shows the new colour (else it shows
     /// what the service's address serves).
@@ -505,19 +503,11 @@ struct Run<'a> {
     traffic_refused: bool,
 }
 
-/// What a rollout watches of its instances' health, beside readiness.
+/// What a rollout's health rounds found, beside the policy's state.
 #[derive(Default)]
 struct Watch {
-    /// Consecutive liveness failures, per instance.
-    liveness: Readiness,
-    /// When liveness is probed next (`None`: now).
-    next_liveness: Option<Millis>,
     /// Why a new instance is not ready, from its latest readiness probe.
     not_ready: Option<String>,
-    /// Stable instances that failed liveness, with why: replaced next tick.
-    stable_unlive: Vec<(InstanceStatus, String)>,
-    /// Stable instances started again during this rollout.
-    stable_restarts: u32,
 }
 
 impl Deployer {
@@ -624,7 +614,10 @@ impl Deployer {
             ready: stable.iter().map(|i| i.addr).collect(),
             stable,
             canary: Vec::new(),
-            readiness: Readiness::default(),
+            health: health::Health::new(crate::probe::health_plan(
+                &req.svc,
+                RestartPolicy::DURING_ROLLOUT,
+            )),
             weight: 0,
             analyses: HashMap::new(),
             outcome: None,
@@ -642,9 +635,7 @@ impl Deployer {
             generator: None,
             traffic_refused: false,
         };
-        for a in run.ready.clone() {
-            run.readiness.assume_ready(a);
-        }
+        run.watch_all();
         if run.awaiting_approval {
             // Recorded as waiting before anyone hears of it: a restart from
             // here on resumes the wait.
@@ -777,7 +768,10 @@ impl Deployer {
             stable,
             canary,
             ready,
-            readiness: Readiness::default(),
+            health: health::Health::new(crate::probe::health_plan(
+                &req.svc,
+                RestartPolicy::DURING_ROLLOUT,
+            )),
             weight: record.weight,
             analyses: record.runs.into_iter().collect(),
             outcome: record.outcome,
@@ -795,9 +789,7 @@ impl Deployer {
             generator: None,
             traffic_refused: false,
         };
-        for a in run.ready.clone() {
-            run.readiness.assume_ready(a);
-        }
+        run.watch_all();
         if run.awaiting_approval {
             return self.approve_then_start(run, commands).await;
         }
@@ -873,9 +865,8 @@ impl Deployer {
                     if let Some((track, n)) = run.short_scale {
                         run.scale(track, n).await?;
                     }
-                    run.restart_failed_stable().await?;
-                    let ready = run.probe_all().await;
-                    if let Some(crashed) = run.crashed().await {
+                    let (ready, crashed) = run.health_round().await?;
+                    if let Some(crashed) = crashed {
                         run.machine.handle(clock_now(), Input::Unhealthy(crashed));
                         run.dirty = true;
                     }
@@ -1627,6 +1618,15 @@ impl Run<'_> {
                     ),
                 )
                 .await?;
+                self.health.handle(
+                    clock_now(),
+                    Observation::Added {
+                        id: s.id.0.clone(),
+                        started_at: s.started_at,
+                        ready: false,
+                        new: true,
+                    },
+                );
                 self.canary.push(s);
                 self.save().await?;
             } else if have > n {
@@ -1649,7 +1649,8 @@ impl Run<'_> {
     /// Out of the route table, drained, then stopped.
     async fn stop(&mut self, s: InstanceStatus) -> Result<(), DeployError> {
         self.ready.remove(&s.addr);
-        self.readiness.forget(s.addr);
+        self.health
+            .handle(clock_now(), Observation::Removed(s.id.0.clone()));
         self.route().await;
         self.d.data_plane.drained(s.addr, self.req.svc.drain).await;
         self.d
@@ -1679,39 +1680,116 @@ impl Run<'_> {
         }
     }
 
-    /// Probes every instance; returns new ready counts when they changed.
-    async fn probe_all(&mut self) -> Option<(u32, u32)> {
-        let before = self.ready.clone();
-        let probe = self.req.svc.health.readiness.clone();
-        let instances: Vec<SocketAddr> = self
+    /// Hands every instance to the health policy, ready as `ready` says
+    /// (what the rollout, or the run before a restart, found ready).
+    fn watch_all(&mut self) {
+        let now = clock_now();
+        let all = self
             .stable
             .iter()
-            .chain(self.canary.iter())
-            .map(|s| s.addr)
-            .collect();
-        for addr in instances {
-            let result = match &probe {
-                Some(p) => http_probe(addr, &p.path, p.timeout).await,
-                None => tcp_probe(addr).await,
-            };
-            let (ok, bad) = probe
-                .as_ref()
-                .map_or((1, 1), |p| (p.success_threshold, p.failure_threshold));
-            if self.readiness.observe_probe(addr, result, ok, bad) {
-                self.ready.insert(addr);
-            } else {
-                self.ready.remove(&addr);
+            .map(|s| (s, false))
+            .chain(self.canary.iter().map(|c| (c, true)));
+        for (i, new) in all {
+            self.health.handle(
+                now,
+                Observation::Added {
+                    id: i.id.0.clone(),
+                    started_at: i.started_at,
+                    ready: self.ready.contains(&i.addr),
+                    new,
+                },
+            );
+        }
+    }
+
+    /// One round of the health policy: lists the instances, probes what it
+    /// asks for, restarts a stable instance that exited or failed liveness
+    /// (at most five per rollout: between rollouts the supervisor does
+    /// this, with back-off; it stands aside while one runs, so the old
+    /// version keeps its capacity and a rollback has somewhere to go back
+    /// to). Returns the ready counts when they changed, and why the new
+    /// version failed when one of its instances exited or failed liveness
+    /// as many times in a row as the spec allows.
+    async fn health_round(&mut self) -> Result<(Option<(u32, u32)>, Option<String>), DeployError> {
+        let before = self.ready.clone();
+        let listed = self.d.runtime.list(&self.req.service).await;
+        let now = clock_now();
+        self.health.handle_timeout(now);
+        self.health.handle(
+            now,
+            match &listed {
+                Ok(l) => Observation::Listed(crate::probe::listed_for_health(l)),
+                Err(e) => Observation::ListFailed(e.to_string()),
+            },
+        );
+        let mut crashed = None;
+        while let Some(decision) = self.health.poll_action() {
+            match decision {
+                Decision::Probe { id, check } => {
+                    let Some(inst) = self.instance(&id) else {
+                        continue;
+                    };
+                    let Some(result) =
+                        crate::probe::probe_as_asked(check, inst.addr, &self.req.svc.health).await
+                    else {
+                        continue;
+                    };
+                    let result = crate::probe::policy_result(&result);
+                    self.health
+                        .handle(now, Observation::Probed { id, check, result });
+                }
+                Decision::Route { id, ready } => {
+                    if let Some(inst) = self.instance(&id) {
+                        if ready {
+                            self.ready.insert(inst.addr);
+                        } else {
+                            self.ready.remove(&inst.addr);
+                        }
+                    }
+                }
+                Decision::Restart { id, why, .. } => self.restart_stable(&id, why).await?,
+                Decision::NewVersionFailed { id, why } => {
+                    if let Some(inst) = self.instance(&id)
+                        && crashed.is_none()
+                    {
+                        let why = match &why {
+                            Death::Exited(state) => state.clone(),
+                            Death::Liveness { .. } => {
+                                format!("failed {}", self.liveness_words(&why))
+                            }
+                        };
+                        crashed = Some(format!("instance {} of {} {why}", inst.id, inst.version));
+                    }
+                }
+                Decision::ListingFailed(why) => {
+                    self.event(
+                        "runtime",
+                        format!(
+                            "the runtime cannot list the instances ({why}): nothing is restarted until it can"
+                        ),
+                    )
+                    .await?;
+                }
+                Decision::ListingRecovered => {
+                    self.event(
+                        "runtime",
+                        "the runtime lists the instances again".to_owned(),
+                    )
+                    .await?;
+                }
+                Decision::CrashLoopOver => {}
             }
         }
+        let probe = self.req.svc.health.readiness.clone();
         self.watch.not_ready = self.canary.iter().find_map(|c| {
-            let f = self.readiness.failure(c.addr)?;
+            let (f, refused) = self.health.readiness_failure(&c.id.0)?;
             let check = probe.as_ref().map_or_else(
                 || format!("connecting to {}:", c.addr),
                 |p| format!("GET {}", p.path),
             );
             // An app that ignores $PORT (a fixed port in its code) is the
             // usual reason nothing listens where Hatoba looks.
-            let port = if *f == ProbeFailure::Refused {
+            let port = if refused {
                 format!(
                     " (nothing listens on port {}: the app must listen on the port in $PORT)",
                     c.addr.port()
@@ -1727,7 +1805,7 @@ impl Run<'_> {
             })
         });
         if self.ready == before {
-            return None;
+            return Ok((None, crashed));
         }
         self.dirty = true;
         self.route().await;
@@ -1735,136 +1813,110 @@ impl Run<'_> {
             u32::try_from(v.iter().filter(|s| self.ready.contains(&s.addr)).count())
                 .unwrap_or(u32::MAX)
         };
-        Some((count(&self.stable), count(&self.canary)))
+        Ok((Some((count(&self.stable), count(&self.canary))), crashed))
     }
 
-    /// A stable instance that exited or failed its liveness probe while the
-    /// rollout runs is started again (a live one stopped first), at most
-    /// [`MAX_STABLE_RESTARTS`] times per rollout (between
-    /// rollouts the supervisor does this, with back-off; it stands aside
-    /// while one runs). The old version keeps its capacity, and a rollback
-    /// has somewhere to go back to.
-    async fn restart_failed_stable(&mut self) -> Result<(), DeployError> {
+    /// A stable or new instance by the runtime's id.
+    fn instance(&self, id: &str) -> Option<InstanceStatus> {
+        self.stable
+            .iter()
+            .chain(self.canary.iter())
+            .find(|i| i.id.0 == id)
+            .cloned()
+    }
+
+    /// "its liveness probe /live 3 times in a row (last: GET /live answered 500)".
+    fn liveness_words(&self, why: &Death) -> String {
+        let path = self
+            .req
+            .svc
+            .health
+            .liveness
+            .as_ref()
+            .map_or("", |p| p.path.as_str());
+        match why {
+            Death::Liveness { failures, last } => format!(
+                "its liveness probe {path} {failures} times in a row (last: GET {path} {last})"
+            ),
+            Death::Exited(state) => state.clone(),
+        }
+    }
+
+    /// Starts a stable instance again, as the health policy decided (a live
+    /// one stopped first, out of the route table before).
+    async fn restart_stable(&mut self, id: &str, why: Death) -> Result<(), DeployError> {
         let Some(current) = self.req.current.as_ref() else {
             return Ok(());
         };
-        if self.stable.is_empty() || self.watch.stable_restarts >= MAX_STABLE_RESTARTS {
-            return Ok(());
-        }
-        let Ok(listed) = self.d.runtime.list(&self.req.service).await else {
+        let Some(old) = self.stable.iter().find(|s| s.id.0 == id).cloned() else {
             return Ok(());
         };
-        let mut failed: Vec<(InstanceStatus, Option<String>)> = self
-            .stable
-            .iter()
-            .filter(|s| {
-                listed
-                    .iter()
-                    .find(|l| l.id == s.id)
-                    .is_none_or(|l| matches!(l.state, InstanceState::Exited { .. }))
-            })
-            .map(|s| (s.clone(), None))
-            .collect();
-        for (s, why) in std::mem::take(&mut self.watch.stable_unlive) {
-            if self.stable.iter().any(|x| x.id == s.id) && !failed.iter().any(|(f, _)| f.id == s.id)
-            {
-                failed.push((s, Some(why)));
-            }
+        self.ready.remove(&old.addr);
+        self.route().await;
+        let unlive = matches!(why, Death::Liveness { .. });
+        if unlive {
+            // Out of the route first, then stopped, as the supervisor does.
+            let _ = self
+                .d
+                .runtime
+                .stop(&old.id, self.req.svc.termination_grace_period)
+                .await;
         }
-        for (old, unlive) in failed {
-            if self.watch.stable_restarts >= MAX_STABLE_RESTARTS {
-                break;
-            }
-            self.watch.stable_restarts += 1;
-            self.ready.remove(&old.addr);
-            self.readiness.forget(old.addr);
-            self.watch.liveness.forget(old.addr);
-            self.route().await;
-            if unlive.is_some() {
-                // Out of the route first, then stopped, as the supervisor does.
-                let _ = self
-                    .d
-                    .runtime
-                    .stop(&old.id, self.req.svc.termination_grace_period)
-                    .await;
-            }
-            self.d.runtime.forget(&old.id).await;
-            let what = unlive.map_or_else(|| "exited".to_owned(), |why| format!("failed {why}"));
-            let started = match instance_spec_for(
-                &self.req.service,
-                &self.req.svc,
-                &current.version,
-                &current.vars,
-                &current.secrets,
-                &self.req.base_dir,
-            ) {
-                Ok(spec) => self
-                    .d
-                    .runtime
-                    .start(&spec, clock_now())
-                    .await
-                    .map_err(|e| chain(&e)),
-                Err(e) => Err(e.to_string()),
-            };
-            let message = match started {
-                Ok(new) => {
-                    let message = format!(
-                        "stable instance {} of {} {what} during the rollout: restarted as {} on {}",
-                        old.id, old.version, new.id, new.addr
-                    );
-                    if let Some(slot) = self.stable.iter_mut().find(|s| s.id == old.id) {
-                        *slot = new;
-                    }
-                    message
+        self.d.runtime.forget(&old.id).await;
+        let what = if unlive {
+            format!("failed {}", self.liveness_words(&why))
+        } else {
+            "exited".to_owned()
+        };
+        let started = match instance_spec_for(
+            &self.req.service,
+            &self.req.svc,
+            &current.version,
+            &current.vars,
+            &current.secrets,
+            &self.req.base_dir,
+        ) {
+            Ok(spec) => self
+                .d
+                .runtime
+                .start(&spec, clock_now())
+                .await
+                .map_err(|e| chain(&e)),
+            Err(e) => Err(e.to_string()),
+        };
+        let message = match started {
+            Ok(new) => {
+                let message = format!(
+                    "stable instance {} of {} {what} during the rollout: restarted as {} on {}",
+                    old.id, old.version, new.id, new.addr
+                );
+                self.health.handle(
+                    clock_now(),
+                    Observation::Restarted {
+                        old: old.id.0.clone(),
+                        new: new.id.0.clone(),
+                        started_at: new.started_at,
+                    },
+                );
+                if let Some(slot) = self.stable.iter_mut().find(|s| s.id == old.id) {
+                    *slot = new;
                 }
-                Err(why) => {
-                    self.stable.retain(|s| s.id != old.id);
-                    format!(
-                        "stable instance {} of {} {what} during the rollout: restart failed: {why}",
-                        old.id, old.version
-                    )
-                }
-            };
-            self.event("instance_restarted", message).await?;
-            self.dirty = true;
-            self.save().await?;
-        }
+                message
+            }
+            Err(why) => {
+                self.health
+                    .handle(clock_now(), Observation::Removed(old.id.0.clone()));
+                self.stable.retain(|s| s.id != old.id);
+                format!(
+                    "stable instance {} of {} {what} during the rollout: restart failed: {why}",
+                    old.id, old.version
+                )
+            }
+        };
+        self.event("instance_restarted", message).await?;
+        self.dirty = true;
+        self.save().await?;
         Ok(())
-    }
-
-    /// A new instance that exited, or fails its liveness probe as many
-    /// times in a row as the spec allows, is a failed rollout.
-    async fn crashed(&mut self) -> Option<String> {
-        if let Some(p) = self.req.svc.health.liveness.clone()
-            && self.watch.next_liveness.is_none_or(|t| clock_now() >= t)
-        {
-            let now = clock_now();
-            // Liveness at its own period, not at readiness's (often faster).
-            self.watch.next_liveness = Some(now.saturating_add(p.period));
-            for s in self.stable.clone() {
-                if self.watch.stable_unlive.iter().any(|(u, _)| u.id == s.id) {
-                    continue;
-                }
-                if let Some(why) = self.liveness_failed(&s, &p, now).await {
-                    self.watch.stable_unlive.push((s, why));
-                }
-            }
-            for c in self.canary.clone() {
-                if let Some(why) = self.liveness_failed(&c, &p, now).await {
-                    return Some(format!("instance {} of {} failed {why}", c.id, c.version));
-                }
-            }
-        }
-        let listed = self.d.runtime.list(&self.req.service).await.ok()?;
-        listed
-            .iter()
-            .filter(|s| self.canary.iter().any(|c| c.id == s.id))
-            .find_map(|s| match s.state {
-                InstanceState::Exited { .. } => {
-                    Some(format!("instance {} of {} {}", s.id, s.version, s.state))
-                }
-                InstanceState::Running => None,
-            })
     }
 
     /// Shows the new colour on the blue-green preview address, or stops
@@ -1880,35 +1932,6 @@ impl Run<'_> {
         self.preview_on = on;
         self.route().await;
         Ok(())
-    }
-
-    /// Probes one instance's liveness (once past its initial delay); says
-    /// why when it has now failed as many times in a row as the spec allows.
-    async fn liveness_failed(
-        &mut self,
-        inst: &InstanceStatus,
-        p: &hatoba_spec::Probe,
-        now: Millis,
-    ) -> Option<String> {
-        if now.0 < inst.started_at.saturating_add(p.initial_delay).0 {
-            return None;
-        }
-        if !self.watch.liveness.knows(inst.addr) {
-            self.watch.liveness.assume_ready(inst.addr);
-        }
-        let result = http_probe(inst.addr, &p.path, p.timeout).await;
-        if self
-            .watch
-            .liveness
-            .observe_probe(inst.addr, result, 1, p.failure_threshold)
-        {
-            return None;
-        }
-        let last = self.watch.liveness.failure(inst.addr)?;
-        Some(format!(
-            "its liveness probe {} {} times in a row (last: GET {} {last})",
-            p.path, p.failure_threshold, p.path
-        ))
     }
 
     /// The route table from the ready instances and the weight.

@@ -1,8 +1,14 @@
-//! Readiness probes: an HTTP GET on each instance's probe path; 2xx and 3xx
-//! pass. Consecutive successes and failures are counted per instance as
-//! the spec's thresholds say.
+//! Readiness and liveness probes: an HTTP GET on each instance's probe
+//! path; 2xx and 3xx pass (or, without a readiness path, the port
+//! accepts). Says why a probe failed. Also the IO side's translations for
+//! the health policy (`hatoba_rollout::health`) that the supervisor and the
+//! deployer both drive: its plan from the spec, what the runtime listed,
+//! a probe as the policy asks and its result. Counting streaks and
+//! deciding restarts is the policy's, never this module's.
 
-use std::collections::HashMap;
+use hatoba_rollout::health::{self, Check, HealthPlan, ProbePlan, ProbeResult, RestartPolicy};
+use hatoba_runtime::{InstanceState, InstanceStatus};
+use hatoba_spec::Service;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -122,92 +128,71 @@ fn status_of(head: &[u8; 12]) -> Result<u16, ProbeFailure> {
         .ok_or(ProbeFailure::NotHttp)
 }
 
-/// Per-instance streaks, turned into ready / not ready by thresholds.
-#[derive(Default)]
-pub(crate) struct Readiness {
-    streaks: HashMap<SocketAddr, (u32, u32, bool)>,
-    /// Why each instance's latest probe failed, until one passes.
-    failures: HashMap<SocketAddr, ProbeFailure>,
+/// A probe's result as the health policy (`hatoba_rollout::health`) reads
+/// it: a probe the controller could not make for its own shortage is no
+/// observation of the instance.
+pub(crate) fn policy_result(result: &Result<(), ProbeFailure>) -> ProbeResult {
+    match result {
+        Ok(()) => ProbeResult::Pass,
+        Err(ProbeFailure::Controller(_)) => ProbeResult::NotMade,
+        Err(why) => ProbeResult::Fail {
+            why: why.to_string(),
+            refused: *why == ProbeFailure::Refused,
+        },
+    }
 }
 
-impl Readiness {
-    /// Records one probe's result, keeping why it failed; returns whether
-    /// the instance is ready (or alive) now. A probe the controller could
-    /// not make ([`ProbeFailure::Controller`]) is no observation: the
-    /// instance stays as it was.
-    pub(crate) fn observe_probe(
-        &mut self,
-        addr: SocketAddr,
-        result: Result<(), ProbeFailure>,
-        success_threshold: u32,
-        failure_threshold: u32,
-    ) -> bool {
-        if let Err(ProbeFailure::Controller(_)) = &result {
-            return self.is_ready(addr);
+/// The policy's parameters for a service: its probes' thresholds, restarts
+/// as `restarts` says.
+pub(crate) fn health_plan(svc: &Service, restarts: RestartPolicy) -> HealthPlan {
+    let plan = |p: &hatoba_spec::Probe| ProbePlan {
+        initial_delay: p.initial_delay,
+        period: p.period,
+        success_threshold: p.success_threshold,
+        failure_threshold: p.failure_threshold,
+    };
+    HealthPlan {
+        readiness: svc.health.readiness.as_ref().map(plan),
+        liveness: svc.health.liveness.as_ref().map(plan),
+        restarts,
+    }
+}
+
+/// What the runtime listed, as the health policy reads it: an exit with a
+/// code or a signal says so, any other end "is gone".
+pub(crate) fn listed_for_health(listed: &[InstanceStatus]) -> Vec<health::Listed> {
+    listed
+        .iter()
+        .map(|l| health::Listed {
+            id: l.id.0.clone(),
+            exited: match &l.state {
+                InstanceState::Running => None,
+                state @ InstanceState::Exited { code, signal }
+                    if code.is_some() || signal.is_some() =>
+                {
+                    Some(state.to_string())
+                }
+                InstanceState::Exited { .. } => Some("is gone".to_owned()),
+            },
+        })
+        .collect()
+}
+
+/// Carries out a policy's `Decision::Probe`: the spec's HTTP probe, or
+/// for readiness without a path, whether the port accepts. `None`: the
+/// spec has no such probe.
+pub(crate) async fn probe_as_asked(
+    check: Check,
+    addr: SocketAddr,
+    health: &hatoba_spec::Health,
+) -> Option<Result<(), ProbeFailure>> {
+    Some(match (check, &health.readiness, &health.liveness) {
+        (Check::Readiness, Some(p), _) | (Check::Liveness, _, Some(p)) => {
+            http_probe(addr, &p.path, p.timeout).await
         }
-        let passed = match result {
-            Ok(()) => {
-                self.failures.remove(&addr);
-                true
-            }
-            Err(why) => {
-                self.failures.insert(addr, why);
-                false
-            }
-        };
-        self.observe(addr, passed, success_threshold, failure_threshold)
-    }
-
-    /// Why the instance's latest probe failed, if it did.
-    pub(crate) fn failure(&self, addr: SocketAddr) -> Option<&ProbeFailure> {
-        self.failures.get(&addr)
-    }
-
-    /// Records one probe result; returns whether the instance is ready now.
-    pub(crate) fn observe(
-        &mut self,
-        addr: SocketAddr,
-        passed: bool,
-        success_threshold: u32,
-        failure_threshold: u32,
-    ) -> bool {
-        let (ok, bad, ready) = self.streaks.entry(addr).or_insert((0, 0, false));
-        if passed {
-            *ok += 1;
-            *bad = 0;
-            if *ok >= success_threshold {
-                *ready = true;
-            }
-        } else {
-            *bad += 1;
-            *ok = 0;
-            if *bad >= failure_threshold {
-                *ready = false;
-            }
-        }
-        *ready
-    }
-
-    /// Starts an instance as ready (it was, before the controller restarted),
-    /// so one slow probe does not take it out of the table.
-    pub(crate) fn assume_ready(&mut self, addr: SocketAddr) {
-        self.streaks.insert(addr, (0, 0, true));
-    }
-
-    /// Whether the instance is ready (or alive) as last observed.
-    pub(crate) fn is_ready(&self, addr: SocketAddr) -> bool {
-        self.streaks.get(&addr).is_some_and(|s| s.2)
-    }
-
-    /// Whether the instance has been seen.
-    pub(crate) fn knows(&self, addr: SocketAddr) -> bool {
-        self.streaks.contains_key(&addr)
-    }
-
-    pub(crate) fn forget(&mut self, addr: SocketAddr) {
-        self.streaks.remove(&addr);
-        self.failures.remove(&addr);
-    }
+        (Check::Readiness, None, _) => tcp_probe(addr).await,
+        (Check::Liveness, _, None) => return None,
+    })
 }
 
 #[cfg(test)]
@@ -276,18 +261,25 @@ mod tests {
 
     #[test]
     fn a_probe_the_controller_could_not_make_changes_nothing() {
-        let mut r = Readiness::default();
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let short = || Err(ProbeFailure::Controller("Too many open files".to_owned()));
-        // Alive stays alive, however many times in a row.
-        r.assume_ready(a);
-        for _ in 0..5 {
-            assert!(r.observe_probe(a, short(), 1, 1));
-        }
-        assert_eq!(r.failure(a), None);
-        // Not ready stays not ready: it is no pass either.
-        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        assert!(!r.observe_probe(b, short(), 1, 1));
+        // The policy gets no observation of the instance (its traces
+        // show that `NotMade` changes nothing), and a failure keeps why.
+        let short = Err(ProbeFailure::Controller("Too many open files".to_owned()));
+        assert_eq!(policy_result(&short), ProbeResult::NotMade);
+        assert_eq!(policy_result(&Ok(())), ProbeResult::Pass);
+        assert_eq!(
+            policy_result(&Err(ProbeFailure::Refused)),
+            ProbeResult::Fail {
+                why: "connection refused".to_owned(),
+                refused: true
+            }
+        );
+        assert_eq!(
+            policy_result(&Err(ProbeFailure::Status(503))),
+            ProbeResult::Fail {
+                why: "answered 503".to_owned(),
+                refused: false
+            }
+        );
         // A start that failed for EMFILE deep in its chain is the
         // controller's too; a missing program is not.
         let spawn = |errno| hatoba_runtime::RuntimeError::Spawn {
@@ -307,18 +299,5 @@ mod tests {
             io_failure(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
             ProbeFailure::Refused
         );
-    }
-
-    #[test]
-    fn the_last_failure_is_kept_until_a_probe_passes() {
-        let mut r = Readiness::default();
-        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        assert!(!r.observe_probe(a, Err(ProbeFailure::Status(503)), 1, 1));
-        assert_eq!(r.failure(a), Some(&ProbeFailure::Status(503)));
-        assert!(r.observe_probe(a, Ok(()), 1, 1));
-        assert_eq!(r.failure(a), None);
-        assert!(!r.observe_probe(a, Err(ProbeFailure::Refused), 1, 1));
-        r.forget(a);
-        assert_eq!(r.failure(a), None);
     }
 }

@@ -1,24 +1,31 @@
 //! Keeps what serves serving between rollouts: one loop per service that
+//! drives the health policy (`hatoba_rollout::health`, with
+//! `RestartPolicy::BETWEEN_ROLLOUTS`) and carries out its decisions:
 //! probes readiness (only ready instances are in the route table) and
 //! liveness, restarts an instance that exited or fails its liveness probe
-//! with exponential back-off (1 s, 2 s, 4 s ... at most 60 s), reports a
-//! crash loop (5 restarts within 5 minutes) in the events (over once they
-//! have left the window, restarts or not), and samples each
-//! instance's memory and CPU for `status` and `diagnose`.
+//! when the policy's back-off (1 s, 2 s, 4 s ... at most 60 s) allows,
+//! reports a crash loop (5 restarts within 5 minutes) in the events (over
+//! once they have left the window, restarts or not), shows a runtime that
+//! cannot list its instances as the service's problem (restarting nothing
+//! for it), and samples each instance's memory and CPU for `status` and
+//! `diagnose`. The rules live in the policy; this loop must not count
+//! streaks or restarts itself.
 //!
-//! While a rollout runs, its deployer watches the instances instead (a new
-//! version that crashes or fails liveness is rolled back, not restarted; a
-//! stable instance that exits is started again, at most five times per
-//! rollout and without back-off), and this loop stands aside.
+//! While a rollout runs, its deployer drives the same policy instead (with
+//! `RestartPolicy::DURING_ROLLOUT`: a new version that crashes or fails
+//! liveness is rolled back, not restarted; a stable instance that dies is
+//! started again, at most five times per rollout and without back-off),
+//! and this loop stands aside.
 
 use crate::dataplane::{preview_listen, route_serving};
 use crate::deployer::{Deployed, ServiceRecord, ServingRecord, clock_now, instance_spec_for};
-use crate::probe::{Readiness, http_probe, tcp_probe};
+use crate::probe::{health_plan, listed_for_health, policy_result, probe_as_asked};
 use crate::server::ServiceState;
 use hatoba_core::{EnvName, Millis, ServiceName};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
-use hatoba_runtime::{InstanceId, InstanceState, InstanceStatus, Runtime, Usage};
+use hatoba_rollout::health::{self, Check, Death, Decision, Observation, RestartPolicy};
+use hatoba_runtime::{InstanceId, InstanceStatus, Runtime, Usage};
 use hatoba_spec::Service;
 use hatoba_store::{NewEvent, Store};
 use std::collections::{BTreeMap, HashMap};
@@ -26,13 +33,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
-
-/// Restarts within this window count towards back-off and crash loops.
-const CRASH_WINDOW: Duration = Duration::from_secs(300);
-/// This many restarts within the window is a crash loop.
-const CRASH_LOOP: usize = 5;
-/// The longest wait before a restart.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What one instance looks like to the operator, kept fresh by the loop.
 #[derive(Clone, Debug, Default)]
@@ -47,19 +47,9 @@ pub(crate) struct Observed {
 #[derive(Debug, Default)]
 pub(crate) struct Health {
     pub(crate) instances: HashMap<InstanceId, Observed>,
-    pub(crate) restarts: Vec<Millis>,
+    pub(crate) restarts: usize,
     pub(crate) crash_loop: bool,
     pub(crate) next_restart: Option<Millis>,
-}
-
-impl Health {
-    /// Forgets the restarts that left the window; the crash loop is what
-    /// remains.
-    fn forget_old_restarts(&mut self, now: Millis) {
-        self.restarts
-            .retain(|t| now.0.saturating_sub(t.0) < duration_ms(CRASH_WINDOW));
-        self.crash_loop = self.restarts.len() >= CRASH_LOOP;
-    }
 }
 
 /// What the loop needs.
@@ -71,6 +61,11 @@ pub(crate) struct Supervised {
     pub(crate) state: Arc<ServiceState>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) store: Arc<dyn Store>,
+}
+
+/// The words the runtime's listing problem is shown with in `diagnose`.
+fn listing_problem(why: &str) -> String {
+    format!("the runtime cannot list the instances ({why}): nothing is restarted until it can")
 }
 
 /// Runs until the task is aborted.
@@ -85,8 +80,7 @@ pub(crate) async fn run(s: Supervised) {
         .max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut readiness = Readiness::default();
-    let mut liveness = Readiness::default();
+    let mut policy = health::Health::new(health_plan(&s.svc, RestartPolicy::BETWEEN_ROLLOUTS));
     let mut routed: Option<(String, Vec<SocketAddr>)> = None;
     let mut was_live = true;
     loop {
@@ -113,18 +107,22 @@ pub(crate) async fn run(s: Supervised) {
         };
         if was_live {
             // Fresh after a rollout or a start: what the rollout (or the
-            // previous run) routed was ready.
+            // previous run) routed was ready. Restarts before the rollout
+            // still count towards back-off and crash loops.
             was_live = false;
-            readiness = Readiness::default();
-            liveness = Readiness::default();
+            policy.handle(clock_now(), Observation::AllRemoved);
             let fresh =
                 std::mem::take(&mut *s.state.fresh.lock().unwrap_or_else(PoisonError::into_inner));
-            for i in serving
-                .instances
-                .iter()
-                .filter(|i| !fresh.contains(&i.addr))
-            {
-                readiness.assume_ready(i.addr);
+            for i in &serving.instances {
+                policy.handle(
+                    clock_now(),
+                    Observation::Added {
+                        id: i.id.0.clone(),
+                        started_at: i.started_at,
+                        ready: !fresh.contains(&i.addr),
+                        new: false,
+                    },
+                );
             }
             routed = None;
         }
@@ -135,90 +133,156 @@ pub(crate) async fn run(s: Supervised) {
             None => serving
                 .instances
                 .iter()
+                .filter(|i| policy.is_ready(&i.id.0))
                 .map(|i| i.addr)
-                .filter(|a| readiness.is_ready(*a))
                 .collect(),
         };
-        let listed = s.runtime.list(&s.name).await.unwrap_or_default();
+        let listed = s.runtime.list(&s.name).await;
         let now = clock_now();
         // A crash loop is over once its restarts have left the window, even
         // with no restart since to notice it.
-        s.state
-            .health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .forget_old_restarts(now);
+        policy.handle_timeout(now);
+        policy.handle(
+            now,
+            match &listed {
+                Ok(l) => Observation::Listed(listed_for_health(l)),
+                Err(e) => Observation::ListFailed(e.to_string()),
+            },
+        );
         let mut replaced = false;
-        let mut ready: Vec<SocketAddr> = Vec::new();
         let mut observed: HashMap<InstanceId, Observed> = HashMap::new();
-        for idx in 0..serving.instances.len() {
-            let inst = serving.instances[idx].clone();
-            let exited = listed
-                .iter()
-                .find(|l| l.id == inst.id)
-                .is_none_or(|l| matches!(l.state, InstanceState::Exited { .. }));
-            let mut obs = Observed::default();
-            let mut dead = exited.then(|| describe_exit(&listed, &inst));
-            if dead.is_none()
-                && let Some(p) = &s.svc.health.liveness
-                && now.0 >= inst.started_at.0 + duration_ms(p.initial_delay)
-            {
-                let result = http_probe(inst.addr, &p.path, p.timeout).await;
-                obs.last_probe = Some(match &result {
-                    Ok(()) => format!("liveness {} passed", p.path),
-                    Err(why) => format!("liveness {} failed: {why}", p.path),
-                });
-                let ok = result.is_ok();
-                // Reuses the streak counter: "ready" here means "alive";
-                // an instance is alive until proven otherwise.
-                if !liveness.knows(inst.addr) {
-                    liveness.assume_ready(inst.addr);
-                }
-                let alive = liveness.observe_probe(inst.addr, result, 1, p.failure_threshold);
-                if !ok {
-                    obs.live_failures = 1;
-                }
-                if !alive && let Some(why) = liveness.failure(inst.addr) {
-                    dead = Some(format!(
-                        "liveness probe {} failed {} times in a row (last: {why})",
-                        p.path, p.failure_threshold
-                    ));
-                }
-            }
-            if let Some(why) = dead {
-                in_table.retain(|a| *a != inst.addr);
-                if let Some(new) = restart(&s, &serving, &inst, &why, now, &in_table).await {
-                    readiness.forget(inst.addr);
-                    liveness.forget(inst.addr);
-                    serving.instances[idx] = new;
-                    replaced = true;
-                }
-                continue;
-            }
-            let is_ready = match &s.svc.health.readiness {
-                Some(p) => {
-                    let result = http_probe(inst.addr, &p.path, p.timeout).await;
-                    if let (Err(why), None) = (&result, &obs.last_probe) {
-                        obs.last_probe = Some(format!("readiness {} failed: {why}", p.path));
+        while let Some(decision) = policy.poll_action() {
+            match decision {
+                Decision::Probe { id, check } => {
+                    let Some(inst) = serving.instances.iter().find(|i| i.id.0 == id) else {
+                        continue;
+                    };
+                    let Some(result) = probe_as_asked(check, inst.addr, &s.svc.health).await else {
+                        continue;
+                    };
+                    let obs = observed.entry(inst.id.clone()).or_default();
+                    match (check, &s.svc.health.readiness, &s.svc.health.liveness) {
+                        (Check::Liveness, _, Some(p)) => {
+                            obs.last_probe = Some(match &result {
+                                Ok(()) => format!("liveness {} passed", p.path),
+                                Err(why) => format!("liveness {} failed: {why}", p.path),
+                            });
+                            if result.is_err() {
+                                obs.live_failures = 1;
+                            }
+                        }
+                        (Check::Readiness, Some(p), _) => {
+                            if let (Err(why), None) = (&result, &obs.last_probe) {
+                                obs.last_probe =
+                                    Some(format!("readiness {} failed: {why}", p.path));
+                            }
+                        }
+                        _ => {}
                     }
-                    readiness.observe_probe(
-                        inst.addr,
-                        result,
-                        p.success_threshold,
-                        p.failure_threshold,
-                    )
+                    policy.handle(
+                        now,
+                        Observation::Probed {
+                            id,
+                            check,
+                            result: policy_result(&result),
+                        },
+                    );
                 }
-                // Thresholds of one: a pass is ready, a refusal is not, and a
-                // probe the controller could not make changes nothing.
-                None => readiness.observe_probe(inst.addr, tcp_probe(inst.addr).await, 1, 1),
-            };
-            if is_ready {
+                Decision::Route { id, ready: false } => {
+                    if let Some(inst) = serving.instances.iter().find(|i| i.id.0 == id) {
+                        in_table.retain(|a| *a != inst.addr);
+                    }
+                }
+                Decision::Route { ready: true, .. } | Decision::NewVersionFailed { .. } => {}
+                Decision::Restart {
+                    id,
+                    why,
+                    count,
+                    crash_loop,
+                } => {
+                    let Some(idx) = serving.instances.iter().position(|i| i.id.0 == id) else {
+                        continue;
+                    };
+                    let inst = serving.instances[idx].clone();
+                    in_table.retain(|a| *a != inst.addr);
+                    observed.remove(&inst.id);
+                    let why = match why {
+                        Death::Exited(why) => why,
+                        Death::Liveness { failures, last } => format!(
+                            "liveness probe {} failed {failures} times in a row (last: {last})",
+                            s.svc
+                                .health
+                                .liveness
+                                .as_ref()
+                                .map_or("", |p| p.path.as_str()),
+                        ),
+                    };
+                    let restarted =
+                        restart(&s, &serving, &inst, &why, (count, crash_loop), &in_table).await;
+                    match restarted {
+                        Some(new) => {
+                            policy.handle(
+                                now,
+                                Observation::Restarted {
+                                    old: id,
+                                    new: new.id.0.clone(),
+                                    started_at: new.started_at,
+                                },
+                            );
+                            serving.instances[idx] = new;
+                            replaced = true;
+                        }
+                        None => policy.handle(now, Observation::RestartFailed(id)),
+                    }
+                }
+                Decision::CrashLoopOver => {
+                    tracing::info!(
+                        service = %s.name,
+                        environment = %s.environment,
+                        "crash loop over: its restarts have left the window"
+                    );
+                }
+                Decision::ListingFailed(why) => {
+                    let problem = listing_problem(&why);
+                    tracing::warn!(service = %s.name, environment = %s.environment, "{problem}");
+                    *s.state
+                        .problem
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(problem);
+                }
+                Decision::ListingRecovered => {
+                    tracing::info!(
+                        service = %s.name,
+                        environment = %s.environment,
+                        "the runtime lists the instances again"
+                    );
+                    let mut problem = s
+                        .state
+                        .problem
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if problem
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("the runtime cannot list"))
+                    {
+                        *problem = None;
+                    }
+                }
+            }
+        }
+        // Only instances probed for readiness this round are shown (a
+        // dead one or its fresh replacement waits for the next).
+        let mut ready: Vec<SocketAddr> = Vec::new();
+        for inst in &serving.instances {
+            if policy.is_ready(&inst.id.0) {
                 ready.push(inst.addr);
             }
-            obs.ready = is_ready;
-            obs.usage = s.runtime.usage(&inst.id).await;
-            observed.insert(inst.id.clone(), obs);
+            if let Some(obs) = observed.get_mut(&inst.id) {
+                obs.ready = policy.is_ready(&inst.id.0);
+                obs.usage = s.runtime.usage(&inst.id).await;
+            }
         }
+        observed.retain(|id, _| !policy.is_dead(&id.0));
         {
             let mut h = s
                 .state
@@ -226,6 +290,9 @@ pub(crate) async fn run(s: Supervised) {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             h.instances = observed;
+            h.restarts = policy.restarts();
+            h.crash_loop = policy.crash_loop();
+            h.next_restart = policy.next_restart();
         }
         if replaced {
             *s.state
@@ -274,57 +341,25 @@ async fn route_stable(s: &Supervised, version: String, backends: Vec<SocketAddr>
         .is_ok()
 }
 
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn describe_exit(listed: &[InstanceStatus], inst: &InstanceStatus) -> String {
-    match listed.iter().find(|l| l.id == inst.id).map(|l| &l.state) {
-        Some(state @ InstanceState::Exited { code, signal })
-            if code.is_some() || signal.is_some() =>
-        {
-            state.to_string()
-        }
-        _ => "is gone".to_owned(),
-    }
-}
-
-/// Stops what is left of an instance and starts a replacement, unless the
-/// back-off says to wait. `in_table`: what stays routed meanwhile (what was
-/// routed, without it). Returns the replacement.
+/// Stops what is left of an instance and starts a replacement, as the
+/// health policy decided (`count`: its restart number in the window;
+/// `newly_looping`: this one makes a crash loop). `in_table`: what stays
+/// routed meanwhile (what was routed, without it). Returns the replacement.
 async fn restart(
     s: &Supervised,
     serving: &Deployed,
     inst: &InstanceStatus,
     why: &str,
-    now: Millis,
+    (count, newly_looping): (u32, bool),
     in_table: &[SocketAddr],
 ) -> Option<InstanceStatus> {
-    let (count, newly_looping) = {
-        let mut h = s
-            .state
-            .health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        h.forget_old_restarts(now);
-        let n = h.restarts.len();
-        let backoff = if n == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(1u64 << (n - 1).min(6)).min(MAX_BACKOFF)
-        };
-        let last = h.restarts.last().copied().unwrap_or(Millis(0));
-        let wait_until = last.saturating_add(backoff);
-        if wait_until > now {
-            h.next_restart = Some(wait_until);
-            return None;
-        }
-        h.next_restart = None;
-        h.restarts.push(now);
-        let looping = h.restarts.len() >= CRASH_LOOP;
-        let newly = looping && !h.crash_loop;
-        h.crash_loop = looping;
-        (h.restarts.len(), newly)
+    let RestartPolicy::BackOff {
+        max: max_backoff,
+        window,
+        ..
+    } = RestartPolicy::BETWEEN_ROLLOUTS
+    else {
+        return None;
     };
     // Out of the table first, then stopped (a failed liveness probe leaves
     // a process behind; an exited one is already gone).
@@ -350,7 +385,7 @@ async fn restart(
             inst.id,
             inst.version,
             n.id,
-            hatoba_core::format_duration(CRASH_WINDOW)
+            hatoba_core::format_duration(window)
         ),
         Err(e) => format!(
             "instance {} of {} {why}: restart failed: {e}",
@@ -360,8 +395,8 @@ async fn restart(
     if newly_looping {
         message.push_str(&format!(
             "; crash loop: {count} restarts within {}, backing off up to {}",
-            hatoba_core::format_duration(CRASH_WINDOW),
-            hatoba_core::format_duration(MAX_BACKOFF)
+            hatoba_core::format_duration(window),
+            hatoba_core::format_duration(max_backoff)
         ));
     }
     tracing::warn!(
@@ -400,5 +435,5 @@ pub(crate) fn snapshot(
         .iter()
         .map(|(k, v)| (k.0.clone(), v.clone()))
         .collect();
-    (map, h.restarts.len(), h.crash_loop, h.next_restart)
+    (map, h.restarts, h.crash_loop, h.next_restart)
 }

@@ -8,5 +8,6 @@ mod blue_green;
 mod canary;
 mod driver;
 mod evidence;
+mod health;
 mod resume;
 mod rolling;

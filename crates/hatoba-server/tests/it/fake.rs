@@ -90,6 +90,8 @@ struct RtInner {
     started: u32,
     lists: u64,
     crash_on_start: Option<i32>,
+    /// `list` fails with this (the machine cannot be inspected).
+    list_fails: Option<String>,
 }
 
 /// A runtime of in-process HTTP listeners.
@@ -122,6 +124,11 @@ impl FakeRuntime {
     /// (`None`: they run).
     pub(crate) fn crash_on_start(&self, code: Option<i32>) {
         self.inner.lock().unwrap().crash_on_start = code;
+    }
+
+    /// From now on `list` fails, saying `why` (`None`: it works).
+    pub(crate) fn fail_list(&self, why: Option<&str>) {
+        self.inner.lock().unwrap().list_fails = why.map(str::to_owned);
     }
 
     /// The instances that run now, oldest first.
@@ -276,6 +283,12 @@ impl Runtime for FakeRuntime {
     async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError> {
         let mut inner = self.inner.lock().unwrap();
         inner.lists += 1;
+        if let Some(what) = &inner.list_fails {
+            return Err(RuntimeError::Inspect {
+                what: what.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            });
+        }
         Ok(inner
             .instances
             .values()

@@ -9,6 +9,7 @@
 
 mod api;
 mod fake;
+mod rollout_health;
 mod supervisor;
 
 use hatoba_core::DeploymentStatus;

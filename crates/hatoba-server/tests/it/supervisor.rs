@@ -5,7 +5,9 @@
 //! they leave the window; an instance failing readiness `failureThreshold`
 //! times leaves the route table and comes back after `successThreshold`
 //! passes; a liveness failure restarts the instance, out of the table first,
-//! and a restart puts no unready instance back in the table.
+//! and a restart puts no unready instance back in the table; a runtime that
+//! cannot list its instances is the service's problem until it can, and
+//! restarts nothing.
 //!
 //! Not here: a probe that fails for the controller's own shortage
 //! (`ProbeFailure::Controller`). Its only honest triggers are process-wide
@@ -195,4 +197,38 @@ async fn restarting_one_instance_puts_no_unready_one_back_in_the_table() {
             (4, vec![c.addr]),
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runtime_that_cannot_list_is_a_problem_not_a_crash_of_everything() {
+    let h = Harness::start(spec(2, READY_ONLY)).await;
+    let api = h.api().await;
+    let [a, b] = [
+        h.runtime.running()[0].clone(),
+        h.runtime.running()[1].clone(),
+    ];
+    let mut both = vec![a.addr, b.addr];
+    both.sort_unstable();
+    h.step_to(1).await;
+    h.runtime.fail_list(Some("/proc: permission denied"));
+    h.step_to(5).await;
+    let d = h.service_detail(api).await;
+    assert_eq!(
+        d.problem.as_deref(),
+        Some(
+            "the runtime cannot list the instances (cannot inspect the machine: /proc: permission denied): nothing is restarted until it can"
+        ),
+        "{d:?}"
+    );
+    assert_eq!((d.recent_restarts, d.crash_loop), (0, false), "{d:?}");
+    // Listing works again: the problem is gone, and so is nothing else.
+    h.runtime.fail_list(None);
+    h.step_to(7).await;
+    let d = h.service_detail(api).await;
+    assert_eq!(d.problem, None, "{d:?}");
+    let trace = h.trace.since(h.t0);
+    // Nothing was stopped or started but the two first instances, and
+    // both stayed in the table throughout.
+    assert_eq!(runtime_calls(&trace).len(), 2, "{trace:?}");
+    assert_eq!(tables(&trace), vec![(0, vec![]), (0, both)]);
 }
