@@ -35,6 +35,17 @@ impl Tally {
         }
     }
 
+    /// A copy of the counters as they are now.
+    pub(crate) fn copy(&self) -> Tally {
+        let load = |c: &AtomicU64| AtomicU64::new(c.load(Relaxed));
+        Tally {
+            by_class: std::array::from_fn(|i| load(&self.by_class[i])),
+            failures: std::array::from_fn(|i| load(&self.failures[i])),
+            against: load(&self.against),
+            latency_sum_micros: load(&self.latency_sum_micros),
+        }
+    }
+
     /// Zeroes every counter (a window slot being recycled).
     pub(crate) fn clear(&self) {
         for c in self.by_class.iter().chain(self.failures.iter()) {

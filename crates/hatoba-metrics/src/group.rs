@@ -7,6 +7,16 @@
 //! allocation, no clock (the caller passes `now`). Only creating an
 //! instance's stats takes a lock, and that happens when a route table is
 //! built, not per request.
+//!
+//! A group whose version has been out of every route table for a while
+//! (`retention::FREEZE_AFTER`, 30 s: analysis reads windows only of routed
+//! versions) and that nobody holds is *frozen* by the recorder: replaced by
+//! a copy with the same totals kept sparse and no rings, a few hundred
+//! bytes instead of about 245 KB. So the memory of a data plane that keeps
+//! old versions' counters for the retention (an hour by default) grows
+//! with the versions routed now, not with every deployment of the hour. A frozen group
+//! is never recorded into: [`Recorder::group`](crate::Recorder::group), the
+//! only way a table gets a group, thaws it first.
 
 use crate::counts::{Counts, Tally};
 use crate::histogram::BUCKETS;
@@ -41,7 +51,39 @@ pub struct GroupStats {
     fine: Ring,
     /// 10 s slots: the 1 min and 5 min windows.
     coarse: Ring,
+    /// Set when frozen: `by_status` and `latency` as sparse `(index,
+    /// count)` lists, and then those two and the rings are empty.
+    frozen: Option<Box<Frozen>>,
     instances: RwLock<BTreeMap<String, Arc<InstanceStats>>>,
+}
+
+/// A frozen group's cumulative counts by status slot and latency bucket,
+/// only those that are not zero.
+#[derive(Debug)]
+struct Frozen {
+    by_status: Box<[(u16, u64)]>,
+    latency: Box<[(u16, u64)]>,
+}
+
+fn sparse(dense: &[AtomicU64]) -> Box<[(u16, u64)]> {
+    dense
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let n = c.load(Relaxed);
+            Some((u16::try_from(i).ok()?, n)).filter(|_| n > 0)
+        })
+        .collect()
+}
+
+fn dense(sparse: &[(u16, u64)], len: usize) -> Box<[AtomicU64]> {
+    let out: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(0)).collect();
+    for (i, n) in sparse {
+        if let Some(c) = out.get(usize::from(*i)) {
+            c.store(*n, Relaxed);
+        }
+    }
+    out
 }
 
 impl fmt::Debug for GroupStats {
@@ -68,7 +110,84 @@ impl GroupStats {
             last_record: AtomicU64::new(0),
             fine: Ring::new(Window::S10.slot(), FINE_SLOTS),
             coarse: Ring::new(Window::M5.slot(), COARSE_SLOTS),
+            frozen: None,
             instances: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether this is a frozen copy (see the module docs).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// A frozen copy: the same totals, counts by status and latency kept
+    /// sparse, instances shared, no rings. Only for a group nobody records
+    /// into any more (the recorder checks that nobody holds it).
+    pub(crate) fn frozen_copy(&self) -> GroupStats {
+        let frozen = match &self.frozen {
+            Some(f) => Frozen {
+                by_status: f.by_status.clone(),
+                latency: f.latency.clone(),
+            },
+            None => Frozen {
+                by_status: sparse(&self.by_status),
+                latency: sparse(&self.latency),
+            },
+        };
+        GroupStats {
+            frozen: Some(Box::new(frozen)),
+            by_status: Box::new([]),
+            latency: Box::new([]),
+            fine: Ring::none(Window::S10.slot()),
+            coarse: Ring::none(Window::M5.slot()),
+            ..self.copy_rest()
+        }
+    }
+
+    /// A live copy of a frozen group: the same totals, dense again, and
+    /// empty rings, ready to be recorded into.
+    pub(crate) fn thawed_copy(&self) -> GroupStats {
+        let (by_status, latency) = match &self.frozen {
+            Some(f) => (
+                dense(&f.by_status, STATUS_SLOTS),
+                dense(&f.latency, BUCKETS),
+            ),
+            None => (
+                dense(&sparse(&self.by_status), STATUS_SLOTS),
+                dense(&sparse(&self.latency), BUCKETS),
+            ),
+        };
+        GroupStats {
+            frozen: None,
+            by_status,
+            latency,
+            fine: Ring::new(Window::S10.slot(), FINE_SLOTS),
+            coarse: Ring::new(Window::M5.slot(), COARSE_SLOTS),
+            ..self.copy_rest()
+        }
+    }
+
+    /// Names, totals, gauges and instances copied; counts by status,
+    /// latency buckets and rings empty (the callers fill them).
+    fn copy_rest(&self) -> GroupStats {
+        GroupStats {
+            service: self.service.clone(),
+            role: self.role,
+            version: self.version.clone(),
+            totals: self.totals.copy(),
+            by_status: Box::new([]),
+            latency: Box::new([]),
+            in_flight: AtomicU64::new(self.in_flight.load(Relaxed)),
+            last_record: AtomicU64::new(self.last_record.load(Relaxed)),
+            fine: Ring::none(Window::S10.slot()),
+            coarse: Ring::none(Window::M5.slot()),
+            frozen: None,
+            instances: RwLock::new(
+                self.instances
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            ),
         }
     }
 
@@ -104,9 +223,14 @@ impl GroupStats {
     pub fn record(&self, now: Millis, outcome: Outcome, latency: Duration) {
         let rec = Record::new(outcome, latency);
         self.totals.add(&rec);
-        self.by_status[rec.status_slot].fetch_add(1, Relaxed);
-        if let Some((bucket, _)) = rec.latency {
-            self.latency[bucket].fetch_add(1, Relaxed);
+        // Empty only in a frozen copy, which nobody records into.
+        if let Some(c) = self.by_status.get(rec.status_slot) {
+            c.fetch_add(1, Relaxed);
+        }
+        if let Some((bucket, _)) = rec.latency
+            && let Some(c) = self.latency.get(bucket)
+        {
+            c.fetch_add(1, Relaxed);
         }
         self.fine.record(now, &rec);
         self.coarse.record(now, &rec);
@@ -139,12 +263,27 @@ impl GroupStats {
         for (o, b) in out.latency.counts_mut().iter_mut().zip(self.latency.iter()) {
             *o = b.load(Relaxed);
         }
+        if let Some(f) = &self.frozen {
+            let counts = out.latency.counts_mut();
+            for (i, n) in f.latency.iter() {
+                if let Some(o) = counts.get_mut(usize::from(*i)) {
+                    *o = *n;
+                }
+            }
+        }
         out
     }
 
     /// Cumulative count per status code, for codes seen at least once, in
     /// code order; `None` stands for numbers outside 100-599.
     pub fn status_totals(&self) -> Vec<(Option<u16>, u64)> {
+        if let Some(f) = &self.frozen {
+            return f
+                .by_status
+                .iter()
+                .map(|(i, n)| (status_label(usize::from(*i)), *n))
+                .collect();
+        }
         self.by_status
             .iter()
             .enumerate()

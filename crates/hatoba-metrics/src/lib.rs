@@ -23,6 +23,9 @@
 //!   fixed at creation; groups live until [`Recorder::remove`],
 //!   [`Recorder::retain`] or [`Recorder::prune`] (the data plane prunes
 //!   versions out of every route table for the retention: [`retention`]).
+//!   A version out of every table for 30 s is frozen before that
+//!   ([`Recorder::freeze_unheld`]): its totals stay, sparse, in a few
+//!   hundred bytes, and its windows read empty.
 //! - No IO, no printing, no async runtime in the recorder. The one
 //!   exception is the [`provider`] module: analysis's measurements taken
 //!   elsewhere (a Prometheus query, a webhook, a command), async on tokio,

@@ -50,16 +50,41 @@ impl Recorder {
     /// Get-or-create the stats of one (service, role, version). The `Arc`
     /// stays valid and keeps counting across route-table swaps; creating a
     /// group allocates about [`GroupStats::memory_bytes`].
+    ///
+    /// A frozen group (see [`freeze_unheld`](Self::freeze_unheld)) is
+    /// thawed first: the caller gets a live copy with the same totals.
     pub fn group(&self, service: &str, role: Role, version: &str) -> Arc<GroupStats> {
-        if let Some(found) = self.get(service, role, version) {
+        if let Some(found) = self.get(service, role, version)
+            && !found.is_frozen()
+        {
             return found;
         }
         let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            groups
-                .entry(GroupKey::new(service, role, version))
-                .or_insert_with(|| Arc::new(GroupStats::new(service, role, version))),
-        )
+        let slot = groups
+            .entry(GroupKey::new(service, role, version))
+            .or_insert_with(|| Arc::new(GroupStats::new(service, role, version)));
+        if slot.is_frozen() {
+            *slot = Arc::new(slot.thawed_copy());
+        }
+        Arc::clone(slot)
+    }
+
+    /// Replaces the groups `freeze` says yes to that nobody else holds by
+    /// frozen copies: the same totals, no windows, a few hundred bytes
+    /// instead of about [`GroupStats::memory_bytes`]. For groups of versions
+    /// no table routes to, whose windows nobody reads. Checked under the
+    /// write lock, like
+    /// [`remove_unheld`](Self::remove_unheld); returns how many it froze.
+    pub fn freeze_unheld(&self, mut freeze: impl FnMut(&GroupStats) -> bool) -> usize {
+        let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
+        let mut frozen = 0;
+        for g in groups.values_mut() {
+            if !g.is_frozen() && Arc::strong_count(g) == 1 && freeze(g) {
+                *g = Arc::new(g.frozen_copy());
+                frozen += 1;
+            }
+        }
+        frozen
     }
 
     /// Get-or-create the counters of one instance (`host:port`) inside a

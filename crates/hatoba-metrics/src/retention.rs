@@ -19,6 +19,14 @@ use hatoba_core::Millis;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// How long a version stays out of every route table before its groups
+/// are frozen (totals kept, windows dropped: see
+/// [`Recorder::freeze_unheld`]). Analysis reads windows only of versions
+/// that are routed (a canary and its stable), so nothing reads these; the
+/// wait only keeps a version that leaves a table for one update and comes
+/// back in the next from being frozen and thawed.
+pub const FREEZE_AFTER: Duration = Duration::from_secs(30);
+
 /// A (service, version).
 pub type VersionKey = (String, String);
 /// A (service, role, version, instance `host:port`).
@@ -166,7 +174,9 @@ impl Recorder {
 
     /// Decides with `seen` what has been out of every table (`present`)
     /// for `retention` at `now`, and forgets it: expired versions (every
-    /// role) leave the recorder, expired instances their group. Anything
+    /// role) leave the recorder, expired instances their group. Versions
+    /// out of every table for [`FREEZE_AFTER`] are frozen before that:
+    /// totals kept, windows dropped. Anything
     /// still held elsewhere (a table, a request in flight) stays and is
     /// tried again next time. Returns what was decided.
     pub fn prune(
@@ -177,6 +187,17 @@ impl Recorder {
         retention: Duration,
     ) -> Expired {
         let expired = seen.expire(present, &self.known(), now, retention);
+        // Out of every table for a while: analysis judges only versions
+        // that are routed, so only its totals are read any more.
+        let quiet_ms = u64::try_from(FREEZE_AFTER.as_millis()).unwrap_or(u64::MAX);
+        self.freeze_unheld(|g| {
+            let key = (g.service().to_owned(), g.version().to_owned());
+            !present.versions.contains(&key)
+                && seen
+                    .versions
+                    .get(&key)
+                    .is_some_and(|at| now.0.saturating_sub(at.0) >= quiet_ms)
+        });
         if expired.is_empty() {
             return expired;
         }
@@ -327,5 +348,79 @@ mod tests {
         assert!(rec.get("web", Role::Canary, "v3").is_none());
         let text = rec.encode_prometheus(Millis(0));
         assert!(!text.contains("version=\"v1\""), "{text}");
+    }
+
+    #[test]
+    fn a_version_out_of_every_table_for_a_while_is_frozen_with_its_totals() {
+        let rec = Recorder::new();
+        let v1 = rec.group("web", Role::Stable, "v1");
+        for i in 0..50u64 {
+            let status = if i % 10 == 0 { 503 } else { 200 };
+            v1.record(
+                Millis(i * 100),
+                Outcome::Status(status),
+                Duration::from_millis(i + 1),
+            );
+        }
+        let before = (v1.totals(), v1.status_totals());
+        drop(v1);
+        let mut seen = LastSeen::new();
+        let old = table(&[("web", Role::Stable, "v1", &[])]);
+        let new = table(&[("web", Role::Stable, "v2", &[])]);
+        rec.prune(&mut seen, &old, Millis(5_000), HOUR);
+        // v2 replaces v1 at 6 s; v1 was last in a table at 5 s.
+        rec.prune(&mut seen, &new, Millis(6_000), HOUR);
+        let quiet = 5_000 + 30_000;
+        rec.prune(&mut seen, &new, Millis(quiet - 1), HOUR);
+        let g = rec.get("web", Role::Stable, "v1").expect("kept");
+        assert!(!g.is_frozen(), "frozen too early");
+        drop(g);
+        rec.prune(&mut seen, &new, Millis(quiet), HOUR);
+        let g = rec.get("web", Role::Stable, "v1").expect("kept");
+        assert!(g.is_frozen());
+        assert_eq!((g.totals(), g.status_totals()), before);
+        assert_eq!(
+            g.window(crate::Window::M5, Millis(quiet)).counts.requests,
+            0
+        );
+        let text = rec.encode_prometheus(Millis(quiet));
+        assert!(text.contains("version=\"v1\""), "{text}");
+        drop(g);
+        // Routed again (a rollback to v1): a live copy with the same totals
+        // that counts on.
+        let again = rec.group("web", Role::Stable, "v1");
+        assert!(!again.is_frozen());
+        assert_eq!((again.totals(), again.status_totals()), before);
+        again.record(
+            Millis(quiet + 1),
+            Outcome::Status(200),
+            Duration::from_millis(2),
+        );
+        assert_eq!(again.totals().requests, before.0.requests + 1);
+        assert_eq!(
+            again
+                .window(crate::Window::S10, Millis(quiet + 1))
+                .counts
+                .requests,
+            1
+        );
+        // Held (a table has it): never frozen, however long it is out.
+        rec.prune(&mut seen, &new, Millis(quiet + 40_000), HOUR);
+        assert!(
+            !rec.get("web", Role::Stable, "v1")
+                .expect("kept")
+                .is_frozen()
+        );
+        drop(again);
+        // Still out of every table (last seen at 5 s): frozen on the next
+        // prune, then expired at the retention like any other.
+        rec.prune(&mut seen, &new, Millis(quiet + 41_000), HOUR);
+        assert!(
+            rec.get("web", Role::Stable, "v1")
+                .expect("kept")
+                .is_frozen()
+        );
+        rec.prune(&mut seen, &new, Millis(5_000 + 3_600_000), HOUR);
+        assert!(rec.get("web", Role::Stable, "v1").is_none());
     }
 }

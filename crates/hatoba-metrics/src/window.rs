@@ -356,6 +356,15 @@ impl Ring {
         }
     }
 
+    /// A ring with no slots: records are dropped and every window reads
+    /// empty (a frozen group's).
+    pub(crate) fn none(slot: Duration) -> Ring {
+        Ring {
+            slot_ms: (slot.as_millis() as u64).max(1),
+            slots: Box::new([]),
+        }
+    }
+
     /// Bytes this ring holds (slots and their buckets).
     pub(crate) fn memory_bytes(len: usize) -> usize {
         len * (size_of::<Slot>() + BUCKETS * size_of::<AtomicU32>())
@@ -363,7 +372,10 @@ impl Ring {
 
     pub(crate) fn record(&self, now: Millis, rec: &Record) {
         let epoch = now.0 / self.slot_ms;
-        let slot = &self.slots[(epoch % self.slots.len() as u64) as usize];
+        let Some(len) = std::num::NonZeroU64::new(self.slots.len() as u64) else {
+            return;
+        };
+        let slot = &self.slots[(epoch % len) as usize];
         let mut waits = 0u32;
         loop {
             let stamp = slot.stamp.load(Ordering::Acquire);
@@ -405,6 +417,9 @@ impl Ring {
     /// Adds the newest `wanted` periods up to `now` into `out`, using
     /// `scratch` (any content) to read each slot before checking it.
     pub(crate) fn read(&self, now: Millis, wanted: u64, out: &mut Counts, scratch: &mut Counts) {
+        if self.slots.is_empty() {
+            return;
+        }
         let newest = now.0 / self.slot_ms;
         let wanted = wanted.clamp(1, self.slots.len() as u64);
         let oldest = newest.saturating_sub(wanted - 1);
