@@ -798,7 +798,7 @@ async fn a_restarted_data_plane_takes_over_the_kept_sockets_and_serves_what_queu
 
 /// `sockets` in another protocol is refused with both numbers, by the data
 /// plane and by the keeper alike; a service that does not listen has no
-/// socket; and a data plane of protocol 2, which cannot hand its sockets
+/// socket, one that does hands each of its sockets over close-on-exec; and a data plane of protocol 2, which cannot hand its sockets
 /// over, is named as such by the keeper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_of_another_protocol_or_from_an_old_data_plane_are_refused_clearly() {
@@ -826,6 +826,16 @@ async fn sockets_of_another_protocol_or_from_an_old_data_plane_are_refused_clear
         }
     }
     assert!(fetch(&dp.socket, "nope").await.unwrap().is_none());
+    // Handed over close-on-exec: no process the controller starts (an
+    // instance) inherits a listening socket.
+    let web = fetch(&dp.socket, "web").await.unwrap().unwrap();
+    assert_eq!(web.listeners.len(), 2);
+    for l in &web.listeners {
+        let flags = rustix::io::fcntl_getfd(l).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC), "{flags:?}");
+        assert_eq!(l.local_addr().unwrap(), web.addr);
+    }
+    drop(web);
     // The keeper answers only what it is for.
     let mut raw = Raw::connect(&keeper_path(&dp.socket)).await;
     assert!(matches!(
