@@ -94,9 +94,9 @@ fn a_data_plane_whose_state_directory_is_removed_stops_by_itself() {
 }
 
 /// Kills the data plane of `state` with SIGKILL under `load` and waits
-/// until another one serves `extra` more requests: (refused, cut) over the
-/// whole load.
-fn kill_data_plane_under(state: &std::path::Path, load: &Traffic, extra: u64) {
+/// until another one has served `extra` more requests; it is the `nth`
+/// data plane restarted in `state`.
+fn kill_data_plane_under(state: &std::path::Path, load: &Traffic, extra: u64, nth: usize) {
     let first = data_plane_pid(state).expect("a data plane process");
     let before = load.so_far().answered();
     nix::sys::signal::kill(
@@ -108,6 +108,13 @@ fn kill_data_plane_under(state: &std::path::Path, load: &Traffic, extra: u64) {
         data_plane_pid(state).filter(|p| *p != first)
     });
     load.wait_answered(before + extra);
+    // It accepts on the sockets `hatoba up` kept, not on new ones.
+    let log = std::fs::read_to_string(state.join("dataplane.log")).unwrap();
+    let took = log
+        .lines()
+        .filter(|l| l.starts_with("service `web`: accepting on the "))
+        .count();
+    assert_eq!(took, nth, "{log}");
 }
 
 /// A `hatoba up` of one service of two instances, with `v1` deployed and
@@ -130,8 +137,8 @@ fn serving_under_load() -> (Sandbox, crate::support::Up, Traffic) {
 #[test]
 fn a_killed_data_plane_refuses_no_connection() {
     let (sb, _server, load) = serving_under_load();
-    for _ in 0..2 {
-        kill_data_plane_under(&sb.state, &load, 100);
+    for nth in 1..=2 {
+        kill_data_plane_under(&sb.state, &load, 100, nth);
     }
     let counts = load.finish();
     eprintln!("data plane killed twice under load: {counts}");
@@ -148,7 +155,7 @@ fn after_a_controller_restart_a_killed_data_plane_refuses_no_connection() {
     let (sb, server, load) = serving_under_load();
     server.kill9();
     let _server = sb.up(&[]);
-    kill_data_plane_under(&sb.state, &load, 100);
+    kill_data_plane_under(&sb.state, &load, 100, 1);
     let counts = load.finish();
     eprintln!("controller restarted, then data plane killed under load: {counts}");
     assert_eq!(counts.refused, 0, "{counts}");
