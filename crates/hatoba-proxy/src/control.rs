@@ -10,9 +10,11 @@
 //! may drop a single user request. So the listeners live in their own
 //! process that only routes, measures and remembers its last route table;
 //! the controller tells it what to do and, when it comes back, asks what it
-//! is doing ([`Request::Snapshot`]) and re-syncs. Handing listening sockets
-//! over from a dying controller (`SCM_RIGHTS`) would not do: a SIGKILLed
-//! process hands nothing over, and its sockets close with it.
+//! is doing ([`Request::Snapshot`]) and re-syncs. The listening sockets
+//! are not handed over from a dying process (a SIGKILLed one hands nothing
+//! over); instead the controller keeps a duplicate of each while both run
+//! ([`crate::handover`]), so a data plane that dies leaves its sockets
+//! open, queuing connections, and the restarted one accepts on them.
 //!
 //! The data plane also outlives itself: every change is written to a state
 //! file (atomically: a temporary file in the same directory, fsync, rename)
@@ -30,7 +32,7 @@
 //!
 //! ```text
 //! → {"op":"hello"}
-//! ← {"reply":"hello","pid":4242,"protocol":1,"services":["web"]}
+//! ← {"reply":"hello","pid":4242,"protocol":3,"services":["web"]}
 //! → {"op":"listen","service":"web","addr":"127.0.0.1:8080"}
 //! ← {"reply":"listening","addr":"127.0.0.1:8080"}
 //! → {"op":"update","route":{"service":"web","sticky":false,"groups":[
@@ -48,6 +50,8 @@
 //! ← {"reply":"ok"}
 //! → {"op":"retention","metrics_ms":3600000}
 //! ← {"reply":"ok"}
+//! → {"op":"sockets","service":"web","protocol":3}
+//! ← {"reply":"sockets","service":"web","addr":"127.0.0.1:8080","count":2}  + 2 descriptors
 //! → {"op":"shutdown"}
 //! ← {"reply":"ok"}
 //! ```
@@ -80,6 +84,13 @@
 //!   Kept in the state file; one hour until set. Checked every
 //!   [`PRUNE_EVERY`] (`hatoba_metrics::retention`). New in protocol 2: a
 //!   protocol-1 data plane answers it with an error.
+//! - `sockets` hands over duplicates of the listening sockets of one
+//!   service (one per listener thread) as descriptors attached to the
+//!   reply line (`SCM_RIGHTS`, [`crate::handover`]); `addr` is `null` and
+//!   `count` 0 for a service that does not listen. The request names its
+//!   protocol; another one is refused with both numbers. New in protocol
+//!   3: an older data plane cannot hand its sockets over, and the
+//!   controller says so ([`crate::handover::Keeper::refresh`]).
 //! - `shutdown` answers, then stops every listener (gracefully) and the
 //!   control server; the state file stays, for the next start.
 //! - Any failure is `{"reply":"error","message":…}`. A line that is not a
@@ -93,7 +104,11 @@
 //! Starting on a socket path that exists: if a data plane answers there,
 //! the start is refused ([`ControlError::AlreadyRunning`]); otherwise the
 //! stale socket file is removed. The socket is bound before the state file
-//! is read, so two data planes never both serve one state file.
+//! is read, so two data planes never both serve one state file. A saved
+//! service whose sockets the controller's keeper holds (it kept them when
+//! the previous data plane died) accepts on those sockets instead of
+//! binding new ones: the connections queued while no data plane ran are
+//! served ([`crate::handover::take_over`]).
 
 use crate::forward::ProxyOptions;
 use crate::server::ProxyServer;
@@ -116,7 +131,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The protocol version [`Request::Hello`] reports.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 /// How long a version's stats outlive its last table until a `retention`
 /// request says otherwise: one hour.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
@@ -137,8 +152,8 @@ const MAX_IDLE: usize = 4;
 
 /// A request from the controller: one JSON object per line, tagged by `op`
 /// (`"hello"`, `"listen"`, `"update"`, `"drained"`, `"window"`,
-/// `"totals"`, `"snapshot"`, `"close"`, `"shutdown"`). See the module docs for the wire
-/// form.
+/// `"totals"`, `"snapshot"`, `"close"`, `"retention"`, `"sockets"`,
+/// `"shutdown"`). See the module docs for the wire form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -192,6 +207,14 @@ pub enum Request {
         /// The retention, in ms (at least 1).
         metrics_ms: u64,
     },
+    /// Duplicates of a service's listening sockets, attached to the reply
+    /// as descriptors.
+    Sockets {
+        /// The service.
+        service: String,
+        /// The asker's [`PROTOCOL`]; another one is refused.
+        protocol: u32,
+    },
     /// Answer, then stop every listener and the control server.
     Shutdown,
 }
@@ -236,6 +259,17 @@ pub enum Reply {
     Snapshot {
         /// The state.
         state: DataPlaneState,
+    },
+    /// `count` listening sockets of `service`, bound to `addr`, come as
+    /// descriptors with this line; `addr` is `None` when it does not
+    /// listen.
+    Sockets {
+        /// The service.
+        service: String,
+        /// Where they listen.
+        addr: Option<SocketAddr>,
+        /// How many descriptors came with the line.
+        count: usize,
     },
     /// The request failed; nothing changed.
     Error {
@@ -474,6 +508,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// ready. [`DataPlane::run`] answers the controller until told to stop.
 #[derive(Debug)]
 pub struct DataPlane {
+    /// What it took over from the controller's keeper at start.
+    taken_over: TakeOverReport,
     listener: tokio::net::UnixListener,
     socket: SocketFile,
     plane: Arc<Plane>,
@@ -537,9 +573,19 @@ impl Inner {
     }
 }
 
+/// What a starting data plane took over from the controller's keeper.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TakeOverReport {
+    /// The services that accept on the sockets the keeper held, with how
+    /// many sockets each.
+    pub adopted: Vec<(String, usize)>,
+    /// Why the others bound new sockets (no keeper, another address...).
+    pub missed: Vec<String>,
+}
+
 /// The socket file this process bound; removed on drop if it still is ours.
 #[derive(Debug)]
-struct SocketFile {
+pub(crate) struct SocketFile {
     path: PathBuf,
     id: Option<(u64, u64)>,
 }
@@ -565,19 +611,41 @@ impl DataPlane {
         let lock = lock_socket(&cfg.socket).await?;
         let (listener, socket) = claim_socket(&cfg.socket).await?;
         let (state, retention) = read_state(&cfg.state_file).await?;
+        let saved: Vec<(String, SocketAddr)> = state
+            .services
+            .iter()
+            .map(|(name, e)| (name.clone(), e.listen))
+            .collect();
+        let mut taken =
+            crate::handover::take_over(&crate::handover::keeper_path(&cfg.socket), &saved).await;
+        let mut report = TakeOverReport {
+            missed: std::mem::take(&mut taken.missed),
+            ..TakeOverReport::default()
+        };
         let recorder = Arc::new(Recorder::new());
         let mut inner = Inner::default();
         for (name, entry) in state.services {
+            let kept = taken.sockets.remove(&name);
+            if let Some(k) = &kept {
+                report.adopted.push((name.clone(), k.listeners.len()));
+            }
             let restored = Router::new(entry.route, Arc::clone(&recorder))
                 .map_err(io::Error::other)
                 .map(Arc::new)
                 .and_then(|router| {
-                    let server = ProxyServer::start(
-                        entry.listen,
-                        Arc::clone(&router),
-                        cfg.options.clone(),
-                        cfg.threads,
-                    )?;
+                    let server = match kept {
+                        Some(k) => ProxyServer::adopt(
+                            k.listeners,
+                            Arc::clone(&router),
+                            cfg.options.clone(),
+                        )?,
+                        None => ProxyServer::start(
+                            entry.listen,
+                            Arc::clone(&router),
+                            cfg.options.clone(),
+                            cfg.threads,
+                        )?,
+                    };
                     Ok(Running {
                         listen: server.local_addr(),
                         router,
@@ -601,6 +669,7 @@ impl DataPlane {
         }
         let (stop, _) = watch::channel(false);
         Ok(DataPlane {
+            taken_over: report,
             _lock: lock,
             listener,
             socket,
@@ -623,6 +692,11 @@ impl DataPlane {
         &self.socket.path
     }
 
+    /// What it took over from the controller's keeper when it started.
+    pub fn taken_over(&self) -> &TakeOverReport {
+        &self.taken_over
+    }
+
     /// The recorder every listener measures into (for an admin `/metrics`).
     pub fn recorder(&self) -> Arc<Recorder> {
         Arc::clone(&self.plane.recorder)
@@ -641,6 +715,7 @@ impl DataPlane {
     /// leaves room for what may.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ControlError> {
         let DataPlane {
+            taken_over: _,
             listener,
             socket,
             plane,
@@ -813,7 +888,9 @@ pub fn take_pid_lock(path: &Path) -> io::Result<PidLock> {
     Ok(PidLock::Held(file))
 }
 
-async fn claim_socket(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), ControlError> {
+pub(crate) async fn claim_socket(
+    path: &Path,
+) -> Result<(tokio::net::UnixListener, SocketFile), ControlError> {
     let bind_err = |source| ControlError::Bind {
         socket: path.to_owned(),
         source,
@@ -1066,6 +1143,8 @@ impl Plane {
             },
             Request::Close { service } => self.close(&service).await,
             Request::Retention { metrics_ms } => self.set_retention(metrics_ms).await,
+            // Answered with descriptors by the connection ([`Plane::sockets`]).
+            Request::Sockets { service, protocol } => self.sockets(&service, protocol).await.0,
             Request::Shutdown => return (Reply::Ok, true),
         };
         (reply, false)
@@ -1139,6 +1218,36 @@ impl Plane {
         }
         inner.stopping.retain(|h| !h.is_finished());
         Reply::Listening { addr: bound }
+    }
+
+    /// Duplicates of `service`'s listening sockets, to send with the reply.
+    async fn sockets(&self, service: &str, protocol: u32) -> (Reply, Vec<std::os::fd::OwnedFd>) {
+        if let Err(message) = crate::handover::check_protocol(protocol, "this data plane") {
+            return (error(message), Vec::new());
+        }
+        let inner = self.inner.lock().await;
+        let Some(run) = inner.services.get(service) else {
+            let none = Reply::Sockets {
+                service: service.to_owned(),
+                addr: None,
+                count: 0,
+            };
+            return (none, Vec::new());
+        };
+        match run.server.sockets() {
+            Ok(fds) => (
+                Reply::Sockets {
+                    service: service.to_owned(),
+                    addr: Some(run.listen),
+                    count: fds.len(),
+                },
+                fds,
+            ),
+            Err(e) => (
+                error(format!("cannot duplicate the sockets of `{service}`: {e}")),
+                Vec::new(),
+            ),
+        }
     }
 
     async fn set_retention(&self, metrics_ms: u64) -> Reply {
@@ -1291,7 +1400,7 @@ pub fn add_table(present: &mut Present, spec: &RouteSpec) {
 /// Reads one line of at most `max` bytes (newline excluded) into `buf`,
 /// without the newline. `Ok(false)` at the end of the stream (a partial
 /// last line is dropped: its sender is gone); `Err(TooLong)` past `max`.
-async fn read_line<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
@@ -1317,7 +1426,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 }
 
 #[derive(Debug)]
-enum LineError {
+pub(crate) enum LineError {
     Io(io::Error),
     TooLong,
 }
@@ -1350,11 +1459,22 @@ async fn serve_connection(plane: Arc<Plane>, stream: UnixStream) {
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let (reply, stop) = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => plane.handle(req).await,
-            Err(e) => (error(format!("malformed request: {e}")), false),
+        let (reply, stop, fds) = match serde_json::from_slice::<Request>(&line) {
+            Ok(Request::Sockets { service, protocol }) => {
+                let (reply, fds) = plane.sockets(&service, protocol).await;
+                (reply, false, fds)
+            }
+            Ok(req) => {
+                let (reply, stop) = plane.handle(req).await;
+                (reply, stop, Vec::new())
+            }
+            Err(e) => (error(format!("malformed request: {e}")), false, Vec::new()),
         };
-        let sent = write_reply(&mut write, &reply).await;
+        let sent = if fds.is_empty() {
+            write_reply(&mut write, &reply).await
+        } else {
+            crate::handover::send_with_fds(write.as_ref(), &reply, &fds).await
+        };
         if stop {
             plane.stop.send_replace(true);
             return;

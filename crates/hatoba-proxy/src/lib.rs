@@ -21,6 +21,9 @@
 //!   `hatoba-metrics` when they end.
 //! - `upgrade`: WebSocket pass-through.
 //! - `admin`: `/metrics`, `/routes`, `/healthz`.
+//! - `control`: the data plane as its own process, driven over a Unix socket.
+//! - `handover`: listening sockets passed between processes (`SCM_RIGHTS`),
+//!   kept by the controller so a killed data plane refuses no connection.
 //! - `routes_file`: the file format of `hatoba proxy --routes`.
 //!
 //! The proxy decides nothing about rollouts: it routes by the table it is
@@ -32,6 +35,7 @@ mod client;
 pub mod control;
 mod forward;
 mod h1;
+pub mod handover;
 mod head;
 mod pool;
 mod routes_file;

@@ -21,6 +21,12 @@
 //!
 //! Shutdown is graceful: stop accepting, let every connection finish its
 //! current request (keep-alive connections close after it), then return.
+//!
+//! A listener also keeps a duplicate of each of its sockets, to hand over
+//! ([`ProxyServer::sockets`], `crate::handover`); one started on sockets
+//! handed to it ([`ProxyServer::adopt`]) runs one thread per socket. The
+//! duplicates are let go first thing at shutdown, so a stopped listener's
+//! port refuses rather than queues.
 
 use crate::forward::{self, ProxyOptions};
 use crate::h1::{self, Served};
@@ -50,6 +56,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct ProxyServer {
     addr: SocketAddr,
+    /// A duplicate of every socket, to hand over.
+    kept: Vec<std::net::TcpListener>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -119,7 +127,40 @@ impl ProxyServer {
             threads
         };
         let listeners = bind_reuseport(listen, threads)?;
-        let addr = listeners[0].local_addr()?;
+        ProxyServer::run(listeners, router, opts)
+    }
+
+    /// Serves on sockets bound and listening already (handed over from a
+    /// data plane that died: the connections queued on them are served),
+    /// one thread per socket. They must all listen on one address.
+    pub fn adopt(
+        listeners: Vec<std::net::TcpListener>,
+        router: Arc<Router>,
+        opts: ProxyOptions,
+    ) -> io::Result<ProxyServer> {
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+        }
+        ProxyServer::run(listeners, router, opts)
+    }
+
+    fn run(
+        listeners: Vec<std::net::TcpListener>,
+        router: Arc<Router>,
+        opts: ProxyOptions,
+    ) -> io::Result<ProxyServer> {
+        let Some(first) = listeners.first() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a listener needs at least one socket",
+            ));
+        };
+        let addr = first.local_addr()?;
+        let threads = listeners.len();
+        let kept = listeners
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<io::Result<Vec<_>>>()?;
         let (stop, stopped) = watch::channel(false);
         let opts = Arc::new(opts);
         let (balance, mut inboxes) = Balance::new(listeners.len());
@@ -152,6 +193,7 @@ impl ProxyServer {
         }
         Ok(ProxyServer {
             addr,
+            kept,
             stop,
             threads: handles,
         })
@@ -162,9 +204,21 @@ impl ProxyServer {
         self.addr
     }
 
+    /// Duplicates of its sockets (one per thread), to hand to another
+    /// process.
+    pub fn sockets(&self) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+        self.kept
+            .iter()
+            .map(|l| l.try_clone().map(std::os::fd::OwnedFd::from))
+            .collect()
+    }
+
     /// Stops accepting, lets connections finish their current request (up
     /// to [`SHUTDOWN_GRACE`]) and waits for the threads.
     pub fn shutdown(self) {
+        // Its own duplicates first: once the threads drop theirs, the port
+        // refuses.
+        drop(self.kept);
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();

@@ -5,11 +5,15 @@
 //! process (the demo, tests, `hatoba up --data-plane in-process`);
 //! [`RemoteDataPlane`] drives a separate `hatoba dataplane` process over
 //! its Unix socket, so users' traffic does not depend on the controller
-//! being alive (see `hatoba_proxy::control`).
+//! being alive (see `hatoba_proxy::control`). It keeps duplicates of that
+//! process's listening sockets up to date in a `Keeper` (after every
+//! `listen` and `close`), so a restarted data plane takes them over and a
+//! crash of it refuses no connection (`hatoba_proxy::handover`).
 
 use async_trait::async_trait;
 use hatoba_metrics::{Recorder, Window, WindowStats};
 use hatoba_proxy::control::{ControlClient, ControlError, VersionTotals};
+use hatoba_proxy::handover::Keeper;
 use hatoba_proxy::{Backend, ProxyOptions, ProxyServer, RouteSpec, Router};
 use std::collections::HashMap;
 use std::fmt;
@@ -381,12 +385,38 @@ impl DataPlane for LocalDataPlane {
 #[derive(Debug, Clone)]
 pub struct RemoteDataPlane {
     client: ControlClient,
+    keeper: Option<Arc<Keeper>>,
 }
 
 impl RemoteDataPlane {
     /// Over a connected client.
     pub fn new(client: ControlClient) -> RemoteDataPlane {
-        RemoteDataPlane { client }
+        RemoteDataPlane {
+            client,
+            keeper: None,
+        }
+    }
+
+    /// Keeps `keeper` holding duplicates of the data plane's listening
+    /// sockets: taken again after every change of its listeners, let go
+    /// before it is stopped for good.
+    pub fn with_keeper(mut self, keeper: Arc<Keeper>) -> RemoteDataPlane {
+        self.keeper = Some(keeper);
+        self
+    }
+
+    /// Takes the listening sockets again; a failure is logged (the
+    /// listeners serve all the same; only a crash of the data plane before
+    /// the next refresh would refuse connections).
+    async fn keep_sockets(&self) {
+        if let Some(keeper) = &self.keeper
+            && let Err(e) = keeper.refresh(&self.client).await
+        {
+            tracing::warn!(
+                "cannot keep the data plane's listening sockets: {}",
+                crate::server::error_chain(&e)
+            );
+        }
     }
 
     /// The client, for health checks.
@@ -402,7 +432,8 @@ fn unreachable(e: &ControlError) -> DataPlaneError {
 #[async_trait]
 impl DataPlane for RemoteDataPlane {
     async fn listen(&self, service: &str, addr: SocketAddr) -> Result<SocketAddr, DataPlaneError> {
-        self.client
+        let bound = self
+            .client
             .listen(service, addr)
             .await
             .map_err(|e| match e {
@@ -412,7 +443,9 @@ impl DataPlane for RemoteDataPlane {
                     source: std::io::Error::other(message),
                 },
                 other => unreachable(&other),
-            })
+            })?;
+        self.keep_sockets().await;
+        Ok(bound)
     }
 
     async fn route(&self, spec: RouteSpec) -> Result<(), DataPlaneError> {
@@ -448,14 +481,25 @@ impl DataPlane for RemoteDataPlane {
 
     async fn retain(&self, keep: &[String]) -> Result<(), DataPlaneError> {
         let hello = self.client.hello().await.map_err(|e| unreachable(&e))?;
+        let mut closed = false;
         for service in hello.services.iter().filter(|s| !keep.contains(s)) {
-            self.client.close(service).await.map_err(|e| match e {
+            let done = self.client.close(service).await.map_err(|e| match e {
                 ControlError::Refused { message, .. } => DataPlaneError::Route {
                     service: service.clone(),
                     message,
                 },
                 other => unreachable(&other),
-            })?;
+            });
+            // What was closed before a failure is let go of all the same.
+            closed = true;
+            if let Err(e) = done {
+                self.keep_sockets().await;
+                return Err(e);
+            }
+        }
+        if closed {
+            // The closed ports must refuse, not queue in the kept sockets.
+            self.keep_sockets().await;
         }
         Ok(())
     }
@@ -470,6 +514,11 @@ impl DataPlane for RemoteDataPlane {
     }
 
     async fn shutdown(&self) {
+        // Stopped for good: its ports must refuse once its listeners close,
+        // not queue connections in sockets this process keeps.
+        if let Some(keeper) = &self.keeper {
+            keeper.clear();
+        }
         // Its listeners finish their requests in flight before it exits.
         let _ = self
             .client

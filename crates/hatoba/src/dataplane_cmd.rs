@@ -6,18 +6,24 @@
 //! Why a process of its own: users' traffic must not depend on the
 //! controller being alive. A `kill -9` of `hatoba up` leaves this process
 //! serving the last tables (the canary split frozen where it was); the next
-//! `hatoba up` finds it on the socket and drives it again. Handing the
-//! listening sockets over between controllers would not survive a SIGKILL.
+//! `hatoba up` finds it on the socket and drives it again.
 //!
 //! `hatoba up` starts it when no data plane answers on the socket
 //! ([`ensure`]) and starts it again if it dies ([`supervise`]); a restarted
-//! data plane serves its saved tables at once.
+//! data plane serves its saved tables at once, on the very listening
+//! sockets the dead one had: `hatoba up` keeps a duplicate of each
+//! ([`keep_sockets`], `hatoba_proxy::handover`) and hands them over on
+//! `STATE_DIR/dataplane.keeper.sock`, so the connections that arrive while
+//! no data plane runs wait in the kernel's backlog instead of being
+//! refused.
 
 use crate::exit::{CliError, Exit};
 use crate::output;
 use hatoba_proxy::control::{ControlClient, ControlError, DataPlane, DataPlaneConfig};
+use hatoba_proxy::handover::{Keeper, KeeperServer};
 use hatoba_proxy::{AdminServer, ProxyOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a starting data plane may take to answer.
@@ -108,6 +114,15 @@ pub(crate) fn run(state: &Path, metrics: std::net::SocketAddr) -> anyhow::Result
             std::process::id(),
             admin.local_addr()
         ));
+        let taken = plane.taken_over();
+        for (service, n) in &taken.adopted {
+            output::stderr(&format!(
+                "service `{service}`: accepting on the {n} listening sockets `hatoba up` kept\n"
+            ));
+        }
+        for why in &taken.missed {
+            output::stderr(&format!("new listening sockets: {why}\n"));
+        }
         let bound = socket_identity(plane.socket());
         let socket = plane.socket().to_path_buf();
         let mut lost = None;
@@ -275,6 +290,37 @@ pub(crate) async fn ensure(
     }
 }
 
+/// Starts keeping duplicates of the listening sockets of the data plane
+/// behind `client`, served to a restarted one on
+/// `STATE_DIR/dataplane.keeper.sock` while the returned server lives. A
+/// data plane that cannot hand them over (an older protocol) or a socket
+/// that cannot be served is said in the log; its traffic is served all the
+/// same, only a crash of it would refuse connections until its restart.
+pub(crate) async fn keep_sockets(
+    state: &Path,
+    client: &ControlClient,
+) -> (Arc<Keeper>, Option<KeeperServer>) {
+    let keeper = Keeper::new();
+    let path = hatoba_proxy::handover::keeper_path(&socket_path(state));
+    let server = match keeper.serve(&path).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                "cannot hand the listening sockets to a restarted data plane: {}",
+                crate::server_cmd::chain(&e)
+            );
+            None
+        }
+    };
+    if let Err(e) = keeper.refresh(client).await {
+        tracing::warn!(
+            "cannot keep the data plane's listening sockets: {}",
+            crate::server_cmd::chain(&e)
+        );
+    }
+    (keeper, server)
+}
+
 pub(crate) fn admin_addr(state: &Path) -> String {
     std::fs::read_to_string(admin_file(state))
         .map(|s| s.trim().to_owned())
@@ -284,11 +330,15 @@ pub(crate) fn admin_addr(state: &Path) -> String {
 /// Checks the data plane every 250 ms, and at once when an idle watching
 /// connection to it ends; starts it again at once when its process is gone
 /// (nothing listens on the socket), or after two checks without an answer.
-/// A restarted data plane serves its saved tables at once.
+/// A restarted data plane serves its saved tables at once, on the sockets
+/// `keeper` held (then taken from it again); a restart that fails lets go
+/// of them, so clients are refused rather than left waiting in a backlog
+/// nobody serves.
 pub(crate) async fn supervise(
     state: PathBuf,
     client: ControlClient,
     metrics: Option<std::net::SocketAddr>,
+    keeper: Arc<Keeper>,
 ) {
     let mut tick = tokio::time::interval(SUPERVISE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -332,6 +382,12 @@ pub(crate) async fn supervise(
             Ok(c) => {
                 misses = 0;
                 failures = 0;
+                if let Err(e) = keeper.refresh(&c.client).await {
+                    tracing::warn!(
+                        "cannot keep the restarted data plane's listening sockets: {}",
+                        crate::server_cmd::chain(&e)
+                    );
+                }
                 if let Err(e) = crate::server_cmd::advertise_admin(&state, &c.admin) {
                     tracing::error!(
                         "cannot write the data plane's new metrics address into server.json: {e:#}"
@@ -339,6 +395,7 @@ pub(crate) async fn supervise(
                 }
             }
             Err(e) => {
+                keeper.clear();
                 // A start that fails (the state directory removed, the
                 // metrics port taken) is tried again with back-off, not
                 // four times a second for ever.

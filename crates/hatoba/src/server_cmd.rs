@@ -120,6 +120,9 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     };
     let mut supervisor = None;
     let mut started_data_plane = None;
+    // Serves the kept listening sockets to a restarted data plane while
+    // this process runs.
+    let mut _keeper_server = None;
     let (data_plane, remote_admin): (Arc<dyn hatoba_server::DataPlane>, Option<String>) =
         if args.in_process_proxy {
             let local = hatoba_server::LocalDataPlane::new(
@@ -130,12 +133,16 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             (Arc::new(local), None)
         } else {
             let c = crate::dataplane_cmd::ensure(state, args.metrics).await?;
+            let kept = crate::dataplane_cmd::keep_sockets(state, &c.client).await;
             supervisor = Some(tokio::spawn(crate::dataplane_cmd::supervise(
                 state.to_path_buf(),
                 c.client.clone(),
                 args.metrics,
+                Arc::clone(&kept.0),
             )));
-            let remote = Arc::new(hatoba_server::RemoteDataPlane::new(c.client));
+            _keeper_server = kept.1;
+            let remote = hatoba_server::RemoteDataPlane::new(c.client).with_keeper(kept.0);
+            let remote = Arc::new(remote);
             if c.started {
                 started_data_plane = Some(Arc::clone(&remote));
             }

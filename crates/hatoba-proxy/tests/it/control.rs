@@ -34,6 +34,8 @@ fn config(dir: &Path) -> DataPlaneConfig {
 /// A data plane running in this process, as the binary would run it.
 struct Running {
     client: ControlClient,
+    /// What it took over from a keeper at start.
+    taken: hatoba_proxy::control::TakeOverReport,
     socket: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ControlError>>>,
@@ -44,6 +46,7 @@ impl Running {
         let cfg = config(dir);
         let socket = cfg.socket.clone();
         let plane = DataPlane::bind(cfg).await.unwrap();
+        let taken = plane.taken_over().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(plane.run(async move {
             let _ = stopped.await;
@@ -51,6 +54,7 @@ impl Running {
         let client = ControlClient::connect(&socket).await.unwrap();
         Running {
             client,
+            taken,
             socket,
             stop: Some(stop),
             task: Some(task),
@@ -227,6 +231,7 @@ async fn traffic_keeps_flowing_when_the_controller_goes_away() {
     drop(unread);
     let Running {
         client,
+        taken,
         socket,
         stop,
         task,
@@ -243,6 +248,7 @@ async fn traffic_keeps_flowing_when_the_controller_goes_away() {
     assert_eq!(tally.by_version.keys().collect::<Vec<_>>(), ["v1"]);
     Running {
         client,
+        taken,
         socket,
         stop,
         task,
@@ -718,4 +724,153 @@ async fn a_state_file_from_before_the_retention_loads_and_keeps_a_set_one() {
     let saved = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
     assert!(saved.contains("\"metrics_retention_ms\": 90000"), "{saved}");
     dp.stop().await;
+}
+
+/// A data plane that stops while the controller's keeper holds duplicates
+/// of its listening sockets leaves them open: a client connecting meanwhile
+/// waits in the backlog, and the next data plane, which takes the sockets
+/// over instead of binding new ones, answers it. Without a keeper a restart
+/// binds new sockets, as a first start does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_data_plane_takes_over_the_kept_sockets_and_serves_what_queued() {
+    use hatoba_proxy::handover::{Keeper, keeper_path};
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = InProcess::start("v1", |_| {}).await;
+    let first = Running::start(dir.path()).await;
+    assert!(first.taken.adopted.is_empty(), "{:?}", first.taken);
+    let addr = first.client.listen("web", any()).await.unwrap();
+    first
+        .client
+        .update(&spec(vec![group(Role::Stable, "v1", 100, &[v1.addr])]))
+        .await
+        .unwrap();
+    let keeper = Keeper::new();
+    let served = keeper.serve(&keeper_path(&first.socket)).await.unwrap();
+    // One socket per listener thread.
+    assert_eq!(keeper.refresh(&first.client).await.unwrap(), 2);
+    assert_eq!(keeper.held(), [("web".to_owned(), addr, 2)]);
+    first.stop().await;
+
+    // No data plane runs, yet the kernel queues the connection.
+    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let second = Running::start(dir.path()).await;
+    assert_eq!(
+        second.taken.adopted,
+        [("web".to_owned(), 2)],
+        "{:?}",
+        second.taken.missed
+    );
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), waiting.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-version: v1"),
+        "{answer}"
+    );
+    assert_eq!(versions(addr, 3).await, ["v1"; 3]);
+    // The keeper takes them again from the new process: the same port.
+    assert_eq!(keeper.refresh(&second.client).await.unwrap(), 2);
+    second.stop().await;
+
+    // Let go of (a controller stopping everything): the port refuses, and
+    // a data plane started now binds new sockets.
+    keeper.clear();
+    drop(served);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let third = Running::start(dir.path()).await;
+    assert!(third.taken.adopted.is_empty(), "{:?}", third.taken);
+    assert!(
+        third.taken.missed.iter().any(|m| m.contains("no keeper")),
+        "{:?}",
+        third.taken.missed
+    );
+    assert_eq!(versions(addr, 3).await, ["v1"; 3]);
+    third.stop().await;
+    v1.stop().await;
+}
+
+/// `sockets` in another protocol is refused with both numbers, by the data
+/// plane and by the keeper alike; a service that does not listen has no
+/// socket, one that does hands each of its sockets over close-on-exec; and a data plane of protocol 2, which cannot hand its sockets
+/// over, is named as such by the keeper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_of_another_protocol_or_from_an_old_data_plane_are_refused_clearly() {
+    use hatoba_proxy::control::PROTOCOL;
+    use hatoba_proxy::handover::{Keeper, fetch, keeper_path};
+    let dir = tempfile::tempdir().unwrap();
+    let dp = Running::start(dir.path()).await;
+    dp.client.listen("web", any()).await.unwrap();
+    let keeper = Keeper::new();
+    let _served = keeper.serve(&keeper_path(&dp.socket)).await.unwrap();
+    for socket in [dp.socket.clone(), keeper_path(&dp.socket)] {
+        let mut raw = Raw::connect(&socket).await;
+        match raw
+            .send("{\"op\":\"sockets\",\"service\":\"web\",\"protocol\":2}\n")
+            .await
+        {
+            Reply::Error { message } => {
+                assert!(
+                    message.contains("protocol 2")
+                        && message.contains(&format!("protocol {PROTOCOL}")),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(fetch(&dp.socket, "nope").await.unwrap().is_none());
+    // Handed over close-on-exec: no process the controller starts (an
+    // instance) inherits a listening socket.
+    let web = fetch(&dp.socket, "web").await.unwrap().unwrap();
+    assert_eq!(web.listeners.len(), 2);
+    for l in &web.listeners {
+        let flags = rustix::io::fcntl_getfd(l).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC), "{flags:?}");
+        assert_eq!(l.local_addr().unwrap(), web.addr);
+    }
+    drop(web);
+    // The keeper answers only what it is for.
+    let mut raw = Raw::connect(&keeper_path(&dp.socket)).await;
+    assert!(matches!(
+        raw.send("{\"op\":\"snapshot\"}\n").await,
+        Reply::Error { message } if message.contains("keeper")
+    ));
+    dp.stop().await;
+
+    // A data plane of protocol 2 answers `hello` and nothing of `sockets`.
+    let old = dir.path().join("old.sock");
+    let listener = tokio::net::UnixListener::bind(&old).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                let mut line = String::new();
+                while stream.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                    let hello =
+                        "{\"reply\":\"hello\",\"pid\":7,\"protocol\":2,\"services\":[\"web\"]}\n";
+                    if stream.get_mut().write_all(hello.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let client = ControlClient::connect(&old).await.unwrap();
+    let err = Keeper::new()
+        .refresh(&client)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("speaks protocol 2") && err.contains(&format!("needs protocol {PROTOCOL}")),
+        "{err}"
+    );
 }

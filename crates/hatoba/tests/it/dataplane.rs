@@ -5,7 +5,7 @@
 //! socket gone, nobody can reach it) stops by itself instead of holding its
 //! ports until the machine restarts (the leftover the test suite once left).
 
-use crate::support::{Reaped, Sandbox, Sweep, poll, processes_of};
+use crate::support::{Reaped, Sandbox, Sweep, Traffic, data_plane_pid, poll, processes_of};
 use std::time::Duration;
 
 /// One service of one instance of this binary as the demo app.
@@ -91,4 +91,74 @@ fn a_data_plane_whose_state_directory_is_removed_stops_by_itself() {
         said.contains(&format!("{} was removed", socket.display())),
         "{said}"
     );
+}
+
+/// Kills the data plane of `state` with SIGKILL under `load` and waits
+/// until another one has served `extra` more requests; it is the `nth`
+/// data plane restarted in `state`.
+fn kill_data_plane_under(state: &std::path::Path, load: &Traffic, extra: u64, nth: usize) {
+    let first = data_plane_pid(state).expect("a data plane process");
+    let before = load.so_far().answered();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll("another data plane", Duration::from_secs(30), || {
+        data_plane_pid(state).filter(|p| *p != first)
+    });
+    load.wait_answered(before + extra);
+    // It accepts on the sockets `hatoba up` kept, not on new ones.
+    let log = std::fs::read_to_string(state.join("dataplane.log")).unwrap();
+    let took = log
+        .lines()
+        .filter(|l| l.starts_with("service `web`: accepting on the "))
+        .count();
+    assert_eq!(took, nth, "{log}");
+}
+
+/// A `hatoba up` of one service of two instances, with `v1` deployed and
+/// four clients sending to it on fresh connections.
+fn serving_under_load() -> (Sandbox, crate::support::Up, Traffic) {
+    let sb = crate::up::rolling_web(&crate::up::demo_process("${VERSION}"), 2);
+    let server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let load = Traffic::clients(sb.port, 4);
+    load.wait_answered(100);
+    (sb, server, load)
+}
+
+/// The data plane killed with SIGKILL under steady load refuses no
+/// connection: its supervisor keeps a duplicate of every listening socket,
+/// so the kernel keeps queuing connections while no data plane runs, and
+/// the restarted one accepts on those very sockets. Requests that were in
+/// flight on the killed process may be cut (it is gone mid-answer); they
+/// are counted apart.
+#[test]
+fn a_killed_data_plane_refuses_no_connection() {
+    let (sb, _server, load) = serving_under_load();
+    for nth in 1..=2 {
+        kill_data_plane_under(&sb.state, &load, 100, nth);
+    }
+    let counts = load.finish();
+    eprintln!("data plane killed twice under load: {counts}");
+    assert_eq!(counts.refused, 0, "{counts}");
+    assert_eq!(counts.proxy_errors + counts.unexplained, 0, "{counts}");
+    assert!(counts.answered() >= 300, "{counts}");
+}
+
+/// A controller killed and started again takes the listening sockets back
+/// from the data plane that outlived it, so a data-plane crash after that
+/// refuses no connection either.
+#[test]
+fn after_a_controller_restart_a_killed_data_plane_refuses_no_connection() {
+    let (sb, server, load) = serving_under_load();
+    server.kill9();
+    let _server = sb.up(&[]);
+    kill_data_plane_under(&sb.state, &load, 100, 1);
+    let counts = load.finish();
+    eprintln!("controller restarted, then data plane killed under load: {counts}");
+    assert_eq!(counts.refused, 0, "{counts}");
+    assert_eq!(counts.proxy_errors + counts.unexplained, 0, "{counts}");
+    assert!(counts.answered() >= 200, "{counts}");
 }
