@@ -10,3 +10,4 @@ mod driver;
 mod evidence;
 mod resume;
 mod rolling;
+mod serving;
