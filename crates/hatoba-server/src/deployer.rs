@@ -1295,7 +1295,9 @@ impl Run<'_> {
         let message = match (&previous, warm_until) {
             (Some(prev), Some(until)) => format!(
                 "serving: {version} takes all traffic; {prev} stays warm for {} (until {} UTC): `hatoba rollback {}` returns to it at once",
-                hatoba_core::format_duration(Duration::from_millis(until.0.saturating_sub(now.0))),
+                hatoba_core::format_duration(Duration::from_secs(
+                    until.0.saturating_sub(now.0).div_ceil(1000)
+                )),
                 until.to_rfc3339().get(11..19).unwrap_or_default(),
                 self.req.service
             ),
