@@ -518,4 +518,42 @@ mod tests {
             r#"{"api_version":"hatoba/v1","services":[{"service":"web","environment":"production","current_version":"v2","current":null,"live":null}]}"#
         );
     }
+
+    /// The lifecycle's fields are added ones: absent when empty, so older
+    /// readers and golden outputs see the same JSON as before.
+    #[test]
+    fn serving_and_warm_fields_are_added_only() {
+        let mut s = ServiceStatus {
+            analysis: Vec::new(),
+            instances: Vec::new(),
+            service: "web".to_owned(),
+            environment: "production".to_owned(),
+            current_version: Some("v2".to_owned()),
+            current: None,
+            warm: None,
+            live: None,
+            live_phase: None,
+            current_without_evidence: None,
+            problem: None,
+        };
+        assert!(!serde_json::to_string(&s).unwrap().contains("warm"));
+        s.warm = Some(WarmVersion {
+            version: "v1".to_owned(),
+            deployment: None,
+            until: Some("2026-12-06T10:08:19.105Z".to_owned()),
+            remaining_ms: Some(251_000),
+        });
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.contains(
+                r#""warm":{"version":"v1","until":"2026-12-06T10:08:19.105Z","remaining_ms":251000}"#
+            ),
+            "{text}"
+        );
+        let back: ServiceStatus = serde_json::from_str(
+            r#"{"service":"web","environment":"production","current_version":"v2","current":null,"live":null}"#,
+        )
+        .unwrap();
+        assert_eq!(back.warm, None);
+    }
 }
