@@ -484,6 +484,20 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
         })
     });
     assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
+    // What serves is v2 for `status` too, with v1 warm for the watch.
+    poll("status to show v2 serving with v1 warm", || {
+        let out = hatoba(&state)
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = &v["services"][0];
+        s["current_version"] == "v2"
+            && s["warm"]["version"] == "v1"
+            && s["warm"]["remaining_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms > 60_000)
+    });
     hatoba(&state)
         .args(["rollback", "web"])
         .assert()
