@@ -35,7 +35,17 @@ pub struct Deployment {
     pub deployed_by: String,
     /// When it was recorded, RFC 3339 UTC.
     pub started_at: String,
-    /// When it ended, RFC 3339 UTC; absent while live.
+    /// When its version began to serve all traffic, RFC 3339 UTC; absent
+    /// until then (and for deployments that never did). A deployment serves
+    /// before it is complete: the previous version may stay warm a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_at: Option<String>,
+    /// From started to serving all traffic, in milliseconds; absent until
+    /// it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_after_ms: Option<u64>,
+    /// When it ended (complete: the previous version stopped, any watch
+    /// over), RFC 3339 UTC; absent while live.
     pub finished_at: Option<String>,
     /// How long it took, in milliseconds; absent while live.
     pub duration_ms: Option<u64>,
@@ -78,10 +88,16 @@ pub struct ServiceStatus {
     pub service: String,
     /// The environment.
     pub environment: String,
-    /// The version serving traffic: that of the latest succeeded deployment.
+    /// The version serving all traffic: the live deployment's once it
+    /// serves (see `warm`), else that of the latest succeeded deployment.
     pub current_version: Option<String>,
-    /// That deployment.
+    /// The deployment that made it serve.
     pub current: Option<Deployment>,
+    /// The previous version, still running at weight 0 while the live
+    /// deployment serves but is not complete (a blue-green scale-down
+    /// delay, a canary's watch): `hatoba rollback` returns to it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmVersion>,
     /// A deployment in progress, when there is one.
     pub live: Option<Deployment>,
     /// Where the live deployment is: its latest traffic change and latest
@@ -106,6 +122,22 @@ pub struct ServiceStatus {
     /// (a rollout stopped by a history store that cannot be written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// A previous version kept warm after the new one took all traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmVersion {
+    /// The previous version.
+    pub version: String,
+    /// The deployment that had made it serve, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// When it is due to stop, RFC 3339 UTC, when the rollout says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Milliseconds left until then (0 once due), when the rollout says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<u64>,
 }
 
 /// One analysis measurement (`hatoba analysis DEPLOYMENT`).
@@ -474,6 +506,7 @@ mod tests {
                 environment: "production".to_owned(),
                 current_version: Some("v2".to_owned()),
                 current: None,
+                warm: None,
                 live: None,
                 live_phase: None,
                 current_without_evidence: None,
@@ -484,5 +517,43 @@ mod tests {
             serde_json::to_string(&s).unwrap(),
             r#"{"api_version":"hatoba/v1","services":[{"service":"web","environment":"production","current_version":"v2","current":null,"live":null}]}"#
         );
+    }
+
+    /// The lifecycle's fields are added ones: absent when empty, so older
+    /// readers and golden outputs see the same JSON as before.
+    #[test]
+    fn serving_and_warm_fields_are_added_only() {
+        let mut s = ServiceStatus {
+            analysis: Vec::new(),
+            instances: Vec::new(),
+            service: "web".to_owned(),
+            environment: "production".to_owned(),
+            current_version: Some("v2".to_owned()),
+            current: None,
+            warm: None,
+            live: None,
+            live_phase: None,
+            current_without_evidence: None,
+            problem: None,
+        };
+        assert!(!serde_json::to_string(&s).unwrap().contains("warm"));
+        s.warm = Some(WarmVersion {
+            version: "v1".to_owned(),
+            deployment: None,
+            until: Some("2026-12-06T10:08:19.105Z".to_owned()),
+            remaining_ms: Some(251_000),
+        });
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.contains(
+                r#""warm":{"version":"v1","until":"2026-12-06T10:08:19.105Z","remaining_ms":251000}"#
+            ),
+            "{text}"
+        );
+        let back: ServiceStatus = serde_json::from_str(
+            r#"{"service":"web","environment":"production","current_version":"v2","current":null,"live":null}"#,
+        )
+        .unwrap();
+        assert_eq!(back.warm, None);
     }
 }

@@ -261,6 +261,7 @@ impl BlueGreen {
                 self.out
                     .record("first deployment: switching at once".to_owned());
                 self.out.set_weight(Weight::FULL);
+                self.out.serving(None);
                 self.out.push(Command::Finish(Outcome::Succeeded));
                 self.state = State::Done;
                 return;
@@ -312,13 +313,14 @@ impl BlueGreen {
         self.out
             .record("switching all traffic to the new colour".to_owned());
         self.out.set_weight(Weight::FULL);
+        let until = now.saturating_add(self.plan.scale_down_delay);
+        self.out
+            .serving((!self.plan.scale_down_delay.is_zero()).then_some(until));
         if self.preview_on {
             self.preview_on = false;
             self.out.push(Command::SetPreview(false));
         }
-        self.state = State::Switched {
-            until: now.saturating_add(self.plan.scale_down_delay),
-        };
+        self.state = State::Switched { until };
     }
 
     /// Back to the old colour: one weight change while it is still warm.

@@ -583,15 +583,16 @@ impl Canary {
         }
         self.out.set_weight(Weight::FULL);
         if self.plan.watch > Duration::ZERO && self.plan.stable_ready > 0 {
+            let until = now.saturating_add(self.plan.watch);
+            self.out.serving(Some(until));
             self.out.record(format!(
                 "at 100 %: watching for {}; the previous version stays warm for an instant rollback",
                 format_duration(self.plan.watch)
             ));
-            self.state = State::Watching {
-                until: now.saturating_add(self.plan.watch),
-            };
+            self.state = State::Watching { until };
             return;
         }
+        self.out.serving(None);
         self.finish_watch();
     }
 

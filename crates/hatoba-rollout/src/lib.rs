@@ -4,7 +4,9 @@
 //! track are ready, analysis verdicts, operator commands — and the time, as
 //! `Millis` the caller supplies. It answers with commands for the shell to
 //! execute: scale a track, set the canary's traffic weight, start or stop an
-//! analysis, record an event, finish. Quinn's shape: `handle(now, input)`,
+//! analysis, record an event, say that the new version serves all traffic
+//! ([`Command::Serving`]: before the end when the previous version stays
+//! warm), finish. Quinn's shape: `handle(now, input)`,
 //! `handle_timeout(now)`, `poll_timeout()`, `poll_command()`.
 //!
 //! The machines decide; they never act (invariant 2). They do no IO, read
@@ -45,7 +47,7 @@ pub use blue_green::{BlueGreen, BlueGreenPlan};
 pub use canary::{Canary, CanaryPlan, Step, canary_size};
 pub use rolling::{Rolling, RollingPlan};
 
-use hatoba_core::Weight;
+use hatoba_core::{Millis, Weight};
 use std::collections::VecDeque;
 
 /// Which version's instances a command or observation is about.
@@ -130,6 +132,16 @@ pub enum Command {
     /// the deployment is marked as promoted without evidence, and a
     /// rollback never returns to it by itself.
     PromotedWithoutEvidence(String),
+    /// The new version takes all traffic from now on (sent right after the
+    /// weight that gives it 100 %, once per rollout, never while rolling
+    /// back): the deployment *serves*. It is *complete* only at `Finish`,
+    /// once the previous version has stopped; until then, `warm_until`
+    /// says when the previous version stops (it is warm: a rollback
+    /// before then is one weight change). None: nothing stays warm.
+    Serving {
+        /// When the previous version is due to stop, if it stays warm.
+        warm_until: Option<Millis>,
+    },
     /// The rollout is over; no command follows this one.
     Finish(Outcome),
 }
@@ -160,6 +172,11 @@ impl Outbox {
 
     pub(crate) fn record(&mut self, message: String) {
         self.queue.push_back(Command::Record(message));
+    }
+
+    /// The new version serves all traffic ([`Command::Serving`]).
+    pub(crate) fn serving(&mut self, warm_until: Option<Millis>) {
+        self.queue.push_back(Command::Serving { warm_until });
     }
 
     pub(crate) fn set_weight(&mut self, w: Weight) {

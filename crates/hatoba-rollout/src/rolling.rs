@@ -257,6 +257,9 @@ impl Rolling {
         match outcome {
             Outcome::Succeeded => {
                 self.out.set_weight(Weight::FULL);
+                // The old instances are gone already: serving and complete
+                // are one moment for a rolling update.
+                self.out.serving(None);
             }
             _ => {
                 // Back on the old version, as far as it can serve.

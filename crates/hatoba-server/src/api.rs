@@ -14,12 +14,39 @@ pub fn deployment(d: &hatoba_store::Deployment) -> hatoba_api::Deployment {
         reason: d.reason.clone(),
         deployed_by: d.deployed_by.clone(),
         started_at: d.started_at.to_rfc3339(),
+        serving_at: d.serving_at.map(|t| t.to_rfc3339()),
+        serving_after_ms: d.serving_at.map(|s| s.0.saturating_sub(d.started_at.0)),
         finished_at: d.finished_at.map(|t| t.to_rfc3339()),
         duration_ms: d.finished_at.map(|f| f.0.saturating_sub(d.started_at.0)),
         rollback_of: d.rollback_of.as_ref().map(ToString::to_string),
         spec_digest: d.spec_digest.clone(),
         secrets: d.secrets.clone(),
     }
+}
+
+/// The previous version kept warm while a deployment serves but is not
+/// complete, from the data of its `serving` event (`previous`,
+/// `warm_until` in epoch ms), at `now`. `previous` is the deployment that
+/// had made that version serve, when known. None when nothing stays warm.
+pub fn warm_version(
+    serving_data: Option<&serde_json::Value>,
+    previous: Option<&hatoba_store::Deployment>,
+    now: hatoba_core::Millis,
+) -> Option<hatoba_api::WarmVersion> {
+    let data = serving_data?;
+    let version = data.get("previous")?.as_str()?.to_owned();
+    let until = data
+        .get("warm_until")
+        .and_then(serde_json::Value::as_u64)
+        .map(hatoba_core::Millis);
+    Some(hatoba_api::WarmVersion {
+        deployment: previous
+            .filter(|p| p.version.as_str() == version)
+            .map(|p| p.id.to_string()),
+        version,
+        until: until.map(|t| t.to_rfc3339()),
+        remaining_ms: until.map(|t| t.0.saturating_sub(now.0)),
+    })
 }
 
 /// A stored event as the wire shows it.

@@ -1269,10 +1269,46 @@ impl Run<'_> {
                     self.analyses.remove(&run);
                 }
                 Command::SetPreview(on) => self.set_preview(on).await?,
+                Command::Serving { warm_until } => self.serving(warm_until).await?,
                 Command::Finish(o) => self.outcome = Some(self.explained(o)),
             }
         }
         Ok(())
+    }
+
+    /// Records that the new version serves all traffic (the deployment's
+    /// `serving_at`, and a `serving` event whose data says until when the
+    /// previous version stays warm). Complete comes later, with `Finish`.
+    async fn serving(&self, warm_until: Option<Millis>) -> Result<(), DeployError> {
+        let now = clock_now();
+        let version = &self.req.version;
+        let previous = self.req.current.as_ref().map(|c| c.version.to_string());
+        let message = match (&previous, warm_until) {
+            (Some(prev), Some(until)) => format!(
+                "serving: {version} takes all traffic; {prev} stays warm for {} (until {} UTC): `hatoba rollback {}` returns to it at once",
+                hatoba_core::format_duration(Duration::from_secs(
+                    until.0.saturating_sub(now.0).div_ceil(1000)
+                )),
+                until.to_rfc3339().get(11..19).unwrap_or_default(),
+                self.req.service
+            ),
+            _ => format!("serving: {version} takes all traffic"),
+        };
+        let data = serde_json::json!({
+            "version": version.as_str(),
+            "previous": previous,
+            "warm_until": warm_until.filter(|_| previous.is_some()).map(|t| t.0),
+        });
+        match self
+            .d
+            .store
+            .mark_serving(&self.id, now, message, Some(data))
+            .await
+        {
+            // Executed again after a restart that followed the end: nothing to add.
+            Ok(_) | Err(StoreError::Terminal { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Starts or stops generated traffic as the running analyses ask

@@ -24,6 +24,10 @@ pub mod event_kind {
     /// without `--to` never returns to a version whose latest judged
     /// deployment has one.
     pub const PROMOTED_WITHOUT_EVIDENCE: &str = "promoted_without_evidence";
+    /// The new version began to serve all traffic (written by
+    /// [`Store::mark_serving`](crate::Store::mark_serving) with the
+    /// caller's message and data, e.g. `{"warm_until": ms}`).
+    pub const SERVING: &str = "serving";
 }
 
 /// A deployment as recorded: one attempt to bring a version of a service to
@@ -50,7 +54,12 @@ pub struct Deployment {
     pub deployed_by: String,
     /// When it was created.
     pub started_at: Millis,
-    /// When it reached a terminal status.
+    /// When its version began to serve all traffic (see
+    /// [`Store::mark_serving`](crate::Store::mark_serving)); before it is
+    /// complete when the previous version stays warm a while.
+    pub serving_at: Option<Millis>,
+    /// When it reached a terminal status (for a success: complete, the
+    /// previous version stopped).
     pub finished_at: Option<Millis>,
     /// The deployment this one rolls back, if it is a rollback.
     pub rollback_of: Option<DeploymentId>,

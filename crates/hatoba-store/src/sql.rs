@@ -36,7 +36,8 @@ pub struct SqlStore {
 macro_rules! deployment_columns {
     () => {
         "id, service, environment, version, commit_sha, strategy, status, reason, \
-         deployed_by, started_at, finished_at, rollback_of, spec_digest, vars, secrets"
+         deployed_by, started_at, serving_at, finished_at, rollback_of, spec_digest, vars, \
+         secrets"
     };
 }
 
@@ -102,6 +103,12 @@ const INSERT_MEASUREMENT: &str = "INSERT INTO measurements \
 
 const UPDATE_STATUS: &str = concat!(
     "UPDATE deployments SET status = $2, reason = $3, finished_at = $4 WHERE id = $1 RETURNING ",
+    deployment_columns!()
+);
+
+/// Sets `serving_at` once; the row lock comes from `BUMP_EVENT_SEQ` first.
+const UPDATE_SERVING: &str = concat!(
+    "UPDATE deployments SET serving_at = $2 WHERE id = $1 RETURNING ",
     deployment_columns!()
 );
 
@@ -198,6 +205,7 @@ impl SqlStore {
             reason: None,
             deployed_by: new.deployed_by.clone(),
             started_at: new.at,
+            serving_at: None,
             finished_at: None,
             rollback_of: new.rollback_of.clone(),
             spec_digest: new.spec_digest.clone(),
@@ -317,6 +325,56 @@ impl Store for SqlStore {
             .bind(event_kind::STATUS_CHANGED)
             .bind(message)
             .bind(data.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(deployment)
+    }
+
+    async fn mark_serving(
+        &self,
+        id: &DeploymentId,
+        at: Millis,
+        message: String,
+        data: Option<serde_json::Value>,
+    ) -> Result<Deployment, StoreError> {
+        const DOING: &str = "recording that a deployment serves";
+        let at_db = db_time(at)?;
+        let mut tx = self.begin_write(DOING).await?;
+        let (seq, status) = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
+        if status.is_terminal() {
+            // Dropping `tx` rolls the seq bump back.
+            return Err(StoreError::Terminal {
+                id: id.clone(),
+                status,
+            });
+        }
+        let row = sqlx::query(SELECT_DEPLOYMENT)
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        let before = deployment_from_row(&row)?;
+        if before.serving_at.is_some() {
+            // Already recorded: the first time stands, no second event
+            // (dropping `tx` rolls the seq bump back).
+            return Ok(before);
+        }
+        let row = sqlx::query(UPDATE_SERVING)
+            .bind(id.as_str())
+            .bind(at_db)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        let deployment = deployment_from_row(&row)?;
+        sqlx::query(INSERT_EVENT)
+            .bind(id.as_str())
+            .bind(seq)
+            .bind(at_db)
+            .bind(event_kind::SERVING)
+            .bind(message)
+            .bind(data.as_ref().map(serde_json::Value::to_string))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(DOING))?;
@@ -870,6 +928,7 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {
         reason: opt_text(row, "reason")?,
         deployed_by: text(row, "deployed_by")?,
         started_at: millis(row, "started_at")?,
+        serving_at: opt_millis(row, "serving_at")?,
         finished_at: opt_millis(row, "finished_at")?,
         rollback_of: opt_text(row, "rollback_of")?
             .map(|id| parse("deployment id", id))

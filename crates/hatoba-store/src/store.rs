@@ -41,6 +41,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: Millis,
     ) -> Result<Deployment, StoreError>;
 
+    /// Records that a live deployment's version serves all traffic from
+    /// `at` (`serving_at`), with a [`event_kind::SERVING`](crate::event_kind::SERVING)
+    /// event carrying `message` and `data`, in one transaction. The
+    /// deployment is not complete yet: that is [`Store::transition`] to a
+    /// terminal status (`finished_at`).
+    ///
+    /// Idempotent: a deployment that already serves keeps its first time
+    /// and gets no second event (a controller resumed after a crash may
+    /// execute the command again). Refuses a finished deployment
+    /// ([`StoreError::Terminal`]).
+    async fn mark_serving(
+        &self,
+        id: &DeploymentId,
+        at: Millis,
+        message: String,
+        data: Option<serde_json::Value>,
+    ) -> Result<Deployment, StoreError>;
+
     /// Appends an event to a deployment's timeline (finished ones included).
     async fn append_event(&self, id: &DeploymentId, event: NewEvent) -> Result<Event, StoreError>;
 

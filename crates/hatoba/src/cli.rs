@@ -115,8 +115,10 @@ pub(crate) enum Command {
     Up(UpArgs),
     /// Deploy a version of a service through its strategy (needs `hatoba up`).
     #[command(
-        after_help = "Examples:\n  hatoba deploy web --version v2 --wait\n  hatoba deploy web --version v3 --set ERROR_RATE=0.2\n\n\
-                            Exits 0 when the deployment succeeded (with --wait), 1 when it was rolled back or failed,\n\
+        after_help = "Examples:\n  hatoba deploy web --version v2 --wait\n  hatoba deploy web --version v2 --wait=complete\n  hatoba deploy web --version v3 --set ERROR_RATE=0.2\n\n\
+                            With --wait, exits 0 once the new version serves all traffic (the previous one may stay warm\n\
+                            for an instant rollback; --wait=complete waits until it stopped and the deployment succeeded),\n\
+                            1 when it was rolled back or failed,\n\
                             3 when no server runs for the state directory, 5 when another deployment is in progress."
     )]
     Deploy(DeployArgs),
@@ -269,6 +271,15 @@ pub(crate) struct UpArgs {
     pub(crate) log_format: LogFormat,
 }
 
+/// `hatoba deploy --wait[=UNTIL]`: how far to follow a deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WaitUntil {
+    /// Until the new version serves all traffic (what `--wait` alone means).
+    Serving,
+    /// Until the deployment ends: the previous version stopped, any watch over.
+    Complete,
+}
+
 /// `hatoba up --log-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -327,9 +338,18 @@ pub(crate) struct DeployArgs {
     /// Extra variables for `${NAME}` interpolation, as NAME=VALUE.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub(crate) set: Vec<String>,
-    /// Wait until the deployment ends.
-    #[arg(long)]
-    pub(crate) wait: bool,
+    /// Wait for the deployment: `--wait` until the new version serves all
+    /// traffic (the previous one may stay warm a while for an instant
+    /// rollback), `--wait=complete` until the deployment ends.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "serving",
+        value_name = "UNTIL"
+    )]
+    pub(crate) wait: Option<WaitUntil>,
     /// Who deploys, for the history and approvals (default: $USER, $LOGNAME, or the account name).
     #[arg(long = "as", value_name = "NAME")]
     pub(crate) actor: Option<String>,

@@ -134,20 +134,45 @@ async fn collect_status(
             None => None,
         };
         let live = store.live(&s, &e).await?;
+        let live_events = match &live {
+            Some(d) => store.events(&d.id).await?,
+            None => Vec::new(),
+        };
         let (analysis, live_phase) = match &live {
             Some(d) => (
                 latest_per_metric(&store.measurements(&d.id).await?),
-                phase(&store.events(&d.id).await?),
+                phase(&live_events),
             ),
             None => (Vec::new(), None),
         };
+        // A live deployment that serves all traffic is what serves, before
+        // it is complete; the version it replaced stays warm meanwhile.
+        let (serving, warm, current_without_evidence) =
+            match live.as_ref().filter(|d| d.serving_at.is_some()) {
+                Some(l) => (
+                    Some(l),
+                    hatoba_server::api::warm_version(
+                        last_of(&live_events, hatoba_store::event_kind::SERVING)
+                            .and_then(|e| e.data.as_ref()),
+                        current.as_ref(),
+                        hatoba_server::clock_now(),
+                    ),
+                    last_of(
+                        &live_events,
+                        hatoba_store::event_kind::PROMOTED_WITHOUT_EVIDENCE,
+                    )
+                    .map(|e| e.message.clone()),
+                ),
+                None => (current.as_ref(), None, current_without_evidence),
+            };
         out.push(hatoba_api::ServiceStatus {
             analysis,
             instances: Vec::new(),
             service: s.to_string(),
             environment: e.to_string(),
-            current_version: current.as_ref().map(|d| d.version.to_string()),
-            current: current.as_ref().map(hatoba_server::api::deployment),
+            current_version: serving.map(|d| d.version.to_string()),
+            current: serving.map(hatoba_server::api::deployment),
+            warm,
             live: live.as_ref().map(hatoba_server::api::deployment),
             live_phase,
             current_without_evidence,
@@ -155,6 +180,11 @@ async fn collect_status(
         });
     }
     Ok(out)
+}
+
+/// A deployment's newest event of a kind.
+fn last_of<'a>(events: &'a [hatoba_store::Event], kind: &str) -> Option<&'a hatoba_store::Event> {
+    events.iter().rev().find(|e| e.kind == kind)
 }
 
 /// A live deployment's latest traffic change and latest rollout step.
@@ -312,6 +342,7 @@ pub(crate) fn history_table(deployments: &[hatoba_api::Deployment]) -> String {
         "STRATEGY",
         "STATUS",
         "STARTED (UTC)",
+        "SERVING AFTER",
         "TOOK",
         "BY",
         "REASON",
@@ -325,6 +356,7 @@ pub(crate) fn history_table(deployments: &[hatoba_api::Deployment]) -> String {
             output::strategy(&d.strategy).to_owned(),
             d.status.clone(),
             short_time(&d.started_at),
+            short_duration(d.serving_after_ms),
             short_duration(d.duration_ms),
             d.deployed_by.clone(),
             d.reason.clone().unwrap_or_default(),
@@ -346,7 +378,14 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
     for s in statuses {
         let mut live = s.live.as_ref().map_or_else(
             || "-".to_owned(),
-            |d| format!("{} {} ({})", d.version, d.status, d.id),
+            |d| match (&d.serving_at, &s.warm) {
+                (Some(_), Some(w)) => format!(
+                    "{} serving, complete when {} stops ({})",
+                    d.version, w.version, d.id
+                ),
+                (Some(_), None) => format!("{} serving, completing ({})", d.version, d.id),
+                (None, _) => format!("{} {} ({})", d.version, d.status, d.id),
+            },
         );
         if let Some(p) = &s.live_phase {
             live.push_str(&format!("\n  {p}"));
@@ -364,6 +403,9 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
             ));
         }
         let mut version = s.current_version.clone().unwrap_or_else(|| "-".to_owned());
+        if let Some(w) = &s.warm {
+            version.push_str(&format!("\n  {}", warm_words(w)));
+        }
         if s.current_without_evidence.is_some() {
             version.push_str("\n  promoted without evidence");
         }
@@ -373,7 +415,7 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
             version,
             s.current
                 .as_ref()
-                .and_then(|d| d.finished_at.as_deref())
+                .and_then(|d| d.serving_at.as_deref().or(d.finished_at.as_deref()))
                 .map_or_else(|| "-".to_owned(), short_time),
             s.current
                 .as_ref()
@@ -383,6 +425,19 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
         ]);
     }
     format!("{}\n", trim_lines(&t.to_string()))
+}
+
+/// `v1 warm, instant rollback for 4m12s`.
+pub(crate) fn warm_words(w: &hatoba_api::WarmVersion) -> String {
+    match w.remaining_ms {
+        Some(0) => format!("{} warm, due to stop", w.version),
+        Some(ms) => format!(
+            "{} warm, instant rollback for {}",
+            w.version,
+            hatoba_core::format_duration(std::time::Duration::from_secs(ms.div_ceil(1000)))
+        ),
+        None => format!("{} warm, instant rollback until it stops", w.version),
+    }
 }
 
 /// `2/2 in route, 24.3 MiB, 0.4s CPU`, or `-` when no server answered.

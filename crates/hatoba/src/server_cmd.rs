@@ -3,7 +3,7 @@
 //! (mode 0600) into the state directory; the commands find it through the
 //! same `--state-dir`.
 
-use crate::cli::{DeployArgs, Global, Output, UpArgs};
+use crate::cli::{DeployArgs, Global, Output, UpArgs, WaitUntil};
 use crate::exit::{CliError, Exit};
 use crate::output;
 use bytes::Bytes;
@@ -451,13 +451,13 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
             ));
         }
     }
-    if !args.wait {
+    let Some(until) = args.wait else {
         if global.output == Output::Json {
             output::json(&d)?;
         }
         return Ok(Exit::Ok);
-    }
-    follow(global, &d).await
+    };
+    follow(global, &d, until).await
 }
 
 /// Prints a deployment's events as they come until it ends; exit 0 only
@@ -501,14 +501,21 @@ pub(crate) async fn watch(global: &Global, service: &str) -> anyhow::Result<Exit
             output::strategy(&d.deployment.strategy)
         ));
     }
-    follow(global, &d.deployment).await
+    follow(global, &d.deployment, WaitUntil::Complete).await
 }
 
 /// How long `deploy --wait` waits for a server that went away to answer
 /// again before it gives up (exit 3).
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
-async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<Exit> {
+/// `until`: `Serving` returns (exit 0) as soon as the new version serves
+/// all traffic while the previous one stays warm; the end is followed when
+/// it comes at once (nothing stays warm) or with `Complete`.
+async fn follow(
+    global: &Global,
+    d: &hatoba_api::Deployment,
+    until: WaitUntil,
+) -> anyhow::Result<Exit> {
     use std::io::IsTerminal as _;
     let live = global.output == Output::Text && std::io::stdout().is_terminal();
     let mut seen = 0;
@@ -591,6 +598,15 @@ async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<E
                 Exit::Failed
             });
         }
+        if until == WaitUntil::Serving
+            && let Some(warm) = warm_while_serving(&detail)
+        {
+            match global.output {
+                Output::Json => output::json(&detail)?,
+                Output::Text => output::stdout(&serving_words(&detail.deployment, &warm)),
+            }
+            return Ok(Exit::Ok);
+        }
         if live {
             let line = progress_line(global, d, started.elapsed()).await;
             output::stdout(&line);
@@ -598,6 +614,30 @@ async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<E
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The previous version a deployment that serves all traffic keeps warm,
+/// from its `serving` event; None while it does not serve yet, or when
+/// nothing stays warm (then it completes at once).
+fn warm_while_serving(detail: &hatoba_api::DeploymentDetail) -> Option<hatoba_api::WarmVersion> {
+    detail.deployment.serving_at.as_ref()?;
+    let serving = detail.events.iter().rev().find(|e| e.kind == "serving")?;
+    let warm =
+        hatoba_server::api::warm_version(serving.data.as_ref(), None, hatoba_server::clock_now())?;
+    warm.until.is_some().then_some(warm)
+}
+
+/// `deployment d-… serves: v2 takes all traffic; v1 stays warm until …`.
+fn serving_words(d: &hatoba_api::Deployment, warm: &hatoba_api::WarmVersion) -> String {
+    let until = warm
+        .until
+        .as_deref()
+        .and_then(|t| t.get(11..19))
+        .map_or_else(String::new, |t| format!(" until {t} UTC"));
+    format!(
+        "deployment {} serves: {} takes all traffic; {} stays warm{until} (`hatoba rollback {}` returns to it at once), then the deployment completes (`--wait=complete` waits for that)\n",
+        d.id, d.version, warm.version, d.service
+    )
 }
 
 /// `⏵ 12.3s · stable v1 50% (2 ready) · canary v2 50% (1 ready)`.
@@ -661,7 +701,7 @@ pub(crate) async fn rollback(
                 d.id, d.service, d.version
             ));
         }
-        let exit = follow(global, &d).await?;
+        let exit = follow(global, &d, WaitUntil::Complete).await?;
         let end = call(
             global,
             hyper::Method::GET,
@@ -685,7 +725,7 @@ pub(crate) async fn rollback(
             output::strategy(&d.strategy)
         ));
     }
-    follow(global, &d).await
+    follow(global, &d, WaitUntil::Serving).await
 }
 
 pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> anyhow::Result<Exit> {

@@ -46,6 +46,7 @@ fn preview_checks_promote_switch_and_scale_down() {
             1m    # promoted
             1m    # switching all traffic to the new colour
             1m    weight 100
+            1m    serving: previous version warm until 6m
             1m    preview off
             6m    # scale-down delay over: stopping the old colour (5m)
             6m    scale stable 0
@@ -72,6 +73,7 @@ fn rollback_inside_the_scale_down_delay_is_one_weight_change() {
             1s    preview on
             1s    # switching all traffic to the new colour
             1s    weight 100
+            1s    serving: previous version warm until 5m1s
             1s    preview off
             2m    # rolling back: liveness failing on 2/2 instances
             2m    weight 0
@@ -123,6 +125,7 @@ fn auto_promotion_waits_its_delay_and_a_cold_colour_hits_the_deadline() {
             31s   # auto-promotion delay over
             31s   # switching all traffic to the new colour
             31s   weight 100
+            31s   serving: previous version warm until 5m31s
         "#]],
     );
     check(

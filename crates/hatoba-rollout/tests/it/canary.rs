@@ -65,6 +65,7 @@ fn good_canary_goes_through_every_step() {
             7m    # step 4: promoted
             7m    scale canary 4
             7m    weight 100
+            7m    serving
             7m    scale stable 0
             7m    stop analysis background
             7m    finish: succeeded
@@ -177,6 +178,7 @@ fn promote_full_skips_the_rest_and_first_deployments_skip_the_steps() {
             1m    scale canary 4
             1m30s promoted without evidence: step 3: analysis skipped by `hatoba promote --full`
             1m30s weight 100
+            1m30s serving
             1m30s scale stable 0
             1m30s stop analysis background
             1m30s finish: succeeded
@@ -193,6 +195,7 @@ fn promote_full_skips_the_rest_and_first_deployments_skip_the_steps() {
             0s    # first deployment: no stable version to compare with, going straight to full size
             0s    scale canary 4
             5s    weight 100
+            5s    serving
             5s    scale stable 0
             5s    finish: succeeded
         "#]],
@@ -222,6 +225,7 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
             1s    weight 50
             1s    scale canary 4
             2s    weight 100
+            2s    serving: previous version warm until 10m2s
             2s    # at 100 %: watching for 10m; the previous version stays warm for an instant rollback
             10m2s # watch over: no regression, stopping the previous version
             10m2s scale stable 0
@@ -244,6 +248,7 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
             1s    weight 50
             1s    scale canary 4
             2s    weight 100
+            2s    serving: previous version warm until 10m2s
             2s    # at 100 %: watching for 10m; the previous version stays warm for an instant rollback
             3m    # rolling back: regression during the watch after promotion: background analysis failed
             3m    weight 0
@@ -267,6 +272,7 @@ fn the_watch_keeps_stable_warm_and_flips_back_on_a_regression() {
             1s    weight 50
             1s    scale canary 4
             2s    weight 100
+            2s    serving: previous version warm until 10m2s
             2s    # at 100 %: watching for 10m; the previous version stays warm for an instant rollback
             1m    # watch ended early by `hatoba promote`
             1m    scale stable 0
@@ -320,6 +326,7 @@ fn a_ramped_promotion_moves_traffic_as_instances_become_ready() {
             4s    weight 25
             5s    promoted without evidence: step 3: analysis skipped by `hatoba promote --full`
             5s    weight 100
+            5s    serving
             5s    scale stable 0
             5s    stop analysis background
             5s    finish: succeeded
@@ -350,6 +357,7 @@ fn inconclusive_background_analysis_holds_promotion() {
             1m    # promoted
             1m    promoted without evidence: background analysis inconclusive
             1m    weight 100
+            1m    serving
             1m    scale stable 0
             1m    stop analysis background
             1m    finish: succeeded

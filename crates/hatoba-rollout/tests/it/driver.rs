@@ -61,6 +61,10 @@ pub(crate) fn render(c: &Command) -> String {
         Command::SetPreview(on) => format!("preview {}", if *on { "on" } else { "off" }),
         Command::Record(m) => format!("# {m}"),
         Command::PromotedWithoutEvidence(m) => format!("promoted without evidence: {m}"),
+        Command::Serving { warm_until: None } => "serving".to_owned(),
+        Command::Serving {
+            warm_until: Some(t),
+        } => format!("serving: previous version warm until {}", at(t.0)),
         Command::Finish(Outcome::Succeeded) => "finish: succeeded".to_owned(),
         Command::Finish(Outcome::Aborted(r)) => format!("finish: aborted: {r}"),
         Command::Finish(Outcome::RolledBack(r)) => format!("finish: rolled back: {r}"),

@@ -117,6 +117,7 @@ fn held_canaries_promote_when_evidence_arrives_or_a_person_says_so() {
             20s   # canary at full size: held: analysis has no evidence: background analysis: no measurement yet; `hatoba promote` to promote anyway, else rolled back after 1m without evidence
             30s   # background analysis has evidence now: promoting
             30s   weight 100
+            30s   serving
             30s   scale stable 0
             30s   stop analysis background
             30s   finish: succeeded
@@ -145,6 +146,7 @@ fn held_canaries_promote_when_evidence_arrives_or_a_person_says_so() {
             30s   # promoted
             30s   promoted without evidence: background analysis: metric success-rate: error: webhook answered 500
             30s   weight 100
+            30s   serving
             30s   scale stable 0
             30s   stop analysis background
             30s   finish: succeeded
@@ -221,6 +223,7 @@ fn a_step_analysis_without_evidence_holds_the_canary_where_it_is() {
             30s   scale canary 2
             31s   promoted without evidence: step 1: metric success-rate: insufficient: 0 of the 20 requests needed in the last 10s
             31s   weight 100
+            31s   serving
             31s   scale stable 0
             31s   finish: succeeded
         "#]],
@@ -272,6 +275,7 @@ fn blue_green_checks_without_evidence_hold_the_switch() {
         20s   promoted without evidence: pre-promotion checks: metric smoke: insufficient: 0 of the 20 requests needed in the last 10s
         20s   # switching all traffic to the new colour
         20s   weight 100
+        20s   serving: previous version warm until 5m20s
         20s   preview off
     "#]]
     .assert_eq(&run(

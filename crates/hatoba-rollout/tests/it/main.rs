@@ -11,3 +11,4 @@ mod evidence;
 mod health;
 mod resume;
 mod rolling;
+mod serving;

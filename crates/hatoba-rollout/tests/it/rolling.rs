@@ -49,6 +49,7 @@ fn one_at_a_time_never_below_four_ready() {
             8s    scale canary 4
             11s   weight 100
             11s   scale stable 0
+            11s   serving
             11s   finish: succeeded
         "#]],
     );
@@ -110,6 +111,7 @@ fn surge_and_unavailable_as_percentages_of_ten() {
             2s    scale canary 10
             4s    weight 100
             4s    scale stable 0
+            6s    serving
             6s    finish: succeeded
         "#]],
     );
@@ -124,11 +126,12 @@ fn first_deployment_starts_everything_at_once() {
         },
         "0s start\n1s ready 0 2\n2s ready 0 4",
         expect![[r#"
-        0s    # rolling 4 instances: up to 1 extra, up to 0 missing
-        0s    scale canary 4
-        1s    weight 100
-        2s    finish: succeeded
-    "#]],
+            0s    # rolling 4 instances: up to 1 extra, up to 0 missing
+            0s    scale canary 4
+            1s    weight 100
+            2s    serving
+            2s    finish: succeeded
+        "#]],
     );
 }
 

@@ -12,6 +12,7 @@
 mod concurrent;
 mod files;
 mod secrets;
+mod serving;
 mod sqlite;
 mod story;
 

@@ -179,8 +179,9 @@ impl Sandbox {
             .success();
     }
 
-    /// `hatoba deploy web --version V --set NAME=VALUE --wait`, which must
-    /// end without success (exit 1) and print `says`.
+    /// `hatoba deploy web --version V --set NAME=VALUE --wait=complete`,
+    /// which must end without success (exit 1) and print `says` (a
+    /// regression during a watch after promotion included).
     pub(crate) fn deploy_fails(&self, version: &str, set: &str, says: &str) {
         hatoba(&self.state)
             .args([
@@ -190,7 +191,7 @@ impl Sandbox {
                 version,
                 "--set",
                 set,
-                "--wait",
+                "--wait=complete",
             ])
             .assert()
             .code(1)

@@ -484,6 +484,20 @@ fn rollback_during_the_watch_returns_to_the_warm_version_at_once() {
         })
     });
     assert_eq!(live_status(&state).as_deref(), Some("in_progress"));
+    // What serves is v2 for `status` too, with v1 warm for the watch.
+    poll("status to show v2 serving with v1 warm", || {
+        let out = hatoba(&state)
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = &v["services"][0];
+        s["current_version"] == "v2"
+            && s["warm"]["version"] == "v1"
+            && s["warm"]["remaining_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms > 60_000)
+    });
     hatoba(&state)
         .args(["rollback", "web"])
         .assert()
@@ -972,4 +986,149 @@ fn instances_know_their_version_from_the_environment() {
     let _server = sb.up(&[]);
     sb.deploy_ok("v7");
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v7-web"));
+}
+
+/// Serving before complete, as a user sees it: after `hatoba promote` of a
+/// blue-green deployment whose old colour stays warm for 10 minutes,
+/// `deploy --wait` has returned (exit 0, saying until when the previous
+/// version stays warm), `status` shows v2 as the version and v1 as warm
+/// with the time left for an instant rollback, and `history` has its
+/// started and serving times (completed once the old colour stops);
+/// `--wait=complete` waits for that end. A rollback in the warm window is
+/// one weight change back onto the warm colour.
+#[test]
+fn after_a_blue_green_switch_status_shows_what_serves_and_deploy_wait_returns() {
+    let sb = Sandbox::new(|port| {
+        let strategy = "{blueGreen: {autoPromotionEnabled: false, scaleDownDelay: 10m}}";
+        web_spec(port, &demo_process("${VERSION}"), 1, strategy)
+    });
+    let (state, port) = (sb.state.clone(), sb.port);
+    let _server = sb.up(&[]);
+    sb.deploy_ok("v1");
+    let status = || {
+        let out = hatoba(&state)
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["services"][0].clone()
+    };
+    let spawn_deploy = |version: &str, wait: &str| {
+        crate::support::Reaped(
+            std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["deploy", "web", "--version", version, wait])
+                .env("NO_COLOR", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let awaiting_promotion = || {
+        poll("the new colour waiting for promotion", || {
+            latest(&state)["status"] == "in_progress"
+                && event_messages(&diagnose(&state))
+                    .iter()
+                    .any(|m| m.contains("waiting for `hatoba promote"))
+        });
+    };
+    let load = Traffic::start(port);
+    load.wait_answered(20);
+
+    // `--wait`: returns once v2 serves, with v1 warm.
+    let mut waiting = spawn_deploy("v2", "--wait");
+    awaiting_promotion();
+    hatoba(&state).args(["promote", "web"]).assert().success();
+    let ended = crate::support::poll("deploy --wait to return", Duration::from_secs(30), || {
+        waiting.0.try_wait().unwrap()
+    });
+    let mut said = String::new();
+    std::io::Read::read_to_string(waiting.0.stdout.as_mut().unwrap(), &mut said).unwrap();
+    assert!(ended.success(), "{ended:?}\n{said}");
+    assert!(said.contains("serves: v2 takes all traffic"), "{said}");
+    assert!(said.contains("v1 stays warm until"), "{said}");
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v2"));
+
+    let s = status();
+    assert_eq!(s["current_version"], "v2", "{s}");
+    assert_eq!(s["current"]["version"], "v2", "{s}");
+    assert_eq!(s["live"]["status"], "in_progress", "{s}");
+    assert!(s["live"]["serving_at"].is_string(), "{s}");
+    assert!(s["live"]["finished_at"].is_null(), "{s}");
+    assert_eq!(s["warm"]["version"], "v1", "{s}");
+    let left = s["warm"]["remaining_ms"].as_u64().unwrap();
+    assert!((540_000..=600_000).contains(&left), "{s}");
+    assert!(s["warm"]["until"].is_string(), "{s}");
+    let text = hatoba(&state).args(["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("v1 warm, instant rollback for "), "{text}");
+    assert!(text.contains("v2 serving"), "{text}");
+
+    // Started and serving are recorded; completed when the old colour stops
+    // (a promote now ends the scale-down delay early).
+    let d = latest(&state);
+    assert!(
+        d["serving_at"].is_string() && d["finished_at"].is_null(),
+        "{d}"
+    );
+    hatoba(&state).args(["promote", "web"]).assert().success();
+    poll("v2 complete", || latest(&state)["status"] == "succeeded");
+    let d = latest(&state);
+    let (started, serving, finished) = (
+        d["started_at"].as_str().unwrap().to_owned(),
+        d["serving_at"].as_str().unwrap().to_owned(),
+        d["finished_at"].as_str().unwrap().to_owned(),
+    );
+    assert!(started <= serving && serving <= finished, "{d}");
+    assert!(
+        d["serving_after_ms"].as_u64().unwrap() <= d["duration_ms"].as_u64().unwrap(),
+        "{d}"
+    );
+    assert!(status()["warm"].is_null());
+    let text = hatoba(&state).args(["history"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("SERVING AFTER"), "{text}");
+
+    // `--wait=complete`: still waiting while v3 serves and v2 stays warm;
+    // it returns when the deployment ends.
+    let mut complete = spawn_deploy("v3", "--wait=complete");
+    awaiting_promotion();
+    hatoba(&state).args(["promote", "web"]).assert().success();
+    poll("v3 serving", || status()["current_version"] == "v3");
+    assert!(
+        complete.0.try_wait().unwrap().is_none(),
+        "--wait=complete returned at serving"
+    );
+    hatoba(&state).args(["promote", "web"]).assert().success();
+    let ended = crate::support::poll(
+        "deploy --wait=complete to return",
+        Duration::from_secs(30),
+        || complete.0.try_wait().unwrap(),
+    );
+    let mut said = String::new();
+    std::io::Read::read_to_string(complete.0.stdout.as_mut().unwrap(), &mut said).unwrap();
+    assert!(ended.success(), "{ended:?}\n{said}");
+    assert!(said.contains("succeeded"), "{said}");
+
+    // A rollback in the warm window: traffic is back on the warm v3 at once.
+    hatoba(&state)
+        .args(["deploy", "web", "--version", "v4"])
+        .assert()
+        .success();
+    awaiting_promotion();
+    hatoba(&state).args(["promote", "web"]).assert().success();
+    poll("v4 serving", || status()["warm"]["version"] == "v3");
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v4"));
+    hatoba(&state)
+        .args(["rollback", "web"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("aborting it"));
+    assert_eq!(crate::support::served(port).as_deref(), Ok("v3"));
+    let s = status();
+    assert_eq!(s["current_version"], "v3", "{s}");
+    assert!(s["warm"].is_null() && s["live"].is_null(), "{s}");
+    load.finish().assert_no_failed(50);
 }
