@@ -47,9 +47,9 @@ pub mod test_hooks;
 
 pub use error::StoreError;
 pub use model::{
-    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, Measurement, MeasurementVerdict,
-    NewAudit, NewDeployment, NewEvent, NewMeasurement, ParseMeasurementVerdictError, SealedSecret,
-    SecretVersion, event_kind,
+    AuditEntry, AuditOutcome, Deployment, Event, EventFilter, HistoryFilter, Measurement,
+    MeasurementVerdict, NewAudit, NewDeployment, NewEvent, NewMeasurement,
+    ParseMeasurementVerdictError, SealedSecret, SecretVersion, event_kind,
 };
 pub use open::Backend;
 pub use sql::SqlStore;
