@@ -831,8 +831,9 @@ impl Event {
         }
     }
 
-    /// The fields as stored in `data` (the tag apart); `None` for [`Event::Text`]
-    /// and for variants without fields.
+    /// The fields as stored in `data` (the tag apart; `{}` for a variant
+    /// without fields, so a typed row always has data); `None` for
+    /// [`Event::Text`].
     pub fn data(&self) -> Option<serde_json::Value> {
         if let Event::Text { .. } = self {
             return None;
@@ -840,7 +841,7 @@ impl Event {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(mut m)) => {
                 m.remove("kind");
-                (!m.is_empty()).then_some(serde_json::Value::Object(m))
+                Some(serde_json::Value::Object(m))
             }
             _ => None,
         }
@@ -848,26 +849,24 @@ impl Event {
 
     /// An event read back from its stored kind, words and data: typed when
     /// the kind and data make one (also rows written before events were
-    /// typed whose data already had the fields), else [`Event::Text`].
+    /// typed whose data already had the fields: `status_changed`,
+    /// `promoted_without_evidence`), else [`Event::Text`] (rows without
+    /// data were written as text).
     pub fn from_stored(kind: &str, message: &str, data: Option<&serde_json::Value>) -> Event {
-        let mut fields = match data {
-            Some(serde_json::Value::Object(m)) => m.clone(),
-            Some(_) => serde_json::Map::new(),
-            None => serde_json::Map::new(),
+        let text = || Event::Text {
+            kind: kind.to_owned(),
+            message: message.to_owned(),
         };
+        let Some(serde_json::Value::Object(fields)) = data else {
+            return text();
+        };
+        let mut fields = fields.clone();
         fields.insert(
             "kind".to_owned(),
             serde_json::Value::String(kind.to_owned()),
         );
-        match serde_json::from_value::<Event>(serde_json::Value::Object(fields)) {
-            // A fieldless variant matches any old row of its kind; the
-            // words decide whether it is the same event.
-            Ok(e) if data.is_some() || e.message(None) == message => e,
-            _ => Event::Text {
-                kind: kind.to_owned(),
-                message: message.to_owned(),
-            },
-        }
+        serde_json::from_value::<Event>(serde_json::Value::Object(fields))
+            .unwrap_or_else(|_| text())
     }
 
     /// A line of the rollout's progress (what a machine decided, and the
@@ -1012,7 +1011,7 @@ mod tests {
         assert_eq!(samples()[0].kind(), "step_weight");
         assert_eq!(samples()[2].kind(), "weight_changed");
         assert_eq!(samples()[3].kind(), "colour_ready");
-        assert_eq!(samples()[3].data(), None);
+        assert_eq!(samples()[3].data(), Some(serde_json::json!({})));
     }
 
     #[test]
@@ -1052,6 +1051,14 @@ mod tests {
             Some(&serde_json::json!({"by": "alice", "missing": "x"})),
         );
         assert!(matches!(pwe, Event::PromotedWithoutEvidence { .. }));
+        // A fieldless variant stored with a service in its words is typed.
+        let waiting = Event::from_stored(
+            "awaiting_promote",
+            "waiting for `hatoba promote web`",
+            Some(&serde_json::json!({})),
+        );
+        assert_eq!(waiting, Event::AwaitingPromote);
+        assert!(waiting.is_rollout());
         // An old weight_changed row without data stays its words.
         let w = Event::from_stored("weight_changed", "new version weight 50%", None);
         assert_eq!(w.kind(), "weight_changed");

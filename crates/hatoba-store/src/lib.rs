@@ -28,6 +28,9 @@
 //! - Finished deployments never change status.
 //! - A deployment's events, and its measurements, are numbered from 1
 //!   without gaps, also under concurrent writers.
+//! - Every event also has a global id from one counter row bumped as the
+//!   first write of its transaction: strictly increasing in commit order,
+//!   without gaps, so `events_after` resumes a stream exactly.
 //! - The store reads no clock: every time is a [`Millis`](hatoba_core::Millis)
 //!   argument.
 //!
