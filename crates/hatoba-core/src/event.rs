@@ -411,6 +411,52 @@ pub enum Event {
         #[serde(default)]
         crash_loop_backoff_ms: Option<u64>,
     },
+    /// An instance passed its readiness probe (it takes traffic).
+    InstanceReady {
+        /// Its id.
+        instance: String,
+        /// Its version.
+        version: String,
+    },
+    /// An instance that was ready fails its readiness probe.
+    InstanceUnready {
+        /// Its id.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// Why (the probe's answer).
+        reason: String,
+    },
+    /// An instance's process ended.
+    InstanceExited {
+        /// Its id.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// How (`exited (code 1)`, `killed by signal 9`).
+        reason: String,
+    },
+    /// A probe of an instance failed.
+    ProbeFailed {
+        /// Its id.
+        instance: String,
+        /// `readiness` or `liveness`.
+        probe: String,
+        /// Why.
+        reason: String,
+    },
+    /// An analysis measurement was taken.
+    MeasurementTaken {
+        /// The run.
+        run: String,
+        /// The metric.
+        metric: String,
+        /// The value, if any.
+        #[serde(default)]
+        value: Option<f64>,
+        /// `passed`, `failed`, `inconclusive`, `error`, `insufficient`.
+        verdict: String,
+    },
     /// The new colour shows on the preview address.
     PreviewOn {
         /// Its URL.
@@ -781,6 +827,33 @@ impl fmt::Display for Shown<'_> {
                 }
                 Ok(())
             }
+            E::InstanceReady { instance, version } => {
+                write!(f, "instance {instance} of {version} ready")
+            }
+            E::InstanceUnready {
+                instance,
+                version,
+                reason,
+            } => write!(f, "instance {instance} of {version} not ready: {reason}"),
+            E::InstanceExited {
+                instance,
+                version,
+                reason,
+            } => write!(f, "instance {instance} of {version} {reason}"),
+            E::ProbeFailed {
+                instance,
+                probe,
+                reason,
+            } => write!(f, "{probe} probe of instance {instance} failed: {reason}"),
+            E::MeasurementTaken {
+                run,
+                metric,
+                value,
+                verdict,
+            } => match value {
+                Some(v) => write!(f, "{run}: {metric} = {v:.4}: {verdict}"),
+                None => write!(f, "{run}: {metric} = -: {verdict}"),
+            },
             E::PreviewOn { url } => write!(f, "new colour on the preview address {url}"),
             E::RouteNotApplied { error } => write!(f, "route table not applied: {error}"),
             E::SecretRotated {
@@ -1004,6 +1077,44 @@ mod tests {
             let back = Event::from_stored(&e.kind(), &e.to_string(), e.data().as_ref());
             assert_eq!(back, e, "{}", e.kind());
         }
+    }
+
+    #[test]
+    fn instance_and_probe_events_round_trip_with_their_words() {
+        let events = [
+            Event::InstanceExited {
+                instance: "web-1".into(),
+                version: "v2".into(),
+                reason: "exited (code 1)".into(),
+            },
+            Event::ProbeFailed {
+                instance: "web-1".into(),
+                probe: "liveness".into(),
+                reason: "connection refused".into(),
+            },
+            Event::MeasurementTaken {
+                run: "step-1".into(),
+                metric: "success-rate".into(),
+                value: Some(0.5),
+                verdict: "failed".into(),
+            },
+        ];
+        for e in &events {
+            assert_eq!(&Event::from_stored(&e.kind(), "", e.data().as_ref()), e);
+        }
+        assert_eq!(events[0].kind(), "instance_exited");
+        assert_eq!(
+            events[0].to_string(),
+            "instance web-1 of v2 exited (code 1)"
+        );
+        assert_eq!(
+            events[1].to_string(),
+            "liveness probe of instance web-1 failed: connection refused"
+        );
+        assert_eq!(
+            events[2].to_string(),
+            "step-1: success-rate = 0.5000: failed"
+        );
     }
 
     #[test]
