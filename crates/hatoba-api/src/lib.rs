@@ -62,13 +62,23 @@ pub struct Deployment {
 /// One event in a deployment's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Its place among every event the server stored, strictly increasing:
+    /// what a stream resumes after (`Last-Event-ID`). 0 from a server that
+    /// had no such ids.
+    #[serde(default)]
+    pub id: u64,
+    /// The deployment it belongs to (empty from an older server).
+    #[serde(default)]
+    pub deployment: String,
     /// When, RFC 3339 UTC.
     pub at: String,
-    /// What kind: `created`, `status_changed`, `weight_changed`, ...
+    /// What kind: the event's tag (`created`, `status_changed`,
+    /// `weight_changed`, `step_paused`, `instance_restarted`, ...); events
+    /// recorded by older versions keep their kind (`rollout`, `analysis`).
     pub kind: String,
     /// In words.
     pub message: String,
-    /// Structured details, when any.
+    /// The event's fields (`{"weight": 20}`), when it has any.
     pub data: Option<serde_json::Value>,
 }
 

@@ -6,6 +6,7 @@
 //! (`Millis`) that the caller supplies.
 
 mod duration;
+pub mod event;
 mod name;
 mod secret;
 mod status;
@@ -13,6 +14,7 @@ mod time;
 mod weight;
 
 pub use duration::{DurationError, format_duration, parse_duration};
+pub use event::Event;
 pub use name::{DeploymentId, EnvName, NameError, ServiceName, Version, shown};
 pub use secret::SecretValue;
 pub use status::{DeploymentStatus, ParseStatusError};

@@ -9,7 +9,8 @@
 //! rolls back.
 
 use crate::{AnalysisRun, Command, Input, Outbox, Outcome, Track, Verdict};
-use hatoba_core::{Millis, Weight, format_duration};
+use hatoba_core::event::millis_of;
+use hatoba_core::{Event, Millis, Weight, format_duration};
 use std::time::Duration;
 
 /// What the blue-green machine needs to know about the rollout.
@@ -144,14 +145,13 @@ impl BlueGreen {
                 self.end(Outcome::RolledBack(reason));
             }
             State::AwaitingPromotion { .. } => {
-                self.out.record("auto-promotion delay over".to_owned());
+                self.out.event(Event::AutoPromotionDelayOver);
                 self.switch(now);
             }
             State::Switched { .. } => {
-                self.out.record(format!(
-                    "scale-down delay over: stopping the old colour ({})",
-                    format_duration(self.plan.scale_down_delay)
-                ));
+                self.out.event(Event::ScaleDownDelayOver {
+                    delay_ms: millis_of(self.plan.scale_down_delay),
+                });
                 self.out.push(Command::Scale(Track::Stable, 0));
                 self.out.push(Command::Finish(Outcome::Succeeded));
                 self.state = State::Done;
@@ -167,10 +167,9 @@ impl BlueGreen {
         }
         match input {
             Input::Start if self.state == State::Idle => {
-                self.out.record(format!(
-                    "starting the new colour: {} instances",
-                    self.plan.replicas
-                ));
+                self.out.event(Event::ColourStarting {
+                    replicas: self.plan.replicas,
+                });
                 self.out
                     .push(Command::Scale(Track::Canary, self.plan.replicas));
                 self.state = State::Starting { since: now };
@@ -184,7 +183,7 @@ impl BlueGreen {
                 self.stop_analysis();
                 match v {
                     Verdict::Pass => {
-                        self.out.record("pre-promotion checks passed".to_owned());
+                        self.out.event(Event::ChecksPassed);
                         self.await_promotion(now);
                     }
                     Verdict::Fail => self.end(Outcome::RolledBack(
@@ -192,10 +191,7 @@ impl BlueGreen {
                     )),
                     Verdict::Inconclusive => {
                         self.unjudged = Some("pre-promotion checks inconclusive".to_owned());
-                        self.out.record(
-                            "pre-promotion checks inconclusive: waiting for `hatoba promote`"
-                                .to_owned(),
-                        );
+                        self.out.event(Event::ChecksInconclusive);
                         self.state = State::AwaitingPromotion { until: None };
                     }
                 }
@@ -205,16 +201,14 @@ impl BlueGreen {
             {
                 match (missing, self.check_hold.take()) {
                     (Some(m), None) => {
-                        self.out.record(format!(
-                            "held: pre-promotion checks have no evidence: {m}; `hatoba promote` to switch anyway, else rolled back after {} without evidence",
-                            format_duration(self.plan.progress_deadline)
-                        ));
+                        self.out.event(Event::ChecksHeld {
+                            missing: m.clone(),
+                            deadline_ms: millis_of(self.plan.progress_deadline),
+                        });
                         self.check_hold = Some((now, m));
                     }
                     (Some(m), Some((since, _))) => self.check_hold = Some((since, m)),
-                    (None, Some(_)) => self
-                        .out
-                        .record("pre-promotion checks have evidence now: judging".to_owned()),
+                    (None, Some(_)) => self.out.event(Event::ChecksHaveEvidence),
                     (None, None) => {}
                 }
             }
@@ -227,14 +221,11 @@ impl BlueGreen {
                         });
                     }
                     self.stop_analysis();
-                    self.out.record("promoted".to_owned());
+                    self.out.event(Event::Promoted);
                     self.switch(now);
                 }
                 State::Switched { .. } => {
-                    self.out.record(
-                        "promoted: old colour stopped without waiting for the scale-down delay"
-                            .to_owned(),
-                    );
+                    self.out.event(Event::OldColourStoppedEarly);
                     self.state = State::Switched { until: now };
                     self.handle_timeout(now);
                 }
@@ -256,10 +247,9 @@ impl BlueGreen {
         if let State::Starting { .. } = self.state
             && self.ready_new >= self.plan.replicas
         {
-            self.out.record("new colour ready".to_owned());
+            self.out.event(Event::ColourReady);
             if self.plan.stable_ready == 0 {
-                self.out
-                    .record("first deployment: switching at once".to_owned());
+                self.out.event(Event::SwitchingAtOnce);
                 self.out.set_weight(Weight::FULL);
                 self.out.serving(None);
                 self.out.push(Command::Finish(Outcome::Succeeded));
@@ -285,14 +275,15 @@ impl BlueGreen {
         match self.plan.auto_promotion {
             Some(d) if d.is_zero() => self.switch(now),
             Some(d) => {
-                self.out
-                    .record(format!("switching in {}", format_duration(d)));
+                self.out.event(Event::SwitchScheduled {
+                    after_ms: millis_of(d),
+                });
                 self.state = State::AwaitingPromotion {
                     until: Some(now.saturating_add(d)),
                 };
             }
             None => {
-                self.out.record("waiting for `hatoba promote`".to_owned());
+                self.out.event(Event::AwaitingPromote);
                 self.state = State::AwaitingPromotion { until: None };
             }
         }
@@ -300,18 +291,17 @@ impl BlueGreen {
 
     fn switch(&mut self, now: Millis) {
         if self.ready_new < self.plan.replicas {
-            self.out.record(format!(
-                "switch waits for the new colour to be fully ready ({}/{})",
-                self.ready_new, self.plan.replicas
-            ));
+            self.out.event(Event::SwitchWaits {
+                ready: self.ready_new,
+                replicas: self.plan.replicas,
+            });
             self.state = State::SwitchWhenReady { since: now };
             return;
         }
         if let Some(missing) = self.unjudged.take() {
             self.out.push(Command::PromotedWithoutEvidence(missing));
         }
-        self.out
-            .record("switching all traffic to the new colour".to_owned());
+        self.out.event(Event::Switching);
         self.out.set_weight(Weight::FULL);
         let until = now.saturating_add(self.plan.scale_down_delay);
         self.out
@@ -333,8 +323,8 @@ impl BlueGreen {
             return;
         }
         match &outcome {
-            Outcome::Aborted(r) => self.out.record(format!("aborted: {r}")),
-            Outcome::RolledBack(r) => self.out.record(format!("rolling back: {r}")),
+            Outcome::Aborted(r) => self.out.event(Event::Aborted { reason: r.clone() }),
+            Outcome::RolledBack(r) => self.out.event(Event::RollbackStarted { reason: r.clone() }),
             Outcome::Succeeded => {}
         }
         self.stop_analysis();

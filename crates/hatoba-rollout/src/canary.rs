@@ -18,7 +18,8 @@
 //! progress deadline rolls back.
 
 use crate::{AnalysisRun, Command, Input, Outbox, Outcome, Track, Verdict};
-use hatoba_core::{Millis, Weight, format_duration};
+use hatoba_core::event::millis_of;
+use hatoba_core::{Event, Millis, Weight, format_duration};
 use std::time::Duration;
 
 /// One canary step.
@@ -193,7 +194,7 @@ impl Canary {
         }
         match self.state.clone() {
             State::Paused { step, .. } => {
-                self.out.record(format!("step {step}: pause over"));
+                self.out.event(Event::PauseOver { step });
                 self.advance(now, step + 1);
             }
             State::Scaling { need, .. } => self.deadline_passed(need),
@@ -217,8 +218,7 @@ impl Canary {
                 self.end(Outcome::RolledBack(reason));
             }
             State::Watching { .. } => {
-                self.out
-                    .record("watch over: no regression, stopping the previous version".to_owned());
+                self.out.event(Event::WatchOver);
                 self.finish_watch();
             }
             _ => {}
@@ -250,7 +250,7 @@ impl Canary {
                         .push(Command::StartAnalysis(AnalysisRun::Background));
                 }
                 if self.plan.stable_ready == 0 {
-                    self.out.record("first deployment: no stable version to compare with, going straight to full size".to_owned());
+                    self.out.event(Event::NothingToCompare);
                     self.promote(now);
                 } else {
                     self.advance(now, 0);
@@ -264,11 +264,11 @@ impl Canary {
             Input::Evidence(run, missing) => self.on_evidence(now, run, missing),
             Input::Promote => match self.state.clone() {
                 State::Paused { step, .. } => {
-                    self.out.record(format!("step {step}: promoted"));
+                    self.out.event(Event::StepPromoted { step });
                     self.advance(now, step + 1);
                 }
                 State::Held { step } => {
-                    self.out.record(format!("step {step}: promoted"));
+                    self.out.event(Event::StepPromoted { step });
                     let why = self.step_missing(step, "analysis inconclusive");
                     self.override_evidence(why);
                     self.advance(now, step + 1);
@@ -276,20 +276,19 @@ impl Canary {
                 State::Analysing { step } => {
                     self.out
                         .push(Command::StopAnalysis(AnalysisRun::Step(step)));
-                    self.out
-                        .record(format!("step {step}: promoted, analysis skipped"));
+                    self.out.event(Event::StepAnalysisSkipped { step });
                     let why = self.step_missing(step, "analysis skipped before a verdict");
                     self.override_evidence(why);
                     self.advance(now, step + 1);
                 }
                 State::AwaitingPromotion => {
-                    self.out.record("promoted".to_owned());
+                    self.out.event(Event::Promoted);
                     self.hold_promotion = false;
                     self.override_evidence("background analysis inconclusive".to_owned());
                     self.promote(now);
                 }
                 State::AwaitingEvidence { .. } => {
-                    self.out.record("promoted".to_owned());
+                    self.out.event(Event::Promoted);
                     let why = format!(
                         "background analysis: {}",
                         self.background_missing
@@ -300,22 +299,18 @@ impl Canary {
                     self.promote(now);
                 }
                 State::Watching { .. } => {
-                    self.out
-                        .record("watch ended early by `hatoba promote`".to_owned());
+                    self.out.event(Event::WatchEndedEarly { full: false });
                     self.finish_watch();
                 }
                 State::Scaling { step, .. } => {
                     self.promote_queued = true;
-                    self.out.record(format!(
-                        "step {step}: promote noted: it ends the next pause or analysis once the canary instances are ready"
-                    ));
+                    self.out.event(Event::PromoteNoted { step });
                 }
                 _ => {}
             },
             Input::PromoteFull => {
                 if let State::Watching { .. } = self.state {
-                    self.out
-                        .record("watch ended early by `hatoba promote --full`".to_owned());
+                    self.out.event(Event::WatchEndedEarly { full: true });
                     self.finish_watch();
                     return;
                 }
@@ -344,8 +339,7 @@ impl Canary {
                     _ => None,
                 };
                 if !matches!(self.state, State::Idle | State::Promoting { .. }) {
-                    self.out
-                        .record("promoted fully: remaining steps skipped".to_owned());
+                    self.out.event(Event::PromotedFully);
                     self.hold_promotion = false;
                     self.evidence_overridden = true;
                     if let Some(why) = skipped {
@@ -405,13 +399,11 @@ impl Canary {
                 if self.background && matches!(self.state, State::Watching { .. }) =>
             {
                 self.out
-                    .record("background analysis inconclusive during the watch".to_owned());
+                    .event(Event::BackgroundInconclusive { watching: true });
             }
             (AnalysisRun::Background, Verdict::Inconclusive) if self.background => {
-                self.out.record(
-                    "background analysis inconclusive: promotion will wait for `hatoba promote`"
-                        .to_owned(),
-                );
+                self.out
+                    .event(Event::BackgroundInconclusive { watching: false });
                 self.hold_promotion = true;
                 if let State::Promoting { .. } | State::AwaitingEvidence { .. } = self.state {
                     self.state = State::AwaitingPromotion;
@@ -425,14 +417,14 @@ impl Canary {
                 self.out.push(Command::StopAnalysis(run));
                 match v {
                     Verdict::Pass => {
-                        self.out.record(format!("step {i}: analysis passed"));
+                        self.out.event(Event::StepAnalysisPassed { step: i });
                         self.advance(now, i + 1);
                     }
                     Verdict::Fail => {
                         self.end(Outcome::RolledBack(format!("step {i}: analysis failed")))
                     }
                     Verdict::Inconclusive => {
-                        self.out.record(format!("step {i}: analysis inconclusive: waiting for `hatoba promote` or `hatoba abort`"));
+                        self.out.event(Event::StepAnalysisInconclusive { step: i });
                         self.state = State::Held { step: i };
                     }
                 }
@@ -463,24 +455,23 @@ impl Canary {
                 let arrived = self.background_missing.is_some() && missing.is_none();
                 self.background_missing = missing;
                 if arrived && let State::AwaitingEvidence { .. } = self.state {
-                    self.out
-                        .record("background analysis has evidence now: promoting".to_owned());
+                    self.out.event(Event::BackgroundHasEvidence);
                     self.promote(now);
                 }
             }
             AnalysisRun::Step(i) if self.state == (State::Analysing { step: i }) => {
                 match (missing, self.step_hold.take()) {
                     (Some(m), None) => {
-                        self.out.record(format!(
-                            "step {i}: held: analysis has no evidence: {m}; `hatoba promote` to promote anyway, else rolled back after {} without evidence",
-                            format_duration(self.plan.progress_deadline)
-                        ));
+                        self.out.event(Event::StepHeld {
+                            step: i,
+                            missing: m.clone(),
+                            deadline_ms: millis_of(self.plan.progress_deadline),
+                        });
                         self.step_hold = Some((now, m));
                     }
                     (Some(m), Some((since, _))) => self.step_hold = Some((since, m)),
                     (None, Some(_)) => {
-                        self.out
-                            .record(format!("step {i}: analysis has evidence now: judging"));
+                        self.out.event(Event::StepHasEvidence { step: i });
                     }
                     (None, None) => {}
                 }
@@ -499,13 +490,20 @@ impl Canary {
                 // evidence check (steps after it would run at 100 % anyway;
                 // `watch` is the way to keep watching there).
                 Step::SetWeight(w) if w == Weight::FULL => {
-                    self.out
-                        .record(format!("step {i}: set weight {w}: promoting"));
+                    self.out.event(Event::StepWeight {
+                        step: i,
+                        weight: w,
+                        promoting: true,
+                    });
                     break;
                 }
                 Step::SetWeight(w) => {
                     let need = canary_size(self.plan.replicas, w);
-                    self.out.record(format!("step {i}: set weight {w}"));
+                    self.out.event(Event::StepWeight {
+                        step: i,
+                        weight: w,
+                        promoting: false,
+                    });
                     self.scale_canary(need);
                     if self.ready_canary < need {
                         self.state = State::Scaling {
@@ -525,20 +523,19 @@ impl Canary {
                             "step {i}: analysis skipped: promoted while scaling"
                         ));
                     }
-                    self.out
-                        .record(format!("step {i}: skipped: promoted while scaling"));
+                    self.out.event(Event::StepSkipped { step: i });
                 }
                 Step::Pause(d) => {
                     let until = d.map(|d| now.saturating_add(d));
-                    self.out.record(match d {
-                        Some(d) => format!("step {i}: pause {}", format_duration(d)),
-                        None => format!("step {i}: pause until `hatoba promote`"),
+                    self.out.event(Event::StepPaused {
+                        step: i,
+                        for_ms: d.map(millis_of),
                     });
                     self.state = State::Paused { step: i, until };
                     return;
                 }
                 Step::Analysis => {
-                    self.out.record(format!("step {i}: analysis"));
+                    self.out.event(Event::StepAnalysis { step: i });
                     self.out.push(Command::StartAnalysis(AnalysisRun::Step(i)));
                     self.state = State::Analysing { step: i };
                     return;
@@ -559,7 +556,7 @@ impl Canary {
 
     fn finish_promotion(&mut self, now: Millis) {
         if self.hold_promotion {
-            self.out.record("canary at full size: waiting for `hatoba promote` (background analysis inconclusive)".to_owned());
+            self.out.event(Event::FullSizeAwaitingPromote);
             self.state = State::AwaitingPromotion;
             return;
         }
@@ -571,10 +568,10 @@ impl Canary {
         });
         if let Some(missing) = missing {
             if !self.evidence_overridden {
-                self.out.record(format!(
-                    "canary at full size: held: analysis has no evidence: {missing}; `hatoba promote` to promote anyway, else rolled back after {} without evidence",
-                    format_duration(self.plan.progress_deadline)
-                ));
+                self.out.event(Event::FullSizeHeld {
+                    missing: missing.clone(),
+                    deadline_ms: millis_of(self.plan.progress_deadline),
+                });
                 self.state = State::AwaitingEvidence { since: now };
                 return;
             }
@@ -585,10 +582,9 @@ impl Canary {
         if self.plan.watch > Duration::ZERO && self.plan.stable_ready > 0 {
             let until = now.saturating_add(self.plan.watch);
             self.out.serving(Some(until));
-            self.out.record(format!(
-                "at 100 %: watching for {}; the previous version stays warm for an instant rollback",
-                format_duration(self.plan.watch)
-            ));
+            self.out.event(Event::WatchStarted {
+                watch_ms: millis_of(self.plan.watch),
+            });
             self.state = State::Watching { until };
             return;
         }
@@ -614,8 +610,8 @@ impl Canary {
             return;
         }
         match &outcome {
-            Outcome::Aborted(r) => self.out.record(format!("aborted: {r}")),
-            Outcome::RolledBack(r) => self.out.record(format!("rolling back: {r}")),
+            Outcome::Aborted(r) => self.out.event(Event::Aborted { reason: r.clone() }),
+            Outcome::RolledBack(r) => self.out.event(Event::RollbackStarted { reason: r.clone() }),
             Outcome::Succeeded => {}
         }
         if self.out.weight() != Weight::ZERO {

@@ -4,7 +4,8 @@
 //! track are ready, analysis verdicts, operator commands — and the time, as
 //! `Millis` the caller supplies. It answers with commands for the shell to
 //! execute: scale a track, set the canary's traffic weight, start or stop an
-//! analysis, record an event, say that the new version serves all traffic
+//! analysis, record an event (a [`hatoba_core::Event`], rendered to words
+//! by the shell), say that the new version serves all traffic
 //! ([`Command::Serving`]: before the end when the previous version stays
 //! warm), finish. Quinn's shape: `handle(now, input)`,
 //! `handle_timeout(now)`, `poll_timeout()`, `poll_command()`.
@@ -47,7 +48,7 @@ pub use blue_green::{BlueGreen, BlueGreenPlan};
 pub use canary::{Canary, CanaryPlan, Step, canary_size};
 pub use rolling::{Rolling, RollingPlan};
 
-use hatoba_core::{Millis, Weight};
+use hatoba_core::{Event, Millis, Weight};
 use std::collections::VecDeque;
 
 /// Which version's instances a command or observation is about.
@@ -112,7 +113,7 @@ pub enum Input {
 }
 
 /// What a machine asks the shell to do.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Run this many instances of a track (start or stop the difference).
     Scale(Track, u32),
@@ -127,6 +128,10 @@ pub enum Command {
     /// service's preview address.
     SetPreview(bool),
     /// Record an event in the deployment's history.
+    Event(Event),
+    /// Record a line of text: only in machines saved by a Hatoba from
+    /// before typed events (a pending command of a saved state); no
+    /// machine emits it any more. Recorded as a `rollout` event.
     Record(String),
     /// A person's promote overrode missing evidence (what was missing):
     /// the deployment is marked as promoted without evidence, and a
@@ -170,8 +175,8 @@ impl Outbox {
         self.queue.push_back(c);
     }
 
-    pub(crate) fn record(&mut self, message: String) {
-        self.queue.push_back(Command::Record(message));
+    pub(crate) fn event(&mut self, e: Event) {
+        self.queue.push_back(Command::Event(e));
     }
 
     /// The new version serves all traffic ([`Command::Serving`]).

@@ -9,7 +9,8 @@
 //! its rollback stops the new instances and ends at once.
 
 use crate::{Command, Input, Outbox, Outcome, Track};
-use hatoba_core::{Millis, Weight, format_duration};
+use hatoba_core::event::millis_of;
+use hatoba_core::{Event, Millis, Weight, format_duration};
 use std::time::Duration;
 
 /// What the rolling machine needs to know.
@@ -102,17 +103,12 @@ impl Rolling {
                 self.roll_back(now, Outcome::RolledBack(reason));
             }
             State::RollingBack { outcome, .. } => {
-                let then = if self.ready_old > 0 {
-                    "traffic goes back to the ready ones"
-                } else {
-                    "the new version keeps serving"
-                };
-                self.out.record(format!(
-                    "the old version is not fully ready again within {}: {}/{} ready; {then}",
-                    format_duration(self.plan.progress_deadline),
-                    self.ready_old,
-                    self.plan.replicas
-                ));
+                self.out.event(Event::RollbackStalled {
+                    ready: self.ready_old,
+                    replicas: self.plan.replicas,
+                    deadline_ms: millis_of(self.plan.progress_deadline),
+                    to_old: self.ready_old > 0,
+                });
                 self.finish(outcome);
             }
             _ => {}
@@ -123,10 +119,11 @@ impl Rolling {
     pub fn handle(&mut self, now: Millis, input: Input) {
         match input {
             Input::Start if self.state == State::Idle => {
-                self.out.record(format!(
-                    "rolling {} instances: up to {} extra, up to {} missing",
-                    self.plan.replicas, self.plan.max_surge, self.plan.max_unavailable
-                ));
+                self.out.event(Event::RollingStarted {
+                    replicas: self.plan.replicas,
+                    max_surge: self.plan.max_surge,
+                    max_unavailable: self.plan.max_unavailable,
+                });
                 self.state = State::Rolling { progress: now };
                 self.reconcile(now);
             }
@@ -227,8 +224,8 @@ impl Rolling {
             return;
         }
         match &outcome {
-            Outcome::Aborted(r) => self.out.record(format!("aborted: {r}")),
-            Outcome::RolledBack(r) => self.out.record(format!("rolling back: {r}")),
+            Outcome::Aborted(r) => self.out.event(Event::Aborted { reason: r.clone() }),
+            Outcome::RolledBack(r) => self.out.event(Event::RollbackStarted { reason: r.clone() }),
             Outcome::Succeeded => {}
         }
         if self.plan.stable_ready == 0 {

@@ -52,6 +52,8 @@ pub fn warm_version(
 /// A stored event as the wire shows it.
 pub fn event(e: &hatoba_store::Event) -> hatoba_api::Event {
     hatoba_api::Event {
+        id: e.id,
+        deployment: e.deployment_id.to_string(),
         at: e.at.to_rfc3339(),
         kind: e.kind.clone(),
         message: e.message.clone(),

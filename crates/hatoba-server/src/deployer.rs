@@ -14,7 +14,7 @@
 
 use crate::dataplane::{DataPlane, DataPlaneError};
 use crate::secrets::SecretEnv;
-use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
+use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Event, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
 use hatoba_proxy::{GroupSpec, RouteSpec};
 use hatoba_rollout::health::{self, Death, Decision, Observation, RestartPolicy};
@@ -312,7 +312,7 @@ impl RolloutRecord {
 /// fields added since by their serde defaults (`secrets`, `promoted_by`, ...).
 /// A change of shape bumps this, adds a fixture under
 /// `tests/data/controller_state/` and a step in [`ServiceRecord::from_json`].
-pub const STATE_FORMAT: u64 = 2;
+pub const STATE_FORMAT: u64 = 3;
 
 /// Why a saved controller state can not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -390,8 +390,12 @@ impl ServiceRecord {
             });
         }
         // Format 1 -> 2: only the `format` field was added; the fields
-        // added to format 1 over time have serde defaults. A future shape
-        // change migrates `value` here, one format at a time.
+        // added to format 1 over time have serde defaults. 2 -> 3: a saved
+        // machine's pending commands may be typed events (`Event`) and
+        // `Serving`, which a Hatoba reading format 2 does not know (so it
+        // must refuse format 3 by its number); a format-2 `Record(text)`
+        // still loads as it was. A future shape change migrates `value`
+        // here, one format at a time.
         serde_json::from_value(value).map_err(StateError::Malformed)
     }
 
@@ -663,19 +667,17 @@ impl Deployer {
         mut run: Run<'_>,
         mut commands: tokio::sync::mpsc::Receiver<Operator>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
-        run.event(
-            "approval",
-            format!(
-                "waiting for approval: environment `{}` requires `hatoba approve {}` by someone other than {}",
-                run.req.environment, run.id, run.req.deployed_by
-            ),
-        )
+        run.event(Event::ApprovalRequested {
+            environment: run.req.environment.to_string(),
+            deployment: run.id.to_string(),
+            by: run.req.deployed_by.clone(),
+        })
         .await?;
         run.save().await?;
         loop {
             match commands.recv().await {
                 Some(Operator::Approve { by }) => {
-                    run.event("approval", format!("approved by {by}")).await?;
+                    run.event(Event::ApprovalGiven { by }).await?;
                     break;
                 }
                 Some(Operator::Input(Input::Abort(reason))) => {
@@ -684,17 +686,17 @@ impl Deployer {
                     return self.drive(run, &mut commands).await;
                 }
                 Some(Operator::Input(other)) => {
-                    run.event(
-                        "operator",
-                        format!("ignored while waiting for approval: {other:?}"),
-                    )
+                    run.event(Event::OperatorIgnored {
+                        command: operator_command(&other).0,
+                        by: None,
+                    })
                     .await?;
                 }
                 Some(Operator::Promote { by, .. }) => {
-                    run.event(
-                        "operator",
-                        format!("promote by {by} ignored while waiting for approval"),
-                    )
+                    run.event(Event::OperatorIgnored {
+                        command: "promote".to_owned(),
+                        by: Some(by),
+                    })
                     .await?;
                 }
                 // The server is going away; the wait is recorded and the
@@ -717,11 +719,7 @@ impl Deployer {
             // A rollback returns to a version that already served: no canary
             // steps or manual pauses, straight to full size (as soon as its
             // instances are ready, never onto cold ones).
-            run.event(
-                "rollout",
-                "rollback: skipping the strategy's steps".to_owned(),
-            )
-            .await?;
+            run.event(Event::RollbackSkipsSteps).await?;
             run.machine.handle(clock_now(), Input::PromoteFull);
         }
         Ok(())
@@ -800,15 +798,12 @@ impl Deployer {
             .chain(run.canary.iter())
             .filter(|s| !alive(s))
             .count();
-        run.event(
-            "controller",
-            format!(
-                "controller restarted: resuming with {} stable and {} new instances ({gone} gone), new version weight {}",
-                run.stable.len(),
-                run.canary.len(),
-                run.weight
-            ),
-        )
+        run.event(Event::ControllerResumed {
+            stable: run.stable.len(),
+            canary: run.canary.len(),
+            gone,
+            weight: run.weight,
+        })
         .await?;
         self.drive(run, &mut commands).await
     }
@@ -842,20 +837,26 @@ impl Deployer {
                 }
                 Some(op) = commands.recv() => match op {
                     Operator::Input(input) => {
-                        run.event("operator", operator_words(&input)).await?;
+                        let (command, reason) = operator_command(&input);
+                        run.event(Event::Operator { command, by: None, reason }).await?;
                         run.machine.handle(clock_now(), input);
                         run.dirty = true;
                     }
                     Operator::Promote { full, by } => {
                         let what = if full { "promote --full" } else { "promote" };
-                        run.event("operator", format!("operator: {what} by {by}")).await?;
+                        run.event(Event::Operator {
+                            command: what.to_owned(),
+                            by: Some(by.clone()),
+                            reason: None,
+                        })
+                        .await?;
                         run.promoted_by = Some(by);
                         let input = if full { Input::PromoteFull } else { Input::Promote };
                         run.machine.handle(clock_now(), input);
                         run.dirty = true;
                     }
                     Operator::Approve { by } => {
-                        run.event("approval", format!("approval by {by} ignored: already running")).await?;
+                        run.event(Event::ApprovalIgnored { by }).await?;
                     }
                 },
                 _ = probe.tick() => {
@@ -956,14 +957,18 @@ impl Deployer {
 
 /// An operator's input as the timeline says it: words, not Rust's
 /// debug text (`abort: aborted by alice`, not `Abort("aborted by alice")`).
-fn operator_words(input: &Input) -> String {
-    match input {
-        Input::Abort(why) => format!("operator: abort ({why})"),
-        Input::Promote => "operator: promote".to_owned(),
-        Input::PromoteFull => "operator: promote --full".to_owned(),
-        Input::Unhealthy(why) => format!("operator: roll back ({why})"),
-        other => format!("operator: {}", format!("{other:?}").to_lowercase()),
-    }
+fn operator_command(input: &Input) -> (String, Option<String>) {
+    let (command, reason) = match input {
+        Input::Abort(why) => ("abort", Some(why.clone())),
+        Input::Promote => ("promote", None),
+        Input::PromoteFull => ("promote --full", None),
+        Input::Unhealthy(why) => ("roll back", Some(why.clone())),
+        Input::Start => ("start", None),
+        Input::Ready { .. } => ("ready", None),
+        Input::Verdict(..) => ("verdict", None),
+        Input::Evidence(..) => ("evidence", None),
+    };
+    (command.to_owned(), reason)
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -1178,19 +1183,12 @@ impl Run<'_> {
         }
     }
 
-    async fn event(&self, kind: &str, message: String) -> Result<(), DeployError> {
-        self.d
-            .store
-            .append_event(
-                &self.id,
-                NewEvent {
-                    at: clock_now(),
-                    kind: kind.to_owned(),
-                    message,
-                    data: None,
-                },
-            )
-            .await?;
+    /// Records an event in the deployment's timeline (its words name the
+    /// service in the commands they suggest) and logs it.
+    async fn event(&self, e: Event) -> Result<(), DeployError> {
+        let new = NewEvent::of(clock_now(), &e, Some(self.req.service.as_str()));
+        crate::events::trace(&self.id, &self.req.service, &self.req.environment, &new);
+        self.d.store.append_event(&self.id, new).await?;
         Ok(())
     }
 
@@ -1219,38 +1217,36 @@ impl Run<'_> {
     async fn apply(&mut self, c: Command) -> Result<(), DeployError> {
         {
             match c {
+                Command::Event(e) => self.event(e).await?,
                 Command::Record(m) => {
+                    // A machine saved by a Hatoba from before typed events.
                     // The machines do not know the service's name; the
                     // commands they suggest get it here.
                     let service = &self.req.service;
                     let m = m
                         .replace("`hatoba promote`", &format!("`hatoba promote {service}`"))
                         .replace("`hatoba abort`", &format!("`hatoba abort {service}`"));
-                    self.event("rollout", m).await?;
+                    self.event(Event::Text {
+                        kind: "rollout".to_owned(),
+                        message: m,
+                    })
+                    .await?;
                 }
                 Command::PromotedWithoutEvidence(missing) => {
                     self.promoted_without_evidence(missing).await?;
                 }
                 Command::SetWeight(w) => {
-                    self.event(
-                        hatoba_store::event_kind::WEIGHT_CHANGED,
-                        format!("new version weight {w}"),
-                    )
-                    .await?;
+                    self.event(Event::WeightChanged { weight: w }).await?;
                     self.weight = w.percent();
                     self.route().await;
                 }
                 Command::Scale(track, n) => self.scale(track, n).await?,
                 Command::StartAnalysis(run) => {
                     let (templates, args) = self.templates_for(run);
-                    self.event(
-                        "analysis",
-                        format!(
-                            "analysis {} started: {}",
-                            crate::analysis::run_name(run),
-                            templates.join(", ")
-                        ),
-                    )
+                    self.event(Event::AnalysisStarted {
+                        run: crate::analysis::run_name(run),
+                        templates: templates.clone(),
+                    })
                     .await?;
                     let mut active = crate::analysis::start(
                         &self.req.spec,
@@ -1281,28 +1277,21 @@ impl Run<'_> {
     /// previous version stays warm). Complete comes later, with `Finish`.
     async fn serving(&self, warm_until: Option<Millis>) -> Result<(), DeployError> {
         let now = clock_now();
-        let version = &self.req.version;
         let previous = self.req.current.as_ref().map(|c| c.version.to_string());
-        let message = match (&previous, warm_until) {
-            (Some(prev), Some(until)) => format!(
-                "serving: {version} takes all traffic; {prev} stays warm for {} (until {} UTC): `hatoba rollback {}` returns to it at once",
-                hatoba_core::format_duration(Duration::from_secs(
-                    until.0.saturating_sub(now.0).div_ceil(1000)
-                )),
-                until.to_rfc3339().get(11..19).unwrap_or_default(),
-                self.req.service
-            ),
-            _ => format!("serving: {version} takes all traffic"),
+        let warm_until = warm_until.filter(|_| previous.is_some());
+        let serving = Event::Serving {
+            version: self.req.version.to_string(),
+            previous,
+            warm_until: warm_until.map(|t| t.0),
+            // Whole seconds, as a person reads it.
+            warm_ms: warm_until.map(|t| t.0.saturating_sub(now.0).div_ceil(1000) * 1000),
         };
-        let data = serde_json::json!({
-            "version": version.as_str(),
-            "previous": previous,
-            "warm_until": warm_until.filter(|_| previous.is_some()).map(|t| t.0),
-        });
+        let new = NewEvent::of(now, &serving, Some(self.req.service.as_str()));
+        crate::events::trace(&self.id, &self.req.service, &self.req.environment, &new);
         match self
             .d
             .store
-            .mark_serving(&self.id, now, message, Some(data))
+            .mark_serving(&self.id, now, new.message, new.data)
             .await
         {
             // Executed again after a restart that followed the end: nothing to add.
@@ -1326,27 +1315,20 @@ impl Run<'_> {
         match want {
             Some(_) if self.req.svc.route.tls.is_some() && !self.traffic_refused => {
                 self.traffic_refused = true;
-                self.event(
-                    "analysis",
-                    "no traffic generated: `traffic.generate` sends plain HTTP and this route serves TLS".to_owned(),
-                )
-                .await?;
+                self.event(Event::TrafficRefused).await?;
             }
             Some(_) if self.req.svc.route.tls.is_some() => {}
             Some(want) => {
-                self.event(
-                    "analysis",
-                    format!(
-                        "generating traffic: GET {} through {listen}, {} a second to each version",
-                        want.path, want.rate
-                    ),
-                )
+                self.event(Event::TrafficStarted {
+                    path: want.path.to_string(),
+                    listen: listen.to_string(),
+                    rate: want.rate.to_string(),
+                })
                 .await?;
                 self.generator = Some(crate::traffic::start(&listen.host, listen.port, want));
             }
             None if stopped => {
-                self.event("analysis", "traffic generation stopped".to_owned())
-                    .await?;
+                self.event(Event::TrafficStopped).await?;
             }
             None => {}
         }
@@ -1357,36 +1339,14 @@ impl Run<'_> {
     /// that marks the deployment (a rollback without `--to` skips it); by
     /// a rollback's own skipping of the steps, only a line of the timeline.
     async fn promoted_without_evidence(&self, missing: String) -> Result<(), DeployError> {
-        let (kind, message, data) = match (&self.promoted_by, &self.req.rollback_of) {
-            (None, Some(_)) => (
-                "rollout",
-                format!(
-                    "promoted without waiting for evidence: a rollback returns to a version that served before ({missing})"
-                ),
-                None,
-            ),
-            (by, _) => {
-                let by = by.clone().unwrap_or_else(|| "hatoba".to_owned());
-                (
-                    hatoba_store::event_kind::PROMOTED_WITHOUT_EVIDENCE,
-                    format!("promoted without evidence by {by}: {missing}"),
-                    Some(serde_json::json!({"by": by, "missing": missing})),
-                )
-            }
+        let e = match (&self.promoted_by, &self.req.rollback_of) {
+            (None, Some(_)) => Event::RollbackUnjudged { missing },
+            (by, _) => Event::PromotedWithoutEvidence {
+                by: by.clone().unwrap_or_else(|| "hatoba".to_owned()),
+                missing,
+            },
         };
-        self.d
-            .store
-            .append_event(
-                &self.id,
-                NewEvent {
-                    at: clock_now(),
-                    kind: kind.to_owned(),
-                    message,
-                    data,
-                },
-            )
-            .await?;
-        Ok(())
+        self.event(e).await
     }
 
     /// Both versions' totals for the statistical judge, from the data
@@ -1487,13 +1447,10 @@ impl Run<'_> {
                     .await?;
                 self.analyses.remove(&run);
                 out.push(Input::Verdict(run, hatoba_rollout::Verdict::Fail));
-                self.event(
-                    "analysis",
-                    format!(
-                        "analysis failed: {}: {evidence}",
-                        crate::analysis::run_name(run)
-                    ),
-                )
+                self.event(Event::AnalysisFailed {
+                    run: crate::analysis::run_name(run),
+                    evidence: evidence.clone(),
+                })
                 .await?;
             }
             return Ok(out);
@@ -1545,17 +1502,11 @@ impl Run<'_> {
                     )
                     .await?;
                 if verdict == hatoba_store::MeasurementVerdict::Failed {
-                    self.event(
-                        "analysis",
-                        format!(
-                            "{} = {}: failed ({})",
-                            taken.metric,
-                            taken
-                                .value
-                                .map_or_else(|| "-".to_owned(), |v| format!("{v:.4}")),
-                            taken.detail
-                        ),
-                    )
+                    self.event(Event::MeasurementFailed {
+                        metric: taken.metric.clone(),
+                        value: taken.value,
+                        detail: taken.detail.clone(),
+                    })
                     .await?;
                 }
                 if let Some(v) = tracker.record(i, now, taken.observation) {
@@ -1567,14 +1518,11 @@ impl Run<'_> {
                 Some(v) => {
                     let (verdict, why) = crate::analysis::verdict(&v);
                     self.analyses.remove(&run);
-                    self.event(
-                        "analysis",
-                        format!(
-                            "analysis {} {}: {why}",
-                            crate::analysis::run_name(run),
-                            format!("{verdict:?}").to_lowercase()
-                        ),
-                    )
+                    self.event(Event::Verdict {
+                        run: crate::analysis::run_name(run),
+                        verdict: format!("{verdict:?}").to_lowercase(),
+                        why: why.to_string(),
+                    })
                     .await?;
                     out.push(Input::Verdict(run, verdict));
                 }
@@ -1602,12 +1550,7 @@ impl Run<'_> {
             if have < n {
                 // Only the new version is ever started here.
                 if track == Track::Stable {
-                    self.event(
-                        "rollout",
-                        "cannot start more of the old version: its instances are not managed here"
-                            .to_owned(),
-                    )
-                    .await?;
+                    self.event(Event::OldVersionUnmanaged).await?;
                     return Ok(());
                 }
                 let s = match self.d.runtime.start(&self.instance, clock_now()).await {
@@ -1617,14 +1560,11 @@ impl Run<'_> {
                         // the new version: tried again at the next tick
                         // (the progress deadline still bounds the wait).
                         if !was_short {
-                            self.event(
-                                "instance_failed",
-                                format!(
-                                    "cannot start an instance of {} now, the controller is short of resources ({}): trying again",
-                                    self.req.version,
-                                    chain(&e)
-                                ),
-                            )
+                            self.event(Event::InstanceFailed {
+                                version: self.req.version.to_string(),
+                                error: chain(&e),
+                                retrying: true,
+                            })
                             .await?;
                         }
                         self.short_scale = Some((track, target));
@@ -1633,26 +1573,23 @@ impl Run<'_> {
                     Err(e) => {
                         // Not the rollout's end by itself: the machine
                         // decides (rolled back, traffic stays on stable).
-                        let why = format!(
-                            "cannot start an instance of {}: {}",
-                            self.req.version,
-                            chain(&e)
-                        );
-                        self.event("instance_failed", why.clone()).await?;
+                        let failed = Event::InstanceFailed {
+                            version: self.req.version.to_string(),
+                            error: chain(&e),
+                            retrying: false,
+                        };
+                        let why = failed.to_string();
+                        self.event(failed).await?;
                         self.unhealthy = Some(why);
                         return Ok(());
                     }
                 };
-                self.event(
-                    "instance_started",
-                    format!(
-                        "instance {} of {} on {} (pid {})",
-                        s.id,
-                        s.version,
-                        s.addr,
-                        s.pid.unwrap_or(0)
-                    ),
-                )
+                self.event(Event::InstanceStarted {
+                    instance: s.id.to_string(),
+                    version: s.version.to_string(),
+                    addr: s.addr.to_string(),
+                    pid: s.pid,
+                })
                 .await?;
                 self.health.handle(
                     clock_now(),
@@ -1694,10 +1631,10 @@ impl Run<'_> {
             .stop(&s.id, self.req.svc.termination_grace_period)
             .await?;
         self.d.runtime.forget(&s.id).await;
-        self.event(
-            "instance_stopped",
-            format!("instance {} of {} stopped", s.id, s.version),
-        )
+        self.event(Event::InstanceStopped {
+            instance: s.id.to_string(),
+            version: s.version.to_string(),
+        })
         .await?;
         Ok(())
     }
@@ -1798,20 +1735,10 @@ impl Run<'_> {
                     }
                 }
                 Decision::ListingFailed(why) => {
-                    self.event(
-                        "runtime",
-                        format!(
-                            "the runtime cannot list the instances ({why}): nothing is restarted until it can"
-                        ),
-                    )
-                    .await?;
+                    self.event(Event::ListingFailed { error: why }).await?;
                 }
                 Decision::ListingRecovered => {
-                    self.event(
-                        "runtime",
-                        "the runtime lists the instances again".to_owned(),
-                    )
-                    .await?;
+                    self.event(Event::ListingRecovered).await?;
                 }
                 Decision::CrashLoopOver => {}
             }
@@ -1899,7 +1826,7 @@ impl Run<'_> {
                 .await;
         }
         self.d.runtime.forget(&old.id).await;
-        let what = if unlive {
+        let reason = if unlive {
             format!("failed {}", self.liveness_words(&why))
         } else {
             "exited".to_owned()
@@ -1920,12 +1847,9 @@ impl Run<'_> {
                 .map_err(|e| chain(&e)),
             Err(e) => Err(e.to_string()),
         };
-        let message = match started {
+        let (restarted_as, addr, error) = match started {
             Ok(new) => {
-                let message = format!(
-                    "stable instance {} of {} {what} during the rollout: restarted as {} on {}",
-                    old.id, old.version, new.id, new.addr
-                );
+                let named = (Some(new.id.to_string()), Some(new.addr.to_string()), None);
                 self.health.handle(
                     clock_now(),
                     Observation::Restarted {
@@ -1937,19 +1861,28 @@ impl Run<'_> {
                 if let Some(slot) = self.stable.iter_mut().find(|s| s.id == old.id) {
                     *slot = new;
                 }
-                message
+                named
             }
             Err(why) => {
                 self.health
                     .handle(clock_now(), Observation::Removed(old.id.0.clone()));
                 self.stable.retain(|s| s.id != old.id);
-                format!(
-                    "stable instance {} of {} {what} during the rollout: restart failed: {why}",
-                    old.id, old.version
-                )
+                (None, None, Some(why))
             }
         };
-        self.event("instance_restarted", message).await?;
+        self.event(Event::InstanceRestarted {
+            instance: old.id.to_string(),
+            version: old.version.to_string(),
+            reason,
+            during_rollout: true,
+            restarted_as,
+            addr,
+            error,
+            count: None,
+            window_ms: None,
+            crash_loop_backoff_ms: None,
+        })
+        .await?;
         self.dirty = true;
         self.save().await?;
         Ok(())
@@ -1962,8 +1895,10 @@ impl Run<'_> {
             return Ok(());
         };
         if on && !self.preview_on {
-            let text = format!("new colour on the preview address http://{listen}/");
-            self.event("rollout", text).await?;
+            self.event(Event::PreviewOn {
+                url: format!("http://{listen}/"),
+            })
+            .await?;
         }
         self.preview_on = on;
         self.route().await;
@@ -2043,7 +1978,9 @@ impl Run<'_> {
             Err(e) => {
                 if !self.route_failed {
                     let _ = self
-                        .event("data_plane", format!("route table not applied: {e}"))
+                        .event(Event::RouteNotApplied {
+                            error: e.to_string(),
+                        })
                         .await;
                 }
                 self.route_failed = true;

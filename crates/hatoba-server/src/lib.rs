@@ -16,6 +16,7 @@ mod analysis;
 pub mod api;
 pub mod dataplane;
 mod deployer;
+pub mod events;
 mod probe;
 pub mod secrets;
 mod server;
@@ -27,5 +28,6 @@ pub use deployer::{
     DeployError, DeployRequest, Deployed, Deployer, InstanceRecord, Operator, RolloutRecord,
     STATE_FORMAT, ServiceRecord, ServingRecord, StateError, clock_now, follow_tokio_clock,
 };
+pub use events::{EventBus, Subscription};
 pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
 pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};

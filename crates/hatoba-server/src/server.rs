@@ -90,6 +90,8 @@ pub struct Server {
     /// Set when [`Server::shutdown`] begins: work that waits for the store
     /// to come back gives up then.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The stored events, live (`events.rs`).
+    events: Arc<crate::events::EventBus>,
 }
 
 /// Why the server could not start.
@@ -155,9 +157,17 @@ pub struct ServerConfig {
 }
 
 impl Server {
+    /// The stored events, live: [`EventBus::subscribe`](crate::EventBus::subscribe).
+    pub fn events(&self) -> &Arc<crate::events::EventBus> {
+        &self.events
+    }
+
     /// Opens a listener per service on the data plane; no instance runs
     /// yet ([`Server::resume`] brings back what a previous run left).
-    pub async fn start(cfg: ServerConfig) -> Result<Arc<Server>, StartError> {
+    pub async fn start(mut cfg: ServerConfig) -> Result<Arc<Server>, StartError> {
+        // Every event written through the server reaches the event stream.
+        let events = crate::events::EventBus::new(cfg.store, crate::events::BROADCAST_CAPACITY);
+        cfg.store = events.store();
         let services_spec = match cfg.spec.environments.get(&cfg.environment) {
             Some(e) => e.services.clone(),
             None if cfg.environment.as_str() == "development" => cfg.spec.services.clone(),
@@ -237,6 +247,7 @@ impl Server {
             stopping: tokio::sync::watch::Sender::new(false),
             secret_key: cfg.secret_key,
             secret_writes: tokio::sync::Mutex::new(()),
+            events,
         }))
     }
 
@@ -2242,17 +2253,15 @@ impl Server {
                             .store
                             .append_event(
                                 &id,
-                                hatoba_store::NewEvent {
-                                    at: crate::clock_now(),
-                                    kind: "secret_rotated".to_owned(),
-                                    message: format!(
-                                        "deployed again for secret {name} version {version} (rotated by {by})"
-                                    ),
-                                    data: Some(serde_json::json!({
-                                        "secret": name,
-                                        "version": version,
-                                    })),
-                                },
+                                hatoba_store::NewEvent::of(
+                                    crate::clock_now(),
+                                    &hatoba_core::Event::SecretRotated {
+                                        secret: name.to_string(),
+                                        version,
+                                        by: Some(by.clone()),
+                                    },
+                                    None,
+                                ),
                             )
                             .await;
                     }

@@ -379,26 +379,19 @@ async fn restart(
     )
     .ok()?;
     let started = s.runtime.start(&spec, clock_now()).await;
-    let mut message = match &started {
-        Ok(n) => format!(
-            "instance {} of {} {why}: restarted as {} (restart {count} in {})",
-            inst.id,
-            inst.version,
-            n.id,
-            hatoba_core::format_duration(window)
-        ),
-        Err(e) => format!(
-            "instance {} of {} {why}: restart failed: {e}",
-            inst.id, inst.version
-        ),
+    let restarted = hatoba_core::Event::InstanceRestarted {
+        instance: inst.id.to_string(),
+        version: inst.version.to_string(),
+        reason: why.to_string(),
+        during_rollout: false,
+        restarted_as: started.as_ref().ok().map(|n| n.id.to_string()),
+        addr: None,
+        error: started.as_ref().err().map(ToString::to_string),
+        count: Some(count),
+        window_ms: Some(hatoba_core::event::millis_of(window)),
+        crash_loop_backoff_ms: newly_looping.then(|| hatoba_core::event::millis_of(max_backoff)),
     };
-    if newly_looping {
-        message.push_str(&format!(
-            "; crash loop: {count} restarts within {}, backing off up to {}",
-            hatoba_core::format_duration(window),
-            hatoba_core::format_duration(max_backoff)
-        ));
-    }
+    let new = NewEvent::of(clock_now(), &restarted, Some(s.name.as_str()));
     tracing::warn!(
         service = %s.name,
         environment = %s.environment,
@@ -406,21 +399,12 @@ async fn restart(
         version = %inst.version,
         restart = count,
         crash_loop = newly_looping,
-        "{message}"
+        kind = %new.kind,
+        "{}",
+        new.message
     );
     if let Some(id) = &serving.deployment {
-        let _ = s
-            .store
-            .append_event(
-                id,
-                NewEvent {
-                    at: clock_now(),
-                    kind: "instance_restarted".to_owned(),
-                    message,
-                    data: None,
-                },
-            )
-            .await;
+        let _ = s.store.append_event(id, new).await;
     }
     started.ok()
 }

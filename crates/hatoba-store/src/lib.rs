@@ -28,6 +28,9 @@
 //! - Finished deployments never change status.
 //! - A deployment's events, and its measurements, are numbered from 1
 //!   without gaps, also under concurrent writers.
+//! - Every event also has a global id from one counter row bumped as the
+//!   first write of its transaction: strictly increasing in commit order,
+//!   without gaps, so `events_after` resumes a stream exactly.
 //! - The store reads no clock: every time is a [`Millis`](hatoba_core::Millis)
 //!   argument.
 //!
@@ -47,9 +50,9 @@ pub mod test_hooks;
 
 pub use error::StoreError;
 pub use model::{
-    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, Measurement, MeasurementVerdict,
-    NewAudit, NewDeployment, NewEvent, NewMeasurement, ParseMeasurementVerdictError, SealedSecret,
-    SecretVersion, event_kind,
+    AuditEntry, AuditOutcome, Deployment, Event, EventFilter, HistoryFilter, Measurement,
+    MeasurementVerdict, NewAudit, NewDeployment, NewEvent, NewMeasurement,
+    ParseMeasurementVerdictError, SealedSecret, SecretVersion, event_kind,
 };
 pub use open::Backend;
 pub use sql::SqlStore;

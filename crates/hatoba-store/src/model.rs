@@ -11,7 +11,8 @@ use std::str::FromStr;
 
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName, Version};
 
-/// Event kinds the store writes itself. Callers may use any other kind text.
+/// Event kinds the store writes itself, and two that readers look for.
+/// The controller's kinds are the tags of [`hatoba_core::Event`].
 pub mod event_kind {
     /// Written with every new deployment, in the same transaction.
     pub const CREATED: &str = "created";
@@ -102,18 +103,61 @@ pub struct NewDeployment {
 /// One entry in a deployment's timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// Made by the store: the event's place among every event stored,
+    /// from 1, strictly increasing in commit order (a reader resumes
+    /// after the last one it has seen: [`Store::events_after`](crate::Store::events_after)).
+    pub id: u64,
     /// The deployment it belongs to.
     pub deployment_id: DeploymentId,
+    /// The deployment's service.
+    pub service: ServiceName,
+    /// The deployment's environment.
+    pub environment: EnvName,
     /// Its position in the deployment's timeline, from 1, without gaps.
     pub seq: u64,
     /// When it happened.
     pub at: Millis,
-    /// What kind of event (see [`event_kind`]; free text).
+    /// What kind of event: the tag of a [`hatoba_core::Event`] (older
+    /// rows: free text).
     pub kind: String,
     /// A short human-readable line.
     pub message: String,
-    /// Details for machines.
+    /// Details for machines: the event's fields.
     pub data: Option<serde_json::Value>,
+}
+
+impl Event {
+    /// The typed event this row holds ([`hatoba_core::Event::Text`] for a
+    /// row written as text by an older Hatoba).
+    pub fn typed(&self) -> hatoba_core::Event {
+        hatoba_core::Event::from_stored(&self.kind, &self.message, self.data.as_ref())
+    }
+}
+
+/// Which events [`Store::events_after`](crate::Store::events_after) returns;
+/// each field set narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this environment's.
+    pub environment: Option<EnvName>,
+    /// Only this service's.
+    pub service: Option<ServiceName>,
+    /// Only this deployment's.
+    pub deployment: Option<DeploymentId>,
+}
+
+impl EventFilter {
+    /// Whether `e` passes the filter.
+    pub fn matches(&self, e: &Event) -> bool {
+        self.environment
+            .as_ref()
+            .is_none_or(|x| *x == e.environment)
+            && self.service.as_ref().is_none_or(|x| *x == e.service)
+            && self
+                .deployment
+                .as_ref()
+                .is_none_or(|x| *x == e.deployment_id)
+    }
 }
 
 /// What the caller supplies to append an event.
@@ -127,6 +171,19 @@ pub struct NewEvent {
     pub message: String,
     /// Details for machines.
     pub data: Option<serde_json::Value>,
+}
+
+impl NewEvent {
+    /// A typed event as stored: its tag, its words (naming `service` in the
+    /// commands they suggest) and its fields.
+    pub fn of(at: Millis, event: &hatoba_core::Event, service: Option<&str>) -> NewEvent {
+        NewEvent {
+            at,
+            kind: event.kind(),
+            message: event.message(service),
+            data: event.data(),
+        }
+    }
 }
 
 /// Which deployments [`Store::history`](crate::Store::history) returns.

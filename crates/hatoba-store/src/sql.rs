@@ -17,7 +17,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::id::{MAX_MILLIS, new_id};
 use crate::open::Backend;
 use crate::{
-    AuditEntry, AuditOutcome, Deployment, Event, HistoryFilter, Measurement, NewAudit,
+    AuditEntry, AuditOutcome, Deployment, Event, EventFilter, HistoryFilter, Measurement, NewAudit,
     NewDeployment, NewEvent, NewMeasurement, SealedSecret, SecretVersion, Store, StoreError,
     event_kind,
 };
@@ -84,12 +84,36 @@ const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments \
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, $11, $12, 1)";
 
 const INSERT_EVENT: &str = "INSERT INTO deployment_events \
-     (deployment_id, seq, at, kind, message, data) VALUES ($1, $2, $3, $4, $5, $6)";
+     (deployment_id, seq, at, kind, message, data, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Takes the next global event id: the first write of every transaction
+/// that adds an event. On PostgreSQL the counter row stays locked until the
+/// transaction ends, so ids are handed out in commit order (migration 0006).
+const BUMP_EVENT_ID: &str = "UPDATE event_counter SET last_event_id = last_event_id + 1 \
+     WHERE name = 'events' RETURNING last_event_id";
 
 /// Takes the next event seq and, on PostgreSQL, the row lock that makes the
 /// rest of the transaction see the deployment's latest status.
 const BUMP_EVENT_SEQ: &str = "UPDATE deployments SET last_event_seq = last_event_seq + 1 \
-     WHERE id = $1 RETURNING last_event_seq, status";
+     WHERE id = $1 RETURNING last_event_seq, status, service, environment";
+
+macro_rules! event_select {
+    () => {
+        "SELECT e.event_id, e.deployment_id, e.seq, e.at, e.kind, e.message, e.data, \
+         d.service, d.environment \
+         FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id "
+    };
+}
+
+const SELECT_EVENTS_OF: &str =
+    concat!(event_select!(), "WHERE e.deployment_id = $1 ORDER BY e.seq");
+
+const SELECT_EVENTS_AFTER: &str = concat!(
+    event_select!(),
+    "WHERE e.event_id > $1 AND ($2 IS NULL OR d.environment = $2) \
+     AND ($3 IS NULL OR d.service = $3) AND ($4 IS NULL OR e.deployment_id = $4) \
+     ORDER BY e.event_id LIMIT $5"
+);
 
 /// Takes the next measurement seq and, on PostgreSQL, the deployment's row
 /// lock, which queues concurrent writers of the same deployment.
@@ -169,23 +193,28 @@ impl SqlStore {
         const DOING: &str = "creating a deployment";
         let id = deployment_id(new.at).map_err(InsertError::Store)?;
         let mut tx = self.begin_write(DOING).await.map_err(InsertError::Store)?;
+        let event_id = SqlStore::next_event_id(&mut tx, DOING)
+            .await
+            .map_err(InsertError::Store)?;
         SqlStore::insert_deployment_row(&mut tx, &id, new).await?;
         #[cfg(test)]
         crate::test_hooks::fault_point(crate::test_hooks::Fault::CreateAfterRow, &id).await;
-        let mut message = format!(
-            "{} {} to {} by {} ({})",
-            new.service, new.version, new.environment, new.deployed_by, new.strategy
-        );
-        if let Some(of) = &new.rollback_of {
-            message.push_str(&format!(", rolling back {of}"));
-        }
+        let created = hatoba_core::Event::Created {
+            service: new.service.to_string(),
+            version: new.version.to_string(),
+            environment: new.environment.to_string(),
+            by: new.deployed_by.clone(),
+            strategy: new.strategy.clone(),
+            rollback_of: new.rollback_of.as_ref().map(ToString::to_string),
+        };
         sqlx::query(INSERT_EVENT)
             .bind(id.as_str())
             .bind(1_i64)
             .bind(db_time(new.at).map_err(InsertError::Store)?)
             .bind(event_kind::CREATED)
-            .bind(message)
-            .bind(None::<String>)
+            .bind(created.message(None))
+            .bind(created.data().map(|d| d.to_string()))
+            .bind(event_id)
             .execute(&mut *tx)
             .await
             .map_err(|e| InsertError::Store(StoreError::db(DOING)(e)))?;
@@ -214,13 +243,27 @@ impl SqlStore {
         })
     }
 
-    /// Bumps the deployment's event seq inside `tx`, returning the new seq
-    /// and the status it has now, or `NotFound`.
+    /// Takes the next global event id inside `tx` (its first write).
+    async fn next_event_id(
+        tx: &mut Transaction<'static, Any>,
+        doing: &'static str,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(BUMP_EVENT_ID)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(StoreError::db(doing))?;
+        int(&row, "last_event_id")
+    }
+
+    /// Takes the next global event id, then bumps the deployment's event
+    /// seq inside `tx`, returning both, the status the deployment has now
+    /// and its service and environment, or `NotFound`.
     async fn next_event_seq(
         tx: &mut Transaction<'static, Any>,
         id: &DeploymentId,
         doing: &'static str,
-    ) -> Result<(i64, DeploymentStatus), StoreError> {
+    ) -> Result<EventSlot, StoreError> {
+        let event_id = SqlStore::next_event_id(tx, doing).await?;
         let row = sqlx::query(BUMP_EVENT_SEQ)
             .bind(id.as_str())
             .fetch_optional(&mut **tx)
@@ -229,9 +272,13 @@ impl SqlStore {
         let Some(row) = row else {
             return Err(StoreError::NotFound { id: id.clone() });
         };
-        let seq = int(&row, "last_event_seq")?;
-        let status = status(text(&row, "status")?)?;
-        Ok((seq, status))
+        Ok(EventSlot {
+            event_id,
+            seq: int(&row, "last_event_seq")?,
+            status: status(text(&row, "status")?)?,
+            service: parse("service name", text(&row, "service")?)?,
+            environment: parse("environment name", text(&row, "environment")?)?,
+        })
     }
 
     async fn fetch_deployments(
@@ -245,6 +292,39 @@ impl SqlStore {
             .map_err(StoreError::db(doing))?;
         rows.iter().map(deployment_from_row).collect()
     }
+}
+
+/// What a transaction that adds an event has taken and learnt.
+struct EventSlot {
+    event_id: i64,
+    seq: i64,
+    status: DeploymentStatus,
+    service: ServiceName,
+    environment: EnvName,
+}
+
+/// An event row of [`SELECT_EVENTS_OF`] or [`SELECT_EVENTS_AFTER`].
+fn event_from_row(row: &AnyRow) -> Result<Event, StoreError> {
+    let data = match opt_text(row, "data")? {
+        Some(text) => Some(
+            serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+                what: "event data",
+                found: text,
+            })?,
+        ),
+        None => None,
+    };
+    Ok(Event {
+        id: to_u64("event id", int(row, "event_id")?)?,
+        deployment_id: parse("deployment id", text(row, "deployment_id")?)?,
+        service: parse("service name", text(row, "service")?)?,
+        environment: parse("environment name", text(row, "environment")?)?,
+        seq: seq_from_db(int(row, "seq")?)?,
+        at: millis(row, "at")?,
+        kind: text(row, "kind")?,
+        message: text(row, "message")?,
+        data,
+    })
 }
 
 /// Why one insert attempt failed.
@@ -291,7 +371,8 @@ impl Store for SqlStore {
         const DOING: &str = "changing a deployment's status";
         let at_db = db_time(at)?;
         let mut tx = self.begin_write(DOING).await?;
-        let (seq, from) = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
+        let slot = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
+        let from = slot.status;
         if from.is_terminal() {
             // Dropping `tx` rolls the seq bump back.
             return Err(StoreError::Terminal {
@@ -309,22 +390,19 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db(DOING))?;
         let deployment = deployment_from_row(&row)?;
-        let message = match &reason {
-            Some(reason) => format!("{from} -> {to}: {reason}"),
-            None => format!("{from} -> {to}"),
+        let changed = hatoba_core::Event::StatusChanged {
+            from: from.as_str().to_owned(),
+            to: to.as_str().to_owned(),
+            reason,
         };
-        let data = serde_json::json!({
-            "from": from.as_str(),
-            "to": to.as_str(),
-            "reason": reason,
-        });
         sqlx::query(INSERT_EVENT)
             .bind(id.as_str())
-            .bind(seq)
+            .bind(slot.seq)
             .bind(at_db)
             .bind(event_kind::STATUS_CHANGED)
-            .bind(message)
-            .bind(data.to_string())
+            .bind(changed.message(None))
+            .bind(changed.data().map(|d| d.to_string()))
+            .bind(slot.event_id)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(DOING))?;
@@ -342,12 +420,12 @@ impl Store for SqlStore {
         const DOING: &str = "recording that a deployment serves";
         let at_db = db_time(at)?;
         let mut tx = self.begin_write(DOING).await?;
-        let (seq, status) = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
-        if status.is_terminal() {
+        let slot = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
+        if slot.status.is_terminal() {
             // Dropping `tx` rolls the seq bump back.
             return Err(StoreError::Terminal {
                 id: id.clone(),
-                status,
+                status: slot.status,
             });
         }
         let row = sqlx::query(SELECT_DEPLOYMENT)
@@ -370,11 +448,12 @@ impl Store for SqlStore {
         let deployment = deployment_from_row(&row)?;
         sqlx::query(INSERT_EVENT)
             .bind(id.as_str())
-            .bind(seq)
+            .bind(slot.seq)
             .bind(at_db)
             .bind(event_kind::SERVING)
             .bind(message)
             .bind(data.as_ref().map(serde_json::Value::to_string))
+            .bind(slot.event_id)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(DOING))?;
@@ -386,21 +465,25 @@ impl Store for SqlStore {
         const DOING: &str = "appending an event";
         let at_db = db_time(event.at)?;
         let mut tx = self.begin_write(DOING).await?;
-        let (seq, _status) = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
+        let slot = SqlStore::next_event_seq(&mut tx, id, DOING).await?;
         sqlx::query(INSERT_EVENT)
             .bind(id.as_str())
-            .bind(seq)
+            .bind(slot.seq)
             .bind(at_db)
             .bind(event.kind.as_str())
             .bind(event.message.as_str())
             .bind(event.data.as_ref().map(serde_json::Value::to_string))
+            .bind(slot.event_id)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(DOING))?;
         tx.commit().await.map_err(StoreError::db(DOING))?;
         Ok(Event {
+            id: to_u64("event id", slot.event_id)?,
             deployment_id: id.clone(),
-            seq: seq_from_db(seq)?,
+            service: slot.service,
+            environment: slot.environment,
+            seq: seq_from_db(slot.seq)?,
             at: event.at,
             kind: event.kind,
             message: event.message,
@@ -418,41 +501,42 @@ impl Store for SqlStore {
     }
 
     async fn events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, kind, message, data FROM deployment_events \
-             WHERE deployment_id = $1 ORDER BY seq",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::db("reading a deployment's events"))?;
+        let rows = sqlx::query(SELECT_EVENTS_OF)
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a deployment's events"))?;
         // Every deployment has its `created` event, so none means no deployment.
         if rows.is_empty() && self.deployment(id).await?.is_none() {
             return Err(StoreError::NotFound { id: id.clone() });
         }
-        rows.iter()
-            .map(|row| {
-                let data = match opt_text(row, "data")? {
-                    Some(text) => {
-                        Some(
-                            serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
-                                what: "event data",
-                                found: text,
-                            })?,
-                        )
-                    }
-                    None => None,
-                };
-                Ok(Event {
-                    deployment_id: id.clone(),
-                    seq: seq_from_db(int(row, "seq")?)?,
-                    at: millis(row, "at")?,
-                    kind: text(row, "kind")?,
-                    message: text(row, "message")?,
-                    data,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(SELECT_EVENTS_AFTER)
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(filter.environment.as_ref().map(EnvName::as_str))
+            .bind(filter.service.as_ref().map(ServiceName::as_str))
+            .bind(filter.deployment.as_ref().map(DeploymentId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("reading events"))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn last_event_id(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT last_event_id FROM event_counter WHERE name = 'events'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::db("reading the last event id"))?;
+        to_u64("event id", int(&row, "last_event_id")?)
     }
 
     async fn record_measurement(

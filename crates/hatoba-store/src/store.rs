@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName};
 
 use crate::{
-    AuditEntry, Deployment, Event, HistoryFilter, Measurement, NewAudit, NewDeployment, NewEvent,
-    NewMeasurement, SealedSecret, SecretVersion, StoreError,
+    AuditEntry, Deployment, Event, EventFilter, HistoryFilter, Measurement, NewAudit,
+    NewDeployment, NewEvent, NewMeasurement, SealedSecret, SecretVersion, StoreError,
 };
 
 /// The deployment history: deployments, their timelines and measurements,
@@ -68,6 +68,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A deployment's timeline, oldest first ([`StoreError::NotFound`] for
     /// an unknown id).
     async fn events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError>;
+
+    /// At most `limit` events with an id above `after` that pass `filter`,
+    /// in id order: what a reader that has seen every event up to `after`
+    /// has not seen yet. Ids are taken in commit order, so a reader that
+    /// resumes after the last id it got misses nothing and sees nothing
+    /// twice, across restarts too.
+    async fn events_after(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// The id of the newest event stored (0 when there is none).
+    async fn last_event_id(&self) -> Result<u64, StoreError>;
 
     /// Records one analysis measurement of a deployment (finished ones
     /// included) and returns it with its seq: the deployment's

@@ -401,19 +401,21 @@ async fn timings(
     let Ok(events) = store.events(&d.id).await else {
         return (None, None);
     };
-    let first_traffic = events
+    let typed: Vec<(hatoba_core::Millis, hatoba_core::Event)> =
+        events.iter().map(|e| (e.at, e.typed())).collect();
+    let first_traffic = typed
         .iter()
-        .find(|e| e.kind == "weight_changed" && !e.message.ends_with(" 0%"))
-        .map(|e| e.at);
-    let decided = events
+        .find(|(_, e)| e.weight().is_some_and(|w| w > 0))
+        .map(|(at, _)| *at);
+    let decided = typed
         .iter()
-        .find(|e| e.message.starts_with("rolling back"))
-        .map(|e| e.at);
-    let back = events
+        .find(|(_, e)| matches!(e, hatoba_core::Event::RollbackStarted { .. }))
+        .map(|(at, _)| *at);
+    let back = typed
         .iter()
         .rev()
-        .find(|e| e.kind == "weight_changed" && e.message.ends_with(" 0%"))
-        .map(|e| e.at);
+        .find(|(_, e)| e.weight() == Some(0))
+        .map(|(at, _)| *at);
     let detect = match (first_traffic, decided) {
         (Some(a), Some(b)) => Some(b.since(a)),
         (None, Some(b)) => Some(b.since(d.started_at)),

@@ -189,16 +189,18 @@ fn last_of<'a>(events: &'a [hatoba_store::Event], kind: &str) -> Option<&'a hato
 
 /// A live deployment's latest traffic change and latest rollout step.
 fn phase(events: &[hatoba_store::Event]) -> Option<String> {
-    let last = |kind: &str| {
-        events
+    let typed: Vec<(&hatoba_store::Event, hatoba_core::Event)> =
+        events.iter().map(|e| (e, e.typed())).collect();
+    let last = |is: fn(&hatoba_core::Event) -> bool| {
+        typed
             .iter()
             .rev()
-            .find(|e| e.kind == kind)
-            .map(|e| e.message.as_str())
+            .find(|(_, t)| is(t))
+            .map(|(e, _)| e.message.as_str())
     };
     let parts: Vec<&str> = [
-        last(hatoba_store::event_kind::WEIGHT_CHANGED),
-        last("rollout"),
+        last(|t| t.weight().is_some()),
+        last(hatoba_core::Event::is_rollout),
     ]
     .into_iter()
     .flatten()

@@ -454,8 +454,8 @@ proptest! {
                         prop_assert!(x.percent() == 0 || ready_canary > 0, "weight {x} with no ready canary");
                         weight = x.percent();
                     }
-                    Command::Record(msg) => {
-                        if let Some(n) = msg.strip_prefix("step ").and_then(|r| r.split(':').next()).and_then(|n| n.parse::<usize>().ok()) {
+                    Command::Event(e) => {
+                        if let Some(n) = e.step() {
                             // No step skipped: steps start in order, one after another.
                             if let Some(prev) = last_step { prop_assert!(n == prev || n == prev + 1, "step {n} after {prev}"); } else { prop_assert_eq!(n, 0); }
                             last_step = Some(n);

@@ -59,6 +59,7 @@ pub(crate) fn render(c: &Command) -> String {
         Command::StartAnalysis(r) => format!("start analysis {}", run(r)),
         Command::StopAnalysis(r) => format!("stop analysis {}", run(r)),
         Command::SetPreview(on) => format!("preview {}", if *on { "on" } else { "off" }),
+        Command::Event(e) => format!("# {e}"),
         Command::Record(m) => format!("# {m}"),
         Command::PromotedWithoutEvidence(m) => format!("promoted without evidence: {m}"),
         Command::Serving { warm_until: None } => "serving".to_owned(),

@@ -164,8 +164,8 @@ fn written(r: &ServiceRecord) -> String {
 type Builder<T> = (&'static str, fn() -> T);
 
 const CURRENT: [Builder<ServiceRecord>; 2] = [
-    ("v2-canary-paused.json", canary_record),
-    ("v2-blue-green-awaiting-promotion.json", blue_green_record),
+    ("v3-canary-paused.json", canary_record),
+    ("v3-blue-green-awaiting-promotion.json", blue_green_record),
 ];
 
 #[test]
@@ -215,6 +215,8 @@ fn every_shipped_fixture_loads() {
         "v1-blue-green-awaiting-promotion.json",
         "v2-canary-paused.json",
         "v2-blue-green-awaiting-promotion.json",
+        "v3-canary-paused.json",
+        "v3-blue-green-awaiting-promotion.json",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -279,4 +281,27 @@ fn a_newer_format_is_refused_with_a_clear_message() {
     let e = ServiceRecord::from_json(&v.to_string()).unwrap_err();
     assert!(e.to_string().contains("\"two\""), "{e}");
     assert!(ServiceRecord::from_json("[1, 2]").is_err());
+}
+
+#[test]
+fn a_text_line_pending_in_a_saved_machine_still_loads() {
+    // Saved before typed events: a pending `Record` in the machine's queue.
+    let mut v: serde_json::Value = serde_json::from_str(&fixture("v2-canary-paused.json")).unwrap();
+    v["rollout"]["machine"]["Canary"]["out"]["queue"] =
+        serde_json::json!([{"Record": "step 1: pause until `hatoba promote`"}]);
+    let mut m = machine_of(ServiceRecord::from_json(&v.to_string()).unwrap());
+    assert_eq!(
+        drain(&mut m),
+        vec![Command::Record(
+            "step 1: pause until `hatoba promote`".to_owned()
+        )]
+    );
+    // Today's machines queue typed events, saved as their tag and fields.
+    let mut live = canary_machine();
+    live.handle(Millis(5_000), Input::Promote);
+    let text = serde_json::to_string(&live).unwrap();
+    assert!(
+        text.contains(r#""Event":{"kind":"step_promoted","step":1}"#),
+        "{text}"
+    );
 }

@@ -289,9 +289,11 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
     assert_eq!(current.version.as_str(), "v2");
     let events = store.events(&d3.id).await.unwrap();
     assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "analysis" && e.message.starts_with("analysis fail")),
+        events.iter().any(|e| match e.typed() {
+            hatoba_core::Event::Verdict { verdict, .. } => verdict == "fail",
+            hatoba_core::Event::AnalysisFailed { .. } => true,
+            _ => false,
+        }),
         "{events:#?}"
     );
     for s in serving.instances {

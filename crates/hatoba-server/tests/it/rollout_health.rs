@@ -75,7 +75,7 @@ async fn a_runtime_that_cannot_list_mid_rollout_is_recorded_and_crashes_nothing(
     let events = w.store.events(&d2.id).await.unwrap();
     let problems: Vec<&str> = events
         .iter()
-        .filter(|e| e.kind == "runtime")
+        .filter(|e| e.kind == "listing_failed" || e.kind == "listing_recovered")
         .map(|e| e.message.as_str())
         .collect();
     // Said once, not at every round.

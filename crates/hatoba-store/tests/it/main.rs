@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod concurrent;
+mod events;
 mod files;
 mod secrets;
 mod serving;

@@ -172,6 +172,9 @@ fn position(rollout: &serde_json::Value) -> (Option<usize>, Vec<String>) {
         if let Some(m) = c["Record"].as_str() {
             decided.push(m.to_owned());
         }
+        if let Ok(e) = serde_json::from_value::<hatoba_core::Event>(c["Event"].clone()) {
+            decided.push(e.to_string());
+        }
     }
     (begun, decided)
 }

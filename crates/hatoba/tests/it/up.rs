@@ -177,10 +177,16 @@ fn up_then_deploy_promote_roll_back_and_abort() {
         ));
     // Promote: the rollout goes on to 100 % and finishes.
     hatoba(&state).args(["promote", "web"]).assert().success();
+    // Serving first (v2 current for `status`), complete once v1 is
+    // stopped: only then does a new deployment go through.
     crate::support::poll_explained(
-        "v2 current",
+        "v2 current and complete",
         Duration::from_secs(30),
-        || (status_version(&state).as_deref() == Some("v2")).then_some(()),
+        || {
+            (status_version(&state).as_deref() == Some("v2")
+                && crate::support::latest(&state)["status"] == "succeeded")
+                .then_some(())
+        },
         || {
             let out = hatoba(&state).args(["diagnose", "web"]).output().unwrap();
             String::from_utf8_lossy(&out.stdout).into_owned()
