@@ -14,6 +14,7 @@ pub const API_VERSION: &str = "hatoba/v1";
 
 /// One deployment, as listed by `hatoba history` and shown by `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     /// Its id, e.g. `d-01kbx2...`.
     pub id: String,
@@ -51,6 +52,7 @@ pub struct Deployment {
 
 /// One event in a deployment's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// When, RFC 3339 UTC.
     pub at: String,
@@ -64,6 +66,7 @@ pub struct Event {
 
 /// `hatoba history --output json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct History {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -73,6 +76,7 @@ pub struct History {
 
 /// The state of one service in one environment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceStatus {
     /// The service.
     pub service: String,
@@ -110,6 +114,7 @@ pub struct ServiceStatus {
 
 /// One analysis measurement (`hatoba analysis DEPLOYMENT`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeasurementInfo {
     /// Its order within the deployment.
     pub seq: u64,
@@ -129,6 +134,7 @@ pub struct MeasurementInfo {
 
 /// `hatoba analysis DEPLOYMENT --output json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnalysisReport {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -140,6 +146,7 @@ pub struct AnalysisReport {
 
 /// `hatoba status --output json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -149,6 +156,7 @@ pub struct Status {
 
 /// `hatoba backup --output json`: the copy that was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Backup {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -166,6 +174,7 @@ pub struct Backup {
 
 /// `hatoba restore FILE --output json`: what was put in place.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Restore {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -181,6 +190,7 @@ pub struct Restore {
 
 /// `POST /v1/deployments/{id}/approve`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     /// Who approves; must not be who deployed.
@@ -189,6 +199,7 @@ pub struct ApproveRequest {
 
 /// One instance as the server sees it (`GET /v1/services/{name}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
     /// Its id, e.g. `web-v2-3f9a`.
     pub id: String,
@@ -218,6 +229,7 @@ pub struct InstanceInfo {
 
 /// One group of the route table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteGroup {
     /// `stable`, `canary` or `preview`.
     pub role: String,
@@ -231,6 +243,7 @@ pub struct RouteGroup {
 
 /// `GET /v1/services/{name}`: what runs and how it is routed, now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceDetail {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -260,6 +273,7 @@ pub struct ServiceDetail {
 
 /// One problem found in a spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SpecDiagnostic {
     /// `error` or `warning`.
     pub severity: String,
@@ -279,6 +293,7 @@ pub struct SpecDiagnostic {
 
 /// `hatoba validate --output json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Validation {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -297,6 +312,7 @@ pub struct Validation {
 /// The body of every error answer, and what `--output json` prints on stderr
 /// when a command fails.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The process exit code that goes with it.
     pub exit_code: u8,
@@ -310,6 +326,7 @@ pub struct ErrorBody {
 /// strictly: an unknown field is refused, not ignored (a misspelt `vars`
 /// must not deploy without its values).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The service.
@@ -328,6 +345,7 @@ pub struct DeployRequest {
 /// `POST /v1/services/{name}/rollback`: return to the previous (or a named)
 /// succeeded version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to return to; when absent, the previous succeeded one
@@ -342,6 +360,7 @@ pub struct RollbackRequest {
 /// recorded when the promotion goes past missing evidence. The body may be
 /// absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// Who asks, for the history.
@@ -351,6 +370,7 @@ pub struct PromoteRequest {
 
 /// `GET /v1/deployments/{id}`: a deployment and its events so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentDetail {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -364,6 +384,8 @@ pub struct DeploymentDetail {
 /// (`hatoba secret set` and `rotate`). The value travels in this request
 /// only, over loopback with the token; `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct SecretSetRequest {
     /// The value.
     pub value: String,
@@ -391,6 +413,7 @@ impl std::fmt::Debug for SecretSetRequest {
 
 /// One stored version of a secret, without its value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretVersionInfo {
     /// From 1.
     pub version: u64,
@@ -402,6 +425,7 @@ pub struct SecretVersionInfo {
 
 /// A secret of an environment: its versions, never a value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretInfo {
     /// Its name.
     pub name: String,
@@ -415,6 +439,7 @@ pub struct SecretInfo {
 
 /// `GET /v1/secrets`: the environment's secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretList {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -426,6 +451,7 @@ pub struct SecretList {
 
 /// What `hatoba secret set|rotate|rm` changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretChange {
     /// The secret.
     pub name: String,
@@ -446,6 +472,7 @@ pub struct SecretChange {
 
 /// What `hatoba up` writes into the state directory so other commands find it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerInfo {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -459,9 +486,196 @@ pub struct ServerInfo {
     pub environment: String,
 }
 
+/// What kind of failure an API answer is: a decision the client acts on.
+/// Each kind has one HTTP status and one CLI exit code
+/// ([`ErrorKind::http_status`], [`ErrorKind::exit_code`]); a client maps
+/// the kind, never the HTTP number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is wrong (a malformed id, an unknown field, a value out
+    /// of range): 400, exit 2.
+    BadInput,
+    /// No token, or a wrong one: 401, exit 2.
+    Unauthorized,
+    /// Understood and refused for who asks (a deployer approving their own
+    /// deployment): 403, exit 5.
+    Forbidden,
+    /// No such service, deployment, secret, version or endpoint: 404, exit 4.
+    NotFound,
+    /// The endpoint exists but not with this method: 405, exit 2.
+    MethodNotAllowed,
+    /// The state forbids it now (a deployment in progress, nothing to roll
+    /// back to): 409, exit 5.
+    Conflict,
+    /// The request body is larger than the API reads: 413, exit 2.
+    TooLarge,
+    /// The operation was tried and failed (a variable without a value, a
+    /// secret that cannot be opened): 422, exit 1.
+    Failed,
+    /// Something the server needs is not available now (the history store
+    /// cannot be read or written): 503, exit 1.
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::BadInput,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::Conflict,
+        ErrorKind::TooLarge,
+        ErrorKind::Failed,
+        ErrorKind::Unavailable,
+    ];
+
+    /// The HTTP status that carries it: the one mapping of the API.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BadInput => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Conflict => 409,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Failed => 422,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+
+    /// The CLI's exit code for it (the documented table of
+    /// `crates/hatoba/src/exit.rs`): the one mapping of every client.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::BadInput
+            | ErrorKind::Unauthorized
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::TooLarge => 2,
+            ErrorKind::NotFound => 4,
+            ErrorKind::Forbidden | ErrorKind::Conflict => 5,
+            ErrorKind::Failed | ErrorKind::Unavailable => 1,
+        }
+    }
+
+    /// Its name on the wire (`bad_input`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "bad_input",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Failed => "failed",
+            ErrorKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The body of every error answer of the API, whatever refused the request
+/// (an operation, the token check, the router, the body reader).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiError {
+    /// What kind of failure: decides the HTTP status and the exit code.
+    pub kind: ErrorKind,
+    /// What went wrong, in words.
+    pub message: String,
+    /// What to do about it, when there is something to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The request field at fault, when it is one field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `POST /api/v1/deployments/{id}/approve`: the approval was passed on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Approval {
+    /// The deployment approved.
+    pub deployment: String,
+    /// Who approved it.
+    pub approved_by: String,
+}
+
+/// `POST /api/v1/services/{name}/promote|promote-full|abort`: the command
+/// was passed to the deployment in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OperatorAction {
+    /// The deployment in progress (empty while it is being recorded).
+    pub deployment: String,
+    /// `promote`, `promote-full` or `abort`.
+    pub action: String,
+}
+
+/// `DELETE /api/v1/secrets/{name}`: who removes it, for the audit log. The
+/// body may be absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SecretRemoveRequest {
+    /// Who asks.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_status_and_exit_code() {
+        let table: Vec<(&str, u16, u8)> = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.http_status(), k.exit_code()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                ("bad_input", 400, 2),
+                ("unauthorized", 401, 2),
+                ("forbidden", 403, 5),
+                ("not_found", 404, 4),
+                ("method_not_allowed", 405, 2),
+                ("conflict", 409, 5),
+                ("too_large", 413, 2),
+                ("failed", 422, 1),
+                ("unavailable", 503, 1),
+            ]
+        );
+        for k in ErrorKind::ALL {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        let e = ApiError {
+            kind: ErrorKind::NotFound,
+            message: "no deployment d-1".to_owned(),
+            hint: None,
+            field: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"kind":"not_found","message":"no deployment d-1"}"#
+        );
+    }
 
     #[test]
     fn field_names_are_the_contract() {

@@ -378,13 +378,15 @@ pub(crate) async fn call(
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        let e: hatoba_api::ErrorBody =
-            serde_json::from_slice(&bytes).unwrap_or(hatoba_api::ErrorBody {
-                exit_code: 1,
-                error: format!("the server answered {status}"),
+        // The exit code follows the error's kind, not the HTTP number.
+        let e: hatoba_api::ApiError =
+            serde_json::from_slice(&bytes).unwrap_or(hatoba_api::ApiError {
+                kind: hatoba_api::ErrorKind::Failed,
+                message: format!("the server answered {status}"),
                 hint: None,
+                field: None,
             });
-        let exit = match e.exit_code {
+        let exit = match e.kind.exit_code() {
             2 => Exit::BadInput,
             3 => Exit::Unreachable,
             4 => Exit::NotFound,
@@ -392,7 +394,7 @@ pub(crate) async fn call(
             6 => Exit::NotBuilt,
             _ => Exit::Failed,
         };
-        let mut err = CliError::new(exit, e.error);
+        let mut err = CliError::new(exit, e.message);
         if let Some(h) = e.hint {
             err = err.hint(h);
         }
@@ -423,7 +425,7 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
     let bytes = call(
         global,
         hyper::Method::POST,
-        "/v1/deployments",
+        "/api/v1/deployments",
         Some(serde_json::to_vec(&body)?),
     )
     .await?;
@@ -463,7 +465,7 @@ pub(crate) async fn watch(global: &Global, service: &str) -> anyhow::Result<Exit
     let bytes = call(
         global,
         hyper::Method::GET,
-        &format!("/v1/services/{service}"),
+        &format!("/api/v1/services/{service}"),
         None,
     )
     .await?;
@@ -480,7 +482,7 @@ pub(crate) async fn watch(global: &Global, service: &str) -> anyhow::Result<Exit
     let bytes = call(
         global,
         hyper::Method::GET,
-        &format!("/v1/deployments/{id}"),
+        &format!("/api/v1/deployments/{id}"),
         None,
     )
     .await?;
@@ -515,7 +517,7 @@ async fn follow(global: &Global, d: &hatoba_api::Deployment) -> anyhow::Result<E
         let bytes = match call(
             global,
             hyper::Method::GET,
-            &format!("/v1/deployments/{}", d.id),
+            &format!("/api/v1/deployments/{}", d.id),
             None,
         )
         .await
@@ -599,7 +601,7 @@ async fn progress_line(global: &Global, d: &hatoba_api::Deployment, elapsed: Dur
     if let Ok(bytes) = call(
         global,
         hyper::Method::GET,
-        &format!("/v1/services/{}", d.service),
+        &format!("/api/v1/services/{}", d.service),
         None,
     )
     .await
@@ -640,7 +642,7 @@ pub(crate) async fn rollback(
     let bytes = call(
         global,
         hyper::Method::POST,
-        &format!("/v1/services/{service}/rollback"),
+        &format!("/api/v1/services/{service}/rollback"),
         Some(body),
     )
     .await?;
@@ -658,7 +660,7 @@ pub(crate) async fn rollback(
         let end = call(
             global,
             hyper::Method::GET,
-            &format!("/v1/deployments/{}", d.id),
+            &format!("/api/v1/deployments/{}", d.id),
             None,
         )
         .await?;
@@ -690,7 +692,7 @@ pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> any
     let bytes = call(
         global,
         hyper::Method::POST,
-        &format!("/v1/services/{service}/{action}"),
+        &format!("/api/v1/services/{service}/{action}"),
         Some(body),
     )
     .await?;
