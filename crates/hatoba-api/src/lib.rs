@@ -188,7 +188,7 @@ pub struct Restore {
     pub previous: Option<String>,
 }
 
-/// `POST /v1/deployments/{id}/approve`.
+/// `POST /api/v1/deployments/{id}/approve`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -197,7 +197,7 @@ pub struct ApproveRequest {
     pub by: String,
 }
 
-/// One instance as the server sees it (`GET /v1/services/{name}`).
+/// One instance as the server sees it (`GET /api/v1/services/{name}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
@@ -241,7 +241,7 @@ pub struct RouteGroup {
     pub backends: Vec<String>,
 }
 
-/// `GET /v1/services/{name}`: what runs and how it is routed, now.
+/// `GET /api/v1/services/{name}`: what runs and how it is routed, now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceDetail {
@@ -322,7 +322,7 @@ pub struct ErrorBody {
     pub hint: Option<String>,
 }
 
-/// `POST /v1/deployments`: deploy a version of a service. Requests are read
+/// `POST /api/v1/deployments`: deploy a version of a service. Requests are read
 /// strictly: an unknown field is refused, not ignored (a misspelt `vars`
 /// must not deploy without its values).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,7 +342,7 @@ pub struct DeployRequest {
     pub deployed_by: Option<String>,
 }
 
-/// `POST /v1/services/{name}/rollback`: return to the previous (or a named)
+/// `POST /api/v1/services/{name}/rollback`: return to the previous (or a named)
 /// succeeded version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -356,7 +356,7 @@ pub struct RollbackRequest {
     pub by: Option<String>,
 }
 
-/// `POST /v1/services/{name}/promote` (and `promote-full`): who promotes,
+/// `POST /api/v1/services/{name}/promote` (and `promote-full`): who promotes,
 /// recorded when the promotion goes past missing evidence. The body may be
 /// absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,7 +368,7 @@ pub struct PromoteRequest {
     pub by: Option<String>,
 }
 
-/// `GET /v1/deployments/{id}`: a deployment and its events so far.
+/// `GET /api/v1/deployments/{id}`: a deployment and its events so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentDetail {
@@ -380,7 +380,7 @@ pub struct DeploymentDetail {
     pub events: Vec<Event>,
 }
 
-/// `PUT /v1/secrets/{name}`: store a new version of a secret
+/// `PUT /api/v1/secrets/{name}`: store a new version of a secret
 /// (`hatoba secret set` and `rotate`). The value travels in this request
 /// only, over loopback with the token; `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,7 +437,7 @@ pub struct SecretInfo {
     pub versions: Vec<SecretVersionInfo>,
 }
 
-/// `GET /v1/secrets`: the environment's secrets.
+/// `GET /api/v1/secrets`: the environment's secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretList {
