@@ -271,6 +271,32 @@ pub struct ServiceDetail {
     pub next_restart: Option<String>,
 }
 
+/// One service of the running environment, in brief.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceSummary {
+    /// The service.
+    pub service: String,
+    /// Where its users' traffic arrives (the spec's `route.listen`).
+    pub listen: String,
+    /// The version that serves (outside a rollout).
+    pub serving_version: Option<String>,
+    /// The deployment in progress.
+    pub live_deployment: Option<String>,
+}
+
+/// `GET /api/v1/services`: the services the server runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceList {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The environment.
+    pub environment: String,
+    /// By name.
+    pub services: Vec<ServiceSummary>,
+}
+
 /// One problem found in a spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -20,6 +20,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         routes::deploy,
         routes::deployment,
         routes::approve,
+        routes::services,
         routes::service,
         routes::rollback,
         routes::promote,

@@ -19,7 +19,7 @@ use axum::routing::{get, post, put};
 use hatoba_api::{
     ApiError, Approval, ApproveRequest, DeployRequest, Deployment, DeploymentDetail, ErrorKind,
     Health, OperatorAction, PromoteRequest, RollbackRequest, SecretChange, SecretList,
-    SecretRemoveRequest, SecretSetRequest, ServiceDetail,
+    SecretRemoveRequest, SecretSetRequest, ServiceDetail, ServiceList,
 };
 use std::sync::Arc;
 
@@ -50,6 +50,7 @@ fn router(server: &Arc<Server>) -> Router {
         .route("/api/v1/deployments", post(deploy))
         .route("/api/v1/deployments/{id}", get(deployment))
         .route("/api/v1/deployments/{id}/approve", post(approve))
+        .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/rollback", post(rollback))
         .route("/api/v1/services/{name}/promote", post(promote))
@@ -208,6 +209,20 @@ pub(crate) async fn approve(
 ) -> Result<(StatusCode, Json<Approval>), Failure> {
     let a = read_json::<ApproveRequest>(body, "approve", false).await?;
     Ok((StatusCode::ACCEPTED, Json(s.approve(&id, a.by).await?)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/services",
+    tag = "services",
+    summary = "the services this server runs",
+    responses(
+        (status = 200, description = "by name", body = ServiceList),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+    ),
+)]
+pub(crate) async fn services(State(s): Shared) -> Json<ServiceList> {
+    Json(s.list_services())
 }
 
 #[utoipa::path(

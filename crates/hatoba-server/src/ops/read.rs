@@ -8,6 +8,41 @@ use hatoba_core::{DeploymentId, ServiceName};
 use std::sync::PoisonError;
 
 impl Server {
+    /// The services this server runs, by name, with what serves and what
+    /// is in progress.
+    pub fn list_services(&self) -> hatoba_api::ServiceList {
+        let services = self
+            .services_spec()
+            .iter()
+            .map(|(name, svc)| {
+                let state = self.services.get(name);
+                hatoba_api::ServiceSummary {
+                    service: name.to_string(),
+                    listen: svc.route.listen.to_string(),
+                    serving_version: state.and_then(|s| {
+                        s.serving
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .as_ref()
+                            .map(|d| d.version.to_string())
+                    }),
+                    live_deployment: state.and_then(|s| {
+                        s.live
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .as_ref()
+                            .and_then(|(id, _)| id.as_ref().map(ToString::to_string))
+                    }),
+                }
+            })
+            .collect();
+        hatoba_api::ServiceList {
+            api_version: hatoba_api::API_VERSION.to_owned(),
+            environment: self.environment.to_string(),
+            services,
+        }
+    }
+
     /// What runs for a service and how it is routed, now.
     pub async fn service_detail(&self, name: &str) -> Result<hatoba_api::ServiceDetail, OpError> {
         let Some((service, state)) = name

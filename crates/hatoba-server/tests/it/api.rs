@@ -21,6 +21,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         r#"{"service": "web", "version": "v2"}"#,
     ),
     ("GET", "/api/v1/deployments/d-1", ""),
+    ("GET", "/api/v1/services", ""),
     ("GET", "/api/v1/services/web", ""),
     (
         "POST",
@@ -175,6 +176,19 @@ async fn health_and_the_document_need_no_token_and_an_unknown_path_is_a_json_404
         assert_eq!(e.kind.exit_code(), 4, "{answer}");
         assert!(e.message.contains(says), "{method} {path}: {answer}");
     }
+}
+
+#[tokio::test]
+async fn services_are_listed_with_their_address() {
+    let a = api().await;
+    let (code, answer) = call(a.addr, "GET", "/api/v1/services", Some(&a.token), b"").await;
+    assert_eq!(code, 200, "{answer}");
+    let list: hatoba_api::ServiceList = serde_json::from_str(&answer).unwrap();
+    assert_eq!(list.environment, "development");
+    let names: Vec<&str> = list.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(names, ["web"], "{answer}");
+    assert_eq!(list.services[0].serving_version, None, "{answer}");
+    assert_eq!(list.services[0].live_deployment, None, "{answer}");
 }
 
 #[tokio::test]
