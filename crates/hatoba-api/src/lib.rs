@@ -335,8 +335,8 @@ pub struct Validation {
     pub diagnostics: Vec<SpecDiagnostic>,
 }
 
-/// The body of every error answer, and what `--output json` prints on stderr
-/// when a command fails.
+/// What `--output json` prints on stderr when a command fails. (The API's
+/// error answers are [`ApiError`].)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
