@@ -129,7 +129,7 @@ class Up:
                               f"before it was ready: {self.log_tail()}")
             try:
                 api = Api(self.state)
-                api.get(f"/v1/services/{self.b.main_service(self)}")
+                api.get(f"/api/v1/services/{self.b.main_service(self)}")
                 self.api = api
                 return
             except (OSError, ValueError, KeyError, Fatal) as e:
@@ -179,7 +179,7 @@ class Up:
 
     def instances(self, service):
         """{instance id: pid} of the running instances of a service."""
-        d = self.api.get(f"/v1/services/{service}")
+        d = self.api.get(f"/api/v1/services/{service}")
         return {i["id"]: i["pid"] for i in d["instances"] if i["state"] == "running"}, d
 
     def cli(self, *args, timeout=120):
@@ -277,7 +277,7 @@ def recovery(recs, t_action):
 
 
 class ApiProbe:
-    """GET /v1/services/SERVICE every 0.5 s in a thread: is the API usable?
+    """GET /api/v1/services/SERVICE every 0.5 s in a thread: is the API usable?
     With a port instead: `GET /` on a new connection to 127.0.0.1:PORT every
     0.5 s (2 s timeout): can a new user still reach the proxy?"""
 
@@ -293,7 +293,7 @@ class ApiProbe:
             t = time.time()
             try:
                 if self.port is None:
-                    self.up.api.get(f"/v1/services/{self.service}")
+                    self.up.api.get(f"/api/v1/services/{self.service}")
                 else:
                     c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                     try:
@@ -662,7 +662,7 @@ class Bench:
         m = re.search(r"deployment (d-\S+)", text)
         fig = {"cli_exit": rc, "cli_seconds": round(secs, 2), "cli_tail": text.strip()[-400:]}
         if m:
-            d = up.api.get(f"/v1/deployments/{m.group(1)}")
+            d = up.api.get(f"/api/v1/deployments/{m.group(1)}")
             dep = d["deployment"]
             fig["status"] = dep["status"]
             fig["reason"] = dep.get("reason")
@@ -730,7 +730,7 @@ class Bench:
     def canary_weight_set(self, up, dep_id, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            d = up.api.get(f"/v1/deployments/{dep_id}")
+            d = up.api.get(f"/api/v1/deployments/{dep_id}")
             if any(e["kind"] == "weight_changed" and re.search(r"weight [1-9]", e["message"])
                    for e in d["events"]):
                 return d
@@ -772,7 +772,7 @@ class Bench:
         time.sleep(4)
         recs = load.stop()
         after_v = window(recs, t_restart)["versions"]
-        d = up.api.get(f"/v1/deployments/{dep}")
+        d = up.api.get(f"/api/v1/deployments/{dep}")
         rec = recovery(recs, t_int)
         fig = self.figures_after({
             "old_pid": old_pid, "new_pid": up.pid, "stop_s": round(stop_s, 3),
@@ -828,7 +828,7 @@ class Bench:
             probe = ApiProbe(up, "web")
             while time.time() < t_fill + 45:
                 try:
-                    d = up.api.get(f"/v1/deployments/{dep}")
+                    d = up.api.get(f"/api/v1/deployments/{dep}")
                     s = (d["deployment"]["status"], d["deployment"].get("reason"))
                     if not statuses or statuses[-1][1:] != s:
                         statuses.append((round(time.time() - t_fill, 2),) + s)
@@ -849,7 +849,7 @@ class Bench:
             log("diskfull: freed; waiting for the deployment to end and a new one to succeed")
             deadline = time.time() + 30
             while time.time() < deadline:
-                d = up.api.get(f"/v1/deployments/{dep}")
+                d = up.api.get(f"/api/v1/deployments/{dep}")
                 if d["deployment"]["status"] in TERMINAL:
                     break
                 time.sleep(0.2)

@@ -130,7 +130,7 @@ class Api:
             c.close()
 
     def detail(self, dep_id):
-        return self.get(f"/v1/deployments/{dep_id}")
+        return self.get(f"/api/v1/deployments/{dep_id}")
 
 
 def ready_200(host, port):

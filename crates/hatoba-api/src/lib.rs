@@ -14,6 +14,7 @@ pub const API_VERSION: &str = "hatoba/v1";
 
 /// One deployment, as listed by `hatoba history` and shown by `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     /// Its id, e.g. `d-01kbx2...`.
     pub id: String,
@@ -61,6 +62,7 @@ pub struct Deployment {
 
 /// One event in a deployment's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Its place among every event the server stored, strictly increasing:
     /// what a stream resumes after (`Last-Event-ID`). 0 from a server that
@@ -84,6 +86,7 @@ pub struct Event {
 
 /// `hatoba history --output json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct History {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -93,6 +96,7 @@ pub struct History {
 
 /// The state of one service in one environment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceStatus {
     /// The service.
     pub service: String,
@@ -136,6 +140,7 @@ pub struct ServiceStatus {
 
 /// A previous version kept warm after the new one took all traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WarmVersion {
     /// The previous version.
     pub version: String,
@@ -152,6 +157,7 @@ pub struct WarmVersion {
 
 /// One analysis measurement (`hatoba analysis DEPLOYMENT`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeasurementInfo {
     /// Its order within the deployment.
     pub seq: u64,
@@ -171,6 +177,7 @@ pub struct MeasurementInfo {
 
 /// `hatoba analysis DEPLOYMENT --output json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnalysisReport {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -182,6 +189,7 @@ pub struct AnalysisReport {
 
 /// `hatoba status --output json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -191,6 +199,7 @@ pub struct Status {
 
 /// `hatoba backup --output json`: the copy that was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Backup {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -208,6 +217,7 @@ pub struct Backup {
 
 /// `hatoba restore FILE --output json`: what was put in place.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Restore {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -221,16 +231,18 @@ pub struct Restore {
     pub previous: Option<String>,
 }
 
-/// `POST /v1/deployments/{id}/approve`.
+/// `POST /api/v1/deployments/{id}/approve`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     /// Who approves; must not be who deployed.
     pub by: String,
 }
 
-/// One instance as the server sees it (`GET /v1/services/{name}`).
+/// One instance as the server sees it (`GET /api/v1/services/{name}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
     /// Its id, e.g. `web-v2-3f9a`.
     pub id: String,
@@ -260,6 +272,7 @@ pub struct InstanceInfo {
 
 /// One group of the route table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteGroup {
     /// `stable`, `canary` or `preview`.
     pub role: String,
@@ -271,8 +284,9 @@ pub struct RouteGroup {
     pub backends: Vec<String>,
 }
 
-/// `GET /v1/services/{name}`: what runs and how it is routed, now.
+/// `GET /api/v1/services/{name}`: what runs and how it is routed, now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceDetail {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -300,8 +314,35 @@ pub struct ServiceDetail {
     pub next_restart: Option<String>,
 }
 
+/// One service of the running environment, in brief.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceSummary {
+    /// The service.
+    pub service: String,
+    /// Where its users' traffic arrives (the spec's `route.listen`).
+    pub listen: String,
+    /// The version that serves (outside a rollout).
+    pub serving_version: Option<String>,
+    /// The deployment in progress.
+    pub live_deployment: Option<String>,
+}
+
+/// `GET /api/v1/services`: the services the server runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceList {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The environment.
+    pub environment: String,
+    /// By name.
+    pub services: Vec<ServiceSummary>,
+}
+
 /// One problem found in a spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SpecDiagnostic {
     /// `error` or `warning`.
     pub severity: String,
@@ -321,6 +362,7 @@ pub struct SpecDiagnostic {
 
 /// `hatoba validate --output json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Validation {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -336,9 +378,10 @@ pub struct Validation {
     pub diagnostics: Vec<SpecDiagnostic>,
 }
 
-/// The body of every error answer, and what `--output json` prints on stderr
-/// when a command fails.
+/// What `--output json` prints on stderr when a command fails. (The API's
+/// error answers are [`ApiError`].)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The process exit code that goes with it.
     pub exit_code: u8,
@@ -348,10 +391,11 @@ pub struct ErrorBody {
     pub hint: Option<String>,
 }
 
-/// `POST /v1/deployments`: deploy a version of a service. Requests are read
+/// `POST /api/v1/deployments`: deploy a version of a service. Requests are read
 /// strictly: an unknown field is refused, not ignored (a misspelt `vars`
 /// must not deploy without its values).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The service.
@@ -367,9 +411,10 @@ pub struct DeployRequest {
     pub deployed_by: Option<String>,
 }
 
-/// `POST /v1/services/{name}/rollback`: return to the previous (or a named)
+/// `POST /api/v1/services/{name}/rollback`: return to the previous (or a named)
 /// succeeded version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to return to; when absent, the previous succeeded one
@@ -380,10 +425,11 @@ pub struct RollbackRequest {
     pub by: Option<String>,
 }
 
-/// `POST /v1/services/{name}/promote` (and `promote-full`): who promotes,
+/// `POST /api/v1/services/{name}/promote` (and `promote-full`): who promotes,
 /// recorded when the promotion goes past missing evidence. The body may be
 /// absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// Who asks, for the history.
@@ -391,8 +437,9 @@ pub struct PromoteRequest {
     pub by: Option<String>,
 }
 
-/// `GET /v1/deployments/{id}`: a deployment and its events so far.
+/// `GET /api/v1/deployments/{id}`: a deployment and its events so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentDetail {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -402,10 +449,12 @@ pub struct DeploymentDetail {
     pub events: Vec<Event>,
 }
 
-/// `PUT /v1/secrets/{name}`: store a new version of a secret
+/// `PUT /api/v1/secrets/{name}`: store a new version of a secret
 /// (`hatoba secret set` and `rotate`). The value travels in this request
 /// only, over loopback with the token; `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct SecretSetRequest {
     /// The value.
     pub value: String,
@@ -433,6 +482,7 @@ impl std::fmt::Debug for SecretSetRequest {
 
 /// One stored version of a secret, without its value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretVersionInfo {
     /// From 1.
     pub version: u64,
@@ -444,6 +494,7 @@ pub struct SecretVersionInfo {
 
 /// A secret of an environment: its versions, never a value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretInfo {
     /// Its name.
     pub name: String,
@@ -455,8 +506,9 @@ pub struct SecretInfo {
     pub versions: Vec<SecretVersionInfo>,
 }
 
-/// `GET /v1/secrets`: the environment's secrets.
+/// `GET /api/v1/secrets`: the environment's secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretList {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -468,6 +520,7 @@ pub struct SecretList {
 
 /// What `hatoba secret set|rotate|rm` changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretChange {
     /// The secret.
     pub name: String,
@@ -488,6 +541,7 @@ pub struct SecretChange {
 
 /// What `hatoba up` writes into the state directory so other commands find it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerInfo {
     /// Always [`API_VERSION`].
     pub api_version: String,
@@ -501,9 +555,196 @@ pub struct ServerInfo {
     pub environment: String,
 }
 
+/// What kind of failure an API answer is: a decision the client acts on.
+/// Each kind has one HTTP status and one CLI exit code
+/// ([`ErrorKind::http_status`], [`ErrorKind::exit_code`]); a client maps
+/// the kind, never the HTTP number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is wrong (a malformed id, an unknown field, a value out
+    /// of range): 400, exit 2.
+    BadInput,
+    /// No token, or a wrong one: 401, exit 2.
+    Unauthorized,
+    /// Understood and refused for who asks (a deployer approving their own
+    /// deployment): 403, exit 5.
+    Forbidden,
+    /// No such service, deployment, secret, version or endpoint: 404, exit 4.
+    NotFound,
+    /// The endpoint exists but not with this method: 405, exit 2.
+    MethodNotAllowed,
+    /// The state forbids it now (a deployment in progress, nothing to roll
+    /// back to): 409, exit 5.
+    Conflict,
+    /// The request body is larger than the API reads: 413, exit 2.
+    TooLarge,
+    /// The operation was tried and failed (a variable without a value, a
+    /// secret that cannot be opened): 422, exit 1.
+    Failed,
+    /// Something the server needs is not available now (the history store
+    /// cannot be read or written): 503, exit 1.
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::BadInput,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::Conflict,
+        ErrorKind::TooLarge,
+        ErrorKind::Failed,
+        ErrorKind::Unavailable,
+    ];
+
+    /// The HTTP status that carries it: the one mapping of the API.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BadInput => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Conflict => 409,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Failed => 422,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+
+    /// The CLI's exit code for it (the documented table of
+    /// `crates/hatoba/src/exit.rs`): the one mapping of every client.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::BadInput
+            | ErrorKind::Unauthorized
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::TooLarge => 2,
+            ErrorKind::NotFound => 4,
+            ErrorKind::Forbidden | ErrorKind::Conflict => 5,
+            ErrorKind::Failed | ErrorKind::Unavailable => 1,
+        }
+    }
+
+    /// Its name on the wire (`bad_input`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "bad_input",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Failed => "failed",
+            ErrorKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The body of every error answer of the API, whatever refused the request
+/// (an operation, the token check, the router, the body reader).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiError {
+    /// What kind of failure: decides the HTTP status and the exit code.
+    pub kind: ErrorKind,
+    /// What went wrong, in words.
+    pub message: String,
+    /// What to do about it, when there is something to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The request field at fault, when it is one field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `POST /api/v1/deployments/{id}/approve`: the approval was passed on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Approval {
+    /// The deployment approved.
+    pub deployment: String,
+    /// Who approved it.
+    pub approved_by: String,
+}
+
+/// `POST /api/v1/services/{name}/promote|promote-full|abort`: the command
+/// was passed to the deployment in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OperatorAction {
+    /// The deployment in progress (empty while it is being recorded).
+    pub deployment: String,
+    /// `promote`, `promote-full` or `abort`.
+    pub action: String,
+}
+
+/// `DELETE /api/v1/secrets/{name}`: who removes it, for the audit log. The
+/// body may be absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SecretRemoveRequest {
+    /// Who asks.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_status_and_exit_code() {
+        let table: Vec<(&str, u16, u8)> = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.http_status(), k.exit_code()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                ("bad_input", 400, 2),
+                ("unauthorized", 401, 2),
+                ("forbidden", 403, 5),
+                ("not_found", 404, 4),
+                ("method_not_allowed", 405, 2),
+                ("conflict", 409, 5),
+                ("too_large", 413, 2),
+                ("failed", 422, 1),
+                ("unavailable", 503, 1),
+            ]
+        );
+        for k in ErrorKind::ALL {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        let e = ApiError {
+            kind: ErrorKind::NotFound,
+            message: "no deployment d-1".to_owned(),
+            hint: None,
+            field: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"kind":"not_found","message":"no deployment d-1"}"#
+        );
+    }
 
     #[test]
     fn field_names_are_the_contract() {

@@ -10,13 +10,18 @@
 //! `Server` is `hatoba up`: a proxy listener per service, a `Deployer` per
 //! service, a supervisor per service between rollouts (readiness-gated
 //! routes, restarts with back-off, crash loops), re-adoption and resume
-//! after a restart, and a JSON API on loopback for the CLI.
+//! after a restart (`server`). `ops` is every operation a client can ask
+//! of it, typed, returning `Result<T, OpError>`; `http` is the API v1 on
+//! loopback (axum, one JSON error shape, an OpenAPI document) that only
+//! translates requests into operations.
 
 mod analysis;
 pub mod api;
 pub mod dataplane;
 mod deployer;
 pub mod events;
+pub mod http;
+pub mod ops;
 mod probe;
 pub mod secrets;
 mod server;
@@ -29,5 +34,6 @@ pub use deployer::{
     STATE_FORMAT, ServiceRecord, ServingRecord, StateError, clock_now, follow_tokio_clock,
 };
 pub use events::{EventBus, Subscription};
+pub use ops::{Action, OpError, without_evidence};
 pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
-pub use server::{Server, ServerConfig, StartError, new_token, without_evidence};
+pub use server::{Server, ServerConfig, StartError, new_token};

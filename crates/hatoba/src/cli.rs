@@ -70,6 +70,9 @@ pub(crate) enum Command {
     /// Print the JSON Schema of hatoba.yaml (for editors and linters).
     #[command(after_help = "Example:\n  hatoba schema > hatoba.schema.json")]
     Schema,
+    /// Print the OpenAPI 3.1 document of the server's API (`docs/openapi.json`).
+    #[command(after_help = "Example:\n  hatoba openapi > docs/openapi.json")]
+    Openapi,
     /// List past deployments, newest first.
     #[command(
         after_help = "Examples:\n  hatoba history\n  hatoba history web --env production --limit 5\n  hatoba history --output json"

@@ -10,6 +10,10 @@
 //! | 4 | not found: no such service, environment, deployment or state directory |
 //! | 5 | conflict: another deployment of the service is in progress; `hatoba restore` while a server runs for the state directory |
 //! | 6 | not built yet: the command exists but this version of Hatoba cannot do it |
+//!
+//! An error answer of the server's API carries a kind (`hatoba_api::ErrorKind`),
+//! and the code is the kind's (`ErrorKind::exit_code`), never derived from the
+//! HTTP status.
 
 use std::fmt;
 

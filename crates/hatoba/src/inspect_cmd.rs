@@ -50,7 +50,7 @@ pub(crate) async fn approve(
     let bytes = call(
         global,
         hyper::Method::POST,
-        &format!("/v1/deployments/{deployment}/approve"),
+        &format!("/api/v1/deployments/{deployment}/approve"),
         Some(body),
     )
     .await?;
@@ -70,7 +70,7 @@ async fn service_detail(
     let bytes = call(
         global,
         hyper::Method::GET,
-        &format!("/v1/services/{service}"),
+        &format!("/api/v1/services/{service}"),
         None,
     )
     .await?;

@@ -58,6 +58,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             output::stdout(&hatoba_spec::json_schema());
             Ok(Exit::Ok)
         }
+        Command::Openapi => {
+            output::stdout(&hatoba_server::http::openapi::json());
+            Ok(Exit::Ok)
+        }
         Command::Proxy { routes } => proxy_cmd::run(&routes),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

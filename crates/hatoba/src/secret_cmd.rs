@@ -160,7 +160,7 @@ async fn set(global: &Global, args: &SecretValueArgs, rotate: bool) -> anyhow::R
     let sent = call(
         global,
         hyper::Method::PUT,
-        &format!("/v1/secrets/{}", args.name),
+        &format!("/api/v1/secrets/{}", args.name),
         Some(std::mem::take(&mut body)),
     )
     .await;
@@ -203,7 +203,7 @@ async fn set(global: &Global, args: &SecretValueArgs, rotate: bool) -> anyhow::R
 
 async fn list(global: &Global, env: Option<&str>) -> anyhow::Result<Exit> {
     check_env(global, env)?;
-    let bytes = call(global, hyper::Method::GET, "/v1/secrets", None).await?;
+    let bytes = call(global, hyper::Method::GET, "/api/v1/secrets", None).await?;
     let list: hatoba_api::SecretList = serde_json::from_slice(&bytes)?;
     match global.output {
         Output::Json => output::json(&list)?,
@@ -243,7 +243,7 @@ async fn remove(global: &Global, name: &str, env: Option<&str>) -> anyhow::Resul
     let bytes = call(
         global,
         hyper::Method::DELETE,
-        &format!("/v1/secrets/{name}"),
+        &format!("/api/v1/secrets/{name}"),
         Some(serde_json::to_vec(&body)?),
     )
     .await?;

@@ -385,13 +385,15 @@ pub(crate) async fn call(
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        let e: hatoba_api::ErrorBody =
-            serde_json::from_slice(&bytes).unwrap_or(hatoba_api::ErrorBody {
-                exit_code: 1,
-                error: format!("the server answered {status}"),
+        // The exit code follows the error's kind, not the HTTP number.
+        let e: hatoba_api::ApiError =
+            serde_json::from_slice(&bytes).unwrap_or(hatoba_api::ApiError {
+                kind: hatoba_api::ErrorKind::Failed,
+                message: format!("the server answered {status}"),
                 hint: None,
+                field: None,
             });
-        let exit = match e.exit_code {
+        let exit = match e.kind.exit_code() {
             2 => Exit::BadInput,
             3 => Exit::Unreachable,
             4 => Exit::NotFound,
@@ -399,7 +401,7 @@ pub(crate) async fn call(
             6 => Exit::NotBuilt,
             _ => Exit::Failed,
         };
-        let mut err = CliError::new(exit, e.error);
+        let mut err = CliError::new(exit, e.message);
         if let Some(h) = e.hint {
             err = err.hint(h);
         }
@@ -430,7 +432,7 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
     let bytes = call(
         global,
         hyper::Method::POST,
-        "/v1/deployments",
+        "/api/v1/deployments",
         Some(serde_json::to_vec(&body)?),
     )
     .await?;
@@ -470,7 +472,7 @@ pub(crate) async fn watch(global: &Global, service: &str) -> anyhow::Result<Exit
     let bytes = call(
         global,
         hyper::Method::GET,
-        &format!("/v1/services/{service}"),
+        &format!("/api/v1/services/{service}"),
         None,
     )
     .await?;
@@ -487,7 +489,7 @@ pub(crate) async fn watch(global: &Global, service: &str) -> anyhow::Result<Exit
     let bytes = call(
         global,
         hyper::Method::GET,
-        &format!("/v1/deployments/{id}"),
+        &format!("/api/v1/deployments/{id}"),
         None,
     )
     .await?;
@@ -529,7 +531,7 @@ async fn follow(
         let bytes = match call(
             global,
             hyper::Method::GET,
-            &format!("/v1/deployments/{}", d.id),
+            &format!("/api/v1/deployments/{}", d.id),
             None,
         )
         .await
@@ -646,7 +648,7 @@ async fn progress_line(global: &Global, d: &hatoba_api::Deployment, elapsed: Dur
     if let Ok(bytes) = call(
         global,
         hyper::Method::GET,
-        &format!("/v1/services/{}", d.service),
+        &format!("/api/v1/services/{}", d.service),
         None,
     )
     .await
@@ -687,7 +689,7 @@ pub(crate) async fn rollback(
     let bytes = call(
         global,
         hyper::Method::POST,
-        &format!("/v1/services/{service}/rollback"),
+        &format!("/api/v1/services/{service}/rollback"),
         Some(body),
     )
     .await?;
@@ -705,7 +707,7 @@ pub(crate) async fn rollback(
         let end = call(
             global,
             hyper::Method::GET,
-            &format!("/v1/deployments/{}", d.id),
+            &format!("/api/v1/deployments/{}", d.id),
             None,
         )
         .await?;
@@ -737,7 +739,7 @@ pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> any
     let bytes = call(
         global,
         hyper::Method::POST,
-        &format!("/v1/services/{service}/{action}"),
+        &format!("/api/v1/services/{service}/{action}"),
         Some(body),
     )
     .await?;

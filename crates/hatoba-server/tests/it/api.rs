@@ -1,8 +1,11 @@
-//! The API's guard, through `Server::serve_api` on a loopback port over the
-//! fake runtime and data plane: every endpoint but `/v1/health` answers a
-//! missing or wrong bearer token with 401 and a JSON error (exit code 2)
-//! and does nothing; an unknown path is a JSON 404; a body over 64 KiB is
-//! a 413 on every endpoint that takes one.
+//! The API v1, through `Server::serve_api` on a loopback port over the
+//! fake runtime and data plane: every endpoint but `/api/v1/health` and
+//! `/api/v1/openapi.json` answers a missing or wrong bearer token with 401
+//! and does nothing; every error answer (an unknown path, a wrong method,
+//! malformed JSON, an unknown field, an oversized body, an unknown or
+//! malformed id) is the one JSON shape, `hatoba_api::ApiError`, whose kind
+//! gives the status; the OpenAPI document is `docs/openapi.json` and lists
+//! every route with its answers.
 
 use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, call, call_raw, serve_api, spec};
 use hatoba_server::{Server, ServerConfig};
@@ -14,27 +17,38 @@ use std::sync::Arc;
 const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "POST",
-        "/v1/deployments",
+        "/api/v1/deployments",
         r#"{"service": "web", "version": "v2"}"#,
     ),
-    ("GET", "/v1/deployments/d-1", ""),
+    ("GET", "/api/v1/deployments/d-1", ""),
+    ("GET", "/api/v1/services", ""),
+    ("GET", "/api/v1/services/web", ""),
+    (
+        "POST",
+        "/api/v1/deployments/d-1/approve",
+        r#"{"by": "bob"}"#,
+    ),
+    ("POST", "/api/v1/services/web/rollback", "{}"),
+    ("POST", "/api/v1/services/web/promote", "{}"),
+    ("POST", "/api/v1/services/web/promote-full", "{}"),
+    ("POST", "/api/v1/services/web/abort", "{}"),
+    ("GET", "/api/v1/secrets", ""),
+    ("PUT", "/api/v1/secrets/API_KEY", r#"{"value": "x"}"#),
+    ("DELETE", "/api/v1/secrets/API_KEY", ""),
+    ("GET", "/api/v1/no-such-thing", ""),
     ("GET", "/v1/services/web", ""),
-    ("POST", "/v1/deployments/d-1/approve", r#"{"by": "bob"}"#),
-    ("POST", "/v1/services/web/rollback", "{}"),
-    ("POST", "/v1/services/web/promote", "{}"),
-    ("POST", "/v1/services/web/promote-full", "{}"),
-    ("POST", "/v1/services/web/abort", "{}"),
-    ("GET", "/v1/no-such-thing", ""),
+    ("DELETE", "/api/v1/services/web", ""),
 ];
 
 /// The endpoints that read a body.
 const WITH_BODY: &[&str] = &[
-    "/v1/deployments",
-    "/v1/deployments/d-1/approve",
-    "/v1/services/web/rollback",
-    "/v1/services/web/promote",
-    "/v1/services/web/promote-full",
-    "/v1/services/web/abort",
+    "/api/v1/deployments",
+    "/api/v1/deployments/d-1/approve",
+    "/api/v1/services/web/rollback",
+    "/api/v1/services/web/promote",
+    "/api/v1/services/web/promote-full",
+    "/api/v1/services/web/abort",
+    "/api/v1/secrets/API_KEY",
 ];
 
 struct Api {
@@ -78,8 +92,13 @@ async fn api() -> Api {
     }
 }
 
-fn error_body(answer: &str) -> hatoba_api::ErrorBody {
-    serde_json::from_str(answer).unwrap_or_else(|e| panic!("not a JSON error ({e}): {answer}"))
+/// The answer as the API's error shape, checked against its status: the
+/// kind decides the status, always.
+fn error_body(code: u16, answer: &str) -> hatoba_api::ApiError {
+    let e: hatoba_api::ApiError = serde_json::from_str(answer)
+        .unwrap_or_else(|e| panic!("not the JSON error shape ({e}): {answer}"));
+    assert_eq!(e.kind.http_status(), code, "{answer}");
+    e
 }
 
 #[tokio::test]
@@ -99,16 +118,17 @@ async fn every_endpoint_refuses_a_missing_or_wrong_token_and_does_nothing() {
         for auth in &wrong {
             let (code, answer) = call_raw(a.addr, method, path, auth, body.as_bytes()).await;
             assert_eq!(code, 401, "{method} {path} with {auth:?}: {answer}");
-            let e = error_body(&answer);
-            assert_eq!(e.exit_code, 2, "{answer}");
-            assert_eq!(e.error, "missing or wrong token", "{answer}");
+            let e = error_body(code, &answer);
+            assert_eq!(e.kind, hatoba_api::ErrorKind::Unauthorized, "{answer}");
+            assert_eq!(e.kind.exit_code(), 2, "{answer}");
+            assert_eq!(e.message, "missing or wrong token", "{answer}");
             assert!(
                 e.hint.as_deref().is_some_and(|h| h.contains("--state-dir")),
                 "{answer}"
             );
         }
         // With the token the same request gets past the guard.
-        if *path != "/v1/deployments" {
+        if *path != "/api/v1/deployments" {
             let (code, answer) = call(a.addr, method, path, Some(t), body.as_bytes()).await;
             assert_ne!(code, 401, "{method} {path} with the token: {answer}");
         }
@@ -121,27 +141,73 @@ async fn every_endpoint_refuses_a_missing_or_wrong_token_and_does_nothing() {
 }
 
 #[tokio::test]
-async fn health_needs_no_token_and_an_unknown_path_is_a_json_404() {
+async fn health_and_the_document_need_no_token_and_an_unknown_path_is_a_json_404() {
     let a = api().await;
-    let (code, answer) = call(a.addr, "GET", "/v1/health", None, b"").await;
+    let (code, answer) = call(a.addr, "GET", "/api/v1/health", None, b"").await;
     assert_eq!(code, 200, "{answer}");
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(v["status"], "ok", "{answer}");
+    let (code, answer) = call(a.addr, "GET", "/api/v1/openapi.json", None, b"").await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer, hatoba_server::http::openapi::json());
     for (method, path, says) in [
         (
             "GET",
-            "/v1/no-such-thing",
-            "no such endpoint: /v1/no-such-thing",
+            "/api/v1/no-such-thing",
+            "no such endpoint: /api/v1/no-such-thing",
         ),
         ("GET", "/", "no such endpoint: /"),
-        ("DELETE", "/v1/services/web", "no such endpoint"),
-        ("POST", "/v1/services/web/restart", "no action `restart`"),
+        // The paths before v1 are gone, not kept as aliases.
+        (
+            "GET",
+            "/v1/services/web",
+            "no such endpoint: /v1/services/web",
+        ),
+        (
+            "POST",
+            "/api/v1/services/web/restart",
+            "no such endpoint: /api/v1/services/web/restart",
+        ),
     ] {
         let (code, answer) = call(a.addr, method, path, Some(&a.token), b"").await;
         assert_eq!(code, 404, "{method} {path}: {answer}");
-        let e = error_body(&answer);
-        assert_eq!(e.exit_code, 4, "{answer}");
-        assert!(e.error.contains(says), "{method} {path}: {answer}");
+        let e = error_body(code, &answer);
+        assert_eq!(e.kind, hatoba_api::ErrorKind::NotFound, "{answer}");
+        assert_eq!(e.kind.exit_code(), 4, "{answer}");
+        assert!(e.message.contains(says), "{method} {path}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn services_are_listed_with_their_address() {
+    let a = api().await;
+    let (code, answer) = call(a.addr, "GET", "/api/v1/services", Some(&a.token), b"").await;
+    assert_eq!(code, 200, "{answer}");
+    let list: hatoba_api::ServiceList = serde_json::from_str(&answer).unwrap();
+    assert_eq!(list.environment, "development");
+    let names: Vec<&str> = list.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(names, ["web"], "{answer}");
+    assert_eq!(list.services[0].serving_version, None, "{answer}");
+    assert_eq!(list.services[0].live_deployment, None, "{answer}");
+}
+
+#[tokio::test]
+async fn a_method_a_path_does_not_take_is_a_json_405_naming_the_ones_it_does() {
+    let a = api().await;
+    for (method, path, allowed) in [
+        ("DELETE", "/api/v1/services/web", "GET"),
+        ("GET", "/api/v1/deployments", "POST"),
+        ("POST", "/api/v1/secrets", "GET"),
+    ] {
+        let (code, answer) = call(a.addr, method, path, Some(&a.token), b"").await;
+        assert_eq!(code, 405, "{method} {path}: {answer}");
+        let e = error_body(code, &answer);
+        assert_eq!(e.kind, hatoba_api::ErrorKind::MethodNotAllowed, "{answer}");
+        assert_eq!(e.message, format!("{method} is not allowed on {path}"));
+        assert!(
+            e.hint.as_deref().is_some_and(|h| h.contains(allowed)),
+            "{answer}"
+        );
     }
 }
 
@@ -155,30 +221,248 @@ async fn a_body_over_64_kib_is_refused_with_413_by_every_endpoint_that_takes_one
         b
     };
     for path in WITH_BODY {
-        let (code, answer) = call(a.addr, "POST", path, Some(&a.token), &padded(65_537)).await;
+        let method = if path.starts_with("/api/v1/secrets") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let (code, answer) = call(a.addr, method, path, Some(&a.token), &padded(65_537)).await;
         assert_eq!(code, 413, "{path}: {answer}");
-        let e = error_body(&answer);
-        assert_eq!(e.exit_code, 2, "{answer}");
-        assert!(e.error.contains("too large"), "{path}: {answer}");
-        let (code, answer) = call(a.addr, "POST", path, Some(&a.token), &padded(65_536)).await;
+        let e = error_body(code, &answer);
+        assert_eq!(e.kind, hatoba_api::ErrorKind::TooLarge, "{answer}");
+        assert_eq!(e.kind.exit_code(), 2, "{answer}");
+        assert!(
+            e.message.contains("too large") || e.message.contains("at most"),
+            "{path}: {answer}"
+        );
+        let (code, answer) = call(a.addr, method, path, Some(&a.token), &padded(65_536)).await;
         assert_ne!(code, 413, "{path}: {answer}");
     }
-    // A promote's body is read as strictly as the others.
-    let (code, answer) = call(
-        a.addr,
-        "POST",
-        "/v1/services/web/promote",
-        Some(&a.token),
-        br#"{"by": "#,
-    )
-    .await;
-    assert_eq!(code, 400, "{answer}");
-    assert!(
-        error_body(&answer).error.contains("bad promote request"),
-        "{answer}"
-    );
     assert_eq!(
         a.trace.since(hatoba_core::Millis(0)),
         Vec::<(u64, Action)>::new()
     );
+}
+
+/// Malformed JSON and unknown fields are a 400 naming the problem (the
+/// field, when it is one), and nothing is done.
+#[tokio::test]
+async fn malformed_json_and_unknown_fields_are_json_400s_naming_the_problem() {
+    let a = api().await;
+    for (method, path, body, says, field) in [
+        (
+            "POST",
+            "/api/v1/services/web/promote",
+            r#"{"by": "#,
+            "bad promote request",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/services/web/rollback",
+            r#"{"too": "v1"}"#,
+            "unknown field `too`",
+            Some("too"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments",
+            r#"{"service": "web", "version": "v9", "varz": {}}"#,
+            "unknown field `varz`",
+            Some("varz"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments",
+            r#"{"service": "web"}"#,
+            "missing field `version`",
+            Some("version"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments/d-1/approve",
+            "",
+            "bad approve request",
+            None,
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/API_KEY",
+            r#"{"value": "hunter2", "rotat": true}"#,
+            "bad secret request",
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/v1/secrets/API_KEY",
+            r#"{"who": "bob"}"#,
+            "unknown field `who`",
+            Some("who"),
+        ),
+    ] {
+        let (code, answer) = call(a.addr, method, path, Some(&a.token), body.as_bytes()).await;
+        assert_eq!(code, 400, "{method} {path} {body}: {answer}");
+        let e = error_body(code, &answer);
+        assert_eq!(e.kind, hatoba_api::ErrorKind::BadInput, "{answer}");
+        assert!(e.message.contains(says), "{method} {path} {body}: {answer}");
+        assert_eq!(e.field.as_deref(), field, "{answer}");
+        // A secret's value is never quoted back.
+        assert!(!answer.contains("hunter2"), "{answer}");
+    }
+    assert_eq!(
+        a.trace.since(hatoba_core::Millis(0)),
+        Vec::<(u64, Action)>::new()
+    );
+}
+
+/// Unknown services and deployments are a 404 naming them; a malformed id
+/// or name is a 400 saying what it is not.
+#[tokio::test]
+async fn unknown_and_malformed_names_and_ids_are_named_in_the_error() {
+    let a = api().await;
+    let cases = [
+        (
+            "GET",
+            "/api/v1/services/nope".to_owned(),
+            "",
+            404,
+            "no service `nope`".to_owned(),
+        ),
+        (
+            "POST",
+            "/api/v1/services/nope/promote".to_owned(),
+            "",
+            404,
+            "no service `nope`".to_owned(),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".to_owned(),
+            r#"{"service": "nope", "version": "v2"}"#,
+            404,
+            "no service `nope` in the spec".to_owned(),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".to_owned(),
+            r#"{"service": "web", "version": "v 2"}"#,
+            400,
+            "version".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/deployments/not_an.id".to_owned(),
+            "",
+            400,
+            "`not_an.id` is not a deployment id".to_owned(),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments/not_an.id/approve".to_owned(),
+            r#"{"by": "bob"}"#,
+            400,
+            "`not_an.id` is not a deployment id".to_owned(),
+        ),
+        (
+            "POST",
+            "/api/v1/services/web/promote".to_owned(),
+            "",
+            409,
+            "service `web` has no deployment in progress".to_owned(),
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/not-a-name".to_owned(),
+            r#"{"value": "x"}"#,
+            400,
+            "`not-a-name` is not a secret name".to_owned(),
+        ),
+        (
+            "DELETE",
+            "/api/v1/secrets/API_KEY".to_owned(),
+            "",
+            404,
+            "no secret `API_KEY` is stored in `development`".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/deployments/d-1".to_owned(),
+            "",
+            404,
+            "no deployment d-1".to_owned(),
+        ),
+    ];
+    for (method, path, body, status, says) in cases {
+        let (code, answer) = call(a.addr, method, &path, Some(&a.token), body.as_bytes()).await;
+        assert_eq!(code, status, "{method} {path}: {answer}");
+        let e = error_body(code, &answer);
+        assert!(e.message.contains(&says), "{method} {path}: {answer}");
+    }
+    assert_eq!(
+        a.trace.since(hatoba_core::Millis(0)),
+        Vec::<(u64, Action)>::new()
+    );
+}
+
+/// `docs/openapi.json` is the document the code generates (`UPDATE_EXPECT=1`
+/// rewrites it), and it lists every route the router serves with its error
+/// answers in the one shape.
+#[test]
+fn the_openapi_document_is_fresh_and_lists_every_route() {
+    let actual = hatoba_server::http::openapi::json();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == actual,
+        "docs/openapi.json is stale: run `UPDATE_EXPECT=1 cargo test -p hatoba-server --test it openapi` (or `hatoba openapi > docs/openapi.json`)"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&actual).unwrap();
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    for (method, path) in ENDPOINTS
+        .iter()
+        .map(|(m, p, _)| (m.to_ascii_lowercase(), *p))
+        .filter(|(_, p)| p.starts_with("/api/v1/") && !p.contains("no-such"))
+        .chain([
+            ("get".to_owned(), "/api/v1/health"),
+            ("get".to_owned(), "/api/v1/openapi.json"),
+        ])
+    {
+        let templated = path
+            .replace("/d-1", "/{id}")
+            .replace("/web", "/{name}")
+            .replace("/API_KEY", "/{name}");
+        if method == "delete" && templated == "/api/v1/services/{name}" {
+            continue;
+        }
+        let op = &doc["paths"][&templated][&method];
+        assert!(
+            op.is_object(),
+            "{method} {templated} is not in the document"
+        );
+        let responses = op["responses"].as_object().unwrap();
+        for (status, r) in responses {
+            if status.starts_with('2') {
+                continue;
+            }
+            assert_eq!(
+                r["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ApiError",
+                "{method} {templated} {status}"
+            );
+        }
+        let public = templated == "/api/v1/health" || templated == "/api/v1/openapi.json";
+        assert_eq!(
+            responses.contains_key("401"),
+            !public,
+            "{method} {templated}: {responses:?}"
+        );
+    }
 }

@@ -555,9 +555,9 @@ impl Harness {
         serve_api(&self.server).await
     }
 
-    /// `GET /v1/services/web`, with the token.
+    /// `GET /api/v1/services/web`, with the token.
     pub(crate) async fn service_detail(&self, api: SocketAddr) -> hatoba_api::ServiceDetail {
-        let (code, body) = call(api, "GET", "/v1/services/web", Some(&self.token), b"").await;
+        let (code, body) = call(api, "GET", "/api/v1/services/web", Some(&self.token), b"").await;
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }

@@ -180,6 +180,24 @@ fn schema_is_the_checked_in_one() {
 }
 
 #[test]
+fn openapi_is_the_checked_in_one() {
+    let out = hatoba()
+        .arg("openapi")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let checked_in = std::fs::read(root().join("docs/openapi.json")).unwrap();
+    assert_eq!(
+        out, checked_in,
+        "docs/openapi.json is stale: `hatoba openapi > docs/openapi.json`"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+}
+
+#[test]
 fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         hatoba()

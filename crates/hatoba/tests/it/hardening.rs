@@ -162,28 +162,28 @@ fn malformed_or_unknown_api_bodies_are_refused_and_do_nothing() {
     let cases = [
         (
             "POST",
-            "/v1/services/web/rollback",
+            "/api/v1/services/web/rollback",
             r#"{"to": "v1""#,
             400,
             "bad rollback request",
         ),
         (
             "POST",
-            "/v1/services/web/rollback",
+            "/api/v1/services/web/rollback",
             r#"{"too": "v1"}"#,
             400,
             "unknown field `too`",
         ),
         (
             "POST",
-            "/v1/deployments",
+            "/api/v1/deployments",
             r#"{"service": "web", "version": "v9", "varz": {}}"#,
             400,
             "unknown field `varz`",
         ),
         (
             "POST",
-            "/v1/deployments/d-x/approve",
+            "/api/v1/deployments/d-x/approve",
             "",
             400,
             "bad approve request",
@@ -193,14 +193,14 @@ fn malformed_or_unknown_api_bodies_are_refused_and_do_nothing() {
         let (got, answer) = api_call(&sb.state, method, path, body);
         assert_eq!(got, code, "{method} {path} {body}: {answer}");
         let e: serde_json::Value = serde_json::from_str(&answer).unwrap();
-        assert_eq!(e["exit_code"], 2, "{answer}");
+        assert_eq!(e["kind"], "bad_input", "{answer}");
         assert!(
-            e["error"].as_str().unwrap().contains(says),
+            e["message"].as_str().unwrap().contains(says),
             "{method} {path} {body}: {answer}"
         );
     }
     let big = format!(r#"{{"to": "{}"}}"#, "x".repeat(100_000));
-    let (got, answer) = api_call(&sb.state, "POST", "/v1/services/web/rollback", &big);
+    let (got, answer) = api_call(&sb.state, "POST", "/api/v1/services/web/rollback", &big);
     assert_eq!(got, 413, "{answer}");
     // Nothing was rolled back or deployed.
     assert_eq!(crate::support::served(sb.port).as_deref(), Ok("v3"));

@@ -265,7 +265,7 @@ fn a_secret_reaches_the_instance_and_nothing_else() {
     wait_serving(&sandbox, &seen, CANARY_3);
     assert_eq!(latest(state)["secrets"]["DB_PASSWORD"], 3);
     let rotated = latest(state)["id"].as_str().unwrap().to_owned();
-    let answer = api_get(state, &format!("/v1/deployments/{rotated}"));
+    let answer = api_get(state, &format!("/api/v1/deployments/{rotated}"));
     assert!(
         contains(&answer, "deployed again for secret DB_PASSWORD version 3"),
         "{}",
@@ -301,9 +301,9 @@ fn a_secret_reaches_the_instance_and_nothing_else() {
     }
     let id = latest(state)["id"].as_str().unwrap().to_owned();
     for path in [
-        "/v1/services/web".to_owned(),
-        format!("/v1/deployments/{id}"),
-        "/v1/secrets".to_owned(),
+        "/api/v1/services/web".to_owned(),
+        format!("/api/v1/deployments/{id}"),
+        "/api/v1/secrets".to_owned(),
     ] {
         outputs.keep(format!("API {path}"), api_get(state, &path));
     }
@@ -464,7 +464,7 @@ fn a_restarted_server_restarts_an_instance_with_its_secret() {
     up.kill9();
     let _up = sandbox.up(&[]);
     std::fs::remove_file(&seen).unwrap();
-    let answer = api_get(state, "/v1/services/web");
+    let answer = api_get(state, "/api/v1/services/web");
     let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let detail: serde_json::Value = serde_json::from_slice(&answer[at + 4..]).unwrap();
     let pid = detail["instances"][0]["pid"].as_u64().unwrap();

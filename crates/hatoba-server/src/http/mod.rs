@@ -1,0 +1,117 @@
+//! The HTTP API v1: an axum `Router` (`routes`) over the operations layer,
+//! served on loopback by the accept loop below, which keeps the limits of
+//! invariant 11 (at most [`MAX_API_CONNECTIONS`] connections, the oldest
+//! silent one evicted for a new one, the head within [`API_HEADER_TIMEOUT`],
+//! the whole exchange within [`API_REQUEST_TIMEOUT`], one request per
+//! connection, bodies of at most [`MAX_BODY`] bytes read strictly).
+//!
+//! This layer only translates: a request into an operation's typed input,
+//! its `Result` into an answer. Every error answer, the router's and the
+//! body reader's included, is one JSON shape (`hatoba_api::ApiError`,
+//! `error`); the token is checked by `auth`; `openapi` is the document of
+//! all of it, generated from the handlers. No rule of an operation lives
+//! here.
+
+mod auth;
+mod error;
+pub mod openapi;
+mod routes;
+
+use crate::server::Server;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
+/// Largest API request body accepted.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+/// API connections served at once; one more is closed at accept.
+pub(crate) const MAX_API_CONNECTIONS: usize = 128;
+/// How long a client may take to send a request's head after connecting.
+pub(crate) const API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one API connection may last, request and answer.
+pub(crate) const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The pause after an accept that failed (out of file descriptors).
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Server {
+    /// Serves the API on `listener` until `shutdown` resolves.
+    ///
+    /// Limits, like the proxy's, so no client (the API needs a token, but
+    /// connecting does not) can starve the controller: at most
+    /// [`MAX_API_CONNECTIONS`] at once, one request per connection (the CLI
+    /// opens one per call), its head within [`API_HEADER_TIMEOUT`] of
+    /// connecting and the whole exchange within [`API_REQUEST_TIMEOUT`],
+    /// bodies of at most 64 KiB. When all the places are taken, the oldest
+    /// connection that has not sent a request yet (idle, or a slowloris
+    /// trickling its head) is closed to make room, so an operator's
+    /// `hatoba status` is served even under a flood of silent connections;
+    /// only when every place is busy answering is a new one closed. Out of
+    /// file descriptors, accepting pauses instead of spinning.
+    pub async fn serve_api(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        struct Open {
+            /// A request head arrived on it.
+            asked: Arc<std::sync::atomic::AtomicBool>,
+            task: tokio::task::AbortHandle,
+        }
+        let app = routes::app(&self);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // EMFILE and the like: the next accept would fail
+                            // the same way at once.
+                            if !matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                            ) {
+                                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                            }
+                            continue;
+                        }
+                    };
+                    open.retain(|o| !o.task.is_finished());
+                    if open.len() >= MAX_API_CONNECTIONS {
+                        let silent = open
+                            .iter()
+                            .position(|o| !o.asked.load(std::sync::atomic::Ordering::Relaxed));
+                        match silent.and_then(|i| open.remove(i)) {
+                            Some(oldest) => oldest.task.abort(),
+                            None => {
+                                // Every place is answering a request.
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    }
+                    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let app = app.clone();
+                    let flag = Arc::clone(&asked);
+                    let task = tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                            tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(API_HEADER_TIMEOUT)
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), svc);
+                        let _ = tokio::time::timeout(API_REQUEST_TIMEOUT, conn).await;
+                    });
+                    open.push_back(Open {
+                        asked,
+                        task: task.abort_handle(),
+                    });
+                }
+            }
+        }
+    }
+}

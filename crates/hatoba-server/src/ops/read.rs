@@ -1,0 +1,155 @@
+//! Operations that read: a service as it runs now (instances, route table,
+//! health) and a deployment with its events. They change nothing.
+
+use super::OpError;
+use crate::api;
+use crate::server::Server;
+use hatoba_core::{DeploymentId, ServiceName};
+use std::sync::PoisonError;
+
+impl Server {
+    /// The services this server runs, by name, with what serves and what
+    /// is in progress.
+    pub fn list_services(&self) -> hatoba_api::ServiceList {
+        let services = self
+            .services_spec()
+            .iter()
+            .map(|(name, svc)| {
+                let state = self.services.get(name);
+                hatoba_api::ServiceSummary {
+                    service: name.to_string(),
+                    listen: svc.route.listen.to_string(),
+                    serving_version: state.and_then(|s| {
+                        s.serving
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .as_ref()
+                            .map(|d| d.version.to_string())
+                    }),
+                    live_deployment: state.and_then(|s| {
+                        s.live
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .as_ref()
+                            .and_then(|(id, _)| id.as_ref().map(ToString::to_string))
+                    }),
+                }
+            })
+            .collect();
+        hatoba_api::ServiceList {
+            api_version: hatoba_api::API_VERSION.to_owned(),
+            environment: self.environment.to_string(),
+            services,
+        }
+    }
+
+    /// What runs for a service and how it is routed, now.
+    pub async fn service_detail(&self, name: &str) -> Result<hatoba_api::ServiceDetail, OpError> {
+        let Some((service, state)) = name
+            .parse::<ServiceName>()
+            .ok()
+            .and_then(|n| self.services.get(&n).cloned().map(|s| (n, s)))
+        else {
+            let names: Vec<String> = self.services.keys().map(ToString::to_string).collect();
+            return Err(
+                OpError::not_found(format!("no service `{}`", hatoba_core::shown(name)))
+                    .hint(format!("services: {}", names.join(", "))),
+            );
+        };
+        let route = self.data_plane.table(service.as_str()).await;
+        let in_route: std::collections::HashSet<std::net::SocketAddr> = route
+            .iter()
+            .flat_map(|r| r.groups.iter())
+            .filter(|g| g.weight > 0)
+            .flat_map(|g| g.backends.iter().copied())
+            .collect();
+        let (observed, restarts, crash_loop, next) = crate::supervisor::snapshot(&state);
+        let listed = self.runtime.list(&service).await.unwrap_or_default();
+        let instances = listed
+            .iter()
+            .map(|i| {
+                let o = observed.get(&i.id.0);
+                hatoba_api::InstanceInfo {
+                    id: i.id.to_string(),
+                    version: i.version.to_string(),
+                    addr: i.addr.to_string(),
+                    pid: i.pid,
+                    state: i.state.to_string(),
+                    in_route: in_route.contains(&i.addr),
+                    ready: o.map(|o| o.ready),
+                    last_probe: o.and_then(|o| o.last_probe.clone()),
+                    rss_bytes: o.and_then(|o| o.usage).map(|u| u.rss_bytes),
+                    cpu_seconds: o.and_then(|o| o.usage).map(|u| u.cpu_seconds),
+                    log: i.log.as_ref().map(|p| p.display().to_string()),
+                    started_at: i.started_at.to_rfc3339(),
+                }
+            })
+            .collect();
+        let serving = state
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|d| d.version.to_string());
+        let live = state
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|(id, _)| id.as_ref().map(ToString::to_string));
+        Ok(hatoba_api::ServiceDetail {
+            api_version: hatoba_api::API_VERSION.to_owned(),
+            service: service.to_string(),
+            environment: self.environment.to_string(),
+            serving_version: serving,
+            live_deployment: live,
+            instances,
+            route: route
+                .map(|r| {
+                    r.groups
+                        .iter()
+                        .map(|g| hatoba_api::RouteGroup {
+                            role: g.role.as_str().to_owned(),
+                            version: g.version.clone(),
+                            weight: g.weight,
+                            backends: g.backends.iter().map(ToString::to_string).collect(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            recent_restarts: restarts,
+            problem: state
+                .problem
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            crash_loop,
+            next_restart: next.map(|m| m.to_rfc3339()),
+        })
+    }
+
+    /// A deployment and its events so far.
+    pub async fn deployment_detail(
+        &self,
+        id: &str,
+    ) -> Result<hatoba_api::DeploymentDetail, OpError> {
+        let Ok(id) = id.parse::<DeploymentId>() else {
+            return Err(OpError::bad_input(format!(
+                "`{}` is not a deployment id",
+                hatoba_core::shown(id)
+            )));
+        };
+        match (
+            self.store.deployment(&id).await,
+            self.store.events(&id).await,
+        ) {
+            (Ok(Some(d)), Ok(events)) => Ok(hatoba_api::DeploymentDetail {
+                api_version: hatoba_api::API_VERSION.to_owned(),
+                deployment: api::deployment(&d),
+                events: events.iter().map(api::event).collect(),
+            }),
+            (Ok(None), _) => Err(OpError::not_found(format!("no deployment {id}"))),
+            (Err(e), _) | (_, Err(e)) => Err(OpError::store(&e)),
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! `hatoba up`: the long-running server for one environment of one spec.
+//!
+//! [`Server`] owns a proxy listener per service (the spec's route), one
+//! `Deployer` per service, the history store, the secret key and the API's
+//! token. This module holds the server's parts and its life: [`Server::start`]
+//! opens the listeners, [`Server::shutdown`] stops without cutting a request
+//! (invariant 12). `resume` brings back what a previous run left and takes
+//! over a rollout whose task failed; the operations clients ask for are in
+//! `ops`, and the HTTP API that translates them is in `http`.
+//!
+//! Restart: [`Server::resume`] reads each service's saved controller
+//! state, re-adopts the recorded instances through the runtime (pid and
+//! process start time checked), stops orphans of this state directory,
+//! rebuilds the route tables, and resumes a rollout that was in progress
+//! where its record says.
+//!
+//! Not built yet: RBAC beyond the token.
+
+mod resume;
+
+use crate::dataplane::DataPlane;
+use crate::deployer::{DeployError, Deployed, Deployer, Operator, ServiceRecord, ServingRecord};
+use crate::secrets::SecretKey;
+use hatoba_core::{DeploymentId, EnvName, ServiceName};
+use hatoba_metrics::Role;
+use hatoba_proxy::{GroupSpec, RouteSpec};
+use hatoba_rollout::Input;
+use hatoba_runtime::Runtime;
+use hatoba_spec::Spec;
+use hatoba_store::Store;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::mpsc;
+
+pub(crate) struct ServiceState {
+    pub(crate) deployer: Deployer,
+    pub(crate) serving: Mutex<Option<Deployed>>,
+    /// The deployment in progress (its id once recorded) and its operator channel.
+    pub(crate) live: Mutex<Option<(Option<DeploymentId>, mpsc::Sender<Operator>)>>,
+    /// Held by the supervisor for one round and by a deploy while it takes
+    /// over what serves, so the two never act on the instances at once.
+    pub(crate) ops: tokio::sync::Mutex<()>,
+    /// What the supervisor last observed.
+    pub(crate) health: Mutex<crate::supervisor::Health>,
+    /// Instances started outside a rollout (a start bringing the serving
+    /// version back) that no probe has seen ready yet: the supervisor routes
+    /// them once one does, instead of taking them as ready.
+    pub(crate) fresh: Mutex<std::collections::HashSet<std::net::SocketAddr>>,
+    /// A problem the service is recovering from (a rollout stopped by a
+    /// store error), shown by `diagnose` until it is over.
+    pub(crate) problem: Mutex<Option<String>>,
+}
+
+/// The server's parts, shared by the operations and the API.
+pub struct Server {
+    pub(crate) spec: Spec,
+    pub(crate) environment: EnvName,
+    pub(crate) base_dir: PathBuf,
+    pub(crate) spec_digest: String,
+    pub(crate) token: String,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) services: HashMap<ServiceName, Arc<ServiceState>>,
+    pub(crate) data_plane: Arc<dyn DataPlane>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    supervisors: Mutex<Vec<tokio::task::AbortHandle>>,
+    pub(crate) secret_key: Option<Arc<SecretKey>>,
+    /// One secret write at a time: the next version is the newest plus one.
+    pub(crate) secret_writes: tokio::sync::Mutex<()>,
+    /// Set when [`Server::shutdown`] begins: work that waits for the store
+    /// to come back gives up then.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// The stored events, live (`events.rs`).
+    events: Arc<crate::events::EventBus>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The environment is not in the spec.
+    #[error("environment `{0}` is not declared in the spec (declared: {1})")]
+    UnknownEnvironment(String, String),
+    /// A route's address could not be listened on.
+    #[error("cannot listen on {addr} for service `{service}`")]
+    Listen {
+        /// The service.
+        service: String,
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data plane refused a listener.
+    #[error(transparent)]
+    DataPlane(#[from] crate::DataPlaneError),
+    /// The saved state could not be read or acted on.
+    #[error("cannot resume service `{service}`")]
+    Resume {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: DeployError,
+    },
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("environment", &self.environment)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `Server::start` needs.
+pub struct ServerConfig {
+    /// The parsed spec.
+    pub spec: Spec,
+    /// Its digest, for the history.
+    pub spec_digest: String,
+    /// The environment to run (`development` may be implicit: the base services).
+    pub environment: EnvName,
+    /// Where relative paths in the spec start.
+    pub base_dir: PathBuf,
+    /// The history.
+    pub store: Arc<dyn Store>,
+    /// Where instances run.
+    pub runtime: Arc<dyn Runtime>,
+    /// Where traffic is routed.
+    pub data_plane: Arc<dyn DataPlane>,
+    /// The API's bearer token.
+    pub token: String,
+    /// The key secrets are sealed with; without one, secrets can be
+    /// neither stored nor used.
+    pub secret_key: Option<Arc<SecretKey>>,
+}
+
+impl Server {
+    /// The stored events, live: [`EventBus::subscribe`](crate::EventBus::subscribe).
+    pub fn events(&self) -> &Arc<crate::events::EventBus> {
+        &self.events
+    }
+
+    /// Opens a listener per service on the data plane; no instance runs
+    /// yet ([`Server::resume`] brings back what a previous run left).
+    pub async fn start(mut cfg: ServerConfig) -> Result<Arc<Server>, StartError> {
+        // Every event written through the server reaches the event stream.
+        let events = crate::events::EventBus::new(cfg.store, crate::events::BROADCAST_CAPACITY);
+        cfg.store = events.store();
+        let services_spec = match cfg.spec.environments.get(&cfg.environment) {
+            Some(e) => e.services.clone(),
+            None if cfg.environment.as_str() == "development" => cfg.spec.services.clone(),
+            None => {
+                let declared: Vec<String> = cfg
+                    .spec
+                    .environments
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect();
+                return Err(StartError::UnknownEnvironment(
+                    cfg.environment.to_string(),
+                    declared.join(", "),
+                ));
+            }
+        };
+        // A service the spec dropped stops being served (before the others
+        // listen: a new service may want its address).
+        // A blue-green service's preview address is a listener of its own.
+        let listeners: Vec<(String, &hatoba_spec::Listen)> = services_spec
+            .iter()
+            .flat_map(|(name, svc)| {
+                let preview = crate::dataplane::preview_listen(svc)
+                    .map(|l| (crate::dataplane::preview_key(name.as_str()), l));
+                std::iter::once((name.to_string(), &svc.route.listen)).chain(preview)
+            })
+            .collect();
+        let names: Vec<String> = listeners.iter().map(|(k, _)| k.clone()).collect();
+        cfg.data_plane.retain(&names).await?;
+        cfg.data_plane
+            .set_retention(cfg.spec.retention.metrics)
+            .await;
+        for (key, listen) in &listeners {
+            let text = listen.to_string();
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&text)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| StartError::Listen {
+                    service: key.clone(),
+                    addr: text.clone(),
+                    source: std::io::Error::other("cannot resolve the address"),
+                })?;
+            cfg.data_plane.listen(key, addr).await?;
+        }
+        let mut services = HashMap::new();
+        for name in services_spec.keys() {
+            let deployer = Deployer::new(
+                Arc::clone(&cfg.store),
+                Arc::clone(&cfg.runtime),
+                Arc::clone(&cfg.data_plane),
+            );
+            services.insert(
+                name.clone(),
+                Arc::new(ServiceState {
+                    deployer,
+                    serving: Mutex::new(None),
+                    live: Mutex::new(None),
+                    ops: tokio::sync::Mutex::new(()),
+                    health: Mutex::new(crate::supervisor::Health::default()),
+                    fresh: Mutex::new(std::collections::HashSet::new()),
+                    problem: Mutex::new(None),
+                }),
+            );
+        }
+        Ok(Arc::new(Server {
+            spec: cfg.spec,
+            environment: cfg.environment,
+            base_dir: cfg.base_dir,
+            spec_digest: cfg.spec_digest,
+            token: cfg.token,
+            store: cfg.store,
+            runtime: cfg.runtime,
+            services,
+            data_plane: cfg.data_plane,
+            tasks: Mutex::new(Vec::new()),
+            supervisors: Mutex::new(Vec::new()),
+            stopping: tokio::sync::watch::Sender::new(false),
+            secret_key: cfg.secret_key,
+            secret_writes: tokio::sync::Mutex::new(()),
+            events,
+        }))
+    }
+
+    /// Keeps a deployment's task for the shutdown to await, forgetting
+    /// those that ended.
+    pub(crate) fn keep_task(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Waits until no supervisor is in the middle of a round (one holds its
+    /// service's `ops` lock for a round). A seam for tests on a paused
+    /// clock: they advance it only between rounds, so every action of a
+    /// round carries the round's time.
+    #[doc(hidden)]
+    pub async fn between_rounds(&self) {
+        for state in self.services.values() {
+            drop(state.ops.lock().await);
+        }
+    }
+
+    /// The proxy listeners' addresses, by service.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .services_spec()
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.route.listen.to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub(crate) fn services_spec(
+        &self,
+    ) -> std::collections::BTreeMap<ServiceName, hatoba_spec::Service> {
+        self.spec
+            .environments
+            .get(&self.environment)
+            .map_or_else(|| self.spec.services.clone(), |e| e.services.clone())
+    }
+
+    /// Stops cleanly. With `keep_running`, instances, the data plane and
+    /// any rollout in progress are left as they are, recorded, for the next
+    /// `hatoba up` to take over. Otherwise, in this order, so that no
+    /// request is cut: rollouts in progress are aborted (traffic back on
+    /// stable, recorded as aborted); the listeners stop accepting and their
+    /// requests in flight finish; then every instance gets its grace period,
+    /// all at once. What served is still recorded (version and variables,
+    /// no instances), so the next `hatoba up` starts it again.
+    pub async fn shutdown(&self, keep_running: bool) {
+        self.stopping.send_replace(true);
+        for s in std::mem::take(
+            &mut *self
+                .supervisors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            s.abort();
+        }
+        if keep_running {
+            return;
+        }
+        for state in self.services.values() {
+            let live = state
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some((_, tx)) = live {
+                let _ = tx.try_send(Operator::Input(Input::Abort(
+                    "the server is shutting down".to_owned(),
+                )));
+            }
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            // An abort ends within the drain and grace periods; do not wait forever.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), t).await;
+        }
+        // No new connection from here; the requests in flight finish on
+        // instances that still run.
+        self.data_plane.shutdown().await;
+        let specs = self.services_spec();
+        let mut stops = tokio::task::JoinSet::new();
+        for (name, svc) in &specs {
+            if let Ok(list) = self.runtime.list(name).await {
+                for i in list {
+                    let runtime = Arc::clone(&self.runtime);
+                    let grace = svc.termination_grace_period;
+                    stops.spawn(async move {
+                        let _ = runtime.stop(&i.id, grace).await;
+                    });
+                }
+            }
+        }
+        while stops.join_next().await.is_some() {}
+        for name in specs.keys() {
+            if let Some(state) = self.services.get(name) {
+                let serving = state
+                    .serving
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let record = ServiceRecord {
+                    serving: serving.map(|d| ServingRecord {
+                        instances: Vec::new(),
+                        ..ServingRecord::of(&d)
+                    }),
+                    rollout: None,
+                };
+                let _ = state.deployer.save(name, &self.environment, &record).await;
+            }
+        }
+    }
+}
+
+/// The table of a service that is not being deployed: all on what serves.
+fn serving_route(name: &ServiceName, serving: Option<&Deployed>) -> RouteSpec {
+    RouteSpec {
+        service: name.to_string(),
+        groups: serving
+            .map(|d| {
+                vec![GroupSpec {
+                    role: Role::Stable,
+                    version: d.version.to_string(),
+                    weight: 100,
+                    backends: d.instances.iter().map(|i| i.addr).collect(),
+                }]
+            })
+            .unwrap_or_default(),
+        sticky: false,
+    }
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A fresh API token: 32 random bytes, hex.
+pub fn new_token() -> String {
+    (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
