@@ -2,7 +2,10 @@
 //! (a canary step's, or the background one), fed with measurements from the
 //! providers, every measurement recorded in the store.
 //!
-//! - `builtin` metrics read the proxy's window of the canary version; below
+//! - `builtin` metrics read the proxy's window of the canary version
+//!   (`long-lived-open` and `long-lived-abnormal` read its totals: counts of
+//!   WebSockets and event streams open now and ended abnormally, with no
+//!   window and no minimum of requests); below
 //!   the metric's minimum evidence (`minSamples`, default 20 requests) the
 //!   observation is *insufficient*: not a measurement, shown with what is
 //!   missing, and an analysis that never gets enough is inconclusive after
@@ -235,6 +238,27 @@ pub(crate) async fn measure(
         },
     };
     match &metric.provider {
+        Provider::Builtin(b)
+            if matches!(
+                b.metric,
+                BuiltinMetric::LongLivedOpen | BuiltinMetric::LongLivedAbnormal
+            ) =>
+        {
+            // Counts, not rates: no window and no minimum of requests. A
+            // version that never served has none.
+            let t = ctx
+                .data_plane
+                .totals(ctx.service, ctx.canary)
+                .await
+                .unwrap_or_default();
+            let (n, what) = if b.metric == BuiltinMetric::LongLivedOpen {
+                (t.long_lived_open, "open now")
+            } else {
+                (t.long_lived_abnormal, "ended abnormally")
+            };
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            judge(n as f64, format!("{n} long-lived connections {what}"))
+        }
         Provider::Builtin(b) => {
             let window = within(
                 window_for(b.window.unwrap_or(metric.interval)),
@@ -266,6 +290,8 @@ pub(crate) async fn measure(
                 BuiltinMetric::LatencyP95 => ms(stats.quantile(0.95)),
                 BuiltinMetric::LatencyP99 => ms(stats.quantile(0.99)),
                 BuiltinMetric::RequestRate => stats.rate_per_sec(),
+                // Measured above, from the totals.
+                BuiltinMetric::LongLivedOpen | BuiltinMetric::LongLivedAbnormal => f64::NAN,
             };
             if !value.is_finite() {
                 return Taken {

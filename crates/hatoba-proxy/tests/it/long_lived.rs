@@ -267,3 +267,24 @@ async fn streams_cut_while_routed_are_abnormal_and_after_a_drain_stopped() {
         assert_eq!(totals.against, 0, "nothing against the version");
     }
 }
+
+#[test]
+fn version_totals_carry_long_lived_counts_and_read_old_replies() {
+    use hatoba_proxy::control::VersionTotals;
+    let rec = hatoba_metrics::Recorder::new();
+    let stable = rec.group("web", Role::Stable, "v1");
+    let canary = rec.group("web", Role::Canary, "v1");
+    let _open = stable.open_long_lived();
+    canary
+        .open_long_lived()
+        .end(LongLivedEnd::Abnormal, Duration::from_secs(3));
+    stable
+        .open_long_lived()
+        .end(LongLivedEnd::Stopped, Duration::from_secs(3));
+    let t = VersionTotals::of(&rec, "web", "v1").unwrap();
+    assert_eq!((t.long_lived_open, t.long_lived_abnormal), (1, 1));
+    // A data plane from before these fields: read as none.
+    let old: VersionTotals =
+        serde_json::from_str(r#"{"judged":3,"against":0,"latency_buckets":[[1,3]]}"#).unwrap();
+    assert_eq!((old.long_lived_open, old.long_lived_abnormal), (0, 0));
+}
