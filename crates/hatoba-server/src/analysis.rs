@@ -395,6 +395,76 @@ pub(crate) fn default_judge() -> Option<Judge> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn long_lived_builtins_read_the_canarys_counts() {
+        use hatoba_metrics::{LongLivedEnd, Recorder, Role};
+        use std::sync::Arc;
+        let recorder = Arc::new(Recorder::new());
+        let canary = recorder.group("web", Role::Canary, "v2");
+        let _open = canary.open_long_lived();
+        for how in [
+            LongLivedEnd::Abnormal,
+            LongLivedEnd::Abnormal,
+            LongLivedEnd::Stopped,
+        ] {
+            canary.open_long_lived().end(how, Duration::from_secs(1));
+        }
+        let dp = crate::dataplane::LocalDataPlane::new(
+            Arc::clone(&recorder),
+            hatoba_proxy::ProxyOptions::default(),
+            0,
+        );
+        let text = "app: t
+services:
+  web:
+    process: {command: ./web}
+    route: {listen: 127.0.0.1:8080}
+analysis:
+  templates:
+    ws:
+      metrics:
+        - {name: open, interval: 1s, successCondition: result >= 1, provider: {builtin: {metric: long-lived-open}}}
+        - name: cut
+          interval: 1s
+          failureCondition: result > 0
+          provider: {builtin: {metric: long-lived-abnormal}}
+";
+        let parsed = hatoba_spec::parse(text);
+        let spec = parsed
+            .spec
+            .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+        let base_dir = PathBuf::from(".");
+        let ctx = Ctx {
+            data_plane: &dp,
+            service: "web",
+            canary: "v2",
+            stable: None,
+            env: "default",
+            base_dir: &base_dir,
+            running_for: Duration::from_secs(60),
+        };
+        let template = &spec.analysis.templates["ws"];
+        let taken: Vec<Taken> = {
+            let mut out = Vec::new();
+            for m in &template.metrics {
+                out.push(measure(&ctx, template, m, &BTreeMap::new()).await);
+            }
+            out
+        };
+        assert_eq!(taken[0].value, Some(1.0), "{}", taken[0].detail);
+        assert!(matches!(taken[0].observation, Observation::Passed));
+        // Two cut by the version; the one stopped by a drain is not.
+        assert_eq!(taken[1].value, Some(2.0), "{}", taken[1].detail);
+        assert!(matches!(taken[1].observation, Observation::Failed));
+        // A version that never served has none, without waiting for traffic.
+        let none = Ctx {
+            canary: "v9",
+            ..ctx
+        };
+        let cut = measure(&none, template, &template.metrics[1], &BTreeMap::new()).await;
+        assert_eq!(cut.value, Some(0.0), "{}", cut.detail);
+    }
+
     #[test]
     fn a_run_judges_unless_every_template_switches_the_judge_off() {
         let text = |judge: &str| {
