@@ -179,6 +179,30 @@ async fn an_event_stream_is_one_time_to_first_byte_sample_and_a_long_lived_conne
     let idle = wait_for_async(DEADLINE, || std::future::ready(g.in_flight() == 0)).await;
     assert!(idle.is_ok(), "the stream left the in-flight gauge");
     drop(c);
+    // The admin listener's /metrics shows it apart from the requests.
+    let admin = hatoba_proxy::AdminServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::clone(proxy.router.recorder()),
+        vec![Arc::clone(&proxy.router)],
+    )
+    .unwrap();
+    let metrics = crate::support::raw(
+        admin.local_addr(),
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let labels = r#"service="web",group="stable",version="v1""#;
+    for line in [
+        format!("hatoba_long_lived_opened_total{{{labels}}} 1"),
+        format!("hatoba_long_lived_ended_total{{{labels},end=\"normal\"}} 1"),
+        format!("hatoba_long_lived_ended_total{{{labels},end=\"abnormal\"}} 0"),
+        format!("hatoba_long_lived_open{{{labels}}} 0"),
+        format!("hatoba_long_lived_duration_seconds_count{{{labels}}} 1"),
+        format!("http_request_duration_seconds_count{{{labels}}} 1"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    admin.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
