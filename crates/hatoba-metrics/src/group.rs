@@ -1,7 +1,9 @@
 //! `GroupStats`, the traffic of one (service, role, version): cumulative
 //! totals for Prometheus, two rings of time slots for the rolling windows,
 //! an in-flight gauge, and the per-instance counters (`InstanceStats`) of
-//! the backends serving it.
+//! the backends serving it, and the counters of its long-lived connections
+//! (WebSockets, event streams: the `long_lived` module), kept apart from
+//! requests.
 //!
 //! `record` is the proxy's hot path: relaxed atomics only, no lock, no
 //! allocation, no clock (the caller passes `now`). Only creating an
@@ -20,6 +22,7 @@
 
 use crate::counts::{Counts, Tally};
 use crate::histogram::BUCKETS;
+use crate::long_lived::{LongLived, LongLivedCounts, LongLivedStats};
 use crate::outcome::{Failure, Outcome, Record, Role, STATUS_SLOTS, status_label};
 use crate::window::{Ring, Window, WindowStats};
 use hatoba_core::Millis;
@@ -45,6 +48,8 @@ pub struct GroupStats {
     /// Cumulative latency buckets of judged requests.
     latency: Box<[AtomicU64]>,
     in_flight: AtomicU64,
+    /// Long-lived connections: never in `latency` nor in the rings.
+    long_lived: LongLivedStats,
     /// `now + 1` of the newest record, 0 before the first.
     last_record: AtomicU64,
     /// 1 s slots: the 10 s window.
@@ -107,6 +112,7 @@ impl GroupStats {
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             latency: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             in_flight: AtomicU64::new(0),
+            long_lived: LongLivedStats::default(),
             last_record: AtomicU64::new(0),
             fine: Ring::new(Window::S10.slot(), FINE_SLOTS),
             coarse: Ring::new(Window::M5.slot(), COARSE_SLOTS),
@@ -167,7 +173,7 @@ impl GroupStats {
         }
     }
 
-    /// Names, totals, gauges and instances copied; counts by status,
+    /// Names, totals, gauges, long-lived counters and instances copied; counts by status,
     /// latency buckets and rings empty (the callers fill them).
     fn copy_rest(&self) -> GroupStats {
         GroupStats {
@@ -178,6 +184,7 @@ impl GroupStats {
             by_status: Box::new([]),
             latency: Box::new([]),
             in_flight: AtomicU64::new(self.in_flight.load(Relaxed)),
+            long_lived: self.long_lived.copy(),
             last_record: AtomicU64::new(self.last_record.load(Relaxed)),
             fine: Ring::none(Window::S10.slot()),
             coarse: Ring::none(Window::M5.slot()),
@@ -249,6 +256,23 @@ impl GroupStats {
     /// Requests in flight now (started and not yet dropped).
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)
+    }
+
+    /// Counts one long-lived connection (a WebSocket tunnel, an event
+    /// stream) open until the guard is ended or dropped. Its request is
+    /// recorded apart, with [`record`](Self::record) and the time to its
+    /// response head; its life goes only to these counters.
+    pub fn open_long_lived(self: &Arc<Self>) -> LongLived {
+        LongLived::new(Arc::clone(self))
+    }
+
+    pub(crate) fn long_lived_stats(&self) -> &LongLivedStats {
+        &self.long_lived
+    }
+
+    /// The long-lived connections' counters since the group was created.
+    pub fn long_lived(&self) -> LongLivedCounts {
+        self.long_lived.counts()
     }
 
     /// The `now` of the newest record so far, if any.

@@ -31,6 +31,13 @@
 //!   elsewhere (a Prometheus query, a webhook, a command), async on tokio,
 //!   each bounded by a timeout; the recorder never calls it.
 //!
+//! - **Long-lived connections are measured apart** ([`LongLived`]):
+//!   WebSockets and event streams have their own counters (opened, ended
+//!   normally, abnormally, or by Hatoba's stop), an open gauge and a coarse
+//!   duration histogram; their life never enters the request latency
+//!   histograms or the windows, and only an abnormal end counts against a
+//!   version.
+//!
 //! Latency histograms have a fixed layout ([`Bucket`]): 100 µs buckets below
 //! 10 ms, 1 ms below 1 s, then ≤ 2.5 %-wide buckets up to 100 s; quantiles
 //! are within half a bucket of the true nearest-rank value.
@@ -38,6 +45,7 @@
 mod counts;
 mod group;
 mod histogram;
+mod long_lived;
 mod outcome;
 mod prometheus;
 pub mod provider;
@@ -48,6 +56,7 @@ mod window;
 pub use counts::Counts;
 pub use group::{GroupStats, InFlight, InstanceCounts, InstanceStats};
 pub use histogram::{BUCKETS, Bucket, LatencyHistogram, nearest_rank};
+pub use long_lived::{LONG_LIVED_BOUNDS, LongLived, LongLivedCounts, LongLivedEnd};
 pub use outcome::{Failure, Outcome, Role};
 pub use recorder::Recorder;
 pub use window::{SnapshotError, WindowSnapshot};

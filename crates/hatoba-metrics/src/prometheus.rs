@@ -17,6 +17,20 @@
 //!   with `class` in `1xx`..`5xx`.
 //! - `hatoba_proxy_instance_failures_total{service,group,version,instance,source}`.
 //! - `hatoba_proxy_instance_in_flight{service,group,version,instance}`.
+//! - `hatoba_long_lived_opened_total{service,group,version}`: long-lived
+//!   connections (WebSocket tunnels, event streams) opened. Their requests
+//!   are in the families above with the time to their response head; their
+//!   life only in these four.
+//! - `hatoba_long_lived_ended_total{service,group,version,end}` with `end`
+//!   `normal` (closed by either side, or the client went away), `abnormal`
+//!   (reset or cut by the upstream while routed: against the version) or
+//!   `stopped` (cut by Hatoba's own stop: the end of a drain, the proxy
+//!   stopping; never against the version).
+//! - `hatoba_long_lived_open{service,group,version}`: open now.
+//! - `hatoba_long_lived_duration_seconds{service,group,version}`: a
+//!   histogram of ended connections' lives, buckets 1 s ... 3 h
+//!   (`LONG_LIVED_BOUNDS`); a connection cut by the proxy's own stop has no
+//!   known duration and is only in `_ended_total`.
 //!
 //! Labels are bounded: statuses by the 501 codes, instances by the route
 //! table. Values are cumulative since the group was created; windows are
@@ -25,6 +39,7 @@
 use crate::counts::Counts;
 use crate::group::{GroupStats, InstanceCounts};
 use crate::histogram::PROMETHEUS_BOUNDS;
+use crate::long_lived::{LONG_LIVED_BOUNDS, LongLivedCounts, LongLivedEnd};
 use crate::outcome::Failure;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -36,6 +51,7 @@ struct Snapshot<'a> {
     totals: Counts,
     statuses: Vec<(Option<u16>, u64)>,
     in_flight: u64,
+    long_lived: LongLivedCounts,
     instances: Vec<(String, InstanceCounts, u64)>,
 }
 
@@ -47,6 +63,7 @@ pub(crate) fn encode(groups: &[Arc<GroupStats>]) -> String {
             totals: g.totals(),
             statuses: g.status_totals(),
             in_flight: g.in_flight(),
+            long_lived: g.long_lived(),
             instances: g
                 .instances()
                 .iter()
@@ -210,6 +227,93 @@ pub(crate) fn encode(groups: &[Arc<GroupStats>]) -> String {
                 *in_flight,
             );
         }
+    }
+
+    family(
+        &mut out,
+        "hatoba_long_lived_opened_total",
+        "counter",
+        "Long-lived connections (WebSockets, event streams) opened.",
+    );
+    for s in &snaps {
+        sample(
+            &mut out,
+            "hatoba_long_lived_opened_total",
+            &group_labels(s.group, &[]),
+            s.long_lived.opened,
+        );
+    }
+
+    family(
+        &mut out,
+        "hatoba_long_lived_ended_total",
+        "counter",
+        "Long-lived connections ended, by how; only abnormal ends count against a version.",
+    );
+    for s in &snaps {
+        for how in LongLivedEnd::ALL {
+            sample(
+                &mut out,
+                "hatoba_long_lived_ended_total",
+                &group_labels(s.group, &[("end", how.as_str())]),
+                s.long_lived.ended(how),
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "hatoba_long_lived_open",
+        "gauge",
+        "Long-lived connections open.",
+    );
+    for s in &snaps {
+        sample(
+            &mut out,
+            "hatoba_long_lived_open",
+            &group_labels(s.group, &[]),
+            s.long_lived.open,
+        );
+    }
+
+    family(
+        &mut out,
+        "hatoba_long_lived_duration_seconds",
+        "histogram",
+        "How long ended long-lived connections lived, from their response head to their end.",
+    );
+    for s in &snaps {
+        let ll = &s.long_lived;
+        let mut cumulative = 0u64;
+        for (bound, n) in LONG_LIVED_BOUNDS.iter().zip(ll.durations.iter()) {
+            cumulative = cumulative.saturating_add(*n);
+            sample(
+                &mut out,
+                "hatoba_long_lived_duration_seconds_bucket",
+                &group_labels(s.group, &[("le", &bound.to_string())]),
+                cumulative,
+            );
+        }
+        let count = ll.durations.iter().fold(0u64, |a, b| a.saturating_add(*b));
+        sample(
+            &mut out,
+            "hatoba_long_lived_duration_seconds_bucket",
+            &group_labels(s.group, &[("le", "+Inf")]),
+            count,
+        );
+        let _ = writeln!(
+            out,
+            "hatoba_long_lived_duration_seconds_sum{} {}.{:03}",
+            group_labels(s.group, &[]),
+            ll.duration_sum_ms / 1000,
+            ll.duration_sum_ms % 1000
+        );
+        sample(
+            &mut out,
+            "hatoba_long_lived_duration_seconds_count",
+            &group_labels(s.group, &[]),
+            count,
+        );
     }
 
     out

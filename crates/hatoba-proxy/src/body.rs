@@ -9,12 +9,19 @@
 //! sending mid-body for longer than the idle timeout fails the request as an
 //! upstream failure, and the client's answer is cut (never passed off as
 //! whole).
+//!
+//! An event stream (`Content-Type: text/event-stream`) is a long-lived
+//! response: its request is recorded when its head arrives, with the time to
+//! that head, and its end goes to the group's long-lived counters with its
+//! life, never to the request latency: a client that leaves ends it
+//! normally, an upstream that cuts it ends it abnormally, unless the
+//! instance was already out of the route (Hatoba drained and stopped it).
 
 use crate::client::{Conn, Framing};
 use crate::pool;
 use crate::table::InFlight;
 use bytes::Bytes;
-use hatoba_metrics::{Failure, GroupStats, Outcome};
+use hatoba_metrics::{Failure, GroupStats, LongLived, LongLivedEnd, Outcome};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use std::future::Future as _;
@@ -45,6 +52,19 @@ pub struct Tracked {
     idle: Duration,
     /// Armed the first time the body has to wait; reset by every piece.
     idle_timer: Option<Pin<Box<Sleep>>>,
+    /// Set for an event stream: its open guard and when its head came.
+    long_lived: Option<(LongLived, Instant)>,
+}
+
+/// Whether a `Content-Type` value names an event stream (parameters and
+/// case aside).
+pub(crate) fn is_event_stream(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(b"text/event-stream")
 }
 
 impl Tracked {
@@ -59,7 +79,15 @@ impl Tracked {
         status: u16,
         started: Instant,
         idle: Duration,
+        long_lived: bool,
     ) -> Tracked {
+        let long_lived = long_lived.then(|| {
+            // The request is over for latency's sake: its head came.
+            let outcome = Outcome::Status(status);
+            group.record(crate::now_millis(), outcome, started.elapsed());
+            in_flight.0.stats.record(outcome);
+            (group.open_long_lived(), Instant::now())
+        });
         Tracked {
             conn: Some(conn),
             framing,
@@ -72,6 +100,7 @@ impl Tracked {
             done: false,
             idle,
             idle_timer: None,
+            long_lived,
         }
     }
 
@@ -84,11 +113,18 @@ impl Tracked {
             return;
         }
         self.done = true;
-        let latency = self.started.elapsed();
-        let now = crate::now_millis();
-        self.group.record(now, outcome, latency);
+        if let Some((guard, opened)) = self.long_lived.take() {
+            let removed = self.in_flight.as_ref().is_some_and(|f| f.0.is_removed());
+            guard.end(long_lived_end(outcome, removed), opened.elapsed());
+        } else {
+            let latency = self.started.elapsed();
+            let now = crate::now_millis();
+            self.group.record(now, outcome, latency);
+            if let Some(f) = &self.in_flight {
+                f.0.stats.record(outcome);
+            }
+        }
         if let Some(f) = self.in_flight.take() {
-            f.0.stats.record(outcome);
             let reusable = matches!(outcome, Outcome::Status(_))
                 && self.keep_alive
                 && self.ended()
@@ -100,6 +136,18 @@ impl Tracked {
                 pool::checkin(f.0.addr, conn);
             }
         }
+    }
+}
+
+/// How a long-lived response ended, given how its body ended and whether
+/// its instance was out of the route by then.
+pub(crate) fn long_lived_end(outcome: Outcome, removed: bool) -> LongLivedEnd {
+    match outcome.failure() {
+        Some(Failure::Upstream) if removed => LongLivedEnd::Stopped,
+        Some(Failure::Upstream) => LongLivedEnd::Abnormal,
+        // The client left, or the proxy failed on its own: neither says
+        // anything about the version.
+        Some(Failure::Downstream | Failure::Internal) | None => LongLivedEnd::Normal,
     }
 }
 
@@ -165,5 +213,32 @@ impl Drop for Tracked {
                 self.finish(Outcome::Failed(Failure::Downstream));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_streams_by_content_type() {
+        assert!(is_event_stream(b"text/event-stream"));
+        assert!(is_event_stream(b" Text/Event-Stream ; charset=utf-8"));
+        assert!(!is_event_stream(b"text/plain"));
+        assert!(!is_event_stream(b"text/event-streams"));
+        assert!(!is_event_stream(b""));
+    }
+
+    #[test]
+    fn only_an_upstream_cut_while_routed_is_abnormal() {
+        let up = Outcome::Failed(Failure::Upstream);
+        assert_eq!(long_lived_end(up, false), LongLivedEnd::Abnormal);
+        assert_eq!(long_lived_end(up, true), LongLivedEnd::Stopped);
+        let down = Outcome::Failed(Failure::Downstream);
+        assert_eq!(long_lived_end(down, false), LongLivedEnd::Normal);
+        assert_eq!(
+            long_lived_end(Outcome::Status(200), false),
+            LongLivedEnd::Normal
+        );
     }
 }

@@ -43,7 +43,7 @@
 //! → {"op":"window","service":"web","version":"v1","window":"1m"}
 //! ← {"reply":"window","stats":{"window":"1m","start_ms":…,"latency_buckets":[[3,120]],…}}
 //! → {"op":"totals","service":"web","version":"v1"}
-//! ← {"reply":"totals","totals":{"judged":1200,"against":3,"latency_buckets":[[3,1200]]}}
+//! ← {"reply":"totals","totals":{"judged":1200,"against":3,"latency_buckets":[[3,1200]],"long_lived_open":2,"long_lived_abnormal":0}}
 //! → {"op":"snapshot"}
 //! ← {"reply":"snapshot","state":{"services":{"web":{"listen":"127.0.0.1:8080","route":{…}}}}}
 //! → {"op":"close","service":"old"}
@@ -77,7 +77,9 @@
 //! - `totals` is one version's totals since the data plane started, summed
 //!   over its roles ([`VersionTotals`]); `null` if it never served. The
 //!   statistical judge subtracts the totals read when an analysis run
-//!   started. A data plane older than this op answers an error.
+//!   started. A data plane older than this op answers an error. It also
+//!   carries the version's long-lived connections open now and ended
+//!   abnormally (fields an older data plane leaves out: read as 0).
 //! - `retention` sets how long the stats of a version that no table has
 //!   any more stay in the recorder (`/metrics`, `window`), counted from
 //!   when it left the last table; instances out of every table likewise.
@@ -292,14 +294,29 @@ pub struct VersionTotals {
     /// The judged requests' non-empty latency buckets, `(index, count)`
     /// in the fixed layout ([`hatoba_metrics::Bucket::at`]).
     pub latency_buckets: Vec<(u32, u64)>,
+    /// Long-lived connections (WebSockets, event streams) open now. New
+    /// beside protocol 3 without a bump: an older data plane leaves it out
+    /// (read as 0), an older controller ignores it.
+    #[serde(default)]
+    pub long_lived_open: u64,
+    /// Long-lived connections that ended abnormally (reset or cut by the
+    /// upstream while it was routed) since the data plane started. Same
+    /// compatibility as `long_lived_open`.
+    #[serde(default)]
+    pub long_lived_abnormal: u64,
 }
 
 impl VersionTotals {
     /// `version`'s totals in `recorder`; `None` if it never served.
     pub fn of(recorder: &Recorder, service: &str, version: &str) -> Option<VersionTotals> {
         let mut sum: Option<hatoba_metrics::Counts> = None;
+        let (mut open, mut abnormal) = (0u64, 0u64);
         for role in hatoba_metrics::Role::ALL {
             if let Some(g) = recorder.get(service, role, version) {
+                let ll = g.long_lived();
+                open = open.saturating_add(ll.open);
+                abnormal =
+                    abnormal.saturating_add(ll.ended(hatoba_metrics::LongLivedEnd::Abnormal));
                 let t = g.totals();
                 match &mut sum {
                     Some(s) => s.merge(&t),
@@ -318,6 +335,8 @@ impl VersionTotals {
                 .filter(|(_, n)| **n > 0)
                 .map(|(i, n)| (u32::try_from(i).unwrap_or(u32::MAX), *n))
                 .collect(),
+            long_lived_open: open,
+            long_lived_abnormal: abnormal,
         })
     }
 }

@@ -16,7 +16,7 @@
 //! the client's headers (hop-by-hop ones dropped, forwarded ones added) with
 //! no intermediate header map, and kept for a replay.
 
-use crate::body::{ProxyBody, Tracked};
+use crate::body::{ProxyBody, Tracked, is_event_stream};
 use crate::client::{self, Conn, SendError};
 use crate::head::{Headers, RequestHead};
 use crate::pool;
@@ -655,6 +655,9 @@ fn respond(
             .ok()
         })
         .flatten();
+    let long_lived = head
+        .headers()
+        .any(|(name, value)| name.eq_ignore_ascii_case(b"content-type") && is_event_stream(value));
     let body = Tracked::new(
         conn,
         head.framing,
@@ -665,6 +668,7 @@ fn respond(
         head.status.as_u16(),
         started,
         opts.response_timeout,
+        long_lived,
     );
     Answer::Relayed(Relayed { head, sticky, body })
 }

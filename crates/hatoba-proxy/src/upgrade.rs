@@ -2,20 +2,32 @@
 //! `101 Switching Protocols`, spliced byte for byte both ways until either
 //! side closes. The backend stays counted in flight for the tunnel's life,
 //! so draining waits for open WebSockets too (up to the drain timeout).
+//!
+//! The upgrade's request is recorded at the `101`, with the time to it; the
+//! tunnel is a long-lived connection of its group (counted open, and in the
+//! group's in-flight gauge, while it lives) and its end goes to the
+//! long-lived counters with its life: closed by either side is normal, an
+//! error on the backend's side (a reset) is abnormal unless the instance was
+//! already out of the route (Hatoba drained and stopped it), and a tunnel
+//! cut by the proxy's own stop (its task dropped) counts as stopped.
 
 use crate::body::ProxyBody;
 use crate::forward::{ProxyOptions, error, fail};
 use crate::table::{Group, InFlight, Router};
 use bytes::Bytes;
-use hatoba_metrics::Outcome;
+use hatoba_metrics::{LongLivedEnd, Outcome};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 pub(crate) async fn forward(
@@ -110,13 +122,27 @@ pub(crate) async fn forward(
     }
     let mut upstream_resp = Response::from_parts(parts.clone(), body);
     let server_side = hyper::upgrade::on(&mut upstream_resp);
+    let stats = Arc::clone(&group.stats);
     tokio::spawn(async move {
-        let _hold = in_flight;
+        let hold = in_flight;
         let (Ok(client), Ok(server)) = (client_side.await, server_side.await) else {
             return;
         };
-        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server))
-            .await;
+        let open = stats.open_long_lived();
+        let _gauge = stats.start();
+        let opened = Instant::now();
+        let mut server = Watched {
+            io: TokioIo::new(server),
+            failed: false,
+        };
+        let copied = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut server).await;
+        let how = match copied {
+            Err(_) if server.failed && hold.0.is_removed() => LongLivedEnd::Stopped,
+            Err(_) if server.failed => LongLivedEnd::Abnormal,
+            // Both sides closed, or the client's side failed.
+            _ => LongLivedEnd::Normal,
+        };
+        open.end(how, opened.elapsed());
         drop(conn);
     });
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
@@ -140,4 +166,56 @@ async fn connect(
         let _ = conn.with_upgrades().await;
     });
     Ok(sender)
+}
+
+/// The backend's side of a tunnel, remembering whether any of its reads or
+/// writes failed (the copy's error does not say which side it came from).
+struct Watched<T> {
+    io: T,
+    failed: bool,
+}
+
+impl<T> Watched<T> {
+    fn watch<R>(&mut self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if let Poll::Ready(Err(_)) = &polled {
+            self.failed = true;
+        }
+        polled
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.watch(polled)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.watch(polled)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.watch(polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.watch(polled)
+    }
 }

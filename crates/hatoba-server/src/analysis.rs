@@ -2,7 +2,10 @@
 //! (a canary step's, or the background one), fed with measurements from the
 //! providers, every measurement recorded in the store.
 //!
-//! - `builtin` metrics read the proxy's window of the canary version; below
+//! - `builtin` metrics read the proxy's window of the canary version
+//!   (`long-lived-open` and `long-lived-abnormal` read its totals: counts of
+//!   WebSockets and event streams open now and ended abnormally, with no
+//!   window and no minimum of requests); below
 //!   the metric's minimum evidence (`minSamples`, default 20 requests) the
 //!   observation is *insufficient*: not a measurement, shown with what is
 //!   missing, and an analysis that never gets enough is inconclusive after
@@ -235,6 +238,27 @@ pub(crate) async fn measure(
         },
     };
     match &metric.provider {
+        Provider::Builtin(b)
+            if matches!(
+                b.metric,
+                BuiltinMetric::LongLivedOpen | BuiltinMetric::LongLivedAbnormal
+            ) =>
+        {
+            // Counts, not rates: no window and no minimum of requests. A
+            // version that never served has none.
+            let t = ctx
+                .data_plane
+                .totals(ctx.service, ctx.canary)
+                .await
+                .unwrap_or_default();
+            let (n, what) = if b.metric == BuiltinMetric::LongLivedOpen {
+                (t.long_lived_open, "open now")
+            } else {
+                (t.long_lived_abnormal, "ended abnormally")
+            };
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            judge(n as f64, format!("{n} long-lived connections {what}"))
+        }
         Provider::Builtin(b) => {
             let window = within(
                 window_for(b.window.unwrap_or(metric.interval)),
@@ -266,6 +290,8 @@ pub(crate) async fn measure(
                 BuiltinMetric::LatencyP95 => ms(stats.quantile(0.95)),
                 BuiltinMetric::LatencyP99 => ms(stats.quantile(0.99)),
                 BuiltinMetric::RequestRate => stats.rate_per_sec(),
+                // Measured above, from the totals.
+                BuiltinMetric::LongLivedOpen | BuiltinMetric::LongLivedAbnormal => f64::NAN,
             };
             if !value.is_finite() {
                 return Taken {
@@ -368,6 +394,76 @@ pub(crate) fn default_judge() -> Option<Judge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn long_lived_builtins_read_the_canarys_counts() {
+        use hatoba_metrics::{LongLivedEnd, Recorder, Role};
+        use std::sync::Arc;
+        let recorder = Arc::new(Recorder::new());
+        let canary = recorder.group("web", Role::Canary, "v2");
+        let _open = canary.open_long_lived();
+        for how in [
+            LongLivedEnd::Abnormal,
+            LongLivedEnd::Abnormal,
+            LongLivedEnd::Stopped,
+        ] {
+            canary.open_long_lived().end(how, Duration::from_secs(1));
+        }
+        let dp = crate::dataplane::LocalDataPlane::new(
+            Arc::clone(&recorder),
+            hatoba_proxy::ProxyOptions::default(),
+            0,
+        );
+        let text = "app: t
+services:
+  web:
+    process: {command: ./web}
+    route: {listen: 127.0.0.1:8080}
+analysis:
+  templates:
+    ws:
+      metrics:
+        - {name: open, interval: 1s, successCondition: result >= 1, provider: {builtin: {metric: long-lived-open}}}
+        - name: cut
+          interval: 1s
+          failureCondition: result > 0
+          provider: {builtin: {metric: long-lived-abnormal}}
+";
+        let parsed = hatoba_spec::parse(text);
+        let spec = parsed
+            .spec
+            .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+        let base_dir = PathBuf::from(".");
+        let ctx = Ctx {
+            data_plane: &dp,
+            service: "web",
+            canary: "v2",
+            stable: None,
+            env: "default",
+            base_dir: &base_dir,
+            running_for: Duration::from_secs(60),
+        };
+        let template = &spec.analysis.templates["ws"];
+        let taken: Vec<Taken> = {
+            let mut out = Vec::new();
+            for m in &template.metrics {
+                out.push(measure(&ctx, template, m, &BTreeMap::new()).await);
+            }
+            out
+        };
+        assert_eq!(taken[0].value, Some(1.0), "{}", taken[0].detail);
+        assert!(matches!(taken[0].observation, Observation::Passed));
+        // Two cut by the version; the one stopped by a drain is not.
+        assert_eq!(taken[1].value, Some(2.0), "{}", taken[1].detail);
+        assert!(matches!(taken[1].observation, Observation::Failed));
+        // A version that never served has none, without waiting for traffic.
+        let none = Ctx {
+            canary: "v9",
+            ..ctx
+        };
+        let cut = measure(&none, template, &template.metrics[1], &BTreeMap::new()).await;
+        assert_eq!(cut.value, Some(0.0), "{}", cut.detail);
+    }
 
     #[test]
     fn a_run_judges_unless_every_template_switches_the_judge_off() {

@@ -1507,7 +1507,7 @@ fn decode_provider(
     let mut f = Fields::of(value, &path, d, "a mapping")?;
     let provider = match key {
         "builtin" => {
-            let metric = f.required("metric", d, "one of: success-rate, error-rate, latency-p50, latency-p95, latency-p99, request-rate");
+            let metric = f.required("metric", d, "one of: success-rate, error-rate, latency-p50, latency-p95, latency-p99, request-rate, long-lived-open, long-lived-abnormal");
             let metric = metric.and_then(|n| {
                 let text = string(n, &f.path("metric"), d)?;
                 let found = BuiltinMetric::ALL

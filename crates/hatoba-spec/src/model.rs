@@ -585,7 +585,9 @@ pub enum Provider {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BuiltinProvider {
     /// `success-rate`, `error-rate`, `latency-p50`, `latency-p95`, `latency-p99`
-    /// (milliseconds) or `request-rate` (per second).
+    /// (milliseconds), `request-rate` (per second), `long-lived-open`
+    /// (WebSockets and event streams open now) or `long-lived-abnormal`
+    /// (those the version reset or cut since it started serving).
     pub metric: BuiltinMetric,
     /// Over how much recent traffic. Default: the metric's interval.
     #[serde(default)]
@@ -609,17 +611,24 @@ pub enum BuiltinMetric {
     LatencyP99,
     /// Requests per second.
     RequestRate,
+    /// Long-lived connections (WebSockets, event streams) open now.
+    LongLivedOpen,
+    /// Long-lived connections reset or cut by the version while it was
+    /// routed, since it started serving (a drain's end never counts).
+    LongLivedAbnormal,
 }
 
 impl BuiltinMetric {
     /// Every builtin metric with its name in the spec.
-    pub const ALL: [(&'static str, BuiltinMetric); 6] = [
+    pub const ALL: [(&'static str, BuiltinMetric); 8] = [
         ("success-rate", BuiltinMetric::SuccessRate),
         ("error-rate", BuiltinMetric::ErrorRate),
         ("latency-p50", BuiltinMetric::LatencyP50),
         ("latency-p95", BuiltinMetric::LatencyP95),
         ("latency-p99", BuiltinMetric::LatencyP99),
         ("request-rate", BuiltinMetric::RequestRate),
+        ("long-lived-open", BuiltinMetric::LongLivedOpen),
+        ("long-lived-abnormal", BuiltinMetric::LongLivedAbnormal),
     ];
 }
 

@@ -6,7 +6,7 @@
 
 use super::{at, ms};
 use hatoba_core::Millis;
-use hatoba_metrics::{Failure, Outcome, Recorder, Role};
+use hatoba_metrics::{Failure, LongLivedEnd, Outcome, Recorder, Role};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -193,6 +193,10 @@ fn the_exposition_parses_and_adds_up() {
         ("hatoba_proxy_instance_requests_total", "counter"),
         ("hatoba_proxy_instance_failures_total", "counter"),
         ("hatoba_proxy_instance_in_flight", "gauge"),
+        ("hatoba_long_lived_opened_total", "counter"),
+        ("hatoba_long_lived_ended_total", "counter"),
+        ("hatoba_long_lived_open", "gauge"),
+        ("hatoba_long_lived_duration_seconds", "histogram"),
     ];
     assert_eq!(types.len(), expect_types.len());
     for (name, kind) in expect_types {
@@ -381,6 +385,124 @@ fn the_exposition_parses_and_adds_up() {
 fn an_empty_recorder_still_declares_its_families() {
     let text = Recorder::new().encode_prometheus(Millis(0));
     let (types, samples) = parse(&text);
-    assert_eq!(types.len(), 7);
+    assert_eq!(types.len(), 11);
     assert!(samples.is_empty());
+}
+
+#[test]
+fn long_lived_connections_are_counted_apart_from_requests() {
+    let rec = Recorder::new();
+    let g = rec.group("web", Role::Stable, "v1");
+    // The stream's request: its time to the response head.
+    g.record(
+        Millis(1_000),
+        Outcome::Status(200),
+        Duration::from_millis(3),
+    );
+    let normal = g.open_long_lived();
+    let cut = g.open_long_lived();
+    let stopped = g.open_long_lived();
+    let still_open = g.open_long_lived();
+    assert_eq!(g.long_lived().open, 4);
+    normal.end(LongLivedEnd::Normal, Duration::from_secs(700));
+    cut.end(LongLivedEnd::Abnormal, Duration::from_millis(1_500));
+    drop(stopped);
+    let c = g.long_lived();
+    assert_eq!(c.opened, 4);
+    assert_eq!(c.open, 1);
+    assert_eq!(c.ended(LongLivedEnd::Normal), 1);
+    assert_eq!(c.ended(LongLivedEnd::Abnormal), 1);
+    assert_eq!(c.ended(LongLivedEnd::Stopped), 1);
+    // The request latency saw only the head.
+    let t = g.totals();
+    assert_eq!(t.latency.count(), 1);
+    assert_eq!(t.latency.count_at_most(Duration::from_millis(10)), 1);
+
+    let (_, samples) = parse(&rec.encode_prometheus(Millis(2_000)));
+    let web = [("service", "web"), ("group", "stable"), ("version", "v1")];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut l = web.to_vec();
+        l.push(extra);
+        l
+    };
+    assert_eq!(value(&samples, "hatoba_long_lived_opened_total", &web), 4.0);
+    assert_eq!(value(&samples, "hatoba_long_lived_open", &web), 1.0);
+    for (end, n) in [("normal", 1.0), ("abnormal", 1.0), ("stopped", 1.0)] {
+        assert_eq!(
+            value(
+                &samples,
+                "hatoba_long_lived_ended_total",
+                &with(("end", end))
+            ),
+            n,
+            "{end}"
+        );
+    }
+    let le = |b: &'static str| {
+        value(
+            &samples,
+            "hatoba_long_lived_duration_seconds_bucket",
+            &with(("le", b)),
+        )
+    };
+    assert_eq!(le("1"), 0.0);
+    assert_eq!(le("10"), 1.0);
+    assert_eq!(le("900"), 2.0);
+    assert_eq!(le("+Inf"), 2.0);
+    assert_eq!(
+        value(&samples, "hatoba_long_lived_duration_seconds_count", &web),
+        2.0
+    );
+    let sum = value(&samples, "hatoba_long_lived_duration_seconds_sum", &web);
+    assert!((sum - 701.5).abs() < 1e-9, "{sum}");
+    assert_eq!(
+        value(&samples, "http_request_duration_seconds_count", &web),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "http_request_duration_seconds_bucket",
+            &with(("le", "0.005"))
+        ),
+        1.0
+    );
+    drop(still_open);
+}
+
+#[test]
+fn frozen_and_thawed_groups_keep_their_long_lived_counts() {
+    let rec = Recorder::new();
+    let g = rec.group("web", Role::Canary, "v2");
+    g.open_long_lived()
+        .end(LongLivedEnd::Abnormal, Duration::from_secs(5));
+    g.open_long_lived()
+        .end(LongLivedEnd::Normal, Duration::from_secs(50));
+    let before = g.long_lived();
+    drop(g);
+    assert_eq!(rec.freeze_unheld(|_| true), 1);
+    let frozen = rec
+        .groups()
+        .into_iter()
+        .find(|g| g.version() == "v2")
+        .unwrap();
+    assert!(frozen.is_frozen());
+    assert_eq!(frozen.long_lived(), before);
+    drop(frozen);
+    let thawed = rec.group("web", Role::Canary, "v2");
+    assert!(!thawed.is_frozen());
+    assert_eq!(thawed.long_lived(), before);
+    assert_eq!(before.ended(LongLivedEnd::Abnormal), 1);
+    assert_eq!(before.opened, 2);
+}
+
+#[test]
+fn an_open_connection_keeps_its_group_from_freezing() {
+    let rec = Recorder::new();
+    let g = rec.group("web", Role::Stable, "v1");
+    let open = g.open_long_lived();
+    drop(g);
+    assert_eq!(rec.freeze_unheld(|_| true), 0);
+    drop(open);
+    assert_eq!(rec.freeze_unheld(|_| true), 1);
 }

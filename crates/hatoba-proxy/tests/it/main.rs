@@ -8,6 +8,7 @@ mod bad_input;
 mod control;
 mod features;
 mod framing;
+mod long_lived;
 mod support;
 mod tls;
 mod zero_downtime;

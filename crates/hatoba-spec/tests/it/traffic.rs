@@ -72,3 +72,24 @@ fn traffic_mistakes_say_where_and_what() {
         "{out}"
     );
 }
+
+#[test]
+fn long_lived_builtins_are_read() {
+    for (name, want) in [
+        ("long-lived-open", hatoba_spec::BuiltinMetric::LongLivedOpen),
+        (
+            "long-lived-abnormal",
+            hatoba_spec::BuiltinMetric::LongLivedAbnormal,
+        ),
+    ] {
+        let text = spec("").replace("metric: success-rate", &format!("metric: {name}"));
+        let parsed = hatoba_spec::parse(&text);
+        assert!(parsed.diagnostics.is_empty(), "{}", rendered(&text));
+        let read = parsed.spec.unwrap();
+        let metric = &read.analysis.templates["quiet"].metrics[0];
+        match &metric.provider {
+            hatoba_spec::Provider::Builtin(b) => assert_eq!(b.metric, want),
+            other => panic!("{other:?}"),
+        }
+    }
+}
