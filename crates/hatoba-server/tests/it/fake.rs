@@ -240,6 +240,8 @@ impl Runtime for FakeRuntime {
                 started_at: now,
                 state: InstanceState::Running,
                 log: None,
+                identity: None,
+                oom_killed: false,
             },
             ready: Arc::clone(&ready),
             live: Arc::clone(&live),
