@@ -27,6 +27,9 @@
 //! - **Sweep** ends and removes the scope's containers this object does not
 //!   know and the caller does not keep.
 //! - **Usage** comes from the one-shot stats API.
+//! - **Logs** are the container's output as Docker keeps it; the last
+//!   lines are read just before a stopped container is removed, so why an
+//!   instance ended stays readable from this runtime object.
 //!
 //! Errors that call for a decision are [`DockerError`] variants, carried as
 //! the source of the [`RuntimeError`] the trait returns.
@@ -35,8 +38,8 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
 use hatoba_core::{Millis, ServiceName};
@@ -60,6 +63,9 @@ pub const INSTANCE_LABEL: &str = "hatoba.instance";
 
 /// How long the sweep lets an orphan end on SIGTERM before killing it.
 const SWEEP_GRACE: Duration = Duration::from_secs(5);
+/// How many lines of a container's output are kept when it is removed, so
+/// that why it ended can still be read.
+const KEPT_LINES: usize = 200;
 /// How long to wait for a killed container to be reported ended.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -156,6 +162,8 @@ struct Entry {
     gone: bool,
     /// Registration order, so `list` shows instances in start order.
     seq: u64,
+    /// Its last lines of output, read just before it was removed.
+    last_output: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -214,6 +222,7 @@ impl DockerRuntime {
                     container,
                     gone,
                     seq,
+                    last_output: Vec::new(),
                 },
             );
         });
@@ -283,6 +292,7 @@ impl DockerRuntime {
     /// removed.
     async fn end(
         &self,
+        id: Option<&InstanceId>,
         container: &str,
         grace: Duration,
     ) -> Result<(InstanceState, bool), DockerError> {
@@ -295,8 +305,51 @@ impl DockerRuntime {
             Some(i) => state_of(&i),
             None => (gone_state(), false),
         };
-        self.remove(container).await?;
+        self.keep_output_and_remove(id, container).await?;
         Ok(ended)
+    }
+
+    /// The last `tail` lines of a container's output; empty when it is gone.
+    async fn output(&self, container: &str, tail: usize) -> Result<Vec<String>, DockerError> {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(container, Some(opts));
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => text.extend_from_slice(&c.into_bytes()),
+                Err(e) if status_code(&e) == Some(404) => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(DockerError::api(format!(
+                        "read the output of `{container}`"
+                    ))(e));
+                }
+            }
+        }
+        Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Keeps the container's last lines in its entry, then removes it.
+    async fn keep_output_and_remove(
+        &self,
+        id: Option<&InstanceId>,
+        container: &str,
+    ) -> Result<(), DockerError> {
+        if let Some(id) = id {
+            let lines = self.output(container, KEPT_LINES).await.unwrap_or_default();
+            self.with(|r| {
+                if let Some(e) = r.entries.get_mut(id) {
+                    e.last_output = lines;
+                }
+            });
+        }
+        self.remove(container).await
     }
 
     async fn remove(&self, container: &str) -> Result<(), DockerError> {
@@ -396,7 +449,7 @@ impl DockerRuntime {
             // Ended before its port was published: there is nothing to reach.
             (None, InstanceState::Exited { .. }) => SocketAddr::from(([127, 0, 0, 1], 0)),
             (None, InstanceState::Running) => {
-                let _ = self.end(&created.id, Duration::ZERO).await;
+                let _ = self.end(None, &created.id, Duration::ZERO).await;
                 return Err(DockerError::NoPort { name, port: c.port });
             }
         };
@@ -534,13 +587,13 @@ impl Runtime for DockerRuntime {
         if gone {
             return Ok(status);
         }
-        let (state, oom) = self
-            .end(&container, grace)
-            .await
-            .map_err(|e| RuntimeError::Stop {
-                id: id.clone(),
-                source: io(e),
-            })?;
+        let (state, oom) =
+            self.end(Some(id), &container, grace)
+                .await
+                .map_err(|e| RuntimeError::Stop {
+                    id: id.clone(),
+                    source: io(e),
+                })?;
         Ok(self.with(|r| match r.entries.get_mut(id) {
             Some(e) => {
                 e.gone = true;
@@ -599,7 +652,7 @@ impl Runtime for DockerRuntime {
                 .map(|e| (e.container.clone(), e.gone))
         });
         if let Some((container, gone)) = exited {
-            if !gone && self.remove(&container).await.is_err() {
+            if !gone && self.keep_output_and_remove(None, &container).await.is_err() {
                 return;
             }
             self.with(|r| r.entries.remove(id));
@@ -670,7 +723,7 @@ impl Runtime for DockerRuntime {
                 .await
                 .map_err(inspect_error)?
                 .is_some_and(|i| state_of(&i).0 == InstanceState::Running);
-            self.end(&container, SWEEP_GRACE)
+            self.end(None, &container, SWEEP_GRACE)
                 .await
                 .map_err(|e| RuntimeError::Stop {
                     id: instance.clone(),
@@ -682,6 +735,28 @@ impl Runtime for DockerRuntime {
         }
         swept.sort();
         Ok(swept)
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        let Some((container, gone, kept)) = self.with(|r| {
+            r.entries
+                .get(id)
+                .map(|e| (e.container.clone(), e.gone, e.last_output.clone()))
+        }) else {
+            return Err(RuntimeError::NotFound { id: id.clone() });
+        };
+        let mut lines = if gone {
+            kept
+        } else {
+            self.output(&container, tail).await.map_err(inspect_error)?
+        };
+        let skip = lines.len().saturating_sub(tail);
+        lines.drain(..skip);
+        Ok(Some(lines))
     }
 
     async fn usage(&self, id: &InstanceId) -> Option<Usage> {

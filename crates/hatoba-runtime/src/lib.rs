@@ -328,6 +328,20 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// The last `tail` lines of an instance's output (stdout and stderr
+    /// interleaved as the runtime kept them), oldest first. `Ok(None)`
+    /// means this runtime keeps output in the file named by
+    /// [`InstanceStatus::log`] and the caller reads it there (the default,
+    /// the process runtime). An unknown id is [`RuntimeError::NotFound`].
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        let _ = (id, tail);
+        Ok(None)
+    }
+
     /// What a running instance consumes now; `None` when it is unknown, no
     /// longer runs, or the runtime cannot tell (the default).
     async fn usage(&self, id: &InstanceId) -> Option<Usage> {

@@ -40,6 +40,7 @@ fn child() {
         return;
     };
     if role == "exit3" {
+        eprintln!("giving up: no database at db:5432");
         std::process::exit(3);
     }
     let port: u16 = std::env::var("PORT").unwrap().parse().unwrap();
@@ -54,6 +55,7 @@ fn child() {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
             .await
             .unwrap();
+        println!("listening on {port}");
         let serve = async {
             loop {
                 let Ok((mut s, _)) = listener.accept().await else {
@@ -321,4 +323,37 @@ async fn a_process_workload_is_refused() {
     };
     let err = rt.start(&s, hatoba_core::Millis(0)).await.unwrap_err();
     assert!(matches!(err, RuntimeError::Unsupported { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_of_a_container_is_readable_even_after_it_was_removed() {
+    let run = run_id();
+    let Some(rt) = engine(&format!("test-{run}")).await else {
+        return;
+    };
+    let image = import_image(&run);
+    let _cleanup = Cleanup {
+        run: run.clone(),
+        image: image.clone(),
+    };
+    let dead = rt
+        .start(&spec(&image, &run, "exit3"), hatoba_core::Millis(0))
+        .await
+        .unwrap();
+    let said = |lines: &[String]| lines.iter().any(|l| l.contains("no database at db:5432"));
+    hatoba_test_support::wait_for_async(Duration::from_secs(30), || async {
+        said(&rt.logs(&dead.id, 50).await.unwrap().unwrap())
+    })
+    .await
+    .unwrap();
+    // Stopping removes the container; its last words stay readable.
+    rt.stop(&dead.id, Duration::from_secs(5)).await.unwrap();
+    let kept = rt.logs(&dead.id, 50).await.unwrap().unwrap();
+    assert!(said(&kept), "{kept:?}");
+    assert!(rt.logs(&dead.id, 0).await.unwrap().unwrap().is_empty());
+    assert!(matches!(
+        rt.logs(&hatoba_runtime::InstanceId("nope".to_owned()), 5)
+            .await,
+        Err(RuntimeError::NotFound { .. })
+    ));
 }
