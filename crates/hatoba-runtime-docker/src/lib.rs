@@ -399,6 +399,9 @@ impl DockerRuntime {
                 }]),
             )])),
             memory: c.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+            // Swap equal to the limit: past it the container is OOM-killed
+            // (and says so) rather than crawling through swap.
+            memory_swap: c.memory_bytes.and_then(|m| i64::try_from(m).ok()),
             nano_cpus: c
                 .millicpus
                 .and_then(|m| i64::try_from(m.saturating_mul(1_000_000)).ok()),

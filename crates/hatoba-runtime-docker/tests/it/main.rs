@@ -43,6 +43,16 @@ fn child() {
         eprintln!("giving up: no database at db:5432");
         std::process::exit(3);
     }
+    if role == "hog" {
+        // Touch far more memory than the limit allows.
+        let mut held = Vec::new();
+        loop {
+            held.push(vec![1u8; 8 << 20]);
+            if held.len() > 64 {
+                std::process::exit(0);
+            }
+        }
+    }
     let port: u16 = std::env::var("PORT").unwrap().parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -277,6 +287,7 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
     );
     let hc = i.host_config.unwrap();
     assert_eq!(hc.memory, Some(64 << 20));
+    assert_eq!(hc.memory_swap, Some(64 << 20), "no swap beyond the limit");
     assert_eq!(hc.nano_cpus, Some(500_000_000));
     assert_eq!(hc.readonly_rootfs, Some(true));
     let stopped = rt.stop(&started.id, Duration::from_secs(10)).await.unwrap();
@@ -356,4 +367,43 @@ async fn the_output_of_a_container_is_readable_even_after_it_was_removed() {
             .await,
         Err(RuntimeError::NotFound { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_is_reported_in_the_status() {
+    let run = run_id();
+    let Some(rt) = engine(&format!("test-{run}")).await else {
+        return;
+    };
+    let image = import_image(&run);
+    let _cleanup = Cleanup {
+        run: run.clone(),
+        image: image.clone(),
+    };
+    let mut s = spec(&image, &run, "hog");
+    if let Workload::Container(c) = &mut s.workload {
+        c.memory_bytes = Some(32 << 20);
+    }
+    let hog = rt.start(&s, hatoba_core::Millis(0)).await.unwrap();
+    hatoba_test_support::wait_for_async(Duration::from_secs(30), || async {
+        rt.list(&hog.service)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.id == hog.id && l.oom_killed)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no OOM kill reported: {e}"));
+    let listed = rt.list(&hog.service).await.unwrap();
+    let l = listed.iter().find(|l| l.id == hog.id).unwrap();
+    assert!(
+        matches!(
+            l.state,
+            InstanceState::Exited {
+                code: Some(137),
+                ..
+            }
+        ),
+        "{l:?}"
+    );
 }
