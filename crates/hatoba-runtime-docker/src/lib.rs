@@ -27,6 +27,8 @@
 //! - **Sweep** ends and removes the scope's containers this object does not
 //!   know and the caller does not keep.
 //! - **Usage** comes from the one-shot stats API.
+//! - **The image's HEALTHCHECK** verdict is shown in
+//!   [`InstanceStatus::own_health`] (refreshed by `list`), never acted on.
 //! - **Logs** are the container's output as Docker keeps it; the last
 //!   lines are read just before a stopped container is removed, so why an
 //!   instance ended stays readable from this runtime object.
@@ -44,7 +46,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 use hatoba_core::{Millis, ServiceName};
 use hatoba_runtime::{
-    ContainerWorkload, InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime,
+    ContainerWorkload, InstanceId, InstanceSpec, InstanceState, InstanceStatus, OwnHealth, Runtime,
     RuntimeError, Usage, Workload,
 };
 use std::collections::{BTreeMap, HashMap};
@@ -468,6 +470,7 @@ impl DockerRuntime {
             log: None,
             identity: Some(created.id),
             oom_killed,
+            own_health: inspected.as_ref().and_then(own_health),
         })
     }
 }
@@ -477,6 +480,17 @@ fn gone_state() -> InstanceState {
     InstanceState::Exited {
         code: None,
         signal: None,
+    }
+}
+
+/// What the image's own HEALTHCHECK says, when it has one.
+fn own_health(i: &ContainerInspectResponse) -> Option<OwnHealth> {
+    use bollard::models::HealthStatusEnum as H;
+    match i.state.as_ref()?.health.as_ref()?.status? {
+        H::STARTING => Some(OwnHealth::Starting),
+        H::HEALTHY => Some(OwnHealth::Healthy),
+        H::UNHEALTHY => Some(OwnHealth::Unhealthy),
+        H::NONE | H::EMPTY => None,
     }
 }
 
@@ -625,6 +639,7 @@ impl Runtime for DockerRuntime {
                             let (state, oom) = state_of(i);
                             e.status.state = state;
                             e.status.oom_killed |= oom;
+                            e.status.own_health = own_health(i);
                         }
                         None => {
                             e.gone = true;
@@ -688,6 +703,7 @@ impl Runtime for DockerRuntime {
         let mut status = known.clone();
         status.state = state;
         status.oom_killed |= oom;
+        status.own_health = own_health(&i);
         Ok(self.register(status, container, false))
     }
 

@@ -417,6 +417,7 @@ impl ProcessRuntime {
             log: Some(log_path),
             identity: None,
             oom_killed: false,
+            own_health: None,
         };
         Ok((status, child))
     }

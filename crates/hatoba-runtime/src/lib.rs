@@ -188,6 +188,31 @@ pub struct InstanceStatus {
     pub oom_killed: bool,
     /// Where its output goes.
     pub log: Option<PathBuf>,
+    /// What the workload's own health check says (a Docker image's
+    /// HEALTHCHECK), when it has one. Shown, never acted on: Hatoba's
+    /// probes decide readiness whether or not the image has a check.
+    pub own_health: Option<OwnHealth>,
+}
+
+/// The verdict of a workload's own health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnHealth {
+    /// Not yet decided (within the check's start period).
+    Starting,
+    /// The last checks passed.
+    Healthy,
+    /// As many checks in a row failed as the check allows.
+    Unhealthy,
+}
+
+impl fmt::Display for OwnHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OwnHealth::Starting => "starting",
+            OwnHealth::Healthy => "healthy",
+            OwnHealth::Unhealthy => "unhealthy",
+        })
+    }
 }
 
 /// What an instance consumes, summed over its processes (for the process

@@ -215,6 +215,7 @@ impl InstanceRecord {
             log: self.log.clone(),
             identity: None,
             oom_killed: false,
+            own_health: None,
         }
     }
 }

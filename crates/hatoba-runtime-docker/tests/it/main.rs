@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hatoba_runtime::{
-    ContainerWorkload, InstanceSpec, InstanceState, Runtime, RuntimeError, Workload,
+    ContainerWorkload, InstanceSpec, InstanceState, OwnHealth, Runtime, RuntimeError, Workload,
 };
 use hatoba_runtime_docker::{DockerRuntime, SCOPE_LABEL};
 use hatoba_test_support::{StoryPrograms, StoryRuntimes, external, http_ok, runtime_story};
@@ -95,6 +95,16 @@ fn child() {
     std::process::exit(0);
 }
 
+/// The image's HEALTHCHECK, run inside a container: healthy when the role
+/// is `serve`, failing otherwise.
+#[test]
+fn healthcheck() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    std::process::exit(i32::from(role != "serve"));
+}
+
 /// Removes every container and image labelled with this run, on drop.
 struct Cleanup {
     run: String,
@@ -140,6 +150,12 @@ fn libraries(exe: &Path) -> Vec<PathBuf> {
 
 /// Imports the test image (this binary and its libraries); returns its tag.
 fn import_image(run: &str) -> String {
+    import_image_with(run, "plain", &[])
+}
+
+/// The test image under tag `<run>-<name>`, with `changes` (Dockerfile
+/// instructions) on top.
+fn import_image_with(run: &str, name: &str, changes: &[&str]) -> String {
     let exe = std::env::current_exe().unwrap();
     let root = tempfile::tempdir().unwrap();
     let copy = |from: &Path, to: &Path| {
@@ -162,11 +178,12 @@ fn import_image(run: &str) -> String {
         .status()
         .unwrap();
     assert!(ok.success(), "tar failed");
-    let image = format!("hatoba-rt-test:{run}");
+    let image = format!("hatoba-rt-test:{run}-{name}");
     let out = Command::new("docker")
         .arg("import")
         .args(["--change", &format!("LABEL {TEST_LABEL}={run}")])
         .args(["--change", r#"ENTRYPOINT ["/app"]"#])
+        .args(changes.iter().flat_map(|c| ["--change", c]))
         .arg(&tar)
         .arg(&image)
         .output()
@@ -406,4 +423,68 @@ async fn an_oom_kill_is_reported_in_the_status() {
         ),
         "{l:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_images_own_healthcheck_is_shown_in_the_status() {
+    let run = run_id();
+    let Some(rt) = engine(&format!("test-{run}")).await else {
+        return;
+    };
+    let image = import_image_with(
+        &run,
+        "checked",
+        &[
+            r#"HEALTHCHECK --interval=1s --timeout=5s --retries=1 CMD ["/app", "healthcheck", "--exact", "--test-threads=1"]"#,
+        ],
+    );
+    let _cleanup = Cleanup {
+        run: run.clone(),
+        image: image.clone(),
+    };
+    let healthy = rt
+        .start(&spec(&image, &run, "serve"), hatoba_core::Millis(0))
+        .await
+        .unwrap();
+    let sick = rt
+        .start(
+            &spec(&image, &run, "ignore-sigterm"),
+            hatoba_core::Millis(1),
+        )
+        .await
+        .unwrap();
+    let shows = |id: hatoba_runtime::InstanceId, want: OwnHealth| {
+        let rt = &rt;
+        async move {
+            rt.list(&"web".parse().unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .any(|l| l.id == id && l.own_health == Some(want))
+        }
+    };
+    hatoba_test_support::wait_for_async(Duration::from_secs(30), || {
+        shows(healthy.id.clone(), OwnHealth::Healthy)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("never healthy: {e}"));
+    hatoba_test_support::wait_for_async(Duration::from_secs(30), || {
+        shows(sick.id.clone(), OwnHealth::Unhealthy)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("never unhealthy: {e}"));
+    // Without a HEALTHCHECK there is no verdict to show.
+    let plain = import_image(&run);
+    let _plain = Cleanup {
+        run: run.clone(),
+        image: plain.clone(),
+    };
+    let unchecked = rt
+        .start(&spec(&plain, &run, "serve"), hatoba_core::Millis(2))
+        .await
+        .unwrap();
+    assert_eq!(unchecked.own_health, None);
+    for id in [&healthy.id, &sick.id, &unchecked.id] {
+        rt.stop(id, Duration::from_millis(300)).await.unwrap();
+    }
 }

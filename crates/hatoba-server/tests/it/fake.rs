@@ -242,6 +242,7 @@ impl Runtime for FakeRuntime {
                 log: None,
                 identity: None,
                 oom_killed: false,
+                own_health: None,
             },
             ready: Arc::clone(&ready),
             live: Arc::clone(&live),
