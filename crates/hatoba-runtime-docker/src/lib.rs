@@ -35,6 +35,16 @@
 //!
 //! Errors that call for a decision are [`DockerError`] variants, carried as
 //! the source of the [`RuntimeError`] the trait returns.
+//!
+//! Secrets filled into the environment are visible to whoever may
+//! `docker inspect` the container (as they are in `/proc/<pid>/environ` of
+//! a process instance): the engine's socket is as sensitive as root.
+//!
+//! Its tests run the shared runtime story against the real engine with an
+//! image `docker import`ed from the test binary and the shared libraries
+//! `ldd` lists for it: no registry is reachable, a statically linked demo
+//! app would be a full second build for another target on a small machine,
+//! and busybox would be one more Debian package for CI.
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
@@ -413,7 +423,7 @@ impl DockerRuntime {
         };
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
-            entrypoint: c.command.clone(),
+            entrypoint: c.command.as_ref().map(|a| a.iter().map(fill).collect()),
             cmd: c.args.as_ref().map(|a| a.iter().map(fill).collect()),
             env: Some(env),
             user: c.user.clone(),
