@@ -513,9 +513,9 @@ fn state_of(i: &ContainerInspectResponse) -> (InstanceState, bool) {
     if s.running.unwrap_or(false) || s.restarting.unwrap_or(false) || s.paused.unwrap_or(false) {
         return (InstanceState::Running, oom);
     }
-    use bollard::models::ContainerStateStatusEnum as S;
-    if s.status == Some(S::CREATED) {
-        return (InstanceState::Running, oom);
+    // Made but never started: no exit code to speak of (the engine says 0).
+    if s.status == Some(bollard::models::ContainerStateStatusEnum::CREATED) {
+        return (gone_state(), oom);
     }
     let code = s.exit_code.and_then(|c| i32::try_from(c).ok());
     (InstanceState::Exited { code, signal: None }, oom)
@@ -844,6 +844,54 @@ mod tests {
     fn scope_hash_is_stable_and_tells_scopes_apart() {
         assert_eq!(fnv1a(b""), 0x811c_9dc5);
         assert_ne!(fnv1a(b"/var/a"), fnv1a(b"/var/b"));
+    }
+
+    fn inspected(state: bollard::models::ContainerState) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            state: Some(state),
+            ..ContainerInspectResponse::default()
+        }
+    }
+
+    #[test]
+    fn the_engines_state_becomes_the_instance_state() {
+        use bollard::models::{ContainerState, Health, HealthStatusEnum};
+        let running = inspected(ContainerState {
+            running: Some(true),
+            health: Some(Health {
+                status: Some(HealthStatusEnum::UNHEALTHY),
+                ..Health::default()
+            }),
+            ..ContainerState::default()
+        });
+        assert_eq!(state_of(&running), (InstanceState::Running, false));
+        assert_eq!(own_health(&running), Some(OwnHealth::Unhealthy));
+        let oom = inspected(ContainerState {
+            running: Some(false),
+            exit_code: Some(137),
+            oom_killed: Some(true),
+            ..ContainerState::default()
+        });
+        assert_eq!(
+            state_of(&oom),
+            (
+                InstanceState::Exited {
+                    code: Some(137),
+                    signal: None
+                },
+                true
+            )
+        );
+        assert_eq!(own_health(&oom), None);
+        // Made but never started (a controller died in between): not
+        // running, so it is replaced, and swept.
+        let created = inspected(ContainerState {
+            status: Some(bollard::models::ContainerStateStatusEnum::CREATED),
+            running: Some(false),
+            exit_code: Some(0),
+            ..ContainerState::default()
+        });
+        assert_eq!(state_of(&created), (gone_state(), false));
     }
 
     #[test]
