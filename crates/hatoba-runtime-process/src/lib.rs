@@ -64,7 +64,7 @@ pub use logs::{LogLimits, LogRotateError, LogRotation};
 use async_trait::async_trait;
 use hatoba_core::{Millis, ServiceName};
 use hatoba_runtime::{
-    InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError, Usage,
+    InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError, Usage, Workload,
 };
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -321,6 +321,17 @@ impl ProcessRuntime {
         id: &InstanceId,
         now: Millis,
     ) -> Result<(InstanceStatus, tokio::process::Child), RuntimeError> {
+        let Workload::Process {
+            program: spec_program,
+            args: spec_args,
+        } = &spec.workload
+        else {
+            return Err(RuntimeError::Unsupported {
+                runtime: "process",
+                kind: spec.workload.kind(),
+                service: spec.service.clone(),
+            });
+        };
         let port = free_port(&spec.service)?;
         let resources = |what: String| {
             let service = spec.service.clone();
@@ -351,10 +362,10 @@ impl ProcessRuntime {
             "cannot open the log file {}",
             log_path.display()
         )))?;
-        let program = if spec.program.contains('/') && !spec.program.starts_with('/') {
-            spec.working_dir.join(&spec.program).display().to_string()
+        let program = if spec_program.contains('/') && !spec_program.starts_with('/') {
+            spec.working_dir.join(spec_program).display().to_string()
         } else {
-            spec.program.clone()
+            spec_program.to_owned()
         };
         // `${PORT}` in arguments and environment values is the port chosen
         // here, for programs that take their port on the command line.
@@ -364,7 +375,7 @@ impl ProcessRuntime {
         for name in &self.withheld {
             cmd.env_remove(name);
         }
-        cmd.args(spec.args.iter().map(fill))
+        cmd.args(spec_args.iter().map(fill))
             .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))
             .env("PORT", &port_text)
             .env(INSTANCE_ENV, &id.0)
@@ -380,12 +391,12 @@ impl ProcessRuntime {
             .kill_on_drop(false);
         let child = cmd.spawn().map_err(|source| {
             // A relative path with a slash runs from the working directory.
-            let relative = Path::new(&spec.program);
-            let resolved = (relative.is_relative() && spec.program.contains('/'))
+            let relative = Path::new(spec_program);
+            let resolved = (relative.is_relative() && spec_program.contains('/'))
                 .then(|| lexically_joined(&spec.working_dir, relative));
             RuntimeError::Spawn {
                 service: spec.service.clone(),
-                program: spec.program.clone(),
+                program: spec_program.to_owned(),
                 resolved,
                 source,
             }
@@ -404,6 +415,9 @@ impl ProcessRuntime {
             started_at: now,
             state: InstanceState::Running,
             log: Some(log_path),
+            identity: None,
+            oom_killed: false,
+            own_health: None,
         };
         Ok((status, child))
     }

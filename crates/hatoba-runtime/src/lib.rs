@@ -10,9 +10,10 @@
 //! Instances outlive the controller that started them. A restarted
 //! controller hands the statuses it recorded to [`Runtime::adopt`], which
 //! re-attaches to the instances that still run (checking that they really are
-//! the same ones: a process id alone can have been recycled, so a driver
-//! also compares the start time it recorded in
-//! [`InstanceStatus::proc_start`]), then calls [`Runtime::sweep`] to end the
+//! the same ones: a process id alone can have been recycled, so the process
+//! driver also compares the start time it recorded in
+//! [`InstanceStatus::proc_start`]; another driver proves identity with its
+//! own opaque [`InstanceStatus::identity`], a container id for Docker), then calls [`Runtime::sweep`] to end the
 //! instances a controller started but died before recording. Each runtime
 //! object has a *scope* (for the process driver, the controller's state
 //! directory) so that two controllers on one machine never sweep each
@@ -42,16 +43,15 @@ pub struct InstanceSpec {
     pub service: ServiceName,
     /// The version it runs.
     pub version: Version,
-    /// The program (a path, relative to `working_dir` when it has a `/`,
-    /// or a name looked up in `PATH`).
-    pub program: String,
-    /// Its arguments.
-    pub args: Vec<String>,
+    /// What runs: a program or a container. A runtime refuses a workload
+    /// it cannot run ([`RuntimeError::Unsupported`]).
+    pub workload: Workload,
     /// Environment variables on top of the runtime's own; `PORT` is added.
-    /// In `args` and in these values, `${PORT}` stands for the instance's
+    /// In the workload's arguments and in these values, `${PORT}` stands for the instance's
     /// port and is replaced by the runtime when it starts the instance.
     pub env: BTreeMap<String, String>,
-    /// Where it runs.
+    /// Where it runs (for a process; a container runs in its image's
+    /// working directory).
     pub working_dir: PathBuf,
     /// Secret values by name. In `args` and `env` values, `${NAME}` of a
     /// secret is left as written and replaced by the runtime only in the
@@ -59,6 +59,67 @@ pub struct InstanceSpec {
     /// the instance's environment and nowhere else; `Debug` shows
     /// `‹secret›`.
     pub secrets: BTreeMap<String, hatoba_core::SecretValue>,
+}
+
+/// What an instance runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// A local program (the process runtime).
+    Process {
+        /// The program (a path, relative to `working_dir` when it has a
+        /// `/`, or a name looked up in `PATH`).
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+    /// A container made from a local image (the Docker runtime).
+    Container(ContainerWorkload),
+}
+
+impl Workload {
+    /// The program or the image: what an error about starting it names.
+    pub fn what(&self) -> &str {
+        match self {
+            Workload::Process { program, .. } => program,
+            Workload::Container(c) => &c.image,
+        }
+    }
+
+    /// Its kind for messages: `process`, `container`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Workload::Process { .. } => "process",
+            Workload::Container(_) => "container",
+        }
+    }
+}
+
+/// A container: only what the Engine API needs to create one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerWorkload {
+    /// The image, by name and tag (`web:v2`) or id (`sha256:…`); it must
+    /// be present locally (nothing is pulled).
+    pub image: String,
+    /// Replaces the image's entrypoint when given.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's command (the arguments to the entrypoint) when
+    /// given; `${PORT}` stands for `port`.
+    pub args: Option<Vec<String>>,
+    /// The port the app listens on inside the container (also given in
+    /// `PORT`); the runtime publishes it on a loopback port of the host.
+    pub port: u16,
+    /// `user` or `user:group` inside the container; the image's own when
+    /// not given.
+    pub user: Option<String>,
+    /// Memory limit, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU limit, in thousandths of a CPU (1500 = one and a half).
+    pub millicpus: Option<u64>,
+    /// Whether the container's root filesystem is read-only.
+    pub read_only: bool,
+    /// Identifying labels beyond the runtime's own (app, environment,
+    /// deployment), added as `hatoba.<key>`.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Where an instance is in its life, as last observed.
@@ -116,8 +177,42 @@ pub struct InstanceStatus {
     pub started_at: Millis,
     /// Running or exited.
     pub state: InstanceState,
+    /// What proves, after a controller restart, that this is the very
+    /// instance (for the Docker runtime: the container id). It belongs to
+    /// the runtime that made it: opaque to the caller, who records it and
+    /// hands it back to [`Runtime::adopt`]. The process runtime proves
+    /// identity with `pid` and `proc_start` and leaves this `None`.
+    pub identity: Option<String>,
+    /// Whether the kernel's out-of-memory killer ended it (known to the
+    /// Docker runtime; the process runtime cannot tell and says `false`).
+    pub oom_killed: bool,
     /// Where its output goes.
     pub log: Option<PathBuf>,
+    /// What the workload's own health check says (a Docker image's
+    /// HEALTHCHECK), when it has one. Shown, never acted on: Hatoba's
+    /// probes decide readiness whether or not the image has a check.
+    pub own_health: Option<OwnHealth>,
+}
+
+/// The verdict of a workload's own health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnHealth {
+    /// Not yet decided (within the check's start period).
+    Starting,
+    /// The last checks passed.
+    Healthy,
+    /// As many checks in a row failed as the check allows.
+    Unhealthy,
+}
+
+impl fmt::Display for OwnHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OwnHealth::Starting => "starting",
+            OwnHealth::Healthy => "healthy",
+            OwnHealth::Unhealthy => "unhealthy",
+        })
+    }
 }
 
 /// What an instance consumes, summed over its processes (for the process
@@ -171,6 +266,17 @@ pub enum RuntimeError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// This runtime cannot run this kind of workload (a container given to
+    /// the process runtime).
+    #[error("the {runtime} runtime cannot run a {kind} (service `{service}`)")]
+    Unsupported {
+        /// The runtime's name.
+        runtime: &'static str,
+        /// The workload's kind.
+        kind: &'static str,
+        /// The service.
+        service: ServiceName,
     },
     /// The runtime could not look at the machine (for the process runtime:
     /// `/proc` could not be listed), so it cannot tell what runs.
@@ -245,6 +351,20 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn sweep(&self, keep: &[InstanceId]) -> Result<Vec<InstanceId>, RuntimeError> {
         let _ = keep;
         Ok(Vec::new())
+    }
+
+    /// The last `tail` lines of an instance's output (stdout and stderr
+    /// interleaved as the runtime kept them), oldest first. `Ok(None)`
+    /// means this runtime keeps output in the file named by
+    /// [`InstanceStatus::log`] and the caller reads it there (the default,
+    /// the process runtime). An unknown id is [`RuntimeError::NotFound`].
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        let _ = (id, tail);
+        Ok(None)
     }
 
     /// What a running instance consumes now; `None` when it is unknown, no

@@ -213,6 +213,9 @@ impl InstanceRecord {
             started_at: self.started_at,
             state: InstanceState::Running,
             log: self.log.clone(),
+            identity: None,
+            oom_killed: false,
+            own_health: None,
         }
     }
 }
@@ -1069,8 +1072,7 @@ pub(crate) fn instance_spec_for(
     Ok(InstanceSpec {
         service: req.service.clone(),
         version: req.version.clone(),
-        program,
-        args,
+        workload: hatoba_runtime::Workload::Process { program, args },
         env,
         working_dir,
         secrets: req.secrets.values.clone(),

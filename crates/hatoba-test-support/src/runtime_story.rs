@@ -2,8 +2,8 @@
 //! idea): start, observe, serve, stop gracefully, stop forcefully, report
 //! exits and spawn failures, stay idempotent; then what a restarted
 //! controller relies on: a second runtime object of the same scope adopts a
-//! running instance (and only the very same one: a recycled pid or another
-//! start time is reported as exited), the orphan sweep ends unrecorded
+//! running instance (and only the very same one: a recycled pid, another
+//! start time or another runtime identity is reported as exited), the orphan sweep ends unrecorded
 //! instances of the scope but not kept ones nor those of another scope, and
 //! usage is reported for running instances only. A driver's test supplies
 //! the runtimes and the programs; the story checks what any runtime must do
@@ -167,7 +167,7 @@ pub async fn runtime_story(rts: StoryRuntimes<'_>, p: StoryPrograms) {
     // Errors name what is wrong.
     match rt.start(&p.missing, now).await {
         Err(e @ RuntimeError::Spawn { .. }) => {
-            assert!(e.to_string().contains(&p.missing.program), "{e}")
+            assert!(e.to_string().contains(p.missing.workload.what()), "{e}")
         }
         other => panic!("expected a spawn error, got {other:?}"),
     }
@@ -278,10 +278,18 @@ async fn adoption_story(
     assert_eq!(got.state, exited_unknown, "adopted a recycled pid: {got:?}");
     assert_eq!(got.id, ended.id);
 
-    // `running`, recorded with another start time.
-    let other_start = InstanceStatus {
-        proc_start: Some(running.proc_start.map_or(1, |s| s.wrapping_add(1))),
-        ..running.clone()
+    // `running`, recorded with another start time (or, for a runtime that
+    // proves identity its own way, another identity: a container of the
+    // same name made anew).
+    let other_start = match &running.identity {
+        Some(identity) => InstanceStatus {
+            identity: Some(format!("{identity}-other")),
+            ..running.clone()
+        },
+        None => InstanceStatus {
+            proc_start: Some(running.proc_start.map_or(1, |s| s.wrapping_add(1))),
+            ..running.clone()
+        },
     };
     let got = twin.adopt(&other_start).await.unwrap();
     assert_eq!(got.state, exited_unknown, "start time not checked: {got:?}");
@@ -302,7 +310,10 @@ async fn adoption_story(
     serving(c.addr).await;
     let adopted = twin.adopt(&c).await.unwrap();
     assert_eq!(adopted.state, InstanceState::Running, "{adopted:?}");
-    assert_eq!((adopted.pid, adopted.proc_start), (c.pid, c.proc_start));
+    assert_eq!(
+        (adopted.pid, adopted.proc_start, &adopted.identity),
+        (c.pid, c.proc_start, &c.identity)
+    );
     assert_eq!((&adopted.id, adopted.addr), (&c.id, c.addr));
     assert_eq!(
         twin.adopt(&c).await.unwrap(),

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 use hatoba_runtime::{
-    InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError,
+    InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError, Workload,
 };
 use hatoba_runtime_process::{INSTANCE_ENV, LogLimits, ProcessRuntime, SCOPE_ENV};
 use hatoba_test_support::{StoryPrograms, StoryRuntimes, http_ok, runtime_story, wait_for_async};
@@ -182,6 +182,9 @@ fn parse_record(text: &str) -> InstanceStatus {
         started_at: hatoba_core::Millis(7),
         state: InstanceState::Running,
         log: Some(PathBuf::from(f[4])),
+        identity: None,
+        oom_killed: false,
+        own_health: None,
     }
 }
 
@@ -190,8 +193,10 @@ fn spec(role: &str) -> InstanceSpec {
     InstanceSpec {
         service: "web".parse().unwrap(),
         version: "v1".parse().unwrap(),
-        program: exe.display().to_string(),
-        args: CHILD_ARGS.map(String::from).to_vec(),
+        workload: Workload::Process {
+            program: exe.display().to_string(),
+            args: CHILD_ARGS.map(String::from).to_vec(),
+        },
         env: BTreeMap::from([(ROLE.to_owned(), role.to_owned())]),
         working_dir: std::env::temp_dir(),
         secrets: BTreeMap::new(),
@@ -290,7 +295,10 @@ async fn passes_the_runtime_story() {
         .with_scope(format!("{}-elsewhere", dir.path().display()));
     let _cleanup = Cleanup::scopes(&[rt.scope(), neighbour.scope()]);
     let missing = InstanceSpec {
-        program: "./no-such-program".to_owned(),
+        workload: Workload::Process {
+            program: "./no-such-program".to_owned(),
+            args: Vec::new(),
+        },
         ..spec("serve")
     };
     runtime_story(
@@ -382,13 +390,15 @@ async fn secrets_are_filled_in_only_in_the_started_process() {
     let out = dir.path().join("seen");
     let canary = "s3cr3t-canary-${PORT}-9c1e";
     let spec = InstanceSpec {
-        program: "/bin/sh".to_owned(),
-        args: vec![
-            "-c".to_owned(),
-            "printf '%s|%s' \"$DB_URL\" \"$1\" > \"$OUT\"; exec sleep 30".to_owned(),
-            "sh".to_owned(),
-            "${TOKEN}:${NOT_A_SECRET}".to_owned(),
-        ],
+        workload: Workload::Process {
+            program: "/bin/sh".to_owned(),
+            args: vec![
+                "-c".to_owned(),
+                "printf '%s|%s' \"$DB_URL\" \"$1\" > \"$OUT\"; exec sleep 30".to_owned(),
+                "sh".to_owned(),
+                "${TOKEN}:${NOT_A_SECRET}".to_owned(),
+            ],
+        },
         env: [
             ("DB_URL".to_owned(), "pg://u:${TOKEN}@db:${PORT}".to_owned()),
             ("OUT".to_owned(), out.display().to_string()),
@@ -426,13 +436,15 @@ async fn port_placeholders_in_args_and_env_become_the_port() {
     let rt = ProcessRuntime::new(dir.path().join("logs"));
     let _cleanup = Cleanup::scopes(&[rt.scope()]);
     let spec = InstanceSpec {
-        program: "/bin/sh".to_owned(),
-        args: vec![
-            "-c".to_owned(),
-            "echo \"arg=$1 env=$LISTEN\"; exec sleep 30".to_owned(),
-            "sh".to_owned(),
-            "--port=${PORT}".to_owned(),
-        ],
+        workload: Workload::Process {
+            program: "/bin/sh".to_owned(),
+            args: vec![
+                "-c".to_owned(),
+                "echo \"arg=$1 env=$LISTEN\"; exec sleep 30".to_owned(),
+                "sh".to_owned(),
+                "--port=${PORT}".to_owned(),
+            ],
+        },
         env: [("LISTEN".to_owned(), "127.0.0.1:${PORT}".to_owned())].into(),
         ..spec("serve")
     };
@@ -785,8 +797,10 @@ async fn a_missing_relative_program_names_where_it_was_looked_for() {
     let work = dir.path().join("examples").join("web");
     std::fs::create_dir_all(&work).unwrap();
     let spec = InstanceSpec {
-        program: "../../target/release/web".to_owned(),
-        args: Vec::new(),
+        workload: Workload::Process {
+            program: "../../target/release/web".to_owned(),
+            args: Vec::new(),
+        },
         working_dir: work,
         ..spec("serve")
     };

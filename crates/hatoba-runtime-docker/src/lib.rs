@@ -1,0 +1,904 @@
+//! The Docker runtime: each instance is one container of the local Docker
+//! Engine, made from an image already present (nothing is pulled: no
+//! registry is assumed, even on one host).
+//!
+//! It executes and observes, never decides (invariant 2): no restart
+//! policy, no auto-remove, no HEALTHCHECK-driven action; the controller
+//! probes and chooses. It must not touch a container it did not label with
+//! its own scope.
+//!
+//! - **Start** creates and starts a container labelled `hatoba.scope`,
+//!   `hatoba.service`, `hatoba.version`, `hatoba.instance` (plus the
+//!   workload's own labels as `hatoba.<key>`: app, environment,
+//!   deployment), named `<instance>-<scope hash>`. The app's port is
+//!   published on `127.0.0.1` with the host port left to Docker and read
+//!   back with an inspect: each instance gets its own loopback port, the
+//!   proxy reaches it like a process instance, and nothing is exposed
+//!   beyond the machine (a user-defined network would need the proxy inside
+//!   Docker's network, which the process runtime's proxy is not). The
+//!   container runs with Docker's init (`--init`) so that SIGTERM reaches an
+//!   app that does not expect to be PID 1, and zombies are reaped.
+//! - **Stop** sends SIGTERM, waits the grace period, sends SIGKILL, then
+//!   removes the container (its exit is remembered by this runtime object).
+//! - **Adoption** checks the recorded container id
+//!   ([`InstanceStatus::identity`]) against the scope and instance labels:
+//!   a container of the same name made anew has another id and is not
+//!   adopted.
+//! - **Sweep** ends and removes the scope's containers this object does not
+//!   know and the caller does not keep.
+//! - **Usage** comes from the one-shot stats API.
+//! - **The image's HEALTHCHECK** verdict is shown in
+//!   [`InstanceStatus::own_health`] (refreshed by `list`), never acted on.
+//! - **Logs** are the container's output as Docker keeps it; the last
+//!   lines are read just before a stopped container is removed, so why an
+//!   instance ended stays readable from this runtime object.
+//!
+//! Errors that call for a decision are [`DockerError`] variants, carried as
+//! the source of the [`RuntimeError`] the trait returns.
+//!
+//! Secrets filled into the environment are visible to whoever may
+//! `docker inspect` the container (as they are in `/proc/<pid>/environ` of
+//! a process instance): the engine's socket is as sensitive as root.
+//!
+//! Its tests run the shared runtime story against the real engine with an
+//! image `docker import`ed from the test binary and the shared libraries
+//! `ldd` lists for it: no registry is reachable, a statically linked demo
+//! app would be a full second build for another target on a small machine,
+//! and busybox would be one more Debian package for CI.
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt as _;
+use hatoba_core::{Millis, ServiceName};
+use hatoba_runtime::{
+    ContainerWorkload, InstanceId, InstanceSpec, InstanceState, InstanceStatus, OwnHealth, Runtime,
+    RuntimeError, Usage, Workload,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// The label naming the controller scope a container belongs to.
+pub const SCOPE_LABEL: &str = "hatoba.scope";
+/// The label naming the service.
+pub const SERVICE_LABEL: &str = "hatoba.service";
+/// The label naming the version.
+pub const VERSION_LABEL: &str = "hatoba.version";
+/// The label naming the instance id.
+pub const INSTANCE_LABEL: &str = "hatoba.instance";
+
+/// How long the sweep lets an orphan end on SIGTERM before killing it.
+const SWEEP_GRACE: Duration = Duration::from_secs(5);
+/// How many lines of a container's output are kept when it is removed, so
+/// that why it ended can still be read.
+const KEPT_LINES: usize = 200;
+/// How long to wait for a killed container to be reported ended.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// What went wrong with the Docker Engine, one variant per decision.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// No Docker Engine answers: start it, or check `DOCKER_HOST`.
+    #[error("the docker engine is unreachable (is dockerd running? DOCKER_HOST is honoured): {0}")]
+    Unreachable(#[source] bollard::errors::Error),
+    /// The image is not present locally, and nothing is pulled.
+    #[error(
+        "image `{image}` is not present on this docker engine (nothing is pulled): build it first, \
+         e.g. `docker build -t {image} .` or `docker import`"
+    )]
+    ImageMissing {
+        /// The image as given.
+        image: String,
+    },
+    /// A container of that name already exists (made by someone else).
+    #[error("a container named `{name}` already exists: remove it or let hatoba pick another name")]
+    NameClash {
+        /// The name.
+        name: String,
+    },
+    /// The host port could not be bound.
+    #[error("the host port for `{name}` could not be published: {message}")]
+    PortClash {
+        /// The container's name.
+        name: String,
+        /// What the engine said.
+        message: String,
+    },
+    /// The container was made but its port was not published.
+    #[error("container `{name}` publishes no host port for {port}/tcp")]
+    NoPort {
+        /// The container's name.
+        name: String,
+        /// The app's port inside.
+        port: u16,
+    },
+    /// Any other refusal of the engine.
+    #[error("the docker engine refused to {what}")]
+    Api {
+        /// What was asked.
+        what: String,
+        /// Its answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl DockerError {
+    fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+        let what = what.into();
+        move |source| {
+            if is_unreachable(&source) {
+                DockerError::Unreachable(source)
+            } else {
+                DockerError::Api { what, source }
+            }
+        }
+    }
+}
+
+fn is_unreachable(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    matches!(
+        e,
+        E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::SocketNotFoundError(_)
+            | E::RequestTimeoutError
+    )
+}
+
+fn status_code(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn io(e: DockerError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+/// One instance this runtime object started or adopted.
+#[derive(Debug)]
+struct Entry {
+    status: InstanceStatus,
+    /// The container's id (also in `status.identity`).
+    container: String,
+    /// The container no longer exists (removed, or never was ours).
+    gone: bool,
+    /// Registration order, so `list` shows instances in start order.
+    seq: u64,
+    /// Its last lines of output, read just before it was removed.
+    last_output: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    entries: BTreeMap<InstanceId, Entry>,
+    next: u64,
+}
+
+/// The Docker runtime of one controller scope.
+#[derive(Debug)]
+pub struct DockerRuntime {
+    docker: Docker,
+    scope: String,
+    registry: Mutex<Registry>,
+}
+
+impl DockerRuntime {
+    /// Connects to the local Docker Engine (`DOCKER_HOST` or the default
+    /// socket), agrees on an API version and checks that it answers.
+    pub async fn connect(scope: impl Into<String>) -> Result<DockerRuntime, DockerError> {
+        let docker = Docker::connect_with_local_defaults().map_err(DockerError::Unreachable)?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(DockerError::Unreachable)?;
+        docker.ping().await.map_err(DockerError::Unreachable)?;
+        Ok(DockerRuntime {
+            docker,
+            scope: scope.into(),
+            registry: Mutex::new(Registry::default()),
+        })
+    }
+
+    /// Its scope: containers carry it in [`SCOPE_LABEL`].
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The client, for callers that build images or clean up.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.registry.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn register(&self, status: InstanceStatus, container: String, gone: bool) -> InstanceStatus {
+        self.with(|r| {
+            let seq = r.next;
+            r.next += 1;
+            r.entries.insert(
+                status.id.clone(),
+                Entry {
+                    status: status.clone(),
+                    container,
+                    gone,
+                    seq,
+                    last_output: Vec::new(),
+                },
+            );
+        });
+        status
+    }
+
+    /// The container name of an instance: its id and a hash of the scope,
+    /// so that two scopes never clash.
+    fn container_name(&self, id: &InstanceId) -> String {
+        format!("{id}-{:08x}", fnv1a(self.scope.as_bytes()))
+    }
+
+    fn fresh_id(&self, spec: &InstanceSpec) -> InstanceId {
+        self.with(|r| {
+            loop {
+                let id = InstanceId(format!(
+                    "{}-{}-{:04x}",
+                    spec.service,
+                    spec.version,
+                    rand::random::<u16>()
+                ));
+                if !r.entries.contains_key(&id) {
+                    return id;
+                }
+            }
+        })
+    }
+
+    async fn inspect(
+        &self,
+        container: &str,
+    ) -> Result<Option<ContainerInspectResponse>, DockerError> {
+        match self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(DockerError::api(format!("inspect container `{container}`"))(e)),
+        }
+    }
+
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
+        let opts = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        match self.docker.kill_container(container, Some(opts)).await {
+            // 404: gone; 409: not running. Both mean there is nothing to end.
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+            r => r.map_err(DockerError::api(format!("send {signal} to `{container}`"))),
+        }
+    }
+
+    /// Waits up to `limit` for the container to stop running; true if it did.
+    async fn wait_ended(&self, container: &str, limit: Duration) -> bool {
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut wait = self.docker.wait_container(container, Some(opts));
+        // The first item, Ok or an error carrying a non-zero exit code,
+        // says it has ended (or is gone).
+        tokio::time::timeout(limit, wait.next()).await.is_ok()
+    }
+
+    /// SIGTERM, `grace`, SIGKILL; then the final state, and the container
+    /// removed.
+    async fn end(
+        &self,
+        id: Option<&InstanceId>,
+        container: &str,
+        grace: Duration,
+    ) -> Result<(InstanceState, bool), DockerError> {
+        self.signal(container, "SIGTERM").await?;
+        if !self.wait_ended(container, grace).await {
+            self.signal(container, "SIGKILL").await?;
+            self.wait_ended(container, KILL_WAIT).await;
+        }
+        let ended = match self.inspect(container).await? {
+            Some(i) => state_of(&i),
+            None => (gone_state(), false),
+        };
+        self.keep_output_and_remove(id, container).await?;
+        Ok(ended)
+    }
+
+    /// The last `tail` lines of a container's output; empty when it is gone.
+    async fn output(&self, container: &str, tail: usize) -> Result<Vec<String>, DockerError> {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(container, Some(opts));
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => text.extend_from_slice(&c.into_bytes()),
+                Err(e) if status_code(&e) == Some(404) => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(DockerError::api(format!(
+                        "read the output of `{container}`"
+                    ))(e));
+                }
+            }
+        }
+        Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Keeps the container's last lines in its entry, then removes it.
+    async fn keep_output_and_remove(
+        &self,
+        id: Option<&InstanceId>,
+        container: &str,
+    ) -> Result<(), DockerError> {
+        if let Some(id) = id {
+            let lines = self.output(container, KEPT_LINES).await.unwrap_or_default();
+            self.with(|r| {
+                if let Some(e) = r.entries.get_mut(id) {
+                    e.last_output = lines;
+                }
+            });
+        }
+        self.remove(container).await
+    }
+
+    async fn remove(&self, container: &str) -> Result<(), DockerError> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(container, Some(opts)).await {
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            r => r.map_err(DockerError::api(format!("remove container `{container}`"))),
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &InstanceSpec,
+        c: &ContainerWorkload,
+        id: &InstanceId,
+        now: Millis,
+    ) -> Result<InstanceStatus, DockerError> {
+        let name = self.container_name(id);
+        let port_text = c.port.to_string();
+        let fill = |s: &String| fill_placeholders(s, &port_text, &spec.secrets);
+        let mut env: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| k.as_str() != "PORT")
+            .map(|(k, v)| format!("{k}={}", fill(v)))
+            .collect();
+        env.push(format!("PORT={port_text}"));
+        let mut labels = HashMap::from([
+            (SCOPE_LABEL.to_owned(), self.scope.clone()),
+            (SERVICE_LABEL.to_owned(), spec.service.to_string()),
+            (VERSION_LABEL.to_owned(), spec.version.to_string()),
+            (INSTANCE_LABEL.to_owned(), id.to_string()),
+        ]);
+        for (k, v) in &c.labels {
+            labels
+                .entry(format!("hatoba.{k}"))
+                .or_insert_with(|| v.clone());
+        }
+        let port_key = format!("{}/tcp", c.port);
+        let host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".to_owned()),
+                    // Empty: Docker picks a free host port.
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            memory: c.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+            // Swap equal to the limit: past it the container is OOM-killed
+            // (and says so) rather than crawling through swap.
+            memory_swap: c.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+            nano_cpus: c
+                .millicpus
+                .and_then(|m| i64::try_from(m.saturating_mul(1_000_000)).ok()),
+            readonly_rootfs: Some(c.read_only),
+            init: Some(true),
+            ..HostConfig::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(c.image.clone()),
+            entrypoint: c.command.as_ref().map(|a| a.iter().map(fill).collect()),
+            cmd: c.args.as_ref().map(|a| a.iter().map(fill).collect()),
+            env: Some(env),
+            user: c.user.clone(),
+            labels: Some(labels),
+            exposed_ports: Some(vec![port_key.clone()]),
+            host_config: Some(host_config),
+            ..ContainerCreateBody::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self.docker.create_container(Some(opts), body).await {
+            Ok(c) => c,
+            Err(e) if status_code(&e) == Some(404) => {
+                return Err(DockerError::ImageMissing {
+                    image: c.image.clone(),
+                });
+            }
+            Err(e) if status_code(&e) == Some(409) => return Err(DockerError::NameClash { name }),
+            Err(e) => return Err(DockerError::api(format!("create container `{name}`"))(e)),
+        };
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            let message = e.to_string();
+            return Err(
+                if message.contains("port is already allocated")
+                    || message.contains("address already in use")
+                {
+                    DockerError::PortClash { name, message }
+                } else {
+                    DockerError::api(format!("start container `{name}`"))(e)
+                },
+            );
+        }
+        let inspected = self.inspect(&created.id).await?;
+        let (state, oom_killed) = inspected.as_ref().map_or((gone_state(), false), state_of);
+        let host_port = inspected.as_ref().and_then(|i| host_port(i, &port_key));
+        let addr = match (host_port, &state) {
+            (Some(p), _) => SocketAddr::from(([127, 0, 0, 1], p)),
+            // Ended before its port was published: there is nothing to reach.
+            (None, InstanceState::Exited { .. }) => SocketAddr::from(([127, 0, 0, 1], 0)),
+            (None, InstanceState::Running) => {
+                let _ = self.end(None, &created.id, Duration::ZERO).await;
+                return Err(DockerError::NoPort { name, port: c.port });
+            }
+        };
+        Ok(InstanceStatus {
+            id: id.clone(),
+            service: spec.service.clone(),
+            version: spec.version.clone(),
+            addr,
+            pid: None,
+            proc_start: None,
+            started_at: now,
+            state,
+            log: None,
+            identity: Some(created.id),
+            oom_killed,
+            own_health: inspected.as_ref().and_then(own_health),
+        })
+    }
+}
+
+/// The state of an instance whose container has gone without a trace.
+fn gone_state() -> InstanceState {
+    InstanceState::Exited {
+        code: None,
+        signal: None,
+    }
+}
+
+/// What the image's own HEALTHCHECK says, when it has one.
+fn own_health(i: &ContainerInspectResponse) -> Option<OwnHealth> {
+    use bollard::models::HealthStatusEnum as H;
+    match i.state.as_ref()?.health.as_ref()?.status? {
+        H::STARTING => Some(OwnHealth::Starting),
+        H::HEALTHY => Some(OwnHealth::Healthy),
+        H::UNHEALTHY => Some(OwnHealth::Unhealthy),
+        H::NONE | H::EMPTY => None,
+    }
+}
+
+/// Running or exited (with its code), and whether the OOM killer ended it.
+fn state_of(i: &ContainerInspectResponse) -> (InstanceState, bool) {
+    let Some(s) = &i.state else {
+        return (gone_state(), false);
+    };
+    let oom = s.oom_killed.unwrap_or(false);
+    if s.running.unwrap_or(false) || s.restarting.unwrap_or(false) || s.paused.unwrap_or(false) {
+        return (InstanceState::Running, oom);
+    }
+    // Made but never started: no exit code to speak of (the engine says 0).
+    if s.status == Some(bollard::models::ContainerStateStatusEnum::CREATED) {
+        return (gone_state(), oom);
+    }
+    let code = s.exit_code.and_then(|c| i32::try_from(c).ok());
+    (InstanceState::Exited { code, signal: None }, oom)
+}
+
+fn host_port(i: &ContainerInspectResponse, key: &str) -> Option<u16> {
+    i.network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(key)?
+        .as_ref()?
+        .iter()
+        .filter_map(|b| b.host_port.as_deref()?.parse().ok())
+        .next()
+}
+
+fn label<'a>(i: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
+    i.config
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// `${PORT}` becomes the port, `${NAME}` of a secret its value; nothing
+/// else is touched.
+fn fill_placeholders(
+    s: &str,
+    port: &str,
+    secrets: &BTreeMap<String, hatoba_core::SecretValue>,
+) -> String {
+    let mut out = s.replace("${PORT}", port);
+    for (name, value) in secrets {
+        out = out.replace(&format!("${{{name}}}"), value.expose());
+    }
+    out
+}
+
+/// FNV-1a, 32 bits: a short stable name for a scope.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn inspect_error(e: DockerError) -> RuntimeError {
+    RuntimeError::Inspect {
+        what: "the docker engine".to_owned(),
+        source: io(e),
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn start(
+        &self,
+        spec: &InstanceSpec,
+        now: Millis,
+    ) -> Result<InstanceStatus, RuntimeError> {
+        let Workload::Container(c) = &spec.workload else {
+            return Err(RuntimeError::Unsupported {
+                runtime: "docker",
+                kind: spec.workload.kind(),
+                service: spec.service.clone(),
+            });
+        };
+        let id = self.fresh_id(spec);
+        match self.create_and_start(spec, c, &id, now).await {
+            Ok(status) => {
+                let container = status.identity.clone().unwrap_or_default();
+                Ok(self.register(status, container, false))
+            }
+            Err(e) => Err(RuntimeError::Spawn {
+                service: spec.service.clone(),
+                program: c.image.clone(),
+                resolved: None,
+                source: io(e),
+            }),
+        }
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {
+        let Some((container, gone, status)) = self.with(|r| {
+            r.entries
+                .get(id)
+                .map(|e| (e.container.clone(), e.gone, e.status.clone()))
+        }) else {
+            return Err(RuntimeError::NotFound { id: id.clone() });
+        };
+        if gone {
+            return Ok(status);
+        }
+        let (state, oom) =
+            self.end(Some(id), &container, grace)
+                .await
+                .map_err(|e| RuntimeError::Stop {
+                    id: id.clone(),
+                    source: io(e),
+                })?;
+        Ok(self.with(|r| match r.entries.get_mut(id) {
+            Some(e) => {
+                e.gone = true;
+                e.status.state = state;
+                e.status.oom_killed |= oom;
+                e.status.clone()
+            }
+            None => status,
+        }))
+    }
+
+    async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let known: Vec<(InstanceId, String)> = self.with(|r| {
+            r.entries
+                .iter()
+                .filter(|(_, e)| &e.status.service == service && !e.gone)
+                .map(|(id, e)| (id.clone(), e.container.clone()))
+                .collect()
+        });
+        for (id, container) in known {
+            let seen = self.inspect(&container).await.map_err(inspect_error)?;
+            self.with(|r| {
+                if let Some(e) = r.entries.get_mut(&id) {
+                    match &seen {
+                        Some(i) => {
+                            let (state, oom) = state_of(i);
+                            e.status.state = state;
+                            e.status.oom_killed |= oom;
+                            e.status.own_health = own_health(i);
+                        }
+                        None => {
+                            e.gone = true;
+                            if e.status.state == InstanceState::Running {
+                                e.status.state = gone_state();
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Ok(self.with(|r| {
+            let mut all: Vec<&Entry> = r
+                .entries
+                .values()
+                .filter(|e| &e.status.service == service)
+                .collect();
+            all.sort_by_key(|e| e.seq);
+            all.into_iter().map(|e| e.status.clone()).collect()
+        }))
+    }
+
+    async fn forget(&self, id: &InstanceId) {
+        let exited = self.with(|r| {
+            r.entries
+                .get(id)
+                .filter(|e| matches!(e.status.state, InstanceState::Exited { .. }))
+                .map(|e| (e.container.clone(), e.gone))
+        });
+        if let Some((container, gone)) = exited {
+            if !gone && self.keep_output_and_remove(None, &container).await.is_err() {
+                return;
+            }
+            self.with(|r| r.entries.remove(id));
+        }
+    }
+
+    async fn adopt(&self, known: &InstanceStatus) -> Result<InstanceStatus, RuntimeError> {
+        if let Some(current) = self.with(|r| r.entries.get(&known.id).map(|e| e.status.clone())) {
+            return Ok(current);
+        }
+        let refused = |status: InstanceStatus| {
+            let mut status = status;
+            status.state = gone_state();
+            let container = status.identity.clone().unwrap_or_default();
+            self.register(status, container, true)
+        };
+        let Some(container) = known.identity.clone() else {
+            return Ok(refused(known.clone()));
+        };
+        let Some(i) = self.inspect(&container).await.map_err(inspect_error)? else {
+            return Ok(refused(known.clone()));
+        };
+        let ours = label(&i, SCOPE_LABEL) == Some(self.scope.as_str())
+            && label(&i, INSTANCE_LABEL) == Some(known.id.0.as_str())
+            && i.id.as_deref() == Some(container.as_str());
+        if !ours {
+            return Ok(refused(known.clone()));
+        }
+        let (state, oom) = state_of(&i);
+        let mut status = known.clone();
+        status.state = state;
+        status.oom_killed |= oom;
+        status.own_health = own_health(&i);
+        Ok(self.register(status, container, false))
+    }
+
+    async fn sweep(&self, keep: &[InstanceId]) -> Result<Vec<InstanceId>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{SCOPE_LABEL}={}", self.scope)],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| inspect_error(DockerError::api("list the scope's containers")(e)))?;
+        let mut swept = Vec::new();
+        for c in found {
+            let (Some(container), Some(labels)) = (c.id, c.labels) else {
+                continue;
+            };
+            // Only the exact scope: the label filter matches it already,
+            // checked again so a filter quirk never ends another's.
+            if labels.get(SCOPE_LABEL) != Some(&self.scope) {
+                continue;
+            }
+            let Some(instance) = labels.get(INSTANCE_LABEL).map(|i| InstanceId(i.clone())) else {
+                continue;
+            };
+            if keep.contains(&instance) || self.with(|r| r.entries.contains_key(&instance)) {
+                continue;
+            }
+            let running = self
+                .inspect(&container)
+                .await
+                .map_err(inspect_error)?
+                .is_some_and(|i| state_of(&i).0 == InstanceState::Running);
+            self.end(None, &container, SWEEP_GRACE)
+                .await
+                .map_err(|e| RuntimeError::Stop {
+                    id: instance.clone(),
+                    source: io(e),
+                })?;
+            if running {
+                swept.push(instance);
+            }
+        }
+        swept.sort();
+        Ok(swept)
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        let Some((container, gone, kept)) = self.with(|r| {
+            r.entries
+                .get(id)
+                .map(|e| (e.container.clone(), e.gone, e.last_output.clone()))
+        }) else {
+            return Err(RuntimeError::NotFound { id: id.clone() });
+        };
+        let mut lines = if gone {
+            kept
+        } else {
+            self.output(&container, tail).await.map_err(inspect_error)?
+        };
+        let skip = lines.len().saturating_sub(tail);
+        lines.drain(..skip);
+        Ok(Some(lines))
+    }
+
+    async fn usage(&self, id: &InstanceId) -> Option<Usage> {
+        let container = self.with(|r| {
+            r.entries
+                .get(id)
+                .filter(|e| !e.gone && e.status.state == InstanceState::Running)
+                .map(|e| e.container.clone())
+        })?;
+        let opts = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let stats = self
+            .docker
+            .stats(&container, Some(opts))
+            .next()
+            .await?
+            .ok()?;
+        let rss_bytes = stats.memory_stats.as_ref()?.usage?;
+        if rss_bytes == 0 {
+            // An ended container reports empty stats.
+            return None;
+        }
+        let cpu_ns = stats
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.cpu_usage.as_ref()?.total_usage)
+            .unwrap_or(0);
+        #[allow(clippy::cast_precision_loss)] // nanoseconds to seconds
+        let cpu_seconds = cpu_ns as f64 / 1e9;
+        Some(Usage {
+            rss_bytes,
+            cpu_seconds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_fill_port_and_secrets_only() {
+        let secrets = BTreeMap::from([(
+            "TOKEN".to_owned(),
+            hatoba_core::SecretValue::new("s3".to_owned()),
+        )]);
+        assert_eq!(
+            fill_placeholders("${PORT}:${TOKEN}:${OTHER}", "8080", &secrets),
+            "8080:s3:${OTHER}"
+        );
+    }
+
+    #[test]
+    fn scope_hash_is_stable_and_tells_scopes_apart() {
+        assert_eq!(fnv1a(b""), 0x811c_9dc5);
+        assert_ne!(fnv1a(b"/var/a"), fnv1a(b"/var/b"));
+    }
+
+    fn inspected(state: bollard::models::ContainerState) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            state: Some(state),
+            ..ContainerInspectResponse::default()
+        }
+    }
+
+    #[test]
+    fn the_engines_state_becomes_the_instance_state() {
+        use bollard::models::{ContainerState, Health, HealthStatusEnum};
+        let running = inspected(ContainerState {
+            running: Some(true),
+            health: Some(Health {
+                status: Some(HealthStatusEnum::UNHEALTHY),
+                ..Health::default()
+            }),
+            ..ContainerState::default()
+        });
+        assert_eq!(state_of(&running), (InstanceState::Running, false));
+        assert_eq!(own_health(&running), Some(OwnHealth::Unhealthy));
+        let oom = inspected(ContainerState {
+            running: Some(false),
+            exit_code: Some(137),
+            oom_killed: Some(true),
+            ..ContainerState::default()
+        });
+        assert_eq!(
+            state_of(&oom),
+            (
+                InstanceState::Exited {
+                    code: Some(137),
+                    signal: None
+                },
+                true
+            )
+        );
+        assert_eq!(own_health(&oom), None);
+        // Made but never started (a controller died in between): not
+        // running, so it is replaced, and swept.
+        let created = inspected(ContainerState {
+            status: Some(bollard::models::ContainerStateStatusEnum::CREATED),
+            running: Some(false),
+            exit_code: Some(0),
+            ..ContainerState::default()
+        });
+        assert_eq!(state_of(&created), (gone_state(), false));
+    }
+
+    #[test]
+    fn image_missing_says_how_to_build_it() {
+        let e = DockerError::ImageMissing {
+            image: "web:v2".to_owned(),
+        };
+        assert!(e.to_string().contains("docker build -t web:v2"), "{e}");
+    }
+}
