@@ -15,7 +15,10 @@
 //! `RestartPolicy::DURING_ROLLOUT`: a new version that crashes or fails
 //! liveness is rolled back, not restarted; a stable instance that dies is
 //! started again, at most five times per rollout and without back-off),
-//! and this loop stands aside.
+//! and this loop stands aside. It takes over at its next round from what
+//! the rollout left serving (routed, so taken as ready), whether or not a
+//! round saw the rollout run: one that began and ended between two rounds
+//! is noticed by its other instances.
 
 use crate::dataplane::{preview_listen, route_serving};
 use crate::deployer::{Deployed, ServiceRecord, ServingRecord, clock_now, instance_spec_for};
@@ -83,6 +86,8 @@ pub(crate) async fn run(s: Supervised) {
     let mut policy = health::Health::new(health_plan(&s.svc, RestartPolicy::BETWEEN_ROLLOUTS));
     let mut routed: Option<(String, Vec<SocketAddr>)> = None;
     let mut was_live = true;
+    // The instances the policy watches, as of the end of the last round.
+    let mut watched: Vec<InstanceId> = Vec::new();
     loop {
         tick.tick().await;
         let _ops = s.state.ops.lock().await;
@@ -105,7 +110,13 @@ pub(crate) async fn run(s: Supervised) {
         let Some(mut serving) = serving else {
             continue;
         };
-        if was_live {
+        // A rollout that began and ended between two rounds (a short one,
+        // or this loop run late on a loaded machine) was never seen live:
+        // other instances serve than the policy watches. Its new instances
+        // are handed over all the same, else the policy never probes them
+        // and the table stays empty.
+        let handed_over = !serving.instances.iter().map(|i| &i.id).eq(watched.iter());
+        if was_live || handed_over {
             // Fresh after a rollout or a start: what the rollout (or the
             // previous run) routed was ready. Restarts before the rollout
             // still count towards back-off and crash loops.
@@ -294,6 +305,7 @@ pub(crate) async fn run(s: Supervised) {
             h.crash_loop = policy.crash_loop();
             h.next_restart = policy.next_restart();
         }
+        watched = serving.instances.iter().map(|i| i.id.clone()).collect();
         if replaced {
             *s.state
                 .serving

@@ -7,7 +7,8 @@
 //! passes; a liveness failure restarts the instance, out of the table first,
 //! and a restart puts no unready instance back in the table; a runtime that
 //! cannot list its instances is the service's problem until it can, and
-//! restarts nothing.
+//! restarts nothing; a rollout that no round saw running is taken over all
+//! the same (its new instances stay routed).
 //!
 //! Not here: a probe that fails for the controller's own shortage
 //! (`ProbeFailure::Controller`). Its only honest triggers are process-wide
@@ -231,4 +232,65 @@ async fn a_runtime_that_cannot_list_is_a_problem_not_a_crash_of_everything() {
     // both stayed in the table throughout.
     assert_eq!(runtime_calls(&trace).len(), 2, "{trace:?}");
     assert_eq!(tables(&trace), vec![(0, vec![]), (0, both)]);
+}
+
+/// A rollout that starts and ends between two of the supervisor's rounds
+/// (a short one, or a loaded machine that runs the supervisor late) hands
+/// over all the same: the supervisor's next round routes the new version's
+/// instances the rollout left routed, never an empty table because its
+/// policy still watches the old ones and has never probed the new.
+#[tokio::test(start_paused = true)]
+async fn a_rollout_between_two_rounds_is_handed_over_without_an_empty_table() {
+    let health = "      readiness: {path: /ready, period: 1s, timeout: 1s, successThreshold: 1, failureThreshold: 3}";
+    let h = Harness::start(spec(1, health)).await;
+    let api = h.api().await;
+    let a = h.runtime.running()[0].clone();
+    h.step_to(1).await;
+    // The whole rolling update runs at one instant of the paused clock:
+    // no supervisor round sees it live.
+    let (code, body) = crate::fake::call(
+        api,
+        "POST",
+        "/api/v1/deployments",
+        Some(&h.token),
+        br#"{"service": "web", "version": "v2"}"#,
+    )
+    .await;
+    assert!(code < 300, "{code} {body}");
+    let start = std::time::Instant::now();
+    loop {
+        let d = h.service_detail(api).await;
+        if d.live_deployment.is_none() && d.serving_version.as_deref() == Some("v2") {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the rollout did not end: {d:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+    let b = h.runtime.running()[0].clone();
+    assert_eq!(b.id, id("web-v2-1"));
+    // Rounds at 2 and 3 s after the rollout.
+    h.step_to(3).await;
+    assert_eq!(
+        tables(&h.trace.since(h.t0)),
+        vec![
+            (0, vec![]),
+            (0, vec![a.addr]),
+            // The rollout moves the traffic onto the new instance once ready.
+            (1, vec![b.addr]),
+            // The supervisor's rounds at 2 and 3 s keep it there: no
+            // empty table from a policy that never watched it.
+        ]
+    );
+    // Nothing restarted for the old instance the rollout stopped.
+    assert_eq!(
+        runtime_calls(&h.trace.since(h.t0)),
+        vec![
+            (0, Action::Start(a.id.0.clone())),
+            (1, Action::Start(b.id.0.clone())),
+            (1, Action::Stop(a.id.0.clone())),
+        ]
+    );
 }
