@@ -253,6 +253,12 @@ impl Balance {
 
     /// The thread that should serve a connection accepted by `me`, already
     /// counted as serving it.
+    /// Counts one more connection for thread `me` itself.
+    fn mine(self: &Arc<Balance>, me: usize) -> Open {
+        self.open[me].fetch_add(1, Ordering::Relaxed);
+        Open(Arc::clone(self), me)
+    }
+
     fn pick(self: &Arc<Balance>, me: usize) -> Open {
         let mine = self.open[me].load(Ordering::Relaxed);
         let least = (0..self.open.len())
@@ -353,11 +359,33 @@ async fn serve(
                     continue;
                 }
                 if let Ok(stream) = stream.into_std() {
-                    // A thread that is gone (shutting down) closes it.
-                    let _ = lane.balance.inboxes[open.1].send((stream, peer, open));
+                    // A thread that stopped taking sockets hands it back:
+                    // served here rather than dropped unanswered.
+                    if let Err(back) = lane.balance.inboxes[open.1].send((stream, peer, open)) {
+                        let (stream, peer, open) = back.0;
+                        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                            conns.spawn(stream, peer, open);
+                        }
+                    }
                 }
             }
         }
+    }
+    // A stop cuts no request: the sockets other threads handed this one,
+    // and the connections the kernel queued on its listener (closing it
+    // would reset them, after their clients sent a request), are served
+    // like the others before the listener closes. Serving them is only
+    // spawning: each finishes its request under the graceful shutdown.
+    lane.inbox.close();
+    while let Ok((stream, peer, open)) = lane.inbox.try_recv() {
+        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+            conns.spawn(stream, peer, open);
+        }
+    }
+    while let std::task::Poll::Ready(Ok((stream, peer))) =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(listener.poll_accept(cx))).await
+    {
+        conns.spawn(stream, peer, lane.balance.mine(lane.me));
     }
     drop(listener);
     h1::stop_this_thread();
