@@ -2,6 +2,11 @@
 //! socket: the control server ([`DataPlane`], run inside the proxy process)
 //! and its client ([`ControlClient`], used by the controller).
 //!
+//! Over 800 lines, not yet split: the protocol's types, the server side and
+//! the client side are in one file so one version of the protocol is read
+//! in one place. The next split is the wire types (`PROTOCOL`, requests,
+//! replies) into their own module, then server and client apart.
+//!
 //! # Why a separate process
 //!
 //! Users' traffic must not depend on the controller being alive. The

@@ -7,6 +7,10 @@
 //! of failing on a lock upgrade; placeholders are `$N` (never
 //! `QueryBuilder::push_bind`, which emits `?` under `Any`); only TEXT and
 //! BIGINT cross the driver. This file must not read a clock.
+//!
+//! Over 800 lines: every query of the `Store` trait beside the SQL text it
+//! runs, so a statement and its binds are read together. The next split is
+//! by table (deployments and events, controller state, secrets).
 
 use async_trait::async_trait;
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Millis, ServiceName};
