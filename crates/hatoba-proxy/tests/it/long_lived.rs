@@ -72,6 +72,8 @@ async fn backend(then: Then) -> (SocketAddr, mpsc::Sender<()>) {
                 if let Then::Stream { events, every } = then {
                     for _ in 0..events {
                         s.write_all(&chunk).await.unwrap();
+                        // Pacing, not waiting for anything: the stream must
+                        // stay open for a while, as a real one does.
                         tokio::time::sleep(every).await;
                     }
                     s.write_all(b"0\r\n\r\n").await.unwrap();
