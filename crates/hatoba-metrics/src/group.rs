@@ -64,7 +64,7 @@ pub struct GroupStats {
 
 /// A frozen group's cumulative counts by status slot and latency bucket,
 /// only those that are not zero.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Frozen {
     by_status: Box<[(u16, u64)]>,
     latency: Box<[(u16, u64)]>,
@@ -130,22 +130,8 @@ impl GroupStats {
     /// sparse, instances shared, no rings. Only for a group nobody records
     /// into any more (the recorder checks that nobody holds it).
     pub(crate) fn frozen_copy(&self) -> GroupStats {
-        let frozen = match &self.frozen {
-            Some(f) => Frozen {
-                by_status: f.by_status.clone(),
-                latency: f.latency.clone(),
-            },
-            None => Frozen {
-                by_status: sparse(&self.by_status),
-                latency: sparse(&self.latency),
-            },
-        };
         GroupStats {
-            frozen: Some(Box::new(frozen)),
-            by_status: Box::new([]),
-            latency: Box::new([]),
-            fine: Ring::none(Window::S10.slot()),
-            coarse: Ring::none(Window::M5.slot()),
+            frozen: Some(Box::new(self.sparse_counts())),
             ..self.copy_rest()
         }
     }
@@ -153,28 +139,31 @@ impl GroupStats {
     /// A live copy of a frozen group: the same totals, dense again, and
     /// empty rings, ready to be recorded into.
     pub(crate) fn thawed_copy(&self) -> GroupStats {
-        let (by_status, latency) = match &self.frozen {
-            Some(f) => (
-                dense(&f.by_status, STATUS_SLOTS),
-                dense(&f.latency, BUCKETS),
-            ),
-            None => (
-                dense(&sparse(&self.by_status), STATUS_SLOTS),
-                dense(&sparse(&self.latency), BUCKETS),
-            ),
-        };
+        let counts = self.sparse_counts();
         GroupStats {
-            frozen: None,
-            by_status,
-            latency,
+            by_status: dense(&counts.by_status, STATUS_SLOTS),
+            latency: dense(&counts.latency, BUCKETS),
             fine: Ring::new(Window::S10.slot(), FINE_SLOTS),
             coarse: Ring::new(Window::M5.slot(), COARSE_SLOTS),
             ..self.copy_rest()
         }
     }
 
-    /// Names, totals, gauges, long-lived counters and instances copied; counts by status,
-    /// latency buckets and rings empty (the callers fill them).
+    /// The cumulative counts by status and latency bucket, sparse: a frozen
+    /// group's own, or read from a live one's.
+    fn sparse_counts(&self) -> Frozen {
+        match &self.frozen {
+            Some(f) => Frozen::clone(f),
+            None => Frozen {
+                by_status: sparse(&self.by_status),
+                latency: sparse(&self.latency),
+            },
+        }
+    }
+
+    /// Names, totals, gauges, long-lived counters and instances copied;
+    /// counts by status, latency buckets and rings empty, not frozen (a
+    /// frozen copy is that plus its sparse counts; a thawed one fills them).
     fn copy_rest(&self) -> GroupStats {
         GroupStats {
             service: self.service.clone(),
