@@ -30,7 +30,7 @@ type Shared = State<Arc<Server>>;
 /// answer into the one shape (outside the router, so it sees what axum
 /// adds on its own, such as a 405's `Allow`).
 pub(crate) fn app(
-    server: &Arc<Server>,
+    server: Arc<Server>,
 ) -> impl tower::Service<
     axum::extract::Request,
     Response = axum::response::Response,
@@ -39,7 +39,7 @@ pub(crate) fn app(
 > + Clone
 + Send
 + 'static {
-    tower::Layer::layer(&axum::middleware::from_fn(one_shape), router(server))
+    tower::Layer::layer(&axum::middleware::from_fn(one_shape), router(&server))
 }
 
 /// The routes, behind the token check.

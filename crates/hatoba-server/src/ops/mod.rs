@@ -11,12 +11,14 @@
 //! one place each.
 
 mod deploy;
+mod envs;
 mod operate;
 mod read;
 mod secrets;
 
 pub(crate) use deploy::log_end;
 pub use deploy::without_evidence;
+pub(crate) use envs::pick_environment;
 pub use operate::Action;
 
 /// Why an operation did not happen, as a decision its caller acts on. The
