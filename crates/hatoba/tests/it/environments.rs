@@ -115,7 +115,7 @@ fn staging_and_production_run_side_by_side_deploy_apart_and_come_back_after_a_ki
     assert_eq!(before_staging.len(), 1, "{before_staging:?}");
     assert_eq!(before_production.len(), 1, "{before_production:?}");
     server.kill9();
-    let _server = sb.up(&args);
+    let server = sb.up(&args);
     assert_eq!(instances(&state, "staging"), before_staging);
     assert_eq!(instances(&state, "production"), before_production);
     assert_eq!(served(staging).as_deref(), Ok("v2"));
@@ -141,6 +141,12 @@ fn staging_and_production_run_side_by_side_deploy_apart_and_come_back_after_a_ki
         .map(|d| d["version"].as_str().unwrap())
         .collect();
     assert_eq!(versions, ["v2", "v1"], "{history}");
+
+    // A stop stops both environments and the one data plane they share.
+    assert!(server.terminate(), "hatoba up did not stop cleanly");
+    assert!(served(staging).is_err());
+    assert!(served(production).is_err());
+    assert!(crate::support::processes_of(&state).is_empty());
 }
 
 #[test]
