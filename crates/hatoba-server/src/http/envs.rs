@@ -1,6 +1,7 @@
-//! The API of a server that runs several environments: every route of
+//! The API of `hatoba up`, one environment or several: every route of
 //! `routes`, once per environment's server, and in front of them the
-//! choice of which one answers a request. The environment comes from the
+//! choice of which one answers a request (one environment: its server,
+//! unless `?env=` names another, which is refused). The environment comes from the
 //! request: `?env=ENV`, or the body's `environment` (deploy, secret set);
 //! a deployment's id names its own; otherwise the rule of
 //! `ops::pick_environment` (the only environment with the named service,
@@ -76,8 +77,10 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
             .find(|(k, _)| *k == "env")
             .map(|(_, v)| v.to_owned())
     });
-    let with_body = (req.method() == Method::POST && path == "/api/v1/deployments")
-        || (req.method() == Method::PUT && path.starts_with("/api/v1/secrets/"));
+    // One environment: its operations check the body's own.
+    let with_body = servers.len() > 1
+        && ((req.method() == Method::POST && path == "/api/v1/deployments")
+            || (req.method() == Method::PUT && path.starts_with("/api/v1/secrets/")));
     let (req, body) = if with_body {
         read_some(req).await
     } else {

@@ -56,7 +56,7 @@ impl Server {
     }
 }
 
-/// Serves the API of several environments on `listener` until `shutdown`
+/// Serves the API of `hatoba up`'s environments on `listener` until `shutdown`
 /// resolves, with the limits of [`Server::serve_api`]; `envs` sends each
 /// request to its environment's server.
 pub(crate) async fn serve_environments(

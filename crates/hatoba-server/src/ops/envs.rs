@@ -28,7 +28,8 @@ pub(crate) fn pick_environment(
             .position(|(e, _)| e.as_str() == named)
             .ok_or_else(|| OpError::BadInput {
                 message: format!(
-                    "this server runs environments {}, not `{}`",
+                    "this server runs environment{} {}, not `{}`",
+                    if run.len() == 1 { "" } else { "s" },
                     names(),
                     hatoba_core::shown(named)
                 ),
@@ -136,5 +137,10 @@ mod tests {
         let r = run(&[("development", &["web"])]);
         assert_eq!(pick_environment(&r, None, None), Ok(0));
         assert_eq!(pick_environment(&r, None, Some("other")), Ok(0));
+        let e = pick_environment(&r, Some("production"), Some("web")).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "this server runs environment `development`, not `production`"
+        );
     }
 }

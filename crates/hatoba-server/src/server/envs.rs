@@ -273,18 +273,16 @@ impl Environments {
         while stops.join_next().await.is_some() {}
     }
 
-    /// Serves the API on `listener` until `shutdown` resolves: one
-    /// environment's as [`Server::serve_api`]; several through
-    /// `http::envs`, which sends each request to its environment's server.
+    /// Serves the API on `listener` until `shutdown` resolves, through
+    /// `http::envs`, which sends each request to its environment's server
+    /// (and refuses a `?env=` this server does not run, one environment
+    /// or several).
     pub async fn serve_api(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        match self.servers.as_slice() {
-            [one] => Arc::clone(one).serve_api(listener, shutdown).await,
-            _ => crate::http::serve_environments(self, listener, shutdown).await,
-        }
+        crate::http::serve_environments(self, listener, shutdown).await;
     }
 }
 

@@ -163,3 +163,24 @@ fn two_environments_on_one_address_are_refused_naming_both() {
         ));
     assert!(!sb.state.join("server.json").exists());
 }
+
+#[test]
+fn a_server_of_one_environment_refuses_a_command_naming_another() {
+    let staging = hatoba_test_support::free_port().unwrap();
+    let production = hatoba_test_support::free_port().unwrap();
+    let sb = Sandbox::new(|port| two_environments(port, staging, production));
+    let _server = sb.up(&["--env", "staging"]);
+    for args in [
+        &["rollback", "web", "--env", "production"][..],
+        &["diagnose", "web", "--env", "production"],
+        &["deploy", "web", "--version", "v1", "--env", "production"],
+    ] {
+        hatoba(&sb.state)
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(
+                "runs environment `staging`, not `production`",
+            ));
+    }
+}
