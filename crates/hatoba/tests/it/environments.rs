@@ -3,7 +3,7 @@
 //! together after a `kill -9`, and a request that names no environment
 //! refused when it could mean either.
 
-use crate::support::{Sandbox, Traffic, hatoba, poll, served};
+use crate::support::{Sandbox, Traffic, data_plane_pid, hatoba, poll, served};
 use crate::up::{demo_process, running, web_spec};
 use predicates::prelude::*;
 use std::path::Path;
@@ -120,6 +120,40 @@ fn staging_and_production_run_side_by_side_deploy_apart_and_come_back_after_a_ki
     assert_eq!(instances(&state, "production"), before_production);
     assert_eq!(served(staging).as_deref(), Ok("v2"));
     assert_eq!(served(production).as_deref(), Ok("v1"));
+
+    // A killed data plane is started again and takes over both
+    // environments' kept sockets, each under its own key: no connection
+    // to either is refused.
+    let (to_staging, to_production) = (Traffic::start(staging), Traffic::start(production));
+    to_staging.wait_answered(20);
+    to_production.wait_answered(20);
+    let first = data_plane_pid(&state).expect("a data plane process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll("another data plane", Duration::from_secs(30), || {
+        data_plane_pid(&state).filter(|p| *p != first)
+    });
+    let (s, p) = (
+        to_staging.so_far().answered(),
+        to_production.so_far().answered(),
+    );
+    to_staging.wait_answered(s + 20);
+    to_production.wait_answered(p + 20);
+    let (s, p) = (to_staging.finish(), to_production.finish());
+    s.assert_no_failed(40);
+    p.assert_no_failed(40);
+    assert_eq!(s.ok.keys().collect::<Vec<_>>(), ["v2"], "{s}");
+    assert_eq!(p.ok.keys().collect::<Vec<_>>(), ["v1"], "{p}");
+    let log = std::fs::read_to_string(state.join("dataplane.log")).unwrap();
+    for key in ["staging/web", "production/web"] {
+        assert!(
+            log.contains(&format!("service `{key}`: accepting on the ")),
+            "{key} did not take over its kept sockets:\n{log}"
+        );
+    }
 
     // Then production gets v2.
     deploy(&state, "v2", "production");
