@@ -71,6 +71,30 @@ fn staging_and_production_run_side_by_side_deploy_apart_and_come_back_after_a_ki
     assert_eq!(served(production).as_deref(), Ok("v1"));
     // The base address is development's, which this server does not run.
     assert!(served(sb.port).is_err());
+    // `status` shows each environment with its own running instances.
+    let out = hatoba(&state)
+        .args(["status", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut rows: Vec<(String, usize)> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["environment"].as_str().unwrap().to_owned(),
+                s["instances"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [("production".to_owned(), 1), ("staging".to_owned(), 1)],
+        "{status}"
+    );
 
     // `web` is in both: a request that names neither is refused, listing them.
     hatoba(&state)
@@ -217,4 +241,28 @@ fn a_server_of_one_environment_refuses_a_command_naming_another() {
                 "runs environment `staging`, not `production`",
             ));
     }
+}
+
+/// Adding an environment to a running one re-keys its listener
+/// (`web` becomes `staging/web`) and keeps its instances: the same pids
+/// serve on the same address after the restart.
+#[test]
+fn adding_an_environment_keeps_the_running_one_serving_its_instances() {
+    let staging = hatoba_test_support::free_port().unwrap();
+    let production = hatoba_test_support::free_port().unwrap();
+    let sb = Sandbox::new(|port| two_environments(port, staging, production));
+    let state = sb.state.clone();
+    let server = sb.up(&["--env", "staging"]);
+    deploy(&state, "v1", "staging");
+    let before = instances(&state, "staging");
+    assert_eq!(before.len(), 1, "{before:?}");
+    server.kill9();
+    let _server = sb.up(&["--env", "staging", "--env", "production"]);
+    poll("staging serving v1 again", Duration::from_secs(30), || {
+        (served(staging).as_deref() == Ok("v1")).then_some(())
+    });
+    assert_eq!(instances(&state, "staging"), before);
+    assert!(instances(&state, "production").is_empty());
+    deploy(&state, "v1", "production");
+    assert_eq!(served(production).as_deref(), Ok("v1"));
 }
