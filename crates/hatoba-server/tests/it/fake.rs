@@ -313,10 +313,15 @@ impl Runtime for FakeRuntime {
 }
 
 /// A data plane that keeps the tables it is given and traces those of `web`.
-#[derive(Debug, Default)]
+/// Its drains end at once, or, while [`FakeDataPlane::hold_drains`] holds
+/// them, when released or at the drain's timeout (a long-lived client that
+/// stays connected).
+#[derive(Debug)]
 pub(crate) struct FakeDataPlane {
     tables: Mutex<BTreeMap<String, RouteSpec>>,
     trace: Trace,
+    /// `true` while drains are held.
+    hold: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeDataPlane {
@@ -324,7 +329,13 @@ impl FakeDataPlane {
         FakeDataPlane {
             tables: Mutex::default(),
             trace,
+            hold: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Holds every drain (`true`) until released (`false`).
+    pub(crate) fn hold_drains(&self, hold: bool) {
+        self.hold.send_replace(hold);
     }
 }
 
@@ -352,8 +363,11 @@ impl DataPlane for FakeDataPlane {
         Ok(())
     }
 
-    async fn drained(&self, _addr: SocketAddr, _timeout: Duration) -> bool {
-        true
+    async fn drained(&self, _addr: SocketAddr, timeout: Duration) -> bool {
+        let mut hold = self.hold.subscribe();
+        tokio::time::timeout(timeout, hold.wait_for(|held| !*held))
+            .await
+            .is_ok()
     }
 
     async fn window(&self, _service: &str, _version: &str, _window: Window) -> Option<WindowStats> {
