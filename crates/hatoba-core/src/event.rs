@@ -398,6 +398,9 @@ pub enum Event {
         after_ms: u64,
         /// Every connection ended before the drain's end.
         in_time: bool,
+        /// Why telling the instance it drains (`drain.notify`) failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_error: Option<String>,
     },
     /// An instance stopped.
     InstanceStopped {
@@ -843,22 +846,23 @@ impl fmt::Display for Shown<'_> {
                 instance,
                 version,
                 after_ms,
-                in_time: true,
-            } => write!(
-                f,
-                "instance {instance} of {version} drained in {}",
-                ms(*after_ms)
-            ),
-            E::InstanceDrained {
-                instance,
-                version,
-                after_ms,
-                in_time: false,
-            } => write!(
-                f,
-                "instance {instance} of {version} still had connections after {}: stopping it",
-                ms(*after_ms)
-            ),
+                in_time,
+                notify_error,
+            } => {
+                if *in_time {
+                    write!(f, "instance {instance} of {version} drained in {}", ms(*after_ms))?;
+                } else {
+                    write!(
+                        f,
+                        "instance {instance} of {version} still had connections after {}: stopping it",
+                        ms(*after_ms)
+                    )?;
+                }
+                match notify_error {
+                    Some(e) => write!(f, " (drain.notify failed: {e})"),
+                    None => Ok(()),
+                }
+            }
             E::InstanceStopped { instance, version } => {
                 write!(f, "instance {instance} of {version} stopped")
             }

@@ -30,7 +30,7 @@ use hatoba_rollout::{
 use hatoba_runtime::{
     InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError,
 };
-use hatoba_spec::{Runtime as RuntimeSpec, Service, Spec, Strategy};
+use hatoba_spec::{DrainNotify, Runtime as RuntimeSpec, Service, Spec, Strategy};
 use hatoba_store::{NewDeployment, NewEvent, Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -521,6 +521,9 @@ struct Run<'a> {
     draining: tokio::task::JoinSet<Drained>,
 }
 
+/// How long an instance has to answer `drain.notify`'s request.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// An old instance's drain and stop, done.
 struct Drained {
     instance: InstanceStatus,
@@ -528,6 +531,8 @@ struct Drained {
     waited: Duration,
     /// Every connection ended before the drain's end.
     in_time: bool,
+    /// Why `drain.notify` failed.
+    notify_error: Option<String>,
     stopped: Result<(), hatoba_runtime::RuntimeError>,
 }
 
@@ -1671,8 +1676,25 @@ impl Run<'_> {
         let data_plane = Arc::clone(&self.d.data_plane);
         let runtime = Arc::clone(&self.d.runtime);
         let grace = self.req.svc.termination_grace_period;
+        let notify = self.req.svc.drain_notify.clone();
         self.draining.spawn(async move {
             let began = tokio::time::Instant::now();
+            // Told as it leaves the route, so its clients reconnect (to the
+            // new version) while the drain still waits for them.
+            let notify_error = match notify {
+                None => None,
+                Some(DrainNotify::Path(path)) => {
+                    crate::probe::notify_drain(s.addr, &path, NOTIFY_TIMEOUT)
+                        .await
+                        .err()
+                        .map(|e| format!("POST {path}: {e}"))
+                }
+                Some(DrainNotify::Signal(signal)) => runtime
+                    .signal(&s.id, &signal)
+                    .await
+                    .err()
+                    .map(|e| chain(&e)),
+            };
             let in_time = data_plane.drained(s.addr, drain).await;
             let waited = began.elapsed();
             let stopped = runtime.stop(&s.id, grace).await.map(drop);
@@ -1683,6 +1705,7 @@ impl Run<'_> {
                 instance: s,
                 waited,
                 in_time,
+                notify_error,
                 stopped,
             }
         });
@@ -1711,6 +1734,7 @@ impl Run<'_> {
                 version: d.instance.version.to_string(),
                 after_ms: u64::try_from(d.waited.as_millis()).unwrap_or(u64::MAX),
                 in_time: d.in_time,
+                notify_error: d.notify_error,
             })
             .await?;
             d.stopped?;

@@ -5,7 +5,7 @@
 //! back, not restarted; old instances drain side by side while the
 //! rollout goes on.
 
-use crate::fake::{FakeDataPlane, FakeRuntime, Trace, spec};
+use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, spec};
 use hatoba_core::DeploymentStatus;
 use hatoba_server::{DeployRequest, Deployed, Deployer};
 use hatoba_store::{SqlStore, Store};
@@ -18,6 +18,7 @@ struct World {
     store: Arc<dyn Store>,
     runtime: Arc<FakeRuntime>,
     data_plane: Arc<FakeDataPlane>,
+    trace: Trace,
     deployer: Arc<Deployer>,
     spec: hatoba_spec::Spec,
     dir: tempfile::TempDir,
@@ -33,7 +34,7 @@ impl World {
         );
         let trace = Trace::default();
         let runtime = Arc::new(FakeRuntime::new(trace.clone()));
-        let data_plane = Arc::new(FakeDataPlane::new(trace));
+        let data_plane = Arc::new(FakeDataPlane::new(trace.clone()));
         let deployer = Arc::new(Deployer::new(
             Arc::clone(&store),
             runtime.clone(),
@@ -43,6 +44,7 @@ impl World {
             store,
             runtime,
             data_plane,
+            trace,
             deployer,
             spec: spec(2, READY_ONLY),
             dir,
@@ -191,4 +193,67 @@ async fn old_instances_drain_side_by_side_while_the_rollout_goes_on() {
         .unwrap();
     let done = kinds.iter().rposition(|k| *k == "status_changed").unwrap();
     assert!(last_stop < done, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn each_old_instance_is_told_it_drains_before_it_is_stopped() {
+    for notify in [
+        hatoba_spec::DrainNotify::Path("/drain".to_owned()),
+        hatoba_spec::DrainNotify::Signal("SIGUSR1".to_owned()),
+    ] {
+        let mut w = World::new().await;
+        w.spec
+            .services
+            .get_mut(&"web".parse().unwrap())
+            .unwrap()
+            .drain_notify = Some(notify.clone());
+        let (_, serving) = w.deployer.deploy(&w.request("v1", None)).await.unwrap();
+        let old: Vec<String> = serving
+            .as_ref()
+            .unwrap()
+            .instances
+            .iter()
+            .map(|i| i.id.0.clone())
+            .collect();
+        let (d2, _) = w.deployer.deploy(&w.request("v2", serving)).await.unwrap();
+        assert_eq!(d2.status, DeploymentStatus::Succeeded, "{d2:?}");
+        let trace: Vec<Action> = w
+            .trace
+            .since(hatoba_core::Millis(0))
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        for id in &old {
+            let told = trace.iter().position(|a| match (a, &notify) {
+                (Action::Request(i, what), hatoba_spec::DrainNotify::Path(_)) => {
+                    i == id && what == "POST /drain"
+                }
+                (Action::Signal(i, s), hatoba_spec::DrainNotify::Signal(_)) => {
+                    i == id && s == "SIGUSR1"
+                }
+                _ => false,
+            });
+            let stopped = trace.iter().position(|a| *a == Action::Stop(id.clone()));
+            match (told, stopped) {
+                (Some(t), Some(s)) => {
+                    assert!(t < s, "{notify:?}: {id} told after its stop: {trace:?}")
+                }
+                _ => panic!("{notify:?}: {id} told {told:?}, stopped {stopped:?}: {trace:?}"),
+            }
+        }
+        // New instances are never told.
+        let told_new = trace.iter().any(|a| match a {
+            Action::Request(i, _) | Action::Signal(i, _) => !old.contains(i),
+            _ => false,
+        });
+        assert!(!told_new, "{trace:?}");
+        let events = w.store.events(&d2.id).await.unwrap();
+        assert!(
+            events
+                .iter()
+                .filter(|e| e.kind == "instance_drained")
+                .all(|e| !e.message.contains("drain.notify failed")),
+            "{events:#?}"
+        );
+    }
 }
