@@ -372,7 +372,9 @@ impl DataPlane for EnvDataPlane {
 
 /// The shared runtime as one of several environments sees it: `list`
 /// shows the instances this environment started or adopted; the orphan
-/// sweep is left to [`Environments::resume`].
+/// sweep is left to [`Environments::resume`]. Every other method of
+/// `Runtime` is passed on (a new one must be too: its default would
+/// answer for the runtime underneath).
 #[derive(Debug)]
 pub(crate) struct EnvRuntime {
     inner: Arc<dyn Runtime>,
@@ -448,6 +450,10 @@ impl Runtime for EnvRuntime {
         tail: usize,
     ) -> Result<Option<Vec<String>>, RuntimeError> {
         self.inner.logs(id, tail).await
+    }
+
+    async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
+        self.inner.signal(id, signal).await
     }
 
     async fn usage(&self, id: &InstanceId) -> Option<Usage> {

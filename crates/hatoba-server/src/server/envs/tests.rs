@@ -1,7 +1,7 @@
 //! Unit tests of the environments' shared parts: address clashes, the
 //! data plane's qualified keys and its one stop.
 
-use super::{EnvDataPlane, StopTogether, listen_clash};
+use super::{EnvDataPlane, EnvRuntime, StopTogether, listen_clash};
 use crate::dataplane::{DataPlane, LocalDataPlane};
 use hatoba_core::EnvName;
 use hatoba_proxy::{GroupSpec, RouteSpec};
@@ -104,4 +104,126 @@ async fn each_environment_has_its_own_listener_and_table_under_one_service_name(
     assert!(!first.is_finished(), "stopped before the other environment");
     production.shutdown().await;
     first.await.unwrap();
+}
+
+/// A runtime that keeps what it is given and records what it is asked.
+#[derive(Debug, Default)]
+struct Recording {
+    instances: std::sync::Mutex<Vec<hatoba_runtime::InstanceStatus>>,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn ask(&self, what: String) {
+        self.asked.lock().unwrap().push(what);
+    }
+}
+
+#[async_trait::async_trait]
+impl hatoba_runtime::Runtime for Recording {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    async fn start(
+        &self,
+        _spec: &hatoba_runtime::InstanceSpec,
+        _now: hatoba_core::Millis,
+    ) -> Result<hatoba_runtime::InstanceStatus, hatoba_runtime::RuntimeError> {
+        unreachable!("not started in these tests")
+    }
+
+    async fn stop(
+        &self,
+        id: &hatoba_runtime::InstanceId,
+        _grace: std::time::Duration,
+    ) -> Result<hatoba_runtime::InstanceStatus, hatoba_runtime::RuntimeError> {
+        self.ask(format!("stop {id}"));
+        let mut list = self.instances.lock().unwrap();
+        let at = list.iter().position(|i| &i.id == id).unwrap();
+        Ok(list.remove(at))
+    }
+
+    async fn list(
+        &self,
+        service: &hatoba_core::ServiceName,
+    ) -> Result<Vec<hatoba_runtime::InstanceStatus>, hatoba_runtime::RuntimeError> {
+        Ok(self
+            .instances
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|i| &i.service == service)
+            .cloned()
+            .collect())
+    }
+
+    async fn adopt(
+        &self,
+        known: &hatoba_runtime::InstanceStatus,
+    ) -> Result<hatoba_runtime::InstanceStatus, hatoba_runtime::RuntimeError> {
+        self.instances.lock().unwrap().push(known.clone());
+        Ok(known.clone())
+    }
+
+    async fn sweep(
+        &self,
+        _keep: &[hatoba_runtime::InstanceId],
+    ) -> Result<Vec<hatoba_runtime::InstanceId>, hatoba_runtime::RuntimeError> {
+        self.ask("sweep".to_owned());
+        Ok(Vec::new())
+    }
+
+    async fn signal(
+        &self,
+        id: &hatoba_runtime::InstanceId,
+        signal: &str,
+    ) -> Result<(), hatoba_runtime::RuntimeError> {
+        self.ask(format!("signal {id} {signal}"));
+        Ok(())
+    }
+}
+
+fn instance(id: &str) -> hatoba_runtime::InstanceStatus {
+    hatoba_runtime::InstanceStatus {
+        id: hatoba_runtime::InstanceId(id.to_owned()),
+        service: "web".parse().unwrap(),
+        version: "v1".parse().unwrap(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+        pid: None,
+        proc_start: None,
+        started_at: hatoba_core::Millis(0),
+        state: hatoba_runtime::InstanceState::Running,
+        identity: None,
+        oom_killed: false,
+        log: None,
+        own_health: None,
+    }
+}
+
+#[tokio::test]
+async fn each_environment_lists_its_own_instances_and_sweeps_none() {
+    use hatoba_runtime::Runtime as _;
+    let shared = Arc::new(Recording::default());
+    let staging = EnvRuntime::new(Arc::clone(&shared) as Arc<dyn hatoba_runtime::Runtime>);
+    let production = EnvRuntime::new(Arc::clone(&shared) as Arc<dyn hatoba_runtime::Runtime>);
+    staging.adopt(&instance("web-v1-0001")).await.unwrap();
+    production.adopt(&instance("web-v1-0002")).await.unwrap();
+    let web: hatoba_core::ServiceName = "web".parse().unwrap();
+    let ids = |l: Vec<hatoba_runtime::InstanceStatus>| -> Vec<String> {
+        l.into_iter().map(|i| i.id.0).collect()
+    };
+    assert_eq!(ids(staging.list(&web).await.unwrap()), ["web-v1-0001"]);
+    assert_eq!(ids(production.list(&web).await.unwrap()), ["web-v1-0002"]);
+    // The sweep is not an environment's to run; the rest is passed on.
+    assert!(staging.sweep(&[]).await.unwrap().is_empty());
+    let id = hatoba_runtime::InstanceId("web-v1-0001".to_owned());
+    staging.signal(&id, "SIGUSR1").await.unwrap();
+    staging.stop(&id, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(
+        *shared.asked.lock().unwrap(),
+        ["signal web-v1-0001 SIGUSR1", "stop web-v1-0001"]
+    );
+    assert!(staging.list(&web).await.unwrap().is_empty());
+    assert_eq!(ids(production.list(&web).await.unwrap()), ["web-v1-0002"]);
 }
