@@ -150,6 +150,16 @@ pub enum DeployError {
     /// The spec can not be run by this runtime.
     #[error("{0}")]
     Unsupported(String),
+    /// The runtime says this version could not start at all (its image
+    /// is missing): nothing was recorded or started.
+    #[error("version {version} cannot be started, so nothing was deployed")]
+    CannotStart {
+        /// The version asked for.
+        version: String,
+        /// Why.
+        #[source]
+        source: RuntimeError,
+    },
     /// A `${NAME}` has no value.
     #[error("cannot interpolate the service's command")]
     Interpolation(#[from] hatoba_spec::InterpolationError),
@@ -595,6 +605,15 @@ impl Deployer {
         on_created: Option<tokio::sync::oneshot::Sender<hatoba_store::Deployment>>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let instance = instance_spec(req)?;
+        // What can never start (an image not built) fails here, before
+        // anything is recorded or started.
+        self.runtime
+            .check(&instance)
+            .await
+            .map_err(|source| DeployError::CannotStart {
+                version: req.version.to_string(),
+                source,
+            })?;
         let created = self
             .store
             .create_deployment(NewDeployment {
@@ -1034,11 +1053,6 @@ pub(crate) fn instance_spec_for(
         secrets,
         base_dir,
     };
-    let RuntimeSpec::Process(p) = &req.svc.runtime else {
-        return Err(DeployError::Unsupported(
-            "the Docker runtime is not built yet; use `process:`".to_owned(),
-        ));
-    };
     let lookup = |name: &str| -> Option<String> {
         if name == "VERSION" {
             return Some(req.version.to_string());
@@ -1054,14 +1068,64 @@ pub(crate) fn instance_spec_for(
         }
         req.vars.get(name).cloned()
     };
-    let program = hatoba_spec::interpolate(&p.command, lookup)?;
-    let args = p
-        .args
-        .iter()
-        .map(|a| hatoba_spec::interpolate(a, lookup))
-        .collect::<Result<Vec<_>, _>>()?;
+    let fill_list = |items: &[String]| -> Result<Vec<String>, DeployError> {
+        Ok(items
+            .iter()
+            .map(|a| hatoba_spec::interpolate(a, lookup))
+            .collect::<Result<Vec<_>, _>>()?)
+    };
+    let (workload, spec_env, working_dir) = match &req.svc.runtime {
+        RuntimeSpec::Process(p) => {
+            let program = hatoba_spec::interpolate(&p.command, lookup)?;
+            let args = fill_list(&p.args)?;
+            let working_dir = match &p.working_dir {
+                Some(w) => req.base_dir.join(hatoba_spec::interpolate(w, lookup)?),
+                None => req.base_dir.to_path_buf(),
+            };
+            (
+                hatoba_runtime::Workload::Process { program, args },
+                &p.env,
+                working_dir,
+            )
+        }
+        RuntimeSpec::Docker(d) => {
+            let binds = d
+                .volumes
+                .iter()
+                .map(|v| {
+                    // A host directory relative to the spec file; Docker
+                    // takes absolute ones only.
+                    let source = if v.source.starts_with('.') {
+                        req.base_dir.join(&v.source).display().to_string()
+                    } else {
+                        v.source.clone()
+                    };
+                    let mode = if v.read_only { ":ro" } else { "" };
+                    format!("{source}:{}{mode}", v.target)
+                })
+                .collect();
+            let container = hatoba_runtime::ContainerWorkload {
+                image: hatoba_spec::interpolate(&d.image, lookup)?,
+                command: d.command.as_deref().map(&fill_list).transpose()?,
+                args: d.args.as_deref().map(&fill_list).transpose()?,
+                port: d.port,
+                user: d.user.clone(),
+                memory_bytes: d.memory,
+                millicpus: d.cpus,
+                read_only: d.read_only,
+                binds,
+                network: d.network.clone(),
+                labels: BTreeMap::new(),
+            };
+            (
+                hatoba_runtime::Workload::Container(container),
+                &d.env,
+                req.base_dir.to_path_buf(),
+            )
+        }
+    };
     let mut env = BTreeMap::new();
-    for (k, v) in &p.env {
+    for (k, v) in spec_env {
         env.insert(k.clone(), hatoba_spec::interpolate(v, lookup)?);
     }
     // What the app may want to report about itself (like Nomad's NOMAD_*
@@ -1070,14 +1134,10 @@ pub(crate) fn instance_spec_for(
         .or_insert_with(|| req.service.to_string());
     env.entry("HATOBA_VERSION".to_owned())
         .or_insert_with(|| req.version.to_string());
-    let working_dir = match &p.working_dir {
-        Some(w) => req.base_dir.join(hatoba_spec::interpolate(w, lookup)?),
-        None => req.base_dir.to_path_buf(),
-    };
     Ok(InstanceSpec {
         service: req.service.clone(),
         version: req.version.clone(),
-        workload: hatoba_runtime::Workload::Process { program, args },
+        workload,
         env,
         working_dir,
         secrets: req.secrets.values.clone(),

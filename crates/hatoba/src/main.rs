@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod backup_cmd;
+mod build_cmd;
 mod cli;
 mod dataplane_cmd;
 mod demo;

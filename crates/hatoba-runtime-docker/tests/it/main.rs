@@ -280,12 +280,14 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
         run: run.clone(),
         image: image.clone(),
     };
+    let mount = tempfile::tempdir().unwrap();
     let mut s = spec(&image, &run, "serve");
     if let Workload::Container(c) = &mut s.workload {
         c.memory_bytes = Some(64 << 20);
         c.millicpus = Some(500);
         c.read_only = true;
         c.labels.insert("app".to_owned(), "shop".to_owned());
+        c.binds = vec![format!("{}:/data:ro", mount.path().display())];
     }
     let started = rt.start(&s, hatoba_core::Millis(1)).await.unwrap();
     assert_eq!(started.state, InstanceState::Running);
@@ -307,6 +309,10 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
     assert_eq!(hc.memory_swap, Some(64 << 20), "no swap beyond the limit");
     assert_eq!(hc.nano_cpus, Some(500_000_000));
     assert_eq!(hc.readonly_rootfs, Some(true));
+    assert_eq!(
+        hc.binds,
+        Some(vec![format!("{}:/data:ro", mount.path().display())])
+    );
     let stopped = rt.stop(&started.id, Duration::from_secs(10)).await.unwrap();
     assert!(matches!(stopped.state, InstanceState::Exited { .. }));
     assert!(
@@ -334,6 +340,13 @@ async fn a_missing_image_says_how_to_build_it() {
         chain.contains("docker build -t hatoba-absent:v9"),
         "{chain}"
     );
+    // The same is known before anything starts.
+    let err = rt
+        .check(&spec("hatoba-absent:v9", &run, "serve"))
+        .await
+        .unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("hatoba build web --version v1"), "{chain}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
