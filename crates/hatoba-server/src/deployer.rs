@@ -200,6 +200,11 @@ pub struct InstanceRecord {
     pub started_at: Millis,
     /// Its log file.
     pub log: Option<PathBuf>,
+    /// What its runtime proves it with after a restart (a container id),
+    /// opaque here; none for a process (pid and start time do). New in
+    /// format 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl InstanceRecord {
@@ -213,6 +218,7 @@ impl InstanceRecord {
             proc_start: s.proc_start,
             started_at: s.started_at,
             log: s.log.clone(),
+            identity: s.identity.clone(),
         }
     }
 
@@ -228,7 +234,7 @@ impl InstanceRecord {
             started_at: self.started_at,
             state: InstanceState::Running,
             log: self.log.clone(),
-            identity: None,
+            identity: self.identity.clone(),
             oom_killed: false,
             own_health: None,
         }
@@ -328,9 +334,10 @@ impl RolloutRecord {
 /// without a `format` field is format 1 (written before formats were
 /// numbered). Format 2 adds the `format` field; readers of format 1 fill the
 /// fields added since by their serde defaults (`secrets`, `promoted_by`, ...).
+/// Format 4 adds an instance's `identity` (a container's id).
 /// A change of shape bumps this, adds a fixture under
 /// `tests/data/controller_state/` and a step in [`ServiceRecord::from_json`].
-pub const STATE_FORMAT: u64 = 3;
+pub const STATE_FORMAT: u64 = 4;
 
 /// Why a saved controller state can not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -412,8 +419,11 @@ impl ServiceRecord {
         // machine's pending commands may be typed events (`Event`) and
         // `Serving`, which a Hatoba reading format 2 does not know (so it
         // must refuse format 3 by its number); a format-2 `Record(text)`
-        // still loads as it was. A future shape change migrates `value`
-        // here, one format at a time.
+        // still loads as it was. 3 -> 4: an instance may carry its
+        // runtime's `identity` (a container id), absent (none) before; a
+        // Hatoba reading format 3 would drop it and lose its containers,
+        // so it must refuse format 4. A future shape change migrates
+        // `value` here, one format at a time.
         serde_json::from_value(value).map_err(StateError::Malformed)
     }
 
