@@ -118,10 +118,19 @@ fn context(dir: &Path) {
     .unwrap();
 }
 
-fn spec(image: &str, port: u16, dockerfile: &str) -> String {
+/// A Docker service `web` on `port`, and beside it a process service
+/// `api` (the same demo app, as a local process) on `api_port`.
+fn spec(image: &str, port: u16, api_port: u16, dockerfile: &str) -> String {
+    let exe = env!("CARGO_BIN_EXE_hatoba");
     format!(
         "app: docker-e2e
 services:
+  api:
+    process: {{command: {exe}, args: [demo-app, --version-label, \"${{VERSION}}\"]}}
+    route: {{listen: \"127.0.0.1:{api_port}\"}}
+    health:
+      readiness: {{path: /ready, period: 100ms}}
+    drain: 1s
   web:
     docker:
       image: \"{image}:${{VERSION}}\"
@@ -162,7 +171,8 @@ fn a_docker_service_is_built_deployed_by_canary_and_readopted_after_kill_9() {
         return;
     }
     let image = format!("hatoba-e2e-{}", std::process::id());
-    let sb = Sandbox::new(|port| spec(&image, port, "Dockerfile"));
+    let api_port = hatoba_test_support::free_port().unwrap();
+    let sb = Sandbox::new(|port| spec(&image, port, api_port, "Dockerfile"));
     let dir = sb.file.parent().unwrap().to_path_buf();
     let scope = std::path::absolute(&sb.state)
         .unwrap()
@@ -183,7 +193,7 @@ fn a_docker_service_is_built_deployed_by_canary_and_readopted_after_kill_9() {
     // A Dockerfile that copies what `.dockerignore` leaves out fails, and
     // shows its own output.
     let bad = dir.join("bad.yaml");
-    std::fs::write(&bad, spec(&image, sb.port, "Dockerfile.bad")).unwrap();
+    std::fs::write(&bad, spec(&image, sb.port, api_port, "Dockerfile.bad")).unwrap();
     hatoba(&sb.state)
         .args(["build", "web", "--version", "bad", "-f"])
         .arg(&bad)
@@ -195,6 +205,12 @@ fn a_docker_service_is_built_deployed_by_canary_and_readopted_after_kill_9() {
     let up = sb.up(&[]);
     sb.deploy_ok("v1");
     assert_eq!(served(sb.port).as_deref(), Ok("v1"));
+    // Side by side in one spec: `api` runs as a process, no container.
+    hatoba(&sb.state)
+        .args(["deploy", "api", "--version", "a1", "--wait"])
+        .assert()
+        .success();
+    assert_eq!(served(api_port).as_deref(), Ok("a1"));
     let v1 = containers(&scope);
     assert_eq!(v1.len(), 2, "two v1 containers: {v1:?}");
     assert!(v1.values().all(|v| v == "v1"), "{v1:?}");
@@ -239,6 +255,8 @@ fn a_docker_service_is_built_deployed_by_canary_and_readopted_after_kill_9() {
             && containers(&scope).len() == 2)
             .then_some(())
     });
+    // The process service came through the same restart.
+    assert_eq!(served(api_port).as_deref(), Ok("a1"));
     let summary = load.finish();
     summary.assert_no_failed(200);
     assert!(summary.ok.contains_key("v1") && summary.ok.contains_key("v2"));
@@ -266,7 +284,8 @@ fn a_docker_service_is_built_deployed_by_canary_and_readopted_after_kill_9() {
 /// exit codes.
 #[test]
 fn build_and_up_say_what_is_wrong_without_an_engine() {
-    let sb = Sandbox::new(|port| spec("hatoba-e2e-none", port, "Dockerfile"));
+    let api_port = hatoba_test_support::free_port().unwrap();
+    let sb = Sandbox::new(|port| spec("hatoba-e2e-none", port, api_port, "Dockerfile"));
     let process = sb.file.with_file_name("process.yaml");
     std::fs::write(
         &process,
