@@ -377,7 +377,7 @@ impl DockerRuntime {
         }
     }
 
-    async fn signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
+    async fn send_signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
         let opts = KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
@@ -407,9 +407,9 @@ impl DockerRuntime {
         container: &str,
         grace: Duration,
     ) -> Result<(InstanceState, bool), DockerError> {
-        self.signal(container, "SIGTERM").await?;
+        self.send_signal(container, "SIGTERM").await?;
         if !self.wait_ended(container, grace).await {
-            self.signal(container, "SIGKILL").await?;
+            self.send_signal(container, "SIGKILL").await?;
             self.wait_ended(container, KILL_WAIT).await;
         }
         let ended = match self.inspect(container).await? {
@@ -728,6 +728,22 @@ impl Runtime for DockerRuntime {
                 version: spec.version.to_string(),
             })),
         }
+    }
+
+    async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
+        let (container, gone) = self
+            .with(|r| r.entries.get(id).map(|e| (e.container.clone(), e.gone)))
+            .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
+        if gone {
+            return Ok(());
+        }
+        // Through Docker's init, which passes it on to the app.
+        self.send_signal(&container, signal)
+            .await
+            .map_err(|e| RuntimeError::Stop {
+                id: id.clone(),
+                source: io(e),
+            })
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {

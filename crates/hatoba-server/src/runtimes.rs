@@ -138,6 +138,17 @@ impl Runtime for Runtimes {
         Err(last)
     }
 
+    async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
+        let mut last = RuntimeError::NotFound { id: id.clone() };
+        for rt in self.candidates(id) {
+            match rt.signal(id, signal).await {
+                Err(e @ RuntimeError::NotFound { .. }) => last = e,
+                r => return r,
+            }
+        }
+        Err(last)
+    }
+
     async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError> {
         let mut all = self.process.list(service).await?;
         if let Some(d) = &self.docker {
@@ -278,6 +289,9 @@ mod tests {
         async fn sweep(&self, _: &[InstanceId]) -> Result<Vec<InstanceId>, RuntimeError> {
             Ok(vec![InstanceId(format!("{}-orphan", self.name))])
         }
+        async fn signal(&self, id: &InstanceId, _: &str) -> Result<(), RuntimeError> {
+            self.stop(id, Duration::ZERO).await.map(|_| ())
+        }
     }
 
     fn spec(workload: Workload) -> InstanceSpec {
@@ -310,6 +324,14 @@ mod tests {
         );
         // Side by side: the service lists both.
         assert_eq!(rt.list(&"web".parse().unwrap()).await.unwrap().len(), 2);
+        // A drain's signal reaches the runtime that started it.
+        rt.signal(&InstanceId("process-1".to_owned()), "SIGUSR1")
+            .await
+            .unwrap();
+        assert!(matches!(
+            rt.signal(&InstanceId("nobody".to_owned()), "SIGUSR1").await,
+            Err(RuntimeError::NotFound { .. })
+        ));
         // Stop finds the one that started it.
         let stopped = rt
             .stop(&InstanceId("docker-1".to_owned()), Duration::ZERO)

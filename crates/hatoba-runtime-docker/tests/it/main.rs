@@ -313,8 +313,25 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
         hc.binds,
         Some(vec![format!("{}:/data:ro", mount.path().display())])
     );
+    // A drain's notify signal reaches the app through Docker's init: the
+    // test app has no handler for SIGUSR1, so it ends.
+    rt.signal(&started.id, "SIGUSR1").await.unwrap();
+    hatoba_test_support::wait_for_async(Duration::from_secs(30), || async {
+        rt.list(&started.service)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.id == started.id && matches!(l.state, InstanceState::Exited { .. }))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("SIGUSR1 did not reach the app: {e}"));
     let stopped = rt.stop(&started.id, Duration::from_secs(10)).await.unwrap();
     assert!(matches!(stopped.state, InstanceState::Exited { .. }));
+    assert!(matches!(
+        rt.signal(&hatoba_runtime::InstanceId("nope".to_owned()), "SIGUSR1")
+            .await,
+        Err(RuntimeError::NotFound { .. })
+    ));
     assert!(
         rt.client().inspect_container(&id, None).await.is_err(),
         "a stopped container is removed"
