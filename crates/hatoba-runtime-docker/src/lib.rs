@@ -216,6 +216,9 @@ pub struct BuildSpec {
 pub struct DockerRuntime {
     docker: Docker,
     scope: String,
+    /// Labels every container of this runtime carries (app, environment),
+    /// as `hatoba.<key>`, after the workload's own.
+    labels: BTreeMap<String, String>,
     registry: Mutex<Registry>,
 }
 
@@ -232,8 +235,17 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             scope: scope.into(),
+            labels: BTreeMap::new(),
             registry: Mutex::new(Registry::default()),
         })
+    }
+
+    /// Adds labels every container it makes carries, as `hatoba.<key>`
+    /// (`app`, `environment`): what `docker ps --filter` finds them by.
+    #[must_use]
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> DockerRuntime {
+        self.labels = labels;
+        self
     }
 
     /// Its scope: containers carry it in [`SCOPE_LABEL`].
@@ -494,7 +506,7 @@ impl DockerRuntime {
             (VERSION_LABEL.to_owned(), spec.version.to_string()),
             (INSTANCE_LABEL.to_owned(), id.to_string()),
         ]);
-        for (k, v) in &c.labels {
+        for (k, v) in c.labels.iter().chain(&self.labels) {
             labels
                 .entry(format!("hatoba.{k}"))
                 .or_insert_with(|| v.clone());

@@ -121,7 +121,12 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     let runtimes = match docker_services(&spec, &env).first() {
         None => runtimes,
         Some(first) => {
-            let docker = crate::build_cmd::connect(state, first).await?;
+            let docker = crate::build_cmd::connect(state, first).await?.with_labels(
+                std::collections::BTreeMap::from([
+                    ("app".to_owned(), spec.app.clone()),
+                    ("environment".to_owned(), env.to_string()),
+                ]),
+            );
             runtimes.with_docker(Arc::new(docker))
         }
     };

@@ -275,6 +275,10 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
     let Some(rt) = engine(&scope).await else {
         return;
     };
+    let rt = rt.with_labels(BTreeMap::from([
+        ("environment".to_owned(), "staging".to_owned()),
+        ("app".to_owned(), "not-this-one".to_owned()),
+    ]));
     let image = import_image(&run);
     let _cleanup = Cleanup {
         run: run.clone(),
@@ -299,7 +303,15 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
     let i = rt.client().inspect_container(&id, None).await.unwrap();
     let labels = i.config.unwrap().labels.unwrap();
     assert_eq!(labels.get(SCOPE_LABEL), Some(&scope));
-    assert_eq!(labels.get("hatoba.app").map(String::as_str), Some("shop"));
+    assert_eq!(
+        labels.get("hatoba.app").map(String::as_str),
+        Some("shop"),
+        "the workload's own label first"
+    );
+    assert_eq!(
+        labels.get("hatoba.environment").map(String::as_str),
+        Some("staging")
+    );
     assert_eq!(
         labels.get("hatoba.instance").map(String::as_str),
         Some(started.id.0.as_str())

@@ -213,6 +213,18 @@ fn a_docker_service_is_built_deployed_by_canary_and_readopted_after_kill_9() {
     assert_eq!(served(api_port).as_deref(), Ok("a1"));
     let v1 = containers(&scope);
     assert_eq!(v1.len(), 2, "two v1 containers: {v1:?}");
+    let labels = Command::new("docker")
+        .args(["inspect", "--format", "{{json .Config.Labels}}"])
+        .args(v1.keys())
+        .output()
+        .unwrap();
+    let labels = String::from_utf8_lossy(&labels.stdout);
+    assert!(
+        labels.contains(r#""hatoba.app":"docker-e2e""#)
+            && labels.contains(r#""hatoba.environment":"development""#)
+            && labels.contains(r#""hatoba.service":"web""#),
+        "{labels}"
+    );
     assert!(v1.values().all(|v| v == "v1"), "{v1:?}");
 
     // Under load from here: a canary, a kill -9 of `up`, a restart, a
