@@ -1138,7 +1138,8 @@ pub(crate) fn instance_spec_for(
                     // A host directory relative to the spec file; Docker
                     // takes absolute ones only.
                     let source = if v.source.starts_with('.') {
-                        req.base_dir.join(&v.source).display().to_string()
+                        let rel = v.source.strip_prefix("./").unwrap_or(&v.source);
+                        req.base_dir.join(rel).display().to_string()
                     } else {
                         v.source.clone()
                     };
@@ -2168,3 +2169,5 @@ impl Run<'_> {
 
 #[cfg(test)]
 mod state_tests;
+#[cfg(test)]
+mod workload_tests;
