@@ -398,6 +398,13 @@ pub enum Event {
         after_ms: u64,
         /// Every connection ended before the drain's end.
         in_time: bool,
+        /// Requests and long-lived connections open when the drain began
+        /// (`None`: the data plane could not say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u32>,
+        /// Those still open at its end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left: Option<u32>,
         /// Why telling the instance it drains (`drain.notify`) failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         notify_error: Option<String>,
@@ -851,14 +858,24 @@ impl fmt::Display for Shown<'_> {
                 version,
                 after_ms,
                 in_time,
+                connections,
+                left,
                 notify_error,
             } => {
                 if *in_time {
                     write!(f, "instance {instance} of {version} drained in {}", ms(*after_ms))?;
+                    if let Some(n) = connections {
+                        write!(f, " ({n} open when it began)")?;
+                    }
                 } else {
+                    let what = match (left, connections) {
+                        (Some(l), Some(n)) => format!("{l} of its {n} connections"),
+                        (Some(l), None) => format!("{l} connections"),
+                        _ => "connections".to_owned(),
+                    };
                     write!(
                         f,
-                        "instance {instance} of {version} still had connections after {}: stopping it",
+                        "instance {instance} of {version} still had {what} after {}: stopping it",
                         ms(*after_ms)
                     )?;
                 }

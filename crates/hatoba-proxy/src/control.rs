@@ -44,7 +44,7 @@
 //!     {"role":"stable","version":"v1","weight":100,"backends":["127.0.0.1:9001"]}]}}
 //! ← {"reply":"ok"}
 //! → {"op":"drained","addr":"127.0.0.1:9001","timeout_ms":30000}
-//! ← {"reply":"drained","done":true}
+//! ← {"reply":"drained","done":true,"open":12,"left":0}
 //! → {"op":"window","service":"web","version":"v1","window":"1m"}
 //! ← {"reply":"window","stats":{"window":"1m","start_ms":…,"latency_buckets":[[3,120]],…}}
 //! → {"op":"totals","service":"web","version":"v1"}
@@ -157,6 +157,18 @@ const STATE_FORMAT: u32 = 1;
 /// Idle connections a client keeps for reuse.
 const MAX_IDLE: usize = 4;
 
+/// How a backend's drain went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Every request and long-lived connection ended before the timeout
+    /// (or the backend was unknown).
+    pub done: bool,
+    /// Open when the drain began; `None` when the data plane cannot say.
+    pub open: Option<u32>,
+    /// Still open when it ended.
+    pub left: Option<u32>,
+}
+
 /// A request from the controller: one JSON object per line, tagged by `op`
 /// (`"hello"`, `"listen"`, `"update"`, `"drained"`, `"window"`,
 /// `"totals"`, `"snapshot"`, `"close"`, `"retention"`, `"sockets"`,
@@ -251,6 +263,13 @@ pub enum Reply {
     Drained {
         /// True when it serves no request (or was unknown).
         done: bool,
+        /// Requests and long-lived connections open on it when the wait
+        /// began (absent from a data plane older than this field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        open: Option<u32>,
+        /// Those still open when the wait ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left: Option<u32>,
     },
     /// The window asked for; `None` if the version never served.
     Window {
@@ -1390,17 +1409,25 @@ impl Plane {
                 .filter_map(|run| Some((Arc::clone(&run.router), run.router.backend(addr)?)));
             retired.chain(current).collect()
         };
+        let open_now = || targets.iter().map(|(_, b)| b.in_flight()).sum::<u32>();
+        let open = open_now();
         let deadline = tokio::time::Instant::now().checked_add(timeout);
-        for (router, backend) in targets {
+        let mut done = true;
+        for (router, backend) in &targets {
             let left = match deadline {
                 Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
                 None => timeout,
             };
-            if !router.drained(&backend, left).await {
-                return Reply::Drained { done: false };
+            if !router.drained(backend, left).await {
+                done = false;
+                break;
             }
         }
-        Reply::Drained { done: true }
+        Reply::Drained {
+            done,
+            open: Some(open),
+            left: Some(if done { 0 } else { open_now() }),
+        }
     }
 }
 
@@ -1650,12 +1677,22 @@ impl ControlClient {
     /// Waits until the backend at `addr` serves no request, up to
     /// `timeout`: true when it drained (or was unknown), false on timeout.
     pub async fn drained(&self, addr: SocketAddr, timeout: Duration) -> Result<bool, ControlError> {
+        Ok(self.drain(addr, timeout).await?.done)
+    }
+
+    /// [`drained`](Self::drained), with the connections open at the start
+    /// and left at the end.
+    pub async fn drain(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<DrainReport, ControlError> {
         let req = Request::Drained {
             addr,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
         match self.call(&req, timeout).await? {
-            Reply::Drained { done } => Ok(done),
+            Reply::Drained { done, open, left } => Ok(DrainReport { done, open, left }),
             other => Err(self.unexpected("drained", &other)),
         }
     }

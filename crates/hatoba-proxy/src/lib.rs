@@ -48,7 +48,8 @@ mod upgrade;
 pub use admin::AdminServer;
 pub use body::{ProxyBody, Tracked};
 pub use control::{
-    ControlClient, ControlError, DataPlane, DataPlaneConfig, DataPlaneState, ServiceEntry,
+    ControlClient, ControlError, DataPlane, DataPlaneConfig, DataPlaneState, DrainReport,
+    ServiceEntry,
 };
 pub use forward::{ProxyOptions, ROUTE_HEADER, STICKY_COOKIE};
 pub use routes_file::{GroupEntry, RoleName, RoutesFile, RoutesFileError};

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use hatoba_metrics::{Recorder, Window, WindowStats};
 use hatoba_proxy::control::{ControlClient, ControlError, VersionTotals};
 use hatoba_proxy::handover::Keeper;
-use hatoba_proxy::{Backend, ProxyOptions, ProxyServer, RouteSpec, Router};
+use hatoba_proxy::{Backend, DrainReport, ProxyOptions, ProxyServer, RouteSpec, Router};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -100,7 +100,7 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
 
     /// Waits until the backend at `addr`, already out of the table, serves
     /// no request, up to `timeout`. True when drained.
-    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> bool;
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> DrainReport;
 
     /// One version's traffic over a window ending now, all roles summed.
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats>;
@@ -285,7 +285,7 @@ impl DataPlane for LocalDataPlane {
         Ok(())
     }
 
-    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> bool {
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> DrainReport {
         // The backend was taken out of the table by the caller; the router
         // still knows it until its last request ends.
         let backend = self
@@ -294,8 +294,20 @@ impl DataPlane for LocalDataPlane {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&addr);
         match (backend, self.routers().into_iter().next()) {
-            (Some(backend), Some(router)) => router.drained(&backend, timeout).await,
-            _ => true,
+            (Some(backend), Some(router)) => {
+                let open = backend.in_flight();
+                let done = router.drained(&backend, timeout).await;
+                DrainReport {
+                    done,
+                    open: Some(open),
+                    left: Some(if done { 0 } else { backend.in_flight() }),
+                }
+            }
+            _ => DrainReport {
+                done: true,
+                open: Some(0),
+                left: Some(0),
+            },
         }
     }
 
@@ -458,8 +470,15 @@ impl DataPlane for RemoteDataPlane {
         })
     }
 
-    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> bool {
-        self.client.drained(addr, timeout).await.unwrap_or(false)
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> DrainReport {
+        self.client
+            .drain(addr, timeout)
+            .await
+            .unwrap_or(DrainReport {
+                done: false,
+                open: None,
+                left: None,
+            })
     }
 
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats> {

@@ -21,7 +21,7 @@ use crate::dataplane::{DataPlane, DataPlaneError};
 use crate::secrets::SecretEnv;
 use hatoba_core::{DeploymentId, DeploymentStatus, EnvName, Event, Millis, ServiceName, Version};
 use hatoba_metrics::Role;
-use hatoba_proxy::{GroupSpec, RouteSpec};
+use hatoba_proxy::{DrainReport, GroupSpec, RouteSpec};
 use hatoba_rollout::health::{self, Death, Decision, Observation, RestartPolicy};
 use hatoba_rollout::{
     AnalysisRun, BlueGreen, BlueGreenPlan, Canary, CanaryPlan, Command, Input, Outcome, Rolling,
@@ -565,8 +565,8 @@ struct Drained {
     instance: InstanceStatus,
     /// How long the drain took.
     waited: Duration,
-    /// Every connection ended before the drain's end.
-    in_time: bool,
+    /// Whether every connection ended before the drain's end, and how many.
+    report: DrainReport,
     /// Why `drain.notify` failed.
     notify_error: Option<String>,
     /// Stopped, and whether it had to be killed.
@@ -1783,7 +1783,7 @@ impl Run<'_> {
                     .err()
                     .map(|e| chain(&e)),
             };
-            let in_time = data_plane.drained(s.addr, drain).await;
+            let report = data_plane.drained(s.addr, drain).await;
             let waited = began.elapsed();
             let stopped = runtime
                 .stop(&s.id, grace)
@@ -1795,7 +1795,7 @@ impl Run<'_> {
             Drained {
                 instance: s,
                 waited,
-                in_time,
+                report,
                 notify_error,
                 stopped,
             }
@@ -1824,7 +1824,9 @@ impl Run<'_> {
                 instance: d.instance.id.to_string(),
                 version: d.instance.version.to_string(),
                 after_ms: u64::try_from(d.waited.as_millis()).unwrap_or(u64::MAX),
-                in_time: d.in_time,
+                in_time: d.report.done,
+                connections: d.report.open,
+                left: d.report.left,
                 notify_error: d.notify_error,
             })
             .await?;

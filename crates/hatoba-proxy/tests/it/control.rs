@@ -376,7 +376,14 @@ async fn bad_input_is_an_error_and_the_old_table_keeps_serving() {
         "{{\"op\":\"drained\",\"addr\":\"127.0.0.1:1\",\"timeout_ms\":{}}}\n",
         u64::MAX
     );
-    assert_eq!(raw.send(&forever).await, Reply::Drained { done: true });
+    assert_eq!(
+        raw.send(&forever).await,
+        Reply::Drained {
+            done: true,
+            open: Some(0),
+            left: Some(0)
+        }
+    );
 
     // An invalid route: refused, the old table serves on.
     let bad = spec(vec![
@@ -540,11 +547,17 @@ async fn drained_waits_for_the_slow_request_of_a_removed_backend() {
         .await
         .unwrap();
     assert_eq!(versions(addr, 3).await, ["echo"; 3]);
-    assert!(
-        !dp.client
-            .drained(slow, Duration::from_millis(50))
+    // Not drained in time: the one request open at the start is still open.
+    assert_eq!(
+        dp.client
+            .drain(slow, Duration::from_millis(50))
             .await
-            .unwrap()
+            .unwrap(),
+        hatoba_proxy::control::DrainReport {
+            done: false,
+            open: Some(1),
+            left: Some(1)
+        }
     );
     let waiter = {
         let client = dp.client.clone();

@@ -324,7 +324,7 @@ impl DataPlane for EnvDataPlane {
         self.inner.route(RouteSpec { service, ..spec }).await
     }
 
-    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> bool {
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> hatoba_proxy::DrainReport {
         self.inner.drained(addr, timeout).await
     }
 

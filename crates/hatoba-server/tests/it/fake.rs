@@ -400,11 +400,18 @@ impl DataPlane for FakeDataPlane {
         Ok(())
     }
 
-    async fn drained(&self, _addr: SocketAddr, timeout: Duration) -> bool {
+    async fn drained(&self, _addr: SocketAddr, timeout: Duration) -> hatoba_proxy::DrainReport {
+        // A held drain is one long-lived client that stays connected.
         let mut hold = self.hold.subscribe();
-        tokio::time::timeout(timeout, hold.wait_for(|held| !*held))
+        let open = u32::from(*hold.borrow());
+        let done = tokio::time::timeout(timeout, hold.wait_for(|held| !*held))
             .await
-            .is_ok()
+            .is_ok();
+        hatoba_proxy::DrainReport {
+            done,
+            open: Some(open),
+            left: Some(if done { 0 } else { open }),
+        }
     }
 
     async fn window(&self, _service: &str, _version: &str, _window: Window) -> Option<WindowStats> {

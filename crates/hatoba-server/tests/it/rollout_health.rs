@@ -178,10 +178,12 @@ async fn old_instances_drain_side_by_side_while_the_rollout_goes_on() {
         .filter(|e| e.kind == "instance_drained")
         .collect::<Vec<_>>();
     assert_eq!(drained.len(), 3, "{kinds:?}");
+    // Each had its one long-lived client when its drain began.
     assert!(
         drained
             .iter()
-            .all(|e| e.message.contains(" of v1 drained in ")),
+            .all(|e| e.message.contains(" of v1 drained in ")
+                && e.message.ends_with(" (1 open when it began)")),
         "{drained:#?}"
     );
     let stopped = kinds.iter().filter(|k| **k == "instance_stopped").count();
