@@ -15,6 +15,7 @@
 mod auth;
 mod error;
 pub mod openapi;
+mod reads;
 mod routes;
 
 use crate::server::Server;
