@@ -6,6 +6,7 @@
 
 mod backup_cmd;
 mod cli;
+mod client;
 mod dataplane_cmd;
 mod demo;
 mod exit;
