@@ -37,7 +37,7 @@ pub(crate) struct HistoryParams {
     service: Option<String>,
     /// Only this environment.
     environment: Option<String>,
-    /// At most this many, newest first (default 20, at most 10000).
+    /// At most this many, newest first (default 20).
     limit: Option<u32>,
 }
 
@@ -49,7 +49,7 @@ pub(crate) struct HistoryParams {
     params(HistoryParams),
     responses(
         (status = 200, description = "newest first", body = History),
-        (status = 400, description = "an unknown parameter, a bad service or environment name, a limit over 10000", body = ApiError),
+        (status = 400, description = "an unknown parameter, a bad service or environment name or limit", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 503, description = "the history store cannot be read", body = ApiError),
     ),

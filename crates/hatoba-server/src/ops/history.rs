@@ -15,8 +15,9 @@ use crate::server::Server;
 use hatoba_core::{DeploymentId, EnvName, Millis, ServiceName};
 use hatoba_store::{HistoryFilter, Store};
 
-/// The most deployments one history answer lists.
-pub const MAX_HISTORY: u32 = 10_000;
+/// The most deployments `status` looks through for the (service,
+/// environment) pairs and the versions promoted without evidence.
+const STATUS_SCAN: u32 = 10_000;
 
 /// `hatoba history`: which deployments to list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct HistoryQuery {
     pub service: Option<String>,
     /// Only this environment.
     pub environment: Option<String>,
-    /// At most this many, newest first (at most [`MAX_HISTORY`]).
+    /// At most this many, newest first.
     pub limit: u32,
 }
 
@@ -62,13 +63,6 @@ fn store_error(e: &hatoba_store::StoreError) -> OpError {
 
 /// Past deployments, newest first.
 pub async fn history(store: &dyn Store, q: &HistoryQuery) -> Result<hatoba_api::History, OpError> {
-    if q.limit > MAX_HISTORY {
-        return Err(OpError::BadInput {
-            message: format!("limit {} is over {MAX_HISTORY}", q.limit),
-            hint: Some(format!("ask for at most {MAX_HISTORY} deployments")),
-            field: Some("limit".to_owned()),
-        });
-    }
     let filter = HistoryFilter {
         service: q
             .service
@@ -139,7 +133,7 @@ async fn collect_status(
     let filter = HistoryFilter {
         service: service.cloned(),
         environment: env.cloned(),
-        limit: MAX_HISTORY,
+        limit: STATUS_SCAN,
     };
     for d in store.history(&filter).await? {
         let pair = (d.service, d.environment);
@@ -157,7 +151,7 @@ async fn collect_status(
                     .history(&HistoryFilter {
                         service: Some(s.clone()),
                         environment: Some(e.clone()),
-                        limit: MAX_HISTORY,
+                        limit: STATUS_SCAN,
                     })
                     .await?;
                 let succeeded: Vec<&hatoba_store::Deployment> = history
@@ -417,7 +411,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn malformed_names_ids_and_limits_are_bad_input_naming_the_field() {
+    async fn malformed_names_and_ids_are_bad_input_naming_the_field() {
         let (_dir, store) = store().await;
         let e = history(
             &store,
@@ -445,19 +439,6 @@ mod tests {
         .unwrap_err();
         assert!(
             matches!(&e, OpError::BadInput { field: Some(f), .. } if f == "environment"),
-            "{e:?}"
-        );
-        let e = history(
-            &store,
-            &HistoryQuery {
-                limit: MAX_HISTORY + 1,
-                ..HistoryQuery::default()
-            },
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(&e, OpError::BadInput { field: Some(f), .. } if f == "limit"),
             "{e:?}"
         );
         let e = analysis(&store, "not an id").await.unwrap_err();

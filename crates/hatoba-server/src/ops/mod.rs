@@ -22,7 +22,7 @@ mod secrets;
 
 pub(crate) use deploy::log_end;
 pub use deploy::without_evidence;
-pub use history::{HistoryQuery, MAX_HISTORY, StatusQuery, analysis, history, status};
+pub use history::{HistoryQuery, StatusQuery, analysis, history, status};
 pub use logs::{LogsQuery, MAX_LINES, read_after, tail_file};
 pub use operate::Action;
 
