@@ -15,6 +15,7 @@ use std::path::PathBuf;
         "  hatoba validate -f hatoba.yaml       check a spec, every mistake at once\n",
         "  hatoba history web --env production  every deployment of `web` in production\n",
         "  hatoba status --output json          current versions, for scripts\n",
+        "  hatoba --server http://host:7400 status   ask a server elsewhere (token: HATOBA_TOKEN)\n",
         "\n",
         "Exit codes:\n",
         "  0  success\n",
@@ -117,7 +118,7 @@ pub(crate) enum Command {
     /// Run the Hatoba server in the foreground: proxies on the spec's routes,
     /// deployments, and the API the other commands use.
     #[command(
-        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n\n\
+        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n  hatoba up --api 0.0.0.0:7400   the API for other machines (plain HTTP: prefer an SSH tunnel)\n\n\
                             Services start with no instance: deploy a version with `hatoba deploy`.\n\
                             Ctrl-C stops every instance gracefully (--keep-running leaves them up)."
     )]

@@ -38,6 +38,7 @@ pub(crate) struct HistoryParams {
     /// Only this environment.
     environment: Option<String>,
     /// At most this many, newest first (default 20).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 
@@ -151,6 +152,7 @@ pub(crate) async fn diagnosis(
 #[into_params(parameter_in = Query)]
 pub(crate) struct LogsParams {
     /// The last this many lines of each instance (default 20, at most 10000).
+    #[param(minimum = 0, maximum = 10000.0)]
     lines: Option<usize>,
     /// Only this instance (running or not).
     instance: Option<String>,
