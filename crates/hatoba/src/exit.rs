@@ -103,3 +103,20 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> Exit {
         .find_map(|e| e.downcast_ref::<CliError>())
         .map_or(Exit::Failed, |e| e.exit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An API error's kind exits with the code `ErrorKind::exit_code` says.
+    #[test]
+    fn every_error_kind_exits_with_its_code() {
+        for kind in hatoba_api::ErrorKind::ALL {
+            assert_eq!(Exit::of_kind(kind).code(), kind.exit_code(), "{kind:?}");
+        }
+        assert_eq!(
+            Exit::of_kind(hatoba_api::ErrorKind::Unauthorized),
+            Exit::Conflict
+        );
+    }
+}

@@ -713,3 +713,22 @@ pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> any
     }
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::reachable_here;
+
+    /// server.json names an address this machine's commands can connect to.
+    #[test]
+    fn an_unspecified_api_address_is_reached_on_loopback() {
+        for (bound, reached) in [
+            ("0.0.0.0:7400", "127.0.0.1:7400"),
+            ("[::]:7400", "[::1]:7400"),
+            ("127.0.0.1:9", "127.0.0.1:9"),
+            ("192.0.2.1:80", "192.0.2.1:80"),
+        ] {
+            let bound: std::net::SocketAddr = bound.parse().unwrap();
+            assert_eq!(reachable_here(bound).to_string(), reached);
+        }
+    }
+}

@@ -130,6 +130,23 @@ fn a_cli_with_an_empty_state_dir_drives_a_server_through_its_url_and_token() {
         .code(4)
         .stderr(predicate::str::contains("no service `nope`"));
 
+    // The other commands that talk to a server: an answer, or its refusal
+    // with the exit code of its kind.
+    remote(&here, &url, token.trim())
+        .args(["secret", "list"])
+        .assert()
+        .success();
+    remote(&here, &url, token.trim())
+        .args(["promote", "web"])
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains("no deployment in progress"));
+    remote(&here, &url, token.trim())
+        .args(["watch", "web"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("v1 serves"));
+
     // A wrong token, or none: refused, exit 5, saying what to set.
     for cmd in [
         remote(&here, &url, "not-the-token")
