@@ -1,7 +1,8 @@
 //! The CLI as a client of a server it does not share a state directory
 //! with: `--server URL` (or `HATOBA_SERVER`) and `HATOBA_TOKEN`, from a
 //! state directory that is empty and stays so. Deploy, status, history,
-//! analysis, diagnose and logs go through the API; a wrong or missing token
+//! analysis, diagnose, logs (`-f` too), secret, promote and watch go
+//! through the API; a wrong or missing token
 //! is refused with exit 5 and a hint to set HATOBA_TOKEN; a server that
 //! does not answer is exit 3 naming its URL, never a read of the local
 //! store instead.
@@ -130,6 +131,57 @@ fn a_cli_with_an_empty_state_dir_drives_a_server_through_its_url_and_token() {
         .code(4)
         .stderr(predicate::str::contains("no service `nope`"));
 
+    // `logs -f` follows through the API: the instance a new deployment
+    // starts appears, with its output.
+    let follow = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .args(["--state-dir"])
+        .arg(&here)
+        .args(["--server", &url, "logs", "web", "-f", "-n", "1"])
+        .env("HATOBA_TOKEN", token.trim())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut follow = crate::support::Reaped(follow);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let seen = std::sync::Arc::clone(&seen);
+        let out = follow.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+    }
+    crate::support::poll(
+        "logs -f to print v1's output",
+        std::time::Duration::from_secs(20),
+        || {
+            seen.lock()
+                .unwrap()
+                .contains("demo app v1 listening on")
+                .then_some(())
+        },
+    );
+    remote(&here, &url, token.trim())
+        .args(["deploy", "web", "--version", "v2", "--wait"])
+        .assert()
+        .success();
+    crate::support::poll_explained(
+        "logs -f to print the new instance's output",
+        std::time::Duration::from_secs(20),
+        || {
+            let s = seen.lock().unwrap();
+            (s.contains("--- new instance ---") && s.contains("demo app v2 listening on"))
+                .then_some(())
+        },
+        || seen.lock().unwrap().clone(),
+    );
+    drop(follow);
+
     // The other commands that talk to a server: an answer, or its refusal
     // with the exit code of its kind.
     remote(&here, &url, token.trim())
@@ -145,7 +197,7 @@ fn a_cli_with_an_empty_state_dir_drives_a_server_through_its_url_and_token() {
         .args(["watch", "web"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("v1 serves"));
+        .stdout(predicate::str::contains("v2 serves"));
 
     // A wrong token, or none: refused, exit 5, saying what to set.
     for cmd in [
@@ -154,7 +206,7 @@ fn a_cli_with_an_empty_state_dir_drives_a_server_through_its_url_and_token() {
             .output()
             .unwrap(),
         remote(&here, &url, "not-the-token")
-            .args(["deploy", "web", "--version", "v2"])
+            .args(["deploy", "web", "--version", "v3"])
             .output()
             .unwrap(),
         hatoba(&here)
@@ -166,18 +218,20 @@ fn a_cli_with_an_empty_state_dir_drives_a_server_through_its_url_and_token() {
         let err = String::from_utf8_lossy(&cmd.stderr);
         assert!(err.contains(&url) && err.contains("HATOBA_TOKEN"), "{err}");
     }
-    // Nothing deployed v2 meanwhile.
+    // The refused deploy deployed nothing: v1 and v2 only.
     let history = json(
         &remote(&here, &url, token.trim())
             .args(["history", "-o", "json"])
             .output()
             .unwrap(),
     );
-    assert_eq!(
-        history["deployments"].as_array().map(Vec::len),
-        Some(1),
-        "{history}"
-    );
+    let versions: Vec<&str> = history["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["version"].as_str())
+        .collect();
+    assert_eq!(versions, ["v2", "v1"], "{history}");
 
     // The client's state directory was never created: nothing was read or
     // written there.
