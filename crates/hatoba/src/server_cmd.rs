@@ -195,13 +195,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         let api = tokio::net::TcpListener::bind(api_addr)
             .await
             .with_context(|| format!("cannot listen for the API on {api_addr} (--api)"))?;
-        if !api_addr.ip().is_loopback() {
-            say(
-                args.log_format,
-                &format!(
-                    "WARNING: the API listens on {api_addr}, beyond this machine: it is plain HTTP, so its token (and any secret value sent to it) travels in clear; prefer loopback with an SSH tunnel, or a TLS proxy in front\n"
-                ),
-            );
+        if let Some(warning) = api_warning(api_addr) {
+            say(args.log_format, &warning);
         }
         // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -244,9 +239,14 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     for (name, listen) in server.routes() {
         lines.push_str(&format!("  service `{name}` on http://{listen}\n"));
     }
+    // Where it listens (`0.0.0.0:7400` says it is open to others), not
+    // where this machine reaches it.
+    let listening = api
+        .local_addr()
+        .map_or_else(|_| info.api.clone(), |a| a.to_string());
     lines.push_str(&format!(
-        "  API {} · metrics http://{}/metrics\n",
-        info.api, info.admin
+        "  API {listening} · metrics http://{}/metrics\n",
+        info.admin
     ));
     if resumed.is_empty() {
         lines.push_str("  services start with no instance: `hatoba deploy SERVICE --version V --wait` (Ctrl-C stops)\n");
@@ -280,6 +280,16 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     crate::backup_cmd::checkpoint_at_stop(state).await;
     let _ = std::fs::remove_file(info_path(state));
     Ok(Exit::Ok)
+}
+
+/// What `hatoba up --api ADDR` says when ADDR is reachable beyond this
+/// machine: the API is plain HTTP.
+fn api_warning(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "WARNING: the API listens on {addr}, beyond this machine: it is plain HTTP, so its token (and any secret value sent to it) travels in clear; prefer loopback with an SSH tunnel, or a TLS proxy in front\n"
+        )
+    })
 }
 
 /// The address this machine's commands reach a listener on: an unspecified
@@ -716,7 +726,19 @@ pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> any
 
 #[cfg(test)]
 mod tests {
-    use super::reachable_here;
+    use super::{api_warning, reachable_here};
+
+    /// Only an API address beyond loopback is warned about.
+    #[test]
+    fn an_api_beyond_loopback_is_warned_about() {
+        for quiet in ["127.0.0.1:0", "127.0.0.2:7400", "[::1]:7400"] {
+            assert_eq!(api_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:7400", "[::]:7400", "192.0.2.1:80"] {
+            let w = api_warning(loud.parse().unwrap()).unwrap_or_default();
+            assert!(w.contains("plain HTTP") && w.contains(loud), "{loud}: {w}");
+        }
+    }
 
     /// server.json names an address this machine's commands can connect to.
     #[test]
