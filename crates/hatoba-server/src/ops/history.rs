@@ -410,6 +410,94 @@ mod tests {
         assert_eq!(e.kind(), hatoba_api::ErrorKind::NotFound, "{e:?}");
     }
 
+    /// A deployment of `version` of `web` in `production` at `at`, taken
+    /// to `end`.
+    async fn deployed(
+        store: &SqlStore,
+        version: &str,
+        at: u64,
+        end: hatoba_core::DeploymentStatus,
+    ) -> hatoba_store::Deployment {
+        let d = store
+            .create_deployment(hatoba_store::NewDeployment {
+                service: "web".parse().unwrap(),
+                environment: "production".parse().unwrap(),
+                version: version.parse().unwrap(),
+                commit_sha: None,
+                strategy: "rolling".to_owned(),
+                deployed_by: "alice".to_owned(),
+                rollback_of: None,
+                spec_digest: "digest".to_owned(),
+                vars: Default::default(),
+                secrets: Default::default(),
+                at: Millis(at),
+            })
+            .await
+            .unwrap();
+        store
+            .transition(
+                &d.id,
+                hatoba_core::DeploymentStatus::InProgress,
+                None,
+                Millis(at + 1),
+            )
+            .await
+            .unwrap();
+        if end != hatoba_core::DeploymentStatus::InProgress {
+            store
+                .transition(&d.id, end, None, Millis(at + 2))
+                .await
+                .unwrap();
+        }
+        d
+    }
+
+    #[tokio::test]
+    async fn history_status_and_analysis_read_what_the_store_holds() {
+        let (_dir, store) = store().await;
+        let v1 = deployed(
+            &store,
+            "v1",
+            1_000,
+            hatoba_core::DeploymentStatus::Succeeded,
+        )
+        .await;
+        let v2 = deployed(
+            &store,
+            "v2",
+            2_000,
+            hatoba_core::DeploymentStatus::InProgress,
+        )
+        .await;
+        let h = history(
+            &store,
+            &HistoryQuery {
+                service: Some("web".to_owned()),
+                environment: Some("production".to_owned()),
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+        let ids: Vec<&str> = h.deployments.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, [v2.id.as_str()]);
+        let s = status(&store, &StatusQuery::default(), Millis(3_000))
+            .await
+            .unwrap();
+        assert_eq!(s.services.len(), 1, "{s:?}");
+        let web = &s.services[0];
+        assert_eq!(web.current_version.as_deref(), Some("v1"), "{web:?}");
+        assert_eq!(
+            web.live.as_ref().map(|d| d.id.as_str()),
+            Some(v2.id.as_str()),
+            "{web:?}"
+        );
+        let a = analysis(&store, v1.id.as_str()).await.unwrap();
+        assert_eq!(a.deployment.id, v1.id.as_str());
+        assert_eq!(a.deployment.status, "succeeded");
+        assert!(a.measurements.is_empty());
+    }
+
     #[tokio::test]
     async fn malformed_names_and_ids_are_bad_input_naming_the_field() {
         let (_dir, store) = store().await;
