@@ -36,4 +36,4 @@ pub use deployer::{
 pub use events::{EventBus, Subscription};
 pub use ops::{Action, OpError, without_evidence};
 pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
-pub use server::{Server, ServerConfig, StartError, new_token};
+pub use server::{Environments, Server, ServerConfig, StartError, new_token};

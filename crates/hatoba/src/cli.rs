@@ -118,7 +118,7 @@ pub(crate) enum Command {
     /// Run the Hatoba server in the foreground: proxies on the spec's routes,
     /// deployments, and the API the other commands use.
     #[command(
-        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n  hatoba up --api 0.0.0.0:7400   the API for other machines (plain HTTP: prefer an SSH tunnel)\n\n\
+        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n  hatoba up --env staging --env production\n  hatoba up --api 0.0.0.0:7400   the API for other machines (plain HTTP: prefer an SSH tunnel)\n\n\
                             Services start with no instance: deploy a version with `hatoba deploy`.\n\
                             Ctrl-C stops every instance gracefully (--keep-running leaves them up)."
     )]
@@ -139,11 +139,17 @@ pub(crate) enum Command {
         /// Skip the remaining steps.
         #[arg(long)]
         full: bool,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Stop a rollout and send all traffic back to the stable version.
     Abort {
         /// The service.
         service: String,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Return a service to its previous (or a named) succeeded version, through its strategy.
     Rollback {
@@ -152,12 +158,18 @@ pub(crate) enum Command {
         /// The version to return to; default: the previous succeeded one that was promoted on evidence.
         #[arg(long)]
         to: Option<String>,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Follow the deployment of a service in progress, as `deploy --wait`
     /// does, until it ends (exit 0 when it succeeded).
     Watch {
         /// The service.
         service: String,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Approve a deployment that waits for approval (an environment with
     /// `requireApproval`); whoever deployed it cannot approve it.
@@ -185,6 +197,9 @@ pub(crate) enum Command {
         /// Lines of each instance's log to start with.
         #[arg(long, short = 'n', default_value_t = 20)]
         lines: usize,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Store, list, rotate and remove secrets: values kept encrypted by the
     /// server and given to instances in their environment only.
@@ -195,6 +210,9 @@ pub(crate) enum Command {
     Diagnose {
         /// The service.
         service: String,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// The demo app, as the demo's instances run it (PORT, DEMO_ERROR_RATE,
     /// DEMO_READY_AFTER from the environment).
@@ -258,9 +276,11 @@ pub(crate) struct FileArg {
 pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) file: FileArg,
-    /// The environment this server runs (`development` needs no declaration).
-    #[arg(long, short = 'e', default_value = "development")]
-    pub(crate) env: String,
+    /// An environment this server runs (`development` needs no
+    /// declaration); repeat it to run several side by side, or `all` for
+    /// every environment the spec declares.
+    #[arg(long, short = 'e', default_value = "development", value_name = "ENV")]
+    pub(crate) env: Vec<String>,
     /// Leave instances and the data plane running when the server stops,
     /// for the next `hatoba up` to take over.
     #[arg(long)]
@@ -347,7 +367,8 @@ pub(crate) struct DeployArgs {
     /// The version to deploy.
     #[arg(long)]
     pub(crate) version: String,
-    /// The environment (must be the one the server runs).
+    /// The environment (one the server runs; needed when it runs several
+    /// that have the service).
     #[arg(long, short = 'e')]
     pub(crate) env: Option<String>,
     /// Extra variables for `${NAME}` interpolation, as NAME=VALUE.
@@ -391,7 +412,7 @@ pub(crate) enum SecretCommand {
     Rotate(SecretValueArgs),
     /// The environment's secrets: names, versions, dates and users (never values).
     List {
-        /// The environment (must be the one the server runs).
+        /// The environment (one the server runs; needed when it runs several).
         #[arg(long, short = 'e')]
         env: Option<String>,
     },
@@ -400,7 +421,7 @@ pub(crate) enum SecretCommand {
     Rm {
         /// The secret.
         name: String,
-        /// The environment (must be the one the server runs).
+        /// The environment (one the server runs; needed when it runs several).
         #[arg(long, short = 'e')]
         env: Option<String>,
     },
@@ -410,7 +431,7 @@ pub(crate) enum SecretCommand {
 pub(crate) struct SecretValueArgs {
     /// The secret (declared under `secrets:` in the spec).
     pub(crate) name: String,
-    /// The environment (must be the one the server runs).
+    /// The environment (one the server runs; needed when it runs several).
     #[arg(long, short = 'e')]
     pub(crate) env: Option<String>,
     /// Read the value from this file instead of stdin.

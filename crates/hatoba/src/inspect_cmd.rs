@@ -117,8 +117,12 @@ fn log_files(dir: &Path, service: &str) -> anyhow::Result<Vec<(String, PathBuf)>
 async fn api_logs(
     server: &crate::client::Server,
     service: &str,
+    env: Option<&str>,
     query: &[(&str, Option<String>)],
 ) -> anyhow::Result<hatoba_api::Logs> {
+    let mut query = query.to_vec();
+    query.push(("env", env.map(str::to_owned)));
+    let query = query.as_slice();
     server
         .get(&format!(
             "/api/v1/services/{service}/logs{}",
@@ -132,11 +136,14 @@ pub(crate) async fn logs(
     service: &str,
     follow: bool,
     lines: usize,
+    env: Option<&str>,
 ) -> anyhow::Result<Exit> {
     let service = service_name(service)?;
     let service = service.as_str();
+    // Checked before anything is asked: the environment goes into a URL.
+    crate::server_cmd::env_query(env)?;
     match LogSource::find(global, service).await? {
-        LogSource::Api(server) => logs_from_api(&server, service, follow, lines).await,
+        LogSource::Api(server) => logs_from_api(&server, service, env, follow, lines).await,
         LogSource::Files(dir) => logs_from_files(&dir, service, follow, lines).await,
     }
 }
@@ -148,10 +155,11 @@ const REFRESH_EVERY: Duration = Duration::from_secs(2);
 async fn logs_from_api(
     server: &crate::client::Server,
     service: &str,
+    env: Option<&str>,
     follow: bool,
     lines: usize,
 ) -> anyhow::Result<Exit> {
-    let first = api_logs(server, service, &[("lines", Some(lines.to_string()))]).await?;
+    let first = api_logs(server, service, env, &[("lines", Some(lines.to_string()))]).await?;
     if first.instances.is_empty() && !follow {
         output::stderr(&format!("`{service}` has no running instance\n"));
         return Ok(Exit::Ok);
@@ -199,7 +207,9 @@ async fn logs_from_api(
         }
         if refresh.elapsed() > REFRESH_EVERY {
             refresh = tokio::time::Instant::now();
-            if let Ok(now) = api_logs(server, service, &[("lines", Some("0".to_owned()))]).await {
+            if let Ok(now) =
+                api_logs(server, service, env, &[("lines", Some("0".to_owned()))]).await
+            {
                 for i in now.instances {
                     if let std::collections::btree_map::Entry::Vacant(e) = offsets.entry(i.instance)
                     {
@@ -217,6 +227,7 @@ async fn logs_from_api(
             let answer = api_logs(
                 server,
                 service,
+                env,
                 &[
                     ("lines", Some("0".to_owned())),
                     ("instance", Some(id.clone())),
@@ -310,10 +321,15 @@ async fn logs_from_files(
     }
 }
 
-pub(crate) async fn diagnose(global: &Global, service: &str) -> anyhow::Result<Exit> {
+pub(crate) async fn diagnose(
+    global: &Global,
+    service: &str,
+    env: Option<&str>,
+) -> anyhow::Result<Exit> {
     let service = service_name(service)?;
+    let query = crate::server_cmd::env_query(env)?;
     let d: hatoba_api::Diagnosis = crate::client::require(global)?
-        .get(&format!("/api/v1/services/{service}/diagnosis"))
+        .get(&format!("/api/v1/services/{service}/diagnosis{query}"))
         .await?;
     if global.output == Output::Json {
         output::json(&d)?;

@@ -13,6 +13,7 @@
 //! here.
 
 mod auth;
+mod envs;
 mod error;
 pub mod openapi;
 mod reads;
@@ -52,66 +53,94 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        struct Open {
-            /// A request head arrived on it.
-            asked: Arc<std::sync::atomic::AtomicBool>,
-            task: tokio::task::AbortHandle,
-        }
-        let app = routes::app(&self);
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            // EMFILE and the like: the next accept would fail
-                            // the same way at once.
-                            if !matches!(
-                                e.kind(),
-                                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
-                            ) {
-                                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                            }
+        serve(routes::app(self), listener, shutdown).await;
+    }
+}
+
+/// Serves the API of `hatoba up`'s environments on `listener` until `shutdown`
+/// resolves, with the limits of [`Server::serve_api`]; `envs` sends each
+/// request to its environment's server.
+pub(crate) async fn serve_environments(
+    environments: Arc<crate::server::Environments>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    serve(envs::app(environments), listener, shutdown).await;
+}
+
+/// The accept loop of [`Server::serve_api`], over any router.
+async fn serve<A>(
+    app: A,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    A: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    A::Future: Send,
+{
+    struct Open {
+        /// A request head arrived on it.
+        asked: Arc<std::sync::atomic::AtomicBool>,
+        task: tokio::task::AbortHandle,
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // EMFILE and the like: the next accept would fail
+                        // the same way at once.
+                        if !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                        ) {
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        }
+                        continue;
+                    }
+                };
+                open.retain(|o| !o.task.is_finished());
+                if open.len() >= MAX_API_CONNECTIONS {
+                    let silent = open
+                        .iter()
+                        .position(|o| !o.asked.load(std::sync::atomic::Ordering::Relaxed));
+                    match silent.and_then(|i| open.remove(i)) {
+                        Some(oldest) => oldest.task.abort(),
+                        None => {
+                            // Every place is answering a request.
+                            drop(stream);
                             continue;
                         }
-                    };
-                    open.retain(|o| !o.task.is_finished());
-                    if open.len() >= MAX_API_CONNECTIONS {
-                        let silent = open
-                            .iter()
-                            .position(|o| !o.asked.load(std::sync::atomic::Ordering::Relaxed));
-                        match silent.and_then(|i| open.remove(i)) {
-                            Some(oldest) => oldest.task.abort(),
-                            None => {
-                                // Every place is answering a request.
-                                drop(stream);
-                                continue;
-                            }
-                        }
                     }
-                    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    let app = app.clone();
-                    let flag = Arc::clone(&asked);
-                    let task = tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                            tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
-                        });
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(API_HEADER_TIMEOUT)
-                            .keep_alive(false)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        let _ = tokio::time::timeout(API_REQUEST_TIMEOUT, conn).await;
-                    });
-                    open.push_back(Open {
-                        asked,
-                        task: task.abort_handle(),
-                    });
                 }
+                let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let app = app.clone();
+                let flag = Arc::clone(&asked);
+                let task = tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(API_HEADER_TIMEOUT)
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), svc);
+                    let _ = tokio::time::timeout(API_REQUEST_TIMEOUT, conn).await;
+                });
+                open.push_back(Open {
+                    asked,
+                    task: task.abort_handle(),
+                });
             }
         }
     }

@@ -8,7 +8,8 @@ use crate::ops::{HistoryQuery, LogsQuery, StatusQuery};
 use crate::server::Server;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
 use hatoba_api::{AnalysisReport, ApiError, Diagnosis, ErrorKind, History, Logs, Status};
 use std::sync::Arc;
 
@@ -131,9 +132,13 @@ pub(crate) async fn analysis(
     path = "/api/v1/services/{name}/diagnosis",
     tag = "services",
     summary = "what runs for a service, its recent history and output (`hatoba diagnose`)",
-    params(("name" = String, Path, description = "a service of the spec")),
+    params(
+        ("name" = String, Path, description = "a service of the spec"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several that have the service"),
+    ),
     responses(
         (status = 200, description = "the diagnosis", body = Diagnosis),
+        (status = 400, description = "the service runs in several environments and the request names none, or names one the server does not run", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service", body = ApiError),
         (status = 503, description = "the history store cannot be read", body = ApiError),
@@ -144,6 +149,40 @@ pub(crate) async fn diagnosis(
     Path(name): Path<String>,
 ) -> Result<Json<Diagnosis>, Failure> {
     Ok(Json(s.diagnosis(&name).await?))
+}
+
+/// Whether `req` is a `GET /api/v1/status` with the token to a `hatoba up`
+/// that runs several environments: then [`status_of_several`] answers it
+/// (one without the token is left to the guard of the first server).
+pub(crate) fn is_status_of_several(servers: &[Arc<Server>], req: &Request) -> bool {
+    servers.len() > 1
+        && req.method() == axum::http::Method::GET
+        && req.uri().path() == "/api/v1/status"
+        && super::auth::authorized(req.headers(), &servers[0].token)
+}
+
+/// `GET /api/v1/status` of a `hatoba up` that runs several environments:
+/// the history's status once, with the running instances of each
+/// environment from its own server.
+pub(crate) async fn status_of_several(servers: &[Arc<Server>], uri: &axum::http::Uri) -> Response {
+    let Some(first) = servers.first() else {
+        return Failure::new(ErrorKind::Failed, "no environment runs").into_response();
+    };
+    let q = match Query::<StatusParams>::try_from_uri(uri) {
+        Ok(Query(q)) => StatusQuery {
+            service: q.service,
+            environment: q.environment,
+        },
+        Err(r) => return bad_query(&r).into_response(),
+    };
+    let mut status = match crate::ops::status(first.store.as_ref(), &q, crate::clock_now()).await {
+        Ok(s) => s,
+        Err(e) => return Failure::from(e).into_response(),
+    };
+    for s in servers {
+        s.add_running(&mut status).await;
+    }
+    Json(status).into_response()
 }
 
 /// `GET /api/v1/services/{name}/logs?lines=&instance=&after=`.
@@ -159,6 +198,10 @@ pub(crate) struct LogsParams {
     /// With `instance`: the whole lines written after this byte offset
     /// (an earlier answer's `offset`) instead of a tail.
     after: Option<u64>,
+    /// The environment; needed when the server runs several that have the
+    /// service (it chooses the environment's server, see `http::envs`).
+    #[allow(dead_code, reason = "read by the router of several environments")]
+    env: Option<String>,
 }
 
 #[utoipa::path(
@@ -169,7 +212,7 @@ pub(crate) struct LogsParams {
     params(("name" = String, Path, description = "a service of the spec"), LogsParams),
     responses(
         (status = 200, description = "one entry per instance", body = Logs),
-        (status = 400, description = "an unknown parameter, lines over 10000, `after` without `instance`", body = ApiError),
+        (status = 400, description = "an unknown parameter, lines over 10000, `after` without `instance`, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service or instance", body = ApiError),
         (status = 503, description = "the runtime cannot list the instances", body = ApiError),

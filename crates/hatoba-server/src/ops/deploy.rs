@@ -205,7 +205,9 @@ impl Server {
                 "this server runs environment `{}`, not `{env}`",
                 self.environment
             ))
-            .hint("start `hatoba up --env ENV` for that environment"));
+            .hint(
+                "start `hatoba up --env ENV` for that environment (repeat --env to run several)",
+            ));
         }
         let version = match r.version.parse::<Version>() {
             Ok(v) => v,

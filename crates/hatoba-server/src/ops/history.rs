@@ -286,6 +286,13 @@ impl Server {
     /// the problem of each service this server runs.
     pub async fn status(&self, q: &StatusQuery) -> Result<hatoba_api::Status, OpError> {
         let mut status = status(self.store.as_ref(), q, crate::clock_now()).await?;
+        self.add_running(&mut status).await;
+        Ok(status)
+    }
+
+    /// The running instances and the problem of each service of `status`
+    /// that this server runs (in its environment).
+    pub async fn add_running(&self, status: &mut hatoba_api::Status) {
         for s in &mut status.services {
             if s.environment != self.environment.as_str() {
                 continue;
@@ -300,7 +307,6 @@ impl Server {
                 s.problem = d.problem;
             }
         }
-        Ok(status)
     }
 
     /// [`analysis`] over this server's store.

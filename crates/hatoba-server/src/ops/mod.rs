@@ -14,6 +14,7 @@
 //! one place each.
 
 mod deploy;
+mod envs;
 mod history;
 mod logs;
 mod operate;
@@ -22,6 +23,7 @@ mod secrets;
 
 pub(crate) use deploy::log_end;
 pub use deploy::without_evidence;
+pub(crate) use envs::pick_environment;
 pub use history::{HistoryQuery, StatusQuery, analysis, history, status};
 pub use logs::{LogsQuery, MAX_LINES, read_after, tail_file};
 pub use operate::Action;
