@@ -77,6 +77,11 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
     if PUBLIC.contains(&path.as_str()) || !authorized(req.headers(), &first.token) {
         return Ok((req, 0));
     }
+    // A path or method no route takes is the router's 404 or 405, whatever
+    // environment it names.
+    if !has_route(req.method(), &path) {
+        return Ok((req, 0));
+    }
     let query_env = req.uri().query().and_then(|q| {
         q.split('&')
             .filter_map(|kv| kv.split_once('='))
@@ -150,6 +155,42 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
         }
         _ => Ok((req, 0)),
     }
+}
+
+/// Whether the API has a route for `method` on `path`, from its OpenAPI
+/// document (generated from the handlers, so it lists every route).
+fn has_route(method: &Method, path: &str) -> bool {
+    type Routes = Vec<(Vec<String>, Vec<String>)>;
+    static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi::json()).unwrap_or_default();
+        doc["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(template, ops)| {
+                        (
+                            template.split('/').map(str::to_owned).collect(),
+                            ops.as_object()
+                                .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    routes.iter().any(|(template, methods)| {
+        template.len() == segments.len()
+            && template
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| (t.starts_with('{') && t.ends_with('}')) || t == s)
+            && methods.iter().any(|m| m == method.as_str())
+    })
 }
 
 /// Reads the body (up to one byte more than the API takes, so the handler
