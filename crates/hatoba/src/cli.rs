@@ -123,6 +123,15 @@ pub(crate) enum Command {
                             Ctrl-C stops every instance gracefully (--keep-running leaves them up)."
     )]
     Up(UpArgs),
+    /// Build a Docker service's image from its `docker.build` on the local
+    /// Docker Engine (no registry), tagged with the version.
+    #[command(
+        after_help = "Examples:\n  hatoba build web --version v2\n  hatoba build web --version v2 -f examples/docker/hatoba.yaml\n\n\
+                            Streams the build's output to stderr and prints the image id on stdout.\n\
+                            Exits 0 when built, 1 when the build failed (its output says why) or no Docker Engine answers,\n\
+                            2 for a bad spec or a service without `docker.build`, 4 for an unknown service."
+    )]
+    Build(BuildArgs),
     /// Deploy a version of a service through its strategy (needs `hatoba up`).
     #[command(
         after_help = "Examples:\n  hatoba deploy web --version v2 --wait\n  hatoba deploy web --version v2 --wait=complete\n  hatoba deploy web --version v3 --set ERROR_RATE=0.2\n\n\
@@ -358,6 +367,23 @@ pub(crate) struct StatusArgs {
     /// Only this environment.
     #[arg(long, short = 'e')]
     pub(crate) env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// The service (one with `docker.build`).
+    pub(crate) service: String,
+    /// The version: `${VERSION}` in `docker.image` and the build arguments.
+    #[arg(long)]
+    pub(crate) version: String,
+    #[command(flatten)]
+    pub(crate) file: FileArg,
+    /// The environment whose overrides and variables apply.
+    #[arg(long, short = 'e', default_value = "development")]
+    pub(crate) env: String,
+    /// Values for other `${NAME}`s, as NAME=VALUE.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub(crate) set: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod backup_cmd;
+mod build_cmd;
 mod cli;
 mod client;
 mod dataplane_cmd;
@@ -74,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::History(args) => runtime()?.block_on(history::history(&g, &args)),
         Command::Status(args) => runtime()?.block_on(history::status(&g, &args)),
         Command::Up(args) => runtime()?.block_on(server_cmd::up(&g, &args)),
+        Command::Build(args) => runtime()?.block_on(build_cmd::build(&g, &args)),
         Command::Deploy(args) => runtime()?.block_on(server_cmd::deploy(&g, &args)),
         Command::Promote { service, full, env } => runtime()?.block_on(server_cmd::operate(
             &g,

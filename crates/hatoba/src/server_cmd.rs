@@ -36,6 +36,19 @@ pub(crate) fn advertise_admin(state: &Path, admin: &str) -> anyhow::Result<()> {
     crate::state_dir::write_private(&path, serde_json::to_string_pretty(&info)?.as_bytes())
 }
 
+/// The services of the environment that run in Docker, sorted.
+pub(crate) fn docker_services(spec: &hatoba_spec::Spec, env: &EnvName) -> Vec<String> {
+    let services = spec
+        .environments
+        .get(env)
+        .map_or(&spec.services, |e| &e.services);
+    services
+        .iter()
+        .filter(|(_, s)| matches!(s.runtime, hatoba_spec::Runtime::Docker(_)))
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
 fn token_path(state: &Path) -> PathBuf {
     state.join("token")
 }
@@ -127,6 +140,33 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             .withholding_env(&[hatoba_server::secrets::KEY_ENV])
             .with_log_versions(usize::try_from(spec.retention.log_versions).unwrap_or(usize::MAX)),
     );
+    // Services with `docker:` run as containers: the engine is connected
+    // only when the spec has one, and its absence stops `up` at once.
+    let runtimes =
+        hatoba_server::Runtimes::new(Arc::clone(&runtime) as Arc<dyn hatoba_runtime::Runtime>);
+    let docker_services: Vec<String> = envs
+        .iter()
+        .flat_map(|e| docker_services(&spec, e))
+        .collect();
+    let runtimes = match docker_services.first() {
+        None => runtimes,
+        Some(first) => {
+            // One engine connection for every environment run here; the
+            // label names them all (`staging,production`).
+            let env_label = envs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let docker = crate::build_cmd::connect(state, first).await?.with_labels(
+                std::collections::BTreeMap::from([
+                    ("app".to_owned(), spec.app.clone()),
+                    ("environment".to_owned(), env_label),
+                ]),
+            );
+            runtimes.with_docker(Arc::new(docker))
+        }
+    };
     // Instance logs rotate by size (copy, then truncate: the instances keep
     // writing to the same file); the runtime only does it when asked.
     let rotation = {
@@ -181,7 +221,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             environment: envs[0].clone(),
             base_dir,
             store,
-            runtime: Arc::clone(&runtime) as Arc<dyn hatoba_runtime::Runtime>,
+            runtime: Arc::new(runtimes),
             data_plane,
             token,
             secret_key: Some(Arc::new(secret_key)),

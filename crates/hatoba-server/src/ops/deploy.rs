@@ -452,7 +452,8 @@ pub(crate) fn variable_uses(
             .chain(&p.working_dir)
             .collect(),
         hatoba_spec::Runtime::Docker(d) => std::iter::once(&d.image)
-            .chain(&d.args)
+            .chain(d.command.iter().flatten())
+            .chain(d.args.iter().flatten())
             .chain(d.env.values())
             .collect(),
     };

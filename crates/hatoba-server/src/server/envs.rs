@@ -414,6 +414,10 @@ impl Runtime for EnvRuntime {
         Ok(status)
     }
 
+    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        self.inner.check(spec).await
+    }
+
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {
         self.inner.stop(id, grace).await
     }

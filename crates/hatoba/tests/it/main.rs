@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod dataplane;
 mod demo;
+mod docker;
 mod environments;
 mod evidence;
 mod faults;

@@ -182,6 +182,14 @@ impl hatoba_runtime::Runtime for Recording {
         self.ask(format!("signal {id} {signal}"));
         Ok(())
     }
+
+    async fn check(
+        &self,
+        spec: &hatoba_runtime::InstanceSpec,
+    ) -> Result<(), hatoba_runtime::RuntimeError> {
+        self.ask(format!("check {}", spec.version));
+        Ok(())
+    }
 }
 
 fn instance(id: &str) -> hatoba_runtime::InstanceStatus {
@@ -220,9 +228,21 @@ async fn each_environment_lists_its_own_instances_and_sweeps_none() {
     let id = hatoba_runtime::InstanceId("web-v1-0001".to_owned());
     staging.signal(&id, "SIGUSR1").await.unwrap();
     staging.stop(&id, std::time::Duration::ZERO).await.unwrap();
+    let spec = hatoba_runtime::InstanceSpec {
+        service: web.clone(),
+        version: "v2".parse().unwrap(),
+        workload: hatoba_runtime::Workload::Process {
+            program: "app".to_owned(),
+            args: Vec::new(),
+        },
+        env: Default::default(),
+        working_dir: std::path::PathBuf::from("."),
+        secrets: Default::default(),
+    };
+    staging.check(&spec).await.unwrap();
     assert_eq!(
         *shared.asked.lock().unwrap(),
-        ["signal web-v1-0001 SIGUSR1", "stop web-v1-0001"]
+        ["signal web-v1-0001 SIGUSR1", "stop web-v1-0001", "check v2"]
     );
     assert!(staging.list(&web).await.unwrap().is_empty());
     assert_eq!(ids(production.list(&web).await.unwrap()), ["web-v1-0002"]);
