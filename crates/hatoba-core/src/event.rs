@@ -408,6 +408,10 @@ pub enum Event {
         instance: String,
         /// Its version.
         version: String,
+        /// It outlived its grace period after SIGTERM and was killed
+        /// (SIGKILL); false when it exited on SIGTERM, or when not known.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        killed: bool,
     },
     /// An instance exited or failed liveness, and was started again.
     InstanceRestarted {
@@ -863,9 +867,19 @@ impl fmt::Display for Shown<'_> {
                     None => Ok(()),
                 }
             }
-            E::InstanceStopped { instance, version } => {
-                write!(f, "instance {instance} of {version} stopped")
-            }
+            E::InstanceStopped {
+                instance,
+                version,
+                killed: false,
+            } => write!(f, "instance {instance} of {version} stopped"),
+            E::InstanceStopped {
+                instance,
+                version,
+                killed: true,
+            } => write!(
+                f,
+                "instance {instance} of {version} ignored SIGTERM for its grace period: killed (SIGKILL)"
+            ),
             E::InstanceRestarted {
                 instance,
                 version,

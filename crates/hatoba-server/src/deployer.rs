@@ -541,6 +541,22 @@ struct Run<'a> {
     draining: tokio::task::JoinSet<Drained>,
 }
 
+/// An instance that ended this way was killed (SIGKILL) rather than
+/// exiting on SIGTERM: the process runtime reports the signal, Docker the
+/// shell's convention of 128 + 9.
+fn killed(state: &InstanceState) -> bool {
+    matches!(
+        state,
+        InstanceState::Exited {
+            signal: Some(9),
+            ..
+        } | InstanceState::Exited {
+            code: Some(137),
+            signal: None,
+        }
+    )
+}
+
 /// How long an instance has to answer `drain.notify`'s request.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -553,7 +569,8 @@ struct Drained {
     in_time: bool,
     /// Why `drain.notify` failed.
     notify_error: Option<String>,
-    stopped: Result<(), hatoba_runtime::RuntimeError>,
+    /// Stopped, and whether it had to be killed.
+    stopped: Result<bool, hatoba_runtime::RuntimeError>,
 }
 
 impl Drop for Run<'_> {
@@ -1768,7 +1785,10 @@ impl Run<'_> {
             };
             let in_time = data_plane.drained(s.addr, drain).await;
             let waited = began.elapsed();
-            let stopped = runtime.stop(&s.id, grace).await.map(drop);
+            let stopped = runtime
+                .stop(&s.id, grace)
+                .await
+                .map(|end| killed(&end.state));
             if stopped.is_ok() {
                 runtime.forget(&s.id).await;
             }
@@ -1808,10 +1828,11 @@ impl Run<'_> {
                 notify_error: d.notify_error,
             })
             .await?;
-            d.stopped?;
+            let killed = d.stopped?;
             self.event(Event::InstanceStopped {
                 instance: d.instance.id.to_string(),
                 version: d.instance.version.to_string(),
+                killed,
             })
             .await?;
         }

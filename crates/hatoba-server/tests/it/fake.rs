@@ -96,6 +96,8 @@ struct RtInner {
     crash_on_start: Option<i32>,
     /// `list` fails with this (the machine cannot be inspected).
     list_fails: Option<String>,
+    /// Instances ignore SIGTERM: a stop ends them with SIGKILL.
+    ignore_sigterm: bool,
 }
 
 /// A runtime of in-process HTTP listeners.
@@ -131,6 +133,11 @@ impl FakeRuntime {
     }
 
     /// From now on `list` fails, saying `why` (`None`: it works).
+    /// From now on, a stop ends instances with SIGKILL (they ignore SIGTERM).
+    pub(crate) fn ignore_sigterm(&self) {
+        self.inner.lock().unwrap().ignore_sigterm = true;
+    }
+
     pub(crate) fn fail_list(&self, why: Option<&str>) {
         self.inner.lock().unwrap().list_fails = why.map(str::to_owned);
     }
@@ -293,6 +300,7 @@ impl Runtime for FakeRuntime {
     ) -> Result<InstanceStatus, RuntimeError> {
         self.trace.push(Action::Stop(id.0.clone()));
         let mut inner = self.inner.lock().unwrap();
+        let signal = if inner.ignore_sigterm { 9 } else { 15 };
         let i = inner
             .instances
             .get_mut(id)
@@ -300,7 +308,7 @@ impl Runtime for FakeRuntime {
         if i.status.state == InstanceState::Running {
             i.end(InstanceState::Exited {
                 code: None,
-                signal: Some(15),
+                signal: Some(signal),
             });
         }
         Ok(i.status.clone())

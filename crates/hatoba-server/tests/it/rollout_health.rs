@@ -257,3 +257,25 @@ async fn each_old_instance_is_told_it_drains_before_it_is_stopped() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_old_instance_that_had_to_be_killed_is_said_so() {
+    let w = World::new().await;
+    let (_, serving) = w.deployer.deploy(&w.request("v1", None)).await.unwrap();
+    w.runtime.ignore_sigterm();
+    let (d2, _) = w.deployer.deploy(&w.request("v2", serving)).await.unwrap();
+    assert_eq!(d2.status, DeploymentStatus::Succeeded, "{d2:?}");
+    let events = w.store.events(&d2.id).await.unwrap();
+    let stops: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "instance_stopped")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(stops.len(), 2, "{events:#?}");
+    assert!(
+        stops
+            .iter()
+            .all(|m| m.ends_with("of v1 ignored SIGTERM for its grace period: killed (SIGKILL)")),
+        "{stops:#?}"
+    );
+}
