@@ -539,6 +539,64 @@ pub struct SecretChange {
     pub next_deploy: Vec<String>,
 }
 
+/// `GET /api/v1/services/{name}/diagnosis` (`hatoba diagnose`): what runs
+/// for a service, its recent history and the latest deployment's events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Diagnosis {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// What runs and how it is routed, now.
+    pub service: ServiceDetail,
+    /// Its latest deployments in the server's environment, newest first.
+    pub history: Vec<Deployment>,
+    /// The newest deployment's events, oldest first.
+    pub events: Vec<Event>,
+    /// The version that serves was promoted past missing evidence:
+    /// `VERSION: promoted without evidence by ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_without_evidence: Option<String>,
+    /// The last lines of each running instance's output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<InstanceLog>,
+}
+
+/// Lines of one instance's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstanceLog {
+    /// The instance.
+    pub instance: String,
+    /// Its version.
+    pub version: String,
+    /// Whole lines, oldest first (the last one may be partial when it is
+    /// the end of a tail).
+    pub lines: Vec<String>,
+    /// Where to read on from (`after=` of the next request), a byte offset
+    /// in the instance's log; absent when the runtime keeps the output
+    /// itself and cannot be followed so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The file its output goes to, on the server's machine, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// `GET /api/v1/services/{name}/logs` (`hatoba logs`): the output of a
+/// service's running instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Logs {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// The service.
+    pub service: String,
+    /// The environment.
+    pub environment: String,
+    /// One entry per running instance (or the one asked for), by id.
+    pub instances: Vec<InstanceLog>,
+}
+
 /// What `hatoba up` writes into the state directory so other commands find it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -570,7 +628,7 @@ pub enum ErrorKind {
     /// The request is wrong (a malformed id, an unknown field, a value out
     /// of range): 400, exit 2.
     BadInput,
-    /// No token, or a wrong one: 401, exit 2.
+    /// No token, or a wrong one: 401, exit 5 (refused, as `Forbidden`).
     Unauthorized,
     /// Understood and refused for who asks (a deployer approving their own
     /// deployment): 403, exit 5.
@@ -625,12 +683,9 @@ impl ErrorKind {
     /// `crates/hatoba/src/exit.rs`): the one mapping of every client.
     pub fn exit_code(self) -> u8 {
         match self {
-            ErrorKind::BadInput
-            | ErrorKind::Unauthorized
-            | ErrorKind::MethodNotAllowed
-            | ErrorKind::TooLarge => 2,
+            ErrorKind::BadInput | ErrorKind::MethodNotAllowed | ErrorKind::TooLarge => 2,
             ErrorKind::NotFound => 4,
-            ErrorKind::Forbidden | ErrorKind::Conflict => 5,
+            ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::Conflict => 5,
             ErrorKind::Failed | ErrorKind::Unavailable => 1,
         }
     }
@@ -722,7 +777,7 @@ mod tests {
             table,
             [
                 ("bad_input", 400, 2),
-                ("unauthorized", 401, 2),
+                ("unauthorized", 401, 5),
                 ("forbidden", 403, 5),
                 ("not_found", 404, 4),
                 ("method_not_allowed", 405, 2),

@@ -15,6 +15,7 @@ use std::path::PathBuf;
         "  hatoba validate -f hatoba.yaml       check a spec, every mistake at once\n",
         "  hatoba history web --env production  every deployment of `web` in production\n",
         "  hatoba status --output json          current versions, for scripts\n",
+        "  hatoba --server http://host:7400 status   ask a server elsewhere (token: HATOBA_TOKEN)\n",
         "\n",
         "Exit codes:\n",
         "  0  success\n",
@@ -22,7 +23,7 @@ use std::path::PathBuf;
         "  2  bad input or usage (invalid spec, unknown flag, unreadable file)\n",
         "  3  the Hatoba server could not be reached\n",
         "  4  not found (service, environment, deployment, state directory)\n",
-        "  5  conflict (another deployment of the service is in progress)\n",
+        "  5  conflict (another deployment of the service is in progress) or refused (a wrong token)\n",
         "  6  not built yet in this version of Hatoba",
     )
 )]
@@ -48,6 +49,12 @@ pub(crate) struct Global {
     /// directory's SQLite file (`postgres://user@host:5432/hatoba`).
     #[arg(long, global = true, env = "HATOBA_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
+    /// The Hatoba server to talk to, on this machine or another one
+    /// (`http://HOST:PORT`, what `hatoba up --api` listens on); its token
+    /// comes from HATOBA_TOKEN, else the state directory's `token` file.
+    /// Default: the server of the state directory (its `server.json`).
+    #[arg(long, global = true, env = "HATOBA_SERVER", value_name = "URL")]
+    pub(crate) server: Option<String>,
     /// How to print results: `text` for people, `json` for scripts.
     #[arg(long, short = 'o', global = true, env = "HATOBA_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
@@ -111,7 +118,7 @@ pub(crate) enum Command {
     /// Run the Hatoba server in the foreground: proxies on the spec's routes,
     /// deployments, and the API the other commands use.
     #[command(
-        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n  hatoba up --env staging --env production\n\n\
+        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n  hatoba up --env staging --env production\n  hatoba up --api 0.0.0.0:7400   the API for other machines (plain HTTP: prefer an SSH tunnel)\n\n\
                             Services start with no instance: deploy a version with `hatoba deploy`.\n\
                             Ctrl-C stops every instance gracefully (--keep-running leaves them up)."
     )]
@@ -296,6 +303,11 @@ pub(crate) struct UpArgs {
     /// port, written in server.json).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// Serve the API on this address (default: a free loopback port,
+    /// written in server.json). The API is plain HTTP: another address
+    /// lets others reach it, and its token and secrets travel in clear.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) api: Option<std::net::SocketAddr>,
     /// How the server's own log lines are written on stderr: `text` for a
     /// person, `json` (one object per line) for a log collector. Their
     /// level comes from `HATOBA_LOG` (`info` by default).

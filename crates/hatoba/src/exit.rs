@@ -8,7 +8,7 @@
 //! | 2 | bad input or usage: an invalid spec, an unknown flag, a bad argument, an unreadable file |
 //! | 3 | the Hatoba server could not be reached |
 //! | 4 | not found: no such service, environment, deployment or state directory |
-//! | 5 | conflict: another deployment of the service is in progress; `hatoba restore` while a server runs for the state directory |
+//! | 5 | conflict or refused: another deployment of the service is in progress; `hatoba restore` while a server runs for the state directory; the server refused the token (`HATOBA_TOKEN`) or who asks |
 //! | 6 | not built yet: the command exists but this version of Hatoba cannot do it |
 //!
 //! An error answer of the server's API carries a kind (`hatoba_api::ErrorKind`),
@@ -37,6 +37,31 @@ impl Exit {
     pub(crate) fn code(self) -> u8 {
         self as u8
     }
+
+    /// The code of an API error's kind (`ErrorKind::exit_code`, the one
+    /// mapping every client uses).
+    pub(crate) fn of_kind(kind: hatoba_api::ErrorKind) -> Exit {
+        match kind.exit_code() {
+            0 => Exit::Ok,
+            2 => Exit::BadInput,
+            3 => Exit::Unreachable,
+            4 => Exit::NotFound,
+            5 => Exit::Conflict,
+            6 => Exit::NotBuilt,
+            _ => Exit::Failed,
+        }
+    }
+}
+
+/// An operation's refusal, run by the CLI itself over the store (no server
+/// runs), as the error a person reads: the same words and exit code the API
+/// would give.
+pub(crate) fn op_error(e: hatoba_server::OpError) -> CliError {
+    let mut err = CliError::new(Exit::of_kind(e.kind()), e.message());
+    if let Some(h) = e.hint_text() {
+        err = err.hint(h);
+    }
+    err
 }
 
 /// A failure the user must read: what went wrong, what to do, and the exit
@@ -77,4 +102,21 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> Exit {
     err.chain()
         .find_map(|e| e.downcast_ref::<CliError>())
         .map_or(Exit::Failed, |e| e.exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An API error's kind exits with the code `ErrorKind::exit_code` says.
+    #[test]
+    fn every_error_kind_exits_with_its_code() {
+        for kind in hatoba_api::ErrorKind::ALL {
+            assert_eq!(Exit::of_kind(kind).code(), kind.exit_code(), "{kind:?}");
+        }
+        assert_eq!(
+            Exit::of_kind(hatoba_api::ErrorKind::Unauthorized),
+            Exit::Conflict
+        );
+    }
 }

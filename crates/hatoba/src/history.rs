@@ -1,273 +1,160 @@
-//! `hatoba history` and `hatoba status`: reading the deployment history.
+//! `hatoba history`, `hatoba status` and `hatoba analysis`: reading the
+//! deployment history.
 //!
-//! Rows come from `hatoba-store`; they are converted to `hatoba-api` types
-//! here (the one place that knows both) and printed as a table or JSON.
+//! Each is an operation of `hatoba_server::ops`, asked of the server when
+//! one runs (`--server`, or the state directory's `server.json` that
+//! answers) and run here over the store when none does (`--store URL`, or
+//! the state directory's SQLite file), so they work offline and answer the
+//! same either way; the answer is printed as a table or JSON.
 
 use crate::cli::{Global, HistoryArgs, Output, StatusArgs};
-use crate::exit::{CliError, Exit};
+use crate::client;
+use crate::exit::{CliError, Exit, op_error};
 use crate::output;
 use comfy_table::{Table, presets};
-use hatoba_core::{EnvName, ServiceName};
-use hatoba_store::{HistoryFilter, Store};
+use hatoba_server::ops::{HistoryQuery, StatusQuery};
+use hatoba_store::SqlStore;
+
+/// Where the reads come from.
+pub(crate) enum Source {
+    /// A server's API.
+    Api(client::Server),
+    /// The store, read by this process.
+    Store(SqlStore),
+}
+
+impl Source {
+    /// The server named by `--server`; else the store named by `--store`;
+    /// else the state directory's server when it answers; else the state
+    /// directory's store.
+    pub(crate) async fn find(global: &Global) -> anyhow::Result<Source> {
+        let found = client::locate(global)?;
+        if let Some(server) = found.as_ref().filter(|s| s.explicit) {
+            return Ok(Source::Api(server.clone()));
+        }
+        if global.store.is_none()
+            && let Some(server) = found
+            && server.answers().await
+        {
+            return Ok(Source::Api(server));
+        }
+        Ok(Source::Store(crate::state::open_for_reading(global).await?))
+    }
+
+    pub(crate) async fn history(&self, q: &HistoryQuery) -> anyhow::Result<hatoba_api::History> {
+        match self {
+            Source::Api(s) => {
+                s.get(&format!(
+                    "/api/v1/deployments{}",
+                    client::query(&[
+                        ("service", q.service.clone()),
+                        ("environment", q.environment.clone()),
+                        ("limit", Some(q.limit.to_string())),
+                    ])
+                ))
+                .await
+            }
+            Source::Store(store) => Ok(hatoba_server::ops::history(store, q)
+                .await
+                .map_err(op_error)?),
+        }
+    }
+
+    async fn status(&self, q: &StatusQuery) -> anyhow::Result<hatoba_api::Status> {
+        match self {
+            Source::Api(s) => {
+                s.get(&format!(
+                    "/api/v1/status{}",
+                    client::query(&[
+                        ("service", q.service.clone()),
+                        ("environment", q.environment.clone()),
+                    ])
+                ))
+                .await
+            }
+            Source::Store(store) => {
+                Ok(
+                    hatoba_server::ops::status(store, q, hatoba_server::clock_now())
+                        .await
+                        .map_err(op_error)?,
+                )
+            }
+        }
+    }
+
+    async fn analysis(&self, id: &str) -> anyhow::Result<hatoba_api::AnalysisReport> {
+        match self {
+            Source::Api(s) => {
+                s.get(&format!(
+                    "/api/v1/deployments/{}/analysis",
+                    client::segment(id)
+                ))
+                .await
+            }
+            Source::Store(store) => Ok(hatoba_server::ops::analysis(store, id)
+                .await
+                .map_err(op_error)?),
+        }
+    }
+
+    /// Lets go of the store, if one was opened.
+    pub(crate) async fn close(self) {
+        if let Source::Store(store) = self {
+            store.close().await;
+        }
+    }
+}
 
 pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> anyhow::Result<Exit> {
-    let filter = HistoryFilter {
-        service: args.service.as_deref().map(parse_service).transpose()?,
-        environment: args.env.as_deref().map(parse_env).transpose()?,
-        limit: args.limit,
-    };
-    let store = crate::state::open_for_reading(global).await?;
-    let rows = store.history(&filter).await?;
-    store.close().await;
-    let deployments: Vec<hatoba_api::Deployment> =
-        rows.iter().map(hatoba_server::api::deployment).collect();
+    let source = Source::find(global).await?;
+    let h = source
+        .history(&HistoryQuery {
+            service: args.service.clone(),
+            environment: args.env.clone(),
+            limit: args.limit,
+        })
+        .await;
+    source.close().await;
+    let h = h?;
     match global.output {
-        Output::Json => output::json(&hatoba_api::History {
-            api_version: hatoba_api::API_VERSION.to_owned(),
-            deployments,
-        })?,
-        Output::Text if deployments.is_empty() => output::stderr("no deployments match\n"),
-        Output::Text => output::stdout(&history_table(&deployments)),
+        Output::Json => output::json(&h)?,
+        Output::Text if h.deployments.is_empty() => output::stderr("no deployments match\n"),
+        Output::Text => output::stdout(&history_table(&h.deployments)),
     }
     Ok(Exit::Ok)
 }
 
 pub(crate) async fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<Exit> {
-    let service = args.service.as_deref().map(parse_service).transpose()?;
-    let env = args.env.as_deref().map(parse_env).transpose()?;
-    let store = crate::state::open_for_reading(global).await?;
-    let statuses = collect_status(&store, service.as_ref(), env.as_ref()).await;
-    store.close().await;
-    let mut statuses = statuses?;
-    // What runs now, from the server when one answers (status works
-    // without one: the rest comes from the history).
-    if crate::server_cmd::server_info(global).is_some() {
-        for s in &mut statuses {
-            let Ok(bytes) = crate::server_cmd::call(
-                global,
-                hyper::Method::GET,
-                &format!("/api/v1/services/{}?env={}", s.service, s.environment),
-                None,
-            )
-            .await
-            else {
-                continue;
-            };
-            if let Ok(d) = serde_json::from_slice::<hatoba_api::ServiceDetail>(&bytes)
-                && d.environment == s.environment
-            {
-                s.instances = d
-                    .instances
-                    .into_iter()
-                    .filter(|i| i.state == "running")
-                    .collect();
-                s.problem = d.problem;
-            }
-        }
-    }
-    if statuses.is_empty() && service.is_some() {
-        return Err(CliError::new(
-            Exit::NotFound,
-            format!(
-                "service `{}` has no deployment history{}",
-                args.service.as_deref().unwrap_or_default(),
-                match &env {
-                    Some(e) => format!(" in `{e}`"),
-                    None => String::new(),
-                }
-            ),
-        )
-        .hint("`hatoba history` lists what has been deployed")
-        .into());
-    }
+    let source = Source::find(global).await?;
+    let status = source
+        .status(&StatusQuery {
+            service: args.service.clone(),
+            environment: args.env.clone(),
+        })
+        .await;
+    source.close().await;
+    let status = status?;
     match global.output {
-        Output::Json => output::json(&hatoba_api::Status {
-            api_version: hatoba_api::API_VERSION.to_owned(),
-            services: statuses,
-        })?,
-        Output::Text if statuses.is_empty() => output::stderr("nothing has been deployed yet\n"),
-        Output::Text => output::stdout(&status_table(&statuses)),
+        Output::Json => output::json(&status)?,
+        Output::Text if status.services.is_empty() => {
+            output::stderr("nothing has been deployed yet\n");
+        }
+        Output::Text => output::stdout(&status_table(&status.services)),
     }
     Ok(Exit::Ok)
 }
 
-/// Current and live deployment of every (service, environment) with a
-/// history, optionally narrowed.
-async fn collect_status(
-    store: &dyn Store,
-    service: Option<&ServiceName>,
-    env: Option<&EnvName>,
-) -> anyhow::Result<Vec<hatoba_api::ServiceStatus>> {
-    // Every pair that appears in the history, not only those with a success:
-    // a service whose first deployment failed still has a status.
-    let mut pairs: Vec<(ServiceName, EnvName)> = Vec::new();
-    let filter = HistoryFilter {
-        service: service.cloned(),
-        environment: env.cloned(),
-        limit: 10_000,
-    };
-    for d in store.history(&filter).await? {
-        let pair = (d.service, d.environment);
-        if !pairs.contains(&pair) {
-            pairs.push(pair);
-        }
-    }
-    pairs.sort();
-    let mut out = Vec::with_capacity(pairs.len());
-    for (s, e) in pairs {
-        let current = store.current(&s, &e).await?;
-        let current_without_evidence = match &current {
-            Some(c) => {
-                let history = store
-                    .history(&HistoryFilter {
-                        service: Some(s.clone()),
-                        environment: Some(e.clone()),
-                        limit: 10_000,
-                    })
-                    .await?;
-                let succeeded: Vec<&hatoba_store::Deployment> = history
-                    .iter()
-                    .filter(|d| d.status == hatoba_core::DeploymentStatus::Succeeded)
-                    .collect();
-                hatoba_server::without_evidence(store, &succeeded, &c.version).await?
-            }
-            None => None,
-        };
-        let live = store.live(&s, &e).await?;
-        let live_events = match &live {
-            Some(d) => store.events(&d.id).await?,
-            None => Vec::new(),
-        };
-        let (analysis, live_phase) = match &live {
-            Some(d) => (
-                latest_per_metric(&store.measurements(&d.id).await?),
-                phase(&live_events),
-            ),
-            None => (Vec::new(), None),
-        };
-        // A live deployment that serves all traffic is what serves, before
-        // it is complete; the version it replaced stays warm meanwhile.
-        let (serving, warm, current_without_evidence) =
-            match live.as_ref().filter(|d| d.serving_at.is_some()) {
-                Some(l) => (
-                    Some(l),
-                    hatoba_server::api::warm_version(
-                        last_of(&live_events, hatoba_store::event_kind::SERVING)
-                            .and_then(|e| e.data.as_ref()),
-                        current.as_ref(),
-                        hatoba_server::clock_now(),
-                    ),
-                    last_of(
-                        &live_events,
-                        hatoba_store::event_kind::PROMOTED_WITHOUT_EVIDENCE,
-                    )
-                    .map(|e| e.message.clone()),
-                ),
-                None => (current.as_ref(), None, current_without_evidence),
-            };
-        out.push(hatoba_api::ServiceStatus {
-            analysis,
-            instances: Vec::new(),
-            service: s.to_string(),
-            environment: e.to_string(),
-            current_version: serving.map(|d| d.version.to_string()),
-            current: serving.map(hatoba_server::api::deployment),
-            warm,
-            live: live.as_ref().map(hatoba_server::api::deployment),
-            live_phase,
-            current_without_evidence,
-            problem: None,
-        });
-    }
-    Ok(out)
-}
-
-/// A deployment's newest event of a kind.
-fn last_of<'a>(events: &'a [hatoba_store::Event], kind: &str) -> Option<&'a hatoba_store::Event> {
-    events.iter().rev().find(|e| e.kind == kind)
-}
-
-/// A live deployment's latest traffic change and latest rollout step.
-fn phase(events: &[hatoba_store::Event]) -> Option<String> {
-    let typed: Vec<(&hatoba_store::Event, hatoba_core::Event)> =
-        events.iter().map(|e| (e, e.typed())).collect();
-    let last = |is: fn(&hatoba_core::Event) -> bool| {
-        typed
-            .iter()
-            .rev()
-            .find(|(_, t)| is(t))
-            .map(|(e, _)| e.message.as_str())
-    };
-    let parts: Vec<&str> = [
-        last(|t| t.weight().is_some()),
-        last(hatoba_core::Event::is_rollout),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    (!parts.is_empty()).then(|| parts.join("; "))
-}
-
-/// The newest measurement of each (run, metric), in first-seen order.
-fn latest_per_metric(all: &[hatoba_store::Measurement]) -> Vec<hatoba_api::MeasurementInfo> {
-    let mut out: Vec<hatoba_api::MeasurementInfo> = Vec::new();
-    for m in all {
-        let info = hatoba_server::api::measurement(m);
-        match out
-            .iter_mut()
-            .find(|o| o.run == info.run && o.metric == info.metric)
-        {
-            Some(o) => *o = info,
-            None => out.push(info),
-        }
-    }
-    out
-}
-
-/// `hatoba analysis DEPLOYMENT`: every measurement of a deployment.
-pub(crate) async fn analysis(global: &Global, id: &str) -> anyhow::Result<Exit> {
-    let id: hatoba_core::DeploymentId = id
-        .parse()
-        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))?;
-    let store = crate::state::open_for_reading(global).await?;
-    let mut d = store.deployment(&id).await;
-    // Not a deployment id: a service's name means its newest deployment
-    // (the one in progress, if any), as `hatoba analysis web` suggests.
-    if matches!(d, Ok(None))
-        && let Ok(service) = id.as_str().parse::<hatoba_core::ServiceName>()
-    {
-        d = store
-            .history(&HistoryFilter {
-                service: Some(service),
-                environment: None,
-                limit: 1,
-            })
-            .await
-            .map(|h| h.into_iter().next());
-    }
-    let ms = match &d {
-        Ok(Some(found)) => store.measurements(&found.id).await,
-        _ => Ok(Vec::new()),
-    };
-    store.close().await;
-    let Some(d) = d? else {
-        return Err(CliError::new(
-            Exit::NotFound,
-            format!("no deployment {id}, and no service `{id}` with a deployment"),
-        )
-        .hint("`hatoba history` lists deployments")
-        .into());
-    };
-    let ms = ms?;
-    let deployment = hatoba_server::api::deployment(&d);
-    let measurements: Vec<hatoba_api::MeasurementInfo> =
-        ms.iter().map(hatoba_server::api::measurement).collect();
+/// `hatoba analysis DEPLOYMENT|SERVICE`: every measurement of a deployment,
+/// or of a service's newest one.
+pub(crate) async fn analysis(global: &Global, target: &str) -> anyhow::Result<Exit> {
+    let source = Source::find(global).await?;
+    let report = analysis_of(&source, target).await;
+    source.close().await;
+    let report = report?;
+    let deployment = &report.deployment;
+    let measurements = &report.measurements;
     match global.output {
-        Output::Json => output::json(&hatoba_api::AnalysisReport {
-            api_version: hatoba_api::API_VERSION.to_owned(),
-            deployment,
-            measurements,
-        })?,
+        Output::Json => output::json(&report)?,
         Output::Text => {
             let mut text = format!(
                 "deployment {} of `{}` {} ({}): {}{}\n",
@@ -285,11 +172,17 @@ pub(crate) async fn analysis(global: &Global, id: &str) -> anyhow::Result<Exit> 
             if measurements.is_empty() {
                 text.push_str("no analysis measurement was taken\n");
             } else {
-                let start = d.started_at.0;
+                let start = hatoba_core::Millis::parse_rfc3339(&deployment.started_at);
                 let mut t = table(&["AT", "RUN", "METRIC", "VALUE", "VERDICT", "DETAIL"]);
-                for (m, raw) in measurements.iter().zip(&ms) {
+                for m in measurements {
+                    let at = match (start, hatoba_core::Millis::parse_rfc3339(&m.at)) {
+                        (Some(s), Some(at)) => {
+                            format!("+{:.1}s", at.0.saturating_sub(s.0) as f64 / 1000.0)
+                        }
+                        _ => m.at.clone(),
+                    };
                     t.add_row(vec![
-                        format!("+{:.1}s", raw.at.0.saturating_sub(start) as f64 / 1000.0),
+                        at,
                         m.run.clone(),
                         m.metric.clone(),
                         m.value
@@ -306,14 +199,32 @@ pub(crate) async fn analysis(global: &Global, id: &str) -> anyhow::Result<Exit> 
     Ok(Exit::Ok)
 }
 
-fn parse_service(s: &str) -> Result<ServiceName, CliError> {
-    s.parse()
-        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))
-}
-
-fn parse_env(s: &str) -> Result<EnvName, CliError> {
-    s.parse()
-        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))
+/// The analysis of a deployment; a name that is no deployment but a
+/// service's means that service's newest deployment (the one in progress,
+/// if any), as `hatoba analysis web` suggests.
+async fn analysis_of(source: &Source, target: &str) -> anyhow::Result<hatoba_api::AnalysisReport> {
+    let not_found = |e: &anyhow::Error| crate::exit::exit_code(e) == Exit::NotFound;
+    match source.analysis(target).await {
+        Err(e) if not_found(&e) && target.parse::<hatoba_core::ServiceName>().is_ok() => {
+            let newest = source
+                .history(&HistoryQuery {
+                    service: Some(target.to_owned()),
+                    environment: None,
+                    limit: 1,
+                })
+                .await?;
+            match newest.deployments.first() {
+                Some(d) => source.analysis(&d.id).await,
+                None => Err(CliError::new(
+                    Exit::NotFound,
+                    format!("no deployment {target}, and no service `{target}` with a deployment"),
+                )
+                .hint("`hatoba history` lists deployments")
+                .into()),
+            }
+        }
+        r => r,
+    }
 }
 
 /// `2026-11-23T12:15:13.000Z` → `2026-11-23 12:15:13`.

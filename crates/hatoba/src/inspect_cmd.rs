@@ -1,16 +1,16 @@
 //! `hatoba approve`, `hatoba logs` and `hatoba diagnose`: the commands an
 //! operator reaches for when a deployment waits or a service misbehaves.
 //!
-//! `logs` reads the instances' log files directly (it works with the server
-//! down: then it reads every log of the service under the state directory);
-//! `diagnose` asks the server what runs and how it is routed, and adds the
-//! history, the latest deployment's events and the last log lines.
+//! `logs` asks the server for its instances' output (`--server` too), and
+//! with no server running reads every log of the service under the state
+//! directory; `diagnose` asks the server what runs and how it is routed,
+//! with the history, the latest deployment's events and the last log lines
+//! (`GET /api/v1/services/{name}/diagnosis`).
 
 use crate::cli::{Global, Output};
 use crate::exit::{CliError, Exit};
 use crate::output;
 use crate::server_cmd::call;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,88 +63,72 @@ pub(crate) async fn approve(
     Ok(Exit::Ok)
 }
 
-async fn service_detail(
-    global: &Global,
-    service: &str,
-    env: Option<&str>,
-) -> anyhow::Result<hatoba_api::ServiceDetail> {
-    let query = crate::server_cmd::env_query(env)?;
-    let bytes = call(
-        global,
-        hyper::Method::GET,
-        &format!("/api/v1/services/{service}{query}"),
-        None,
-    )
-    .await?;
-    Ok(serde_json::from_slice(&bytes)?)
+/// Where `hatoba logs` reads from.
+enum LogSource {
+    /// A server's API: the instances' output, wherever they run.
+    Api(crate::client::Server),
+    /// No server runs: every log file of the service under the state
+    /// directory.
+    Files(PathBuf),
 }
 
-/// The log files to show: the live instances' (from the server), or every
-/// log of the service when no server answers.
-async fn log_files(
-    global: &Global,
-    service: &str,
-    env: Option<&str>,
-) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    match service_detail(global, service, env).await {
-        Ok(d) => Ok(d
-            .instances
-            .iter()
-            .filter(|i| i.state == "running")
-            .filter_map(|i| i.log.as_ref().map(|l| (i.id.clone(), PathBuf::from(l))))
-            .collect()),
-        Err(e) => {
-            let exit = e.downcast_ref::<CliError>().map(|c| c.exit);
-            if exit != Some(Exit::Unreachable) {
-                return Err(e);
-            }
-            let dir = global.state_dir.join("logs").join(service);
-            let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-                .map_err(|err| {
-                    CliError::new(
-                        Exit::NotFound,
-                        format!(
-                            "no server answers and there are no logs of `{service}` in {}: {err}",
-                            dir.display()
-                        ),
-                    )
-                })?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                .map(|p| {
-                    let id = p
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    (id, p)
-                })
-                .collect();
-            files.sort();
-            output::stderr("no server answers: showing every log of the service\n");
-            Ok(files)
+impl LogSource {
+    /// The server named by `--server`, or the state directory's when it
+    /// answers; else the files.
+    async fn find(global: &Global, service: &str) -> anyhow::Result<LogSource> {
+        match crate::client::locate(global)? {
+            Some(s) if s.explicit || s.answers().await => Ok(LogSource::Api(s)),
+            _ => Ok(LogSource::Files(
+                global.state_dir.join("logs").join(service),
+            )),
         }
     }
 }
 
-/// The last `n` lines of a file (reads at most its last 1 MiB).
-fn tail(path: &Path, n: usize) -> Vec<String> {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(1 << 20);
-    if f.seek(SeekFrom::Start(start)).is_err() {
-        return Vec::new();
-    }
-    let mut buf = Vec::new();
-    let _ = f.take(1 << 20).read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
+/// The log files of a service under the state directory.
+fn log_files(dir: &Path, service: &str) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|err| {
+            CliError::new(
+                Exit::NotFound,
+                format!(
+                    "no server answers and there are no logs of `{service}` in {}: {err}",
+                    dir.display()
+                ),
+            )
+            .hint("start `hatoba up` (with the same --state-dir), or name a running server with --server URL")
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| {
+            let id = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (id, p)
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `GET /api/v1/services/{service}/logs` with a query.
+async fn api_logs(
+    server: &crate::client::Server,
+    service: &str,
+    env: Option<&str>,
+    query: &[(&str, Option<String>)],
+) -> anyhow::Result<hatoba_api::Logs> {
+    let mut query = query.to_vec();
+    query.push(("env", env.map(str::to_owned)));
+    let query = query.as_slice();
+    server
+        .get(&format!(
+            "/api/v1/services/{service}/logs{}",
+            crate::client::query(query)
+        ))
+        .await
 }
 
 pub(crate) async fn logs(
@@ -156,7 +140,128 @@ pub(crate) async fn logs(
 ) -> anyhow::Result<Exit> {
     let service = service_name(service)?;
     let service = service.as_str();
-    let mut files = log_files(global, service, env).await?;
+    // Checked before anything is asked: the environment goes into a URL.
+    crate::server_cmd::env_query(env)?;
+    match LogSource::find(global, service).await? {
+        LogSource::Api(server) => logs_from_api(&server, service, env, follow, lines).await,
+        LogSource::Files(dir) => logs_from_files(&dir, service, follow, lines).await,
+    }
+}
+
+/// How often `logs -f` looks for new lines, and for new instances.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+async fn logs_from_api(
+    server: &crate::client::Server,
+    service: &str,
+    env: Option<&str>,
+    follow: bool,
+    lines: usize,
+) -> anyhow::Result<Exit> {
+    let first = api_logs(server, service, env, &[("lines", Some(lines.to_string()))]).await?;
+    if first.instances.is_empty() && !follow {
+        output::stderr(&format!("`{service}` has no running instance\n"));
+        return Ok(Exit::Ok);
+    }
+    let mut shown = 0usize;
+    // Where each followed instance's log is read on from.
+    let mut offsets: std::collections::BTreeMap<String, Option<u64>> =
+        std::collections::BTreeMap::new();
+    for i in &first.instances {
+        for l in &i.lines {
+            output::stdout(&format!("[{}] {l}\n", i.instance));
+            shown += 1;
+        }
+        offsets.insert(i.instance.clone(), i.offset);
+    }
+    if shown == 0 {
+        // Silence would look like a broken command: say what was read.
+        let files: Vec<&str> = first
+            .instances
+            .iter()
+            .filter_map(|i| i.log.as_deref())
+            .collect();
+        output::stderr(&format!(
+            "no log lines yet from the {} instance(s) of `{service}`{}\n",
+            first.instances.len(),
+            if files.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": their output goes to {} (on the server's machine)",
+                    files.join(", ")
+                )
+            }
+        ));
+    }
+    if !follow {
+        return Ok(Exit::Ok);
+    }
+    let mut refresh = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+            // Pacing of a poll that runs until Ctrl-C: new lines have no event.
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+        if refresh.elapsed() > REFRESH_EVERY {
+            refresh = tokio::time::Instant::now();
+            if let Ok(now) =
+                api_logs(server, service, env, &[("lines", Some("0".to_owned()))]).await
+            {
+                for i in now.instances {
+                    if let std::collections::btree_map::Entry::Vacant(e) = offsets.entry(i.instance)
+                    {
+                        output::stdout(&format!("[{}] --- new instance ---\n", e.key()));
+                        e.insert(i.offset.map(|_| 0));
+                    }
+                }
+            }
+        }
+        let ids: Vec<(String, u64)> = offsets
+            .iter()
+            .filter_map(|(id, o)| o.map(|o| (id.clone(), o)))
+            .collect();
+        for (id, from) in ids {
+            let answer = api_logs(
+                server,
+                service,
+                env,
+                &[
+                    ("lines", Some("0".to_owned())),
+                    ("instance", Some(id.clone())),
+                    ("after", Some(from.to_string())),
+                ],
+            )
+            .await;
+            match answer {
+                Ok(l) => {
+                    for i in l.instances {
+                        for line in &i.lines {
+                            output::stdout(&format!("[{}] {line}\n", i.instance));
+                        }
+                        offsets.insert(i.instance, i.offset);
+                    }
+                }
+                // Gone (stopped and removed): nothing more to follow.
+                Err(e) if crate::exit::exit_code(&e) == Exit::NotFound => {
+                    offsets.insert(id, None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+async fn logs_from_files(
+    dir: &Path,
+    service: &str,
+    follow: bool,
+    lines: usize,
+) -> anyhow::Result<Exit> {
+    let mut files = log_files(dir, service)?;
+    output::stderr("no server answers: showing every log of the service\n");
     if files.is_empty() && !follow {
         output::stderr(&format!("`{service}` has no running instance\n"));
         return Ok(Exit::Ok);
@@ -164,14 +269,12 @@ pub(crate) async fn logs(
     let mut offsets: std::collections::HashMap<PathBuf, u64> = std::collections::HashMap::new();
     let mut shown = 0usize;
     for (id, path) in &files {
-        for l in tail(path, lines) {
+        let (tail, offset) = hatoba_server::ops::tail_file(path, lines);
+        for l in tail {
             output::stdout(&format!("[{id}] {l}\n"));
             shown += 1;
         }
-        offsets.insert(
-            path.clone(),
-            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        );
+        offsets.insert(path.clone(), offset);
     }
     if shown == 0 {
         // Silence would look like a broken command: say what was read.
@@ -192,11 +295,12 @@ pub(crate) async fn logs(
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            // Pacing of a poll that runs until Ctrl-C: new lines have no event.
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
-        if refresh.elapsed() > Duration::from_secs(2) {
+        if refresh.elapsed() > REFRESH_EVERY {
             refresh = tokio::time::Instant::now();
-            if let Ok(now) = log_files(global, service, env).await {
+            if let Ok(now) = log_files(dir, service) {
                 for (id, path) in &now {
                     if !offsets.contains_key(path) {
                         output::stdout(&format!("[{id}] --- new instance ---\n"));
@@ -207,29 +311,12 @@ pub(crate) async fn logs(
             }
         }
         for (id, path) in &files {
-            let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
-                continue;
-            };
             let from = offsets.get(path).copied().unwrap_or(0);
-            // Rotated (copy-then-truncate): start again from the top.
-            let from = if len < from { 0 } else { from };
-            if len == from {
-                continue;
-            }
-            let Ok(mut f) = std::fs::File::open(path) else {
-                continue;
-            };
-            if f.seek(SeekFrom::Start(from)).is_err() {
-                continue;
-            }
-            let mut buf = Vec::new();
-            let _ = f.take(len - from).read_to_end(&mut buf);
-            // Only whole lines; a partial last line waits for its end.
-            let upto = buf.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-            for l in String::from_utf8_lossy(&buf[..upto]).lines() {
+            let (lines, next) = hatoba_server::ops::read_after(path, from);
+            for l in lines {
                 output::stdout(&format!("[{id}] {l}\n"));
             }
-            offsets.insert(path.clone(), from + upto as u64);
+            offsets.insert(path.clone(), next);
         }
     }
 }
@@ -240,57 +327,15 @@ pub(crate) async fn diagnose(
     env: Option<&str>,
 ) -> anyhow::Result<Exit> {
     let service = service_name(service)?;
-    let service = service.as_str();
-    let detail = service_detail(global, service, env).await?;
-    let store = crate::state::open_for_reading(global).await?;
-    let history = {
-        use hatoba_store::Store as _;
-        store
-            .history(&hatoba_store::HistoryFilter {
-                service: service.parse().ok(),
-                environment: detail.environment.parse().ok(),
-                limit: 5,
-            })
-            .await?
-    };
-    let latest = history.first().map(|d| d.id.clone());
-    let events = match &latest {
-        Some(id) => {
-            use hatoba_store::Store as _;
-            store.events(id).await.unwrap_or_default()
-        }
-        None => Vec::new(),
-    };
-    // The version serving was promoted past missing evidence: say so first.
-    let without_evidence = match history
-        .iter()
-        .find(|d| d.status == hatoba_core::DeploymentStatus::Succeeded)
-    {
-        Some(current) => {
-            let succeeded: Vec<&hatoba_store::Deployment> = history
-                .iter()
-                .filter(|d| d.status == hatoba_core::DeploymentStatus::Succeeded)
-                .collect();
-            hatoba_server::without_evidence(&store, &succeeded, &current.version)
-                .await
-                .ok()
-                .flatten()
-                .map(|why| format!("{}: {why}", current.version))
-        }
-        None => None,
-    };
-    store.close().await;
-    let deployments: Vec<hatoba_api::Deployment> =
-        history.iter().map(hatoba_server::api::deployment).collect();
+    let query = crate::server_cmd::env_query(env)?;
+    let d: hatoba_api::Diagnosis = crate::client::require(global)?
+        .get(&format!("/api/v1/services/{service}/diagnosis{query}"))
+        .await?;
     if global.output == Output::Json {
-        output::json(&serde_json::json!({
-            "api_version": hatoba_api::API_VERSION,
-            "service": detail,
-            "history": deployments,
-            "events": events.iter().map(hatoba_server::api::event).collect::<Vec<_>>(),
-        }))?;
+        output::json(&d)?;
         return Ok(Exit::Ok);
     }
+    let detail = &d.service;
     let mut out = String::new();
     out.push_str(&format!(
         "service `{}` in `{}`: {}{}\n",
@@ -309,7 +354,7 @@ pub(crate) async fn diagnose(
     if let Some(p) = &detail.problem {
         out.push_str(&format!("problem: {p}\n"));
     }
-    if let Some(why) = &without_evidence {
+    if let Some(why) = &d.serving_without_evidence {
         out.push_str(&format!(
             "WARNING: {why}; a rollback without --to skips this version\n"
         ));
@@ -375,34 +420,30 @@ pub(crate) async fn diagnose(
         if let Some(p) = &i.last_probe {
             out.push_str(&format!("      last probe: {p}\n"));
         }
-        if let Some(log) = &i.log {
-            for l in tail(Path::new(log), 5) {
-                out.push_str(&format!("      | {l}\n"));
-            }
+        for l in d
+            .logs
+            .iter()
+            .filter(|l| l.instance == i.id)
+            .flat_map(|l| &l.lines)
+        {
+            out.push_str(&format!("      | {l}\n"));
         }
     }
-    if let Some(d) = history.first() {
+    if let Some(latest) = d.history.first() {
         out.push_str(&format!(
             "\nlatest deployment {} ({} {}, {}):\n",
-            d.id,
-            d.version,
-            output::strategy(&d.strategy),
-            d.status
+            latest.id,
+            latest.version,
+            output::strategy(&latest.strategy),
+            latest.status
         ));
-        for e in events
-            .iter()
-            .rev()
-            .take(12)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            out.push_str(&format!("  {} {}\n", e.at.to_rfc3339(), e.message));
+        for e in d.events.iter().skip(d.events.len().saturating_sub(12)) {
+            out.push_str(&format!("  {} {}\n", e.at, e.message));
         }
     }
-    if !deployments.is_empty() {
+    if !d.history.is_empty() {
         out.push_str("\nhistory:\n");
-        out.push_str(&crate::history::history_table(&deployments));
+        out.push_str(&crate::history::history_table(&d.history));
     }
     output::stdout(&out);
     Ok(Exit::Ok)

@@ -7,6 +7,7 @@
 mod backup_cmd;
 mod build_cmd;
 mod cli;
+mod client;
 mod dataplane_cmd;
 mod demo;
 mod exit;

@@ -21,7 +21,7 @@ async fn call(
     crate::server_cmd::call(global, method, path, body)
         .await
         .map_err(|e| match e.downcast::<CliError>() {
-            Ok(c) if c.exit == Exit::Unreachable => CliError {
+            Ok(c) if c.exit == Exit::Unreachable && global.server.is_none() => CliError {
                 hint: Some(
                     "secrets are stored and read by the running server, the only writer of the \
                      store and the holder of the key: start `hatoba up -f hatoba.yaml` with the \

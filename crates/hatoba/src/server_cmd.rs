@@ -1,16 +1,14 @@
 //! `hatoba up`, and the commands that talk to it: `deploy`, `promote`,
 //! `abort`. The server writes `server.json` (its API address) and `token`
 //! (mode 0600) into the state directory; the commands find it through the
-//! same `--state-dir`.
+//! same `--state-dir`, or talk to one named by `--server` (`client`).
 
 use crate::cli::{DeployArgs, Global, Output, UpArgs, WaitUntil};
 use crate::exit::{CliError, Exit};
 use crate::output;
+use anyhow::Context as _;
 use bytes::Bytes;
 use hatoba_core::EnvName;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -267,12 +265,20 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             _ => "127.0.0.1:0".parse()?,
         };
         let admin = hatoba_proxy::AdminServer::start(admin_addr, recorder, Vec::new())?;
-        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_addr = args
+            .api
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let api = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .with_context(|| format!("cannot listen for the API on {api_addr} (--api)"))?;
+        if let Some(warning) = api_warning(api_addr) {
+            say(args.log_format, &warning);
+        }
         // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let info = hatoba_api::ServerInfo {
             api_version: hatoba_api::API_VERSION.to_owned(),
-            api: api.local_addr()?.to_string(),
+            api: reachable_here(api.local_addr()?).to_string(),
             // Read now: the data plane may have been started again since.
             admin: remote_admin
                 .as_ref()
@@ -311,9 +317,14 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     for (name, listen) in server.routes() {
         lines.push_str(&format!("  service `{name}` on http://{listen}\n"));
     }
+    // Where it listens (`0.0.0.0:7400` says it is open to others), not
+    // where this machine reaches it.
+    let listening = api
+        .local_addr()
+        .map_or_else(|_| info.api.clone(), |a| a.to_string());
     lines.push_str(&format!(
-        "  API {} · metrics http://{}/metrics\n",
-        info.api, info.admin
+        "  API {listening} · metrics http://{}/metrics\n",
+        info.admin
     ));
     if resumed.is_empty() {
         lines.push_str("  services start with no instance: `hatoba deploy SERVICE --version V --wait` (Ctrl-C stops)\n");
@@ -347,6 +358,30 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     crate::backup_cmd::checkpoint_at_stop(state).await;
     let _ = std::fs::remove_file(info_path(state));
     Ok(Exit::Ok)
+}
+
+/// What `hatoba up --api ADDR` says when ADDR is reachable beyond this
+/// machine: the API is plain HTTP.
+fn api_warning(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "WARNING: the API listens on {addr}, beyond this machine: it is plain HTTP, so its token (and any secret value sent to it) travels in clear; prefer loopback with an SSH tunnel, or a TLS proxy in front\n"
+        )
+    })
+}
+
+/// The address this machine's commands reach a listener on: an unspecified
+/// one (`0.0.0.0`, `::`) is reached on loopback.
+fn reachable_here(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }
 
 /// The server's own log lines (what it does between API calls, and the
@@ -416,89 +451,26 @@ pub(crate) fn env_query(env: Option<&str>) -> Result<String, CliError> {
     }
 }
 
-/// The running server's address file, if there is one.
+/// The running server's address file, if there is one (none when
+/// `--server` names the server to talk to: this file is another one's).
 pub(crate) fn server_info(global: &Global) -> Option<hatoba_api::ServerInfo> {
+    if global.server.is_some() {
+        return None;
+    }
     std::fs::read_to_string(info_path(&global.state_dir))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
 }
 
-/// One API call to the server of this state directory.
+/// One API call to the server this command talks to (`--server`, else the
+/// state directory's): [`crate::client::call`].
 pub(crate) async fn call(
     global: &Global,
     method: hyper::Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<Bytes> {
-    let state = &global.state_dir;
-    let unreachable = |why: String| {
-        CliError::new(
-            Exit::Unreachable,
-            format!(
-                "no Hatoba server reachable for `{}`: {why}",
-                state.display()
-            ),
-        )
-        .hint("start one with `hatoba up -f hatoba.yaml` (with the same --state-dir)")
-    };
-    let info: hatoba_api::ServerInfo = std::fs::read_to_string(info_path(state))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or_else(|| unreachable("no server.json".to_owned()))?;
-    let token = std::fs::read_to_string(token_path(state))
-        .map_err(|e| unreachable(format!("cannot read the token: {e}")))?;
-    let addr: SocketAddr = info
-        .api
-        .parse()
-        .map_err(|_| unreachable(format!("bad address `{}` in server.json", info.api)))?;
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| unreachable(format!("{addr}: {e}")))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(format!("{addr}: {e}")))?;
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("authorization", format!("Bearer {}", token.trim()))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
-        .await
-        .map_err(|_| unreachable("no answer within 30s".to_owned()))?
-        .map_err(|e| {
-            unreachable(format!(
-                "{addr} closed the connection without answering ({e}); it may be stopping or overloaded"
-            ))
-        })?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        // The exit code follows the error's kind, not the HTTP number.
-        let e: hatoba_api::ApiError =
-            serde_json::from_slice(&bytes).unwrap_or(hatoba_api::ApiError {
-                kind: hatoba_api::ErrorKind::Failed,
-                message: format!("the server answered {status}"),
-                hint: None,
-                field: None,
-            });
-        let exit = match e.kind.exit_code() {
-            2 => Exit::BadInput,
-            3 => Exit::Unreachable,
-            4 => Exit::NotFound,
-            5 => Exit::Conflict,
-            6 => Exit::NotBuilt,
-            _ => Exit::Failed,
-        };
-        let mut err = CliError::new(exit, e.message);
-        if let Some(h) = e.hint {
-            err = err.hint(h);
-        }
-        return Err(err.into());
-    }
-    Ok(bytes)
+    crate::client::call(global, method, path, body).await
 }
 
 pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result<Exit> {
@@ -854,4 +826,35 @@ pub(crate) async fn operate(
         )),
     }
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{api_warning, reachable_here};
+
+    /// Only an API address beyond loopback is warned about.
+    #[test]
+    fn an_api_beyond_loopback_is_warned_about() {
+        for quiet in ["127.0.0.1:0", "127.0.0.2:7400", "[::1]:7400"] {
+            assert_eq!(api_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:7400", "[::]:7400", "192.0.2.1:80"] {
+            let w = api_warning(loud.parse().unwrap()).unwrap_or_default();
+            assert!(w.contains("plain HTTP") && w.contains(loud), "{loud}: {w}");
+        }
+    }
+
+    /// server.json names an address this machine's commands can connect to.
+    #[test]
+    fn an_unspecified_api_address_is_reached_on_loopback() {
+        for (bound, reached) in [
+            ("0.0.0.0:7400", "127.0.0.1:7400"),
+            ("[::]:7400", "[::1]:7400"),
+            ("127.0.0.1:9", "127.0.0.1:9"),
+            ("192.0.2.1:80", "192.0.2.1:80"),
+        ] {
+            let bound: std::net::SocketAddr = bound.parse().unwrap();
+            assert_eq!(reachable_here(bound).to_string(), reached);
+        }
+    }
 }

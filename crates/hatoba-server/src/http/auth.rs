@@ -27,7 +27,7 @@ pub(crate) async fn require_token(
     if !authorized(req.headers(), &server.token) {
         return Failure::new(hatoba_api::ErrorKind::Unauthorized, "missing or wrong token")
             .hint(
-                "commands find the token in the state directory: use the same --state-dir as `hatoba up`",
+                "commands find the token in the state directory: use the same --state-dir as `hatoba up`, or set HATOBA_TOKEN to the contents of its `token` file",
             )
             .into_response();
     }

@@ -3,7 +3,9 @@
 //! choice of which one answers a request (one environment: its server,
 //! unless `?env=` names another, which is refused). The environment comes from the
 //! request: `?env=ENV`, or the body's `environment` (deploy, secret set);
-//! a deployment's id names its own; otherwise the rule of
+//! a deployment's id names its own; the history (`GET /api/v1/deployments`)
+//! is the shared store's and `status` is put together from every
+//! environment (`reads::status_of_several`); otherwise the rule of
 //! `ops::pick_environment` (the only environment with the named service,
 //! or a bad input listing them). The token is checked first, so a request
 //! without it learns nothing (the chosen server's guard answers it).
@@ -38,6 +40,10 @@ pub(crate) fn app(
         let environments = Arc::clone(&environments);
         let apps = Arc::clone(&apps);
         async move {
+            if super::reads::is_status_of_several(environments.servers(), &req) {
+                let uri = req.uri().clone();
+                return Ok(super::reads::status_of_several(environments.servers(), &uri).await);
+            }
             let (req, target) = match choose(&environments, req).await {
                 Ok(chosen) => chosen,
                 Err(f) => return Ok(f.into_response()),
@@ -69,6 +75,11 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
         return Ok((req, 0));
     };
     if PUBLIC.contains(&path.as_str()) || !authorized(req.headers(), &first.token) {
+        return Ok((req, 0));
+    }
+    // A path or method no route takes is the router's 404 or 405, whatever
+    // environment it names.
+    if !has_route(req.method(), &path) {
         return Ok((req, 0));
     }
     let query_env = req.uri().query().and_then(|q| {
@@ -128,6 +139,8 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
                 .unwrap_or(0);
             Ok((req, target))
         }
+        // The history is the store's, which every environment shares.
+        ["deployments"] if req.method() == Method::GET => Ok((req, 0)),
         ["deployments"] | ["services", ..] | ["secrets", ..] => {
             let service = match segments.as_slice() {
                 ["services", name, ..] => Some((*name).to_owned()),
@@ -142,6 +155,42 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
         }
         _ => Ok((req, 0)),
     }
+}
+
+/// Whether the API has a route for `method` on `path`, from its OpenAPI
+/// document (generated from the handlers, so it lists every route).
+fn has_route(method: &Method, path: &str) -> bool {
+    type Routes = Vec<(Vec<String>, Vec<String>)>;
+    static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi::json()).unwrap_or_default();
+        doc["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(template, ops)| {
+                        (
+                            template.split('/').map(str::to_owned).collect(),
+                            ops.as_object()
+                                .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    routes.iter().any(|(template, methods)| {
+        template.len() == segments.len()
+            && template
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| (t.starts_with('{') && t.ends_with('}')) || t == s)
+            && methods.iter().any(|m| m == method.as_str())
+    })
 }
 
 /// Reads the body (up to one byte more than the API takes, so the handler

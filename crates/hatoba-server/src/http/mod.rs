@@ -16,6 +16,7 @@ mod auth;
 mod envs;
 mod error;
 pub mod openapi;
+mod reads;
 mod routes;
 
 use crate::server::Server;

@@ -3,7 +3,7 @@
 //! hand). Served at `GET /api/v1/openapi.json`, printed by `hatoba openapi`,
 //! and kept in `docs/openapi.json`, which a test checks for staleness.
 
-use super::routes;
+use super::{reads, routes};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -29,14 +29,19 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         routes::list_secrets,
         routes::set_secret,
         routes::remove_secret,
+        reads::history,
+        reads::status,
+        reads::analysis,
+        reads::diagnosis,
+        reads::logs,
     ),
     components(schemas(hatoba_api::ApiError, hatoba_api::ErrorKind)),
     modifiers(&BearerToken),
     security(("token" = [])),
     tags(
         (name = "server", description = "the server itself"),
-        (name = "deployments", description = "deployments and their events"),
-        (name = "services", description = "services as they run, and operations on their deployment in progress"),
+        (name = "deployments", description = "deployments, their events and analysis, and the history"),
+        (name = "services", description = "services as they run (status, diagnosis, output), and operations on their deployment in progress"),
         (name = "secrets", description = "sealed secrets: names and versions, never values"),
     ),
 )]

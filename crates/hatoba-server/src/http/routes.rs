@@ -7,6 +7,7 @@
 use super::MAX_BODY;
 use super::auth::require_token;
 use super::error::{Failure, no_such_endpoint, one_shape};
+use super::reads;
 use crate::ops::Action;
 use crate::server::Server;
 use axum::Json;
@@ -47,8 +48,12 @@ fn router(server: &Arc<Server>) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi_document))
-        .route("/api/v1/deployments", post(deploy))
+        .route("/api/v1/deployments", get(reads::history).post(deploy))
         .route("/api/v1/deployments/{id}", get(deployment))
+        .route("/api/v1/deployments/{id}/analysis", get(reads::analysis))
+        .route("/api/v1/status", get(reads::status))
+        .route("/api/v1/services/{name}/diagnosis", get(reads::diagnosis))
+        .route("/api/v1/services/{name}/logs", get(reads::logs))
         .route("/api/v1/deployments/{id}/approve", post(approve))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))

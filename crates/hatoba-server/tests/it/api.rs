@@ -21,8 +21,13 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         r#"{"service": "web", "version": "v2"}"#,
     ),
     ("GET", "/api/v1/deployments/d-1", ""),
+    ("GET", "/api/v1/deployments", ""),
+    ("GET", "/api/v1/deployments/d-1/analysis", ""),
+    ("GET", "/api/v1/status", ""),
     ("GET", "/api/v1/services", ""),
     ("GET", "/api/v1/services/web", ""),
+    ("GET", "/api/v1/services/web/diagnosis", ""),
+    ("GET", "/api/v1/services/web/logs", ""),
     (
         "POST",
         "/api/v1/deployments/d-1/approve",
@@ -120,7 +125,7 @@ async fn every_endpoint_refuses_a_missing_or_wrong_token_and_does_nothing() {
             assert_eq!(code, 401, "{method} {path} with {auth:?}: {answer}");
             let e = error_body(code, &answer);
             assert_eq!(e.kind, hatoba_api::ErrorKind::Unauthorized, "{answer}");
-            assert_eq!(e.kind.exit_code(), 2, "{answer}");
+            assert_eq!(e.kind.exit_code(), 5, "{answer}");
             assert_eq!(e.message, "missing or wrong token", "{answer}");
             assert!(
                 e.hint.as_deref().is_some_and(|h| h.contains("--state-dir")),
@@ -196,7 +201,7 @@ async fn a_method_a_path_does_not_take_is_a_json_405_naming_the_ones_it_does() {
     let a = api().await;
     for (method, path, allowed) in [
         ("DELETE", "/api/v1/services/web", "GET"),
-        ("GET", "/api/v1/deployments", "POST"),
+        ("DELETE", "/api/v1/deployments", "POST"),
         ("POST", "/api/v1/secrets", "GET"),
     ] {
         let (code, answer) = call(a.addr, method, path, Some(&a.token), b"").await;
@@ -390,6 +395,83 @@ async fn unknown_and_malformed_names_and_ids_are_named_in_the_error() {
             "",
             404,
             "no deployment d-1".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/deployments/d-1/analysis".to_owned(),
+            "",
+            404,
+            "no deployment d-1".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/deployments/not_an.id/analysis".to_owned(),
+            "",
+            400,
+            "`not_an.id` is not a deployment id".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/deployments?service=Not%20A%20Name".to_owned(),
+            "",
+            400,
+            "service".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/deployments?limit=many".to_owned(),
+            "",
+            400,
+            "bad query string".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/deployments?colour=blue".to_owned(),
+            "",
+            400,
+            "unknown field `colour`".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/status?service=web".to_owned(),
+            "",
+            404,
+            "service `web` has no deployment history".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/services/nope/diagnosis".to_owned(),
+            "",
+            404,
+            "no service `nope`".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/services/nope/logs".to_owned(),
+            "",
+            404,
+            "no service `nope`".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/services/web/logs?instance=web-v9-0000".to_owned(),
+            "",
+            404,
+            "no instance `web-v9-0000` of `web`".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/services/web/logs?after=3".to_owned(),
+            "",
+            400,
+            "needs `instance`".to_owned(),
+        ),
+        (
+            "GET",
+            "/api/v1/services/web/logs?lines=10001".to_owned(),
+            "",
+            400,
+            "lines 10001 is over 10000".to_owned(),
         ),
     ];
     for (method, path, body, status, says) in cases {

@@ -16,6 +16,7 @@ mod memory;
 mod prometheus;
 mod proxy;
 mod proxy_tls;
+mod remote;
 mod restart;
 mod secrets;
 mod support;

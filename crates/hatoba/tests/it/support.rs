@@ -15,6 +15,8 @@ pub(crate) fn hatoba(state: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_hatoba"));
     cmd.env_remove("HATOBA_OUTPUT")
         .env_remove("HATOBA_STORE")
+        .env_remove("HATOBA_SERVER")
+        .env_remove("HATOBA_TOKEN")
         .env("NO_COLOR", "1")
         .arg("--state-dir")
         .arg(state);
