@@ -480,6 +480,20 @@ impl Summary {
         );
     }
 
+    /// Nothing was refused and the proxy failed nothing of its own; a
+    /// request in flight may be cut, as when the data plane is killed
+    /// (invariant 17: its kept sockets keep connecting, what it was
+    /// serving dies with it).
+    #[track_caller]
+    pub(crate) fn assert_none_refused(&self, least: u64) {
+        assert!(
+            self.refused == 0
+                && self.proxy_errors + self.unexplained == 0
+                && self.answered() >= least,
+            "expected no connection refused, no proxy error and at least {least} answered; {self}"
+        );
+    }
+
     /// Requests that got an answer from a backend (200 or its own 5xx).
     pub(crate) fn answered(&self) -> u64 {
         self.ok_total() + self.app_errors.values().sum::<u64>()
