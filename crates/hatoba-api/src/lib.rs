@@ -268,6 +268,11 @@ pub struct InstanceInfo {
     pub log: Option<String>,
     /// When it started (RFC 3339).
     pub started_at: String,
+    /// Out of the route and draining for a rollout: the time left and
+    /// what comes after (`draining: up to 6s left, then SIGTERM, SIGKILL
+    /// 30s later`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<String>,
 }
 
 /// One group of the route table.

@@ -417,6 +417,9 @@ pub(crate) async fn diagnose(
                 _ => String::new(),
             }
         ));
+        if let Some(d) = &i.draining {
+            out.push_str(&format!("      {d}\n"));
+        }
         if let Some(p) = &i.last_probe {
             out.push_str(&format!("      last probe: {p}\n"));
         }

@@ -43,6 +43,31 @@ impl Server {
         }
     }
 
+    /// The instances a live deployment drains now: when each drain began
+    /// and how long it may take (from its `instance_draining` event, until
+    /// `instance_drained`). Empty when the store cannot say.
+    async fn draining(
+        &self,
+        id: &hatoba_core::DeploymentId,
+    ) -> std::collections::HashMap<String, (hatoba_core::Millis, std::time::Duration)> {
+        let mut draining = std::collections::HashMap::new();
+        for e in self.store.events(id).await.unwrap_or_default() {
+            match e.typed() {
+                hatoba_core::Event::InstanceDraining {
+                    instance, drain_ms, ..
+                } => {
+                    draining.insert(instance, (e.at, std::time::Duration::from_millis(drain_ms)));
+                }
+                hatoba_core::Event::InstanceDrained { instance, .. }
+                | hatoba_core::Event::InstanceStopped { instance, .. } => {
+                    draining.remove(&instance);
+                }
+                _ => {}
+            }
+        }
+        draining
+    }
+
     /// What runs for a service and how it is routed, now.
     pub async fn service_detail(&self, name: &str) -> Result<hatoba_api::ServiceDetail, OpError> {
         let Some((service, state)) = name
@@ -64,6 +89,24 @@ impl Server {
             .flat_map(|g| g.backends.iter().copied())
             .collect();
         let (observed, restarts, crash_loop, next) = crate::supervisor::snapshot(&state);
+        let live = state
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|(id, _)| id.clone());
+        let draining = match &live {
+            Some(id) => self.draining(id).await,
+            None => std::collections::HashMap::new(),
+        };
+        let grace = self
+            .spec
+            .environments
+            .get(&self.environment)
+            .map_or(&self.spec.services, |e| &e.services)
+            .get(&service)
+            .map(|s| s.termination_grace_period);
+        let now = crate::deployer::clock_now();
         let listed = self.runtime.list(&service).await.unwrap_or_default();
         let instances = listed
             .iter()
@@ -82,6 +125,9 @@ impl Server {
                     cpu_seconds: o.and_then(|o| o.usage).map(|u| u.cpu_seconds),
                     log: i.log.as_ref().map(|p| p.display().to_string()),
                     started_at: i.started_at.to_rfc3339(),
+                    draining: draining
+                        .get(&i.id.0)
+                        .map(|(at, drain)| drain_words(*at, *drain, grace, now)),
                 }
             })
             .collect();
@@ -91,12 +137,7 @@ impl Server {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(|d| d.version.to_string());
-        let live = state
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(|(id, _)| id.as_ref().map(ToString::to_string));
+        let live = live.as_ref().map(ToString::to_string);
         Ok(hatoba_api::ServiceDetail {
             api_version: hatoba_api::API_VERSION.to_owned(),
             service: service.to_string(),
@@ -151,5 +192,60 @@ impl Server {
             (Ok(None), _) => Err(OpError::not_found(format!("no deployment {id}"))),
             (Err(e), _) | (_, Err(e)) => Err(OpError::store(&e)),
         }
+    }
+}
+
+/// `draining: up to 6s left, then SIGTERM, SIGKILL 30s later` for a drain
+/// that began `at` and may take `drain`, seen at `now`.
+fn drain_words(
+    at: hatoba_core::Millis,
+    drain: std::time::Duration,
+    grace: Option<std::time::Duration>,
+    now: hatoba_core::Millis,
+) -> String {
+    let spent = std::time::Duration::from_millis(now.0.saturating_sub(at.0));
+    let left = drain.saturating_sub(spent);
+    // Whole seconds, rounded up: "0s left" only once it is over.
+    let left = std::time::Duration::from_secs(left.as_millis().div_ceil(1000) as u64);
+    let then = match grace {
+        Some(g) => format!(
+            "then SIGTERM, SIGKILL {} later",
+            hatoba_core::format_duration(g)
+        ),
+        None => "then SIGTERM".to_owned(),
+    };
+    format!(
+        "draining: up to {} left, {then}",
+        hatoba_core::format_duration(left)
+    )
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::drain_words;
+    use hatoba_core::Millis;
+    use std::time::Duration;
+
+    #[test]
+    fn a_drain_says_the_time_left_and_what_comes_after() {
+        let d = Duration::from_secs(30);
+        let g = Some(Duration::from_secs(10));
+        assert_eq!(
+            drain_words(Millis(1_000), d, g, Millis(1_000)),
+            "draining: up to 30s left, then SIGTERM, SIGKILL 10s later"
+        );
+        assert_eq!(
+            drain_words(Millis(1_000), d, g, Millis(25_500)),
+            "draining: up to 6s left, then SIGTERM, SIGKILL 10s later"
+        );
+        // Past its end (the stop is under way), and a clock that went back.
+        assert_eq!(
+            drain_words(Millis(1_000), d, None, Millis(99_000)),
+            "draining: up to 0s left, then SIGTERM"
+        );
+        assert_eq!(
+            drain_words(Millis(9_000), d, None, Millis(1_000)),
+            "draining: up to 30s left, then SIGTERM"
+        );
     }
 }
