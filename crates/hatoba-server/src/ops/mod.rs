@@ -1,6 +1,6 @@
 //! The operations layer: every operation a client can ask of a running
 //! server (deploy, rollback, approve, promote, abort, service and deployment
-//! detail, secrets) as a method of [`Server`](crate::Server) with typed
+//! detail, secrets, the event stream) as a method of [`Server`](crate::Server) with typed
 //! inputs, returning `Result<T, OpError>`.
 //!
 //! This is the one place where the rules live: the HTTP API (`http`), and
@@ -11,12 +11,14 @@
 //! one place each.
 
 mod deploy;
+mod events;
 mod operate;
 mod read;
 mod secrets;
 
 pub(crate) use deploy::log_end;
 pub use deploy::without_evidence;
+pub use events::{DEFAULT_EVENT_PAGE, EventsQuery, MAX_EVENT_PAGE};
 pub use operate::Action;
 
 /// Why an operation did not happen, as a decision its caller acts on. The
