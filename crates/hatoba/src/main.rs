@@ -8,6 +8,7 @@ mod backup_cmd;
 mod cli;
 mod dataplane_cmd;
 mod demo;
+mod events_cmd;
 mod exit;
 mod history;
 mod http;
@@ -95,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             lines,
         } => runtime()?.block_on(inspect_cmd::logs(&g, &service, follow, lines)),
         Command::Analysis { deployment } => runtime()?.block_on(history::analysis(&g, &deployment)),
+        Command::Events(args) => runtime()?.block_on(events_cmd::events(&g, &args)),
         Command::Secret(c) => runtime()?.block_on(secret_cmd::run(&g, c)),
         Command::Diagnose { service } => runtime()?.block_on(inspect_cmd::diagnose(&g, &service)),
         Command::Dataplane { metrics } => dataplane_cmd::run(&g.state_dir, metrics),

@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod dataplane;
 mod demo;
+mod events;
 mod evidence;
 mod faults;
 mod hardening;
