@@ -189,9 +189,9 @@ pub(crate) fn read_request(
         }
     }
     if let Some(raw) = last_event_id {
+        // An empty one too is refused: the document says a number, and a
+        // client with nothing yet sends none.
         match std::str::from_utf8(raw).map(str::trim) {
-            // An empty one is what a client sends that has nothing yet.
-            Ok("") => {}
             Ok(text) if event_id(text).is_some() => q.after = event_id(text),
             _ => {
                 return Err(Failure::new(
@@ -215,10 +215,13 @@ pub(crate) fn read_request(
     Ok(Asked { query: q, follow })
 }
 
+/// An event id as a client writes it: digits, at most `i64::MAX` (what
+/// the store and the document's `int64` hold).
 fn event_id(s: &str) -> Option<u64> {
     (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
+        .then(|| s.parse::<i64>().ok())
         .flatten()
+        .and_then(|id| u64::try_from(id).ok())
 }
 
 fn bad(param: &str, what: &str) -> Failure {
@@ -429,13 +432,13 @@ mod tests {
     }
 
     #[test]
-    fn last_event_id_wins_over_after_and_an_empty_one_is_no_cursor() {
+    fn last_event_id_wins_over_after() {
         let a = read_request(Some("after=3"), Some(b"17")).unwrap();
         assert_eq!(a.query.after, Some(17));
-        let a = read_request(Some("after=3"), Some(b"")).unwrap();
-        assert_eq!(a.query.after, Some(3));
         let a = read_request(None, Some(b" 9 ")).unwrap();
         assert_eq!(a.query.after, Some(9));
+        let a = read_request(None, Some(b"9223372036854775807")).unwrap();
+        assert_eq!(a.query.after, Some(9_223_372_036_854_775_807));
     }
 
     #[test]
@@ -456,6 +459,7 @@ mod tests {
             ("colour=blue", None, "colour", "unknown query parameter"),
             ("service=%zz", None, "service", "percent-encoded"),
             ("service=%ff", None, "service", "percent-encoded"),
+            ("", Some(b"".as_slice()), "Last-Event-ID", "not an event id"),
             (
                 "",
                 Some(b"abc".as_slice()),
