@@ -375,6 +375,33 @@ pub enum Event {
         #[serde(default)]
         pid: Option<u32>,
     },
+    /// An old instance left the route table and drains: its requests and
+    /// long-lived connections may go on for up to `drain_ms`, while the
+    /// rollout goes on (old instances drain side by side).
+    InstanceDraining {
+        /// Its id.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// The longest the drain may take.
+        drain_ms: u64,
+    },
+    /// A draining instance's last connection ended (`in_time`), or the
+    /// drain ran out with connections still open; it is stopped next
+    /// (SIGTERM, then SIGKILL after the grace period).
+    InstanceDrained {
+        /// Its id.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// How long the drain took.
+        after_ms: u64,
+        /// Every connection ended before the drain's end.
+        in_time: bool,
+        /// Why telling the instance it drains (`drain.notify`) failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_error: Option<String>,
+    },
     /// An instance stopped.
     InstanceStopped {
         /// Its id.
@@ -806,6 +833,36 @@ impl fmt::Display for Shown<'_> {
                 "instance {instance} of {version} on {addr} (pid {})",
                 pid.unwrap_or(0)
             ),
+            E::InstanceDraining {
+                instance,
+                version,
+                drain_ms,
+            } => write!(
+                f,
+                "instance {instance} of {version} out of the route, draining (up to {})",
+                ms(*drain_ms)
+            ),
+            E::InstanceDrained {
+                instance,
+                version,
+                after_ms,
+                in_time,
+                notify_error,
+            } => {
+                if *in_time {
+                    write!(f, "instance {instance} of {version} drained in {}", ms(*after_ms))?;
+                } else {
+                    write!(
+                        f,
+                        "instance {instance} of {version} still had connections after {}: stopping it",
+                        ms(*after_ms)
+                    )?;
+                }
+                match notify_error {
+                    Some(e) => write!(f, " (drain.notify failed: {e})"),
+                    None => Ok(()),
+                }
+            }
             E::InstanceStopped { instance, version } => {
                 write!(f, "instance {instance} of {version} stopped")
             }

@@ -677,6 +677,28 @@ impl Runtime for ProcessRuntime {
         Ok(status)
     }
 
+    async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
+        let bad = |why: String| RuntimeError::Stop {
+            id: id.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+        };
+        let signal: Signal = signal
+            .parse()
+            .map_err(|_| bad(format!("`{signal}` is not a signal")))?;
+        let (pid, start, exited) = self
+            .with(|r| {
+                r.entries
+                    .get(id)
+                    .map(|e| (e.status.pid, e.status.proc_start, *e.exited.borrow()))
+            })
+            .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
+        match pid {
+            // Like the termination signal: to the instance's process group.
+            Some(pid) if !exited && still_same(pid, start) => signal_group(id, pid, signal),
+            _ => Ok(()),
+        }
+    }
+
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {
         let (pid, start, mut exited) = self
             .with(|r| {

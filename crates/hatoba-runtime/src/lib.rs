@@ -367,6 +367,19 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Sends `signal` (`SIGUSR1`, `SIGHUP`, ...: a name from the spec's
+    /// `drain.notify`) to a running instance, as the runtime sends its
+    /// termination signal. The default, for a runtime that cannot, says so.
+    async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Stop {
+            id: id.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("the {} runtime cannot send {signal}", self.name()),
+            ),
+        })
+    }
+
     /// What a running instance consumes now; `None` when it is unknown, no
     /// longer runs, or the runtime cannot tell (the default).
     async fn usage(&self, id: &InstanceId) -> Option<Usage> {

@@ -30,7 +30,7 @@ use hatoba_rollout::{
 use hatoba_runtime::{
     InstanceId, InstanceSpec, InstanceState, InstanceStatus, Runtime, RuntimeError,
 };
-use hatoba_spec::{Runtime as RuntimeSpec, Service, Spec, Strategy};
+use hatoba_spec::{DrainNotify, Runtime as RuntimeSpec, Service, Spec, Strategy};
 use hatoba_store::{NewDeployment, NewEvent, Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -513,6 +513,33 @@ struct Run<'a> {
     generator: Option<crate::traffic::Generator>,
     /// Generation was asked for on a TLS listener and said to be refused.
     traffic_refused: bool,
+    /// Old instances out of the route, draining then stopping in the
+    /// background: the rollout goes on meanwhile, so old instances drain
+    /// side by side and a deploy with long-lived clients waits about one
+    /// `drain`, not one per instance. Detached, not aborted, when the run
+    /// ends early: a stop that began finishes.
+    draining: tokio::task::JoinSet<Drained>,
+}
+
+/// How long an instance has to answer `drain.notify`'s request.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An old instance's drain and stop, done.
+struct Drained {
+    instance: InstanceStatus,
+    /// How long the drain took.
+    waited: Duration,
+    /// Every connection ended before the drain's end.
+    in_time: bool,
+    /// Why `drain.notify` failed.
+    notify_error: Option<String>,
+    stopped: Result<(), hatoba_runtime::RuntimeError>,
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        self.draining.detach_all();
+    }
 }
 
 /// What a rollout's health rounds found, beside the policy's state.
@@ -646,6 +673,7 @@ impl Deployer {
             promoted_by: None,
             generator: None,
             traffic_refused: false,
+            draining: tokio::task::JoinSet::new(),
         };
         run.watch_all();
         if run.awaiting_approval {
@@ -794,6 +822,7 @@ impl Deployer {
             promoted_by: record.promoted_by,
             generator: None,
             traffic_refused: false,
+            draining: tokio::task::JoinSet::new(),
         };
         run.watch_all();
         if run.awaiting_approval {
@@ -889,10 +918,13 @@ impl Deployer {
                     }
                 }
             }
+            run.reap(false).await?;
             run.execute().await?;
             run.sync_traffic().await?;
         }
         run.generator = None;
+        // Complete once the old instances have drained and stopped.
+        run.reap(true).await?;
         if matches!(
             run.outcome,
             Some(Outcome::Aborted(_) | Outcome::RolledBack(_))
@@ -1626,24 +1658,92 @@ impl Run<'_> {
         }
     }
 
-    /// Out of the route table, drained, then stopped.
+    /// Out of the route table at once; drained, then stopped, in the
+    /// background (`draining`), so the rollout's next step does not wait
+    /// for it. `reap` records what finished.
     async fn stop(&mut self, s: InstanceStatus) -> Result<(), DeployError> {
         self.ready.remove(&s.addr);
         self.health
             .handle(clock_now(), Observation::Removed(s.id.0.clone()));
         self.route().await;
-        self.d.data_plane.drained(s.addr, self.req.svc.drain).await;
-        self.d
-            .runtime
-            .stop(&s.id, self.req.svc.termination_grace_period)
-            .await?;
-        self.d.runtime.forget(&s.id).await;
-        self.event(Event::InstanceStopped {
+        let drain = self.req.svc.drain;
+        self.event(Event::InstanceDraining {
             instance: s.id.to_string(),
             version: s.version.to_string(),
+            drain_ms: u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
         })
         .await?;
+        let data_plane = Arc::clone(&self.d.data_plane);
+        let runtime = Arc::clone(&self.d.runtime);
+        let grace = self.req.svc.termination_grace_period;
+        let notify = self.req.svc.drain_notify.clone();
+        self.draining.spawn(async move {
+            let began = tokio::time::Instant::now();
+            // Told as it leaves the route, so its clients reconnect (to the
+            // new version) while the drain still waits for them.
+            let notify_error = match notify {
+                None => None,
+                Some(DrainNotify::Path(path)) => {
+                    crate::probe::notify_drain(s.addr, &path, NOTIFY_TIMEOUT)
+                        .await
+                        .err()
+                        .map(|e| format!("POST {path}: {e}"))
+                }
+                Some(DrainNotify::Signal(signal)) => runtime
+                    .signal(&s.id, &signal)
+                    .await
+                    .err()
+                    .map(|e| chain(&e)),
+            };
+            let in_time = data_plane.drained(s.addr, drain).await;
+            let waited = began.elapsed();
+            let stopped = runtime.stop(&s.id, grace).await.map(drop);
+            if stopped.is_ok() {
+                runtime.forget(&s.id).await;
+            }
+            Drained {
+                instance: s,
+                waited,
+                in_time,
+                notify_error,
+                stopped,
+            }
+        });
         Ok(())
+    }
+
+    /// Records the drains that finished; with `all`, waits for every one
+    /// (a rollout is complete once its old instances have stopped).
+    async fn reap(&mut self, all: bool) -> Result<(), DeployError> {
+        loop {
+            let done = if all {
+                self.draining.join_next().await
+            } else {
+                self.draining.try_join_next()
+            };
+            let Some(done) = done else {
+                return Ok(());
+            };
+            // A drain task only ends by finishing: panics are bugs and
+            // cancellation happens only when the run is dropped.
+            let Ok(d) = done else {
+                continue;
+            };
+            self.event(Event::InstanceDrained {
+                instance: d.instance.id.to_string(),
+                version: d.instance.version.to_string(),
+                after_ms: u64::try_from(d.waited.as_millis()).unwrap_or(u64::MAX),
+                in_time: d.in_time,
+                notify_error: d.notify_error,
+            })
+            .await?;
+            d.stopped?;
+            self.event(Event::InstanceStopped {
+                instance: d.instance.id.to_string(),
+                version: d.instance.version.to_string(),
+            })
+            .await?;
+        }
     }
 
     /// A failed outcome with, when a new instance was not ready, why its

@@ -89,11 +89,36 @@ pub(crate) async fn http_probe(
     path: &str,
     timeout: Duration,
 ) -> Result<(), ProbeFailure> {
+    http_call(addr, "GET", path, timeout).await
+}
+
+/// `drain.notify: {path}`: tells an instance it left the route and drains
+/// (`POST path`, empty body); passes like a probe.
+pub(crate) async fn notify_drain(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
+    http_call(addr, "POST", path, timeout).await
+}
+
+/// One request with an empty body; passes on 2xx or 3xx within `timeout`.
+async fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
     let io = io_failure;
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+        let length = if method == "GET" {
+            ""
+        } else {
+            "Content-Length: 0\r\n"
+        };
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: hatoba-probe\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: hatoba-probe\r\n{length}\r\n"
         );
         s.write_all(req.as_bytes()).await.map_err(io)?;
         let mut head = [0u8; 12];

@@ -372,7 +372,7 @@ fn decode_service(node: &Node, path: &str, cx: &mut Cx) -> Option<Service> {
         .map(|n| duration(n, &f.path("terminationGracePeriod"), &mut cx.d));
     let drain = f
         .get("drain")
-        .map(|n| duration(n, &f.path("drain"), &mut cx.d));
+        .map(|n| decode_drain(n, &f.path("drain"), &mut cx.d));
     let watch = f
         .get("watch")
         .map(|n| duration(n, &f.path("watch"), &mut cx.d));
@@ -409,7 +409,12 @@ fn decode_service(node: &Node, path: &str, cx: &mut Cx) -> Option<Service> {
         health: health.unwrap_or(Some(Health::default()))?,
         progress_deadline: progress_deadline.unwrap_or(Some(Duration::from_secs(600)))?,
         termination_grace_period: grace.unwrap_or(Some(Duration::from_secs(30)))?,
-        drain: drain.unwrap_or(Some(Duration::from_secs(30)))?,
+        drain: match &drain {
+            Some(Some((timeout, _))) => *timeout,
+            Some(None) => return None,
+            None => DEFAULT_DRAIN,
+        },
+        drain_notify: drain.and_then(|d| d.and_then(|(_, notify)| notify)),
         watch: watch.unwrap_or(Some(Duration::ZERO))?,
         strategy: strategy.unwrap_or(Some(Strategy::default()))?,
     })
@@ -728,6 +733,71 @@ fn decode_probe(node: &Node, path: &str, d: &mut Diags) -> Option<Probe> {
         failure_threshold: failure.unwrap_or(Some(3))?,
         success_threshold: success.unwrap_or(Some(1))?,
     })
+}
+
+/// How long an instance drains when the spec does not say.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// `drain: 30s`, or `drain: {timeout: 30s, notify: {path: /drain}}` /
+/// `notify: {signal: SIGUSR1}`.
+fn decode_drain(node: &Node, path: &str, d: &mut Diags) -> Option<(Duration, Option<DrainNotify>)> {
+    if node.as_scalar().is_some() {
+        return duration(node, path, d).map(|t| (t, None));
+    }
+    let mut f = Fields::of(
+        node,
+        path,
+        d,
+        "a duration such as `30s`, or a mapping with `timeout` and `notify`",
+    )?;
+    let timeout = f.get("timeout").map(|n| duration(n, &f.path("timeout"), d));
+    let notify = f.get("notify").map(|n| {
+        let at = f.path("notify");
+        let (key, value) = one_of(n, &at, d, &["path", "signal"], "`path` or `signal`")?;
+        let at = join(&at, key);
+        let text = non_empty(value, &at, d)?;
+        match key {
+            "path" if !text.starts_with('/') => {
+                d.push(
+                    Diagnostic::error(value.span, &at, format!("`{text}` is not a path"))
+                        .with_hint(format!(
+                            "write `path: /{text}`: the instance gets `POST /{text}`"
+                        )),
+                );
+                None
+            }
+            "path" => Some(DrainNotify::Path(text)),
+            _ => {
+                let name = if text.starts_with("SIG") {
+                    text.clone()
+                } else {
+                    format!("SIG{text}")
+                };
+                if DRAIN_SIGNALS.contains(&name.as_str()) {
+                    Some(DrainNotify::Signal(name))
+                } else {
+                    let mut diag = Diagnostic::error(
+                        value.span,
+                        &at,
+                        format!("`{text}` is not a signal `notify` can send"),
+                    );
+                    diag = match suggest(&name, DRAIN_SIGNALS.iter().copied()) {
+                        Some(s) => diag.with_hint(format!("did you mean `{s}`?")),
+                        None => diag.with_hint(format!("one of: {}", DRAIN_SIGNALS.join(", "))),
+                    };
+                    d.push(diag);
+                    None
+                }
+            }
+        }
+    });
+    f.finish(d);
+    let timeout = timeout.unwrap_or(Some(DEFAULT_DRAIN))?;
+    let notify = match notify {
+        Some(n) => Some(n?),
+        None => None,
+    };
+    Some((timeout, notify))
 }
 
 /// A mapping with exactly one of `keys`; returns the key and its value.

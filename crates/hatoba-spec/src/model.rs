@@ -121,10 +121,19 @@ pub struct Service {
     #[schemars(with = "DurationText")]
     pub termination_grace_period: Duration,
     /// Pre-stop drain: after an instance is taken out of the proxy, how long
-    /// to wait at most for its in-flight requests before stopping it. Default `30s`.
+    /// to wait at most for its in-flight requests and long-lived connections
+    /// (WebSockets, event streams) before stopping it. Default `30s`.
+    /// Either a duration (`drain: 30s`) or `{timeout: 30s, notify: ...}`,
+    /// where `notify` tells the instance it left the route so it can ask
+    /// its clients to reconnect (they land on the new version):
+    /// `notify: {path: /drain}` sends `POST /drain` to the instance,
+    /// `notify: {signal: SIGUSR1}` sends it a signal.
     #[serde(default)]
-    #[schemars(with = "DurationText")]
+    #[schemars(with = "crate::schema::DrainText")]
     pub drain: Duration,
+    /// The drain's `notify`, if any (written inside `drain`).
+    #[schemars(skip)]
+    pub drain_notify: Option<DrainNotify>,
     /// Watch after promotion: once a new version has 100 % of the traffic,
     /// the previous one stays warm this long while health and background
     /// analysis keep being checked; a regression moves traffic back at once.
@@ -708,3 +717,18 @@ pub struct Environment {
     #[schemars(with = "BTreeMap<NameText, serde_json::Value>")]
     pub services: BTreeMap<ServiceName, Service>,
 }
+
+/// How an instance is told that it left the route and drains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DrainNotify {
+    /// `POST` to this path of the instance (starts with `/`).
+    Path(String),
+    /// This signal to the instance (`SIGUSR1`, `SIGUSR2`, `SIGHUP`, ...).
+    Signal(String),
+}
+
+/// The signals `drain.notify` may send: those an app can catch and that do
+/// not mean "stop" or "stopped" by default elsewhere.
+pub const DRAIN_SIGNALS: &[&str] = &[
+    "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT", "SIGWINCH",
+];

@@ -33,6 +33,26 @@ text_schema!(DurationText, {
     "pattern": "^([0-9]+(ms|s|m|h|d))+$",
     "description": "A duration: numbers with units ms, s, m, h, d, e.g. `500ms`, `30s`, `1h30m`."
 });
+text_schema!(DrainText, {
+    "description": "A duration (`30s`), or a mapping with the duration and how the instance is told it drains.",
+    "oneOf": [
+        {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d))+$"},
+        {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "timeout": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d))+$", "description": "How long the drain may take. Default `30s`."},
+                "notify": {
+                    "description": "Told to the instance when it leaves the route: `POST` to a path of it, or a signal.",
+                    "oneOf": [
+                        {"type": "object", "additionalProperties": false, "required": ["path"], "properties": {"path": {"type": "string", "pattern": "^/"}}},
+                        {"type": "object", "additionalProperties": false, "required": ["signal"], "properties": {"signal": {"enum": ["SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT", "SIGWINCH"]}}}
+                    ]
+                }
+            }
+        }
+    ]
+});
 text_schema!(NameText, {
     "type": "string",
     "pattern": "^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",

@@ -854,3 +854,48 @@ async fn stopping_an_instance_deletes_the_logs_of_versions_beyond_the_newest_one
         .await
         .unwrap();
 }
+
+/// `drain.notify: {signal}`: the signal reaches the instance, which keeps
+/// running; a name that is no signal, or an unknown instance, is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_reaches_a_running_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = ProcessRuntime::new(dir.path().join("logs"));
+    let _cleanup = Cleanup::scopes(&[rt.scope()]);
+    let spec = InstanceSpec {
+        workload: Workload::Process {
+            program: "/bin/sh".to_owned(),
+            // `sleep 1` in a loop, not `exec sleep`: the shell stays to run its trap.
+            args: vec![
+                "-c".to_owned(),
+                "trap 'echo got-usr1' USR1; echo armed; while :; do sleep 1; done".to_owned(),
+            ],
+        },
+        ..spec("serve")
+    };
+    let s = rt.start(&spec, hatoba_core::Millis(0)).await.unwrap();
+    let log = s.log.clone().unwrap();
+    let seen = |what: &'static str| {
+        let log = log.clone();
+        hatoba_test_support::wait_for_async(std::time::Duration::from_secs(30), move || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { text.contains(what) }
+        })
+    };
+    seen("armed").await.unwrap();
+    rt.signal(&s.id, "SIGUSR1").await.unwrap();
+    seen("got-usr1").await.unwrap();
+    let listed = rt.list(&s.service).await.unwrap();
+    assert_eq!(listed[0].state, InstanceState::Running, "{listed:?}");
+    let bad = rt.signal(&s.id, "SIGNOPE").await.unwrap_err();
+    let why = std::error::Error::source(&bad).map(ToString::to_string);
+    assert_eq!(why.as_deref(), Some("`SIGNOPE` is not a signal"), "{bad:?}");
+    let unknown = InstanceId("web-v9-9".to_owned());
+    assert!(matches!(
+        rt.signal(&unknown, "SIGUSR1").await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+    rt.stop(&s.id, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+}

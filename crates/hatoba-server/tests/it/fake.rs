@@ -45,6 +45,10 @@ pub(crate) enum Action {
     Stop(String),
     /// A route table for a service (`web`, not its preview): its backends.
     Route(Vec<SocketAddr>),
+    /// The runtime was asked to send an instance a signal.
+    Signal(String, String),
+    /// An instance got a request other than a GET (`POST /drain`).
+    Request(String, String),
 }
 
 /// What the fakes saw, in order, with the server's time.
@@ -175,9 +179,16 @@ impl FakeRuntime {
 
 /// Answers each connection's request: `/ready` and `/live` with the
 /// instance's statuses, anything else 200.
-async fn serve(listener: tokio::net::TcpListener, ready: Arc<AtomicU16>, live: Arc<AtomicU16>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    ready: Arc<AtomicU16>,
+    live: Arc<AtomicU16>,
+    trace: Trace,
+    id: String,
+) {
     while let Ok((mut s, _)) = listener.accept().await {
         let (ready, live) = (Arc::clone(&ready), Arc::clone(&live));
+        let (trace, id) = (trace.clone(), id.clone());
         tokio::spawn(async move {
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];
@@ -188,7 +199,11 @@ async fn serve(listener: tokio::net::TcpListener, ready: Arc<AtomicU16>, live: A
                 }
             }
             let line = String::from_utf8_lossy(&head);
+            let method = line.split(' ').next().unwrap_or("GET");
             let path = line.split(' ').nth(1).unwrap_or("/");
+            if method != "GET" {
+                trace.push(Action::Request(id, format!("{method} {path}")));
+            }
             let status = match path {
                 "/ready" => ready.load(Ordering::SeqCst),
                 "/live" => live.load(Ordering::SeqCst),
@@ -254,7 +269,15 @@ impl Runtime for FakeRuntime {
                 code: Some(code),
                 signal: None,
             }),
-            None => instance.server = Some(tokio::spawn(serve(listener, ready, live))),
+            None => {
+                instance.server = Some(tokio::spawn(serve(
+                    listener,
+                    ready,
+                    live,
+                    self.trace.clone(),
+                    id.0.clone(),
+                )));
+            }
         }
         let status = instance.status.clone();
         inner.instances.insert(id.clone(), instance);
@@ -281,6 +304,12 @@ impl Runtime for FakeRuntime {
             });
         }
         Ok(i.status.clone())
+    }
+
+    async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
+        self.trace
+            .push(Action::Signal(id.0.clone(), signal.to_owned()));
+        Ok(())
     }
 
     async fn list(&self, service: &ServiceName) -> Result<Vec<InstanceStatus>, RuntimeError> {
@@ -313,10 +342,15 @@ impl Runtime for FakeRuntime {
 }
 
 /// A data plane that keeps the tables it is given and traces those of `web`.
-#[derive(Debug, Default)]
+/// Its drains end at once, or, while [`FakeDataPlane::hold_drains`] holds
+/// them, when released or at the drain's timeout (a long-lived client that
+/// stays connected).
+#[derive(Debug)]
 pub(crate) struct FakeDataPlane {
     tables: Mutex<BTreeMap<String, RouteSpec>>,
     trace: Trace,
+    /// `true` while drains are held.
+    hold: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeDataPlane {
@@ -324,7 +358,13 @@ impl FakeDataPlane {
         FakeDataPlane {
             tables: Mutex::default(),
             trace,
+            hold: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Holds every drain (`true`) until released (`false`).
+    pub(crate) fn hold_drains(&self, hold: bool) {
+        self.hold.send_replace(hold);
     }
 }
 
@@ -352,8 +392,11 @@ impl DataPlane for FakeDataPlane {
         Ok(())
     }
 
-    async fn drained(&self, _addr: SocketAddr, _timeout: Duration) -> bool {
-        true
+    async fn drained(&self, _addr: SocketAddr, timeout: Duration) -> bool {
+        let mut hold = self.hold.subscribe();
+        tokio::time::timeout(timeout, hold.wait_for(|held| !*held))
+            .await
+            .is_ok()
     }
 
     async fn window(&self, _service: &str, _version: &str, _window: Window) -> Option<WindowStats> {

@@ -2,20 +2,24 @@
 //! time: the fake instances answer at once): a runtime that cannot list
 //! its instances during a rollout is recorded as a problem and read as
 //! nothing crashed, and a new version whose instances die at once is rolled
-//! back, not restarted.
+//! back, not restarted; old instances drain side by side while the
+//! rollout goes on.
 
-use crate::fake::{FakeDataPlane, FakeRuntime, Trace, spec};
+use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, spec};
 use hatoba_core::DeploymentStatus;
 use hatoba_server::{DeployRequest, Deployed, Deployer};
 use hatoba_store::{SqlStore, Store};
 use std::sync::Arc;
+use std::time::Duration;
 
 const READY_ONLY: &str = "      readiness: {path: /ready, period: 100ms, timeout: 1s, successThreshold: 1, failureThreshold: 1}";
 
 struct World {
     store: Arc<dyn Store>,
     runtime: Arc<FakeRuntime>,
-    deployer: Deployer,
+    data_plane: Arc<FakeDataPlane>,
+    trace: Trace,
+    deployer: Arc<Deployer>,
     spec: hatoba_spec::Spec,
     dir: tempfile::TempDir,
 }
@@ -30,14 +34,17 @@ impl World {
         );
         let trace = Trace::default();
         let runtime = Arc::new(FakeRuntime::new(trace.clone()));
-        let deployer = Deployer::new(
+        let data_plane = Arc::new(FakeDataPlane::new(trace.clone()));
+        let deployer = Arc::new(Deployer::new(
             Arc::clone(&store),
             runtime.clone(),
-            Arc::new(FakeDataPlane::new(trace)),
-        );
+            data_plane.clone(),
+        ));
         World {
             store,
             runtime,
+            data_plane,
+            trace,
             deployer,
             spec: spec(2, READY_ONLY),
             dir,
@@ -110,4 +117,143 @@ async fn a_new_version_that_dies_at_once_is_rolled_back_not_restarted() {
         !events.iter().any(|e| e.kind == "instance_restarted"),
         "{events:#?}"
     );
+}
+
+#[tokio::test]
+async fn old_instances_drain_side_by_side_while_the_rollout_goes_on() {
+    let mut w = World::new().await;
+    w.spec = spec(3, READY_ONLY);
+    let (_, serving) = w.deployer.deploy(&w.request("v1", None)).await.unwrap();
+    // Every old instance keeps a long-lived client until released: a
+    // rollout that waited for each drain before its next step would stop
+    // after the first old instance left the route.
+    w.data_plane.hold_drains(true);
+    let deployer = Arc::clone(&w.deployer);
+    let request = w.request("v2", serving);
+    let rollout = tokio::spawn(async move { deployer.deploy(&request).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let all = w
+            .store
+            .history(&hatoba_store::HistoryFilter::all(10))
+            .await
+            .unwrap();
+        let id = all
+            .iter()
+            .find(|d| d.version.as_str() == "v2")
+            .map(|d| d.id.clone());
+        if let Some(id) = id {
+            let events = w.store.events(&id).await.unwrap();
+            let draining = events
+                .iter()
+                .filter(|e| e.kind == "instance_draining")
+                .count();
+            assert!(
+                !events.iter().any(|e| e.kind == "instance_drained"),
+                "{events:#?}"
+            );
+            if draining == 3 {
+                break id;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the three old instances never drained at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+    };
+    assert!(
+        !rollout.is_finished(),
+        "complete before its old instances stopped"
+    );
+    w.data_plane.hold_drains(false);
+    let (d2, serving) = rollout.await.unwrap().unwrap();
+    assert_eq!(d2.id, id);
+    assert_eq!(d2.status, DeploymentStatus::Succeeded, "{d2:?}");
+    assert_eq!(serving.unwrap().instances.len(), 3);
+    let events = w.store.events(&id).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let drained = events
+        .iter()
+        .filter(|e| e.kind == "instance_drained")
+        .collect::<Vec<_>>();
+    assert_eq!(drained.len(), 3, "{kinds:?}");
+    assert!(
+        drained
+            .iter()
+            .all(|e| e.message.contains(" of v1 drained in ")),
+        "{drained:#?}"
+    );
+    let stopped = kinds.iter().filter(|k| **k == "instance_stopped").count();
+    assert_eq!(stopped, 3, "{kinds:?}");
+    // Completed after the stops, not before.
+    let last_stop = kinds
+        .iter()
+        .rposition(|k| *k == "instance_stopped")
+        .unwrap();
+    let done = kinds.iter().rposition(|k| *k == "status_changed").unwrap();
+    assert!(last_stop < done, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn each_old_instance_is_told_it_drains_before_it_is_stopped() {
+    for notify in [
+        hatoba_spec::DrainNotify::Path("/drain".to_owned()),
+        hatoba_spec::DrainNotify::Signal("SIGUSR1".to_owned()),
+    ] {
+        let mut w = World::new().await;
+        w.spec
+            .services
+            .get_mut(&"web".parse().unwrap())
+            .unwrap()
+            .drain_notify = Some(notify.clone());
+        let (_, serving) = w.deployer.deploy(&w.request("v1", None)).await.unwrap();
+        let old: Vec<String> = serving
+            .as_ref()
+            .unwrap()
+            .instances
+            .iter()
+            .map(|i| i.id.0.clone())
+            .collect();
+        let (d2, _) = w.deployer.deploy(&w.request("v2", serving)).await.unwrap();
+        assert_eq!(d2.status, DeploymentStatus::Succeeded, "{d2:?}");
+        let trace: Vec<Action> = w
+            .trace
+            .since(hatoba_core::Millis(0))
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        for id in &old {
+            let told = trace.iter().position(|a| match (a, &notify) {
+                (Action::Request(i, what), hatoba_spec::DrainNotify::Path(_)) => {
+                    i == id && what == "POST /drain"
+                }
+                (Action::Signal(i, s), hatoba_spec::DrainNotify::Signal(_)) => {
+                    i == id && s == "SIGUSR1"
+                }
+                _ => false,
+            });
+            let stopped = trace.iter().position(|a| *a == Action::Stop(id.clone()));
+            match (told, stopped) {
+                (Some(t), Some(s)) => {
+                    assert!(t < s, "{notify:?}: {id} told after its stop: {trace:?}")
+                }
+                _ => panic!("{notify:?}: {id} told {told:?}, stopped {stopped:?}: {trace:?}"),
+            }
+        }
+        // New instances are never told.
+        let told_new = trace.iter().any(|a| match a {
+            Action::Request(i, _) | Action::Signal(i, _) => !old.contains(i),
+            _ => false,
+        });
+        assert!(!told_new, "{trace:?}");
+        let events = w.store.events(&d2.id).await.unwrap();
+        assert!(
+            events
+                .iter()
+                .filter(|e| e.kind == "instance_drained")
+                .all(|e| !e.message.contains("drain.notify failed")),
+            "{events:#?}"
+        );
+    }
 }

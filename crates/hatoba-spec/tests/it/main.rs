@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod drain;
 mod judge;
 mod traffic;
 
