@@ -346,7 +346,7 @@ pub(crate) struct EventsArgs {
     /// Only this deployment's events.
     #[arg(long, value_name = "ID")]
     pub(crate) deployment: Option<String>,
-    /// Only the events after this id (each event's first field in JSON);
+    /// Only the events after this id (an event's `id` in `-o json`);
     /// without it, the newest ones.
     #[arg(long, value_name = "ID")]
     pub(crate) after: Option<u64>,

@@ -650,8 +650,47 @@ async fn ended(
     )
     .await?;
     let detail: hatoba_api::DeploymentDetail = serde_json::from_slice(&bytes)?;
-    ended_as(global, &detail, until)
+    let exit = ended_as(global, &detail, until)?;
+    if exit.is_some()
+        && !matches!(
+            detail.deployment.status.as_str(),
+            "pending" | "in_progress" | "paused"
+        )
+    {
+        settled(global, d).await;
+    }
+    Ok(exit)
 }
+
+/// Waits (at most [`SETTLE_FOR`]) until the server has let go of a
+/// deployment that ended: the stream tells its end the moment it is
+/// stored, a little before the deployment's task is over, and a deploy
+/// asked in between would be refused as a conflict.
+async fn settled(global: &Global, d: &hatoba_api::Deployment) {
+    let deadline = tokio::time::Instant::now() + SETTLE_FOR;
+    while tokio::time::Instant::now() < deadline {
+        let live = call(
+            global,
+            hyper::Method::GET,
+            &format!("/api/v1/services/{}", d.service),
+            None,
+        )
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<hatoba_api::ServiceDetail>(&b).ok())
+        .map(|s| s.live_deployment);
+        match live {
+            Some(Some(id)) if id == d.id => {}
+            _ => return,
+        }
+        // The poll interval of a wait with a deadline.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long `deploy --wait` waits for the server to let go of a
+/// deployment that ended.
+const SETTLE_FOR: Duration = Duration::from_secs(5);
 
 fn ended_as(
     global: &Global,
