@@ -576,8 +576,12 @@ pub struct ServerInfo {
     pub admin: String,
     /// The server's process id.
     pub pid: u32,
-    /// The environment it manages.
+    /// The environment it manages (several: their names joined by `,`).
     pub environment: String,
+    /// Every environment it manages, by name (absent from files written
+    /// before one server could run several).
+    #[serde(default)]
+    pub environments: Vec<String>,
 }
 
 /// What kind of failure an API answer is: a decision the client acts on.

@@ -209,7 +209,17 @@ pub async fn serve(
 /// Serves on `127.0.0.1:port` until the process gets SIGTERM: how an
 /// instance started by a runtime (which sets `PORT`) runs the demo app.
 pub async fn serve_until_sigterm(port: u16, cfg: Config) -> io::Result<Stop> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    serve_on_until_sigterm(std::net::Ipv4Addr::LOCALHOST.into(), port, cfg).await
+}
+
+/// [`serve_until_sigterm`] on another address: `0.0.0.0` in a container,
+/// whose published port reaches it from outside its own loopback.
+pub async fn serve_on_until_sigterm(
+    host: std::net::IpAddr,
+    port: u16,
+    cfg: Config,
+) -> io::Result<Stop> {
+    let listener = TcpListener::bind((host, port)).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     serve(listener, cfg, async move {
         term.recv().await;

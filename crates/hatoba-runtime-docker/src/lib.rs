@@ -46,6 +46,8 @@
 //! app would be a full second build for another target on a small machine,
 //! and busybox would be one more Debian package for CI.
 
+pub mod context;
+
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
 use bollard::query_parameters::{
@@ -90,11 +92,22 @@ pub enum DockerError {
     /// The image is not present locally, and nothing is pulled.
     #[error(
         "image `{image}` is not present on this docker engine (nothing is pulled): build it first, \
-         e.g. `docker build -t {image} .` or `docker import`"
+         with `hatoba build {service} --version {version}` (the service's `docker.build`), \
+         or e.g. `docker build -t {image} .` or `docker import`"
     )]
     ImageMissing {
         /// The image as given.
         image: String,
+        /// The service that runs it.
+        service: String,
+        /// The version it is the image of.
+        version: String,
+    },
+    /// `docker build` failed: the Dockerfile's own error, after its output.
+    #[error("the image build failed: {message}")]
+    BuildFailed {
+        /// What the engine said.
+        message: String,
     },
     /// A container of that name already exists (made by someone else).
     #[error("a container named `{name}` already exists: remove it or let hatoba pick another name")]
@@ -184,11 +197,28 @@ struct Registry {
     next: u64,
 }
 
+/// What to build: the tag, the Dockerfile (relative to the context),
+/// build arguments and the stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// `name:tag` given to the image.
+    pub tag: String,
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+    /// `ARG` values.
+    pub args: BTreeMap<String, String>,
+    /// The stage of a multi-stage Dockerfile; the last when `None`.
+    pub target: Option<String>,
+}
+
 /// The Docker runtime of one controller scope.
 #[derive(Debug)]
 pub struct DockerRuntime {
     docker: Docker,
     scope: String,
+    /// Labels every container of this runtime carries (app, environment),
+    /// as `hatoba.<key>`, after the workload's own.
+    labels: BTreeMap<String, String>,
     registry: Mutex<Registry>,
 }
 
@@ -205,8 +235,17 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             scope: scope.into(),
+            labels: BTreeMap::new(),
             registry: Mutex::new(Registry::default()),
         })
+    }
+
+    /// Adds labels every container it makes carries, as `hatoba.<key>`
+    /// (`app`, `environment`): what `docker ps --filter` finds them by.
+    #[must_use]
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> DockerRuntime {
+        self.labels = labels;
+        self
     }
 
     /// Its scope: containers carry it in [`SCOPE_LABEL`].
@@ -217,6 +256,78 @@ impl DockerRuntime {
     /// The client, for callers that build images or clean up.
     pub fn client(&self) -> &Docker {
         &self.docker
+    }
+
+    /// The id of a local image (`sha256:…`), or `None` when it is absent.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(DockerError::api(format!("inspect image `{image}`"))(e)),
+        }
+    }
+
+    /// Builds an image from a context archive ([`context::context_tar`])
+    /// and tags it `tag`, passing each line of the build's output to
+    /// `out` as it comes; returns the image's id. Nothing is pulled that
+    /// is not already there: a `FROM` of a missing image fails the build.
+    pub async fn build(
+        &self,
+        tar: Vec<u8>,
+        build: &BuildSpec,
+        mut out: impl FnMut(&str) + Send,
+    ) -> Result<String, DockerError> {
+        let mut opts = bollard::query_parameters::BuildImageOptionsBuilder::default()
+            .dockerfile(&build.dockerfile)
+            .t(&build.tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&build.args.iter().collect::<HashMap<_, _>>());
+        if let Some(t) = &build.target {
+            opts = opts.target(t);
+        }
+        let mut stream =
+            self.docker
+                .build_image(opts.build(), None, Some(bollard::body_full(tar.into())));
+        let mut partial = String::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(i) => i,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(DockerError::BuildFailed { message: error });
+                }
+                Err(e) if status_code(&e).is_some_and(|c| c < 500) => {
+                    return Err(DockerError::BuildFailed {
+                        message: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(DockerError::api(format!("build `{}`", build.tag))(e)),
+            };
+            if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                partial.push_str(text);
+                while let Some(i) = partial.find('\n') {
+                    out(partial[..i].trim_end_matches('\r'));
+                    partial.drain(..=i);
+                }
+            }
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                if !partial.is_empty() {
+                    out(&std::mem::take(&mut partial));
+                }
+                return Err(DockerError::BuildFailed { message: detail });
+            }
+        }
+        if !partial.is_empty() {
+            out(&partial);
+        }
+        self.image_id(&build.tag)
+            .await?
+            .ok_or_else(|| DockerError::BuildFailed {
+                message: format!(
+                    "the engine reported no image `{}` after the build",
+                    build.tag
+                ),
+            })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
@@ -278,7 +389,7 @@ impl DockerRuntime {
         }
     }
 
-    async fn signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
+    async fn send_signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
         let opts = KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
@@ -308,9 +419,9 @@ impl DockerRuntime {
         container: &str,
         grace: Duration,
     ) -> Result<(InstanceState, bool), DockerError> {
-        self.signal(container, "SIGTERM").await?;
+        self.send_signal(container, "SIGTERM").await?;
         if !self.wait_ended(container, grace).await {
-            self.signal(container, "SIGKILL").await?;
+            self.send_signal(container, "SIGKILL").await?;
             self.wait_ended(container, KILL_WAIT).await;
         }
         let ended = match self.inspect(container).await? {
@@ -395,7 +506,7 @@ impl DockerRuntime {
             (VERSION_LABEL.to_owned(), spec.version.to_string()),
             (INSTANCE_LABEL.to_owned(), id.to_string()),
         ]);
-        for (k, v) in &c.labels {
+        for (k, v) in c.labels.iter().chain(&self.labels) {
             labels
                 .entry(format!("hatoba.{k}"))
                 .or_insert_with(|| v.clone());
@@ -419,6 +530,8 @@ impl DockerRuntime {
                 .and_then(|m| i64::try_from(m.saturating_mul(1_000_000)).ok()),
             readonly_rootfs: Some(c.read_only),
             init: Some(true),
+            binds: (!c.binds.is_empty()).then(|| c.binds.clone()),
+            network_mode: c.network.clone(),
             ..HostConfig::default()
         };
         let body = ContainerCreateBody {
@@ -438,6 +551,8 @@ impl DockerRuntime {
             Err(e) if status_code(&e) == Some(404) => {
                 return Err(DockerError::ImageMissing {
                     image: c.image.clone(),
+                    service: spec.service.to_string(),
+                    version: spec.version.to_string(),
                 });
             }
             Err(e) if status_code(&e) == Some(409) => return Err(DockerError::NameClash { name }),
@@ -601,6 +716,46 @@ impl Runtime for DockerRuntime {
                 source: io(e),
             }),
         }
+    }
+
+    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        let Workload::Container(c) = &spec.workload else {
+            return Err(RuntimeError::Unsupported {
+                runtime: "docker",
+                kind: spec.workload.kind(),
+                service: spec.service.clone(),
+            });
+        };
+        let spawn = |e: DockerError| RuntimeError::Spawn {
+            service: spec.service.clone(),
+            program: c.image.clone(),
+            resolved: None,
+            source: io(e),
+        };
+        match self.image_id(&c.image).await.map_err(spawn)? {
+            Some(_) => Ok(()),
+            None => Err(spawn(DockerError::ImageMissing {
+                image: c.image.clone(),
+                service: spec.service.to_string(),
+                version: spec.version.to_string(),
+            })),
+        }
+    }
+
+    async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
+        let (container, gone) = self
+            .with(|r| r.entries.get(id).map(|e| (e.container.clone(), e.gone)))
+            .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
+        if gone {
+            return Ok(());
+        }
+        // Through Docker's init, which passes it on to the app.
+        self.send_signal(&container, signal)
+            .await
+            .map_err(|e| RuntimeError::Stop {
+                id: id.clone(),
+                source: io(e),
+            })
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {
@@ -897,8 +1052,14 @@ mod tests {
     #[test]
     fn image_missing_says_how_to_build_it() {
         let e = DockerError::ImageMissing {
-            image: "web:v2".to_owned(),
+            image: "shop/web:v2".to_owned(),
+            service: "web".to_owned(),
+            version: "v2".to_owned(),
         };
-        assert!(e.to_string().contains("docker build -t web:v2"), "{e}");
+        assert!(e.to_string().contains("docker build -t shop/web:v2"), "{e}");
+        assert!(
+            e.to_string().contains("hatoba build web --version v2"),
+            "{e}"
+        );
     }
 }

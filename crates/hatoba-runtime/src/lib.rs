@@ -117,6 +117,13 @@ pub struct ContainerWorkload {
     pub millicpus: Option<u64>,
     /// Whether the container's root filesystem is read-only.
     pub read_only: bool,
+    /// Mounts as Docker's binds take them: `SOURCE:TARGET` or
+    /// `SOURCE:TARGET:ro`, a host directory given by its absolute path or
+    /// a named volume.
+    pub binds: Vec<String>,
+    /// A Docker network to join instead of the default bridge; the port is
+    /// published on loopback either way.
+    pub network: Option<String>,
     /// Identifying labels beyond the runtime's own (app, environment,
     /// deployment), added as `hatoba.<key>`.
     pub labels: BTreeMap<String, String>,
@@ -300,6 +307,15 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// its status (running, or already exited if it died immediately).
     async fn start(&self, spec: &InstanceSpec, now: Millis)
     -> Result<InstanceStatus, RuntimeError>;
+
+    /// Checks, before a deployment records anything, that this runtime
+    /// could start `spec` (for Docker: its image is present), so a
+    /// deployment that could never start fails before it begins. The
+    /// default has nothing to check.
+    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+        let _ = spec;
+        Ok(())
+    }
 
     /// Stops an instance: SIGTERM (or the runtime's equivalent), then after
     /// `grace` SIGKILL. Returns once it is gone. Stopping a stopped instance

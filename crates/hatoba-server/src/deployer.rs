@@ -150,6 +150,16 @@ pub enum DeployError {
     /// The spec can not be run by this runtime.
     #[error("{0}")]
     Unsupported(String),
+    /// The runtime says this version could not start at all (its image
+    /// is missing): nothing was recorded or started.
+    #[error("version {version} cannot be started, so nothing was deployed")]
+    CannotStart {
+        /// The version asked for.
+        version: String,
+        /// Why.
+        #[source]
+        source: RuntimeError,
+    },
     /// A `${NAME}` has no value.
     #[error("cannot interpolate the service's command")]
     Interpolation(#[from] hatoba_spec::InterpolationError),
@@ -190,6 +200,11 @@ pub struct InstanceRecord {
     pub started_at: Millis,
     /// Its log file.
     pub log: Option<PathBuf>,
+    /// What its runtime proves it with after a restart (a container id),
+    /// opaque here; none for a process (pid and start time do). New in
+    /// format 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl InstanceRecord {
@@ -203,6 +218,7 @@ impl InstanceRecord {
             proc_start: s.proc_start,
             started_at: s.started_at,
             log: s.log.clone(),
+            identity: s.identity.clone(),
         }
     }
 
@@ -218,7 +234,7 @@ impl InstanceRecord {
             started_at: self.started_at,
             state: InstanceState::Running,
             log: self.log.clone(),
-            identity: None,
+            identity: self.identity.clone(),
             oom_killed: false,
             own_health: None,
         }
@@ -318,9 +334,10 @@ impl RolloutRecord {
 /// without a `format` field is format 1 (written before formats were
 /// numbered). Format 2 adds the `format` field; readers of format 1 fill the
 /// fields added since by their serde defaults (`secrets`, `promoted_by`, ...).
+/// Format 4 adds an instance's `identity` (a container's id).
 /// A change of shape bumps this, adds a fixture under
 /// `tests/data/controller_state/` and a step in [`ServiceRecord::from_json`].
-pub const STATE_FORMAT: u64 = 3;
+pub const STATE_FORMAT: u64 = 4;
 
 /// Why a saved controller state can not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -402,8 +419,11 @@ impl ServiceRecord {
         // machine's pending commands may be typed events (`Event`) and
         // `Serving`, which a Hatoba reading format 2 does not know (so it
         // must refuse format 3 by its number); a format-2 `Record(text)`
-        // still loads as it was. A future shape change migrates `value`
-        // here, one format at a time.
+        // still loads as it was. 3 -> 4: an instance may carry its
+        // runtime's `identity` (a container id), absent (none) before; a
+        // Hatoba reading format 3 would drop it and lose its containers,
+        // so it must refuse format 4. A future shape change migrates
+        // `value` here, one format at a time.
         serde_json::from_value(value).map_err(StateError::Malformed)
     }
 
@@ -622,6 +642,15 @@ impl Deployer {
         on_created: Option<tokio::sync::oneshot::Sender<hatoba_store::Deployment>>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let instance = instance_spec(req)?;
+        // What can never start (an image not built) fails here, before
+        // anything is recorded or started.
+        self.runtime
+            .check(&instance)
+            .await
+            .map_err(|source| DeployError::CannotStart {
+                version: req.version.to_string(),
+                source,
+            })?;
         let created = self
             .store
             .create_deployment(NewDeployment {
@@ -1066,11 +1095,6 @@ pub(crate) fn instance_spec_for(
         secrets,
         base_dir,
     };
-    let RuntimeSpec::Process(p) = &req.svc.runtime else {
-        return Err(DeployError::Unsupported(
-            "the Docker runtime is not built yet; use `process:`".to_owned(),
-        ));
-    };
     let lookup = |name: &str| -> Option<String> {
         if name == "VERSION" {
             return Some(req.version.to_string());
@@ -1086,14 +1110,65 @@ pub(crate) fn instance_spec_for(
         }
         req.vars.get(name).cloned()
     };
-    let program = hatoba_spec::interpolate(&p.command, lookup)?;
-    let args = p
-        .args
-        .iter()
-        .map(|a| hatoba_spec::interpolate(a, lookup))
-        .collect::<Result<Vec<_>, _>>()?;
+    let fill_list = |items: &[String]| -> Result<Vec<String>, DeployError> {
+        Ok(items
+            .iter()
+            .map(|a| hatoba_spec::interpolate(a, lookup))
+            .collect::<Result<Vec<_>, _>>()?)
+    };
+    let (workload, spec_env, working_dir) = match &req.svc.runtime {
+        RuntimeSpec::Process(p) => {
+            let program = hatoba_spec::interpolate(&p.command, lookup)?;
+            let args = fill_list(&p.args)?;
+            let working_dir = match &p.working_dir {
+                Some(w) => req.base_dir.join(hatoba_spec::interpolate(w, lookup)?),
+                None => req.base_dir.to_path_buf(),
+            };
+            (
+                hatoba_runtime::Workload::Process { program, args },
+                &p.env,
+                working_dir,
+            )
+        }
+        RuntimeSpec::Docker(d) => {
+            let binds = d
+                .volumes
+                .iter()
+                .map(|v| {
+                    // A host directory relative to the spec file; Docker
+                    // takes absolute ones only.
+                    let source = if v.source.starts_with('.') {
+                        let rel = v.source.strip_prefix("./").unwrap_or(&v.source);
+                        req.base_dir.join(rel).display().to_string()
+                    } else {
+                        v.source.clone()
+                    };
+                    let mode = if v.read_only { ":ro" } else { "" };
+                    format!("{source}:{}{mode}", v.target)
+                })
+                .collect();
+            let container = hatoba_runtime::ContainerWorkload {
+                image: hatoba_spec::interpolate(&d.image, lookup)?,
+                command: d.command.as_deref().map(&fill_list).transpose()?,
+                args: d.args.as_deref().map(&fill_list).transpose()?,
+                port: d.port,
+                user: d.user.clone(),
+                memory_bytes: d.memory,
+                millicpus: d.cpus,
+                read_only: d.read_only,
+                binds,
+                network: d.network.clone(),
+                labels: BTreeMap::new(),
+            };
+            (
+                hatoba_runtime::Workload::Container(container),
+                &d.env,
+                req.base_dir.to_path_buf(),
+            )
+        }
+    };
     let mut env = BTreeMap::new();
-    for (k, v) in &p.env {
+    for (k, v) in spec_env {
         env.insert(k.clone(), hatoba_spec::interpolate(v, lookup)?);
     }
     // What the app may want to report about itself (like Nomad's NOMAD_*
@@ -1102,14 +1177,10 @@ pub(crate) fn instance_spec_for(
         .or_insert_with(|| req.service.to_string());
     env.entry("HATOBA_VERSION".to_owned())
         .or_insert_with(|| req.version.to_string());
-    let working_dir = match &p.working_dir {
-        Some(w) => req.base_dir.join(hatoba_spec::interpolate(w, lookup)?),
-        None => req.base_dir.to_path_buf(),
-    };
     Ok(InstanceSpec {
         service: req.service.clone(),
         version: req.version.clone(),
-        workload: hatoba_runtime::Workload::Process { program, args },
+        workload,
         env,
         working_dir,
         secrets: req.secrets.values.clone(),
@@ -2098,3 +2169,5 @@ impl Run<'_> {
 
 #[cfg(test)]
 mod state_tests;
+#[cfg(test)]
+mod workload_tests;

@@ -23,6 +23,7 @@ pub mod events;
 pub mod http;
 pub mod ops;
 mod probe;
+mod runtimes;
 pub mod secrets;
 mod server;
 mod supervisor;
@@ -35,5 +36,6 @@ pub use deployer::{
 };
 pub use events::{EventBus, Subscription};
 pub use ops::{Action, OpError, without_evidence};
+pub use runtimes::Runtimes;
 pub use secrets::{KeyError, SecretEnv, SecretError, SecretKey};
-pub use server::{Server, ServerConfig, StartError, new_token};
+pub use server::{Environments, Server, ServerConfig, StartError, new_token};

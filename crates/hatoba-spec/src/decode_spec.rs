@@ -276,11 +276,24 @@ fn check_secret_uses(service: &Node, path: &str, secrets: &[String], d: &mut Dia
                 texts.push((n, join(&rpath, forbidden), false));
             }
         }
-        if let Some(n) = field(runtime, "args")
-            && let NodeKind::Seq(items) = &n.kind
+        // A container's `command` is as visible as its arguments.
+        for list_key in ["args", "command"] {
+            if let Some(n) = field(runtime, list_key)
+                && let NodeKind::Seq(items) = &n.kind
+            {
+                for (i, a) in items.iter().enumerate() {
+                    texts.push((a.clone(), index(&join(&rpath, list_key), i), true));
+                }
+            }
+        }
+        // Build arguments stay in the image's history for anyone to read.
+        if let Some(b) = field(runtime, "build")
+            && let Some(args) = field(&b, "args")
+            && let NodeKind::Map(entries) = &args.kind
         {
-            for (i, a) in items.iter().enumerate() {
-                texts.push((a.clone(), index(&join(&rpath, "args"), i), true));
+            let apath = join(&join(&rpath, "build"), "args");
+            for (k, v) in entries {
+                texts.push((v.clone(), join(&apath, k.as_scalar().unwrap_or("")), false));
             }
         }
         for (node, at, in_args) in texts {
@@ -533,19 +546,275 @@ fn decode_docker(node: &Node, path: &str, d: &mut Diags) -> Option<DockerRuntime
         "the image to run, e.g. `image: \"shop/web:${VERSION}\"`",
     );
     let image = image.and_then(|n| {
-        non_empty(n, &f.path("image"), d).and_then(|_| versioned(n, &f.path("image"), d))
+        let p = f.path("image");
+        let text = non_empty(n, &p, d).and_then(|_| versioned(n, &p, d))?;
+        image_name_ok(n, &p, &text, d).then_some(text)
     });
+    let build = f
+        .get("build")
+        .map(|n| decode_docker_build(n, &f.path("build"), d));
+    let command = f
+        .get("command")
+        .map(|n| non_empty_versioned_list(n, &f.path("command"), d));
     let args = f.get("args").map(|n| versioned_list(n, &f.path("args"), d));
     let env = f.get("env").map(|n| versioned_map(n, &f.path("env"), d));
     let port = f
         .get("port")
         .map(|n| u32_in(n, &f.path("port"), d, 1, 65535).and_then(|p| u16::try_from(p).ok()));
+    let user = f.get("user").map(|n| non_empty(n, &f.path("user"), d));
+    let memory = f.get("memory").map(|n| memory(n, &f.path("memory"), d));
+    let cpus = f.get("cpus").map(|n| cpus(n, &f.path("cpus"), d));
+    let read_only = f
+        .get("readOnly")
+        .map(|n| boolean(n, &f.path("readOnly"), d));
+    let volumes = f.get("volumes").map(|n| {
+        list(
+            n,
+            &f.path("volumes"),
+            d,
+            "a list of `SOURCE:TARGET[:ro]`",
+            volume,
+        )
+    });
+    let network = f
+        .get("network")
+        .map(|n| non_empty(n, &f.path("network"), d));
     f.finish(d);
     Some(DockerRuntime {
         image: image?,
-        args: args.unwrap_or(Some(Vec::new()))?,
-        env: env.unwrap_or(Some(BTreeMap::new()))?,
+        build: opt(build)?,
         port: port.unwrap_or(Some(8080))?,
+        command: opt(command)?,
+        args: opt(args)?,
+        env: env.unwrap_or(Some(BTreeMap::new()))?,
+        user: opt(user)?,
+        memory: opt(memory)?,
+        cpus: opt(cpus)?,
+        read_only: read_only.unwrap_or(Some(false))?,
+        volumes: volumes.unwrap_or(Some(Vec::new()))?,
+        network: opt(network)?,
+    })
+}
+
+/// An optional field: absent is `Some(None)`, present and broken `None`.
+fn opt<T>(v: Option<Option<T>>) -> Option<Option<T>> {
+    match v {
+        None => Some(None),
+        Some(Some(t)) => Some(Some(t)),
+        Some(None) => None,
+    }
+}
+
+/// A list that must name something: `command: []` would start nothing.
+fn non_empty_versioned_list(node: &Node, path: &str, d: &mut Diags) -> Option<Vec<String>> {
+    let items = versioned_list(node, path, d)?;
+    if items.is_empty() {
+        d.push(
+            Diagnostic::error(
+                node.span,
+                path,
+                "expected at least the program, found an empty list",
+            )
+            .with_hint("leave `command` out to keep the image's entrypoint"),
+        );
+        return None;
+    }
+    Some(items)
+}
+
+/// An image reference Docker would accept, `${...}` aside: no spaces, no
+/// upper case in the name (Docker refuses `Shop/web`), a tag after the
+/// last `:` of the last path part.
+fn image_name_ok(node: &Node, path: &str, text: &str, d: &mut Diags) -> bool {
+    // The variables are filled in at deploy time; check what is around them.
+    let shape: String = {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            out.push('x');
+            let after = match rest[i..].find('}') {
+                Some(j) => &rest[i + j + 1..],
+                None => "",
+            };
+            rest = after;
+        }
+        out.push_str(rest);
+        out
+    };
+    let name = match shape.rsplit_once(':') {
+        Some((n, tag)) if !tag.contains('/') => n,
+        _ => shape.as_str(),
+    };
+    let bad = shape.chars().any(char::is_whitespace)
+        || (!name.starts_with("sha256") && name.chars().any(|c| c.is_ascii_uppercase()));
+    if bad {
+        d.push(
+            Diagnostic::error(
+                node.span,
+                path,
+                format!("`{text}` is not an image name Docker accepts"),
+            )
+            .with_hint("lowercase letters, digits, `.`, `_`, `-` and `/`, then `:TAG`, e.g. `shop/web:${VERSION}`"),
+        );
+    }
+    !bad
+}
+
+fn decode_docker_build(node: &Node, path: &str, d: &mut Diags) -> Option<DockerBuild> {
+    let mut f = Fields::of(
+        node,
+        path,
+        d,
+        "a mapping with `context`, `dockerfile`, `args`, `target`",
+    )?;
+    let context = f
+        .get("context")
+        .map(|n| non_empty(n, &f.path("context"), d));
+    let dockerfile = f
+        .get("dockerfile")
+        .map(|n| non_empty(n, &f.path("dockerfile"), d));
+    let args = f.get("args").map(|n| {
+        let p = f.path("args");
+        let map = string_map(n, &p, d)?;
+        if let NodeKind::Map(entries) = &n.kind {
+            for (k, v) in entries {
+                let key = k.as_scalar().unwrap_or("");
+                if !matches!(v.kind, NodeKind::Null) {
+                    versioned(v, &join(&p, key), d)?;
+                }
+            }
+        }
+        Some(map)
+    });
+    let target = f.get("target").map(|n| non_empty(n, &f.path("target"), d));
+    f.finish(d);
+    Some(DockerBuild {
+        context: context.unwrap_or_else(|| Some(".".to_owned()))?,
+        dockerfile: dockerfile.unwrap_or_else(|| Some("Dockerfile".to_owned()))?,
+        args: args.unwrap_or(Some(BTreeMap::new()))?,
+        target: opt(target)?,
+    })
+}
+
+/// `256m`, `1g`, `1048576`: bytes, at least 6 MiB (Docker's own minimum).
+fn memory(node: &Node, path: &str, d: &mut Diags) -> Option<u64> {
+    let text = match &node.kind {
+        NodeKind::Scalar { text, .. } => text.trim().to_owned(),
+        _ => String::new(),
+    };
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], Some(c.to_ascii_lowercase())),
+        _ => (text.as_str(), None),
+    };
+    let scale: Option<u64> = match unit {
+        None => Some(1),
+        Some('k') => Some(1 << 10),
+        Some('m') => Some(1 << 20),
+        Some('g') => Some(1 << 30),
+        Some(_) => None,
+    };
+    let bytes = match (digits.parse::<u64>(), scale) {
+        (Ok(n), Some(s)) if !digits.is_empty() => n.checked_mul(s),
+        _ => None,
+    };
+    match bytes {
+        Some(b) if b >= 6 << 20 => Some(b),
+        Some(_) => {
+            d.push(
+                Diagnostic::error(
+                    node.span,
+                    path,
+                    format!("memory `{text}` is below Docker's minimum of 6m"),
+                )
+                .with_hint("give at least `6m`; an app usually needs `64m` or more"),
+            );
+            None
+        }
+        None => {
+            d.push(
+                Diagnostic::error(
+                    node.span,
+                    path,
+                    format!(
+                        "expected an amount of memory such as `256m`, found {}",
+                        node.describe()
+                    ),
+                )
+                .with_hint("a number with `k`, `m` or `g` (powers of 1024), e.g. `512m`, `1g`"),
+            );
+            None
+        }
+    }
+}
+
+/// `0.5`, `2`: CPUs, kept in thousandths.
+fn cpus(node: &Node, path: &str, d: &mut Diags) -> Option<u64> {
+    let parsed = match &node.kind {
+        NodeKind::Scalar {
+            text,
+            quoted: false,
+        } => text.parse::<f64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // in range, checked
+        Some(c) if c.is_finite() && (0.001..=1024.0).contains(&c) => {
+            Some((c * 1000.0).round() as u64)
+        }
+        _ => {
+            d.push(
+                Diagnostic::error(
+                    node.span,
+                    path,
+                    format!(
+                        "expected a number of CPUs from 0.001 to 1024, found {}",
+                        node.describe()
+                    ),
+                )
+                .with_hint("e.g. `cpus: 0.5` for half a CPU, `cpus: 2` for two"),
+            );
+            None
+        }
+    }
+}
+
+/// `SOURCE:TARGET` or `SOURCE:TARGET:ro`.
+fn volume(node: &Node, path: &str, d: &mut Diags) -> Option<Volume> {
+    let text = non_empty(node, path, d)?;
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [s, t] => (*s, *t, None),
+        [s, t, m] => (*s, *t, Some(*m)),
+        _ => ("", "", None),
+    };
+    let problem = if source.is_empty() || target.is_empty() {
+        Some(format!(
+            "expected `SOURCE:TARGET` or `SOURCE:TARGET:ro`, found `{text}`"
+        ))
+    } else if !target.starts_with('/') {
+        Some(format!(
+            "the target `{target}` must be an absolute path inside the container"
+        ))
+    } else if !matches!(mode, None | Some("ro" | "rw")) {
+        Some(format!(
+            "unknown mount mode `{}`: `ro` or `rw`",
+            mode.unwrap_or_default()
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        d.push(
+            Diagnostic::error(node.span, path, message)
+                .with_hint("e.g. `./data:/var/lib/app`, `/etc/app:/etc/app:ro` or `cache:/cache`"),
+        );
+        return None;
+    }
+    Some(Volume {
+        source: source.to_owned(),
+        target: target.to_owned(),
+        read_only: mode == Some("ro"),
     })
 }
 
@@ -1996,6 +2265,142 @@ fn find_span(service: &Node, path: &str) -> Span {
 mod tests {
     use crate::parse;
     use hatoba_core::EnvName;
+
+    fn docker_service(fields: &str) -> String {
+        format!(
+            "app: shop\nservices:\n  web:\n    docker:\n{fields}    route: {{listen: 127.0.0.1:8080}}\n"
+        )
+    }
+
+    #[test]
+    fn a_docker_service_reads_every_field() {
+        let text = docker_service(
+            "      image: \"shop/web:${VERSION}\"\n      build: {context: ./app, dockerfile: Dockerfile.prod, args: {GIT: \"${VERSION}\"}, target: runtime}\n      port: 3000\n      command: [/bin/web]\n      args: [--port, \"${PORT}\"]\n      env: {LOG: info}\n      user: \"1000:1000\"\n      memory: 256m\n      cpus: 0.5\n      readOnly: true\n      volumes: [\"./data:/data\", \"cache:/cache:ro\"]\n      network: shop-net\n",
+        );
+        let parsed = parse(&text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        let spec = parsed.spec.unwrap();
+        let crate::Runtime::Docker(d) = &spec.services[&"web".parse().unwrap()].runtime else {
+            panic!("not docker");
+        };
+        assert_eq!(d.image, "shop/web:${VERSION}");
+        let b = d.build.as_ref().unwrap();
+        assert_eq!(
+            (b.context.as_str(), b.dockerfile.as_str()),
+            ("./app", "Dockerfile.prod")
+        );
+        assert_eq!(b.args["GIT"], "${VERSION}");
+        assert_eq!(b.target.as_deref(), Some("runtime"));
+        assert_eq!(d.port, 3000);
+        assert_eq!(d.command.as_deref(), Some(&["/bin/web".to_owned()][..]));
+        assert_eq!(d.args.as_ref().unwrap().len(), 2);
+        assert_eq!(d.user.as_deref(), Some("1000:1000"));
+        assert_eq!(d.memory, Some(256 << 20));
+        assert_eq!(d.cpus, Some(500));
+        assert!(d.read_only);
+        assert_eq!(
+            d.volumes,
+            vec![
+                crate::Volume {
+                    source: "./data".into(),
+                    target: "/data".into(),
+                    read_only: false
+                },
+                crate::Volume {
+                    source: "cache".into(),
+                    target: "/cache".into(),
+                    read_only: true
+                },
+            ]
+        );
+        assert!(d.volumes[0].is_host_path() && !d.volumes[1].is_host_path());
+        assert_eq!(d.network.as_deref(), Some("shop-net"));
+    }
+
+    #[test]
+    fn a_docker_service_has_defaults() {
+        let parsed = parse(&docker_service("      image: web:v1\n      build: {}\n"));
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        let spec = parsed.spec.unwrap();
+        let crate::Runtime::Docker(d) = &spec.services[&"web".parse().unwrap()].runtime else {
+            panic!("not docker");
+        };
+        assert_eq!(d.port, 8080);
+        assert_eq!((d.command.clone(), d.args.clone()), (None, None));
+        let b = d.build.as_ref().unwrap();
+        assert_eq!(
+            (b.context.as_str(), b.dockerfile.as_str()),
+            (".", "Dockerfile")
+        );
+        assert!(!d.read_only && d.volumes.is_empty() && d.memory.is_none() && d.cpus.is_none());
+    }
+
+    /// Each broken field is reported at its own line and column, and the
+    /// spec is refused.
+    #[test]
+    fn bad_docker_fields_say_where_and_why() {
+        let cases: [(&str, &str); 9] = [
+            (
+                "      image: web:v1\n      memory: lots\n",
+                "6:15: error: services.web.docker.memory: expected an amount of memory such as `256m`",
+            ),
+            (
+                "      image: web:v1\n      memory: 1k\n",
+                "6:15: error: services.web.docker.memory: memory `1k` is below Docker's minimum",
+            ),
+            (
+                "      image: web:v1\n      cpus: 0\n",
+                "6:13: error: services.web.docker.cpus: expected a number of CPUs from 0.001 to 1024",
+            ),
+            (
+                "      image: web:v1\n      volumes: [data]\n",
+                "6:17: error: services.web.docker.volumes[0]: expected `SOURCE:TARGET`",
+            ),
+            (
+                "      image: web:v1\n      volumes: [\"data:rel\"]\n",
+                "6:17: error: services.web.docker.volumes[0]: the target `rel` must be an absolute path",
+            ),
+            (
+                "      image: Shop/Web:v1\n",
+                "5:14: error: services.web.docker.image: `Shop/Web:v1` is not an image name Docker accepts",
+            ),
+            (
+                "      image: web:v1\n      command: []\n",
+                "6:16: error: services.web.docker.command: expected at least the program",
+            ),
+            (
+                "      image: web:v1\n      build: {contxt: .}\n",
+                "6:15: error: services.web.docker.build.contxt: unknown field",
+            ),
+            (
+                "      image: web:v1\n      readOnly: yes\n",
+                "6:17: error: services.web.docker.readOnly: expected `true` or `false`",
+            ),
+        ];
+        for (fields, want) in cases {
+            let text = docker_service(fields);
+            let parsed = parse(&text);
+            let shown = crate::render("f.yaml", &text, &parsed.diagnostics);
+            assert!(
+                shown.contains(&format!("f.yaml:{want}")),
+                "want {want}\n{shown}"
+            );
+            assert!(parsed.spec.is_none(), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_secret_in_a_build_argument_is_refused() {
+        let text = "app: shop\nsecrets: [S]\nservices:\n  web:\n    docker:\n      image: web:v1\n      build: {args: {TOKEN: \"${S}\"}}\n    route: {listen: 127.0.0.1:8080}\n";
+        let parsed = parse(text);
+        let shown = crate::render("f.yaml", text, &parsed.diagnostics);
+        assert!(
+            shown.contains(
+                "f.yaml:7:29: error: services.web.docker.build.args.TOKEN: secret `${S}`"
+            ),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn secrets_are_declared_at_the_top_and_per_environment() {

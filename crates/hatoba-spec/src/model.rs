@@ -7,8 +7,8 @@
 
 use crate::condition::Condition;
 use crate::schema::{
-    ConditionText, DurationText, ListenText, NameText, VariableNameText, VersionedText,
-    WeightNumber,
+    ConditionText, DurationText, ListenText, MemoryText, NameText, VariableNameText, VersionedText,
+    VolumeText, WeightNumber,
 };
 use hatoba_core::{EnvName, ServiceName, Weight};
 use schemars::JsonSchema;
@@ -151,6 +151,10 @@ pub struct Service {
 /// What runs. Strings may use `${VERSION}`, `${NAME}` and `${NAME:-default}`.
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per service, read once from the file: a box would only add noise to every match"
+)]
 pub enum Runtime {
     /// A local process. Each instance gets a free port in `PORT`.
     Process(ProcessRuntime),
@@ -179,24 +183,104 @@ pub struct ProcessRuntime {
     pub working_dir: Option<String>,
 }
 
-/// A Docker container.
+/// A Docker container, one per instance, made from an image on the local
+/// Docker Engine (nothing is pulled: `hatoba build` makes it from `build`).
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DockerRuntime {
     /// The image, usually with `${VERSION}` in its tag: `shop/web:${VERSION}`.
     #[schemars(with = "VersionedText")]
     pub image: String,
-    /// Arguments after the image's entrypoint.
+    /// How `hatoba build SERVICE --version V` makes the image (tagged
+    /// `image` with `${VERSION}` = V). Without it, the image must be made
+    /// some other way (`docker build`, `docker import`).
     #[serde(default)]
-    #[schemars(with = "Vec<VersionedText>")]
-    pub args: Vec<String>,
+    pub build: Option<DockerBuild>,
+    /// The port the application listens on inside the container; `PORT` is
+    /// set to it, and it is published on a loopback port of the host for
+    /// the proxy. Default 8080.
+    #[serde(default)]
+    pub port: u16,
+    /// Replaces the image's entrypoint.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<VersionedText>>")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's command (the arguments after the entrypoint);
+    /// `${PORT}` is the port inside the container.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<VersionedText>>")]
+    pub args: Option<Vec<String>>,
     /// Environment variables, added to `PORT`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, VersionedText>")]
     pub env: BTreeMap<String, String>,
-    /// The port the application listens on inside the container; `PORT` is set to it. Default 8080.
+    /// `user` or `user:group` (names or numbers) inside the container.
+    /// Default: the image's.
     #[serde(default)]
-    pub port: u16,
+    pub user: Option<String>,
+    /// Memory limit: bytes with a unit, `256m`, `1g` (`k`, `m`, `g`;
+    /// powers of 1024). Past it the container is killed (OOM), not swapped.
+    #[serde(default)]
+    #[schemars(with = "Option<MemoryText>")]
+    pub memory: Option<u64>,
+    /// CPU limit in CPUs, `0.5`, `2` (to the thousandth).
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    pub cpus: Option<Millicpus>,
+    /// Whether the container's root filesystem is read-only. Default false.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Mounts: `SOURCE:TARGET` or `SOURCE:TARGET:ro`. A SOURCE starting
+    /// with `/` or `.` is a directory of the host (`.` relative to the spec
+    /// file), any other a named Docker volume.
+    #[serde(default)]
+    #[schemars(with = "Vec<VolumeText>")]
+    pub volumes: Vec<Volume>,
+    /// A Docker network the container joins (it must exist). Default:
+    /// Docker's bridge. The app's port is published on loopback either way.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// CPUs in thousandths: `0.5` is 500.
+pub type Millicpus = u64;
+
+/// How `hatoba build` makes a service's image.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DockerBuild {
+    /// The build context, a directory relative to the spec file; its
+    /// `.dockerignore` is respected. Default `.`.
+    #[serde(default)]
+    pub context: String,
+    /// The Dockerfile, relative to the context. Default `Dockerfile`.
+    #[serde(default)]
+    pub dockerfile: String,
+    /// Build arguments (`ARG` in the Dockerfile); may use `${VERSION}`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, VersionedText>")]
+    pub args: BTreeMap<String, String>,
+    /// The stage to build, in a multi-stage Dockerfile. Default: the last.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// A mount of a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// A host directory (starting with `/` or `.`) or a named volume.
+    pub source: String,
+    /// The absolute path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl Volume {
+    /// Whether the source is a directory of the host rather than a named volume.
+    pub fn is_host_path(&self) -> bool {
+        self.source.starts_with('/') || self.source.starts_with('.')
+    }
 }
 
 /// The public side of a service.

@@ -75,6 +75,16 @@ text_schema!(VariableNameText, {
     "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
     "description": "A variable name: letters, digits and `_`, not starting with a digit."
 });
+text_schema!(MemoryText, {
+    "type": "string",
+    "pattern": "^[0-9]+[kmgKMG]?$",
+    "description": "An amount of memory: a number of bytes, or with a unit `k`, `m`, `g` (powers of 1024), e.g. `256m`."
+});
+text_schema!(VolumeText, {
+    "type": "string",
+    "pattern": "^[^:]+:/[^:]*(:(ro|rw))?$",
+    "description": "`SOURCE:TARGET[:ro]`: a host directory (starting with `/` or `.`) or a named volume, mounted at an absolute path."
+});
 text_schema!(WeightNumber, {
     "type": "integer",
     "minimum": 0,

@@ -111,11 +111,20 @@ pub(crate) enum Command {
     /// Run the Hatoba server in the foreground: proxies on the spec's routes,
     /// deployments, and the API the other commands use.
     #[command(
-        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n\n\
+        after_help = "Examples:\n  hatoba up -f examples/quickstart/hatoba.yaml\n  hatoba up --env staging --state-dir /var/lib/hatoba\n  hatoba up --env staging --env production\n\n\
                             Services start with no instance: deploy a version with `hatoba deploy`.\n\
                             Ctrl-C stops every instance gracefully (--keep-running leaves them up)."
     )]
     Up(UpArgs),
+    /// Build a Docker service's image from its `docker.build` on the local
+    /// Docker Engine (no registry), tagged with the version.
+    #[command(
+        after_help = "Examples:\n  hatoba build web --version v2\n  hatoba build web --version v2 -f examples/docker/hatoba.yaml\n\n\
+                            Streams the build's output to stderr and prints the image id on stdout.\n\
+                            Exits 0 when built, 1 when the build failed (its output says why) or no Docker Engine answers,\n\
+                            2 for a bad spec or a service without `docker.build`, 4 for an unknown service."
+    )]
+    Build(BuildArgs),
     /// Deploy a version of a service through its strategy (needs `hatoba up`).
     #[command(
         after_help = "Examples:\n  hatoba deploy web --version v2 --wait\n  hatoba deploy web --version v2 --wait=complete\n  hatoba deploy web --version v3 --set ERROR_RATE=0.2\n\n\
@@ -132,11 +141,17 @@ pub(crate) enum Command {
         /// Skip the remaining steps.
         #[arg(long)]
         full: bool,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Stop a rollout and send all traffic back to the stable version.
     Abort {
         /// The service.
         service: String,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Return a service to its previous (or a named) succeeded version, through its strategy.
     Rollback {
@@ -145,12 +160,18 @@ pub(crate) enum Command {
         /// The version to return to; default: the previous succeeded one that was promoted on evidence.
         #[arg(long)]
         to: Option<String>,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Follow the deployment of a service in progress, as `deploy --wait`
     /// does, until it ends (exit 0 when it succeeded).
     Watch {
         /// The service.
         service: String,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Approve a deployment that waits for approval (an environment with
     /// `requireApproval`); whoever deployed it cannot approve it.
@@ -178,6 +199,9 @@ pub(crate) enum Command {
         /// Lines of each instance's log to start with.
         #[arg(long, short = 'n', default_value_t = 20)]
         lines: usize,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// Print what happens to deployments: the server's events as stored,
     /// or with -f live as they happen.
@@ -196,6 +220,9 @@ pub(crate) enum Command {
     Diagnose {
         /// The service.
         service: String,
+        /// The environment (needed when the server runs several that have the service).
+        #[arg(long, short = 'e')]
+        env: Option<String>,
     },
     /// The demo app, as the demo's instances run it (PORT, DEMO_ERROR_RATE,
     /// DEMO_READY_AFTER from the environment).
@@ -259,9 +286,11 @@ pub(crate) struct FileArg {
 pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) file: FileArg,
-    /// The environment this server runs (`development` needs no declaration).
-    #[arg(long, short = 'e', default_value = "development")]
-    pub(crate) env: String,
+    /// An environment this server runs (`development` needs no
+    /// declaration); repeat it to run several side by side, or `all` for
+    /// every environment the spec declares.
+    #[arg(long, short = 'e', default_value = "development", value_name = "ENV")]
+    pub(crate) env: Vec<String>,
     /// Leave instances and the data plane running when the server stops,
     /// for the next `hatoba up` to take over.
     #[arg(long)]
@@ -359,13 +388,31 @@ pub(crate) struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// The service (one with `docker.build`).
+    pub(crate) service: String,
+    /// The version: `${VERSION}` in `docker.image` and the build arguments.
+    #[arg(long)]
+    pub(crate) version: String,
+    #[command(flatten)]
+    pub(crate) file: FileArg,
+    /// The environment whose overrides and variables apply.
+    #[arg(long, short = 'e', default_value = "development")]
+    pub(crate) env: String,
+    /// Values for other `${NAME}`s, as NAME=VALUE.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub(crate) set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct DeployArgs {
     /// The service.
     pub(crate) service: String,
     /// The version to deploy.
     #[arg(long)]
     pub(crate) version: String,
-    /// The environment (must be the one the server runs).
+    /// The environment (one the server runs; needed when it runs several
+    /// that have the service).
     #[arg(long, short = 'e')]
     pub(crate) env: Option<String>,
     /// Extra variables for `${NAME}` interpolation, as NAME=VALUE.
@@ -409,7 +456,7 @@ pub(crate) enum SecretCommand {
     Rotate(SecretValueArgs),
     /// The environment's secrets: names, versions, dates and users (never values).
     List {
-        /// The environment (must be the one the server runs).
+        /// The environment (one the server runs; needed when it runs several).
         #[arg(long, short = 'e')]
         env: Option<String>,
     },
@@ -418,7 +465,7 @@ pub(crate) enum SecretCommand {
     Rm {
         /// The secret.
         name: String,
-        /// The environment (must be the one the server runs).
+        /// The environment (one the server runs; needed when it runs several).
         #[arg(long, short = 'e')]
         env: Option<String>,
     },
@@ -428,7 +475,7 @@ pub(crate) enum SecretCommand {
 pub(crate) struct SecretValueArgs {
     /// The secret (declared under `secrets:` in the spec).
     pub(crate) name: String,
-    /// The environment (must be the one the server runs).
+    /// The environment (one the server runs; needed when it runs several).
     #[arg(long, short = 'e')]
     pub(crate) env: Option<String>,
     /// Read the value from this file instead of stdin.

@@ -101,15 +101,24 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
         fail_health,
         ..Default::default()
     };
+    // In a container the app must listen beyond its own loopback for the
+    // published port to reach it: `DEMO_HOST=0.0.0.0`.
+    let host: std::net::IpAddr = match std::env::var("DEMO_HOST") {
+        Ok(h) => h
+            .parse()
+            .map_err(|_| anyhow::anyhow!("DEMO_HOST `{h}` is not an IP address"))?,
+        Err(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     output::stderr(&format!(
-        "demo app {} listening on 127.0.0.1:{port}\n",
-        cfg.version_label
+        "demo app {} listening on {}\n",
+        cfg.version_label,
+        std::net::SocketAddr::from((host, port))
     ));
-    let stop = rt.block_on(hatoba_demo_app::serve_until_sigterm(port, cfg))?;
+    let stop = rt.block_on(hatoba_demo_app::serve_on_until_sigterm(host, port, cfg))?;
     output::stderr(&format!("demo app stopped: {stop:?}\n"));
     Ok(Exit::Ok)
 }

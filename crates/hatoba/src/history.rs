@@ -46,7 +46,7 @@ pub(crate) async fn status(global: &Global, args: &StatusArgs) -> anyhow::Result
             let Ok(bytes) = crate::server_cmd::call(
                 global,
                 hyper::Method::GET,
-                &format!("/api/v1/services/{}", s.service),
+                &format!("/api/v1/services/{}?env={}", s.service, s.environment),
                 None,
             )
             .await

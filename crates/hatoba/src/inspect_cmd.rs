@@ -66,11 +66,13 @@ pub(crate) async fn approve(
 async fn service_detail(
     global: &Global,
     service: &str,
+    env: Option<&str>,
 ) -> anyhow::Result<hatoba_api::ServiceDetail> {
+    let query = crate::server_cmd::env_query(env)?;
     let bytes = call(
         global,
         hyper::Method::GET,
-        &format!("/api/v1/services/{service}"),
+        &format!("/api/v1/services/{service}{query}"),
         None,
     )
     .await?;
@@ -79,8 +81,12 @@ async fn service_detail(
 
 /// The log files to show: the live instances' (from the server), or every
 /// log of the service when no server answers.
-async fn log_files(global: &Global, service: &str) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    match service_detail(global, service).await {
+async fn log_files(
+    global: &Global,
+    service: &str,
+    env: Option<&str>,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    match service_detail(global, service, env).await {
         Ok(d) => Ok(d
             .instances
             .iter()
@@ -146,10 +152,11 @@ pub(crate) async fn logs(
     service: &str,
     follow: bool,
     lines: usize,
+    env: Option<&str>,
 ) -> anyhow::Result<Exit> {
     let service = service_name(service)?;
     let service = service.as_str();
-    let mut files = log_files(global, service).await?;
+    let mut files = log_files(global, service, env).await?;
     if files.is_empty() && !follow {
         output::stderr(&format!("`{service}` has no running instance\n"));
         return Ok(Exit::Ok);
@@ -189,7 +196,7 @@ pub(crate) async fn logs(
         }
         if refresh.elapsed() > Duration::from_secs(2) {
             refresh = tokio::time::Instant::now();
-            if let Ok(now) = log_files(global, service).await {
+            if let Ok(now) = log_files(global, service, env).await {
                 for (id, path) in &now {
                     if !offsets.contains_key(path) {
                         output::stdout(&format!("[{id}] --- new instance ---\n"));
@@ -227,10 +234,14 @@ pub(crate) async fn logs(
     }
 }
 
-pub(crate) async fn diagnose(global: &Global, service: &str) -> anyhow::Result<Exit> {
+pub(crate) async fn diagnose(
+    global: &Global,
+    service: &str,
+    env: Option<&str>,
+) -> anyhow::Result<Exit> {
     let service = service_name(service)?;
     let service = service.as_str();
-    let detail = service_detail(global, service).await?;
+    let detail = service_detail(global, service, env).await?;
     let store = crate::state::open_for_reading(global).await?;
     let history = {
         use hatoba_store::Store as _;

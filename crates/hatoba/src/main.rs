@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod backup_cmd;
+mod build_cmd;
 mod cli;
 mod dataplane_cmd;
 mod demo;
@@ -74,19 +75,23 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::History(args) => runtime()?.block_on(history::history(&g, &args)),
         Command::Status(args) => runtime()?.block_on(history::status(&g, &args)),
         Command::Up(args) => runtime()?.block_on(server_cmd::up(&g, &args)),
+        Command::Build(args) => runtime()?.block_on(build_cmd::build(&g, &args)),
         Command::Deploy(args) => runtime()?.block_on(server_cmd::deploy(&g, &args)),
-        Command::Promote { service, full } => runtime()?.block_on(server_cmd::operate(
+        Command::Promote { service, full, env } => runtime()?.block_on(server_cmd::operate(
             &g,
             &service,
             if full { "promote-full" } else { "promote" },
+            env.as_deref(),
         )),
-        Command::Abort { service } => {
-            runtime()?.block_on(server_cmd::operate(&g, &service, "abort"))
+        Command::Abort { service, env } => {
+            runtime()?.block_on(server_cmd::operate(&g, &service, "abort", env.as_deref()))
         }
-        Command::Rollback { service, to } => {
-            runtime()?.block_on(server_cmd::rollback(&g, &service, to))
+        Command::Rollback { service, to, env } => {
+            runtime()?.block_on(server_cmd::rollback(&g, &service, to, env.as_deref()))
         }
-        Command::Watch { service } => runtime()?.block_on(server_cmd::watch(&g, &service)),
+        Command::Watch { service, env } => {
+            runtime()?.block_on(server_cmd::watch(&g, &service, env.as_deref()))
+        }
         Command::Approve { deployment, actor } => {
             runtime()?.block_on(inspect_cmd::approve(&g, &deployment, actor))
         }
@@ -94,11 +99,20 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             service,
             follow,
             lines,
-        } => runtime()?.block_on(inspect_cmd::logs(&g, &service, follow, lines)),
+            env,
+        } => runtime()?.block_on(inspect_cmd::logs(
+            &g,
+            &service,
+            follow,
+            lines,
+            env.as_deref(),
+        )),
         Command::Analysis { deployment } => runtime()?.block_on(history::analysis(&g, &deployment)),
         Command::Events(args) => runtime()?.block_on(events_cmd::events(&g, &args)),
         Command::Secret(c) => runtime()?.block_on(secret_cmd::run(&g, c)),
-        Command::Diagnose { service } => runtime()?.block_on(inspect_cmd::diagnose(&g, &service)),
+        Command::Diagnose { service, env } => {
+            runtime()?.block_on(inspect_cmd::diagnose(&g, &service, env.as_deref()))
+        }
         Command::Dataplane { metrics } => dataplane_cmd::run(&g.state_dir, metrics),
         Command::Backup(args) => runtime()?.block_on(backup_cmd::backup(&g, &args)),
         Command::Restore(args) => runtime()?.block_on(backup_cmd::restore(&g, &args)),

@@ -58,21 +58,31 @@ fn check_name(name: &str) -> Result<(), CliError> {
     }
 }
 
-/// `--env` must name the server's environment; a mismatch is said before
-/// anything is sent.
+/// `--env` must name an environment the server runs; a mismatch is said
+/// before anything is sent.
 fn check_env(global: &Global, env: Option<&str>) -> Result<(), CliError> {
-    if let (Some(env), Some(info)) = (env, crate::server_cmd::server_info(global))
-        && env != info.environment
-    {
-        return Err(CliError::new(
-            Exit::BadInput,
-            format!(
-                "the server for `{}` runs environment `{}`, not `{env}`",
-                global.state_dir.display(),
-                info.environment
-            ),
-        )
-        .hint("use the --state-dir of the `hatoba up --env ENV` for that environment"));
+    if let (Some(env), Some(info)) = (env, crate::server_cmd::server_info(global)) {
+        // A server.json written before one server could run several
+        // environments names one in `environment`.
+        let run = if info.environments.is_empty() {
+            vec![info.environment.clone()]
+        } else {
+            info.environments.clone()
+        };
+        if !run.iter().any(|e| e == env) {
+            return Err(CliError::new(
+                Exit::BadInput,
+                format!(
+                    "the server for `{}` runs environment{} `{}`, not `{env}`",
+                    global.state_dir.display(),
+                    if run.len() > 1 { "s" } else { "" },
+                    run.join("`, `")
+                ),
+            )
+            .hint(
+                "start `hatoba up --env ENV` for that environment (repeat --env to run several)",
+            ));
+        }
     }
     Ok(())
 }
@@ -203,7 +213,14 @@ async fn set(global: &Global, args: &SecretValueArgs, rotate: bool) -> anyhow::R
 
 async fn list(global: &Global, env: Option<&str>) -> anyhow::Result<Exit> {
     check_env(global, env)?;
-    let bytes = call(global, hyper::Method::GET, "/api/v1/secrets", None).await?;
+    let query = crate::server_cmd::env_query(env)?;
+    let bytes = call(
+        global,
+        hyper::Method::GET,
+        &format!("/api/v1/secrets{query}"),
+        None,
+    )
+    .await?;
     let list: hatoba_api::SecretList = serde_json::from_slice(&bytes)?;
     match global.output {
         Output::Json => output::json(&list)?,
@@ -243,7 +260,10 @@ async fn remove(global: &Global, name: &str, env: Option<&str>) -> anyhow::Resul
     let bytes = call(
         global,
         hyper::Method::DELETE,
-        &format!("/api/v1/secrets/{name}"),
+        &format!(
+            "/api/v1/secrets/{name}{}",
+            crate::server_cmd::env_query(env)?
+        ),
         Some(serde_json::to_vec(&body)?),
     )
     .await?;

@@ -38,8 +38,47 @@ pub(crate) fn advertise_admin(state: &Path, admin: &str) -> anyhow::Result<()> {
     crate::state_dir::write_private(&path, serde_json::to_string_pretty(&info)?.as_bytes())
 }
 
+/// The services of the environment that run in Docker, sorted.
+pub(crate) fn docker_services(spec: &hatoba_spec::Spec, env: &EnvName) -> Vec<String> {
+    let services = spec
+        .environments
+        .get(env)
+        .map_or(&spec.services, |e| &e.services);
+    services
+        .iter()
+        .filter(|(_, s)| matches!(s.runtime, hatoba_spec::Runtime::Docker(_)))
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
 fn token_path(state: &Path) -> PathBuf {
     state.join("token")
+}
+
+/// The environments `hatoba up --env` names: each once, `all` for every
+/// one the spec declares (`development` when it declares none).
+fn environments(spec: &hatoba_spec::Spec, asked: &[String]) -> Result<Vec<EnvName>, CliError> {
+    let parse = |a: &str| {
+        a.parse::<EnvName>()
+            .map_err(|e| CliError::new(Exit::BadInput, e.to_string()))
+    };
+    let mut envs: Vec<EnvName> = Vec::new();
+    for a in asked {
+        if a == "all" {
+            envs.extend(spec.environments.keys().cloned());
+            if spec.environments.is_empty() {
+                envs.push(parse("development")?);
+            }
+            continue;
+        }
+        envs.push(parse(a)?);
+    }
+    envs.sort();
+    envs.dedup();
+    if envs.is_empty() {
+        envs.push(parse("development")?);
+    }
+    Ok(envs)
 }
 
 pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
@@ -66,10 +105,12 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             ),
         );
     }
-    let env: EnvName = args
-        .env
-        .parse()
-        .map_err(|e: hatoba_core::NameError| CliError::new(Exit::BadInput, e.to_string()))?;
+    let envs = environments(&spec, &args.env)?;
+    let env_words = envs
+        .iter()
+        .map(|e| format!("`{e}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let state = &global.state_dir;
     crate::state_dir::prepare(state)?;
     // One controller per state directory, taken before anything else is
@@ -101,6 +142,33 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             .withholding_env(&[hatoba_server::secrets::KEY_ENV])
             .with_log_versions(usize::try_from(spec.retention.log_versions).unwrap_or(usize::MAX)),
     );
+    // Services with `docker:` run as containers: the engine is connected
+    // only when the spec has one, and its absence stops `up` at once.
+    let runtimes =
+        hatoba_server::Runtimes::new(Arc::clone(&runtime) as Arc<dyn hatoba_runtime::Runtime>);
+    let docker_services: Vec<String> = envs
+        .iter()
+        .flat_map(|e| docker_services(&spec, e))
+        .collect();
+    let runtimes = match docker_services.first() {
+        None => runtimes,
+        Some(first) => {
+            // One engine connection for every environment run here; the
+            // label names them all (`staging,production`).
+            let env_label = envs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let docker = crate::build_cmd::connect(state, first).await?.with_labels(
+                std::collections::BTreeMap::from([
+                    ("app".to_owned(), spec.app.clone()),
+                    ("environment".to_owned(), env_label),
+                ]),
+            );
+            runtimes.with_docker(Arc::new(docker))
+        }
+    };
     // Instance logs rotate by size (copy, then truncate: the instances keep
     // writing to the same file); the runtime only does it when asked.
     let rotation = {
@@ -148,18 +216,22 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             }
             (remote, Some(c.admin))
         };
-    let server = hatoba_server::Server::start(hatoba_server::ServerConfig {
-        spec,
-        spec_digest: hex::encode(sha2::Sha256::digest(&bytes)),
-        environment: env.clone(),
-        base_dir,
-        store,
-        runtime: Arc::clone(&runtime) as Arc<dyn hatoba_runtime::Runtime>,
-        data_plane,
-        token,
-        secret_key: Some(Arc::new(secret_key)),
-    })
-    .await;
+    let server = hatoba_server::Environments::start(
+        hatoba_server::ServerConfig {
+            spec,
+            spec_digest: hex::encode(sha2::Sha256::digest(&bytes)),
+            environment: envs[0].clone(),
+            base_dir,
+            store,
+            runtime: Arc::new(runtimes),
+            data_plane,
+            token,
+            secret_key: Some(Arc::new(secret_key)),
+        },
+        &envs,
+    )
+    .await
+    .map(Arc::new);
     let server = match server {
         Ok(s) => s,
         Err(e) => {
@@ -171,7 +243,11 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
                 use hatoba_server::DataPlane as _;
                 dp.shutdown().await;
             }
-            let exit = if matches!(e, hatoba_server::StartError::UnknownEnvironment(..)) {
+            let exit = if matches!(
+                e,
+                hatoba_server::StartError::UnknownEnvironment(..)
+                    | hatoba_server::StartError::AddressClash { .. }
+            ) {
                 Exit::BadInput
             } else {
                 Exit::Failed
@@ -203,7 +279,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
                 .map(|_| crate::dataplane_cmd::admin_addr(state))
                 .unwrap_or_else(|| admin.local_addr().to_string()),
             pid: std::process::id(),
-            environment: env.to_string(),
+            environment: server.names().join(","),
+            environments: server.names(),
         };
         crate::state_dir::write_private(
             &info_path(state),
@@ -227,7 +304,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         }
     };
     let mut lines = format!(
-        "hatoba up: environment `{env}`, state in `{}`\n",
+        "hatoba up: environment{} {env_words}, state in `{}`\n",
+        if server.several() { "s" } else { "" },
         state.display()
     );
     for (name, listen) in server.routes() {
@@ -323,6 +401,19 @@ fn check_service(s: &str) -> Result<(), CliError> {
     s.parse::<hatoba_core::ServiceName>()
         .map(|_| ())
         .map_err(|e| CliError::new(Exit::BadInput, e.to_string()))
+}
+
+/// `?env=ENV` for a request about a service, or nothing: the server then
+/// picks the environment (the only one it runs, or the only one with the
+/// service).
+pub(crate) fn env_query(env: Option<&str>) -> Result<String, CliError> {
+    match env {
+        None => Ok(String::new()),
+        Some(e) => e
+            .parse::<EnvName>()
+            .map(|e| format!("?env={e}"))
+            .map_err(|e| CliError::new(Exit::BadInput, e.to_string())),
+    }
 }
 
 /// The running server's address file, if there is one.
@@ -467,12 +558,17 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
 /// the elapsed time, the weights and the ready instances as they change;
 /// elsewhere the output is plain lines only.
 /// `hatoba watch SERVICE`: follows the deployment in progress, if any.
-pub(crate) async fn watch(global: &Global, service: &str) -> anyhow::Result<Exit> {
+pub(crate) async fn watch(
+    global: &Global,
+    service: &str,
+    env: Option<&str>,
+) -> anyhow::Result<Exit> {
     check_service(service)?;
+    let query = env_query(env)?;
     let bytes = call(
         global,
         hyper::Method::GET,
-        &format!("/api/v1/services/{service}"),
+        &format!("/api/v1/services/{service}{query}"),
         None,
     )
     .await?;
@@ -837,7 +933,7 @@ async fn progress_line(global: &Global, d: &hatoba_api::Deployment, elapsed: Dur
     if let Ok(bytes) = call(
         global,
         hyper::Method::GET,
-        &format!("/api/v1/services/{}", d.service),
+        &format!("/api/v1/services/{}?env={}", d.service, d.environment),
         None,
     )
     .await
@@ -869,8 +965,10 @@ pub(crate) async fn rollback(
     global: &Global,
     service: &str,
     to: Option<String>,
+    env: Option<&str>,
 ) -> anyhow::Result<Exit> {
     check_service(service)?;
+    let query = env_query(env)?;
     let body = serde_json::to_vec(&hatoba_api::RollbackRequest {
         to,
         by: Some(crate::inspect_cmd::actor(None)),
@@ -878,7 +976,7 @@ pub(crate) async fn rollback(
     let bytes = call(
         global,
         hyper::Method::POST,
-        &format!("/api/v1/services/{service}/rollback"),
+        &format!("/api/v1/services/{service}/rollback{query}"),
         Some(body),
     )
     .await?;
@@ -919,8 +1017,14 @@ pub(crate) async fn rollback(
     follow(global, &d, WaitUntil::Serving).await
 }
 
-pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> anyhow::Result<Exit> {
+pub(crate) async fn operate(
+    global: &Global,
+    service: &str,
+    action: &str,
+    env: Option<&str>,
+) -> anyhow::Result<Exit> {
     check_service(service)?;
+    let query = env_query(env)?;
     // Who acts: a promote past missing evidence is recorded with it.
     let body = serde_json::to_vec(&hatoba_api::PromoteRequest {
         by: Some(crate::inspect_cmd::actor(None)),
@@ -928,7 +1032,7 @@ pub(crate) async fn operate(global: &Global, service: &str, action: &str) -> any
     let bytes = call(
         global,
         hyper::Method::POST,
-        &format!("/api/v1/services/{service}/{action}"),
+        &format!("/api/v1/services/{service}/{action}{query}"),
         Some(body),
     )
     .await?;

@@ -275,17 +275,23 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
     let Some(rt) = engine(&scope).await else {
         return;
     };
+    let rt = rt.with_labels(BTreeMap::from([
+        ("environment".to_owned(), "staging".to_owned()),
+        ("app".to_owned(), "not-this-one".to_owned()),
+    ]));
     let image = import_image(&run);
     let _cleanup = Cleanup {
         run: run.clone(),
         image: image.clone(),
     };
+    let mount = tempfile::tempdir().unwrap();
     let mut s = spec(&image, &run, "serve");
     if let Workload::Container(c) = &mut s.workload {
         c.memory_bytes = Some(64 << 20);
         c.millicpus = Some(500);
         c.read_only = true;
         c.labels.insert("app".to_owned(), "shop".to_owned());
+        c.binds = vec![format!("{}:/data:ro", mount.path().display())];
     }
     let started = rt.start(&s, hatoba_core::Millis(1)).await.unwrap();
     assert_eq!(started.state, InstanceState::Running);
@@ -297,7 +303,15 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
     let i = rt.client().inspect_container(&id, None).await.unwrap();
     let labels = i.config.unwrap().labels.unwrap();
     assert_eq!(labels.get(SCOPE_LABEL), Some(&scope));
-    assert_eq!(labels.get("hatoba.app").map(String::as_str), Some("shop"));
+    assert_eq!(
+        labels.get("hatoba.app").map(String::as_str),
+        Some("shop"),
+        "the workload's own label first"
+    );
+    assert_eq!(
+        labels.get("hatoba.environment").map(String::as_str),
+        Some("staging")
+    );
     assert_eq!(
         labels.get("hatoba.instance").map(String::as_str),
         Some(started.id.0.as_str())
@@ -307,8 +321,29 @@ async fn containers_carry_labels_limits_and_a_loopback_port() {
     assert_eq!(hc.memory_swap, Some(64 << 20), "no swap beyond the limit");
     assert_eq!(hc.nano_cpus, Some(500_000_000));
     assert_eq!(hc.readonly_rootfs, Some(true));
+    assert_eq!(
+        hc.binds,
+        Some(vec![format!("{}:/data:ro", mount.path().display())])
+    );
+    // A drain's notify signal reaches the app through Docker's init: the
+    // test app has no handler for SIGUSR1, so it ends.
+    rt.signal(&started.id, "SIGUSR1").await.unwrap();
+    hatoba_test_support::wait_for_async(Duration::from_secs(30), || async {
+        rt.list(&started.service)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.id == started.id && matches!(l.state, InstanceState::Exited { .. }))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("SIGUSR1 did not reach the app: {e}"));
     let stopped = rt.stop(&started.id, Duration::from_secs(10)).await.unwrap();
     assert!(matches!(stopped.state, InstanceState::Exited { .. }));
+    assert!(matches!(
+        rt.signal(&hatoba_runtime::InstanceId("nope".to_owned()), "SIGUSR1")
+            .await,
+        Err(RuntimeError::NotFound { .. })
+    ));
     assert!(
         rt.client().inspect_container(&id, None).await.is_err(),
         "a stopped container is removed"
@@ -334,6 +369,13 @@ async fn a_missing_image_says_how_to_build_it() {
         chain.contains("docker build -t hatoba-absent:v9"),
         "{chain}"
     );
+    // The same is known before anything starts.
+    let err = rt
+        .check(&spec("hatoba-absent:v9", &run, "serve"))
+        .await
+        .unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("hatoba build web --version v1"), "{chain}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

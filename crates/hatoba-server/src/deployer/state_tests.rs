@@ -30,6 +30,21 @@ fn instance(id: &str, version: &str, port: u16) -> InstanceRecord {
         proc_start: Some(123_456),
         started_at: Millis(1_000),
         log: Some(PathBuf::from(format!("/var/lib/hatoba/logs/{id}.log"))),
+        identity: None,
+    }
+}
+
+/// An instance of the Docker runtime: no pid, no log file, a container id.
+fn container(id: &str, version: &str, port: u16) -> InstanceRecord {
+    InstanceRecord {
+        id: id.to_owned(),
+        version: Version::new(version).unwrap(),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        pid: None,
+        proc_start: None,
+        started_at: Millis(1_000),
+        log: None,
+        identity: Some(format!("{port:0>64}")),
     }
 }
 
@@ -129,8 +144,13 @@ fn rollout(machine: Machine, canary: Vec<InstanceRecord>, weight: u8) -> Service
     }
 }
 
+/// The new version runs in a container (a service moved to `docker:`).
 fn canary_record() -> ServiceRecord {
-    rollout(canary_machine(), vec![instance("web-v2-1", "v2", 9003)], 50)
+    rollout(
+        canary_machine(),
+        vec![container("web-v2-1", "v2", 9003)],
+        50,
+    )
 }
 
 fn blue_green_record() -> ServiceRecord {
@@ -164,8 +184,8 @@ fn written(r: &ServiceRecord) -> String {
 type Builder<T> = (&'static str, fn() -> T);
 
 const CURRENT: [Builder<ServiceRecord>; 2] = [
-    ("v3-canary-paused.json", canary_record),
-    ("v3-blue-green-awaiting-promotion.json", blue_green_record),
+    ("v4-canary-paused.json", canary_record),
+    ("v4-blue-green-awaiting-promotion.json", blue_green_record),
 ];
 
 #[test]
@@ -217,6 +237,8 @@ fn every_shipped_fixture_loads() {
         "v2-blue-green-awaiting-promotion.json",
         "v3-canary-paused.json",
         "v3-blue-green-awaiting-promotion.json",
+        "v4-canary-paused.json",
+        "v4-blue-green-awaiting-promotion.json",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -246,11 +268,15 @@ fn a_format_1_serving_record_loads_with_defaults() {
 
 #[test]
 fn saved_rollouts_resume_where_they_were_saved() {
-    let cases: [Builder<Machine>; 4] = [
+    let cases: [Builder<Machine>; 8] = [
         ("v1-canary-paused.json", canary_machine),
         ("v2-canary-paused.json", canary_machine),
+        ("v3-canary-paused.json", canary_machine),
+        ("v4-canary-paused.json", canary_machine),
         ("v1-blue-green-awaiting-promotion.json", blue_green_machine),
         ("v2-blue-green-awaiting-promotion.json", blue_green_machine),
+        ("v3-blue-green-awaiting-promotion.json", blue_green_machine),
+        ("v4-blue-green-awaiting-promotion.json", blue_green_machine),
     ];
     for (name, live) in cases {
         let restored = machine_of(ServiceRecord::from_json(&fixture(name)).unwrap());
@@ -304,4 +330,23 @@ fn a_text_line_pending_in_a_saved_machine_still_loads() {
         text.contains(r#""Event":{"kind":"step_promoted","step":1}"#),
         "{text}"
     );
+}
+
+#[test]
+fn a_containers_identity_is_saved_and_handed_back_for_adoption() {
+    let r = ServiceRecord::from_json(&fixture("v4-canary-paused.json")).unwrap();
+    let rollout = r.rollout.as_ref().unwrap();
+    let c = &rollout.new_instances()[0];
+    assert_eq!(
+        c.identity.as_deref(),
+        Some(format!("{:0>64}", 9003).as_str())
+    );
+    // What resume gives the runtime to adopt carries it.
+    let status = c.status(&"web".parse().unwrap());
+    assert_eq!(status.identity, c.identity);
+    assert_eq!(InstanceRecord::of(&status), *c);
+    // A process instance saves none, and a format-3 record reads as none.
+    assert!(rollout.old_instances().iter().all(|i| i.identity.is_none()));
+    let old = ServiceRecord::from_json(&fixture("v3-canary-paused.json")).unwrap();
+    assert!(old.instances().iter().all(|i| i.identity.is_none()));
 }

@@ -24,13 +24,7 @@ pub(crate) async fn require_token(
     if PUBLIC.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let authorized = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), server.token.as_bytes()));
-    if !authorized {
+    if !authorized(req.headers(), &server.token) {
         return Failure::new(hatoba_api::ErrorKind::Unauthorized, "missing or wrong token")
             .hint(
                 "commands find the token in the state directory: use the same --state-dir as `hatoba up`",
@@ -38,6 +32,15 @@ pub(crate) async fn require_token(
             .into_response();
     }
     next.run(req).await
+}
+
+/// Whether the request carries `token`.
+pub(crate) fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -16,6 +16,7 @@
 //! here.
 
 mod auth;
+mod envs;
 mod error;
 pub mod openapi;
 mod routes;
@@ -57,82 +58,110 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        struct Open {
-            /// Whether a request head arrived on it, and whether it streams.
-            state: Arc<ConnState>,
-            task: tokio::task::AbortHandle,
-        }
-        let app = routes::app(&self);
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            // EMFILE and the like: the next accept would fail
-                            // the same way at once.
-                            if !matches!(
-                                e.kind(),
-                                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
-                            ) {
-                                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                            }
+        serve(routes::app(self), listener, shutdown).await;
+    }
+}
+
+/// Serves the API of `hatoba up`'s environments on `listener` until `shutdown`
+/// resolves, with the limits of [`Server::serve_api`]; `envs` sends each
+/// request to its environment's server.
+pub(crate) async fn serve_environments(
+    environments: Arc<crate::server::Environments>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    serve(envs::app(environments), listener, shutdown).await;
+}
+
+/// The accept loop of [`Server::serve_api`], over any router.
+async fn serve<A>(
+    app: A,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    A: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    A::Future: Send,
+{
+    struct Open {
+        /// Whether a request head arrived on it, and whether it streams.
+        state: Arc<ConnState>,
+        task: tokio::task::AbortHandle,
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // EMFILE and the like: the next accept would fail
+                        // the same way at once.
+                        if !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                        ) {
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        }
+                        continue;
+                    }
+                };
+                // A stream leaves the places: it has its own.
+                open.retain(|o| !o.task.is_finished() && o.state.phase() != Phase::Streaming);
+                if open.len() >= MAX_API_CONNECTIONS {
+                    let silent = open
+                        .iter()
+                        .position(|o| o.state.phase() == Phase::Silent);
+                    match silent.and_then(|i| open.remove(i)) {
+                        Some(oldest) => oldest.task.abort(),
+                        None => {
+                            // Every place is answering a request.
+                            drop(stream);
                             continue;
                         }
-                    };
-                    // A stream leaves the places: it has its own.
-                    open.retain(|o| !o.task.is_finished() && o.state.phase() != Phase::Streaming);
-                    if open.len() >= MAX_API_CONNECTIONS {
-                        let silent = open
-                            .iter()
-                            .position(|o| o.state.phase() == Phase::Silent);
-                        match silent.and_then(|i| open.remove(i)) {
-                            Some(oldest) => oldest.task.abort(),
-                            None => {
-                                // Every place is answering a request.
-                                drop(stream);
-                                continue;
-                            }
+                    }
+                }
+                let state = Arc::new(ConnState::new());
+                let app = app.clone();
+                let shared = Arc::clone(&state);
+                let task = tokio::spawn(async move {
+                    let conn_state = Arc::clone(&shared);
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        shared.asked();
+                        let mut req = req.map(axum::body::Body::new);
+                        // The stream handler marks its connection streaming.
+                        req.extensions_mut().insert(Arc::clone(&shared));
+                        tower::ServiceExt::oneshot(app.clone(), req)
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(API_HEADER_TIMEOUT)
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), svc);
+                    let mut conn = std::pin::pin!(conn);
+                    let timer = tokio::time::sleep(API_REQUEST_TIMEOUT);
+                    let mut timer = std::pin::pin!(timer);
+                    loop {
+                        tokio::select! {
+                            _ = &mut conn => break,
+                            () = &mut timer => match stream::on_timer(conn_state.phase(), conn_state.quiet_for()) {
+                                Timer::Cut => break,
+                                Timer::Again(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
+                            },
                         }
                     }
-                    let state = Arc::new(ConnState::new());
-                    let app = app.clone();
-                    let shared = Arc::clone(&state);
-                    let task = tokio::spawn(async move {
-                        let conn_state = Arc::clone(&shared);
-                        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            shared.asked();
-                            let mut req = req.map(axum::body::Body::new);
-                            // The stream handler marks its connection streaming.
-                            req.extensions_mut().insert(Arc::clone(&shared));
-                            tower::ServiceExt::oneshot(app.clone(), req)
-                        });
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(API_HEADER_TIMEOUT)
-                            .keep_alive(false)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        let mut conn = std::pin::pin!(conn);
-                        let timer = tokio::time::sleep(API_REQUEST_TIMEOUT);
-                        let mut timer = std::pin::pin!(timer);
-                        loop {
-                            tokio::select! {
-                                _ = &mut conn => break,
-                                () = &mut timer => match stream::on_timer(conn_state.phase(), conn_state.quiet_for()) {
-                                    Timer::Cut => break,
-                                    Timer::Again(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
-                                },
-                            }
-                        }
-                    });
-                    open.push_back(Open {
-                        state,
-                        task: task.abort_handle(),
-                    });
-                }
+                });
+                open.push_back(Open {
+                    state,
+                    task: task.abort_handle(),
+                });
             }
         }
     }

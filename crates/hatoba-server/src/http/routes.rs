@@ -30,7 +30,7 @@ type Shared = State<Arc<Server>>;
 /// answer into the one shape (outside the router, so it sees what axum
 /// adds on its own, such as a 405's `Allow`).
 pub(crate) fn app(
-    server: &Arc<Server>,
+    server: Arc<Server>,
 ) -> impl tower::Service<
     axum::extract::Request,
     Response = axum::response::Response,
@@ -39,7 +39,7 @@ pub(crate) fn app(
 > + Clone
 + Send
 + 'static {
-    tower::Layer::layer(&axum::middleware::from_fn(one_shape), router(server))
+    tower::Layer::layer(&axum::middleware::from_fn(one_shape), router(&server))
 }
 
 /// The routes, behind the token check.
@@ -147,7 +147,7 @@ pub(crate) async fn openapi_document() -> impl IntoResponse {
     request_body = DeployRequest,
     responses(
         (status = 202, description = "recorded; the rollout runs on", body = Deployment),
-        (status = 400, description = "a malformed body, an unknown field, a bad name or version, a variable the service does not use", body = ApiError),
+        (status = 400, description = "a malformed body, an unknown field, a bad name or version, a variable the service does not use, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service", body = ApiError),
         (status = 409, description = "a deployment of the service is in progress", body = ApiError),
@@ -217,7 +217,9 @@ pub(crate) async fn approve(
     path = "/api/v1/services",
     tag = "services",
     summary = "the services this server runs",
+    params(("env" = Option<String>, Query, description = "the environment; needed when the server runs several")),
     responses(
+        (status = 400, description = "the server runs several environments and the request names none, or one it does not run", body = ApiError),
         (status = 200, description = "by name", body = ServiceList),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ),
@@ -231,9 +233,13 @@ pub(crate) async fn services(State(s): Shared) -> Json<ServiceList> {
     path = "/api/v1/services/{name}",
     tag = "services",
     summary = "what runs for a service and how it is routed, now",
-    params(("name" = String, Path, description = "a service of the spec")),
+    params(
+        ("name" = String, Path, description = "a service of the spec"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several that have the service"),
+    ),
     responses(
         (status = 200, description = "the service", body = ServiceDetail),
+        (status = 400, description = "the service runs in several environments and the request names none, or names one the server does not run", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service", body = ApiError),
     ),
@@ -250,11 +256,14 @@ pub(crate) async fn service(
     path = "/api/v1/services/{name}/rollback",
     tag = "services",
     summary = "return to the previous (or a named) succeeded version",
-    params(("name" = String, Path, description = "a service of the spec")),
+    params(
+        ("name" = String, Path, description = "a service of the spec"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several that have the service"),
+    ),
     request_body(content = Option<RollbackRequest>, description = "may be absent"),
     responses(
         (status = 202, description = "the rollback deployment, or the deployment in progress being aborted", body = Deployment),
-        (status = 400, description = "a malformed body, an unknown field, a bad name", body = ApiError),
+        (status = 400, description = "a malformed body, an unknown field, a bad name, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service, or the version never succeeded", body = ApiError),
         (status = 409, description = "nothing to roll back to, or a deployment in progress", body = ApiError),
@@ -298,11 +307,14 @@ async fn operate(
     path = "/api/v1/services/{name}/promote",
     tag = "services",
     summary = "move the deployment in progress to its next step",
-    params(("name" = String, Path, description = "a service of the spec")),
+    params(
+        ("name" = String, Path, description = "a service of the spec"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several that have the service"),
+    ),
     request_body(content = Option<PromoteRequest>, description = "may be absent"),
     responses(
         (status = 202, description = "passed to the deployment", body = OperatorAction),
-        (status = 400, description = "a malformed body", body = ApiError),
+        (status = 400, description = "a malformed body, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service", body = ApiError),
         (status = 409, description = "no deployment in progress", body = ApiError),
@@ -322,11 +334,14 @@ pub(crate) async fn promote(
     path = "/api/v1/services/{name}/promote-full",
     tag = "services",
     summary = "put all traffic on the new version now",
-    params(("name" = String, Path, description = "a service of the spec")),
+    params(
+        ("name" = String, Path, description = "a service of the spec"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several that have the service"),
+    ),
     request_body(content = Option<PromoteRequest>, description = "may be absent"),
     responses(
         (status = 202, description = "passed to the deployment", body = OperatorAction),
-        (status = 400, description = "a malformed body", body = ApiError),
+        (status = 400, description = "a malformed body, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service", body = ApiError),
         (status = 409, description = "no deployment in progress", body = ApiError),
@@ -346,11 +361,14 @@ pub(crate) async fn promote_full(
     path = "/api/v1/services/{name}/abort",
     tag = "services",
     summary = "abort the deployment in progress: traffic back on what served",
-    params(("name" = String, Path, description = "a service of the spec")),
+    params(
+        ("name" = String, Path, description = "a service of the spec"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several that have the service"),
+    ),
     request_body(content = Option<PromoteRequest>, description = "may be absent"),
     responses(
         (status = 202, description = "passed to the deployment", body = OperatorAction),
-        (status = 400, description = "a malformed body", body = ApiError),
+        (status = 400, description = "a malformed body, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service", body = ApiError),
         (status = 409, description = "no deployment in progress", body = ApiError),
@@ -370,7 +388,9 @@ pub(crate) async fn abort(
     path = "/api/v1/secrets",
     tag = "secrets",
     summary = "the environment's secrets: names and versions, never values",
+    params(("env" = Option<String>, Query, description = "the environment; needed when the server runs several")),
     responses(
+        (status = 400, description = "the server runs several environments and the request names none, or one it does not run", body = ApiError),
         (status = 200, description = "declared or stored, by name", body = SecretList),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 503, description = "the history store cannot be read", body = ApiError),
@@ -385,11 +405,14 @@ pub(crate) async fn list_secrets(State(s): Shared) -> Result<Json<SecretList>, F
     path = "/api/v1/secrets/{name}",
     tag = "secrets",
     summary = "store a new version of a secret (and with `rotate`, redeploy its users)",
-    params(("name" = String, Path, description = "a secret declared in the spec")),
+    params(
+        ("name" = String, Path, description = "a secret declared in the spec"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several"),
+    ),
     request_body = SecretSetRequest,
     responses(
         (status = 200, description = "stored", body = SecretChange),
-        (status = 400, description = "a malformed body, a bad name or value, a secret not declared", body = ApiError),
+        (status = 400, description = "a malformed body, a bad name or value, a secret not declared, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 413, description = "body over 64 KiB", body = ApiError),
         (status = 422, description = "this server has no secret key", body = ApiError),
@@ -428,11 +451,14 @@ pub(crate) async fn set_secret(
     path = "/api/v1/secrets/{name}",
     tag = "secrets",
     summary = "remove every version of a secret",
-    params(("name" = String, Path, description = "a secret name")),
+    params(
+        ("name" = String, Path, description = "a secret name"),
+        ("env" = Option<String>, Query, description = "the environment; needed when the server runs several"),
+    ),
     request_body(content = Option<SecretRemoveRequest>, description = "may be absent"),
     responses(
         (status = 200, description = "removed", body = SecretChange),
-        (status = 400, description = "a malformed body or name", body = ApiError),
+        (status = 400, description = "a malformed body or name, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such secret is stored", body = ApiError),
         (status = 413, description = "body over 64 KiB", body = ApiError),

@@ -155,7 +155,13 @@ pub(crate) fn read_request(
         }
         seen.push(key.clone());
         match key.as_str() {
-            "environment" => q.environment = Some(value),
+            // `env` as the rest of the API spells it.
+            "environment" | "env" => {
+                if q.environment.is_some() {
+                    return Err(bad(&key, "names the environment a second time"));
+                }
+                q.environment = Some(value);
+            }
             "service" => q.service = Some(value),
             "deployment" => q.deployment = Some(value),
             "after" => {
@@ -183,7 +189,7 @@ pub(crate) fn read_request(
                     ErrorKind::BadInput,
                     format!("unknown query parameter `{}`", hatoba_core::shown(&key)),
                 )
-                .hint("GET /api/v1/events takes environment, service, deployment, after, limit and follow")
+                .hint("GET /api/v1/events takes environment (or env), service, deployment, after, limit and follow")
                 .field(Some(key)));
             }
         }
@@ -263,7 +269,7 @@ fn decode(s: &str) -> Option<String> {
     summary = "what happens to deployments, live (server-sent events) or as stored (follow=false)",
     description = "By default a stream of server-sent events (`text/event-stream`): each event is a message with `id: <global id>`, `event: <kind>` and `data: <the Event as one line of JSON>`; the stored events after the cursor come first, then each as it is stored, once each, in id order. A comment line `: keep-alive` comes every 15 s. A client resumes after the last id it got with the `Last-Event-ID` header (or `after`), across a restart of the server too: ids come from the history store. A stream has no end and no total time limit; at most 1024 are open at once, and one whose client takes nothing for 60 s is cut. With `follow=false` the answer is the stored events as one JSON page, and ends: the first `limit` after the cursor, or without one the newest `limit`.",
     params(
-        ("environment" = Option<String>, Query, description = "only this environment's events"),
+        ("environment" = Option<String>, Query, description = "only this environment's events (`env` is the same)"),
         ("service" = Option<String>, Query, description = "only this service's events (one the spec has, or had)"),
         ("deployment" = Option<String>, Query, description = "only this deployment's events, `d-...`"),
         ("after" = Option<u64>, Query, description = "the id of the last event the client has: it gets those after it (without one, a stream starts with the first stored event and a page is the newest)"),
@@ -427,6 +433,10 @@ mod tests {
         assert_eq!(a.query.environment.as_deref(), Some("prod-us"));
         assert_eq!(a.query.deployment.as_deref(), Some("d-1"));
         assert_eq!((a.query.after, a.query.limit), (Some(41), Some(5)));
+        assert_eq!(
+            ok("env=staging").query.environment.as_deref(),
+            Some("staging")
+        );
         assert!(ok("follow=1").follow);
         assert!(!ok("follow=0").follow);
     }
@@ -456,6 +466,7 @@ mod tests {
             ("limit=ten&follow=false", None, "limit", "whole number"),
             ("limit=10", None, "limit", "follow=false"),
             ("service=a&service=b", None, "service", "twice"),
+            ("environment=a&env=b", None, "env", "second time"),
             ("colour=blue", None, "colour", "unknown query parameter"),
             ("service=%zz", None, "service", "percent-encoded"),
             ("service=%ff", None, "service", "percent-encoded"),

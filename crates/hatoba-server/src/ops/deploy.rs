@@ -205,7 +205,9 @@ impl Server {
                 "this server runs environment `{}`, not `{env}`",
                 self.environment
             ))
-            .hint("start `hatoba up --env ENV` for that environment"));
+            .hint(
+                "start `hatoba up --env ENV` for that environment (repeat --env to run several)",
+            ));
         }
         let version = match r.version.parse::<Version>() {
             Ok(v) => v,
@@ -450,7 +452,8 @@ pub(crate) fn variable_uses(
             .chain(&p.working_dir)
             .collect(),
         hatoba_spec::Runtime::Docker(d) => std::iter::once(&d.image)
-            .chain(&d.args)
+            .chain(d.command.iter().flatten())
+            .chain(d.args.iter().flatten())
             .chain(d.env.values())
             .collect(),
     };

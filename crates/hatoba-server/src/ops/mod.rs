@@ -11,6 +11,7 @@
 //! one place each.
 
 mod deploy;
+mod envs;
 mod events;
 mod operate;
 mod read;
@@ -18,6 +19,7 @@ mod secrets;
 
 pub(crate) use deploy::log_end;
 pub use deploy::without_evidence;
+pub(crate) use envs::pick_environment;
 pub use events::{DEFAULT_EVENT_PAGE, EventsQuery, MAX_EVENT_PAGE};
 pub use operate::Action;
 

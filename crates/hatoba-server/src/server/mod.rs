@@ -16,7 +16,10 @@
 //!
 //! Not built yet: RBAC beyond the token.
 
+mod envs;
 mod resume;
+
+pub use envs::Environments;
 
 use crate::dataplane::DataPlane;
 use crate::deployer::{DeployError, Deployed, Deployer, Operator, ServiceRecord, ServingRecord};
@@ -83,6 +86,19 @@ pub enum StartError {
     /// The environment is not in the spec.
     #[error("environment `{0}` is not declared in the spec (declared: {1})")]
     UnknownEnvironment(String, String),
+    /// Two environments run by one server listen on one address.
+    #[error(
+        "{first} and {second} both listen on {addr}: each environment needs its own addresses \
+         (set `route.listen` under `environments.ENV.services.SERVICE`)"
+    )]
+    AddressClash {
+        /// The address.
+        addr: String,
+        /// One listener, `ENV/SERVICE`.
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// A route's address could not be listened on.
     #[error("cannot listen on {addr} for service `{service}`")]
     Listen {
@@ -147,9 +163,19 @@ impl Server {
 
     /// Opens a listener per service on the data plane; no instance runs
     /// yet ([`Server::resume`] brings back what a previous run left).
-    pub async fn start(mut cfg: ServerConfig) -> Result<Arc<Server>, StartError> {
+    pub async fn start(cfg: ServerConfig) -> Result<Arc<Server>, StartError> {
         // Every event written through the server reaches the event stream.
-        let events = crate::events::EventBus::new(cfg.store, crate::events::BROADCAST_CAPACITY);
+        let events =
+            crate::events::EventBus::new(Arc::clone(&cfg.store), crate::events::BROADCAST_CAPACITY);
+        Server::start_on(cfg, events).await
+    }
+
+    /// [`Server::start`] with the event bus given: the environments of one
+    /// `hatoba up` share one (`envs.rs`).
+    pub(crate) async fn start_on(
+        mut cfg: ServerConfig,
+        events: Arc<crate::events::EventBus>,
+    ) -> Result<Arc<Server>, StartError> {
         cfg.store = events.store();
         let services_spec = match cfg.spec.environments.get(&cfg.environment) {
             Some(e) => e.services.clone(),

@@ -6,6 +6,8 @@ mod backup;
 mod cli;
 mod dataplane;
 mod demo;
+mod docker;
+mod environments;
 mod events;
 mod evidence;
 mod faults;

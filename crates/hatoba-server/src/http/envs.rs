@@ -1,0 +1,178 @@
+//! The API of `hatoba up`, one environment or several: every route of
+//! `routes`, once per environment's server, and in front of them the
+//! choice of which one answers a request (one environment: its server,
+//! unless `?env=` names another, which is refused). The environment comes from the
+//! request: `?env=ENV`, or the body's `environment` (deploy, secret set);
+//! a deployment's id names its own; otherwise the rule of
+//! `ops::pick_environment` (the only environment with the named service,
+//! or a bad input listing them). The token is checked first, so a request
+//! without it learns nothing (the chosen server's guard answers it).
+
+use super::MAX_BODY;
+use super::auth::{PUBLIC, authorized};
+use super::error::Failure;
+use crate::server::Environments;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// The router of several environments.
+pub(crate) fn app(
+    environments: Arc<Environments>,
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future = impl Send>
++ Clone
++ Send
++ 'static {
+    let apps: Arc<Vec<tower::util::BoxCloneSyncService<Request, Response, Infallible>>> = Arc::new(
+        environments
+            .servers()
+            .iter()
+            .map(|s| tower::util::BoxCloneSyncService::new(super::routes::app(Arc::clone(s))))
+            .collect(),
+    );
+    tower::service_fn(move |req: Request| {
+        let environments = Arc::clone(&environments);
+        let apps = Arc::clone(&apps);
+        async move {
+            let (req, target) = match choose(&environments, req).await {
+                Ok(chosen) => chosen,
+                Err(f) => return Ok(f.into_response()),
+            };
+            let Some(app) = apps.get(target).or_else(|| apps.first()).cloned() else {
+                return Ok(
+                    Failure::new(hatoba_api::ErrorKind::Failed, "no environment runs")
+                        .into_response(),
+                );
+            };
+            tower::ServiceExt::oneshot(app, req).await
+        }
+    })
+}
+
+/// What a request names: `?env=`, and in the body of a deploy or a secret
+/// set, `environment` and `service`.
+struct Named {
+    env: Option<String>,
+    service: Option<String>,
+}
+
+/// The index of the server that answers `req` (with `req`, its body read
+/// back in when it had to be looked at).
+async fn choose(environments: &Environments, req: Request) -> Result<(Request, usize), Failure> {
+    let servers = environments.servers();
+    let path = req.uri().path().to_owned();
+    let Some(first) = servers.first() else {
+        return Ok((req, 0));
+    };
+    if PUBLIC.contains(&path.as_str()) || !authorized(req.headers(), &first.token) {
+        return Ok((req, 0));
+    }
+    let query_env = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "env")
+            .map(|(_, v)| v.to_owned())
+    });
+    // One environment: its operations check the body's own.
+    let with_body = servers.len() > 1
+        && ((req.method() == Method::POST && path == "/api/v1/deployments")
+            || (req.method() == Method::PUT && path.starts_with("/api/v1/secrets/")));
+    let (req, body) = if with_body {
+        read_some(req).await
+    } else {
+        (
+            req,
+            Named {
+                env: None,
+                service: None,
+            },
+        )
+    };
+    let named = match (query_env, body.env) {
+        (Some(q), Some(b)) if q != b => {
+            return Err(Failure::new(
+                hatoba_api::ErrorKind::BadInput,
+                format!(
+                    "the request names two environments: `{}` (?env=) and `{}` (environment)",
+                    hatoba_core::shown(&q),
+                    hatoba_core::shown(&b)
+                ),
+            ));
+        }
+        (q, b) => q.or(b),
+    };
+    let segments: Vec<&str> = path
+        .strip_prefix("/api/v1/")
+        .unwrap_or("")
+        .split('/')
+        .collect();
+    match segments.as_slice() {
+        // A deployment names its environment.
+        ["deployments", id, ..] if named.is_none() => {
+            let env = match id.parse::<hatoba_core::DeploymentId>() {
+                Ok(id) => first
+                    .store
+                    .deployment(&id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|d| d.environment),
+                Err(_) => None,
+            };
+            let target = env
+                .and_then(|e| servers.iter().position(|s| s.environment == e))
+                .unwrap_or(0);
+            Ok((req, target))
+        }
+        ["deployments"] | ["services", ..] | ["secrets", ..] => {
+            let service = match segments.as_slice() {
+                ["services", name, ..] => Some((*name).to_owned()),
+                _ => body.service,
+            };
+            let run: Vec<(hatoba_core::EnvName, Vec<hatoba_core::ServiceName>)> = servers
+                .iter()
+                .map(|s| (s.environment.clone(), s.services.keys().cloned().collect()))
+                .collect();
+            let target = crate::ops::pick_environment(&run, named.as_deref(), service.as_deref())?;
+            Ok((req, target))
+        }
+        _ => Ok((req, 0)),
+    }
+}
+
+/// Reads the body (up to one byte more than the API takes, so the handler
+/// still sees one too large) and what it names; the request goes on with
+/// the same bytes.
+async fn read_some(req: Request) -> (Request, Named) {
+    let (parts, mut body) = req.into_parts();
+    let mut bytes = Vec::new();
+    while bytes.len() <= MAX_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            // A body that breaks off: the handler reads what came, and
+            // says what is wrong with it.
+            Some(Err(_)) | None => break,
+        }
+    }
+    let value: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    let field = |name: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let named = Named {
+        env: field("environment"),
+        service: field("service"),
+    };
+    (Request::from_parts(parts, Body::from(bytes)), named)
+}
