@@ -768,7 +768,7 @@ async fn settled(global: &Global, d: &hatoba_api::Deployment) {
         let live = call(
             global,
             hyper::Method::GET,
-            &format!("/api/v1/services/{}", d.service),
+            &format!("/api/v1/services/{}?env={}", d.service, d.environment),
             None,
         )
         .await
