@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod sse;
+
 /// The version of this wire format, in every top-level document.
 pub const API_VERSION: &str = "hatoba/v1";
 
@@ -72,6 +74,12 @@ pub struct Event {
     /// The deployment it belongs to (empty from an older server).
     #[serde(default)]
     pub deployment: String,
+    /// The deployment's environment (empty from an older server).
+    #[serde(default)]
+    pub environment: String,
+    /// The deployment's service (empty from an older server).
+    #[serde(default)]
+    pub service: String,
     /// When, RFC 3339 UTC.
     pub at: String,
     /// What kind: the event's tag (`created`, `status_changed`,
@@ -82,6 +90,23 @@ pub struct Event {
     pub message: String,
     /// The event's fields (`{"weight": 20}`), when it has any.
     pub data: Option<serde_json::Value>,
+}
+
+/// `GET /api/v1/events?follow=false`: stored events that pass the query's
+/// filter, in id order, and where to resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventPage {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Oldest first: the first `limit` after the cursor, or without one
+    /// the newest `limit`.
+    pub events: Vec<Event>,
+    /// The id to resume after (`?after=` or `Last-Event-ID`): the last
+    /// event's, or the cursor (0 without one) when there is none.
+    pub last_id: u64,
+    /// Whether more events pass the filter after `last_id` already.
+    pub more: bool,
 }
 
 /// `hatoba history --output json`.

@@ -54,6 +54,8 @@ pub fn event(e: &hatoba_store::Event) -> hatoba_api::Event {
     hatoba_api::Event {
         id: e.id,
         deployment: e.deployment_id.to_string(),
+        environment: e.environment.to_string(),
+        service: e.service.to_string(),
         at: e.at.to_rfc3339(),
         kind: e.kind.clone(),
         message: e.message.clone(),

@@ -279,6 +279,15 @@ impl Store for Publishing {
         self.store().events_after(after, filter, limit).await
     }
 
+    async fn events_before(
+        &self,
+        before: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.store().events_before(before, filter, limit).await
+    }
+
     async fn last_event_id(&self) -> Result<u64, StoreError> {
         self.store().last_event_id().await
     }

@@ -119,6 +119,13 @@ const SELECT_EVENTS_AFTER: &str = concat!(
      ORDER BY e.event_id LIMIT $5"
 );
 
+const SELECT_EVENTS_BEFORE: &str = concat!(
+    event_select!(),
+    "WHERE e.event_id < $1 AND ($2 IS NULL OR d.environment = $2) \
+     AND ($3 IS NULL OR d.service = $3) AND ($4 IS NULL OR e.deployment_id = $4) \
+     ORDER BY e.event_id DESC LIMIT $5"
+);
+
 /// Takes the next measurement seq and, on PostgreSQL, the deployment's row
 /// lock, which queues concurrent writers of the same deployment.
 const BUMP_MEASUREMENT_SEQ: &str = "UPDATE deployments \
@@ -533,6 +540,29 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("reading events"))?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_before(
+        &self,
+        before: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(SELECT_EVENTS_BEFORE)
+            .bind(i64::try_from(before).unwrap_or(i64::MAX))
+            .bind(filter.environment.as_ref().map(EnvName::as_str))
+            .bind(filter.service.as_ref().map(ServiceName::as_str))
+            .bind(filter.deployment.as_ref().map(DeploymentId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("reading events"))?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
     }
 
     async fn last_event_id(&self) -> Result<u64, StoreError> {

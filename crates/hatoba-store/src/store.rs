@@ -81,6 +81,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
 
+    /// The newest `limit` events with an id below `before` that pass
+    /// `filter`, in id order: the tail of the stream (`u64::MAX`: of all
+    /// of it), for a reader that starts without a cursor.
+    async fn events_before(
+        &self,
+        before: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
+
     /// The id of the newest event stored (0 when there is none).
     async fn last_event_id(&self) -> Result<u64, StoreError>;
 

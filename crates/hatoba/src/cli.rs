@@ -210,6 +210,14 @@ pub(crate) enum Command {
         #[arg(long, short = 'e')]
         env: Option<String>,
     },
+    /// Print what happens to deployments: the server's events as stored,
+    /// or with -f live as they happen.
+    #[command(
+        after_help = "Examples:\n  hatoba events              the newest 100 events\n  hatoba events web -f       web's events, then live (Ctrl-C stops)\n  hatoba events --deployment d-01kbx2... --output json\n  hatoba events --after 1200 -f\n\n\
+                      With -f the stream resumes after the last event printed when the connection\n\
+                      drops or `hatoba up` restarts (retrying with back-off, said on stderr)."
+    )]
+    Events(EventsArgs),
     /// Store, list, rotate and remove secrets: values kept encrypted by the
     /// server and given to instances in their environment only.
     #[command(subcommand)]
@@ -367,6 +375,28 @@ pub(crate) struct StatusArgs {
     /// Only this environment.
     #[arg(long, short = 'e')]
     pub(crate) env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Only this service's events.
+    pub(crate) service: Option<String>,
+    /// Only this environment's events.
+    #[arg(long, short = 'e')]
+    pub(crate) env: Option<String>,
+    /// Only this deployment's events.
+    #[arg(long, value_name = "ID")]
+    pub(crate) deployment: Option<String>,
+    /// Only the events after this id (an event's `id` in `-o json`);
+    /// without it, the newest ones.
+    #[arg(long, value_name = "ID")]
+    pub(crate) after: Option<u64>,
+    /// How many stored events to print at most (1 to 1000).
+    #[arg(long, short = 'n', default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) lines: u32,
+    /// Keep printing events as they happen (Ctrl-C stops).
+    #[arg(long, short)]
+    pub(crate) follow: bool,
 }
 
 #[derive(Debug, Args)]

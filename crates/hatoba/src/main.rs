@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod dataplane_cmd;
 mod demo;
+mod events_cmd;
 mod exit;
 mod history;
 mod http;
@@ -108,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             env.as_deref(),
         )),
         Command::Analysis { deployment } => runtime()?.block_on(history::analysis(&g, &deployment)),
+        Command::Events(args) => runtime()?.block_on(events_cmd::events(&g, &args)),
         Command::Secret(c) => runtime()?.block_on(secret_cmd::run(&g, c)),
         Command::Diagnose { service, env } => {
             runtime()?.block_on(inspect_cmd::diagnose(&g, &service, env.as_deref()))

@@ -581,19 +581,235 @@ const RECONNECT_FOR: Duration = Duration::from_secs(120);
 /// `until`: `Serving` returns (exit 0) as soon as the new version serves
 /// all traffic while the previous one stays warm; the end is followed when
 /// it comes at once (nothing stays warm) or with `Complete`.
+///
+/// Follows the deployment's events on the server's event stream, opened
+/// again after the last event printed when it drops (`hatoba up`
+/// restarting); a server that has no stream is polled instead.
 async fn follow(
     global: &Global,
     d: &hatoba_api::Deployment,
     until: WaitUntil,
 ) -> anyhow::Result<Exit> {
+    use crate::events_cmd::{Filter, Lost, Stream};
     use std::io::IsTerminal as _;
     let live = global.output == Output::Text && std::io::stdout().is_terminal();
-    let mut seen = 0;
     let started = tokio::time::Instant::now();
+    let filter = Filter {
+        deployment: Some(d.id.clone()),
+        ..Filter::default()
+    };
+    let mut last = 0;
+    let mut printed = 0;
+    let mut opened = false;
     let mut status_line = false;
     // `hatoba up` restarting (an upgrade, a crash) is not the end of the
     // deployment: it resumes it, so following goes on once the server
     // answers again, for up to RECONNECT_FOR.
+    let mut lost: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let why = match Stream::open(global, &filter, last).await {
+            Err(Lost::Refused(e)) if !opened => {
+                // An older server without the stream, or no place for one.
+                tracing::debug!("no event stream ({e:#}): polling");
+                return follow_polling(global, d, until, printed, started).await;
+            }
+            Err(Lost::Refused(e)) => return Err(e),
+            Err(Lost::Connection(e)) => e,
+            Ok(mut stream) => {
+                let again = std::mem::replace(&mut opened, true);
+                if lost.take().is_some() && global.output == Output::Text {
+                    output::stdout("  (the server is back: following on)\n");
+                }
+                // What ended it may have been printed before the connection
+                // dropped and not acted on.
+                if again {
+                    match ended(global, d, until).await {
+                        Ok(Some(exit)) => return Ok(exit),
+                        Ok(None) => {}
+                        Err(e) if crate::exit::exit_code(&e) == Exit::Unreachable => {
+                            lost_at(&mut lost, global, &mut status_line, &e);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                loop {
+                    tokio::select! {
+                        next = stream.next() => match next {
+                            Ok(e) => {
+                                last = e.id;
+                                printed += 1;
+                                if global.output == Output::Text {
+                                    if status_line {
+                                        // Clear the status line before more output.
+                                        output::stdout("\r\x1b[2K");
+                                        status_line = false;
+                                    }
+                                    output::stdout(&format!(
+                                        "  [{:>6.1}s] {}\n",
+                                        started.elapsed().as_secs_f64(),
+                                        e.message
+                                    ));
+                                }
+                                // Only a status change or serving can end the wait.
+                                if matches!(e.kind.as_str(), "status_changed" | "serving") {
+                                    match ended(global, d, until).await {
+                                        Ok(Some(exit)) => return Ok(exit),
+                                        Ok(None) => {}
+                                        Err(e) if crate::exit::exit_code(&e) == Exit::Unreachable => break e,
+                                        Err(e) => return Err(e),
+                                    }
+                                }
+                            }
+                            Err(e) => break e,
+                        },
+                        _ = tick.tick(), if live => {
+                            let line = progress_line(global, d, started.elapsed()).await;
+                            output::stdout(&line);
+                            status_line = true;
+                        }
+                    }
+                }
+            }
+        };
+        if lost_at(&mut lost, global, &mut status_line, &why).elapsed() > RECONNECT_FOR {
+            return Err(why);
+        }
+        // The pause between attempts to reach a server that went away.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Since when the server is lost, saying so the first time.
+fn lost_at(
+    lost: &mut Option<tokio::time::Instant>,
+    global: &Global,
+    status_line: &mut bool,
+    why: &anyhow::Error,
+) -> tokio::time::Instant {
+    *lost.get_or_insert_with(|| {
+        if global.output == Output::Text {
+            if std::mem::take(status_line) {
+                output::stdout("\r\x1b[2K");
+            }
+            output::stdout(&format!(
+                "  (lost the server: {why:#}; waiting up to {}s for it to come back, Ctrl-C stops waiting)\n",
+                RECONNECT_FOR.as_secs()
+            ));
+        }
+        tokio::time::Instant::now()
+    })
+}
+
+/// Whether following a deployment is over, said as [`follow`] says it:
+/// it ended (exit 0 when it succeeded), or with `Serving` it serves all
+/// traffic while the previous version stays warm (exit 0).
+async fn ended(
+    global: &Global,
+    d: &hatoba_api::Deployment,
+    until: WaitUntil,
+) -> anyhow::Result<Option<Exit>> {
+    let bytes = call(
+        global,
+        hyper::Method::GET,
+        &format!("/api/v1/deployments/{}", d.id),
+        None,
+    )
+    .await?;
+    let detail: hatoba_api::DeploymentDetail = serde_json::from_slice(&bytes)?;
+    let exit = ended_as(global, &detail, until)?;
+    if exit.is_some()
+        && !matches!(
+            detail.deployment.status.as_str(),
+            "pending" | "in_progress" | "paused"
+        )
+    {
+        settled(global, d).await;
+    }
+    Ok(exit)
+}
+
+/// Waits (at most [`SETTLE_FOR`]) until the server has let go of a
+/// deployment that ended: the stream tells its end the moment it is
+/// stored, a little before the deployment's task is over, and a deploy
+/// asked in between would be refused as a conflict.
+async fn settled(global: &Global, d: &hatoba_api::Deployment) {
+    let deadline = tokio::time::Instant::now() + SETTLE_FOR;
+    while tokio::time::Instant::now() < deadline {
+        let live = call(
+            global,
+            hyper::Method::GET,
+            &format!("/api/v1/services/{}?env={}", d.service, d.environment),
+            None,
+        )
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<hatoba_api::ServiceDetail>(&b).ok())
+        .map(|s| s.live_deployment);
+        match live {
+            Some(Some(id)) if id == d.id => {}
+            _ => return,
+        }
+        // The poll interval of a wait with a deadline.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long `deploy --wait` waits for the server to let go of a
+/// deployment that ended.
+const SETTLE_FOR: Duration = Duration::from_secs(5);
+
+fn ended_as(
+    global: &Global,
+    detail: &hatoba_api::DeploymentDetail,
+    until: WaitUntil,
+) -> anyhow::Result<Option<Exit>> {
+    let status = detail.deployment.status.as_str();
+    if !matches!(status, "pending" | "in_progress" | "paused") {
+        match global.output {
+            Output::Json => output::json(detail)?,
+            Output::Text => output::stdout(&format!(
+                "deployment {} {status}{}\n",
+                detail.deployment.id,
+                detail
+                    .deployment
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )),
+        }
+        return Ok(Some(if status == "succeeded" {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        }));
+    }
+    if until == WaitUntil::Serving
+        && let Some(warm) = warm_while_serving(detail)
+    {
+        match global.output {
+            Output::Json => output::json(detail)?,
+            Output::Text => output::stdout(&serving_words(&detail.deployment, &warm)),
+        }
+        return Ok(Some(Exit::Ok));
+    }
+    Ok(None)
+}
+
+/// [`follow`] by asking for the deployment again and again: for a server
+/// without the event stream. `seen`: events printed already.
+async fn follow_polling(
+    global: &Global,
+    d: &hatoba_api::Deployment,
+    until: WaitUntil,
+    mut seen: usize,
+    started: tokio::time::Instant,
+) -> anyhow::Result<Exit> {
+    use std::io::IsTerminal as _;
+    let live = global.output == Output::Text && std::io::stdout().is_terminal();
+    let mut status_line = false;
     let mut lost: Option<tokio::time::Instant> = None;
     loop {
         let bytes = match call(
@@ -647,35 +863,8 @@ async fn follow(
             output::stdout(&text);
         }
         seen = detail.events.len();
-        let status = detail.deployment.status.as_str();
-        if !matches!(status, "pending" | "in_progress" | "paused") {
-            match global.output {
-                Output::Json => output::json(&detail)?,
-                Output::Text => output::stdout(&format!(
-                    "deployment {} {status}{}\n",
-                    detail.deployment.id,
-                    detail
-                        .deployment
-                        .reason
-                        .as_deref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                )),
-            }
-            return Ok(if status == "succeeded" {
-                Exit::Ok
-            } else {
-                Exit::Failed
-            });
-        }
-        if until == WaitUntil::Serving
-            && let Some(warm) = warm_while_serving(&detail)
-        {
-            match global.output {
-                Output::Json => output::json(&detail)?,
-                Output::Text => output::stdout(&serving_words(&detail.deployment, &warm)),
-            }
-            return Ok(Exit::Ok);
+        if let Some(exit) = ended_as(global, &detail, until)? {
+            return Ok(exit);
         }
         if live {
             let line = progress_line(global, d, started.elapsed()).await;

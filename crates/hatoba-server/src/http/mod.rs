@@ -3,7 +3,10 @@
 //! invariant 11 (at most [`MAX_API_CONNECTIONS`] connections, the oldest
 //! silent one evicted for a new one, the head within [`API_HEADER_TIMEOUT`],
 //! the whole exchange within [`API_REQUEST_TIMEOUT`], one request per
-//! connection, bodies of at most [`MAX_BODY`] bytes read strictly).
+//! connection, bodies of at most [`MAX_BODY`] bytes read strictly). An
+//! event stream (`stream`) leaves those places and that limit once it
+//! streams, for its own ([`MAX_EVENT_STREAMS`], a heartbeat, a send
+//! timeout).
 //!
 //! This layer only translates: a request into an operation's typed input,
 //! its `Result` into an answer. Every error answer, the router's and the
@@ -18,10 +21,13 @@ mod error;
 pub mod openapi;
 mod reads;
 mod routes;
+mod stream;
 
 use crate::server::Server;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+pub(crate) use stream::MAX_EVENT_STREAMS;
+use stream::{ConnState, Phase, Timer};
 
 /// Largest API request body accepted.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -84,8 +90,8 @@ async fn serve<A>(
     A::Future: Send,
 {
     struct Open {
-        /// A request head arrived on it.
-        asked: Arc<std::sync::atomic::AtomicBool>,
+        /// Whether a request head arrived on it, and whether it streams.
+        state: Arc<ConnState>,
         task: tokio::task::AbortHandle,
     }
     let mut shutdown = std::pin::pin!(shutdown);
@@ -108,11 +114,12 @@ async fn serve<A>(
                         continue;
                     }
                 };
-                open.retain(|o| !o.task.is_finished());
+                // A stream leaves the places: it has its own.
+                open.retain(|o| !o.task.is_finished() && o.state.phase() != Phase::Streaming);
                 if open.len() >= MAX_API_CONNECTIONS {
                     let silent = open
                         .iter()
-                        .position(|o| !o.asked.load(std::sync::atomic::Ordering::Relaxed));
+                        .position(|o| o.state.phase() == Phase::Silent);
                     match silent.and_then(|i| open.remove(i)) {
                         Some(oldest) => oldest.task.abort(),
                         None => {
@@ -122,23 +129,38 @@ async fn serve<A>(
                         }
                     }
                 }
-                let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let state = Arc::new(ConnState::new());
                 let app = app.clone();
-                let flag = Arc::clone(&asked);
+                let shared = Arc::clone(&state);
                 let task = tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                        tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                    let conn_state = Arc::clone(&shared);
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        shared.asked();
+                        let mut req = req.map(axum::body::Body::new);
+                        // The stream handler marks its connection streaming.
+                        req.extensions_mut().insert(Arc::clone(&shared));
+                        tower::ServiceExt::oneshot(app.clone(), req)
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(API_HEADER_TIMEOUT)
                         .keep_alive(false)
                         .serve_connection(TokioIo::new(stream), svc);
-                    let _ = tokio::time::timeout(API_REQUEST_TIMEOUT, conn).await;
+                    let mut conn = std::pin::pin!(conn);
+                    let timer = tokio::time::sleep(API_REQUEST_TIMEOUT);
+                    let mut timer = std::pin::pin!(timer);
+                    loop {
+                        tokio::select! {
+                            _ = &mut conn => break,
+                            () = &mut timer => match stream::on_timer(conn_state.phase(), conn_state.quiet_for()) {
+                                Timer::Cut => break,
+                                Timer::Again(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
+                            },
+                        }
+                    }
                 });
                 open.push_back(Open {
-                    asked,
+                    state,
                     task: task.abort_handle(),
                 });
             }

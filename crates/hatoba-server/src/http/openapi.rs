@@ -26,6 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         routes::promote,
         routes::promote_full,
         routes::abort,
+        super::stream::events,
         routes::list_secrets,
         routes::set_secret,
         routes::remove_secret,
@@ -35,13 +36,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         reads::diagnosis,
         reads::logs,
     ),
-    components(schemas(hatoba_api::ApiError, hatoba_api::ErrorKind)),
+    components(schemas(hatoba_api::ApiError, hatoba_api::ErrorKind, hatoba_api::EventPage)),
     modifiers(&BearerToken),
     security(("token" = [])),
     tags(
         (name = "server", description = "the server itself"),
         (name = "deployments", description = "deployments, their events and analysis, and the history"),
         (name = "services", description = "services as they run (status, diagnosis, output), and operations on their deployment in progress"),
+        (name = "events", description = "what happens to deployments: a live stream of server-sent events, resumable by id"),
         (name = "secrets", description = "sealed secrets: names and versions, never values"),
     ),
 )]

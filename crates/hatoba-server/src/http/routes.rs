@@ -61,6 +61,7 @@ fn router(server: &Arc<Server>) -> Router {
         .route("/api/v1/services/{name}/promote", post(promote))
         .route("/api/v1/services/{name}/promote-full", post(promote_full))
         .route("/api/v1/services/{name}/abort", post(abort))
+        .route("/api/v1/events", get(super::stream::events))
         .route("/api/v1/secrets", get(list_secrets))
         .route(
             "/api/v1/secrets/{name}",

@@ -1,10 +1,10 @@
 //! The operations layer: every operation a client can ask of a running
 //! server (deploy, rollback, approve, promote, abort, service and deployment
-//! detail, history, status, analysis, diagnosis, logs, secrets) as a method
-//! of [`Server`](crate::Server) with typed inputs, returning
-//! `Result<T, OpError>`. The reads of the history alone (`history`,
-//! `status`, `analysis`) are also functions of a store, which the CLI runs
-//! itself when no server runs.
+//! detail, history, status, analysis, diagnosis, logs, secrets, the event
+//! stream) as a method of [`Server`](crate::Server) with typed inputs,
+//! returning `Result<T, OpError>`. The reads of the history alone
+//! (`history`, `status`, `analysis`) are also functions of a store, which
+//! the CLI runs itself when no server runs.
 //!
 //! This is the one place where the rules live: the HTTP API (`http`), and
 //! later every other client, only translates. Nothing here knows HTTP: an
@@ -15,6 +15,7 @@
 
 mod deploy;
 mod envs;
+mod events;
 mod history;
 mod logs;
 mod operate;
@@ -24,6 +25,7 @@ mod secrets;
 pub(crate) use deploy::log_end;
 pub use deploy::without_evidence;
 pub(crate) use envs::pick_environment;
+pub use events::{DEFAULT_EVENT_PAGE, EventsQuery, MAX_EVENT_PAGE};
 pub use history::{HistoryQuery, StatusQuery, analysis, history, status};
 pub use logs::{LogsQuery, MAX_LINES, read_after, tail_file};
 pub use operate::Action;

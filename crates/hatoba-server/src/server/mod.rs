@@ -75,7 +75,9 @@ pub struct Server {
     /// to come back gives up then.
     stopping: tokio::sync::watch::Sender<bool>,
     /// The stored events, live (`events.rs`).
-    events: Arc<crate::events::EventBus>,
+    pub(crate) events: Arc<crate::events::EventBus>,
+    /// The places of the API's event streams (`http::stream`).
+    pub(crate) event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why the server could not start.
@@ -255,6 +257,7 @@ impl Server {
             secret_key: cfg.secret_key,
             secret_writes: tokio::sync::Mutex::new(()),
             events,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_EVENT_STREAMS)),
         }))
     }
 

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod api;
+mod event_stream;
 mod fake;
 mod rollout_health;
 mod supervisor;

@@ -1,6 +1,7 @@
 //! The global event cursor: every stored event has an id made by the
 //! store, strictly increasing in commit order, and `events_after` resumes
-//! after any of them with its filter, on SQLite and PostgreSQL. A reader
+//! after any of them with its filter (`events_before` reads the tail), on
+//! SQLite and PostgreSQL. A reader
 //! polling while writers race never misses an event nor sees one twice.
 
 use std::collections::BTreeSet;
@@ -159,6 +160,27 @@ async fn cursor(store: &dyn Store) {
     let got = store.events_after(2, &by_deployment, 100).await.unwrap();
     assert_eq!(ids(&got), vec![5, 6]);
     assert!(got.iter().all(|e| by_deployment.matches(e)));
+    // The tail: the newest, in id order, filtered, below a bound.
+    assert_eq!(
+        ids(&store.events_before(u64::MAX, &all, 2).await.unwrap()),
+        vec![5, 6]
+    );
+    assert_eq!(
+        ids(&store.events_before(5, &all, 3).await.unwrap()),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        ids(&store
+            .events_before(u64::MAX, &by_service, 100)
+            .await
+            .unwrap()),
+        vec![2, 5, 6]
+    );
+    assert_eq!(
+        ids(&store.events_before(u64::MAX, &by_env, 1).await.unwrap()),
+        vec![4]
+    );
+    assert!(store.events_before(1, &all, 10).await.unwrap().is_empty());
     let nothing = EventFilter {
         service: Some(service("api")),
         environment: Some(env("production")),

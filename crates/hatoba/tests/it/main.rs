@@ -8,6 +8,7 @@ mod dataplane;
 mod demo;
 mod docker;
 mod environments;
+mod events;
 mod evidence;
 mod faults;
 mod hardening;

@@ -675,6 +675,9 @@ fn a_rollback_keeps_the_variables_the_version_ran_with() {
     poll("the rollback to v1 as it ran", || {
         crate::support::served(sb.port).as_deref() == Ok("v1-salted")
     });
+    // `deploy --wait` and `rollback` return as soon as the stream says so:
+    // the load is given the time to reach what it is judged on.
+    load.wait_answered(50);
     let counts = load.finish();
     counts.assert_no_failed(50);
     assert!(counts.ok.contains_key("v2"), "{counts}");
@@ -708,10 +711,14 @@ fn a_canary_failing_liveness_is_rolled_back_at_the_liveness_period() {
         "FAIL_HEALTH=true",
         "failed its liveness probe /health 2 times in a row (last: GET /health answered 500)",
     );
-    // Two failures one period apart: at least a second, where probing at
-    // the readiness period would have taken 0.2 s.
+    // Two failures one period apart: about a second, where probing at
+    // the readiness period would have taken 0.2 s. Not a whole second:
+    // `--wait` follows the event stream and returns within milliseconds of
+    // the end (polling added up to 250 ms), and the second probe was seen
+    // to come a few tens of milliseconds short of its period after the
+    // start (995 ms in all).
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
+        started.elapsed() >= Duration::from_millis(800),
         "rolled back after {:?}",
         started.elapsed()
     );
