@@ -212,22 +212,7 @@ impl Server {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Bytes> {
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| {
-            self.unreachable(format!(
-                "no connection within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(|e| self.unreachable(e.to_string()))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
-        tokio::spawn(conn);
+        let mut send = self.connect::<Full<Bytes>>().await?;
         let mut req = hyper::Request::builder()
             .method(method.clone())
             .uri(format!("{}{path}", self.prefix))
@@ -255,8 +240,83 @@ impl Server {
         if status.is_success() {
             return Ok(bytes);
         }
-        let Ok(e) = serde_json::from_slice::<hatoba_api::ApiError>(&bytes) else {
-            return Err(CliError::new(
+        Err(self.answer_error(&method, path, status, &bytes))
+    }
+
+    /// A connection to the server, ready for requests with bodies of type `B`.
+    async fn connect<B>(&self) -> Result<hyper::client::conn::http1::SendRequest<B>, CliError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| {
+            self.unreachable(format!(
+                "no connection within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| self.unreachable(e.to_string()))?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        Ok(send)
+    }
+
+    /// `GET path` with `headers`, its answer's head back with the body
+    /// unread (the event stream); an error answer is the error of its kind.
+    pub(crate) async fn open(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let mut send = self.connect::<http_body_util::Empty<Bytes>>().await?;
+        let mut req =
+            hyper::Request::get(format!("{}{path}", self.prefix)).header("host", &self.authority);
+        if let Some((t, _)) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req.body(http_body_util::Empty::<Bytes>::new())?;
+        let resp = tokio::time::timeout(ANSWER_TIMEOUT, send.send_request(req))
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs())))?
+            .map_err(|e| {
+                self.unreachable(format!(
+                    "the connection closed without an answer ({e}); it may be stopping or overloaded"
+                ))
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        Err(self.answer_error(&hyper::Method::GET, path, status, &bytes))
+    }
+
+    /// An error answer as the error of its kind (exit code, hint).
+    fn answer_error(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        status: hyper::StatusCode,
+        bytes: &[u8],
+    ) -> anyhow::Error {
+        let Ok(e) = serde_json::from_slice::<hatoba_api::ApiError>(bytes) else {
+            return CliError::new(
                 Exit::Failed,
                 format!(
                     "{} answered {method} {path} with {status}, not the API's error shape",
@@ -264,7 +324,7 @@ impl Server {
                 ),
             )
             .hint("is it a Hatoba server? its API is under /api/v1/")
-            .into());
+            .into();
         };
         let exit = Exit::of_kind(e.kind);
         if e.kind == hatoba_api::ErrorKind::Unauthorized {
@@ -272,15 +332,15 @@ impl Server {
                 Some((_, from)) => format!("refused the token from {from}"),
                 None => "needs a token, and none was found".to_owned(),
             };
-            return Err(CliError::new(exit, format!("the Hatoba server at {} {sent}", self.url))
+            return CliError::new(exit, format!("the Hatoba server at {} {sent}", self.url))
                 .hint("set HATOBA_TOKEN to the contents of the `token` file in the state directory of that `hatoba up`")
-                .into());
+                .into();
         }
         let mut err = CliError::new(exit, e.message);
         if let Some(h) = e.hint {
             err = err.hint(h);
         }
-        Err(err.into())
+        err.into()
     }
 }
 

@@ -9,11 +9,8 @@
 use crate::cli::{EventsArgs, Global, Output};
 use crate::exit::{CliError, Exit};
 use crate::output;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt as _;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Bytes must arrive at least this often: the server sends a heartbeat
@@ -131,68 +128,30 @@ pub(crate) enum Lost {
 }
 
 impl Stream {
-    /// Opens the stream of `filter` after `last` (the `Last-Event-ID`).
+    /// Opens the stream of `filter` after `last` (the `Last-Event-ID`),
+    /// on the server this command talks to (`--server`, else the state
+    /// directory's, read again at every opening: a restarted server has a
+    /// new address and a new token).
     pub(crate) async fn open(global: &Global, filter: &Filter, last: u64) -> Result<Stream, Lost> {
-        let state = &global.state_dir;
-        let unreachable = |why: String| {
-            Lost::Connection(
-                CliError::new(
-                    Exit::Unreachable,
-                    format!(
-                        "no Hatoba server reachable for `{}`: {why}",
-                        state.display()
-                    ),
-                )
-                .hint("start one with `hatoba up -f hatoba.yaml` (with the same --state-dir)")
-                .into(),
-            )
-        };
-        // Read again at every opening: a restarted server has a new address
-        // and a new token.
-        let info: hatoba_api::ServerInfo = std::fs::read_to_string(state.join("server.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(|| unreachable("no server.json".to_owned()))?;
-        let token = std::fs::read_to_string(state.join("token"))
-            .map_err(|e| unreachable(format!("cannot read the token: {e}")))?;
-        let addr: SocketAddr = info
-            .api
-            .parse()
-            .map_err(|_| unreachable(format!("bad address `{}` in server.json", info.api)))?;
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| unreachable(format!("{addr}: {e}")))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(format!("{addr}: {e}")))?;
-        tokio::spawn(conn);
+        let server = crate::client::require(global).map_err(|e| Lost::Connection(e.into()))?;
         let q = filter.query();
         let path = if q.is_empty() {
             "/api/v1/events".to_owned()
         } else {
             format!("/api/v1/events?{q}")
         };
-        let req = hyper::Request::get(path)
-            .header("host", addr.to_string())
-            .header("authorization", format!("Bearer {}", token.trim()))
-            .header("accept", hatoba_api::sse::CONTENT_TYPE)
-            .header("last-event-id", last.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| Lost::Refused(e.into()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
-            .await
-            .map_err(|_| unreachable("no answer within 30s".to_owned()))?
-            .map_err(|e| unreachable(format!("{addr} closed the connection ({e})")))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .unwrap_or_default();
-            return Err(Lost::Refused(api_error(status, &bytes).into()));
-        }
+        let headers = [
+            ("accept", hatoba_api::sse::CONTENT_TYPE.to_owned()),
+            ("last-event-id", last.to_string()),
+        ];
+        let resp = server.open(&path, &headers).await.map_err(|e| {
+            // Unreachable: try again later; any other answer is final.
+            if crate::exit::exit_code(&e) == Exit::Unreachable {
+                Lost::Connection(e)
+            } else {
+                Lost::Refused(e)
+            }
+        })?;
         Ok(Stream {
             body: resp.into_body(),
             parser: hatoba_api::sse::Parser::new(),
@@ -227,29 +186,6 @@ impl Stream {
             }
         }
     }
-}
-
-/// An error answer of the API as the CLI's error, with its kind's exit code.
-pub(crate) fn api_error(status: hyper::StatusCode, bytes: &[u8]) -> CliError {
-    let e: hatoba_api::ApiError = serde_json::from_slice(bytes).unwrap_or(hatoba_api::ApiError {
-        kind: hatoba_api::ErrorKind::Failed,
-        message: format!("the server answered {status}"),
-        hint: None,
-        field: None,
-    });
-    let exit = match e.kind.exit_code() {
-        2 => Exit::BadInput,
-        3 => Exit::Unreachable,
-        4 => Exit::NotFound,
-        5 => Exit::Conflict,
-        6 => Exit::NotBuilt,
-        _ => Exit::Failed,
-    };
-    let mut err = CliError::new(exit, e.message);
-    if let Some(h) = e.hint {
-        err = err.hint(h);
-    }
-    err
 }
 
 /// The pause before the `attempt`th opening again (1: the first).

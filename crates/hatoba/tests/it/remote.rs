@@ -1,7 +1,7 @@
 //! The CLI as a client of a server it does not share a state directory
 //! with: `--server URL` (or `HATOBA_SERVER`) and `HATOBA_TOKEN`, from a
 //! state directory that is empty and stays so. Deploy, status, history,
-//! analysis, diagnose, logs (`-f` too), secret, promote and watch go
+//! analysis, diagnose, events (`-f` too), logs (`-f` too), secret, promote and watch go
 //! through the API; a wrong or missing token
 //! is refused with exit 5 and a hint to set HATOBA_TOKEN; a server that
 //! does not answer is exit 3 naming its URL, never a read of the local
@@ -118,6 +118,64 @@ fn a_cli_with_an_empty_state_dir_drives_a_server_through_its_url_and_token() {
             predicate::str::contains("v1 serves")
                 .and(predicate::str::contains("| demo app v1 listening on")),
         );
+
+    // The event stream's stored events, from the server named by URL.
+    let events = remote(&here, &url, token.trim())
+        .args(["events", "web", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(events.status.success(), "{events:?}");
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains(id.as_str()) && l.contains("\"kind\":\"serving\"")),
+        "{events}"
+    );
+
+    // And its live stream (`-f`), opened on the server named by URL: the
+    // stored events come first.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .args(["--state-dir"])
+        .arg(&here)
+        .args(["--server", &url, "events", "web", "-f", "-o", "json"])
+        .env("HATOBA_TOKEN", token.trim())
+        .env_remove("HATOBA_SERVER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("\"kind\":\"serving\""))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = follow.kill();
+                let out = follow.wait_with_output().unwrap();
+                panic!("no serving event followed: {seen:?}; {out:?}");
+            }
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
 
     // Logs: the instance's output, read by the server.
     remote(&here, &url, token.trim())
