@@ -153,6 +153,28 @@ const UPDATE_SERVING: &str = concat!(
 const CREATE_ATTEMPTS: usize = 5;
 
 impl SqlStore {
+    /// The events of `filter` on one side of the id `cursor`, at most
+    /// `limit`, in the order `query` (`SELECT_EVENTS_AFTER` or
+    /// `SELECT_EVENTS_BEFORE`) reads them.
+    async fn events_around(
+        &self,
+        query: &'static str,
+        cursor: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(query)
+            .bind(i64::try_from(cursor).unwrap_or(i64::MAX))
+            .bind(filter.environment.as_ref().map(EnvName::as_str))
+            .bind(filter.service.as_ref().map(ServiceName::as_str))
+            .bind(filter.deployment.as_ref().map(DeploymentId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("reading events"))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite takes the
     /// write lock now, so a writer waits (busy timeout) rather than failing
     /// later when a read lock cannot be upgraded.
@@ -530,16 +552,8 @@ impl Store for SqlStore {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(SELECT_EVENTS_AFTER)
-            .bind(i64::try_from(after).unwrap_or(i64::MAX))
-            .bind(filter.environment.as_ref().map(EnvName::as_str))
-            .bind(filter.service.as_ref().map(ServiceName::as_str))
-            .bind(filter.deployment.as_ref().map(DeploymentId::as_str))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        self.events_around(SELECT_EVENTS_AFTER, after, filter, limit)
             .await
-            .map_err(StoreError::db("reading events"))?;
-        rows.iter().map(event_from_row).collect()
     }
 
     async fn events_before(
@@ -548,19 +562,10 @@ impl Store for SqlStore {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(SELECT_EVENTS_BEFORE)
-            .bind(i64::try_from(before).unwrap_or(i64::MAX))
-            .bind(filter.environment.as_ref().map(EnvName::as_str))
-            .bind(filter.service.as_ref().map(ServiceName::as_str))
-            .bind(filter.deployment.as_ref().map(DeploymentId::as_str))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("reading events"))?;
-        let mut events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        // Newest first from the query; oldest first for the caller.
+        let mut events = self
+            .events_around(SELECT_EVENTS_BEFORE, before, filter, limit)
+            .await?;
         events.reverse();
         Ok(events)
     }

@@ -228,19 +228,7 @@ impl Environments {
             // Every environment's instances are known to the shared
             // runtime now (adopted, or started since): anything else of
             // this state directory's scope is an orphan.
-            match self.runtime.sweep(&[]).await {
-                Ok(orphans) if !orphans.is_empty() => report.push(format!(
-                    "stopped {} orphaned instance(s): {}",
-                    orphans.len(),
-                    orphans
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-                Ok(_) => {}
-                Err(e) => report.push(format!("could not look for orphaned instances: {e}")),
-            }
+            report.extend(super::resume::sweep_orphans(self.runtime.as_ref(), &[]).await);
         }
         Ok(report)
     }

@@ -79,19 +79,7 @@ impl Server {
             }
             loaded.push((name.clone(), record, adopted));
         }
-        match self.runtime.sweep(&keep).await {
-            Ok(orphans) if !orphans.is_empty() => report.push(format!(
-                "stopped {} orphaned instance(s): {}",
-                orphans.len(),
-                orphans
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Ok(_) => {}
-            Err(e) => report.push(format!("could not look for orphaned instances: {e}")),
-        }
+        report.extend(sweep_orphans(self.runtime.as_ref(), &keep).await);
         for (name, record, adopted) in loaded {
             let state = Arc::clone(&self.services[&name]);
             self.resume_service(&name, &state, record, adopted, &mut report)
@@ -470,5 +458,26 @@ impl Server {
             .await;
         *state.problem.lock().unwrap_or_else(PoisonError::into_inner) = None;
         tracing::info!(deployment = %id, service = %name, "recorded as failed");
+    }
+}
+
+/// Ends the orphans of the runtime's scope (all but `keep`) and says what
+/// it did, for the resume report: nothing when there were none.
+pub(crate) async fn sweep_orphans(
+    runtime: &dyn hatoba_runtime::Runtime,
+    keep: &[hatoba_runtime::InstanceId],
+) -> Option<String> {
+    match runtime.sweep(keep).await {
+        Ok(orphans) if !orphans.is_empty() => Some(format!(
+            "stopped {} orphaned instance(s): {}",
+            orphans.len(),
+            orphans
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("could not look for orphaned instances: {e}")),
     }
 }
