@@ -370,6 +370,28 @@ pub struct ServiceList {
     pub services: Vec<ServiceSummary>,
 }
 
+/// One environment a server runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvironmentInfo {
+    /// Its name (`development` when the spec declares none).
+    pub name: String,
+    /// Whether a deployment to it waits for `hatoba approve`.
+    pub require_approval: bool,
+    /// Its services, by name.
+    pub services: Vec<ServiceSummary>,
+}
+
+/// `GET /api/v1/environments`: the environments the server runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnvironmentList {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// In the order `hatoba up --env` named them.
+    pub environments: Vec<EnvironmentInfo>,
+}
+
 /// One problem found in a spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

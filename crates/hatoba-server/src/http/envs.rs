@@ -40,6 +40,18 @@ pub(crate) fn app(
         let environments = Arc::clone(&environments);
         let apps = Arc::clone(&apps);
         async move {
+            if req.method() == Method::GET
+                && req.uri().path() == "/api/v1/environments"
+                && environments
+                    .servers()
+                    .first()
+                    .is_some_and(|s| authorized(req.headers(), &s.token))
+            {
+                return Ok(
+                    axum::Json(super::routes::environment_list(environments.servers()))
+                        .into_response(),
+                );
+            }
             if super::reads::is_status_of_several(environments.servers(), &req) {
                 let uri = req.uri().clone();
                 return Ok(super::reads::status_of_several(environments.servers(), &uri).await);

@@ -69,6 +69,25 @@ pub(crate) async fn no_such_endpoint(req: Request) -> Failure {
     .hint("the API's paths are in GET /api/v1/openapi.json")
 }
 
+/// One log line per API request: method, path, status and time; `info`
+/// for what changes something (so the log says who deployed, rolled back
+/// or set a secret, and when), `debug` for reads. A stream's line comes
+/// when its head is sent.
+pub(crate) async fn trace_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = hatoba_core::shown(req.uri().path()).to_string();
+    let began = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        tracing::debug!(%method, path, status, ms, "api request");
+    } else {
+        tracing::info!(%method, path, status, ms, "api request");
+    }
+    resp
+}
+
 /// Rewrites an error answer that is not JSON (axum's own: 405 for a method
 /// the path does not take, 400 for a path parameter that does not decode)
 /// into the API's error shape. Answers that are already JSON pass as they

@@ -20,6 +20,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         routes::deploy,
         routes::deployment,
         routes::approve,
+        routes::environments,
         routes::services,
         routes::service,
         routes::rollback,

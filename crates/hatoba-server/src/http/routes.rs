@@ -6,7 +6,7 @@
 
 use super::MAX_BODY;
 use super::auth::require_token;
-use super::error::{Failure, no_such_endpoint, one_shape};
+use super::error::{Failure, no_such_endpoint, one_shape, trace_request};
 use super::reads;
 use crate::ops::Action;
 use crate::server::Server;
@@ -18,9 +18,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use hatoba_api::{
-    ApiError, Approval, ApproveRequest, DeployRequest, Deployment, DeploymentDetail, ErrorKind,
-    Health, OperatorAction, PromoteRequest, RollbackRequest, SecretChange, SecretList,
-    SecretRemoveRequest, SecretSetRequest, ServiceDetail, ServiceList,
+    ApiError, Approval, ApproveRequest, DeployRequest, Deployment, DeploymentDetail,
+    EnvironmentList, ErrorKind, Health, OperatorAction, PromoteRequest, RollbackRequest,
+    SecretChange, SecretList, SecretRemoveRequest, SecretSetRequest, ServiceDetail, ServiceList,
 };
 use std::sync::Arc;
 
@@ -40,7 +40,8 @@ pub(crate) fn app(
 > + Clone
 + Send
 + 'static {
-    tower::Layer::layer(&axum::middleware::from_fn(one_shape), router(&server))
+    let shaped = tower::Layer::layer(&axum::middleware::from_fn(one_shape), router(&server));
+    tower::Layer::layer(&axum::middleware::from_fn(trace_request), shaped)
 }
 
 /// The routes, behind the token check.
@@ -55,6 +56,7 @@ fn router(server: &Arc<Server>) -> Router {
         .route("/api/v1/services/{name}/diagnosis", get(reads::diagnosis))
         .route("/api/v1/services/{name}/logs", get(reads::logs))
         .route("/api/v1/deployments/{id}/approve", post(approve))
+        .route("/api/v1/environments", get(environments))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/rollback", post(rollback))
@@ -215,6 +217,28 @@ pub(crate) async fn approve(
 ) -> Result<(StatusCode, Json<Approval>), Failure> {
     let a = read_json::<ApproveRequest>(body, "approve", false).await?;
     Ok((StatusCode::ACCEPTED, Json(s.approve(&id, a.by).await?)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/environments",
+    tag = "services",
+    summary = "the environments this server runs, each with its services",
+    responses(
+        (status = 200, description = "in the order `hatoba up --env` named them", body = EnvironmentList),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+    ),
+)]
+pub(crate) async fn environments(State(s): Shared) -> Json<EnvironmentList> {
+    Json(environment_list(std::slice::from_ref(&s)))
+}
+
+/// The environments of `servers`, one server each.
+pub(crate) fn environment_list(servers: &[Arc<Server>]) -> EnvironmentList {
+    EnvironmentList {
+        api_version: hatoba_api::API_VERSION.to_owned(),
+        environments: servers.iter().map(|s| s.environment_info()).collect(),
+    }
 }
 
 #[utoipa::path(

@@ -68,6 +68,19 @@ impl Server {
         draining
     }
 
+    /// This server's environment with its services.
+    pub fn environment_info(&self) -> hatoba_api::EnvironmentInfo {
+        hatoba_api::EnvironmentInfo {
+            name: self.environment.to_string(),
+            require_approval: self
+                .spec
+                .environments
+                .get(&self.environment)
+                .is_some_and(|e| e.require_approval),
+            services: self.list_services().services,
+        }
+    }
+
     /// What runs for a service and how it is routed, now.
     pub async fn service_detail(&self, name: &str) -> Result<hatoba_api::ServiceDetail, OpError> {
         let Some((service, state)) = name

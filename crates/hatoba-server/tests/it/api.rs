@@ -24,6 +24,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/deployments", ""),
     ("GET", "/api/v1/deployments/d-1/analysis", ""),
     ("GET", "/api/v1/status", ""),
+    ("GET", "/api/v1/environments", ""),
     ("GET", "/api/v1/services", ""),
     ("GET", "/api/v1/services/web", ""),
     ("GET", "/api/v1/services/web/diagnosis", ""),
@@ -182,6 +183,23 @@ async fn health_and_the_document_need_no_token_and_an_unknown_path_is_a_json_404
         assert_eq!(e.kind.exit_code(), 4, "{answer}");
         assert!(e.message.contains(says), "{method} {path}: {answer}");
     }
+}
+
+#[tokio::test]
+async fn the_environment_is_listed_with_its_services() {
+    let a = api().await;
+    let (code, answer) = call(a.addr, "GET", "/api/v1/environments", Some(&a.token), b"").await;
+    assert_eq!(code, 200, "{answer}");
+    let list: hatoba_api::EnvironmentList = serde_json::from_str(&answer).unwrap();
+    assert_eq!(list.environments.len(), 1, "{answer}");
+    assert_eq!(list.environments[0].name, "development", "{answer}");
+    assert!(!list.environments[0].require_approval, "{answer}");
+    let names: Vec<&str> = list.environments[0]
+        .services
+        .iter()
+        .map(|s| s.service.as_str())
+        .collect();
+    assert_eq!(names, ["web"], "{answer}");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! together after a `kill -9`, and a request that names no environment
 //! refused when it could mean either.
 
-use crate::support::{Sandbox, Traffic, data_plane_pid, hatoba, poll, served};
+use crate::support::{Sandbox, Traffic, api_get, data_plane_pid, hatoba, poll, served};
 use crate::up::{demo_process, running, web_spec};
 use predicates::prelude::*;
 use std::path::Path;
@@ -96,6 +96,25 @@ fn staging_and_production_run_side_by_side_deploy_apart_and_come_back_after_a_ki
         "{status}"
     );
 
+    // The API lists both environments, each with its services.
+    let raw = api_get(&state, "/api/v1/environments");
+    let body = String::from_utf8_lossy(&raw);
+    let body = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let list: hatoba_api::EnvironmentList = serde_json::from_str(body).unwrap();
+    let names: Vec<(&str, Vec<&str>)> = list
+        .environments
+        .iter()
+        .map(|e| {
+            (
+                e.name.as_str(),
+                e.services.iter().map(|s| s.service.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "{body}");
+    assert!(names.contains(&("staging", vec!["web"])), "{body}");
+    assert!(names.contains(&("production", vec!["web"])), "{body}");
+
     // `web` is in both: a request that names neither is refused, listing them.
     hatoba(&state)
         .args(["deploy", "web", "--version", "v2", "--wait"])
@@ -122,6 +141,9 @@ fn staging_and_production_run_side_by_side_deploy_apart_and_come_back_after_a_ki
     // v2 to staging only: production serves v1 all along.
     let load = Traffic::start(production);
     deploy(&state, "v2", "staging");
+    // A loaded machine deploys fast relative to the client: wait for enough
+    // answers that "none failed" means something.
+    load.wait_answered(10);
     let summary = load.finish();
     summary.assert_no_failed(10);
     assert_eq!(served(staging).as_deref(), Ok("v2"));

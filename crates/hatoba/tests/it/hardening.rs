@@ -520,6 +520,18 @@ fn up_writes_json_log_lines_when_asked() {
     assert_eq!(ended[0]["version"], "v1", "{text}");
     assert_eq!(ended[0]["status"], "succeeded", "{text}");
     assert!(ended[0]["level"] == "INFO", "{text}");
+    // The API request that asked for it is a line too, with its facts.
+    let asked: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "api request" && v["method"] == "POST")
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .any(|v| v["path"] == "/api/v1/deployments" && v["status"] == 202),
+        "{text}"
+    );
     // Nothing but JSON: the start banner and the stop are log lines too.
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line)

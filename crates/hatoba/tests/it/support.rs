@@ -704,3 +704,27 @@ analysis:
         )
     }
 }
+
+/// `GET path` on the server's API with its token, the raw answer.
+pub(crate) fn api_get(state: &Path, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("server.json")).unwrap()).unwrap();
+    let token = std::fs::read_to_string(state.join("token")).unwrap();
+    let mut s = std::net::TcpStream::connect(info["api"].as_str().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "GET {path}: {}",
+        String::from_utf8_lossy(&out)
+    );
+    out
+}
