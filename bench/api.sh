@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Benchmark the control plane's API (#15): reads under 100 concurrent
+# clients, 200 event-stream subscribers through a canary, a data-plane
+# kill -9 under load, 1,000 idle subscribers.
+#
+#   bash bench/api.sh [--clients 100] [--seconds 10] [--subscribers 200]
+#                     [--idle 1000] [--no-build | --hatoba BIN]
+#
+# Not a test and not run by CI. Needs Python 3 with aiohttp (installed with
+# pip when missing). Builds hatoba in release, runs `hatoba up` in a
+# temporary state directory (everything on 127.0.0.1) and prints the
+# figures; raw ones in target/bench/api-<date>/. Exit 0: every goal met.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=bench/lib/common.sh
+source "$ROOT/bench/lib/common.sh"
+
+BUILD=1
+HATOBA=""
+ARGS=()
+while (( $# )); do
+    case $1 in
+        --clients|--seconds|--subscribers|--idle) ARGS+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        --hatoba) HATOBA=${2:?--hatoba needs a path}; BUILD=0; shift 2 ;;
+        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1" ;;
+    esac
+done
+
+python3 -c 'import aiohttp' 2>/dev/null || {
+    log "installing aiohttp: python3 -m pip install aiohttp"
+    python3 -m pip install -q aiohttp
+}
+case ${CARGO_TARGET_DIR:-} in
+    "") TARGET_DIR=$ROOT/target ;;
+    /*) TARGET_DIR=$CARGO_TARGET_DIR ;;
+    *) TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;;
+esac
+HATOBA=${HATOBA:-$TARGET_DIR/release/hatoba}
+if (( BUILD )); then
+    log "building: cargo build --release -p hatoba"
+    cargo build --release -p hatoba
+fi
+[[ -x $HATOBA ]] || die "$HATOBA not found (build it: cargo build --release -p hatoba)"
+
+OUT=$TARGET_DIR/bench/api-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/hatoba-api.XXXXXX")
+trap 'stop_hatoba_up "" "$STATE" "$OUT"' EXIT
+log "results in $OUT"
+python3 "$ROOT/bench/lib/api_run.py" --hatoba "$HATOBA" --out "$OUT" --state "$STATE" "${ARGS[@]}" |
+    tee "$OUT/table.txt"
+exit "${PIPESTATUS[0]}"
