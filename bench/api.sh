@@ -30,21 +30,7 @@ while (( $# )); do
     esac
 done
 
-python3 -c 'import aiohttp' 2>/dev/null || {
-    log "installing aiohttp: python3 -m pip install aiohttp"
-    python3 -m pip install -q aiohttp
-}
-case ${CARGO_TARGET_DIR:-} in
-    "") TARGET_DIR=$ROOT/target ;;
-    /*) TARGET_DIR=$CARGO_TARGET_DIR ;;
-    *) TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;;
-esac
-HATOBA=${HATOBA:-$TARGET_DIR/release/hatoba}
-if (( BUILD )); then
-    log "building: cargo build --release -p hatoba"
-    cargo build --release -p hatoba
-fi
-[[ -x $HATOBA ]] || die "$HATOBA not found (build it: cargo build --release -p hatoba)"
+prepare_aiohttp_bench
 
 OUT=$TARGET_DIR/bench/api-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"

@@ -38,6 +38,8 @@ import time
 
 import aiohttp
 
+import up_proc
+
 
 def log(msg):
     sys.stderr.write(f"[bench] {msg}\n")
@@ -246,15 +248,8 @@ services:
           - setWeight: 50
           - pause: {{duration: 3s}}
 """)
-    up = subprocess.Popen([args.hatoba, "--state-dir", args.state, "up", "-f", spec],
-                          stdout=open(os.path.join(args.out, "up.log"), "w"), stderr=subprocess.STDOUT)
+    up = await up_proc.start(args.hatoba, args.state, spec, os.path.join(args.out, "up.log"))
     try:
-        deadline = time.time() + 60
-        while not os.path.exists(os.path.join(args.state, "server.json")):
-            if up.poll() is not None or time.time() > deadline:
-                raise RuntimeError("hatoba up did not start")
-            await asyncio.sleep(0.05)  # poll interval
-        await asyncio.sleep(0.2)  # pacing: server.json is written whole, the token before it
         api = Api(args.state)
         subprocess.run([args.hatoba, "--state-dir", args.state, "deploy", "web", "--version", "v1", "--wait"],
                        check=True, capture_output=True)
@@ -269,11 +264,7 @@ services:
         res["idle"] = await idle(api, up.pid, args.idle)
         return res
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        up_proc.stop(up)
 
 
 def main():

@@ -160,3 +160,24 @@ start_hatoba_up() {
         sleep 0.05
     done
 }
+
+# For the Python drivers that load with aiohttp (api.sh, long_lived.sh):
+# installs aiohttp when missing, then sets HATOBA to the given binary or
+# the release build (built first when BUILD is 1) and TARGET_DIR.
+prepare_aiohttp_bench() {
+    python3 -c 'import aiohttp' 2>/dev/null || {
+        log "installing aiohttp: python3 -m pip install aiohttp"
+        python3 -m pip install -q aiohttp
+    }
+    case ${CARGO_TARGET_DIR:-} in
+        "") TARGET_DIR=$ROOT/target ;;
+        /*) TARGET_DIR=$CARGO_TARGET_DIR ;;
+        *) TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;;
+    esac
+    HATOBA=${HATOBA:-$TARGET_DIR/release/hatoba}
+    if (( BUILD )); then
+        log "building: cargo build --release -p hatoba"
+        cargo build --release -p hatoba
+    fi
+    [[ -x $HATOBA ]] || die "$HATOBA not found (build it: cargo build --release -p hatoba)"
+}

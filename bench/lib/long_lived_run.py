@@ -39,6 +39,8 @@ import time
 
 import aiohttp
 
+import up_proc
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, "long_lived_app.py")
 STRATEGIES = {
@@ -287,15 +289,8 @@ async def amain(args):
     with open(spec, "w") as f:
         f.write(spec_text(services, args.drain, args.grace))
     hatoba(args, "validate", "-f", spec)
-    up_log = open(os.path.join(args.out, "up.log"), "w")
-    up = subprocess.Popen([args.hatoba, "--state-dir", args.state, "up", "-f", spec],
-                          stdout=up_log, stderr=subprocess.STDOUT)
+    up = await up_proc.start(args.hatoba, args.state, spec, os.path.join(args.out, "up.log"))
     try:
-        deadline = time.time() + 60
-        while not os.path.exists(os.path.join(args.state, "server.json")):
-            if up.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"hatoba up did not start (log: {args.out}/up.log)")
-            await asyncio.sleep(0.05)  # poll interval
         rows = []
         for name, (strategy, app, port) in services.items():
             try:
@@ -305,11 +300,7 @@ async def amain(args):
                 rows.append({"service": name, "strategy": strategy, "app": app, "error": str(e), "goals_met": False})
         return rows
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        up_proc.stop(up)
 
 
 def main():
