@@ -2,6 +2,12 @@
 //! Engine, made from an image already present (nothing is pulled: no
 //! registry is assumed, even on one host).
 //!
+//! Over 800 lines, not yet split: the `Runtime` implementation (~300
+//! lines) sits beside image builds and the inspection helpers it shares
+//! with them. The next split is `build.rs` (`DockerRuntime::build` and its
+//! stream) and `inspect.rs` (state, health, ports and labels read from an
+//! inspect), beside `context.rs`.
+//!
 //! It executes and observes, never decides (invariant 2): no restart
 //! policy, no auto-remove, no HEALTHCHECK-driven action; the controller
 //! probes and chooses. It must not touch a container it did not label with
