@@ -107,10 +107,9 @@ async fn deploy(addr: SocketAddr, token: &str, version: &str) -> String {
     d.id
 }
 
-/// Polls the stored page until it holds at least `n` events.
+/// The stored page, once it holds at least `n` events.
 async fn stored_at_least(addr: SocketAddr, token: &str, n: usize) -> hatoba_api::EventPage {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let read = || async {
         let (code, answer) = call(
             addr,
             "GET",
@@ -120,17 +119,15 @@ async fn stored_at_least(addr: SocketAddr, token: &str, n: usize) -> hatoba_api:
         )
         .await;
         assert_eq!(code, 200, "{answer}");
-        let p = page(&answer);
-        if p.events.len() >= n {
-            return p;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {n} events stored: {answer}"
-        );
-        // The poll interval of a wait with a deadline.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        page(&answer)
+    };
+    hatoba_test_support::wait_for_async(Duration::from_secs(10), || async {
+        read().await.events.len() >= n
+    })
+    .await
+    .unwrap_or_else(|e| panic!("fewer than {n} events stored: {e}"));
+    // Events are only ever added: this read holds at least as many.
+    read().await
 }
 
 #[tokio::test]

@@ -359,6 +359,8 @@ pub(crate) struct FakeDataPlane {
     trace: Trace,
     /// `true` while drains are held.
     hold: tokio::sync::watch::Sender<bool>,
+    /// Drains waiting on the hold now.
+    held: tokio::sync::watch::Sender<usize>,
 }
 
 impl FakeDataPlane {
@@ -367,7 +369,13 @@ impl FakeDataPlane {
             tables: Mutex::default(),
             trace,
             hold: tokio::sync::watch::Sender::new(false),
+            held: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Returns once `n` drains wait on the hold at the same time.
+    pub(crate) async fn drains_held(&self, n: usize) {
+        let _ = self.held.subscribe().wait_for(|held| *held >= n).await;
     }
 
     /// Holds every drain (`true`) until released (`false`).
@@ -404,9 +412,11 @@ impl DataPlane for FakeDataPlane {
         // A held drain is one long-lived client that stays connected.
         let mut hold = self.hold.subscribe();
         let open = u32::from(*hold.borrow());
+        self.held.send_modify(|n| *n += usize::from(open > 0));
         let done = tokio::time::timeout(timeout, hold.wait_for(|held| !*held))
             .await
             .is_ok();
+        self.held.send_modify(|n| *n -= usize::from(open > 0));
         hatoba_proxy::DrainReport {
             done,
             open: Some(open),

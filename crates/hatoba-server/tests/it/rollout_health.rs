@@ -131,37 +131,30 @@ async fn old_instances_drain_side_by_side_while_the_rollout_goes_on() {
     let deployer = Arc::clone(&w.deployer);
     let request = w.request("v2", serving);
     let rollout = tokio::spawn(async move { deployer.deploy(&request).await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let all = w
-            .store
-            .history(&hatoba_store::HistoryFilter::all(10))
-            .await
-            .unwrap();
-        let id = all
-            .iter()
-            .find(|d| d.version.as_str() == "v2")
-            .map(|d| d.id.clone());
-        if let Some(id) = id {
-            let events = w.store.events(&id).await.unwrap();
-            let draining = events
-                .iter()
-                .filter(|e| e.kind == "instance_draining")
-                .count();
-            assert!(
-                !events.iter().any(|e| e.kind == "instance_drained"),
-                "{events:#?}"
-            );
-            if draining == 3 {
-                break id;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the three old instances never drained at once"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
-    };
+    // All three old instances drain at once: a rollout that waited for each
+    // drain before its next step would never have more than one held.
+    tokio::time::timeout(Duration::from_secs(20), w.data_plane.drains_held(3))
+        .await
+        .expect("the three old instances never drained at once");
+    let id = w
+        .store
+        .history(&hatoba_store::HistoryFilter::all(10))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.version.as_str() == "v2")
+        .map(|d| d.id)
+        .expect("v2 recorded");
+    let events = w.store.events(&id).await.unwrap();
+    let draining = events
+        .iter()
+        .filter(|e| e.kind == "instance_draining")
+        .count();
+    assert_eq!(draining, 3, "{events:#?}");
+    assert!(
+        !events.iter().any(|e| e.kind == "instance_drained"),
+        "{events:#?}"
+    );
     assert!(
         !rollout.is_finished(),
         "complete before its old instances stopped"
