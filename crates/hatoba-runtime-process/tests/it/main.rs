@@ -394,6 +394,8 @@ async fn secrets_are_filled_in_only_in_the_started_process() {
             program: "/bin/sh".to_owned(),
             args: vec![
                 "-c".to_owned(),
+                // The instance's program: it writes what it saw, then stays running
+                // until the test stops it (`exec sleep`, not a wait of the test).
                 "printf '%s|%s' \"$DB_URL\" \"$1\" > \"$OUT\"; exec sleep 30".to_owned(),
                 "sh".to_owned(),
                 "${TOKEN}:${NOT_A_SECRET}".to_owned(),
@@ -440,6 +442,8 @@ async fn port_placeholders_in_args_and_env_become_the_port() {
             program: "/bin/sh".to_owned(),
             args: vec![
                 "-c".to_owned(),
+                // The instance's program: it writes what it saw, then stays running
+                // until the test stops it (`exec sleep`, not a wait of the test).
                 "echo \"arg=$1 env=$LISTEN\"; exec sleep 30".to_owned(),
                 "sh".to_owned(),
                 "--port=${PORT}".to_owned(),

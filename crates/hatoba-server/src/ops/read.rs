@@ -5,6 +5,7 @@ use super::OpError;
 use crate::api;
 use crate::server::Server;
 use hatoba_core::{DeploymentId, ServiceName};
+use hatoba_runtime::InstanceState;
 use std::sync::PoisonError;
 
 impl Server {
@@ -108,10 +109,6 @@ impl Server {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .and_then(|(id, _)| id.clone());
-        let draining = match &live {
-            Some(id) => self.draining(id).await,
-            None => std::collections::HashMap::new(),
-        };
         let grace = self
             .spec
             .environments
@@ -121,6 +118,15 @@ impl Server {
             .map(|s| s.termination_grace_period);
         let now = crate::deployer::clock_now();
         let listed = self.runtime.list(&service).await.unwrap_or_default();
+        // Only a running instance out of the route can be draining: the
+        // live deployment's events are read only when there is one.
+        let maybe_draining = listed
+            .iter()
+            .any(|i| i.state == InstanceState::Running && !in_route.contains(&i.addr));
+        let draining = match &live {
+            Some(id) if maybe_draining => self.draining(id).await,
+            _ => std::collections::HashMap::new(),
+        };
         let instances = listed
             .iter()
             .map(|i| {

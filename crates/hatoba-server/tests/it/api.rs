@@ -12,6 +12,7 @@ use hatoba_server::{Server, ServerConfig};
 use hatoba_store::{SqlStore, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Every endpoint, with a body that would act if it were let through.
 const ENDPOINTS: &[(&str, &str, &str)] = &[
@@ -62,6 +63,7 @@ pub(crate) struct Api {
     pub(crate) addr: SocketAddr,
     pub(crate) token: String,
     trace: Trace,
+    data_plane: Arc<FakeDataPlane>,
     _server: Arc<Server>,
     _dir: tempfile::TempDir,
 }
@@ -76,6 +78,7 @@ pub(crate) async fn api() -> Api {
     );
     let trace = Trace::default();
     let token = hatoba_server::new_token();
+    let data_plane = Arc::new(FakeDataPlane::new(trace.clone()));
     let server = Server::start(ServerConfig {
         spec: spec(1, "      readiness: {path: /ready}"),
         spec_digest: "test".to_owned(),
@@ -83,7 +86,7 @@ pub(crate) async fn api() -> Api {
         base_dir: dir.path().to_path_buf(),
         store,
         runtime: Arc::new(FakeRuntime::new(trace.clone())),
-        data_plane: Arc::new(FakeDataPlane::new(trace.clone())),
+        data_plane: data_plane.clone(),
         token: token.clone(),
         secret_key: None,
     })
@@ -94,6 +97,7 @@ pub(crate) async fn api() -> Api {
         addr,
         token,
         trace,
+        data_plane,
         _server: server,
         _dir: dir,
     }
@@ -567,4 +571,73 @@ fn the_openapi_document_is_fresh_and_lists_every_route() {
             "{method} {templated}: {responses:?}"
         );
     }
+}
+
+/// The service as the API shows it now.
+async fn web(a: &Api) -> hatoba_api::ServiceDetail {
+    let (code, answer) = call(a.addr, "GET", "/api/v1/services/web", Some(&a.token), b"").await;
+    assert_eq!(code, 200, "{answer}");
+    serde_json::from_str(&answer).unwrap()
+}
+
+#[tokio::test]
+async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
+    let a = api().await;
+    let deploy = |version: &'static str| {
+        let body = format!(r#"{{"service": "web", "version": "{version}"}}"#);
+        let (addr, token) = (a.addr, a.token.clone());
+        async move {
+            let (code, answer) = call(
+                addr,
+                "POST",
+                "/api/v1/deployments",
+                Some(&token),
+                body.as_bytes(),
+            )
+            .await;
+            assert_eq!(code, 202, "{answer}");
+        }
+    };
+    deploy("v1").await;
+    hatoba_test_support::wait_for_async(Duration::from_secs(20), || async {
+        web(&a).await.serving_version.as_deref() == Some("v1")
+    })
+    .await
+    .unwrap();
+    a.data_plane.hold_drains(true);
+    deploy("v2").await;
+    tokio::time::timeout(Duration::from_secs(20), a.data_plane.drains_held(1))
+        .await
+        .expect("v1's instance never drained");
+    let detail = web(&a).await;
+    let draining: Vec<&str> = detail
+        .instances
+        .iter()
+        .filter_map(|i| i.draining.as_deref())
+        .collect();
+    assert_eq!(draining.len(), 1, "{detail:#?}");
+    assert!(
+        draining[0].starts_with("draining: up to ")
+            && draining[0].ends_with(" left, then SIGTERM, SIGKILL 30s later"),
+        "{draining:?}"
+    );
+    let v1 = detail
+        .instances
+        .iter()
+        .find(|i| i.draining.is_some())
+        .unwrap();
+    assert_eq!(
+        (v1.version.as_str(), v1.in_route),
+        ("v1", false),
+        "{detail:#?}"
+    );
+    // Once drained and stopped, nothing says draining any more.
+    a.data_plane.hold_drains(false);
+    hatoba_test_support::wait_for_async(Duration::from_secs(20), || async {
+        let d = web(&a).await;
+        d.serving_version.as_deref() == Some("v2")
+            && d.instances.iter().all(|i| i.draining.is_none())
+    })
+    .await
+    .unwrap();
 }
