@@ -480,3 +480,93 @@ async fn a_tunnel_whose_backend_closed_ends_within_the_linger_if_the_client_stay
     wait_long_lived(&g, |c| c.ended(LongLivedEnd::Normal) == 1).await;
     drop(c);
 }
+
+/// A WebSocket client of the demo app through the proxy: writes messages
+/// until the server's close frame comes, answers it, reads to the end.
+async fn demo_websocket_client(mut c: TcpStream) -> Ended {
+    let mut r = Vec::new();
+    let closed = loop {
+        // A masked text frame "hi" (mask 0), then whatever came back.
+        if c.write_all(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i'])
+            .await
+            .is_err()
+        {
+            return Ended::Reset;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(20), c.read(&mut buf)).await {
+            // Pacing: nothing came in 20 ms, write again.
+            Err(_) => continue,
+            Ok(Ok(0)) => return Ended::NoCloseFrame,
+            Ok(Err(_)) => return Ended::Reset,
+            Ok(Ok(n)) => r.extend_from_slice(&buf[..n]),
+        }
+        // Server frames here are short: 2-byte heads.
+        let mut at = 0;
+        let mut close = false;
+        while at + 2 <= r.len() {
+            let len = usize::from(r[at + 1] & 0x7f);
+            if at + 2 + len > r.len() {
+                break;
+            }
+            close |= r[at] & 0x0f == 0x8 && r[at + 2..at + 2 + len] == [0x03, 0xe9];
+            at += 2 + len;
+        }
+        r.drain(..at);
+        if close {
+            break true;
+        }
+    };
+    assert!(closed);
+    if c.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+        .await
+        .is_err()
+    {
+        return Ended::Reset;
+    }
+    let mut rest = Vec::new();
+    match tokio::time::timeout(DEADLINE, c.read_to_end(&mut rest)).await {
+        Ok(Ok(_)) => Ended::Clean,
+        Ok(Err(_)) => Ended::Reset,
+        Err(_) => panic!("the tunnel never ended"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_of_an_instance_that_stops_get_its_close_frame_and_a_clean_end() {
+    // The end of a drain: the instance gets SIGTERM and closes its
+    // WebSockets (the demo app: close frame 1001, closing handshake) while
+    // its clients are still talking.
+    const SOCKETS: usize = 20;
+    let app = crate::support::InProcess::start("v1", |c| c.tick = Duration::from_millis(5)).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[app.addr])]),
+        ProxyOptions::default(),
+    );
+    let g = stats(&proxy);
+    let mut clients = Vec::new();
+    for _ in 0..SOCKETS {
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        clients.push(tokio::spawn(demo_websocket_client(c)));
+    }
+    wait_long_lived(&g, |c| c.open == SOCKETS as u64).await;
+    app.stop().await;
+    let mut ends = std::collections::BTreeMap::new();
+    for c in clients {
+        *ends.entry(format!("{:?}", c.await.unwrap())).or_insert(0) += 1;
+    }
+    assert_eq!(
+        ends.get("Clean").copied().unwrap_or(0),
+        SOCKETS,
+        "how {SOCKETS} WebSockets ended: {ends:?}"
+    );
+    wait_long_lived(&g, |c| c.ended(LongLivedEnd::Normal) == SOCKETS as u64).await;
+}
