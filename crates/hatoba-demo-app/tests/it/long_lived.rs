@@ -3,6 +3,8 @@
 //! on the drain notify and at shutdown; an event stream that ticks, is told
 //! to reconnect on the notify and ends politely at shutdown.
 
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
