@@ -1,0 +1,361 @@
+//! `Server::reload` on the fake runtime and data plane (real time: the
+//! fake instances answer at once): an invalid spec is refused with its
+//! file:line:col and changes nothing; a changed strategy is used by the
+//! next deployment while the one in progress keeps the spec it started
+//! with (and records its digest); a new service listens and can be
+//! deployed; a spec that removes a service still running is refused, one
+//! that removes an idle service removes it.
+
+use crate::fake::{FakeDataPlane, FakeRuntime, Trace};
+use hatoba_api::{DeployRequest, ReloadRequest};
+use hatoba_core::{DeploymentId, DeploymentStatus, Event};
+use hatoba_server::{DataPlane, OpError, Server, ServerConfig};
+use hatoba_store::{SqlStore, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A service `NAME` of the fake runtime, on `127.0.0.1:PORT`, with `strategy`.
+fn service(name: &str, port: u16, strategy: &str) -> String {
+    format!(
+        r#"  {name}:
+    process:
+      command: fake-app
+    replicas: 1
+    route: {{listen: "127.0.0.1:{port}"}}
+    health:
+      readiness: {{path: /ready, period: 100ms, timeout: 1s, successThreshold: 1, failureThreshold: 1}}
+    strategy: {strategy}
+"#
+    )
+}
+
+const ROLLING: &str = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
+/// Stops at 50 % until promoted.
+const CANARY: &str = "{canary: {steps: [{setWeight: 50}, {pause: {}}]}}";
+
+fn spec_of(services: &[String]) -> String {
+    format!("app: test\nservices:\n{}", services.concat())
+}
+
+struct World {
+    server: Arc<Server>,
+    store: Arc<dyn Store>,
+    data_plane: Arc<FakeDataPlane>,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn digest(text: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
+}
+
+impl World {
+    async fn new(yaml: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hatoba.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqlStore::open_sqlite(dir.path().join("hatoba.db"))
+                .await
+                .unwrap(),
+        );
+        let trace = Trace::default();
+        let data_plane = Arc::new(FakeDataPlane::new(trace.clone()));
+        let server = Server::start(ServerConfig {
+            spec: hatoba_spec::parse(yaml).spec.unwrap(),
+            spec_digest: digest(yaml),
+            spec_path: Some(file.clone()),
+            environment: "development".parse().unwrap(),
+            base_dir: dir.path().to_path_buf(),
+            store: Arc::clone(&store),
+            runtime: Arc::new(FakeRuntime::new(trace)),
+            data_plane: data_plane.clone(),
+            token: hatoba_server::new_token(),
+            secret_key: None,
+        })
+        .await
+        .unwrap();
+        server.resume().await.unwrap();
+        World {
+            server,
+            store,
+            data_plane,
+            file,
+            _dir: dir,
+        }
+    }
+
+    async fn reload(&self, yaml: &str) -> Result<hatoba_api::SpecReload, OpError> {
+        std::fs::write(&self.file, yaml).unwrap();
+        self.server
+            .reload(ReloadRequest {
+                by: Some("test".to_owned()),
+            })
+            .await
+    }
+
+    async fn deploy(&self, service: &str, version: &str) -> Result<DeploymentId, OpError> {
+        let d = self
+            .server
+            .deploy(DeployRequest {
+                service: service.to_owned(),
+                environment: None,
+                version: version.to_owned(),
+                vars: Default::default(),
+                deployed_by: Some("test".to_owned()),
+            })
+            .await?;
+        Ok(d.id.parse().unwrap())
+    }
+
+    /// Waits (with a deadline) until the deployment has `status`.
+    async fn until(&self, id: &DeploymentId, status: DeploymentStatus) {
+        let store = Arc::clone(&self.store);
+        let reached = hatoba_test_support::wait_for_async(Duration::from_secs(20), || {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .deployment(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|d| d.status == status)
+            }
+        })
+        .await;
+        let d = self.store.deployment(id).await.unwrap();
+        assert!(reached.is_ok(), "{id} never became {status}: {d:?}");
+        // Its task lets go of the service just after it records the end.
+        let id = id.to_string();
+        let idle = hatoba_test_support::wait_for_async(Duration::from_secs(20), || async {
+            self.server
+                .list_services()
+                .services
+                .iter()
+                .all(|s| s.live_deployment.as_deref() != Some(id.as_str()))
+        })
+        .await;
+        assert!(idle.is_ok(), "{id} ended but still holds its service");
+    }
+
+    /// The typed events of a deployment.
+    async fn events(&self, id: &DeploymentId) -> Vec<Event> {
+        self.store
+            .events(id)
+            .await
+            .unwrap()
+            .iter()
+            .map(hatoba_store::Event::typed)
+            .collect()
+    }
+
+    /// The backends a service's table sends traffic to, by version.
+    async fn backends(&self, service: &str) -> Vec<(String, std::net::SocketAddr)> {
+        let mut out: Vec<(String, std::net::SocketAddr)> = self
+            .data_plane
+            .table(service)
+            .await
+            .into_iter()
+            .flat_map(|t| t.groups)
+            .filter(|g| g.weight > 0)
+            .flat_map(|g| g.backends.into_iter().map(move |b| (g.version.clone(), b)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn services(&self) -> Vec<String> {
+        self.server
+            .list_services()
+            .services
+            .into_iter()
+            .map(|s| s.service)
+            .collect()
+    }
+}
+
+/// The strategy a deployment was recorded with.
+fn strategy(events: &[Event]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        Event::Created { strategy, .. } => Some(strategy.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_refused_with_its_place_and_changes_nothing() {
+    let yaml = spec_of(&[service("web", 1, ROLLING)]);
+    let w = World::new(&yaml).await;
+    let d1 = w.deploy("web", "v1").await.unwrap();
+    w.until(&d1, DeploymentStatus::Succeeded).await;
+    let backends = w.backends("web").await;
+    assert_eq!(backends.len(), 1, "v1 is routed");
+
+    // `replicas` of the wrong type, on line 6 of the file.
+    let bad = yaml.replace("replicas: 1", "replicas: many");
+    let e = w.reload(&bad).await.unwrap_err();
+    assert_eq!(e.kind(), hatoba_api::ErrorKind::BadInput, "{e:?}");
+    let file = w.file.display().to_string();
+    assert!(
+        e.message().contains(&format!("{file}:6:15")),
+        "the file, line and column: {e:?}"
+    );
+    assert!(e.message().contains("nothing changed"), "{e:?}");
+    // A file that cannot be read is refused alike.
+    std::fs::remove_file(&w.file).unwrap();
+    let gone = w.server.reload(ReloadRequest::default()).await.unwrap_err();
+    assert_eq!(gone.kind(), hatoba_api::ErrorKind::BadInput, "{gone:?}");
+    assert!(gone.message().contains(&file), "{gone:?}");
+
+    assert_eq!(w.server.spec_digest(), digest(&yaml));
+    assert_eq!(w.services(), ["web"]);
+    assert_eq!(w.backends("web").await, backends, "the routes stay");
+    // The next deployment still runs by the spec it had.
+    let d2 = w.deploy("web", "v2").await.unwrap();
+    w.until(&d2, DeploymentStatus::Succeeded).await;
+    let recorded = w.store.deployment(&d2).await.unwrap().unwrap();
+    assert_eq!(recorded.spec_digest, digest(&yaml));
+}
+
+#[tokio::test]
+async fn a_changed_strategy_is_for_the_next_deployment_and_one_in_progress_keeps_its_own() {
+    let canary = spec_of(&[service("web", 1, CANARY)]);
+    let w = World::new(&canary).await;
+    let d1 = w.deploy("web", "v1").await.unwrap();
+    w.until(&d1, DeploymentStatus::Succeeded).await;
+    // v2 waits at its pause, half of the traffic on it.
+    let d2 = w.deploy("web", "v2").await.unwrap();
+    let store = Arc::clone(&w.store);
+    let paused = hatoba_test_support::wait_for_async(Duration::from_secs(20), || {
+        let store = Arc::clone(&store);
+        let d2 = d2.clone();
+        async move {
+            store.events(&d2).await.is_ok_and(|e| {
+                e.iter()
+                    .any(|e| matches!(e.typed(), Event::StepPaused { .. }))
+            })
+        }
+    })
+    .await;
+    assert!(paused.is_ok(), "{:#?}", w.events(&d2).await);
+
+    let rolling = spec_of(&[service("web", 1, ROLLING)]);
+    let r = w.reload(&rolling).await.unwrap();
+    assert_eq!(r.changed, ["web"]);
+    assert!(r.added.is_empty() && r.removed.is_empty(), "{r:?}");
+    assert_eq!(r.digest, digest(&rolling));
+    assert_eq!(r.previous_digest, digest(&canary));
+    assert_eq!(r.in_progress, [format!("web: {d2}")]);
+    assert_eq!(w.server.spec_digest(), digest(&rolling));
+    // The deployment in progress is told, and goes on as a canary.
+    let told = w.events(&d2).await;
+    assert!(
+        told.iter().any(|e| matches!(e,
+            Event::SpecReloaded { digest: d, changed, .. } if *d == digest(&rolling) && changed == &["web"])),
+        "{told:#?}"
+    );
+    w.server
+        .operate("web", hatoba_server::Action::Promote, "test".to_owned())
+        .await
+        .unwrap();
+    w.until(&d2, DeploymentStatus::Succeeded).await;
+    let d2_events = w.events(&d2).await;
+    assert_eq!(strategy(&d2_events).as_deref(), Some("canary"));
+    assert!(
+        !d2_events
+            .iter()
+            .any(|e| matches!(e, Event::RollingStarted { .. })),
+        "{d2_events:#?}"
+    );
+    let recorded = w.store.deployment(&d2).await.unwrap().unwrap();
+    assert_eq!(recorded.spec_digest, digest(&canary), "its own spec");
+
+    // The next one rolls, and records the new spec.
+    let d3 = w.deploy("web", "v3").await.unwrap();
+    w.until(&d3, DeploymentStatus::Succeeded).await;
+    let d3_events = w.events(&d3).await;
+    assert_eq!(strategy(&d3_events).as_deref(), Some("rolling"));
+    assert!(
+        d3_events
+            .iter()
+            .any(|e| matches!(e, Event::RollingStarted { .. })),
+        "{d3_events:#?}"
+    );
+    let recorded = w.store.deployment(&d3).await.unwrap().unwrap();
+    assert_eq!(recorded.spec_digest, digest(&rolling));
+    // The reload is in the audit log with its words.
+    let audit = w.store.audit(10).await.unwrap();
+    assert!(
+        audit.iter().any(|a| a.action == "reload"
+            && a.actor == "test"
+            && a.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("changed web"))),
+        "{audit:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_service_listens_and_is_deployed_when_asked() {
+    let one = spec_of(&[service("web", 1, ROLLING)]);
+    let w = World::new(&one).await;
+    assert!(w.deploy("api", "v1").await.is_err(), "no api yet");
+
+    let two = spec_of(&[service("api", 2, ROLLING), service("web", 1, ROLLING)]);
+    let r = w.reload(&two).await.unwrap();
+    assert_eq!(r.added, ["api"]);
+    assert!(r.changed.is_empty() && r.removed.is_empty(), "{r:?}");
+    assert_eq!(w.services(), ["api", "web"]);
+    // Listening, nothing deployed.
+    let summary = w.server.list_services();
+    let api = summary
+        .services
+        .iter()
+        .find(|s| s.service == "api")
+        .unwrap();
+    assert_eq!(api.listen, "127.0.0.1:2");
+    assert_eq!(api.serving_version, None);
+
+    let d = w.deploy("api", "v1").await.unwrap();
+    w.until(&d, DeploymentStatus::Succeeded).await;
+    let api = w.backends("api").await;
+    assert_eq!(api.len(), 1, "{api:?}");
+    assert_eq!(api[0].0, "v1");
+    // Reloading the same file again changes nothing.
+    let again = w.reload(&two).await.unwrap();
+    assert_eq!(again.digest, again.previous_digest);
+    assert!(
+        again.added.is_empty() && again.changed.is_empty(),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_spec_that_removes_a_running_service_is_refused_and_an_idle_one_goes() {
+    let both = spec_of(&[service("api", 2, ROLLING), service("web", 1, ROLLING)]);
+    let w = World::new(&both).await;
+    let d1 = w.deploy("web", "v1").await.unwrap();
+    w.until(&d1, DeploymentStatus::Succeeded).await;
+
+    let without_web = spec_of(&[service("api", 2, ROLLING)]);
+    let e = w.reload(&without_web).await.unwrap_err();
+    assert_eq!(e.kind(), hatoba_api::ErrorKind::Conflict, "{e:?}");
+    assert!(
+        e.message().contains("service `web`") && e.message().contains("v1 serves"),
+        "{e:?}"
+    );
+    assert_eq!(w.server.spec_digest(), digest(&both), "nothing changed");
+    assert_eq!(w.services(), ["api", "web"]);
+
+    // `api` never ran: it goes, and cannot be deployed any more.
+    let without_api = spec_of(&[service("web", 1, ROLLING)]);
+    let r = w.reload(&without_api).await.unwrap();
+    assert_eq!(r.removed, ["api"]);
+    assert_eq!(w.services(), ["web"]);
+    let gone = w.deploy("api", "v1").await.unwrap_err();
+    assert_eq!(gone.kind(), hatoba_api::ErrorKind::NotFound, "{gone:?}");
+    // What serves is untouched.
+    let web = w.server.list_services();
+    assert_eq!(web.services[0].serving_version.as_deref(), Some("v1"));
+}
