@@ -359,3 +359,127 @@ async fn a_spec_that_removes_a_running_service_is_refused_and_an_idle_one_goes()
     let web = w.server.list_services();
     assert_eq!(web.services[0].serving_version.as_deref(), Some("v1"));
 }
+
+/// A backend that answers every request `200 ok` and closes.
+async fn backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One `GET /` on a fresh connection: the status line, or why none came.
+async fn get(addr: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// The in-process data plane moves a listener as a reload asks: the new
+/// address serves the same table, and the old one answers every request
+/// until the move is done (no connection refused during the switch); after
+/// it, the old address is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_listener_opens_its_new_address_before_the_old_one_stops() {
+    let dp = hatoba_server::LocalDataPlane::new(
+        Arc::new(hatoba_metrics::Recorder::new()),
+        hatoba_proxy::ProxyOptions::default(),
+        1,
+    );
+    let free = || {
+        let port = hatoba_test_support::free_port().unwrap();
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    };
+    let old = dp.listen("web", free()).await.unwrap();
+    dp.route(hatoba_proxy::RouteSpec {
+        service: "web".to_owned(),
+        groups: vec![hatoba_proxy::GroupSpec {
+            role: hatoba_metrics::Role::Stable,
+            version: "v1".to_owned(),
+            weight: 100,
+            backends: vec![backend().await],
+        }],
+        sticky: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(old).await.as_deref(), Ok("HTTP/1.1 200 OK"));
+
+    // Requests to the old address while the listener moves.
+    let moving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let load = {
+        let moving = Arc::clone(&moving);
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut first = Some(first_tx);
+            // Bounded: the move takes milliseconds.
+            for _ in 0..10_000 {
+                if !moving.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                answers.push(get(old).await);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            }
+            answers
+        })
+    };
+    first_rx.await.unwrap();
+    let new = free();
+    assert_eq!(dp.listen("web", new).await.unwrap(), new);
+    moving.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut answers = load.await.unwrap();
+    // The one in flight when the move ended may meet the old listener
+    // stopping, as it is meant to from then on; every earlier one was
+    // answered.
+    answers.pop();
+    let failed: Vec<&Result<String, String>> = answers
+        .iter()
+        .filter(|a| a.as_deref() != Ok("HTTP/1.1 200 OK"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {}: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert_eq!(get(new).await.as_deref(), Ok("HTTP/1.1 200 OK"));
+    // The old address closes once its listener has stopped.
+    let closed = hatoba_test_support::wait_for_async(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(old).await.is_err()
+    })
+    .await;
+    assert!(closed.is_ok(), "the old address still accepts");
+    dp.shutdown().await;
+}

@@ -1,8 +1,9 @@
 //! A running `hatoba up` reads its spec again on SIGHUP and `hatoba
 //! reload`, under load through the proxy: no connection refused, the new
 //! service listens and deploys, an invalid file is refused with its place
-//! (exit 2) and changes nothing, and the next deployment of the changed
-//! service runs by the new strategy.
+//! (exit 2) and changes nothing, a moved listener serves on its new
+//! address, and the next deployment of the changed service runs by the new
+//! strategy.
 
 use crate::support::{Sandbox, Traffic, hatoba, latest, poll, served};
 use crate::up::{demo_process, web_spec};
@@ -91,6 +92,30 @@ fn sighup_and_hatoba_reload_apply_the_edited_spec_without_refusing_a_connection(
         .assert()
         .success();
     assert_eq!(served(api_port).as_deref(), Ok("a1"));
+    // `api` moves: its new address serves what served on the old one.
+    let moved_port = hatoba_test_support::free_port().unwrap();
+    let moved = edited.replace(
+        &format!("127.0.0.1:{api_port}"),
+        &format!("127.0.0.1:{moved_port}"),
+    );
+    std::fs::write(&sandbox.file, &moved).unwrap();
+    hatoba(state)
+        .arg("reload")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "moved: api: 127.0.0.1:{api_port} -> 127.0.0.1:{moved_port}"
+        )));
+    assert_eq!(served(moved_port).as_deref(), Ok("a1"));
+    poll(
+        "the old address of api closed",
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", api_port))
+                .is_err()
+                .then_some(())
+        },
+    );
     hatoba(state)
         .args(["deploy", "web", "--version", "v2"])
         .assert()
