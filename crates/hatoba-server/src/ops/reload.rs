@@ -185,9 +185,10 @@ fn resolve(key: &str, listen: &Listen) -> Result<SocketAddr, OpError> {
 }
 
 impl Server {
-    /// `hatoba reload` for a server of one environment: reads the spec file
-    /// again and applies it (see the module's words). With several
-    /// environments, [`Environments::reload`] reloads them together.
+    /// `hatoba reload` for a server of one environment run alone: reads
+    /// the spec file again and applies it (see the module's words). A
+    /// server that is one of several is reloaded with the others, by
+    /// [`Environments::reload`] (the API and SIGHUP do so).
     pub async fn reload(
         self: &Arc<Self>,
         r: hatoba_api::ReloadRequest,

@@ -483,3 +483,91 @@ async fn a_moved_listener_opens_its_new_address_before_the_old_one_stops() {
     assert!(closed.is_ok(), "the old address still accepts");
     dp.shutdown().await;
 }
+
+/// `web` (and with `api_ports`, `api`) in staging and production, each
+/// environment on its own addresses.
+fn two_environments(api_ports: Option<(u16, u16)>) -> String {
+    let mut text = spec_of(&[service("web", 10, ROLLING)]);
+    if api_ports.is_some() {
+        text.push_str(&service("api", 20, ROLLING));
+    }
+    let api = |port: Option<u16>| {
+        port.map_or_else(String::new, |p| {
+            format!("      api: {{route: {{listen: \"127.0.0.1:{p}\"}}}}\n")
+        })
+    };
+    text.push_str(&format!(
+        "environments:\n  staging:\n    services:\n      web: {{route: {{listen: \"127.0.0.1:11\"}}}}\n{}  \
+         production:\n    services:\n      web: {{route: {{listen: \"127.0.0.1:12\"}}}}\n{}",
+        api(api_ports.map(|p| p.0)),
+        api(api_ports.map(|p| p.1)),
+    ));
+    text
+}
+
+#[tokio::test]
+async fn several_environments_reload_together_or_not_at_all() {
+    let yaml = two_environments(None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hatoba.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let trace = Trace::default();
+    let envs = hatoba_server::Environments::start(
+        ServerConfig {
+            spec: hatoba_spec::parse(&yaml).spec.unwrap(),
+            spec_digest: digest(&yaml),
+            spec_path: Some(file.clone()),
+            environment: "staging".parse().unwrap(),
+            base_dir: dir.path().to_path_buf(),
+            store: Arc::new(
+                SqlStore::open_sqlite(dir.path().join("hatoba.db"))
+                    .await
+                    .unwrap(),
+            ),
+            runtime: Arc::new(FakeRuntime::new(trace.clone())),
+            data_plane: Arc::new(FakeDataPlane::new(trace)),
+            token: hatoba_server::new_token(),
+            secret_key: None,
+        },
+        &["staging".parse().unwrap(), "production".parse().unwrap()],
+    )
+    .await
+    .unwrap();
+    envs.resume().await.unwrap();
+    let names = |envs: &hatoba_server::Environments| {
+        envs.servers()
+            .iter()
+            .map(|s| {
+                let services: Vec<String> = s
+                    .list_services()
+                    .services
+                    .into_iter()
+                    .map(|x| x.service)
+                    .collect();
+                (s.spec_digest(), services)
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = names(&envs);
+    assert_eq!(before.len(), 2);
+
+    // `api` of both environments on one address: neither changes.
+    let clash = two_environments(Some((22, 22)));
+    std::fs::write(&file, &clash).unwrap();
+    let e = envs.reload(ReloadRequest::default()).await.unwrap_err();
+    assert_eq!(e.kind(), hatoba_api::ErrorKind::BadInput, "{e:?}");
+    assert!(
+        e.message().contains("production/api") && e.message().contains("staging/api"),
+        "{e:?}"
+    );
+    assert_eq!(names(&envs), before);
+
+    let good = two_environments(Some((21, 22)));
+    std::fs::write(&file, &good).unwrap();
+    let r = envs.reload(ReloadRequest::default()).await.unwrap();
+    assert_eq!(r.added, ["production/api", "staging/api"]);
+    for (d, services) in names(&envs) {
+        assert_eq!(d, digest(&good));
+        assert_eq!(services, ["api", "web"]);
+    }
+}
