@@ -4,7 +4,10 @@
 //! next deployment while the one in progress keeps the spec it started
 //! with (and records its digest); a new service listens and can be
 //! deployed; a spec that removes a service still running is refused, one
-//! that removes an idle service removes it.
+//! that removes an idle service removes it; what serves is probed by the
+//! spec it was deployed with until a deployment brings the new one;
+//! several environments reload together or not at all; the in-process
+//! data plane moves a listener without refusing a connection meanwhile.
 
 use crate::fake::{FakeDataPlane, FakeRuntime, Trace};
 use hatoba_api::{DeployRequest, ReloadRequest};
@@ -40,6 +43,7 @@ fn spec_of(services: &[String]) -> String {
 
 struct World {
     server: Arc<Server>,
+    runtime: Arc<FakeRuntime>,
     store: Arc<dyn Store>,
     data_plane: Arc<FakeDataPlane>,
     file: PathBuf,
@@ -62,6 +66,7 @@ impl World {
         );
         let trace = Trace::default();
         let data_plane = Arc::new(FakeDataPlane::new(trace.clone()));
+        let runtime = Arc::new(FakeRuntime::new(trace));
         let server = Server::start(ServerConfig {
             spec: hatoba_spec::parse(yaml).spec.unwrap(),
             spec_digest: digest(yaml),
@@ -69,7 +74,7 @@ impl World {
             environment: "development".parse().unwrap(),
             base_dir: dir.path().to_path_buf(),
             store: Arc::clone(&store),
-            runtime: Arc::new(FakeRuntime::new(trace)),
+            runtime: runtime.clone(),
             data_plane: data_plane.clone(),
             token: hatoba_server::new_token(),
             secret_key: None,
@@ -79,6 +84,7 @@ impl World {
         server.resume().await.unwrap();
         World {
             server,
+            runtime,
             store,
             data_plane,
             file,
@@ -570,4 +576,65 @@ async fn several_environments_reload_together_or_not_at_all() {
         assert_eq!(d, digest(&good));
         assert_eq!(services, ["api", "web"]);
     }
+}
+
+#[tokio::test]
+async fn what_serves_is_probed_by_its_own_spec_until_a_deployment_brings_the_new_one() {
+    use hatoba_runtime::Runtime as _;
+    let yaml = spec_of(&[service("web", 1, ROLLING)]);
+    let w = World::new(&yaml).await;
+    let d1 = w.deploy("web", "v1").await.unwrap();
+    w.until(&d1, DeploymentStatus::Succeeded).await;
+    let web: hatoba_core::ServiceName = "web".parse().unwrap();
+    let instance = |version: &'static str| {
+        let runtime = Arc::clone(&w.runtime);
+        let web = web.clone();
+        async move {
+            runtime
+                .list(&web)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|i| {
+                    i.version.as_str() == version
+                        && i.state == hatoba_runtime::InstanceState::Running
+                })
+                .unwrap()
+        }
+    };
+
+    // The new spec probes readiness on `/other` (the fake answers it 200).
+    let other = yaml.replace("path: /ready", "path: /other");
+    w.reload(&other).await.unwrap();
+    // v1 runs by its own spec: `/ready` failing takes it out of the route.
+    let v1 = instance("v1").await;
+    w.runtime.set_ready(&v1.id, 503);
+    let out = hatoba_test_support::wait_for_async(Duration::from_secs(20), || async {
+        w.backends("web").await.is_empty()
+    })
+    .await;
+    assert!(
+        out.is_ok(),
+        "v1 stayed routed: {:?}",
+        w.backends("web").await
+    );
+    w.runtime.set_ready(&v1.id, 200);
+
+    // v2 is deployed by the new spec, and supervised by it: its `/ready`
+    // failing changes nothing, `/other` is what is asked.
+    let d2 = w.deploy("web", "v2").await.unwrap();
+    w.until(&d2, DeploymentStatus::Succeeded).await;
+    let v2 = instance("v2").await;
+    w.runtime.set_ready(&v2.id, 503);
+    let lists = w.runtime.lists();
+    let rounds = hatoba_test_support::wait_for_async(Duration::from_secs(20), || async {
+        w.runtime.lists() >= lists + 5
+    })
+    .await;
+    assert!(rounds.is_ok(), "the supervisor ran no rounds");
+    assert_eq!(
+        w.backends("web").await,
+        [("v2".to_owned(), v2.addr)],
+        "v2 is probed on /other"
+    );
 }
