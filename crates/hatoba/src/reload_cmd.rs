@@ -131,7 +131,7 @@ mod tests {
         );
         let same = hatoba_api::SpecReload {
             previous_digest: r.digest.clone(),
-            ..hatoba_api::SpecReload::default()
+            ..r.clone()
         };
         assert!(render(&same).contains(": unchanged"), "{}", render(&same));
     }
