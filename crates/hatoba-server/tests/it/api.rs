@@ -43,6 +43,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/secrets", ""),
     ("PUT", "/api/v1/secrets/API_KEY", r#"{"value": "x"}"#),
     ("DELETE", "/api/v1/secrets/API_KEY", ""),
+    ("POST", "/api/v1/reload", r#"{"by": "bob"}"#),
     ("GET", "/api/v1/no-such-thing", ""),
     ("GET", "/v1/services/web", ""),
     ("DELETE", "/api/v1/services/web", ""),
@@ -57,6 +58,7 @@ const WITH_BODY: &[&str] = &[
     "/api/v1/services/web/promote-full",
     "/api/v1/services/web/abort",
     "/api/v1/secrets/API_KEY",
+    "/api/v1/reload",
 ];
 
 pub(crate) struct Api {
@@ -87,6 +89,7 @@ pub(crate) async fn api_with(limits: hatoba_server::http::ApiLimits) -> Api {
     let server = Server::start(ServerConfig {
         spec: spec(1, "      readiness: {path: /ready}"),
         spec_digest: "test".to_owned(),
+        spec_path: None,
         environment: "development".parse().unwrap(),
         base_dir: dir.path().to_path_buf(),
         store,
