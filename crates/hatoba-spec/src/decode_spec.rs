@@ -1060,6 +1060,31 @@ fn decode_drain(node: &Node, path: &str, d: &mut Diags) -> Option<(Duration, Opt
             }
         }
     });
+    // `drain: {signal: SIGUSR1}` reads naturally but the signal (or path)
+    // goes under `notify`: say so rather than only "unknown field".
+    if let NodeKind::Map(entries) = &node.kind {
+        for (key, value) in entries {
+            let Some(name @ ("path" | "signal")) = key.as_scalar() else {
+                continue;
+            };
+            let example =
+                value
+                    .as_scalar()
+                    .unwrap_or(if name == "path" { "/drain" } else { "SIGUSR1" });
+            d.push(
+                Diagnostic::error(
+                    key.span,
+                    &join(path, name),
+                    format!("`{name}` belongs under `notify`"),
+                )
+                .with_hint(format!(
+                    "write `drain: {{timeout: 10s, notify: {{{name}: {example}}}}}`"
+                )),
+            );
+        }
+        let _ = f.get("path");
+        let _ = f.get("signal");
+    }
     f.finish(d);
     let timeout = timeout.unwrap_or(Some(DEFAULT_DRAIN))?;
     let notify = match notify {

@@ -89,6 +89,29 @@ fn a_bad_drain_says_where_and_what() {
         let out = rendered(&text);
         assert!(out.contains(want), "{drain}: missing {want:?} in:\n{out}");
     }
+    // The signal (or path) written beside `timeout` instead of under
+    // `notify` (as a reader may take `drain: {signal: SIGUSR1}`) is told
+    // where it goes, not only that the field is unknown.
+    for (drain, want) in [
+        (
+            "{signal: SIGUSR1}",
+            "hatoba.yaml:6:13: error: services.web.drain.signal: `signal` belongs under `notify`",
+        ),
+        (
+            "{timeout: 5s, path: /drain}",
+            "hatoba.yaml:6:26: error: services.web.drain.path: `path` belongs under `notify`",
+        ),
+    ] {
+        let text = spec(drain);
+        assert!(hatoba_spec::parse(&text).spec.is_none(), "{drain} accepted");
+        let out = rendered(&text);
+        assert!(out.contains(want), "{drain}: missing {want:?} in:\n{out}");
+        assert!(out.contains("notify: {"), "{drain}: no example in:\n{out}");
+        assert!(
+            !out.contains("unknown field"),
+            "{drain}: reported twice:\n{out}"
+        );
+    }
     // A near-miss signal gets the right one suggested.
     let out = rendered(&spec("{notify: {signal: SIGUSR3}}"));
     assert!(out.contains("did you mean `SIGUSR1`"), "{out}");
