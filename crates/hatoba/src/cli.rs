@@ -170,6 +170,18 @@ pub(crate) enum Command {
         /// The environment (needed when the server runs several that have the service).
         #[arg(long, short = 'e')]
         env: Option<String>,
+        /// How far to follow the rollback, as `deploy --wait`: it is always
+        /// followed until the version returned to serves all traffic;
+        /// `--wait=complete` until the rollback deployment ends.
+        #[arg(
+            long,
+            value_enum,
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "serving",
+            value_name = "UNTIL"
+        )]
+        wait: Option<WaitUntil>,
     },
     /// Make the running `hatoba up` read its spec file again (as SIGHUP does).
     #[command(

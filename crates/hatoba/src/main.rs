@@ -88,9 +88,18 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Abort { service, env } => {
             runtime()?.block_on(server_cmd::operate(&g, &service, "abort", env.as_deref()))
         }
-        Command::Rollback { service, to, env } => {
-            runtime()?.block_on(server_cmd::rollback(&g, &service, to, env.as_deref()))
-        }
+        Command::Rollback {
+            service,
+            to,
+            env,
+            wait,
+        } => runtime()?.block_on(server_cmd::rollback(
+            &g,
+            &service,
+            to,
+            env.as_deref(),
+            wait.unwrap_or(cli::WaitUntil::Serving),
+        )),
         Command::Reload => runtime()?.block_on(reload_cmd::reload(&g)),
         Command::Watch { service, env } => {
             runtime()?.block_on(server_cmd::watch(&g, &service, env.as_deref()))

@@ -948,6 +948,7 @@ pub(crate) async fn rollback(
     service: &str,
     to: Option<String>,
     env: Option<&str>,
+    wait: WaitUntil,
 ) -> anyhow::Result<Exit> {
     check_service(service)?;
     let query = env_query(env)?;
@@ -996,7 +997,7 @@ pub(crate) async fn rollback(
             output::strategy(&d.strategy)
         ));
     }
-    follow(global, &d, WaitUntil::Serving).await
+    follow(global, &d, wait).await
 }
 
 pub(crate) async fn operate(

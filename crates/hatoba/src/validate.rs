@@ -65,9 +65,10 @@ fn summary(file: &str, spec: &hatoba_spec::Spec) -> String {
         .iter()
         .map(|(name, svc)| {
             format!(
-                "{name} ({}, {} replicas, on {})",
+                "{name} ({}, {} replica{}, on {})",
                 crate::output::strategy(svc.strategy.kind()),
                 svc.replicas,
+                if svc.replicas == 1 { "" } else { "s" },
                 svc.route.listen
             )
         })

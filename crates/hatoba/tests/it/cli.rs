@@ -19,7 +19,13 @@ fn root() -> PathBuf {
 
 #[test]
 fn every_example_validates() {
-    for name in ["quickstart", "rolling", "blue-green", "seeds-canary"] {
+    for name in [
+        "quickstart",
+        "rolling",
+        "blue-green",
+        "seeds-canary",
+        "docker",
+    ] {
         let file = root().join("examples").join(name).join("hatoba.yaml");
         hatoba()
             .arg("validate")
@@ -262,4 +268,43 @@ fn inspection_commands_without_a_server_say_what_is_missing() {
         .assert()
         .code(4)
         .stderr(predicate::str::contains("no logs of `web`"));
+}
+
+#[test]
+fn rollback_takes_wait_as_deploy_does() {
+    // `hatoba rollback web --wait` (as one writes `deploy --wait`) is not a
+    // usage error: without a server it gets as far as saying none runs.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    for wait in ["--wait", "--wait=complete", "--wait=serving"] {
+        hatoba()
+            .args(["--state-dir", state, "rollback", "web", wait])
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("no Hatoba server runs"));
+    }
+    hatoba()
+        .args(["--state-dir", state, "rollback", "web", "--wait=soon"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn validate_counts_one_replica_in_the_singular() {
+    hatoba()
+        .args(["validate", "-f", "-"])
+        .write_stdin(
+            "app: t\nservices:\n  web:\n    process: {command: ./web}\n    route: {listen: 127.0.0.1:8080}\n    replicas: 1\n",
+        )
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("web (rolling, 1 replica, on 127.0.0.1:8080)"));
+    hatoba()
+        .args(["validate", "-f", "-"])
+        .write_stdin(
+            "app: t\nservices:\n  web:\n    process: {command: ./web}\n    route: {listen: 127.0.0.1:8080}\n    replicas: 3\n",
+        )
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("(rolling, 3 replicas,"));
 }
