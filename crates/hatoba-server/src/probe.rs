@@ -102,6 +102,12 @@ pub(crate) async fn notify_drain(
     http_call(addr, "POST", path, timeout).await
 }
 
+/// The most of a probe's answer read after its status line, to close the
+/// connection cleanly once the app has sent it all.
+const DRAIN_BYTES: usize = 64 * 1024;
+/// How long a probe waits for the rest of an answer whose status it has.
+const DRAIN_TIME: Duration = Duration::from_millis(200);
+
 /// One request with an empty body; passes on 2xx or 3xx within `timeout`.
 async fn http_call(
     addr: SocketAddr,
@@ -123,9 +129,34 @@ async fn http_call(
         s.write_all(req.as_bytes()).await.map_err(io)?;
         let mut head = [0u8; 12];
         s.read_exact(&mut head).await.map_err(io)?;
-        status_of(&head)
+        Ok((status_of(&head)?, s))
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    let answer = tokio::time::timeout(timeout, attempt).await;
+    let answer = match answer {
+        Ok(Ok((code, mut s))) => {
+            // Read the rest of the answer (it ends with the connection, as
+            // asked) before closing: a socket closed with bytes unread
+            // sends a reset, and an app still writing its body gets
+            // ECONNRESET, which many log as an error (Python's http.server
+            // prints a traceback per probe). Bounded in bytes and time; the
+            // verdict is already known and does not depend on it.
+            let drain = async {
+                let mut buf = [0u8; 4096];
+                let mut left = DRAIN_BYTES;
+                while left > 0 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            Ok(Ok(code))
+        }
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
         Ok(Ok(code)) => Err(ProbeFailure::Status(code)),
         Ok(Err(e)) => Err(e),
@@ -282,6 +313,31 @@ mod tests {
         assert_eq!(http_probe(gone, "/", t).await, Err(ProbeFailure::Refused));
         assert_eq!(tcp_probe(gone).await, Err(ProbeFailure::Refused));
         assert_eq!(tcp_probe(ok).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_probe_reads_the_whole_answer_so_the_app_sees_no_reset() {
+        // An app that answers 200 with a body, closes its side as
+        // `Connection: close` asks, then waits for the probe to close: a
+        // probe that dropped the socket with the body unread made the
+        // kernel send a reset, which the app saw (ECONNRESET) and logged.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let app = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            let body = vec![b'x'; 32 * 1024];
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&body).await.unwrap();
+            s.shutdown().await.unwrap();
+            // What the app sees of the probe's end: a clean close (0) or a
+            // reset (an error).
+            s.read(&mut buf).await.map_err(|e| e.kind())
+        });
+        assert_eq!(http_probe(addr, "/", Duration::from_secs(5)).await, Ok(()));
+        assert_eq!(app.await.unwrap(), Ok(0));
     }
 
     #[test]
