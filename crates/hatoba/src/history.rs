@@ -307,13 +307,7 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
             live.push_str(&format!("\n  PROBLEM: {p}"));
         }
         for m in &s.analysis {
-            live.push_str(&format!(
-                "\n  {} {}: {}{}",
-                m.run,
-                m.metric,
-                m.verdict,
-                m.value.map(|v| format!(" ({v:.4})")).unwrap_or_default()
-            ));
+            live.push_str(&format!("\n  {}", measurement_words(m)));
         }
         let mut version = s.current_version.clone().unwrap_or_else(|| "-".to_owned());
         if let Some(w) = &s.warm {
@@ -384,4 +378,64 @@ fn trim_lines(s: &str) -> String {
         .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A measurement in `status`: its value, or without one why not (the
+/// provider's error: "error" alone sends the reader to `hatoba analysis`).
+fn measurement_words(m: &hatoba_api::MeasurementInfo) -> String {
+    let why = match (m.value, &m.detail) {
+        (Some(v), _) => format!(" ({v:.4})"),
+        (None, Some(d)) if !d.is_empty() => {
+            const MOST: usize = 160;
+            let d = match d.char_indices().nth(MOST) {
+                Some((at, _)) => format!("{}…", &d[..at]),
+                None => d.clone(),
+            };
+            format!(" ({d})")
+        }
+        (None, _) => String::new(),
+    };
+    format!("{} {}: {}{why}", m.run, m.metric, m.verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(value: Option<f64>, detail: Option<&str>) -> hatoba_api::MeasurementInfo {
+        hatoba_api::MeasurementInfo {
+            seq: 1,
+            at: "2026-01-01T00:00:00Z".to_owned(),
+            run: "background".to_owned(),
+            metric: "success-rate".to_owned(),
+            value,
+            verdict: if value.is_some() { "passed" } else { "error" }.to_owned(),
+            detail: detail.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_measurement_without_a_value_says_why() {
+        assert_eq!(
+            measurement_words(&m(Some(0.99), Some("30 requests"))),
+            "background success-rate: passed (0.9900)"
+        );
+        assert_eq!(
+            measurement_words(&m(
+                None,
+                Some("prometheus: cannot connect to 127.0.0.1:9090")
+            )),
+            "background success-rate: error (prometheus: cannot connect to 127.0.0.1:9090)"
+        );
+        assert_eq!(
+            measurement_words(&m(None, None)),
+            "background success-rate: error"
+        );
+        let long = "é".repeat(400);
+        let words = measurement_words(&m(None, Some(&long)));
+        assert!(
+            words.ends_with("…)") && words.chars().count() < 200,
+            "{words}"
+        );
+    }
 }

@@ -326,6 +326,8 @@ fn a_canary_whose_provider_is_down_is_held_not_promoted() {
     );
     let status = text(&state, &["status", "web"]);
     assert!(status.contains("wait for `hatoba promote web`"), "{status}");
+    // The provider's error is in `status`, not only "error".
+    assert!(status.contains("probe: error ("), "{status}");
     hatoba(&state).args(["abort", "web"]).assert().success();
     poll_explained(
         "v2 aborted",
