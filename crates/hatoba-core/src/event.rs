@@ -633,10 +633,15 @@ impl fmt::Display for Shown<'_> {
                 max_unavailable,
             } => write!(
                 f,
-                "rolling {replicas} instances: up to {max_surge} extra, up to {max_unavailable} missing"
+                "rolling {replicas} instance{}: up to {max_surge} extra, up to {max_unavailable} missing",
+                plural(*replicas)
             ),
             E::ColourStarting { replicas } => {
-                write!(f, "starting the new colour: {replicas} instances")
+                write!(
+                    f,
+                    "starting the new colour: {replicas} instance{}",
+                    plural(*replicas)
+                )
             }
             E::ColourReady => f.write_str("new colour ready"),
             E::SwitchingAtOnce => f.write_str("first deployment: switching at once"),
@@ -1069,6 +1074,11 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// `s` after a count other than one.
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 impl fmt::Display for Event {
     /// The words, with commands a person types not naming the service.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1232,6 +1242,27 @@ impl Event {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn one_instance_is_counted_in_the_singular() {
+        let rolling = |replicas| Event::RollingStarted {
+            replicas,
+            max_surge: 1,
+            max_unavailable: 0,
+        };
+        assert_eq!(
+            rolling(1).to_string(),
+            "rolling 1 instance: up to 1 extra, up to 0 missing"
+        );
+        assert_eq!(
+            rolling(4).to_string(),
+            "rolling 4 instances: up to 1 extra, up to 0 missing"
+        );
+        assert_eq!(
+            Event::ColourStarting { replicas: 1 }.to_string(),
+            "starting the new colour: 1 instance"
+        );
+    }
 
     fn samples() -> Vec<Event> {
         vec![

@@ -394,6 +394,20 @@ impl ProcessRuntime {
             let relative = Path::new(spec_program);
             let resolved = (relative.is_relative() && spec_program.contains('/'))
                 .then(|| lexically_joined(&spec.working_dir, relative));
+            // A bare name is looked up on the PATH `hatoba up` runs with,
+            // which is not always the operator's shell's: say so.
+            let source = if source.kind() == std::io::ErrorKind::NotFound
+                && !spec_program.contains('/')
+            {
+                std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "{source}: no `{spec_program}` in any directory of the PATH `hatoba up` runs with (give a full path, or start `hatoba up` with it on its PATH)"
+                    ),
+                )
+            } else {
+                source
+            };
             RuntimeError::Spawn {
                 service: spec.service.clone(),
                 program: spec_program.to_owned(),

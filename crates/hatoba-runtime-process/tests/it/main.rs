@@ -903,3 +903,27 @@ async fn a_signal_reaches_a_running_instance() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_not_on_the_path_says_so() {
+    let (_dir, rt, _scope, _cleanup) = scoped_runtime("not-on-path");
+    let missing = InstanceSpec {
+        workload: Workload::Process {
+            program: "hatoba-no-such-program-xyz".to_owned(),
+            args: Vec::new(),
+        },
+        ..spec("serve")
+    };
+    let err = rt
+        .start(&missing, hatoba_core::Millis(0))
+        .await
+        .expect_err("a missing program started");
+    let words = format!(
+        "{err}: {}",
+        std::error::Error::source(&err).map_or_else(String::new, ToString::to_string)
+    );
+    assert!(
+        words.contains("no `hatoba-no-such-program-xyz` in any directory of the PATH"),
+        "{words}"
+    );
+}
