@@ -227,7 +227,17 @@ fn phase(events: &[hatoba_store::Event]) -> Option<String> {
             .find(|(_, t)| is(t))
             .map(|(e, _)| e.message.as_str())
     };
+    // A deployment that waits for approval says so (and whose `approve`
+    // moves it on) until it is approved: `pending` alone explains nothing.
+    let waiting = last(|t| {
+        matches!(
+            t,
+            hatoba_core::Event::ApprovalRequested { .. } | hatoba_core::Event::ApprovalGiven { .. }
+        )
+    })
+    .filter(|m| m.starts_with("waiting for approval"));
     let parts: Vec<&str> = [
+        waiting,
         last(|t| t.weight().is_some()),
         last(hatoba_core::Event::is_rollout),
     ]

@@ -280,6 +280,13 @@ fn environments_that_require_approval_wait_for_someone_else_to_approve() {
     assert!(text.contains("waits for approval"), "{text}");
     let id = text.split_whitespace().nth(1).unwrap().to_owned();
     assert_eq!(live_status(&state).as_deref(), Some("pending"));
+    // `status` says what it waits for, and the command that moves it on.
+    let status = hatoba(&state).args(["status", "web"]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("waiting for approval") && status.contains(&format!("hatoba approve {id}")),
+        "{status}"
+    );
 
     // The wait is recorded: a server killed and started again still waits.
     server.kill9();
