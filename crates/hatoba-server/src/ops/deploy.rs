@@ -49,6 +49,8 @@ impl Server {
         // colour is still warm, a watch after promotion): the previous
         // version still runs, so going back is aborting it, at once.
         if let Some(state) = self.service(&service) {
+            // One whose end is recorded is over: the rollback is of it.
+            self.ended_let_go(&state).await?;
             let live = state
                 .live
                 .lock()
@@ -229,14 +231,9 @@ impl Server {
                 return Ok(ops);
             };
             drop(ops);
-            let ended = match &holder {
-                Some(id) => match self.store.deployment(id).await {
-                    Ok(d) => d.is_some_and(|d| d.status.is_terminal()),
-                    Err(e) => return Err(OpError::store(&e)),
-                },
-                None => false,
-            };
-            if !ended || tokio::time::timeout_at(deadline, freed).await.is_err() {
+            if !self.has_ended(holder.as_ref()).await?
+                || tokio::time::timeout_at(deadline, freed).await.is_err()
+            {
                 let id = holder
                     .as_ref()
                     .map_or_else(|| "(being recorded)".to_owned(), ToString::to_string);
@@ -244,6 +241,44 @@ impl Server {
                     "service `{service}` already has a deployment in progress: {id}"
                 ))
                 .hint("wait for it (`hatoba status`), promote it or abort it"));
+            }
+        }
+    }
+
+    /// Whether the deployment holding a service (`None`: not recorded yet)
+    /// has its end recorded.
+    async fn has_ended(&self, holder: Option<&DeploymentId>) -> Result<bool, OpError> {
+        match holder {
+            Some(id) => match self.store.deployment(id).await {
+                Ok(d) => Ok(d.is_some_and(|d| d.status.is_terminal())),
+                Err(e) => Err(OpError::store(&e)),
+            },
+            None => Ok(false),
+        }
+    }
+
+    /// Waits (at most [`FINISHING`]) until a deployment whose end is
+    /// recorded has let go of the service; returns at once when none holds
+    /// it or the one holding it still runs.
+    async fn ended_let_go(&self, state: &crate::server::ServiceState) -> Result<(), OpError> {
+        let deadline = tokio::time::Instant::now() + FINISHING;
+        loop {
+            let freed = state.let_go.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let holder = state
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|(id, _)| id.clone());
+            let Some(holder) = holder else {
+                return Ok(());
+            };
+            if !self.has_ended(holder.as_ref()).await?
+                || tokio::time::timeout_at(deadline, freed).await.is_err()
+            {
+                return Ok(());
             }
         }
     }

@@ -4,7 +4,9 @@
 //! for a moment then (it saves the service's state, then says what
 //! serves); a store that holds that save ([`Gate`]) keeps the test in that
 //! moment for as long as it likes: the deploy waits for the task instead of
-//! being refused, and runs over what the task left serving.
+//! being refused, and runs over what the task left serving; a rollback
+//! waits too, and rolls the ended deployment back instead of answering it
+//! as the one in progress.
 
 use crate::fake::{FakeRuntime, Trace, call, serve_api};
 use async_trait::async_trait;
@@ -267,94 +269,174 @@ async fn until_done(server: &Server, store: &dyn Store, id: &str) {
     assert!(done.is_ok(), "{id} did not succeed and let go: {d:?}");
 }
 
-#[tokio::test]
-async fn a_deploy_asked_as_the_last_one_ends_waits_for_it_and_runs_over_what_it_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let sql: Arc<dyn Store> = Arc::new(
-        SqlStore::open_sqlite(dir.path().join("hatoba.db"))
-            .await
-            .unwrap(),
-    );
-    let gate = Arc::new(Gate::new(Arc::clone(&sql)));
-    let trace = Trace::default();
-    let runtime = Arc::new(FakeRuntime::new(trace.clone()));
-    let token = hatoba_server::new_token();
-    let server = Server::start(ServerConfig {
-        spec: hatoba_spec::parse(SPEC).spec.unwrap(),
-        spec_digest: "test".to_owned(),
-        spec_path: None,
-        environment: "development".parse().unwrap(),
-        base_dir: dir.path().to_path_buf(),
-        store: gate.clone(),
-        runtime: runtime.clone(),
-        data_plane: Arc::new(crate::fake::FakeDataPlane::new(trace)),
-        token: token.clone(),
-        secret_key: None,
-    })
-    .await
-    .unwrap();
-    server.resume().await.unwrap();
-    let api = serve_api(&server).await;
+/// A server over the fakes and a gated store, serving its API.
+struct World {
+    server: Arc<Server>,
+    /// The store under the gate: the test's own reads leave the gate's
+    /// count alone.
+    sql: Arc<dyn Store>,
+    gate: Arc<Gate>,
+    runtime: Arc<FakeRuntime>,
+    api: std::net::SocketAddr,
+    token: String,
+    _dir: tempfile::TempDir,
+}
 
-    let (code, body) = deploy(api, &token, "v1").await;
-    assert_eq!(code, 202, "{body}");
-    let d1: hatoba_api::Deployment = serde_json::from_str(&body).unwrap();
-    until_done(&server, sql.as_ref(), &d1.id).await;
-
-    // v2's end is recorded; its task is held before it lets go of `web`.
-    gate.arm();
-    let (code, body) = deploy(api, &token, "v2").await;
-    assert_eq!(code, 202, "{body}");
-    let d2: hatoba_api::Deployment = serde_json::from_str(&body).unwrap();
-    let mut held = gate.held.subscribe();
-    tokio::time::timeout(DEADLINE, held.wait_for(|h| h.is_some()))
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let sql: Arc<dyn Store> = Arc::new(
+            SqlStore::open_sqlite(dir.path().join("hatoba.db"))
+                .await
+                .unwrap(),
+        );
+        let gate = Arc::new(Gate::new(Arc::clone(&sql)));
+        let trace = Trace::default();
+        let runtime = Arc::new(FakeRuntime::new(trace.clone()));
+        let token = hatoba_server::new_token();
+        let server = Server::start(ServerConfig {
+            spec: hatoba_spec::parse(SPEC).spec.unwrap(),
+            spec_digest: "test".to_owned(),
+            spec_path: None,
+            environment: "development".parse().unwrap(),
+            base_dir: dir.path().to_path_buf(),
+            store: gate.clone(),
+            runtime: runtime.clone(),
+            data_plane: Arc::new(crate::fake::FakeDataPlane::new(trace)),
+            token: token.clone(),
+            secret_key: None,
+        })
         .await
-        .expect("v2's task never reached its last save")
         .unwrap();
-    let ended = sql.deployment(&d2.id.parse().unwrap()).await.unwrap();
-    assert_eq!(
-        ended.map(|d| d.status),
-        Some(DeploymentStatus::Succeeded),
-        "a client sees v2's end"
-    );
-    assert_eq!(
-        server.list_services().services[0]
-            .live_deployment
-            .as_deref(),
-        Some(d2.id.as_str()),
-        "v2's task still holds the service"
-    );
-
-    // A deploy asked now looks at v2's recorded end, then waits for its
-    // task: it is not answered before the task lets go.
-    let mut asking = tokio::spawn({
-        let token = token.clone();
-        async move { deploy(api, &token, "v3").await }
-    });
-    let mut asked = gate.asked.subscribe();
-    tokio::select! {
-        answer = &mut asking => {
-            panic!("the deploy was answered while v2's task held the service: {answer:?}")
-        }
-        seen = tokio::time::timeout(DEADLINE, asked.wait_for(|n| *n > 0)) => {
-            seen.expect("the deploy never looked at v2's end").unwrap();
+        server.resume().await.unwrap();
+        let api = serve_api(&server).await;
+        World {
+            server,
+            sql,
+            gate,
+            runtime,
+            api,
+            token,
+            _dir: dir,
         }
     }
 
-    // The task lets go: the deploy is taken, over what v2 left serving.
-    gate.release();
-    let (code, body) = asking.await.unwrap();
+    /// Deploys `version` and waits until it succeeded and let go.
+    async fn deployed(&self, version: &str) -> hatoba_api::Deployment {
+        let (code, body) = deploy(self.api, &self.token, version).await;
+        assert_eq!(code, 202, "{body}");
+        let d: hatoba_api::Deployment = serde_json::from_str(&body).unwrap();
+        until_done(&self.server, self.sql.as_ref(), &d.id).await;
+        d
+    }
+
+    /// Deploys `version` with the gate armed, and returns once its end is
+    /// recorded and its task is held before it lets go of `web`.
+    async fn ended_and_held(&self, version: &str) -> hatoba_api::Deployment {
+        self.gate.arm();
+        let (code, body) = deploy(self.api, &self.token, version).await;
+        assert_eq!(code, 202, "{body}");
+        let d: hatoba_api::Deployment = serde_json::from_str(&body).unwrap();
+        let mut held = self.gate.held.subscribe();
+        tokio::time::timeout(DEADLINE, held.wait_for(|h| h.is_some()))
+            .await
+            .expect("the task never reached its last save")
+            .unwrap();
+        let ended = self.sql.deployment(&d.id.parse().unwrap()).await.unwrap();
+        assert_eq!(
+            ended.map(|d| d.status),
+            Some(DeploymentStatus::Succeeded),
+            "a client sees {version}'s end"
+        );
+        assert_eq!(
+            self.server.list_services().services[0]
+                .live_deployment
+                .as_deref(),
+            Some(d.id.as_str()),
+            "{version}'s task still holds the service"
+        );
+        d
+    }
+
+    /// Asks `method path` while the task is held: the operation looks at
+    /// the held deployment's recorded end, then waits for its task (it is
+    /// not answered before the task lets go); released, its answer.
+    async fn asked_while_held(
+        &self,
+        method: &'static str,
+        path: &'static str,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let (api, token) = (self.api, self.token.clone());
+        let mut asking =
+            tokio::spawn(async move { call(api, method, path, Some(&token), &body).await });
+        let mut asked = self.gate.asked.subscribe();
+        tokio::select! {
+            answer = &mut asking => {
+                panic!("{method} {path} was answered while the task held the service: {answer:?}")
+            }
+            seen = tokio::time::timeout(DEADLINE, asked.wait_for(|n| *n > 0)) => {
+                seen.expect("the operation never looked at the held deployment's end").unwrap();
+            }
+        }
+        self.gate.release();
+        asking.await.unwrap()
+    }
+
+    /// The versions of the running instances.
+    fn running(&self) -> Vec<String> {
+        self.runtime
+            .running()
+            .iter()
+            .map(|i| i.version.to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_deploy_asked_as_the_last_one_ends_waits_for_it_and_runs_over_what_it_left() {
+    let w = World::new().await;
+    w.deployed("v1").await;
+    w.ended_and_held("v2").await;
+    let body = serde_json::to_vec(&hatoba_api::DeployRequest {
+        service: "web".to_owned(),
+        version: "v3".to_owned(),
+        ..Default::default()
+    })
+    .unwrap();
+    let (code, body) = w
+        .asked_while_held("POST", "/api/v1/deployments", body)
+        .await;
     assert_eq!(code, 202, "{body}");
     let d3: hatoba_api::Deployment = serde_json::from_str(&body).unwrap();
-    until_done(&server, sql.as_ref(), &d3.id).await;
-    let running: Vec<String> = runtime
-        .running()
-        .iter()
-        .map(|i| i.version.to_string())
-        .collect();
+    until_done(&w.server, w.sql.as_ref(), &d3.id).await;
     assert_eq!(
-        running,
+        w.running(),
         ["v3"],
         "v3 replaced v2 (a deploy that read what served before v2 ended would leave v2 running)"
     );
+}
+
+#[tokio::test]
+async fn a_rollback_asked_as_the_last_deployment_ends_rolls_it_back() {
+    let w = World::new().await;
+    w.deployed("v1").await;
+    let d2 = w.ended_and_held("v2").await;
+    let (code, body) = w
+        .asked_while_held(
+            "POST",
+            "/api/v1/services/web/rollback",
+            br#"{"by": "test"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let back: hatoba_api::Deployment = serde_json::from_str(&body).unwrap();
+    assert_ne!(
+        back.id, d2.id,
+        "the rollback answered the ended deployment itself"
+    );
+    assert_eq!(back.version, "v1", "{body}");
+    assert_eq!(back.rollback_of.as_deref(), Some(d2.id.as_str()), "{body}");
+    until_done(&w.server, w.sql.as_ref(), &back.id).await;
+    assert_eq!(w.running(), ["v1"]);
 }
