@@ -363,6 +363,16 @@ pub enum Event {
         /// The controller is short of resources: tried again.
         retrying: bool,
     },
+    /// An instance of the new version could not be started because the
+    /// runtime does not answer (the Docker Engine is unreachable): the
+    /// rollout waits for it, traffic as it is, and rolls back at its
+    /// progress deadline.
+    RuntimeUnreachable {
+        /// The version.
+        version: String,
+        /// Why.
+        error: String,
+    },
     /// An instance started.
     InstanceStarted {
         /// Its id.
@@ -540,6 +550,25 @@ pub enum Event {
     },
     /// The runtime lists the instances again.
     ListingRecovered,
+
+    // ---- clean-up (Docker) ----
+    /// A stopped instance's container was removed from the engine.
+    ContainerRemoved {
+        /// The instance.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// The container's id, as Docker shortens it (12 hex digits).
+        container: String,
+    },
+    /// An image of an older version was removed from the engine (the
+    /// service keeps the images of its latest `keepImages` versions).
+    ImagePruned {
+        /// The version it was the image of.
+        version: String,
+        /// Its id, as Docker shortens it (12 hex digits).
+        image: String,
+    },
 
     /// An event stored as text (by a Hatoba before events were typed, or
     /// a rollout line of a machine saved by one): its kind and words.
@@ -834,6 +863,11 @@ impl fmt::Display for Shown<'_> {
                 error,
                 retrying: false,
             } => write!(f, "cannot start an instance of {version}: {error}"),
+            E::RuntimeUnreachable { version, error } => write!(
+                f,
+                "cannot start an instance of {version} now ({error}): the rollout waits for the runtime, \
+                 traffic staying as it is, and rolls back if it is still unreachable at the progress deadline"
+            ),
             E::InstanceStarted {
                 instance,
                 version,
@@ -1001,6 +1035,18 @@ impl fmt::Display for Shown<'_> {
                 "the runtime cannot list the instances ({error}): nothing is restarted until it can"
             ),
             E::ListingRecovered => f.write_str("the runtime lists the instances again"),
+            E::ContainerRemoved {
+                instance,
+                version,
+                container,
+            } => write!(
+                f,
+                "container {container} of instance {instance} ({version}) removed"
+            ),
+            E::ImagePruned { version, image } => write!(
+                f,
+                "image {image} of {version} removed (older than the versions kept)"
+            ),
             E::Text { message, .. } => f.write_str(message),
         }
     }
@@ -1189,6 +1235,15 @@ mod tests {
                 from: "pending".into(),
                 to: "in_progress".into(),
                 reason: None,
+            },
+            Event::ContainerRemoved {
+                instance: "web-v1-3f9a".into(),
+                version: "v1".into(),
+                container: "0123456789ab".into(),
+            },
+            Event::ImagePruned {
+                version: "v1".into(),
+                image: "0123456789ab".into(),
             },
             Event::InstanceRestarted {
                 instance: "web-1".into(),

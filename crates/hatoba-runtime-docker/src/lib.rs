@@ -109,6 +109,23 @@ pub enum DockerError {
         /// The version it is the image of.
         version: String,
     },
+    /// The image recorded for a version when it was deployed is no longer
+    /// on the engine (removed by hand, or pruned): a rollback never runs
+    /// whatever the tag names now instead.
+    #[error(
+        "image {id} (`{image}` when it was deployed) is no longer present on this docker engine, \
+         and a rollback runs only the exact image recorded, never what the tag names now: \
+         build the version anew under a new version name (`hatoba build {service} --version NEW`) \
+         and deploy that"
+    )]
+    RecordedImageGone {
+        /// The recorded id.
+        id: String,
+        /// The image as the spec names it.
+        image: String,
+        /// The service.
+        service: String,
+    },
     /// `docker build` failed: the Dockerfile's own error, after its output.
     #[error("the image build failed: {message}")]
     BuildFailed {
@@ -167,6 +184,8 @@ fn is_unreachable(e: &bollard::errors::Error) -> bool {
         e,
         E::IOError { .. }
             | E::HyperResponseError { .. }
+            // The connection pool's errors: refused, cut, closed early.
+            | E::HyperLegacyError { .. }
             | E::SocketNotFoundError(_)
             | E::RequestTimeoutError
     )
@@ -541,7 +560,9 @@ impl DockerRuntime {
             ..HostConfig::default()
         };
         let body = ContainerCreateBody {
-            image: Some(c.image.clone()),
+            // The recorded id when there is one: a tag built again since
+            // never changes what a version runs.
+            image: Some(c.image_id.clone().unwrap_or_else(|| c.image.clone())),
             entrypoint: c.command.as_ref().map(|a| a.iter().map(fill).collect()),
             cmd: c.args.as_ref().map(|a| a.iter().map(fill).collect()),
             env: Some(env),
@@ -715,6 +736,11 @@ impl Runtime for DockerRuntime {
                 let container = status.identity.clone().unwrap_or_default();
                 Ok(self.register(status, container, false))
             }
+            // Not the version's fault: the caller may wait for the engine.
+            Err(e @ DockerError::Unreachable(_)) => Err(RuntimeError::Unreachable {
+                runtime: "docker",
+                source: io(e),
+            }),
             Err(e) => Err(RuntimeError::Spawn {
                 service: spec.service.clone(),
                 program: c.image.clone(),
@@ -724,7 +750,7 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    async fn check(&self, spec: &InstanceSpec) -> Result<Option<String>, RuntimeError> {
         let Workload::Container(c) = &spec.workload else {
             return Err(RuntimeError::Unsupported {
                 runtime: "docker",
@@ -738,14 +764,48 @@ impl Runtime for DockerRuntime {
             resolved: None,
             source: io(e),
         };
+        if let Some(id) = &c.image_id {
+            // The image recorded for this version: that one, never what the
+            // tag names now.
+            return match self.image_id(id).await.map_err(spawn)? {
+                Some(found) => Ok(Some(found)),
+                None => Err(spawn(DockerError::RecordedImageGone {
+                    id: id.clone(),
+                    image: c.image.clone(),
+                    service: spec.service.to_string(),
+                })),
+            };
+        }
         match self.image_id(&c.image).await.map_err(spawn)? {
-            Some(_) => Ok(()),
+            Some(id) => Ok(Some(id)),
             None => Err(spawn(DockerError::ImageMissing {
                 image: c.image.clone(),
                 service: spec.service.to_string(),
                 version: spec.version.to_string(),
             })),
         }
+    }
+
+    async fn remove_images(&self, ids: &[String]) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        for id in ids {
+            // Not forced: an image a container still uses (ours or anyone's)
+            // is refused by the engine and kept.
+            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                .force(false)
+                .noprune(false)
+                .build();
+            match self.docker.remove_image(id, Some(opts), None).await {
+                Ok(_) => removed.push(id.clone()),
+                Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
+                Err(e) => {
+                    return Err(inspect_error(DockerError::api(format!(
+                        "remove image `{id}`"
+                    ))(e)));
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {

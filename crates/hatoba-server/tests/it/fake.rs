@@ -537,6 +537,7 @@ impl Harness {
                         vars: BTreeMap::new(),
                         secrets: BTreeMap::new(),
                         deployment: None,
+                        image_id: None,
                     }),
                     rollout: None,
                 },
