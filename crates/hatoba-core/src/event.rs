@@ -1236,15 +1236,6 @@ mod tests {
                 to: "in_progress".into(),
                 reason: None,
             },
-            Event::ContainerRemoved {
-                instance: "web-v1-3f9a".into(),
-                version: "v1".into(),
-                container: "0123456789ab".into(),
-            },
-            Event::ImagePruned {
-                version: "v1".into(),
-                image: "0123456789ab".into(),
-            },
             Event::InstanceRestarted {
                 instance: "web-1".into(),
                 version: "v1".into(),
@@ -1256,6 +1247,19 @@ mod tests {
                 count: Some(5),
                 window_ms: Some(300_000),
                 crash_loop_backoff_ms: Some(60_000),
+            },
+            Event::ContainerRemoved {
+                instance: "web-v1-3f9a".into(),
+                version: "v1".into(),
+                container: "0123456789ab".into(),
+            },
+            Event::ImagePruned {
+                version: "v1".into(),
+                image: "0123456789ab".into(),
+            },
+            Event::RuntimeUnreachable {
+                version: "v2".into(),
+                error: "the docker runtime is unreachable".into(),
             },
         ]
     }
