@@ -24,6 +24,16 @@
 //!   Docker's network, which the process runtime's proxy is not). The
 //!   container runs with Docker's init (`--init`) so that SIGTERM reaches an
 //!   app that does not expect to be PID 1, and zombies are reaped.
+//! - **The image**: `check` answers the id of the image a workload names
+//!   (its pinned `image_id`, else its tag now), which the caller records;
+//!   a workload with an `image_id` is made from that id, never from what
+//!   the tag names by then, and a pinned id no longer present is
+//!   [`DockerError::RecordedImageGone`]. `remove_images` removes images by
+//!   id, unforced: the engine keeps one a container uses.
+//! - **An engine that does not answer** (refused, cut, timed out) is
+//!   [`DockerError::Unreachable`]; a start that fails so is
+//!   [`RuntimeError::Unreachable`], so the caller can wait rather than
+//!   blame the version.
 //! - **Stop** sends SIGTERM, waits the grace period, sends SIGKILL, then
 //!   removes the container (its exit is remembered by this runtime object).
 //! - **Adoption** checks the recorded container id
@@ -576,6 +586,13 @@ impl DockerRuntime {
         let created = match self.docker.create_container(Some(opts), body).await {
             Ok(c) => c,
             Err(e) if status_code(&e) == Some(404) => {
+                if let Some(id) = &c.image_id {
+                    return Err(DockerError::RecordedImageGone {
+                        id: id.clone(),
+                        image: c.image.clone(),
+                        service: spec.service.to_string(),
+                    });
+                }
                 return Err(DockerError::ImageMissing {
                     image: c.image.clone(),
                     service: spec.service.to_string(),

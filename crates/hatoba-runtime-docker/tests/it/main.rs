@@ -19,6 +19,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod pinned;
+
 use hatoba_runtime::{
     ContainerWorkload, InstanceSpec, InstanceState, OwnHealth, Runtime, RuntimeError, Workload,
 };
