@@ -55,7 +55,7 @@ async fn a_pinned_image_runs_whatever_the_tag_names_and_is_removed_only_when_unu
         rt.remove_images(std::slice::from_ref(&first))
             .await
             .unwrap(),
-        [first.clone()]
+        [first.as_str()]
     );
     // Gone: refused before anything starts, never the tag's image instead.
     let err = rt.check(&pinned).await.unwrap_err();

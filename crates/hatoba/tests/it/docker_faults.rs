@@ -191,7 +191,7 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
     let v1 = d.build("v1", "first");
     let up = d.sb.up(&[]);
     d.sb.deploy_ok("v1");
-    assert_eq!(d.images_of("v1"), [v1.clone()]);
+    assert_eq!(d.images_of("v1"), [v1.as_str()]);
     // Every container carries its deployment, as `docker ps` filters see it.
     let first = latest(&d.sb.state)["id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -226,7 +226,7 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
         },
     );
     // The very image v1 ran first, not what its tag names now.
-    assert_eq!(d.images_of("v1"), [v1.clone()]);
+    assert_eq!(d.images_of("v1"), [v1.as_str()]);
     assert_eq!(served(d.sb.port).as_deref(), Ok("v1"));
     assert_eq!(
         latest(&d.sb.state)["image_id"].as_str(),
