@@ -551,7 +551,20 @@ pub enum Event {
     /// The runtime lists the instances again.
     ListingRecovered,
 
-    // ---- clean-up (Docker) ----
+    // ---- images (Docker) ----
+    /// The version runs the image recorded when it was first deployed
+    /// (a rollback, a re-deployment), not what its tag names now.
+    ImagePinned {
+        /// The version.
+        version: String,
+        /// The image as the spec names it (`shop/web:v1`).
+        image: String,
+        /// The recorded id, as Docker shortens it.
+        id: String,
+        /// What the tag names now, when that is another image.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag_now: Option<String>,
+    },
     /// A stopped instance's container was removed from the engine.
     ContainerRemoved {
         /// The instance.
@@ -1035,6 +1048,21 @@ impl fmt::Display for Shown<'_> {
                 "the runtime cannot list the instances ({error}): nothing is restarted until it can"
             ),
             E::ListingRecovered => f.write_str("the runtime lists the instances again"),
+            E::ImagePinned {
+                version,
+                image,
+                id,
+                tag_now,
+            } => {
+                write!(f, "runs image {id}, recorded for {version}")?;
+                match tag_now {
+                    Some(now) => write!(
+                        f,
+                        "; `{image}` names {now} now (built again): deploy a changed app under a new version"
+                    ),
+                    None => Ok(()),
+                }
+            }
             E::ContainerRemoved {
                 instance,
                 version,
@@ -1256,6 +1284,12 @@ mod tests {
             Event::ImagePruned {
                 version: "v1".into(),
                 image: "0123456789ab".into(),
+            },
+            Event::ImagePinned {
+                version: "v1".into(),
+                image: "shop/web:v1".into(),
+                id: "0123456789ab".into(),
+                tag_now: Some("ba9876543210".into()),
             },
             Event::RuntimeUnreachable {
                 version: "v2".into(),

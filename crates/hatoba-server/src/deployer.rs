@@ -679,6 +679,13 @@ impl Deployer {
         on_created: Option<tokio::sync::oneshot::Sender<hatoba_store::Deployment>>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
         let mut instance = instance_spec(req)?;
+        // What the tag names now, when the version is pinned to another
+        // image: said in the timeline, since deploying the tag is not what
+        // happens.
+        let tag_now = match &req.image_id {
+            Some(_) => self.runtime.check(&instance).await.ok().flatten(),
+            None => None,
+        };
         pin(&mut instance, req.image_id.as_deref(), None);
         // What can never start (an image not built, or the one recorded
         // for this version gone) fails here, before anything is recorded
@@ -749,6 +756,17 @@ impl Deployer {
             draining: tokio::task::JoinSet::new(),
         };
         run.watch_all();
+        if let (Some(id), hatoba_runtime::Workload::Container(c)) =
+            (&req.image_id, &run.instance.workload)
+        {
+            run.event(Event::ImagePinned {
+                version: req.version.to_string(),
+                image: c.image.clone(),
+                id: prune::short_id(id),
+                tag_now: tag_now.filter(|t| t != id).map(|t| prune::short_id(&t)),
+            })
+            .await?;
+        }
         if run.awaiting_approval {
             // Recorded as waiting before anyone hears of it: a restart from
             // here on resumes the wait.

@@ -78,6 +78,7 @@ fn add_shell(ctx: &Path) {
 struct Docker {
     sb: Sandbox,
     scope: String,
+    image: String,
     cleanup: Cleanup,
 }
 
@@ -100,6 +101,7 @@ impl Docker {
             },
             sb,
             scope,
+            image,
         }
     }
 
@@ -228,11 +230,33 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
     // The very image v1 ran first, not what its tag names now.
     assert_eq!(d.images_of("v1"), [v1.as_str()]);
     assert_eq!(served(d.sb.port).as_deref(), Ok("v1"));
+    let rollback = latest(&d.sb.state);
     assert_eq!(
-        latest(&d.sb.state)["image_id"].as_str(),
+        rollback["image_id"].as_str(),
         Some(v1.as_str()),
         "recorded on the rollback"
     );
+    // Its timeline says so, and that the tag names another image now.
+    let page = crate::support::api_get(
+        &d.sb.state,
+        &format!(
+            "/api/v1/events?follow=false&deployment={}",
+            rollback["id"].as_str().unwrap()
+        ),
+    );
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains(&format!(
+            "runs image {}, recorded for v1; `{}:v1` names {} now",
+            short(&v1),
+            d.image,
+            short(&v1_again)
+        )),
+        "{page}"
+    );
+    let status = hatoba(&d.sb.state).args(["status"]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(&format!("v1 {}", short(&v1))), "{status}");
     let history = hatoba(&d.sb.state).args(["history"]).output().unwrap();
     let history = String::from_utf8_lossy(&history.stdout);
     assert!(
