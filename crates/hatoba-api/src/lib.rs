@@ -813,6 +813,45 @@ pub struct OperatorAction {
     pub action: String,
 }
 
+/// `POST /api/v1/reload`: who asks, for the audit log. The body may be
+/// absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// Who asks.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /api/v1/reload`: the spec file was read again and is now the
+/// spec of the next operations (deployments in progress keep theirs).
+/// Services are named `SERVICE`, or `ENV/SERVICE` when the server runs
+/// several environments.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SpecReload {
+    /// The spec file read.
+    pub file: String,
+    /// Its digest (SHA-256, hex), recorded with every deployment from now on.
+    pub digest: String,
+    /// The digest of the spec it replaced (the same when nothing changed).
+    pub previous_digest: String,
+    /// Services added: listening, nothing deployed until `hatoba deploy`.
+    pub added: Vec<String>,
+    /// Services whose spec changed: used from their next deployment.
+    pub changed: Vec<String>,
+    /// Services removed (none of them ran): their listeners are closed.
+    pub removed: Vec<String>,
+    /// Listeners moved, as `SERVICE: OLD -> NEW` (the new address listens
+    /// before the old one stops).
+    pub rebound: Vec<String>,
+    /// Deployments in progress, which keep the spec they started with.
+    pub in_progress: Vec<String>,
+    /// The spec's warnings, rendered (file:line:col), if any.
+    pub warnings: Option<String>,
+}
+
 /// `DELETE /api/v1/secrets/{name}`: who removes it, for the audit log. The
 /// body may be absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

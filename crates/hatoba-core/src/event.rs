@@ -515,6 +515,28 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// `hatoba up` read its spec file again (`hatoba reload`, SIGHUP): the
+    /// new spec is the one the next operations use; a deployment in
+    /// progress keeps the spec it started with.
+    SpecReloaded {
+        /// The new spec's digest (SHA-256 of the file, hex).
+        digest: String,
+        /// The digest of the spec it replaced.
+        previous: String,
+        /// Services added (`SERVICE`, or `ENV/SERVICE` with several
+        /// environments): listening, nothing deployed.
+        #[serde(default)]
+        added: Vec<String>,
+        /// Services whose spec changed: used from their next deployment.
+        #[serde(default)]
+        changed: Vec<String>,
+        /// Services removed (none ran): their listeners closed.
+        #[serde(default)]
+        removed: Vec<String>,
+        /// Who asked (`SIGHUP`, or the API's caller).
+        #[serde(default)]
+        by: Option<String>,
+    },
     /// Deployed again for a rotated secret.
     SecretRotated {
         /// The secret's name.
@@ -1016,6 +1038,35 @@ impl fmt::Display for Shown<'_> {
             },
             E::PreviewOn { url } => write!(f, "new colour on the preview address {url}"),
             E::RouteNotApplied { error } => write!(f, "route table not applied: {error}"),
+            E::SpecReloaded {
+                digest,
+                previous,
+                added,
+                changed,
+                removed,
+                by,
+            } => {
+                let short = |d: &str| d.chars().take(12).collect::<String>();
+                if digest == previous {
+                    write!(f, "spec reloaded: unchanged ({})", short(digest))?;
+                } else {
+                    write!(
+                        f,
+                        "spec reloaded: {} -> {}",
+                        short(previous),
+                        short(digest)
+                    )?;
+                }
+                for (what, names) in [("added", added), ("changed", changed), ("removed", removed)] {
+                    if !names.is_empty() {
+                        write!(f, "; {what} {}", names.join(", "))?;
+                    }
+                }
+                if let Some(by) = by {
+                    write!(f, " (by {by})")?;
+                }
+                write!(f, "; deployments in progress keep the spec they started with")
+            }
             E::SecretRotated {
                 secret,
                 version,
@@ -1276,6 +1327,14 @@ mod tests {
                 window_ms: Some(300_000),
                 crash_loop_backoff_ms: Some(60_000),
             },
+            Event::SpecReloaded {
+                digest: "ab".repeat(32),
+                previous: "cd".repeat(32),
+                added: vec!["api".into()],
+                changed: vec!["web".into()],
+                removed: Vec::new(),
+                by: Some("SIGHUP".into()),
+            },
             Event::ContainerRemoved {
                 instance: "web-v1-3f9a".into(),
                 version: "v1".into(),
@@ -1296,6 +1355,17 @@ mod tests {
                 error: "the docker runtime is unreachable".into(),
             },
         ]
+    }
+
+    #[test]
+    fn a_reload_says_what_changed_and_that_deployments_in_progress_keep_their_spec() {
+        let words = samples()[6].to_string();
+        assert_eq!(
+            words,
+            "spec reloaded: cdcdcdcdcdcd -> abababababab; added api; changed web (by SIGHUP); \
+             deployments in progress keep the spec they started with"
+        );
+        assert_eq!(samples()[6].kind(), "spec_reloaded");
     }
 
     #[test]

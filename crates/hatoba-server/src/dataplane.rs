@@ -207,29 +207,40 @@ impl LocalDataPlane {
 
 #[async_trait]
 impl DataPlane for LocalDataPlane {
+    /// Opens the listener, or keeps it when it listens there already. On
+    /// another address it moves: the new one listens (same route table)
+    /// before the old one stops accepting; the old one's connections finish
+    /// their requests.
     async fn listen(&self, service: &str, addr: SocketAddr) -> Result<SocketAddr, DataPlaneError> {
-        if let Some(a) = self.with(|l| {
-            l.get(service)
-                .and_then(|x| x.server.as_ref().map(ProxyServer::local_addr))
-        }) {
-            return Ok(a);
-        }
+        let existing = self.with(|l| {
+            l.get(service).and_then(|x| {
+                x.server
+                    .as_ref()
+                    .map(|s| (s.local_addr(), Arc::clone(&x.router)))
+            })
+        });
         let listen_err = |source| DataPlaneError::Listen {
             service: service.to_owned(),
             addr,
             source,
         };
-        let router = Arc::new(
-            Router::new(
-                RouteSpec {
-                    service: service.to_owned(),
-                    groups: vec![],
-                    sticky: false,
-                },
-                Arc::clone(&self.recorder),
-            )
-            .map_err(|e| listen_err(std::io::Error::other(e)))?,
-        );
+        let router = match existing {
+            Some((at, _)) if at == addr || (addr.port() == 0 && addr.ip() == at.ip()) => {
+                return Ok(at);
+            }
+            Some((_, router)) => router,
+            None => Arc::new(
+                Router::new(
+                    RouteSpec {
+                        service: service.to_owned(),
+                        groups: vec![],
+                        sticky: false,
+                    },
+                    Arc::clone(&self.recorder),
+                )
+                .map_err(|e| listen_err(std::io::Error::other(e)))?,
+            ),
+        };
         let server = ProxyServer::start(
             addr,
             Arc::clone(&router),
@@ -238,7 +249,7 @@ impl DataPlane for LocalDataPlane {
         )
         .map_err(listen_err)?;
         let local = server.local_addr();
-        self.with(|l| {
+        let old = self.with(|l| {
             l.insert(
                 service.to_owned(),
                 Listener {
@@ -247,6 +258,10 @@ impl DataPlane for LocalDataPlane {
                 },
             )
         });
+        if let Some(old) = old.and_then(|o| o.server) {
+            // Joining the listener threads blocks: off the async workers.
+            drop(tokio::task::spawn_blocking(move || old.shutdown()));
+        }
         Ok(local)
     }
 

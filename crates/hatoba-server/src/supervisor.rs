@@ -59,7 +59,9 @@ pub(crate) struct Health {
 pub(crate) struct Supervised {
     pub(crate) name: ServiceName,
     pub(crate) environment: EnvName,
-    pub(crate) svc: Service,
+    /// The spec what serves runs by (`ServiceState::serving_spec`, read
+    /// again when a deployment changes it).
+    pub(crate) svc: Arc<Service>,
     pub(crate) base_dir: PathBuf,
     pub(crate) state: Arc<ServiceState>,
     pub(crate) runtime: Arc<dyn Runtime>,
@@ -71,8 +73,19 @@ fn listing_problem(why: &str) -> String {
     format!("the runtime cannot list the instances ({why}): nothing is restarted until it can")
 }
 
-/// Runs until the task is aborted.
-pub(crate) async fn run(s: Supervised) {
+/// Runs until the task is aborted. When a deployment changes the spec what
+/// serves runs by (a reload took effect), the loop starts again with it:
+/// its probes, period and restarts follow that spec, and what serves is
+/// taken over as a rollout's end is.
+pub(crate) async fn run(mut s: Supervised) {
+    loop {
+        run_with(&s).await;
+        s.svc = s.state.serving_spec();
+    }
+}
+
+/// The loop by `s.svc`, until what serves runs by another spec.
+async fn run_with(s: &Supervised) {
     let period = s
         .svc
         .health
@@ -100,6 +113,9 @@ pub(crate) async fn run(s: Supervised) {
         if live {
             was_live = true;
             continue;
+        }
+        if !Arc::ptr_eq(&s.svc, &s.state.serving_spec()) {
+            return;
         }
         let serving = s
             .state
@@ -229,7 +245,7 @@ pub(crate) async fn run(s: Supervised) {
                         ),
                     };
                     let restarted =
-                        restart(&s, &serving, &inst, &why, (count, crash_loop), &in_table).await;
+                        restart(s, &serving, &inst, &why, (count, crash_loop), &in_table).await;
                     match restarted {
                         Some(new) => {
                             policy.handle(
@@ -327,7 +343,7 @@ pub(crate) async fn run(s: Supervised) {
         ready.sort_unstable();
         let key = (serving.version.to_string(), ready.clone());
         if routed.as_ref() != Some(&key)
-            && route_stable(&s, serving.version.to_string(), ready).await
+            && route_stable(s, serving.version.to_string(), ready).await
         {
             routed = Some(key);
         }

@@ -42,7 +42,7 @@ impl Server {
         // A deployment in progress (a canary, a blue-green switch whose old
         // colour is still warm, a watch after promotion): the previous
         // version still runs, so going back is aborting it, at once.
-        if let Some(state) = self.services.get(&service).cloned() {
+        if let Some(state) = self.service(&service) {
             let live = state
                 .live
                 .lock()
@@ -159,7 +159,7 @@ impl Server {
         };
         // A name declared a secret since then is not taken from `vars`:
         // the secret's version it ran with (or the newest) is.
-        let secret_names = self.spec.secret_names(&self.environment);
+        let secret_names = self.current().spec.secret_names(&self.environment);
         let r = hatoba_api::DeployRequest {
             service: service.to_string(),
             environment: None,
@@ -200,8 +200,15 @@ impl Server {
                 hatoba_core::shown(&r.service)
             )));
         };
-        let Some(state) = self.services.get(&service).cloned() else {
-            let names: Vec<String> = self.services.keys().map(ToString::to_string).collect();
+        // One spec for the whole request: a reload meanwhile is for the
+        // next deployment, and this one records the spec it runs with.
+        let loaded = self.current();
+        let Some(state) = self.service(&service) else {
+            let names: Vec<String> = self
+                .service_names()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             return Err(
                 OpError::not_found(format!("no service `{service}` in the spec"))
                     .hint(format!("services: {}", names.join(", "))),
@@ -229,7 +236,7 @@ impl Server {
             ))
             .hint("use letters, digits and `_`, not starting with a digit"));
         }
-        let secret_names = self.spec.secret_names(&self.environment);
+        let secret_names = loaded.spec.secret_names(&self.environment);
         if let Some(name) = r.vars.keys().find(|k| secret_names.contains(*k)) {
             return Err(OpError::bad_input(format!(
                 "`{name}` is declared a secret: `--set` would keep its value in plain text \
@@ -240,7 +247,9 @@ impl Server {
                      without `--set {name}=...`"
             )));
         }
-        let Some(svc) = self.services_spec().get(&service).cloned() else {
+        let Some(svc) = crate::server::services_of(&loaded.spec, &self.environment)
+            .and_then(|s| s.get(&service).cloned())
+        else {
             return Err(OpError::not_found(format!("no service `{service}`")));
         };
         // A value for a name the service never uses would be recorded and
@@ -275,6 +284,16 @@ impl Server {
         let (tx, rx) = mpsc::channel(8);
         // The supervisor finishes its round (a restart in progress) first.
         let ops = state.ops.lock().await;
+        // A reload may have removed the service meanwhile (it holds this
+        // lock while it does).
+        if !self
+            .service(&service)
+            .is_some_and(|s| Arc::ptr_eq(&s, &state))
+        {
+            return Err(OpError::not_found(format!(
+                "service `{service}` was removed from the spec by a reload"
+            )));
+        }
         {
             let mut live = state.live.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((id, _)) = live.as_ref() {
@@ -288,7 +307,7 @@ impl Server {
             }
             *live = Some((None, tx));
         }
-        let mut vars = self
+        let mut vars = loaded
             .spec
             .environments
             .get(&self.environment)
@@ -317,16 +336,20 @@ impl Server {
             service: service.clone(),
             environment: self.environment.clone(),
             svc,
-            spec: self.spec.clone(),
+            spec: loaded.spec.clone(),
             version,
             vars,
             secrets,
             base_dir: self.base_dir.clone(),
-            spec_digest: self.spec_digest.clone(),
+            spec_digest: loaded.digest.clone(),
             deployed_by: r.deployed_by.unwrap_or_else(|| "cli".to_owned()),
             current,
             rollback_of,
-            require_approval: self.requires_approval(),
+            require_approval: loaded
+                .spec
+                .environments
+                .get(&self.environment)
+                .is_some_and(|e| e.require_approval),
             image_id,
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
@@ -352,7 +375,7 @@ impl Server {
             match (&result, id) {
                 (Ok((d, serving)), _) => {
                     log_end(d);
-                    *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+                    st.rollout_ended(d, serving.clone(), &req.svc);
                 }
                 (Err(e), Some(id)) => me.after_failed_rollout(&req.service, &st, id, e).await,
                 (Err(_), None) => {}
@@ -386,13 +409,6 @@ impl Server {
                 _ => Err(OpError::failed("the deployment ended before it was recorded")),
             },
         }
-    }
-
-    fn requires_approval(&self) -> bool {
-        self.spec
-            .environments
-            .get(&self.environment)
-            .is_some_and(|e| e.require_approval)
     }
 }
 

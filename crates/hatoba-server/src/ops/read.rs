@@ -16,18 +16,18 @@ impl Server {
             .services_spec()
             .iter()
             .map(|(name, svc)| {
-                let state = self.services.get(name);
+                let state = self.service(name);
                 hatoba_api::ServiceSummary {
                     service: name.to_string(),
                     listen: svc.route.listen.to_string(),
-                    serving_version: state.and_then(|s| {
+                    serving_version: state.as_ref().and_then(|s| {
                         s.serving
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .as_ref()
                             .map(|d| d.version.to_string())
                     }),
-                    live_deployment: state.and_then(|s| {
+                    live_deployment: state.as_ref().and_then(|s| {
                         s.live
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -74,6 +74,7 @@ impl Server {
         hatoba_api::EnvironmentInfo {
             name: self.environment.to_string(),
             require_approval: self
+                .current()
                 .spec
                 .environments
                 .get(&self.environment)
@@ -87,9 +88,13 @@ impl Server {
         let Some((service, state)) = name
             .parse::<ServiceName>()
             .ok()
-            .and_then(|n| self.services.get(&n).cloned().map(|s| (n, s)))
+            .and_then(|n| self.service(&n).map(|s| (n, s)))
         else {
-            let names: Vec<String> = self.services.keys().map(ToString::to_string).collect();
+            let names: Vec<String> = self
+                .service_names()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             return Err(
                 OpError::not_found(format!("no service `{}`", hatoba_core::shown(name)))
                     .hint(format!("services: {}", names.join(", "))),
@@ -110,10 +115,7 @@ impl Server {
             .as_ref()
             .and_then(|(id, _)| id.clone());
         let grace = self
-            .spec
-            .environments
-            .get(&self.environment)
-            .map_or(&self.spec.services, |e| &e.services)
+            .services_spec()
             .get(&service)
             .map(|s| s.termination_grace_period);
         let now = crate::deployer::clock_now();

@@ -24,7 +24,7 @@ impl Server {
     /// the operator.
     pub async fn resume(self: &Arc<Self>) -> Result<Vec<String>, StartError> {
         let mut report = Vec::new();
-        for name in self.spec.secret_names(&self.environment) {
+        for name in self.current().spec.secret_names(&self.environment) {
             if std::env::var_os(&name).is_some() {
                 report.push(format!(
                     "`{name}` is in hatoba up's environment but declared a secret: that value is \
@@ -34,10 +34,8 @@ impl Server {
         }
         let mut loaded = Vec::new();
         let mut keep = Vec::new();
-        let mut names: Vec<&ServiceName> = self.services.keys().collect();
-        names.sort();
-        for name in names {
-            let state = &self.services[name];
+        for (name, state) in self.service_states() {
+            let name = &name;
             let resume_err = |source| StartError::Resume {
                 service: name.to_string(),
                 source,
@@ -81,7 +79,9 @@ impl Server {
         }
         report.extend(sweep_orphans(self.runtime.as_ref(), &keep).await);
         for (name, record, adopted) in loaded {
-            let state = Arc::clone(&self.services[&name]);
+            let Some(state) = self.service(&name) else {
+                continue;
+            };
             self.resume_service(&name, &state, record, adopted, &mut report)
                 .await
                 .map_err(|source| StartError::Resume {
@@ -95,27 +95,44 @@ impl Server {
 
     /// Starts each service's supervisor loop (health, restarts, usage).
     fn supervise(self: &Arc<Self>) {
-        let specs = self.services_spec();
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        for (name, state) in &self.services {
-            let Some(svc) = specs.get(name).cloned() else {
-                continue;
-            };
-            let task = tokio::spawn(crate::supervisor::run(crate::supervisor::Supervised {
-                name: name.clone(),
-                environment: self.environment.clone(),
-                svc,
-                base_dir: self.base_dir.clone(),
-                state: Arc::clone(state),
-                runtime: Arc::clone(&self.runtime),
-                store: Arc::clone(&self.store),
-            }));
-            self.supervisors
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(task.abort_handle());
-            tasks.push(task);
+        for (name, state) in self.service_states() {
+            self.supervise_one(&name, &state);
         }
+    }
+
+    /// Starts one service's supervisor loop (also for a service a reload
+    /// added).
+    pub(crate) fn supervise_one(self: &Arc<Self>, name: &ServiceName, state: &Arc<ServiceState>) {
+        let task = tokio::spawn(crate::supervisor::run(crate::supervisor::Supervised {
+            name: name.clone(),
+            environment: self.environment.clone(),
+            svc: state.serving_spec(),
+            base_dir: self.base_dir.clone(),
+            state: Arc::clone(state),
+            runtime: Arc::clone(&self.runtime),
+            store: Arc::clone(&self.store),
+        }));
+        self.supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name.clone(), task.abort_handle()));
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    /// Stops the supervisor loop of a service a reload removed.
+    pub(crate) fn unsupervise(&self, name: &ServiceName) {
+        self.supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(n, s)| {
+                if n == name {
+                    s.abort();
+                }
+                n != name
+            });
     }
 
     async fn resume_service(
@@ -342,12 +359,12 @@ impl Server {
             service: name.clone(),
             environment: self.environment.clone(),
             svc,
-            spec: self.spec.clone(),
+            spec: self.current().spec.clone(),
             version: record.version.clone(),
             vars: record.vars.clone(),
             secrets,
             base_dir: self.base_dir.clone(),
-            spec_digest: self.spec_digest.clone(),
+            spec_digest: self.current().digest.clone(),
             deployed_by: record.deployed_by.clone(),
             current,
             rollback_of: record.rollback_of.clone(),
@@ -365,7 +382,7 @@ impl Server {
             match &result {
                 Ok((d, serving)) => {
                     log_end(d);
-                    *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+                    st.rollout_ended(d, serving.clone(), &req.svc);
                 }
                 Err(e) => me.after_failed_rollout(&req.service, &st, id, e).await,
             }

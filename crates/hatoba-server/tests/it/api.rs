@@ -7,7 +7,7 @@
 //! gives the status; the OpenAPI document is `docs/openapi.json` and lists
 //! every route with its answers.
 
-use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, call, call_raw, serve_api, spec};
+use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, call, call_raw, spec};
 use hatoba_server::{Server, ServerConfig};
 use hatoba_store::{SqlStore, Store};
 use std::net::SocketAddr;
@@ -43,6 +43,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/secrets", ""),
     ("PUT", "/api/v1/secrets/API_KEY", r#"{"value": "x"}"#),
     ("DELETE", "/api/v1/secrets/API_KEY", ""),
+    ("POST", "/api/v1/reload", r#"{"by": "bob"}"#),
     ("GET", "/api/v1/no-such-thing", ""),
     ("GET", "/v1/services/web", ""),
     ("DELETE", "/api/v1/services/web", ""),
@@ -57,6 +58,7 @@ const WITH_BODY: &[&str] = &[
     "/api/v1/services/web/promote-full",
     "/api/v1/services/web/abort",
     "/api/v1/secrets/API_KEY",
+    "/api/v1/reload",
 ];
 
 pub(crate) struct Api {
@@ -70,6 +72,11 @@ pub(crate) struct Api {
 
 /// A server (nothing deployed yet) serving its API.
 pub(crate) async fn api() -> Api {
+    api_with(hatoba_server::http::ApiLimits::default()).await
+}
+
+/// [`api`] served with `limits`.
+pub(crate) async fn api_with(limits: hatoba_server::http::ApiLimits) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqlStore::open_sqlite(dir.path().join("hatoba.db"))
@@ -82,6 +89,7 @@ pub(crate) async fn api() -> Api {
     let server = Server::start(ServerConfig {
         spec: spec(1, "      readiness: {path: /ready}"),
         spec_digest: "test".to_owned(),
+        spec_path: None,
         environment: "development".parse().unwrap(),
         base_dir: dir.path().to_path_buf(),
         store,
@@ -92,7 +100,9 @@ pub(crate) async fn api() -> Api {
     })
     .await
     .unwrap();
-    let addr = serve_api(&server).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(Arc::clone(&server).serve_api_with(listener, std::future::pending(), limits));
     Api {
         addr,
         token,

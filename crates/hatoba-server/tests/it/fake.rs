@@ -548,6 +548,7 @@ impl Harness {
         let server = Server::start(ServerConfig {
             spec,
             spec_digest: "test".to_owned(),
+            spec_path: None,
             environment: env,
             base_dir: dir.path().to_path_buf(),
             store,

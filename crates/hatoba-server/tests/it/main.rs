@@ -10,6 +10,7 @@
 mod api;
 mod event_stream;
 mod fake;
+mod reload;
 mod rollout_health;
 mod supervisor;
 

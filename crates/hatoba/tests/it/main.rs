@@ -18,6 +18,7 @@ mod memory;
 mod prometheus;
 mod proxy;
 mod proxy_tls;
+mod reload;
 mod remote;
 mod restart;
 mod secrets;
