@@ -16,7 +16,9 @@
 //! - **Start** creates and starts a container labelled `hatoba.scope`,
 //!   `hatoba.service`, `hatoba.version`, `hatoba.instance` (plus the
 //!   workload's own labels as `hatoba.<key>`: app, environment,
-//!   deployment), named `<instance>-<scope hash>`. The app's port is
+//!   deployment), named `<instance>-<scope hash>`; a container of that
+//!   name made by someone else is never touched: another instance id is
+//!   tried, three in all, then [`DockerError::NameClash`]. The app's port is
 //!   published on `127.0.0.1` with the host port left to Docker and read
 //!   back with an inspect: each instance gets its own loopback port, the
 //!   proxy reaches it like a process instance, and nothing is exposed
@@ -96,6 +98,8 @@ const SWEEP_GRACE: Duration = Duration::from_secs(5);
 /// How many lines of a container's output are kept when it is removed, so
 /// that why it ended can still be read.
 const KEPT_LINES: usize = 200;
+/// How many names a start tries when a container of that name exists.
+const NAME_ATTEMPTS: u32 = 3;
 /// How long to wait for a killed container to be reported ended.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -143,7 +147,10 @@ pub enum DockerError {
         message: String,
     },
     /// A container of that name already exists (made by someone else).
-    #[error("a container named `{name}` already exists: remove it or let hatoba pick another name")]
+    #[error(
+        "a container named `{name}` already exists, not made by this hatoba (and so did the other \
+         names tried): remove the containers named like it (`docker ps -a --filter name=...`)"
+    )]
     NameClash {
         /// The name.
         name: String,
@@ -230,6 +237,9 @@ struct Entry {
 struct Registry {
     entries: BTreeMap<InstanceId, Entry>,
     next: u64,
+    /// The suffixes the next instance ids take before random ones (a test
+    /// seam: [`DockerRuntime::with_id_suffixes`]).
+    suffixes: std::collections::VecDeque<u16>,
 }
 
 /// What to build: the tag, the Dockerfile (relative to the context),
@@ -387,21 +397,27 @@ impl DockerRuntime {
         status
     }
 
+    /// A seam for tests: the next instance ids end in these suffixes (in
+    /// order) instead of random ones, so a test can know a container's
+    /// name before it is made. Production never calls it.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_id_suffixes(self, suffixes: impl IntoIterator<Item = u16>) -> DockerRuntime {
+        self.with(|r| r.suffixes.extend(suffixes));
+        self
+    }
+
     /// The container name of an instance: its id and a hash of the scope,
     /// so that two scopes never clash.
-    fn container_name(&self, id: &InstanceId) -> String {
+    pub fn container_name(&self, id: &InstanceId) -> String {
         format!("{id}-{:08x}", fnv1a(self.scope.as_bytes()))
     }
 
     fn fresh_id(&self, spec: &InstanceSpec) -> InstanceId {
         self.with(|r| {
             loop {
-                let id = InstanceId(format!(
-                    "{}-{}-{:04x}",
-                    spec.service,
-                    spec.version,
-                    rand::random::<u16>()
-                ));
+                let suffix = r.suffixes.pop_front().unwrap_or_else(rand::random::<u16>);
+                let id = InstanceId(format!("{}-{}-{suffix:04x}", spec.service, spec.version));
                 if !r.entries.contains_key(&id) {
                     return id;
                 }
@@ -747,8 +763,19 @@ impl Runtime for DockerRuntime {
                 service: spec.service.clone(),
             });
         };
-        let id = self.fresh_id(spec);
-        match self.create_and_start(spec, c, &id, now).await {
+        // A container of that name made by someone else is left alone:
+        // another name is tried, a few times.
+        let mut attempt = 0;
+        let made = loop {
+            let id = self.fresh_id(spec);
+            match self.create_and_start(spec, c, &id, now).await {
+                Err(DockerError::NameClash { .. }) if attempt < NAME_ATTEMPTS - 1 => {
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        match made {
             Ok(status) => {
                 let container = status.identity.clone().unwrap_or_default();
                 Ok(self.register(status, container, false))

@@ -19,6 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod clash;
 mod pinned;
 
 use hatoba_runtime::{
