@@ -257,6 +257,14 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
     let status = hatoba(&d.sb.state).args(["status"]).output().unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains(&format!("v1 {}", short(&v1))), "{status}");
+    // A stop and a start of `hatoba up` restores what served from its
+    // saved state: the same image again, not the tag's.
+    assert!(up.terminate(), "a clean stop");
+    let up = d.sb.up(&[]);
+    poll("v1 restored", Duration::from_secs(60), || {
+        (served(d.sb.port).as_deref() == Ok("v1")).then_some(())
+    });
+    assert_eq!(d.images_of("v1"), [v1.as_str()]);
     let history = hatoba(&d.sb.state).args(["history"]).output().unwrap();
     let history = String::from_utf8_lossy(&history.stdout);
     assert!(
