@@ -298,11 +298,16 @@ pub struct InstanceInfo {
     pub log: Option<String>,
     /// When it started (RFC 3339).
     pub started_at: String,
-    /// Out of the route and draining for a rollout: the time left and
-    /// what comes after (`draining: up to 6s left, then SIGTERM, SIGKILL
-    /// 30s later`).
+    /// Out of the route and draining for a rollout: the connections left,
+    /// the time left and what comes after (`draining: 3 connections left,
+    /// up to 6s left, then SIGTERM, SIGKILL 30s later`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<String>,
+    /// While draining: its requests and long-lived connections (WebSockets,
+    /// event streams) still open, which the drain waits for; absent when
+    /// the data plane cannot say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_left: Option<u32>,
 }
 
 /// One group of the route table.

@@ -395,6 +395,10 @@ pub enum Event {
         version: String,
         /// The longest the drain may take.
         drain_ms: u64,
+        /// Requests and long-lived connections open as it left the route
+        /// (`None`: the data plane could not say, or an older server).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u32>,
     },
     /// A draining instance's last connection ended (`in_time`), or the
     /// drain ran out with connections still open; it is stopped next
@@ -917,11 +921,19 @@ impl fmt::Display for Shown<'_> {
                 instance,
                 version,
                 drain_ms,
-            } => write!(
-                f,
-                "instance {instance} of {version} out of the route, draining (up to {})",
-                ms(*drain_ms)
-            ),
+                connections,
+            } => {
+                write!(
+                    f,
+                    "instance {instance} of {version} out of the route, draining (up to {}",
+                    ms(*drain_ms)
+                )?;
+                match connections {
+                    Some(1) => write!(f, ", 1 connection open)"),
+                    Some(n) => write!(f, ", {n} connections open)"),
+                    None => write!(f, ")"),
+                }
+            }
             E::InstanceDrained {
                 instance,
                 version,

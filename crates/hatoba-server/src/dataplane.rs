@@ -102,6 +102,13 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
     /// no request, up to `timeout`. True when drained.
     async fn drained(&self, addr: SocketAddr, timeout: Duration) -> DrainReport;
 
+    /// The requests and long-lived connections the backend at `addr` has
+    /// open now (what its drain waits for), for `status` and `diagnose`;
+    /// `None` when the data plane cannot say.
+    async fn open_at(&self, _addr: SocketAddr) -> Option<u32> {
+        None
+    }
+
     /// One version's traffic over a window ending now, all roles summed.
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats>;
     /// One version's totals since the data plane started (summed over its
@@ -303,15 +310,25 @@ impl DataPlane for LocalDataPlane {
     async fn drained(&self, addr: SocketAddr, timeout: Duration) -> DrainReport {
         // The backend was taken out of the table by the caller; the router
         // still knows it until its last request ends.
+        // Kept in `draining` while awaited, so `open_at` still sees it.
         let backend = self
             .draining
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
+            .get(&addr)
+            .cloned();
         match (backend, self.routers().into_iter().next()) {
             (Some(backend), Some(router)) => {
                 let open = backend.in_flight();
                 let done = router.drained(&backend, timeout).await;
+                let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+                if draining
+                    .get(&addr)
+                    .is_some_and(|b| Arc::ptr_eq(b, &backend))
+                {
+                    draining.remove(&addr);
+                }
+                drop(draining);
                 DrainReport {
                     done,
                     open: Some(open),
@@ -324,6 +341,17 @@ impl DataPlane for LocalDataPlane {
                 left: Some(0),
             },
         }
+    }
+
+    async fn open_at(&self, addr: SocketAddr) -> Option<u32> {
+        let draining = self
+            .draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&addr)
+            .cloned();
+        let backend = draining.or_else(|| self.routers().iter().find_map(|r| r.backend(addr)));
+        Some(backend.map_or(0, |b| b.in_flight()))
     }
 
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats> {
@@ -494,6 +522,16 @@ impl DataPlane for RemoteDataPlane {
                 open: None,
                 left: None,
             })
+    }
+
+    async fn open_at(&self, addr: SocketAddr) -> Option<u32> {
+        // A `drained` that waits for nothing answers what is open now; every
+        // data plane since drains were counted knows it.
+        self.client
+            .drain(addr, Duration::ZERO)
+            .await
+            .ok()
+            .and_then(|r| r.open)
     }
 
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats> {

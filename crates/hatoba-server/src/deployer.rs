@@ -1909,10 +1909,13 @@ impl Run<'_> {
             .handle(clock_now(), Observation::Removed(s.id.0.clone()));
         self.route().await;
         let drain = self.req.svc.drain;
+        // Counted before the notify, which may close some at once.
+        let open = self.d.data_plane.open_at(s.addr).await;
         self.event(Event::InstanceDraining {
             instance: s.id.to_string(),
             version: s.version.to_string(),
             drain_ms: u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+            connections: open,
         })
         .await?;
         let data_plane = Arc::clone(&self.d.data_plane);
@@ -1937,7 +1940,10 @@ impl Run<'_> {
                     .err()
                     .map(|e| chain(&e)),
             };
-            let report = data_plane.drained(s.addr, drain).await;
+            let mut report = data_plane.drained(s.addr, drain).await;
+            // Open when the drain began is what was open as it left the
+            // route, before the notify.
+            report.open = open.or(report.open);
             let waited = began.elapsed();
             let stopped = runtime
                 .stop(&s.id, grace)

@@ -373,7 +373,9 @@ pub(crate) fn warm_words(w: &hatoba_api::WarmVersion) -> String {
     }
 }
 
-/// `2/2 in route, 24.3 MiB, 0.4s CPU`, or `-` when no server answered.
+/// `2/2 in route, 24.3 MiB, 0.4s CPU`, then a line per draining instance
+/// (`web-v1-3f9a draining: 3 connections left, up to 6s left, ...`), or `-`
+/// when no server answered.
 fn instances_cell(instances: &[hatoba_api::InstanceInfo]) -> String {
     if instances.is_empty() {
         return "-".to_owned();
@@ -387,6 +389,11 @@ fn instances_cell(instances: &[hatoba_api::InstanceInfo]) -> String {
             ", {:.1} MiB, {cpu:.1}s CPU",
             rss as f64 / 1_048_576.0
         ));
+    }
+    for i in instances {
+        if let Some(d) = &i.draining {
+            out.push_str(&format!("\n  {} {d}", i.id));
+        }
     }
     out
 }

@@ -129,10 +129,17 @@ impl Server {
             Some(id) if maybe_draining => self.draining(id).await,
             _ => std::collections::HashMap::new(),
         };
+        let mut left = std::collections::HashMap::new();
+        for i in listed.iter().filter(|i| draining.contains_key(&i.id.0)) {
+            if let Some(n) = self.data_plane.open_at(i.addr).await {
+                left.insert(i.id.0.clone(), n);
+            }
+        }
         let instances = listed
             .iter()
             .map(|i| {
                 let o = observed.get(&i.id.0);
+                let connections_left = left.get(&i.id.0).copied();
                 hatoba_api::InstanceInfo {
                     id: i.id.to_string(),
                     version: i.version.to_string(),
@@ -148,7 +155,8 @@ impl Server {
                     started_at: i.started_at.to_rfc3339(),
                     draining: draining
                         .get(&i.id.0)
-                        .map(|(at, drain)| drain_words(*at, *drain, grace, now)),
+                        .map(|(at, drain)| drain_words(*at, *drain, connections_left, grace, now)),
+                    connections_left,
                 }
             })
             .collect();
@@ -216,11 +224,13 @@ impl Server {
     }
 }
 
-/// `draining: up to 6s left, then SIGTERM, SIGKILL 30s later` for a drain
-/// that began `at` and may take `drain`, seen at `now`.
+/// `draining: 3 connections left, up to 6s left, then SIGTERM, SIGKILL 30s
+/// later` for a drain that began `at` and may take `drain`, with `open`
+/// connections left (when known), seen at `now`.
 fn drain_words(
     at: hatoba_core::Millis,
     drain: std::time::Duration,
+    open: Option<u32>,
     grace: Option<std::time::Duration>,
     now: hatoba_core::Millis,
 ) -> String {
@@ -235,8 +245,13 @@ fn drain_words(
         ),
         None => "then SIGTERM".to_owned(),
     };
+    let connections = match open {
+        Some(1) => "1 connection left, ".to_owned(),
+        Some(n) => format!("{n} connections left, "),
+        None => String::new(),
+    };
     format!(
-        "draining: up to {} left, {then}",
+        "draining: {connections}up to {} left, {then}",
         hatoba_core::format_duration(left)
     )
 }
@@ -252,20 +267,20 @@ mod drain_tests {
         let d = Duration::from_secs(30);
         let g = Some(Duration::from_secs(10));
         assert_eq!(
-            drain_words(Millis(1_000), d, g, Millis(1_000)),
-            "draining: up to 30s left, then SIGTERM, SIGKILL 10s later"
+            drain_words(Millis(1_000), d, Some(3), g, Millis(1_000)),
+            "draining: 3 connections left, up to 30s left, then SIGTERM, SIGKILL 10s later"
         );
         assert_eq!(
-            drain_words(Millis(1_000), d, g, Millis(25_500)),
-            "draining: up to 6s left, then SIGTERM, SIGKILL 10s later"
+            drain_words(Millis(1_000), d, Some(1), g, Millis(25_500)),
+            "draining: 1 connection left, up to 6s left, then SIGTERM, SIGKILL 10s later"
         );
         // Past its end (the stop is under way), and a clock that went back.
         assert_eq!(
-            drain_words(Millis(1_000), d, None, Millis(99_000)),
-            "draining: up to 0s left, then SIGTERM"
+            drain_words(Millis(1_000), d, Some(0), None, Millis(99_000)),
+            "draining: 0 connections left, up to 0s left, then SIGTERM"
         );
         assert_eq!(
-            drain_words(Millis(9_000), d, None, Millis(1_000)),
+            drain_words(Millis(9_000), d, None, None, Millis(1_000)),
             "draining: up to 30s left, then SIGTERM"
         );
     }

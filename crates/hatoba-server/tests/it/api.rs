@@ -591,7 +591,7 @@ async fn web(a: &Api) -> hatoba_api::ServiceDetail {
 }
 
 #[tokio::test]
-async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
+async fn a_draining_instance_shows_its_connections_and_time_left_and_what_comes_after() {
     let a = api().await;
     let deploy = |version: &'static str| {
         let body = format!(r#"{{"service": "web", "version": "{version}"}}"#);
@@ -627,7 +627,7 @@ async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
         .collect();
     assert_eq!(draining.len(), 1, "{detail:#?}");
     assert!(
-        draining[0].starts_with("draining: up to ")
+        draining[0].starts_with("draining: 1 connection left, up to ")
             && draining[0].ends_with(" left, then SIGTERM, SIGKILL 30s later"),
         "{draining:?}"
     );
@@ -637,8 +637,8 @@ async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
         .find(|i| i.draining.is_some())
         .unwrap();
     assert_eq!(
-        (v1.version.as_str(), v1.in_route),
-        ("v1", false),
+        (v1.version.as_str(), v1.in_route, v1.connections_left),
+        ("v1", false, Some(1)),
         "{detail:#?}"
     );
     // Once drained and stopped, nothing says draining any more.
@@ -646,7 +646,9 @@ async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
     hatoba_test_support::wait_for_async(Duration::from_secs(20), || async {
         let d = web(&a).await;
         d.serving_version.as_deref() == Some("v2")
-            && d.instances.iter().all(|i| i.draining.is_none())
+            && d.instances
+                .iter()
+                .all(|i| i.draining.is_none() && i.connections_left.is_none())
     })
     .await
     .unwrap();

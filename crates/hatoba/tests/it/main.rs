@@ -14,6 +14,7 @@ mod evidence;
 mod faults;
 mod hardening;
 mod history;
+mod long_lived;
 mod memory;
 mod prometheus;
 mod proxy;
