@@ -65,6 +65,11 @@ pub struct Deployment {
     /// it used none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub secrets: std::collections::BTreeMap<String, u64>,
+    /// The exact image it ran (`sha256:…`), resolved from the tag when it
+    /// was recorded: a rollback to it runs this very image. Absent for a
+    /// process service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// One event in a deployment's history.
@@ -621,6 +626,10 @@ pub struct Diagnosis {
     /// The last lines of each running instance's output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<InstanceLog>,
+    /// What was removed from the engine for its latest deployments
+    /// (`container_removed`, `image_pruned` events), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Event>,
 }
 
 /// Lines of one instance's output.

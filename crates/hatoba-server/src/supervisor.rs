@@ -397,7 +397,7 @@ async fn restart(
         .stop(&inst.id, s.svc.termination_grace_period)
         .await;
     s.runtime.forget(&inst.id).await;
-    let spec = instance_spec_for(
+    let mut spec = instance_spec_for(
         &s.name,
         &s.svc,
         &serving.version,
@@ -406,6 +406,11 @@ async fn restart(
         &s.base_dir,
     )
     .ok()?;
+    crate::deployer::pin(
+        &mut spec,
+        serving.image_id.as_deref(),
+        serving.deployment.as_ref(),
+    );
     let started = s.runtime.start(&spec, clock_now()).await;
     let restarted = hatoba_core::Event::InstanceRestarted {
         instance: inst.id.to_string(),

@@ -246,6 +246,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
             current,
             rollback_of: None,
             require_approval: false,
+            image_id: None,
         })
     };
 

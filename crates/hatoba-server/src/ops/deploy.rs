@@ -27,7 +27,7 @@ impl Server {
         self: &Arc<Self>,
         r: hatoba_api::DeployRequest,
     ) -> Result<hatoba_api::Deployment, OpError> {
-        Arc::clone(self).deploy_as(r, None, None).await
+        Arc::clone(self).deploy_as(r, None, None, None).await
     }
 
     /// Deploys the previous succeeded version (or `to`) again, recorded as a
@@ -181,7 +181,12 @@ impl Server {
             deployed_by: Some(by),
         };
         Arc::clone(self)
-            .deploy_as(r, Some(current.id.clone()), Some(target.secrets.clone()))
+            .deploy_as(
+                r,
+                Some(current.id.clone()),
+                Some(target.secrets.clone()),
+                target.image_id.clone(),
+            )
             .await
     }
 
@@ -284,12 +289,16 @@ impl Server {
     }
 
     /// [`Server::deploy`], also as a rollback of a deployment (`rollback_of`)
-    /// with the secrets' versions it ran with (`pinned_secrets`).
+    /// with the secrets' versions it ran with (`pinned_secrets`) and the
+    /// exact image it ran (`pinned_image`). A deployment of a version that
+    /// once succeeded here runs the image recorded then, never what its
+    /// tag names now.
     pub(crate) async fn deploy_as(
         self: Arc<Self>,
         r: hatoba_api::DeployRequest,
         rollback_of: Option<DeploymentId>,
         pinned_secrets: Option<std::collections::BTreeMap<String, u64>>,
+        pinned_image: Option<String>,
     ) -> Result<hatoba_api::Deployment, OpError> {
         let Ok(service) = r.service.parse::<ServiceName>() else {
             return Err(OpError::bad_input(format!(
@@ -374,6 +383,10 @@ impl Server {
         let secrets = self
             .deploy_secrets(&svc, &secret_names, pinned_secrets.as_ref())
             .await?;
+        let image_id = match pinned_image {
+            Some(id) => Some(id),
+            None => self.recorded_image(&service, &version).await?,
+        };
         let (tx, rx) = mpsc::channel(8);
         let ops = self.take_slot(&service, &state, tx).await?;
         let mut vars = loaded
@@ -419,6 +432,7 @@ impl Server {
                 .environments
                 .get(&self.environment)
                 .is_some_and(|e| e.require_approval),
+            image_id,
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let st = Arc::clone(&state);
@@ -565,4 +579,36 @@ pub(crate) fn variable_uses(
         *all = *all && has_default;
     }
     uses
+}
+
+impl Server {
+    /// The image recorded by the newest succeeded deployment of `version`
+    /// here, if any: deploying that version again runs that very image (a
+    /// tag built again since names another one). A version that never
+    /// succeeded is resolved from its tag again, so fixing a failed build
+    /// under the same version still works.
+    async fn recorded_image(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+    ) -> Result<Option<String>, OpError> {
+        let history = self
+            .store
+            .history(&hatoba_store::HistoryFilter {
+                service: Some(service.clone()),
+                environment: Some(self.environment.clone()),
+                limit: 10_000,
+            })
+            .await
+            .map_err(|e| OpError::store(&e))?;
+        Ok(history
+            .iter()
+            .filter(|d| {
+                &d.version == version
+                    && d.status == hatoba_core::DeploymentStatus::Succeeded
+                    && d.image_id.is_some()
+            })
+            .max_by_key(|d| (d.finished_at, d.id.clone()))
+            .and_then(|d| d.image_id.clone()))
+    }
 }

@@ -427,8 +427,12 @@ impl Runtime for EnvRuntime {
         Ok(status)
     }
 
-    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    async fn check(&self, spec: &InstanceSpec) -> Result<Option<String>, RuntimeError> {
         self.inner.check(spec).await
+    }
+
+    async fn remove_images(&self, ids: &[String]) -> Result<Vec<String>, RuntimeError> {
+        self.inner.remove_images(ids).await
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {

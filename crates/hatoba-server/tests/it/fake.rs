@@ -555,6 +555,7 @@ impl Harness {
                         vars: BTreeMap::new(),
                         secrets: BTreeMap::new(),
                         deployment: None,
+                        image_id: None,
                     }),
                     rollout: None,
                 },
