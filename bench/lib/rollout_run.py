@@ -708,7 +708,8 @@ class Bench:
         p("")
         p(f"Rollouts under load: {a.rate:.0f} req/s paced over {a.conns} keep-alive connections "
           f"per strategy; demo app ready {a.ready_after:g}s after it binds; readiness probe every "
-          f"{a.probe_period}.")
+          f"{a.probe_period}; instances are "
+          + ("Docker containers." if a.runtime == "docker" else "local processes."))
         p("duration: command invoked -> deployment succeeded (blue-green: -> traffic switched; the "
           "deployment itself runs on through the scale-down delay).")
         p("start-ups: instance_started event -> first 200 on its /ready (polled every 10 ms): "
@@ -801,6 +802,7 @@ class Bench:
         self.results["problems"] = self.problems
         self.results["meta"].update(
             rate=a.rate, conns=a.conns, settle_s=a.settle, ready_after_s=a.ready_after,
+            runtime=a.runtime,
             load_procs=a.load_procs, probe_period=a.probe_period, ports=self.ports,
             server=self.api.info,
         )
@@ -835,6 +837,7 @@ def main():
     ap.add_argument("--probe-period", default="250ms")
     ap.add_argument("--load-procs", type=int, default=1)
     ap.add_argument("--only", default="rolling,bluegreen,canary")
+    ap.add_argument("--runtime", default="process", choices=["process", "docker"])
     ap.add_argument("--up-pid", type=int, help="hatoba up's pid: stop waiting when it is gone")
     ap.add_argument("--load-script", default=os.path.join(os.path.dirname(__file__), "rollout_load.py"))
     a = ap.parse_args()
