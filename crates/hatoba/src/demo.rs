@@ -202,7 +202,15 @@ pub(crate) async fn run(quick: bool, docker: bool) -> anyhow::Result<Exit> {
         image.libraries,
         dir.path().display()
     );
-    let result = play(started, spec, svc, &dir, engine.clone(), &instances).await;
+    // Containers outlive this process, so Ctrl-C ends the phases here and
+    // the clean-up below still runs.
+    let result = tokio::select! {
+        r = play(started, spec, svc, &dir, engine.clone(), &instances) => r,
+        _ = tokio::signal::ctrl_c() => {
+            output::stderr("interrupted: removing the demo's containers and image\n");
+            Ok(Exit::Failed)
+        }
+    };
     // However the demo ended: none of its containers left, nor its image.
     if let Ok(left) = engine.list(&name).await {
         for i in left {
