@@ -37,8 +37,35 @@ pub(crate) const MAX_API_CONNECTIONS: usize = 128;
 pub(crate) const API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long one API connection may last, request and answer.
 pub(crate) const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The kernel's send buffer of one API connection. Answers are small; an
+/// event stream whose client stops reading holds this much (the kernel
+/// doubles it) before it can take no more and its send timeout runs,
+/// where the kernel's autotuning would let each grow to 4 MiB.
+const API_SEND_BUFFER: usize = 64 * 1024;
 /// The pause after an accept that failed (out of file descriptors).
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The limits of the API's accept loop that an embedder may choose; the
+/// others are constants above. `Default` is what `hatoba up` serves with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// A streaming client that takes nothing (heartbeats included) for this
+    /// long is cut (60 s by default).
+    pub stream_send_timeout: std::time::Duration,
+    /// An event stream with nothing to say sends a heartbeat this often
+    /// (15 s by default); keep it well within `stream_send_timeout`, or a
+    /// client that reads is cut too.
+    pub stream_heartbeat: std::time::Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> ApiLimits {
+        ApiLimits {
+            stream_send_timeout: stream::STREAM_SEND_TIMEOUT,
+            stream_heartbeat: stream::HEARTBEAT_EVERY,
+        }
+    }
+}
 
 impl Server {
     /// Serves the API on `listener` until `shutdown` resolves.
@@ -59,7 +86,18 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        serve(routes::app(self), listener, shutdown).await;
+        self.serve_api_with(listener, shutdown, ApiLimits::default())
+            .await;
+    }
+
+    /// [`Server::serve_api`] with chosen [`ApiLimits`].
+    pub async fn serve_api_with(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+        limits: ApiLimits,
+    ) {
+        serve(routes::app(self), listener, shutdown, limits).await;
     }
 }
 
@@ -71,7 +109,13 @@ pub(crate) async fn serve_environments(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    serve(envs::app(environments), listener, shutdown).await;
+    serve(
+        envs::app(environments),
+        listener,
+        shutdown,
+        ApiLimits::default(),
+    )
+    .await;
 }
 
 /// The accept loop of [`Server::serve_api`], over any router.
@@ -79,6 +123,7 @@ async fn serve<A>(
     app: A,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
+    limits: ApiLimits,
 ) where
     A: tower::Service<
             axum::extract::Request,
@@ -114,6 +159,8 @@ async fn serve<A>(
                         continue;
                     }
                 };
+                // Best effort: a socket that refuses keeps the default.
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(API_SEND_BUFFER);
                 // A stream leaves the places: it has its own.
                 open.retain(|o| !o.task.is_finished() && o.state.phase() != Phase::Streaming);
                 if open.len() >= MAX_API_CONNECTIONS {
@@ -129,7 +176,7 @@ async fn serve<A>(
                         }
                     }
                 }
-                let state = Arc::new(ConnState::new());
+                let state = Arc::new(ConnState::new(limits));
                 let app = app.clone();
                 let shared = Arc::clone(&state);
                 let task = tokio::spawn(async move {
@@ -147,12 +194,12 @@ async fn serve<A>(
                         .keep_alive(false)
                         .serve_connection(TokioIo::new(stream), svc);
                     let mut conn = std::pin::pin!(conn);
-                    let timer = tokio::time::sleep(API_REQUEST_TIMEOUT);
+                    let timer = tokio::time::sleep(stream::first_timer(limits.stream_send_timeout));
                     let mut timer = std::pin::pin!(timer);
                     loop {
                         tokio::select! {
                             _ = &mut conn => break,
-                            () = &mut timer => match stream::on_timer(conn_state.phase(), conn_state.quiet_for()) {
+                            () = &mut timer => match stream::on_timer(conn_state.phase(), conn_state.age(), conn_state.quiet_for(), limits.stream_send_timeout) {
                                 Timer::Cut => break,
                                 Timer::Again(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
                             },

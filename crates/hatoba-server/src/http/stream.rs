@@ -10,7 +10,8 @@
 //! exchange: it is [`Phase::Streaming`] in its [`ConnState`], which the
 //! accept loop reads. What bounds it instead: a heartbeat every
 //! [`HEARTBEAT_EVERY`], and a client that takes nothing of it for
-//! [`STREAM_SEND_TIMEOUT`] (not even a heartbeat) is cut. Memory stays
+//! [`STREAM_SEND_TIMEOUT`] (not even a heartbeat) is cut (both are
+//! `ApiLimits`, which an embedder may choose). Memory stays
 //! bounded whatever a client does: a stream holds one frame at a time; a
 //! subscriber that falls behind the bus reads the store again.
 
@@ -61,15 +62,23 @@ pub(crate) struct ConnState {
     /// Milliseconds from `opened` to when the client's side last took a
     /// frame of the stream.
     last_taken: AtomicU64,
+    /// The limits it is served with (its stream's heartbeat).
+    pub(crate) limits: super::ApiLimits,
 }
 
 impl ConnState {
-    pub(crate) fn new() -> ConnState {
+    pub(crate) fn new(limits: super::ApiLimits) -> ConnState {
         ConnState {
             phase: AtomicU8::new(Phase::Silent as u8),
             opened: tokio::time::Instant::now(),
             last_taken: AtomicU64::new(0),
+            limits,
         }
+    }
+
+    /// How long since it was accepted.
+    pub(crate) fn age(&self) -> Duration {
+        self.opened.elapsed()
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -118,14 +127,28 @@ pub(crate) enum Timer {
     Again(Duration),
 }
 
-/// The rule of a connection's timer, armed for the exchange's 60 s: a
-/// request that is not a stream is cut then; a stream is cut only once its
-/// client has taken nothing for [`STREAM_SEND_TIMEOUT`].
-pub(crate) fn on_timer(phase: Phase, quiet_for: Duration) -> Timer {
+/// When a connection's timer first fires: the sooner of the exchange's
+/// limit and the stream's send timeout, so either is kept to time.
+pub(crate) fn first_timer(send_timeout: Duration) -> Duration {
+    super::API_REQUEST_TIMEOUT.min(send_timeout)
+}
+
+/// The rule of a connection's timer, `age` after it was accepted: a
+/// request that is not a stream is cut once the exchange's 60 s are over; a
+/// stream is cut only once its client has taken nothing for `send_timeout`
+/// ([`STREAM_SEND_TIMEOUT`] unless the embedder chose another).
+pub(crate) fn on_timer(
+    phase: Phase,
+    age: Duration,
+    quiet_for: Duration,
+    send_timeout: Duration,
+) -> Timer {
+    let limit = super::API_REQUEST_TIMEOUT;
     match phase {
-        Phase::Silent | Phase::Asked => Timer::Cut,
-        Phase::Streaming if quiet_for >= STREAM_SEND_TIMEOUT => Timer::Cut,
-        Phase::Streaming => Timer::Again(STREAM_SEND_TIMEOUT - quiet_for),
+        Phase::Silent | Phase::Asked if age >= limit => Timer::Cut,
+        Phase::Silent | Phase::Asked => Timer::Again(limit - age),
+        Phase::Streaming if quiet_for >= send_timeout => Timer::Cut,
+        Phase::Streaming => Timer::Again(send_timeout - quiet_for),
     }
 }
 
@@ -318,8 +341,11 @@ async fn answer(s: &Arc<Server>, req: Request) -> Result<Response, Failure> {
     if let Some(c) = &conn {
         c.streaming();
     }
+    let heartbeat = conn
+        .as_ref()
+        .map_or(HEARTBEAT_EVERY, |c| c.limits.stream_heartbeat);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    tokio::spawn(produce(sub, tx, permit));
+    tokio::spawn(produce(sub, tx, permit, heartbeat));
     let body = Body::new(Frames { rx, conn });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -340,6 +366,7 @@ async fn produce(
     mut sub: crate::Subscription,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    heartbeat: Duration,
 ) {
     if tx
         .send(Bytes::from(hatoba_api::sse::retry(RETRY_MS)))
@@ -348,10 +375,7 @@ async fn produce(
     {
         return;
     }
-    let mut beat = tokio::time::interval_at(
-        tokio::time::Instant::now() + HEARTBEAT_EVERY,
-        HEARTBEAT_EVERY,
-    );
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {
@@ -493,13 +517,27 @@ mod tests {
 
     #[test]
     fn a_stream_outlives_the_exchange_limit_only_while_its_client_takes_frames() {
-        assert_eq!(on_timer(Phase::Silent, Duration::ZERO), Timer::Cut);
-        assert_eq!(on_timer(Phase::Asked, Duration::ZERO), Timer::Cut);
+        let t = STREAM_SEND_TIMEOUT;
+        let limit = super::super::API_REQUEST_TIMEOUT;
+        let zero = Duration::ZERO;
+        assert_eq!(first_timer(t), limit.min(t));
+        assert_eq!(on_timer(Phase::Silent, limit, zero, t), Timer::Cut);
+        assert_eq!(on_timer(Phase::Asked, limit, zero, t), Timer::Cut);
         assert_eq!(
-            on_timer(Phase::Streaming, Duration::from_secs(1)),
-            Timer::Again(STREAM_SEND_TIMEOUT - Duration::from_secs(1))
+            on_timer(Phase::Streaming, limit, Duration::from_secs(1), t),
+            Timer::Again(t - Duration::from_secs(1))
         );
-        assert_eq!(on_timer(Phase::Streaming, STREAM_SEND_TIMEOUT), Timer::Cut);
+        assert_eq!(on_timer(Phase::Streaming, limit, t, t), Timer::Cut);
+        // A send timeout shorter than the exchange's limit: the timer
+        // fires early; an exchange is not cut before its 60 s for it, a
+        // stream is.
+        let short = Duration::from_secs(1);
+        assert_eq!(first_timer(short), short);
+        assert_eq!(
+            on_timer(Phase::Asked, short, zero, short),
+            Timer::Again(limit - short)
+        );
+        assert_eq!(on_timer(Phase::Streaming, short, short, short), Timer::Cut);
         // A heartbeat comes well within the send timeout, so a client that
         // reads is never quiet that long.
         assert!(HEARTBEAT_EVERY * 2 < STREAM_SEND_TIMEOUT);
@@ -507,7 +545,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_quiet_from_the_last_frame_its_client_took() {
-        let c = ConnState::new();
+        let c = ConnState::new(super::super::ApiLimits::default());
         assert_eq!(c.phase(), Phase::Silent);
         c.asked();
         assert_eq!(c.phase(), Phase::Asked);

@@ -7,7 +7,7 @@
 //! gives the status; the OpenAPI document is `docs/openapi.json` and lists
 //! every route with its answers.
 
-use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, call, call_raw, serve_api, spec};
+use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, call, call_raw, spec};
 use hatoba_server::{Server, ServerConfig};
 use hatoba_store::{SqlStore, Store};
 use std::net::SocketAddr;
@@ -70,6 +70,11 @@ pub(crate) struct Api {
 
 /// A server (nothing deployed yet) serving its API.
 pub(crate) async fn api() -> Api {
+    api_with(hatoba_server::http::ApiLimits::default()).await
+}
+
+/// [`api`] served with `limits`.
+pub(crate) async fn api_with(limits: hatoba_server::http::ApiLimits) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqlStore::open_sqlite(dir.path().join("hatoba.db"))
@@ -92,7 +97,9 @@ pub(crate) async fn api() -> Api {
     })
     .await
     .unwrap();
-    let addr = serve_api(&server).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(Arc::clone(&server).serve_api_with(listener, std::future::pending(), limits));
     Api {
         addr,
         token,

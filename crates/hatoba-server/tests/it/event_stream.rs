@@ -312,3 +312,140 @@ async fn two_hundred_streams_stay_open_while_the_api_still_answers() {
     assert_eq!(code, 200, "{answer}");
     assert_eq!(open.len(), SUBSCRIBERS);
 }
+
+/// The state and send queue of the API's side of a loopback connection
+/// (`local` the API's port, `remote` the client's), from `/proc/net/tcp`:
+/// `None` once the socket is gone.
+#[cfg(target_os = "linux")]
+fn api_side(local: u16, remote: u16) -> Option<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+        if port(f[1])? != local || port(f[2])? != remote {
+            return None;
+        }
+        let state = u8::from_str_radix(f[3], 16).ok()?;
+        let tx = u64::from_str_radix(f[4].split(':').next()?, 16).ok()?;
+        Some((state, tx))
+    })
+}
+
+/// A client that opens the stream and never reads: what the server sends
+/// piles up in the kernel's buffers of that one connection (the stream
+/// itself holds one frame), and once the client has taken nothing for the
+/// send timeout the server cuts it. A subscriber beside it gets every
+/// event, in order, meanwhile, and the API still answers.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_and_the_others_get_every_event() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const ESTABLISHED: u8 = 1;
+    let a = crate::api::api_with(hatoba_server::http::ApiLimits {
+        stream_send_timeout: Duration::from_secs(1),
+        stream_heartbeat: Duration::from_millis(100),
+    })
+    .await;
+    // The silent client: a small receive buffer, so its window closes
+    // after a few frames.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut silent = socket.connect(a.addr).await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    silent
+        .write_all(
+            format!(
+                "GET /api/v1/events?after=0 HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\r\n",
+                a.addr, a.token
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut reader = Sse::open(a.addr, &a.token, "/api/v1/events?after=0", None).await;
+    // Deploy one version after another: the silent client's window closes,
+    // the server's send queue for it fills (the kernel's buffers are the
+    // bound), it takes nothing more, and the server cuts it.
+    let mut seen = Vec::new();
+    let mut cut = false;
+    let mut queued_most = 0;
+    let started = std::time::Instant::now();
+    for n in 2..=400 {
+        let version = format!("v{n}");
+        let body = format!(r#"{{"service": "web", "version": "{version}"}}"#);
+        // The previous deployment may still be letting go of its slot.
+        let id = std::sync::Mutex::new(None);
+        hatoba_test_support::wait_for_async(Duration::from_secs(10), || async {
+            let (code, answer) = call(
+                a.addr,
+                "POST",
+                "/api/v1/deployments",
+                Some(&a.token),
+                body.as_bytes(),
+            )
+            .await;
+            assert!(code == 202 || code == 409, "{code} {answer}");
+            if code == 202 {
+                let d: hatoba_api::Deployment = serde_json::from_str(&answer).unwrap();
+                *id.lock().unwrap() = Some(d.id);
+            }
+            code == 202
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{version} was never accepted: {e}"));
+        let id = id.into_inner().unwrap().unwrap();
+        // Its end, read from the stream that does read.
+        loop {
+            let e = reader.next().await;
+            seen.push(e.id);
+            let to = e.data.as_ref().and_then(|d| d["to"].as_str());
+            if e.deployment == id && e.kind == "status_changed" {
+                match to {
+                    Some("succeeded") => break,
+                    Some("failed" | "aborted" | "rolled_back") => panic!("{version}: {e:?}"),
+                    _ => {}
+                }
+            }
+        }
+        match api_side(a.addr.port(), silent_port) {
+            Some((ESTABLISHED, queued)) => queued_most = queued_most.max(queued),
+            _ => {
+                cut = true;
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not cut after {n} deployments ({queued_most} bytes queued at most)"
+        );
+    }
+    assert!(
+        cut,
+        "the client that never reads was not cut ({queued_most} bytes queued at most)"
+    );
+    assert!(queued_most > 0, "the silent client took everything");
+    // The reading subscriber got every stored event, each once, in order.
+    let stored = stored_at_least(a.addr, &a.token, seen.len()).await;
+    let upto: Vec<u64> = ids(&stored.events)
+        .into_iter()
+        .filter(|id| id <= seen.last().unwrap())
+        .collect();
+    assert_eq!(seen, upto);
+    // And the API still answers.
+    let (code, answer) = call(a.addr, "GET", "/api/v1/services", Some(&a.token), b"").await;
+    assert_eq!(code, 200, "{answer}");
+    // Read now, the silent client gets what was queued, then the end.
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut got))
+        .await
+        .expect("the cut connection ends once its buffers are read")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:.200}");
+    let frames = got.matches("\nid: ").count() + usize::from(got.contains("\r\n\r\nid: "));
+    assert!(
+        frames > 0 && frames < seen.len(),
+        "{frames} frames reached the silent client of {} sent",
+        seen.len()
+    );
+}
