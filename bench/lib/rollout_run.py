@@ -669,8 +669,20 @@ class Bench:
 
     def end_scale_down(self, svc, name, follower):
         """`hatoba promote` ends a blue-green deployment's scale-down delay
-        (when the command following it still runs)."""
-        if follower.proc.poll() is not None:
+        while the deployment is still in progress, then waits for its end,
+        so that the next rollback is cold. `deploy --wait` returns once the
+        new version serves, before that end: the deployment's status says
+        whether it still runs, not the command."""
+        dep_id = follower.wait_id(1)
+        if dep_id is None:
+            follower.save()
+            return
+        try:
+            status = self.api.detail(dep_id)["deployment"]["status"]
+        except (OSError, Fatal, ValueError) as e:
+            self.problem(f"{follower.name}: cannot read deployment {dep_id}: {e}")
+            return
+        if status in TERMINAL:
             follower.save()
             return
         c = self.cli(name, "promote", svc)
@@ -678,11 +690,14 @@ class Bench:
         c.save()
         if rc != 0:
             self.problem(f"`hatoba promote {svc}` exited {rc}: {c.text()}")
-        rc = follower.wait(30)
-        follower.save()
-        if rc is None:
+        w = Watch(self.api, dep_id, self.a.out)
+        if w.wait_terminal(30) is None:
+            self.problem(f"deployment {dep_id}: not ended 30s after `hatoba promote`")
+        w.finish(grace=0)
+        if follower.wait(30) is None:
             self.problem(f"{follower.name}: still running 30s after `hatoba promote`")
             follower.kill()
+        follower.save()
 
     def run(self):
         only = self.a.only.split(",")
