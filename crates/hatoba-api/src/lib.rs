@@ -60,6 +60,11 @@ pub struct Deployment {
     /// it used none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub secrets: std::collections::BTreeMap<String, u64>,
+    /// The exact image it ran (`sha256:…`), resolved from the tag when it
+    /// was recorded: a rollback to it runs this very image. Absent for a
+    /// process service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// One event in a deployment's history.
@@ -293,11 +298,16 @@ pub struct InstanceInfo {
     pub log: Option<String>,
     /// When it started (RFC 3339).
     pub started_at: String,
-    /// Out of the route and draining for a rollout: the time left and
-    /// what comes after (`draining: up to 6s left, then SIGTERM, SIGKILL
-    /// 30s later`).
+    /// Out of the route and draining for a rollout: the connections left,
+    /// the time left and what comes after (`draining: 3 connections left,
+    /// up to 6s left, then SIGTERM, SIGKILL 30s later`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<String>,
+    /// While draining: its requests and long-lived connections (WebSockets,
+    /// event streams) still open, which the drain waits for; absent when
+    /// the data plane cannot say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_left: Option<u32>,
 }
 
 /// One group of the route table.
@@ -611,6 +621,10 @@ pub struct Diagnosis {
     /// The last lines of each running instance's output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<InstanceLog>,
+    /// What was removed from the engine for its latest deployments
+    /// (`container_removed`, `image_pruned` events), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Event>,
 }
 
 /// Lines of one instance's output.
@@ -802,6 +816,45 @@ pub struct OperatorAction {
     pub deployment: String,
     /// `promote`, `promote-full` or `abort`.
     pub action: String,
+}
+
+/// `POST /api/v1/reload`: who asks, for the audit log. The body may be
+/// absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// Who asks.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /api/v1/reload`: the spec file was read again and is now the
+/// spec of the next operations (deployments in progress keep theirs).
+/// Services are named `SERVICE`, or `ENV/SERVICE` when the server runs
+/// several environments.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SpecReload {
+    /// The spec file read.
+    pub file: String,
+    /// Its digest (SHA-256, hex), recorded with every deployment from now on.
+    pub digest: String,
+    /// The digest of the spec it replaced (the same when nothing changed).
+    pub previous_digest: String,
+    /// Services added: listening, nothing deployed until `hatoba deploy`.
+    pub added: Vec<String>,
+    /// Services whose spec changed: used from their next deployment.
+    pub changed: Vec<String>,
+    /// Services removed (none of them ran): their listeners are closed.
+    pub removed: Vec<String>,
+    /// Listeners moved, as `SERVICE: OLD -> NEW` (the new address listens
+    /// before the old one stops).
+    pub rebound: Vec<String>,
+    /// Deployments in progress, which keep the spec they started with.
+    pub in_progress: Vec<String>,
+    /// The spec's warnings, rendered (file:line:col), if any.
+    pub warnings: Option<String>,
 }
 
 /// `DELETE /api/v1/secrets/{name}`: who removes it, for the audit log. The

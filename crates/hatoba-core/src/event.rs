@@ -363,6 +363,16 @@ pub enum Event {
         /// The controller is short of resources: tried again.
         retrying: bool,
     },
+    /// An instance of the new version could not be started because the
+    /// runtime does not answer (the Docker Engine is unreachable): the
+    /// rollout waits for it, traffic as it is, and rolls back at its
+    /// progress deadline.
+    RuntimeUnreachable {
+        /// The version.
+        version: String,
+        /// Why.
+        error: String,
+    },
     /// An instance started.
     InstanceStarted {
         /// Its id.
@@ -385,6 +395,10 @@ pub enum Event {
         version: String,
         /// The longest the drain may take.
         drain_ms: u64,
+        /// Requests and long-lived connections open as it left the route
+        /// (`None`: the data plane could not say, or an older server).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connections: Option<u32>,
     },
     /// A draining instance's last connection ended (`in_time`), or the
     /// drain ran out with connections still open; it is stopped next
@@ -505,6 +519,28 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// `hatoba up` read its spec file again (`hatoba reload`, SIGHUP): the
+    /// new spec is the one the next operations use; a deployment in
+    /// progress keeps the spec it started with.
+    SpecReloaded {
+        /// The new spec's digest (SHA-256 of the file, hex).
+        digest: String,
+        /// The digest of the spec it replaced.
+        previous: String,
+        /// Services added (`SERVICE`, or `ENV/SERVICE` with several
+        /// environments): listening, nothing deployed.
+        #[serde(default)]
+        added: Vec<String>,
+        /// Services whose spec changed: used from their next deployment.
+        #[serde(default)]
+        changed: Vec<String>,
+        /// Services removed (none ran): their listeners closed.
+        #[serde(default)]
+        removed: Vec<String>,
+        /// Who asked (`SIGHUP`, or the API's caller).
+        #[serde(default)]
+        by: Option<String>,
+    },
     /// Deployed again for a rotated secret.
     SecretRotated {
         /// The secret's name.
@@ -540,6 +576,38 @@ pub enum Event {
     },
     /// The runtime lists the instances again.
     ListingRecovered,
+
+    // ---- images (Docker) ----
+    /// The version runs the image recorded when it was first deployed
+    /// (a rollback, a re-deployment), not what its tag names now.
+    ImagePinned {
+        /// The version.
+        version: String,
+        /// The image as the spec names it (`shop/web:v1`).
+        image: String,
+        /// The recorded id, as Docker shortens it.
+        id: String,
+        /// What the tag names now, when that is another image.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag_now: Option<String>,
+    },
+    /// A stopped instance's container was removed from the engine.
+    ContainerRemoved {
+        /// The instance.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// The container's id, as Docker shortens it (12 hex digits).
+        container: String,
+    },
+    /// An image of an older version was removed from the engine (the
+    /// service keeps the images of its latest `keepImages` versions).
+    ImagePruned {
+        /// The version it was the image of.
+        version: String,
+        /// Its id, as Docker shortens it (12 hex digits).
+        image: String,
+    },
 
     /// An event stored as text (by a Hatoba before events were typed, or
     /// a rollout line of a machine saved by one): its kind and words.
@@ -834,6 +902,11 @@ impl fmt::Display for Shown<'_> {
                 error,
                 retrying: false,
             } => write!(f, "cannot start an instance of {version}: {error}"),
+            E::RuntimeUnreachable { version, error } => write!(
+                f,
+                "cannot start an instance of {version} now ({error}): the rollout waits for the runtime, \
+                 traffic staying as it is, and rolls back if it is still unreachable at the progress deadline"
+            ),
             E::InstanceStarted {
                 instance,
                 version,
@@ -848,11 +921,19 @@ impl fmt::Display for Shown<'_> {
                 instance,
                 version,
                 drain_ms,
-            } => write!(
-                f,
-                "instance {instance} of {version} out of the route, draining (up to {})",
-                ms(*drain_ms)
-            ),
+                connections,
+            } => {
+                write!(
+                    f,
+                    "instance {instance} of {version} out of the route, draining (up to {}",
+                    ms(*drain_ms)
+                )?;
+                match connections {
+                    Some(1) => write!(f, ", 1 connection open)"),
+                    Some(n) => write!(f, ", {n} connections open)"),
+                    None => write!(f, ")"),
+                }
+            }
             E::InstanceDrained {
                 instance,
                 version,
@@ -969,6 +1050,35 @@ impl fmt::Display for Shown<'_> {
             },
             E::PreviewOn { url } => write!(f, "new colour on the preview address {url}"),
             E::RouteNotApplied { error } => write!(f, "route table not applied: {error}"),
+            E::SpecReloaded {
+                digest,
+                previous,
+                added,
+                changed,
+                removed,
+                by,
+            } => {
+                let short = |d: &str| d.chars().take(12).collect::<String>();
+                if digest == previous {
+                    write!(f, "spec reloaded: unchanged ({})", short(digest))?;
+                } else {
+                    write!(
+                        f,
+                        "spec reloaded: {} -> {}",
+                        short(previous),
+                        short(digest)
+                    )?;
+                }
+                for (what, names) in [("added", added), ("changed", changed), ("removed", removed)] {
+                    if !names.is_empty() {
+                        write!(f, "; {what} {}", names.join(", "))?;
+                    }
+                }
+                if let Some(by) = by {
+                    write!(f, " (by {by})")?;
+                }
+                write!(f, "; deployments in progress keep the spec they started with")
+            }
             E::SecretRotated {
                 secret,
                 version,
@@ -1001,6 +1111,33 @@ impl fmt::Display for Shown<'_> {
                 "the runtime cannot list the instances ({error}): nothing is restarted until it can"
             ),
             E::ListingRecovered => f.write_str("the runtime lists the instances again"),
+            E::ImagePinned {
+                version,
+                image,
+                id,
+                tag_now,
+            } => {
+                write!(f, "runs image {id}, recorded for {version}")?;
+                match tag_now {
+                    Some(now) => write!(
+                        f,
+                        "; `{image}` names {now} now (built again): deploy a changed app under a new version"
+                    ),
+                    None => Ok(()),
+                }
+            }
+            E::ContainerRemoved {
+                instance,
+                version,
+                container,
+            } => write!(
+                f,
+                "container {container} of instance {instance} ({version}) removed"
+            ),
+            E::ImagePruned { version, image } => write!(
+                f,
+                "image {image} of {version} removed (older than the versions kept)"
+            ),
             E::Text { message, .. } => f.write_str(message),
         }
     }
@@ -1202,7 +1339,45 @@ mod tests {
                 window_ms: Some(300_000),
                 crash_loop_backoff_ms: Some(60_000),
             },
+            Event::SpecReloaded {
+                digest: "ab".repeat(32),
+                previous: "cd".repeat(32),
+                added: vec!["api".into()],
+                changed: vec!["web".into()],
+                removed: Vec::new(),
+                by: Some("SIGHUP".into()),
+            },
+            Event::ContainerRemoved {
+                instance: "web-v1-3f9a".into(),
+                version: "v1".into(),
+                container: "0123456789ab".into(),
+            },
+            Event::ImagePruned {
+                version: "v1".into(),
+                image: "0123456789ab".into(),
+            },
+            Event::ImagePinned {
+                version: "v1".into(),
+                image: "shop/web:v1".into(),
+                id: "0123456789ab".into(),
+                tag_now: Some("ba9876543210".into()),
+            },
+            Event::RuntimeUnreachable {
+                version: "v2".into(),
+                error: "the docker runtime is unreachable".into(),
+            },
         ]
+    }
+
+    #[test]
+    fn a_reload_says_what_changed_and_that_deployments_in_progress_keep_their_spec() {
+        let words = samples()[6].to_string();
+        assert_eq!(
+            words,
+            "spec reloaded: cdcdcdcdcdcd -> abababababab; added api; changed web (by SIGHUP); \
+             deployments in progress keep the spec they started with"
+        );
+        assert_eq!(samples()[6].kind(), "spec_reloaded");
     }
 
     #[test]

@@ -17,7 +17,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Config;
+use crate::long_lived::{Events, LongLived};
 use crate::metrics::Metrics;
+
+/// What a request is answered with: a whole text, or a stream.
+pub(crate) type Body = http_body_util::Either<Text, Events>;
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const PROMETHEUS: HeaderValue =
@@ -40,6 +44,8 @@ pub(crate) struct App {
     draining: AtomicBool,
     crash: Arc<Notify>,
     metrics: Metrics,
+    /// `/ws`, `/stream` and the drain notify.
+    pub(crate) long_lived: Arc<LongLived>,
 }
 
 impl App {
@@ -61,6 +67,7 @@ impl App {
             draining: AtomicBool::new(false),
             crash,
             metrics: Metrics::new(),
+            long_lived: Arc::new(LongLived::new(label, cfg.tick)),
         }
     }
 
@@ -72,7 +79,21 @@ impl App {
     pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
-    ) -> Result<Response<Text>, Infallible> {
+    ) -> Result<Response<Body>, Infallible> {
+        use http_body_util::Either::{Left, Right};
+        // Long-lived endpoints are not application requests either: they
+        // are neither counted nor timed.
+        match (req.method(), req.uri().path()) {
+            (&hyper::Method::GET, "/ws") => {
+                return Ok(self.long_lived.websocket(req).map(Right));
+            }
+            (&hyper::Method::GET, "/stream") => return Ok(self.long_lived.stream().map(Right)),
+            (&hyper::Method::POST, "/drain") => {
+                self.long_lived.notify();
+                return Ok(text(StatusCode::OK, "closing long-lived connections\n").map(Left));
+            }
+            _ => {}
+        }
         let response = match req.uri().path() {
             "/health" | "/health/live" if self.fail_health => {
                 text(StatusCode::INTERNAL_SERVER_ERROR, "failing\n")
@@ -93,7 +114,7 @@ impl App {
             "/" => self.application(true).await,
             _ => self.application(false).await,
         };
-        Ok(response)
+        Ok(response.map(Left))
     }
 
     /// An application request: `/` when `index`, a 404 otherwise.

@@ -13,6 +13,12 @@
 //! - `/metrics` is Prometheus text: `http_requests_total{status="..."}` and the
 //!   `http_request_duration_seconds` histogram, and the
 //!   `http_requests_in_flight` gauge.
+//! - `/ws` is a WebSocket that echoes each message and sends `VERSION tick
+//!   N` every [`Config::tick`]; `/stream` an event stream of `data: VERSION
+//!   tick N`; `POST /drain` (a drain notify) closes every WebSocket politely
+//!   (close frame 1001) and sends every stream `event: reconnect`. At
+//!   shutdown WebSockets are closed the same way and streams end after
+//!   `event: close`.
 //! - anything else is 404.
 //!
 //! Application requests are every request except the health paths and
@@ -23,6 +29,7 @@
 //! by [`serve`] returning [`Stop::Crashed`]; the binary turns it into exit 1.
 
 mod app;
+mod long_lived;
 mod metrics;
 
 use std::future::Future;
@@ -34,7 +41,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -60,6 +66,8 @@ pub struct Config {
     pub slow_shutdown: Duration,
     /// Make `/health` answer 500.
     pub fail_health: bool,
+    /// How often `/ws` and `/stream` send a tick.
+    pub tick: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +81,7 @@ impl Default for Config {
             crash_after: None,
             slow_shutdown: Duration::ZERO,
             fail_health: false,
+            tick: Duration::from_secs(1),
         }
     }
 }
@@ -163,7 +172,10 @@ pub async fn serve(
     let requests = cfg.crash_after.unwrap_or_default();
 
     let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    // Set at shutdown: every connection finishes its current request and
+    // closes (what hyper-util's graceful shutdown does, which cannot watch
+    // a connection that may be upgraded).
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -181,11 +193,16 @@ pub async fn serve(
                         async move { app.handle(req).await }
                     });
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    let conn = graceful.watch(conn);
+                    let mut stop = stop.clone();
                     connections.spawn(async move {
+                        let mut conn = pin!(conn);
                         // A connection error is the client's business (reset, bad request).
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+                        }
                         let _ = conn.await;
                     });
                 }
@@ -198,12 +215,20 @@ pub async fn serve(
 
     drop(listener);
     app.begin_drain();
-    tokio::select! {
+    app.long_lived.close();
+    let _ = stopping.send(true);
+    let finished = async {
+        while connections.join_next().await.is_some() {}
+        app.long_lived.closed().await;
+    };
+    let crashed_now = tokio::select! {
         biased;
-        () = crash.notified() => return Ok(crashed(connections, requests).await),
-        () = graceful.shutdown() => {}
+        () = crash.notified() => true,
+        () = finished => false,
+    };
+    if crashed_now {
+        return Ok(crashed(connections, requests).await);
     }
-    while connections.join_next().await.is_some() {}
     tokio::time::sleep(cfg.slow_shutdown).await;
     Ok(Stop::Shutdown)
 }

@@ -19,7 +19,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// The demo service Hatoba deploys in examples, tests and benchmarks.
 ///
-/// Routes: / (version), /health (liveness), /ready (readiness), /metrics (Prometheus).
+/// Routes: / (version), /health (liveness), /ready (readiness), /metrics (Prometheus),
+/// /ws (WebSocket echo and ticks), /stream (event stream of ticks), POST /drain
+/// (drain notify: closes WebSockets, asks streams to reconnect).
 /// Only application requests (not /health, /ready, /metrics) are counted in the
 /// metrics and towards --crash-after.
 #[derive(Debug, Parser)]
@@ -58,6 +60,9 @@ struct Args {
     /// Make /health answer 500.
     #[arg(long, env = "DEMO_FAIL_HEALTH", value_parser = BoolishValueParser::new())]
     fail_health: bool,
+    /// How often /ws and /stream send a tick.
+    #[arg(long, env = "DEMO_TICK", default_value = "1s", value_name = "DURATION", value_parser = duration)]
+    tick: Duration,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
         crash_after: args.crash_after,
         slow_shutdown: args.slow_shutdown,
         fail_health: args.fail_health,
+        tick: args.tick,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");

@@ -1,13 +1,16 @@
 //! Protocol upgrades (WebSocket): forwarded on a fresh connection and, on
-//! `101 Switching Protocols`, spliced byte for byte both ways until either
-//! side closes. The backend stays counted in flight for the tunnel's life,
-//! so draining waits for open WebSockets too (up to the drain timeout).
+//! `101 Switching Protocols`, spliced byte for byte both ways until both
+//! sides have closed ([`splice`]: each side's close is passed on as a
+//! half-close and the other direction goes on, a little while at most, so a
+//! close frame sent just before a close always reaches the other side). The
+//! backend stays counted in flight for the tunnel's life, so draining waits
+//! for open WebSockets too (up to the drain timeout).
 //!
 //! The upgrade's request is recorded at the `101`, with the time to it; the
 //! tunnel is a long-lived connection of its group (counted open, and in the
 //! group's in-flight gauge, while it lives) and its end goes to the
 //! long-lived counters with its life: closed by either side is normal, an
-//! error on the backend's side (a reset) is abnormal unless the instance was
+//! error on the backend's side (a reset before its close) is abnormal unless the instance was
 //! already out of the route (Hatoba drained and stopped it), and a tunnel
 //! cut by the proxy's own stop (its task dropped) counts as stopped.
 
@@ -22,12 +25,10 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 pub(crate) async fn forward(
@@ -131,21 +132,116 @@ pub(crate) async fn forward(
         let open = stats.open_long_lived();
         let _gauge = stats.start();
         let opened = Instant::now();
-        let mut server = Watched {
-            io: TokioIo::new(server),
-            failed: false,
-        };
-        let copied = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut server).await;
-        let how = match copied {
-            Err(_) if server.failed && hold.0.is_removed() => LongLivedEnd::Stopped,
-            Err(_) if server.failed => LongLivedEnd::Abnormal,
+        let ended = splice(TokioIo::new(client), TokioIo::new(server), LINGER).await;
+        let how = match ended {
+            Spliced::ServerFailed if hold.0.is_removed() => LongLivedEnd::Stopped,
+            Spliced::ServerFailed => LongLivedEnd::Abnormal,
             // Both sides closed, or the client's side failed.
-            _ => LongLivedEnd::Normal,
+            Spliced::Closed => LongLivedEnd::Normal,
         };
         open.end(how, opened.elapsed());
         drop(conn);
     });
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+}
+
+/// How long a tunnel one side of which has ended (its end passed on as a
+/// half-close) waits for the other side to end too before it is dropped.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// At most this much is read and thrown away from a side whose peer can no
+/// longer be written to, while the tunnel lingers.
+const DISCARD_MAX: usize = 256 * 1024;
+
+/// How a tunnel ended, for the long-lived counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spliced {
+    /// Both sides closed, or the client's side failed or lingered.
+    Closed,
+    /// The server's side failed (a reset) before it had ended its output.
+    ServerFailed,
+}
+
+/// How one direction of a tunnel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pumped {
+    /// Reading ended with the side's end of output (`true`), or an error.
+    eof: bool,
+    /// A write to the other side failed.
+    write_failed: bool,
+}
+
+/// Copies `client` and `server` to each other until both have ended.
+///
+/// Each direction is its own: the end of one side's output is passed on as
+/// a half-close (`shutdown(Write)`, after everything read before it was
+/// written), and the other direction goes on, so a WebSocket's closing
+/// handshake completes whichever side closes first. A side that can no
+/// longer be written to (its peer reset) does not stop the other direction:
+/// what its peer sends is read and thrown away (up to [`DISCARD_MAX`]), so
+/// the tunnel never drops a socket with data unread in its receive buffer,
+/// which makes the kernel send a reset that can take with it what that
+/// peer had not read yet (a close frame). Once one direction has ended,
+/// the other gets at most `linger` to end too.
+pub(crate) async fn splice<C, S>(client: C, server: S, linger: Duration) -> Spliced
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (server_read, server_write) = tokio::io::split(server);
+    let up = pump(client_read, server_write);
+    let down = pump(server_read, client_write);
+    tokio::pin!(up, down);
+    let (up, down) = tokio::select! {
+        u = &mut up => (Some(u), tokio::time::timeout(linger, down).await.ok()),
+        d = &mut down => (tokio::time::timeout(linger, up).await.ok(), Some(d)),
+    };
+    // The server failed when reading from it did, or when writing to it did
+    // before it had said it was done (a write after its close is refused
+    // by a server that closed politely, not one that failed).
+    let server_eof = down.is_some_and(|d| d.eof);
+    let read_failed = down.is_some_and(|d| !d.eof);
+    let write_failed = up.is_some_and(|u| u.write_failed);
+    if read_failed || (write_failed && !server_eof) {
+        Spliced::ServerFailed
+    } else {
+        Spliced::Closed
+    }
+}
+
+/// One direction: reads `from` until its end or an error, writing what it
+/// reads to `to`, then passes the end on as a half-close. Once a write to
+/// `to` failed, what `from` sends is read and thrown away, up to
+/// [`DISCARD_MAX`] bytes.
+async fn pump<R, W>(mut from: R, mut to: W) -> Pumped
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut write_failed = false;
+    let mut discarded = 0usize;
+    let eof = loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break true,
+            Ok(n) => n,
+            Err(_) => break false,
+        };
+        if write_failed {
+            discarded += n;
+            if discarded > DISCARD_MAX {
+                break false;
+            }
+        } else if to.write_all(&buf[..n]).await.is_err() {
+            write_failed = true;
+        }
+    };
+    if !write_failed {
+        // Flushes first; the other side then reads to its end.
+        let _ = to.shutdown().await;
+    }
+    Pumped { eof, write_failed }
 }
 
 /// A connection of its own for the upgrade, driven by hyper (whose upgrade
@@ -166,56 +262,4 @@ async fn connect(
         let _ = conn.with_upgrades().await;
     });
     Ok(sender)
-}
-
-/// The backend's side of a tunnel, remembering whether any of its reads or
-/// writes failed (the copy's error does not say which side it came from).
-struct Watched<T> {
-    io: T,
-    failed: bool,
-}
-
-impl<T> Watched<T> {
-    fn watch<R>(&mut self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
-        if let Poll::Ready(Err(_)) = &polled {
-            self.failed = true;
-        }
-        polled
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        this.watch(polled)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.watch(polled)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_flush(cx);
-        this.watch(polled)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
-        this.watch(polled)
-    }
 }

@@ -102,6 +102,13 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
     /// no request, up to `timeout`. True when drained.
     async fn drained(&self, addr: SocketAddr, timeout: Duration) -> DrainReport;
 
+    /// The requests and long-lived connections the backend at `addr` has
+    /// open now (what its drain waits for), for `status` and `diagnose`;
+    /// `None` when the data plane cannot say.
+    async fn open_at(&self, _addr: SocketAddr) -> Option<u32> {
+        None
+    }
+
     /// One version's traffic over a window ending now, all roles summed.
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats>;
     /// One version's totals since the data plane started (summed over its
@@ -207,29 +214,40 @@ impl LocalDataPlane {
 
 #[async_trait]
 impl DataPlane for LocalDataPlane {
+    /// Opens the listener, or keeps it when it listens there already. On
+    /// another address it moves: the new one listens (same route table)
+    /// before the old one stops accepting; the old one's connections finish
+    /// their requests.
     async fn listen(&self, service: &str, addr: SocketAddr) -> Result<SocketAddr, DataPlaneError> {
-        if let Some(a) = self.with(|l| {
-            l.get(service)
-                .and_then(|x| x.server.as_ref().map(ProxyServer::local_addr))
-        }) {
-            return Ok(a);
-        }
+        let existing = self.with(|l| {
+            l.get(service).and_then(|x| {
+                x.server
+                    .as_ref()
+                    .map(|s| (s.local_addr(), Arc::clone(&x.router)))
+            })
+        });
         let listen_err = |source| DataPlaneError::Listen {
             service: service.to_owned(),
             addr,
             source,
         };
-        let router = Arc::new(
-            Router::new(
-                RouteSpec {
-                    service: service.to_owned(),
-                    groups: vec![],
-                    sticky: false,
-                },
-                Arc::clone(&self.recorder),
-            )
-            .map_err(|e| listen_err(std::io::Error::other(e)))?,
-        );
+        let router = match existing {
+            Some((at, _)) if at == addr || (addr.port() == 0 && addr.ip() == at.ip()) => {
+                return Ok(at);
+            }
+            Some((_, router)) => router,
+            None => Arc::new(
+                Router::new(
+                    RouteSpec {
+                        service: service.to_owned(),
+                        groups: vec![],
+                        sticky: false,
+                    },
+                    Arc::clone(&self.recorder),
+                )
+                .map_err(|e| listen_err(std::io::Error::other(e)))?,
+            ),
+        };
         let server = ProxyServer::start(
             addr,
             Arc::clone(&router),
@@ -238,7 +256,7 @@ impl DataPlane for LocalDataPlane {
         )
         .map_err(listen_err)?;
         let local = server.local_addr();
-        self.with(|l| {
+        let old = self.with(|l| {
             l.insert(
                 service.to_owned(),
                 Listener {
@@ -247,6 +265,10 @@ impl DataPlane for LocalDataPlane {
                 },
             )
         });
+        if let Some(old) = old.and_then(|o| o.server) {
+            // Joining the listener threads blocks: off the async workers.
+            drop(tokio::task::spawn_blocking(move || old.shutdown()));
+        }
         Ok(local)
     }
 
@@ -288,15 +310,25 @@ impl DataPlane for LocalDataPlane {
     async fn drained(&self, addr: SocketAddr, timeout: Duration) -> DrainReport {
         // The backend was taken out of the table by the caller; the router
         // still knows it until its last request ends.
+        // Kept in `draining` while awaited, so `open_at` still sees it.
         let backend = self
             .draining
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
+            .get(&addr)
+            .cloned();
         match (backend, self.routers().into_iter().next()) {
             (Some(backend), Some(router)) => {
                 let open = backend.in_flight();
                 let done = router.drained(&backend, timeout).await;
+                let mut draining = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+                if draining
+                    .get(&addr)
+                    .is_some_and(|b| Arc::ptr_eq(b, &backend))
+                {
+                    draining.remove(&addr);
+                }
+                drop(draining);
                 DrainReport {
                     done,
                     open: Some(open),
@@ -309,6 +341,17 @@ impl DataPlane for LocalDataPlane {
                 left: Some(0),
             },
         }
+    }
+
+    async fn open_at(&self, addr: SocketAddr) -> Option<u32> {
+        let draining = self
+            .draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&addr)
+            .cloned();
+        let backend = draining.or_else(|| self.routers().iter().find_map(|r| r.backend(addr)));
+        Some(backend.map_or(0, |b| b.in_flight()))
     }
 
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats> {
@@ -479,6 +522,16 @@ impl DataPlane for RemoteDataPlane {
                 open: None,
                 left: None,
             })
+    }
+
+    async fn open_at(&self, addr: SocketAddr) -> Option<u32> {
+        // A `drained` that waits for nothing answers what is open now; every
+        // data plane since drains were counted knows it.
+        self.client
+            .drain(addr, Duration::ZERO)
+            .await
+            .ok()
+            .and_then(|r| r.open)
     }
 
     async fn window(&self, service: &str, version: &str, window: Window) -> Option<WindowStats> {

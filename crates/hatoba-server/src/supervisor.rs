@@ -59,7 +59,9 @@ pub(crate) struct Health {
 pub(crate) struct Supervised {
     pub(crate) name: ServiceName,
     pub(crate) environment: EnvName,
-    pub(crate) svc: Service,
+    /// The spec what serves runs by (`ServiceState::serving_spec`, read
+    /// again when a deployment changes it).
+    pub(crate) svc: Arc<Service>,
     pub(crate) base_dir: PathBuf,
     pub(crate) state: Arc<ServiceState>,
     pub(crate) runtime: Arc<dyn Runtime>,
@@ -127,8 +129,19 @@ fn listing_problem(why: &str) -> String {
     format!("the runtime cannot list the instances ({why}): nothing is restarted until it can")
 }
 
-/// Runs until the task is aborted.
-pub(crate) async fn run(s: Supervised) {
+/// Runs until the task is aborted. When a deployment changes the spec what
+/// serves runs by (a reload took effect), the loop starts again with it:
+/// its probes, period and restarts follow that spec, and what serves is
+/// taken over as a rollout's end is.
+pub(crate) async fn run(mut s: Supervised) {
+    loop {
+        run_with(&s).await;
+        s.svc = s.state.serving_spec();
+    }
+}
+
+/// The loop by `s.svc`, until what serves runs by another spec.
+async fn run_with(s: &Supervised) {
     let period = s
         .svc
         .health
@@ -162,6 +175,9 @@ pub(crate) async fn run(s: Supervised) {
         if live {
             was_live = true;
             continue;
+        }
+        if !Arc::ptr_eq(&s.svc, &s.state.serving_spec()) {
+            return;
         }
         let serving = s
             .state
@@ -291,7 +307,7 @@ pub(crate) async fn run(s: Supervised) {
                         ),
                     };
                     let restarted =
-                        restart(&s, &serving, &inst, &why, (count, crash_loop), &in_table).await;
+                        restart(s, &serving, &inst, &why, (count, crash_loop), &in_table).await;
                     match restarted {
                         Some(new) => {
                             policy.handle(
@@ -393,7 +409,7 @@ pub(crate) async fn run(s: Supervised) {
         ready.sort_unstable();
         let key = (serving.version.to_string(), ready.clone());
         if routed.as_ref() != Some(&key)
-            && route_stable(&s, serving.version.to_string(), ready).await
+            && route_stable(s, serving.version.to_string(), ready).await
         {
             routed = Some(key);
         }
@@ -447,7 +463,7 @@ async fn restart(
         .stop(&inst.id, s.svc.termination_grace_period)
         .await;
     s.runtime.forget(&inst.id).await;
-    let spec = instance_spec_for(
+    let mut spec = instance_spec_for(
         &s.name,
         &s.svc,
         &serving.version,
@@ -456,6 +472,11 @@ async fn restart(
         &s.base_dir,
     )
     .ok()?;
+    crate::deployer::pin(
+        &mut spec,
+        serving.image_id.as_deref(),
+        serving.deployment.as_ref(),
+    );
     let started = s.runtime.start(&spec, clock_now()).await;
     let restarted = hatoba_core::Event::InstanceRestarted {
         instance: inst.id.to_string(),

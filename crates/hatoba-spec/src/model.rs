@@ -240,6 +240,13 @@ pub struct DockerRuntime {
     /// Docker's bridge. The app's port is published on loopback either way.
     #[serde(default)]
     pub network: Option<String>,
+    /// How many of the service's latest deployed versions keep their
+    /// image on the engine (1 to 1000); older versions' images are
+    /// removed after each deployment, never the image of what runs or of
+    /// a version kept warm for an instant rollback. Default 5.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000), extend("default" = 5))]
+    pub keep_images: u32,
 }
 
 /// CPUs in thousandths: `0.5` is 500.

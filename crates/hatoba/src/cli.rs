@@ -171,6 +171,15 @@ pub(crate) enum Command {
         #[arg(long, short = 'e')]
         env: Option<String>,
     },
+    /// Make the running `hatoba up` read its spec file again (as SIGHUP does).
+    #[command(
+        after_help = "Examples:\n  hatoba reload\n  hatoba reload --server http://10.0.0.5:7400\n  kill -HUP $(jq .pid STATE/server.json)   the same, by signal\n\n\
+                            The file is checked first: an invalid spec changes nothing and prints its diagnostics (exit 2).\n\
+                            New services listen (deploy them with `hatoba deploy`); changed ones use the new spec from their\n\
+                            next deployment; a deployment in progress keeps the spec it started with. A spec that removes a\n\
+                            service still running is refused (exit 5)."
+    )]
+    Reload,
     /// Follow the deployment of a service in progress, as `deploy --wait`
     /// does, until it ends (exit 0 when it succeeded).
     Watch {

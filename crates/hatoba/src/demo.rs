@@ -95,7 +95,11 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
             "1" | "true" | "yes" | "on" | "y" | "t"
         )
     });
-    let cfg = hatoba_demo_app::Config {
+    let tick = std::env::var("DEMO_TICK")
+        .ok()
+        .and_then(|v| hatoba_core::parse_duration(&v).ok())
+        .filter(|t| !t.is_zero());
+    let mut cfg = hatoba_demo_app::Config {
         version_label,
         error_rate,
         ready_after,
@@ -103,6 +107,9 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
         fail_health,
         ..Default::default()
     };
+    if let Some(tick) = tick {
+        cfg.tick = tick;
+    }
     // In a container the app must listen beyond its own loopback for the
     // published port to reach it: `DEMO_HOST=0.0.0.0`.
     let host: std::net::IpAddr = match std::env::var("DEMO_HOST") {
@@ -293,6 +300,7 @@ async fn play(
             current,
             rollback_of: None,
             require_approval: false,
+            image_id: None,
         })
     };
 

@@ -265,7 +265,7 @@ pub(crate) fn history_table(deployments: &[hatoba_api::Deployment]) -> String {
             d.id.clone(),
             d.service.clone(),
             d.environment.clone(),
-            d.version.clone(),
+            version_cell(&d.version, d.image_id.as_deref()),
             output::strategy(&d.strategy).to_owned(),
             d.status.clone(),
             short_time(&d.started_at),
@@ -316,6 +316,14 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
             ));
         }
         let mut version = s.current_version.clone().unwrap_or_else(|| "-".to_owned());
+        if let Some(image) = s
+            .current
+            .as_ref()
+            .filter(|d| Some(&d.version) == s.current_version.as_ref())
+            .and_then(|d| d.image_id.as_deref())
+        {
+            version = version_cell(&version, Some(image));
+        }
         if let Some(w) = &s.warm {
             version.push_str(&format!("\n  {}", warm_words(w)));
         }
@@ -340,6 +348,18 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
     format!("{}\n", trim_lines(&t.to_string()))
 }
 
+/// A version with the image it ran, as Docker shortens ids: `v1
+/// 3f2a1b9c0d12`; a process's version alone.
+fn version_cell(version: &str, image_id: Option<&str>) -> String {
+    match image_id {
+        Some(id) => {
+            let hex = id.strip_prefix("sha256:").unwrap_or(id);
+            format!("{version} {}", hex.get(..12).unwrap_or(hex))
+        }
+        None => version.to_owned(),
+    }
+}
+
 /// `v1 warm, instant rollback for 4m12s`.
 pub(crate) fn warm_words(w: &hatoba_api::WarmVersion) -> String {
     match w.remaining_ms {
@@ -353,7 +373,9 @@ pub(crate) fn warm_words(w: &hatoba_api::WarmVersion) -> String {
     }
 }
 
-/// `2/2 in route, 24.3 MiB, 0.4s CPU`, or `-` when no server answered.
+/// `2/2 in route, 24.3 MiB, 0.4s CPU`, then a line per draining instance
+/// (`web-v1-3f9a draining: 3 connections left, up to 6s left, ...`), or `-`
+/// when no server answered.
 fn instances_cell(instances: &[hatoba_api::InstanceInfo]) -> String {
     if instances.is_empty() {
         return "-".to_owned();
@@ -367,6 +389,11 @@ fn instances_cell(instances: &[hatoba_api::InstanceInfo]) -> String {
             ", {:.1} MiB, {cpu:.1}s CPU",
             rss as f64 / 1_048_576.0
         ));
+    }
+    for i in instances {
+        if let Some(d) = &i.draining {
+            out.push_str(&format!("\n  {} {d}", i.id));
+        }
     }
     out
 }

@@ -18,6 +18,7 @@ mod http;
 mod inspect_cmd;
 mod output;
 mod proxy_cmd;
+mod reload_cmd;
 mod secret_cmd;
 mod server_cmd;
 mod spec_file;
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback { service, to, env } => {
             runtime()?.block_on(server_cmd::rollback(&g, &service, to, env.as_deref()))
         }
+        Command::Reload => runtime()?.block_on(reload_cmd::reload(&g)),
         Command::Watch { service, env } => {
             runtime()?.block_on(server_cmd::watch(&g, &service, env.as_deref()))
         }

@@ -224,6 +224,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         hatoba_server::ServerConfig {
             spec,
             spec_digest: hex::encode(sha2::Sha256::digest(&bytes)),
+            spec_path: Some(std::path::absolute(&args.file.file)?),
             environment: envs[0].clone(),
             base_dir,
             store,
@@ -282,6 +283,8 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         }
         // Handlers before server.json exists: a SIGTERM right after it stops cleanly.
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // SIGHUP reads the spec file again, as `hatoba reload` does.
+        let hup = crate::reload_cmd::on_sighup(Arc::clone(&server))?;
         let info = hatoba_api::ServerInfo {
             api_version: hatoba_api::API_VERSION.to_owned(),
             api: reachable_here(api.local_addr()?).to_string(),
@@ -298,10 +301,10 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
             &info_path(state),
             serde_json::to_string_pretty(&info)?.as_bytes(),
         )?;
-        anyhow::Ok((resumed, admin, api, term, info))
+        anyhow::Ok((resumed, admin, api, term, hup, info))
     }
     .await;
-    let (resumed, admin, api, mut term, info) = match ready {
+    let (resumed, admin, api, mut term, hup, info) = match ready {
         Ok(v) => v,
         Err(e) => {
             if let Some(s) = supervisor.take() {
@@ -357,6 +360,7 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
     if let Some(s) = supervisor {
         s.abort();
     }
+    hup.abort();
     rotation.abort();
     server.shutdown(args.keep_running).await;
     admin.shutdown();

@@ -4,4 +4,5 @@
 
 mod binary;
 mod http;
+mod long_lived;
 mod server;

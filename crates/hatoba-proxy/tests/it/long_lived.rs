@@ -3,7 +3,9 @@
 //! the latency histogram, its life goes to the long-lived counters;
 //! WebSocket tunnels are counted open and end normal or abnormal; a stream
 //! cut once its instance is out of the route (Hatoba's own stop) is
-//! `stopped`, never a failure of the version.
+//! `stopped`, never a failure of the version. A tunnel passes each side's
+//! close on as a half-close and reads the other side to its end, so a close
+//! frame sent right before a close reaches the client, with no reset.
 
 use crate::support::{Proxy, group, spec};
 use hatoba_metrics::{GroupStats, LongLivedCounts, LongLivedEnd, Role};
@@ -239,8 +241,8 @@ async fn websockets_are_open_while_they_live_and_end_normal_or_abnormal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_tunnel_is_in_flight_and_holds_a_drain() {
     let (addr, _) = backend(Then::EchoThenClose).await;
-    // Echo then close makes the backend end the tunnel; hold it open by not
-    // reading: the close only completes when the client closes too.
+    // Echo then close makes the backend half-close the tunnel; it stays
+    // open until the client closes too (or the linger runs out, 2 s).
     let proxy = Proxy::start(
         spec(vec![group(Role::Stable, "v1", 100, &[addr])]),
         ProxyOptions::default(),
@@ -313,4 +315,258 @@ fn version_totals_carry_long_lived_counts_and_read_old_replies() {
     let old: VersionTotals =
         serde_json::from_str(r#"{"judged":3,"against":0,"latency_buckets":[[1,3]]}"#).unwrap();
     assert_eq!((old.long_lived_open, old.long_lived_abnormal), (0, 0));
+}
+
+/// A WebSocket close frame (status 1000), as a server sends it (unmasked).
+const CLOSE_FRAME: [u8; 4] = [0x88, 0x02, 0x03, 0xe8];
+
+/// A backend for `n` WebSockets, each closed as a server on its way out
+/// closes them: a close frame, then the socket at once, with what the client
+/// sent still unread, so the kernel answers with a reset right after the
+/// frame.
+async fn close_then_drop_backend(n: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..n {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                read_head(&mut s).await;
+                s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: upgrade\r\n\r\n",
+                )
+                .await
+                .unwrap();
+                // Wait for the client's first message, left unread.
+                let mut peeked = [0u8; 1];
+                let _ = s.peek(&mut peeked).await;
+                let _ = s.write_all(&CLOSE_FRAME).await;
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+/// How a WebSocket client's connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// It read the close frame, answered it and read to the end.
+    Clean,
+    /// Its connection ended without the close frame.
+    NoCloseFrame,
+    /// A read or write failed (a reset): a WebSocket library reports an
+    /// abnormal closure (1006), whatever was left unread.
+    Reset,
+}
+
+/// One WebSocket client through the proxy that writes messages until it
+/// reads the server's close frame, then answers it and reads to the end.
+async fn websocket_close_seen_by_client(proxy: SocketAddr) -> Ended {
+    let mut c = TcpStream::connect(proxy).await.unwrap();
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (mut r, mut w) = c.into_split();
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let closed = Arc::clone(&closed);
+        async move {
+            // A masked text frame "ping" (mask 0): messages in flight when
+            // the server closes. Bounded: 2,000 at most.
+            let message = [0x81, 0x84, 0, 0, 0, 0, b'p', b'i', b'n', b'g'];
+            for _ in 0..2_000 {
+                if closed.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                if w.write_all(&message).await.is_err() {
+                    return (w, false);
+                }
+                tokio::task::yield_now().await;
+            }
+            (w, true)
+        }
+    });
+    let mut read = Vec::new();
+    let got = tokio::time::timeout(DEADLINE, async {
+        let mut buf = [0u8; 64];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) => return Ended::NoCloseFrame,
+                Err(_) => return Ended::Reset,
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+            }
+            if read.ends_with(&CLOSE_FRAME) {
+                return Ended::Clean;
+            }
+        }
+    })
+    .await
+    .unwrap_or(Ended::NoCloseFrame);
+    closed.store(true, std::sync::atomic::Ordering::Release);
+    let (mut w, wrote) = writer.await.unwrap();
+    if !wrote {
+        return Ended::Reset;
+    }
+    if got != Ended::Clean {
+        return got;
+    }
+    // The close reply (masked, status 1000), then the end of the tunnel.
+    if w.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+        .await
+        .is_err()
+    {
+        return Ended::Reset;
+    }
+    let mut rest = Vec::new();
+    match tokio::time::timeout(DEADLINE, r.read_to_end(&mut rest)).await {
+        Ok(Ok(_)) => Ended::Clean,
+        Ok(Err(_)) => Ended::Reset,
+        Err(_) => panic!("the tunnel never ended"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_frame_sent_right_before_the_backend_closes_reaches_every_client() {
+    const RUNS: usize = 200;
+    let addr = close_then_drop_backend(RUNS).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[addr])]),
+        ProxyOptions::default(),
+    );
+    let g = stats(&proxy);
+    let mut ends = std::collections::BTreeMap::new();
+    for _ in 0..RUNS {
+        let end = websocket_close_seen_by_client(proxy.addr).await;
+        *ends.entry(format!("{end:?}")).or_insert(0) += 1;
+    }
+    assert_eq!(
+        ends.get("Clean").copied().unwrap_or(0),
+        RUNS,
+        "how {RUNS} WebSockets ended: {ends:?}"
+    );
+    wait_long_lived(&g, |c| c.ended.iter().sum::<u64>() == RUNS as u64).await;
+    let idle = wait_for_async(DEADLINE, || std::future::ready(g.in_flight() == 0)).await;
+    assert!(idle.is_ok(), "every tunnel left the in-flight gauge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_whose_backend_closed_ends_within_the_linger_if_the_client_stays() {
+    let (addr, _) = backend(Then::EchoThenClose).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[addr])]),
+        ProxyOptions::default(),
+    );
+    let g = stats(&proxy);
+    let b = proxy.router.backend(addr).unwrap();
+    // The backend half-closes after the echo; the client keeps its side
+    // open and reads nothing more.
+    let c = open_tunnel(&proxy).await;
+    wait_long_lived(&g, |c| c.open == 1).await;
+    let started = tokio::time::Instant::now();
+    assert!(proxy.router.drained(&b, DEADLINE).await);
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_secs(4),
+        "the tunnel outlived its 2s linger: {took:?}"
+    );
+    wait_long_lived(&g, |c| c.ended(LongLivedEnd::Normal) == 1).await;
+    drop(c);
+}
+
+/// A WebSocket client of the demo app through the proxy: writes messages
+/// until the server's close frame comes, answers it, reads to the end.
+async fn demo_websocket_client(mut c: TcpStream) -> Ended {
+    let mut r = Vec::new();
+    let closed = loop {
+        // A masked text frame "hi" (mask 0), then whatever came back.
+        if c.write_all(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i'])
+            .await
+            .is_err()
+        {
+            return Ended::Reset;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(20), c.read(&mut buf)).await {
+            // Pacing: nothing came in 20 ms, write again.
+            Err(_) => continue,
+            Ok(Ok(0)) => return Ended::NoCloseFrame,
+            Ok(Err(_)) => return Ended::Reset,
+            Ok(Ok(n)) => r.extend_from_slice(&buf[..n]),
+        }
+        // Server frames here are short: 2-byte heads.
+        let mut at = 0;
+        let mut close = false;
+        while at + 2 <= r.len() {
+            let len = usize::from(r[at + 1] & 0x7f);
+            if at + 2 + len > r.len() {
+                break;
+            }
+            close |= r[at] & 0x0f == 0x8 && r[at + 2..at + 2 + len] == [0x03, 0xe9];
+            at += 2 + len;
+        }
+        r.drain(..at);
+        if close {
+            break true;
+        }
+    };
+    assert!(closed);
+    if c.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+        .await
+        .is_err()
+    {
+        return Ended::Reset;
+    }
+    let mut rest = Vec::new();
+    match tokio::time::timeout(DEADLINE, c.read_to_end(&mut rest)).await {
+        Ok(Ok(_)) => Ended::Clean,
+        Ok(Err(_)) => Ended::Reset,
+        Err(_) => panic!("the tunnel never ended"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_of_an_instance_that_stops_get_its_close_frame_and_a_clean_end() {
+    // The end of a drain: the instance gets SIGTERM and closes its
+    // WebSockets (the demo app: close frame 1001, closing handshake) while
+    // its clients are still talking.
+    const SOCKETS: usize = 20;
+    let app = crate::support::InProcess::start("v1", |c| c.tick = Duration::from_millis(5)).await;
+    let proxy = Proxy::start(
+        spec(vec![group(Role::Stable, "v1", 100, &[app.addr])]),
+        ProxyOptions::default(),
+    );
+    let g = stats(&proxy);
+    let mut clients = Vec::new();
+    for _ in 0..SOCKETS {
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        clients.push(tokio::spawn(demo_websocket_client(c)));
+    }
+    wait_long_lived(&g, |c| c.open == SOCKETS as u64).await;
+    app.stop().await;
+    let mut ends = std::collections::BTreeMap::new();
+    for c in clients {
+        *ends.entry(format!("{:?}", c.await.unwrap())).or_insert(0) += 1;
+    }
+    assert_eq!(
+        ends.get("Clean").copied().unwrap_or(0),
+        SOCKETS,
+        "how {SOCKETS} WebSockets ended: {ends:?}"
+    );
+    wait_long_lived(&g, |c| c.ended(LongLivedEnd::Normal) == SOCKETS as u64).await;
 }

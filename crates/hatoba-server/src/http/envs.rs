@@ -52,6 +52,19 @@ pub(crate) fn app(
                         .into_response(),
                 );
             }
+            // A reload is of every environment at once.
+            if environments.several()
+                && req.method() == Method::POST
+                && req.uri().path() == "/api/v1/reload"
+                && environments
+                    .servers()
+                    .first()
+                    .is_some_and(|s| authorized(req.headers(), &s.token))
+            {
+                return Ok(
+                    super::routes::reload_environments(&environments, req.into_body()).await,
+                );
+            }
             if super::reads::is_status_of_several(environments.servers(), &req) {
                 let uri = req.uri().clone();
                 return Ok(super::reads::status_of_several(environments.servers(), &uri).await);
@@ -160,7 +173,7 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
             };
             let run: Vec<(hatoba_core::EnvName, Vec<hatoba_core::ServiceName>)> = servers
                 .iter()
-                .map(|s| (s.environment.clone(), s.services.keys().cloned().collect()))
+                .map(|s| (s.environment.clone(), s.service_names()))
                 .collect();
             let target = crate::ops::pick_environment(&run, named.as_deref(), service.as_deref())?;
             Ok((req, target))

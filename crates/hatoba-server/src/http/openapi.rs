@@ -21,6 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         routes::deployment,
         routes::approve,
         routes::environments,
+        routes::reload,
         routes::services,
         routes::service,
         routes::rollback,

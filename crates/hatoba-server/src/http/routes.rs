@@ -19,8 +19,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use hatoba_api::{
     ApiError, Approval, ApproveRequest, DeployRequest, Deployment, DeploymentDetail,
-    EnvironmentList, ErrorKind, Health, OperatorAction, PromoteRequest, RollbackRequest,
-    SecretChange, SecretList, SecretRemoveRequest, SecretSetRequest, ServiceDetail, ServiceList,
+    EnvironmentList, ErrorKind, Health, OperatorAction, PromoteRequest, ReloadRequest,
+    RollbackRequest, SecretChange, SecretList, SecretRemoveRequest, SecretSetRequest,
+    ServiceDetail, ServiceList, SpecReload,
 };
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ fn router(server: &Arc<Server>) -> Router {
         .route("/api/v1/services/{name}/logs", get(reads::logs))
         .route("/api/v1/deployments/{id}/approve", post(approve))
         .route("/api/v1/environments", get(environments))
+        .route("/api/v1/reload", post(reload))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/rollback", post(rollback))
@@ -217,6 +219,44 @@ pub(crate) async fn approve(
 ) -> Result<(StatusCode, Json<Approval>), Failure> {
     let a = read_json::<ApproveRequest>(body, "approve", false).await?;
     Ok((StatusCode::ACCEPTED, Json(s.approve(&id, a.by).await?)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/reload",
+    tag = "server",
+    summary = "read the spec file again; the next operations run by it",
+    description = "Checked whole, then applied to every environment the server runs, or to none. Deployments in progress keep the spec they started with; what serves is supervised by the spec it was deployed with until its next deployment. New services listen (nothing deployed); a moved listener opens on its new address before the old one stops accepting. The new digest is recorded with every deployment from now on, and the reload in the audit log.",
+    request_body(content = Option<ReloadRequest>, description = "may be absent"),
+    responses(
+        (status = 200, description = "the new spec runs; what changed", body = SpecReload),
+        (status = 400, description = "the file cannot be read or is not a valid spec (the message has the diagnostics with file:line:col), drops an environment the server runs, puts two environments on one address, or has an address that does not resolve; a malformed body. Nothing changed", body = ApiError),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 409, description = "the spec removes a service that still runs, or drops a preview address during a deployment of its service. Nothing changed", body = ApiError),
+        (status = 413, description = "body over 64 KiB", body = ApiError),
+        (status = 422, description = "a new or moved listener could not be opened (what was opened is closed again). Nothing changed", body = ApiError),
+        (status = 503, description = "the server was started without a spec file", body = ApiError),
+    ),
+)]
+pub(crate) async fn reload(State(s): Shared, body: Body) -> Result<Json<SpecReload>, Failure> {
+    let r = read_json::<ReloadRequest>(body, "reload", true).await?;
+    Ok(Json(s.reload(r).await?))
+}
+
+/// `POST /api/v1/reload` for a server of several environments: all of
+/// them together ([`crate::Environments::reload`]).
+pub(crate) async fn reload_environments(
+    environments: &crate::Environments,
+    body: Body,
+) -> axum::response::Response {
+    let r = match read_json::<ReloadRequest>(body, "reload", true).await {
+        Ok(r) => r,
+        Err(f) => return f.into_response(),
+    };
+    match environments.reload(r).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => Failure::from(e).into_response(),
+    }
 }
 
 #[utoipa::path(

@@ -21,7 +21,7 @@ impl Server {
         self: &Arc<Self>,
         r: hatoba_api::DeployRequest,
     ) -> Result<hatoba_api::Deployment, OpError> {
-        Arc::clone(self).deploy_as(r, None, None).await
+        Arc::clone(self).deploy_as(r, None, None, None).await
     }
 
     /// Deploys the previous succeeded version (or `to`) again, recorded as a
@@ -42,7 +42,7 @@ impl Server {
         // A deployment in progress (a canary, a blue-green switch whose old
         // colour is still warm, a watch after promotion): the previous
         // version still runs, so going back is aborting it, at once.
-        if let Some(state) = self.services.get(&service).cloned() {
+        if let Some(state) = self.service(&service) {
             let live = state
                 .live
                 .lock()
@@ -159,7 +159,7 @@ impl Server {
         };
         // A name declared a secret since then is not taken from `vars`:
         // the secret's version it ran with (or the newest) is.
-        let secret_names = self.spec.secret_names(&self.environment);
+        let secret_names = self.current().spec.secret_names(&self.environment);
         let r = hatoba_api::DeployRequest {
             service: service.to_string(),
             environment: None,
@@ -173,17 +173,26 @@ impl Server {
             deployed_by: Some(by),
         };
         Arc::clone(self)
-            .deploy_as(r, Some(current.id.clone()), Some(target.secrets.clone()))
+            .deploy_as(
+                r,
+                Some(current.id.clone()),
+                Some(target.secrets.clone()),
+                target.image_id.clone(),
+            )
             .await
     }
 
     /// [`Server::deploy`], also as a rollback of a deployment (`rollback_of`)
-    /// with the secrets' versions it ran with (`pinned_secrets`).
+    /// with the secrets' versions it ran with (`pinned_secrets`) and the
+    /// exact image it ran (`pinned_image`). A deployment of a version that
+    /// once succeeded here runs the image recorded then, never what its
+    /// tag names now.
     pub(crate) async fn deploy_as(
         self: Arc<Self>,
         r: hatoba_api::DeployRequest,
         rollback_of: Option<DeploymentId>,
         pinned_secrets: Option<std::collections::BTreeMap<String, u64>>,
+        pinned_image: Option<String>,
     ) -> Result<hatoba_api::Deployment, OpError> {
         let Ok(service) = r.service.parse::<ServiceName>() else {
             return Err(OpError::bad_input(format!(
@@ -191,8 +200,15 @@ impl Server {
                 hatoba_core::shown(&r.service)
             )));
         };
-        let Some(state) = self.services.get(&service).cloned() else {
-            let names: Vec<String> = self.services.keys().map(ToString::to_string).collect();
+        // One spec for the whole request: a reload meanwhile is for the
+        // next deployment, and this one records the spec it runs with.
+        let loaded = self.current();
+        let Some(state) = self.service(&service) else {
+            let names: Vec<String> = self
+                .service_names()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             return Err(
                 OpError::not_found(format!("no service `{service}` in the spec"))
                     .hint(format!("services: {}", names.join(", "))),
@@ -220,7 +236,7 @@ impl Server {
             ))
             .hint("use letters, digits and `_`, not starting with a digit"));
         }
-        let secret_names = self.spec.secret_names(&self.environment);
+        let secret_names = loaded.spec.secret_names(&self.environment);
         if let Some(name) = r.vars.keys().find(|k| secret_names.contains(*k)) {
             return Err(OpError::bad_input(format!(
                 "`{name}` is declared a secret: `--set` would keep its value in plain text \
@@ -231,7 +247,9 @@ impl Server {
                      without `--set {name}=...`"
             )));
         }
-        let Some(svc) = self.services_spec().get(&service).cloned() else {
+        let Some(svc) = crate::server::services_of(&loaded.spec, &self.environment)
+            .and_then(|s| s.get(&service).cloned())
+        else {
             return Err(OpError::not_found(format!("no service `{service}`")));
         };
         // A value for a name the service never uses would be recorded and
@@ -259,9 +277,23 @@ impl Server {
         let secrets = self
             .deploy_secrets(&svc, &secret_names, pinned_secrets.as_ref())
             .await?;
+        let image_id = match pinned_image {
+            Some(id) => Some(id),
+            None => self.recorded_image(&service, &version).await?,
+        };
         let (tx, rx) = mpsc::channel(8);
         // The supervisor finishes its round (a restart in progress) first.
         let ops = state.ops.lock().await;
+        // A reload may have removed the service meanwhile (it holds this
+        // lock while it does).
+        if !self
+            .service(&service)
+            .is_some_and(|s| Arc::ptr_eq(&s, &state))
+        {
+            return Err(OpError::not_found(format!(
+                "service `{service}` was removed from the spec by a reload"
+            )));
+        }
         {
             let mut live = state.live.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((id, _)) = live.as_ref() {
@@ -275,7 +307,7 @@ impl Server {
             }
             *live = Some((None, tx));
         }
-        let mut vars = self
+        let mut vars = loaded
             .spec
             .environments
             .get(&self.environment)
@@ -304,16 +336,21 @@ impl Server {
             service: service.clone(),
             environment: self.environment.clone(),
             svc,
-            spec: self.spec.clone(),
+            spec: loaded.spec.clone(),
             version,
             vars,
             secrets,
             base_dir: self.base_dir.clone(),
-            spec_digest: self.spec_digest.clone(),
+            spec_digest: loaded.digest.clone(),
             deployed_by: r.deployed_by.unwrap_or_else(|| "cli".to_owned()),
             current,
             rollback_of,
-            require_approval: self.requires_approval(),
+            require_approval: loaded
+                .spec
+                .environments
+                .get(&self.environment)
+                .is_some_and(|e| e.require_approval),
+            image_id,
         };
         let (created_tx, created_rx) = tokio::sync::oneshot::channel();
         let st = Arc::clone(&state);
@@ -338,7 +375,7 @@ impl Server {
             match (&result, id) {
                 (Ok((d, serving)), _) => {
                     log_end(d);
-                    *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+                    st.rollout_ended(d, serving.clone(), &req.svc);
                 }
                 (Err(e), Some(id)) => me.after_failed_rollout(&req.service, &st, id, e).await,
                 (Err(_), None) => {}
@@ -372,13 +409,6 @@ impl Server {
                 _ => Err(OpError::failed("the deployment ended before it was recorded")),
             },
         }
-    }
-
-    fn requires_approval(&self) -> bool {
-        self.spec
-            .environments
-            .get(&self.environment)
-            .is_some_and(|e| e.require_approval)
     }
 }
 
@@ -467,4 +497,36 @@ pub(crate) fn variable_uses(
         *all = *all && has_default;
     }
     uses
+}
+
+impl Server {
+    /// The image recorded by the newest succeeded deployment of `version`
+    /// here, if any: deploying that version again runs that very image (a
+    /// tag built again since names another one). A version that never
+    /// succeeded is resolved from its tag again, so fixing a failed build
+    /// under the same version still works.
+    async fn recorded_image(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+    ) -> Result<Option<String>, OpError> {
+        let history = self
+            .store
+            .history(&hatoba_store::HistoryFilter {
+                service: Some(service.clone()),
+                environment: Some(self.environment.clone()),
+                limit: 10_000,
+            })
+            .await
+            .map_err(|e| OpError::store(&e))?;
+        Ok(history
+            .iter()
+            .filter(|d| {
+                &d.version == version
+                    && d.status == hatoba_core::DeploymentStatus::Succeeded
+                    && d.image_id.is_some()
+            })
+            .max_by_key(|d| (d.finished_at, d.id.clone()))
+            .and_then(|d| d.image_id.clone()))
+    }
 }

@@ -61,7 +61,7 @@ impl Server {
                     field: Some("service".to_owned()),
                 })?;
                 // One the spec no longer has may still have a history.
-                if !self.services.contains_key(&name) {
+                if self.service(&name).is_none() {
                     let past = self
                         .store
                         .history(&HistoryFilter {
@@ -72,8 +72,11 @@ impl Server {
                         .await
                         .map_err(|e| OpError::store(&e))?;
                     if past.is_empty() {
-                        let names: Vec<String> =
-                            self.services.keys().map(ToString::to_string).collect();
+                        let names: Vec<String> = self
+                            .service_names()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
                         return Err(OpError::not_found(format!("no service `{name}`"))
                             .hint(format!("services: {}", names.join(", "))));
                     }

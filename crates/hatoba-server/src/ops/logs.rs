@@ -127,10 +127,13 @@ impl Server {
     /// A service of this server, by name, or why not.
     pub(crate) fn known_service(&self, name: &str) -> Result<ServiceName, OpError> {
         match name.parse::<ServiceName>() {
-            Ok(n) if self.services.contains_key(&n) => Ok(n),
+            Ok(n) if self.service(&n).is_some() => Ok(n),
             _ => {
-                let mut names: Vec<String> =
-                    self.services.keys().map(ToString::to_string).collect();
+                let mut names: Vec<String> = self
+                    .service_names()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 names.sort();
                 Err(
                     OpError::not_found(format!("no service `{}`", hatoba_core::shown(name)))

@@ -1,7 +1,7 @@
 //! The operations layer: every operation a client can ask of a running
 //! server (deploy, rollback, approve, promote, abort, service and deployment
 //! detail, history, status, analysis, diagnosis, logs, secrets, the event
-//! stream) as a method of [`Server`](crate::Server) with typed inputs,
+//! stream, reloading the spec) as a method of [`Server`](crate::Server) with typed inputs,
 //! returning `Result<T, OpError>`. The reads of the history alone
 //! (`history`, `status`, `analysis`) are also functions of a store, which
 //! the CLI runs itself when no server runs.
@@ -20,6 +20,7 @@ mod history;
 mod logs;
 mod operate;
 mod read;
+mod reload;
 mod secrets;
 
 pub(crate) use deploy::log_end;

@@ -76,7 +76,7 @@ impl Server {
             ))
             .hint("someone else approves: `hatoba approve ID --as NAME`"));
         }
-        let tx = self.services.get(&deployment.service).and_then(|s| {
+        let tx = self.service(&deployment.service).and_then(|s| {
             s.live
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -111,7 +111,7 @@ impl Server {
         let Some(state) = name
             .parse::<ServiceName>()
             .ok()
-            .and_then(|n| self.services.get(&n).cloned())
+            .and_then(|n| self.service(&n))
         else {
             return Err(OpError::not_found(format!(
                 "no service `{}`",

@@ -16,18 +16,18 @@ impl Server {
             .services_spec()
             .iter()
             .map(|(name, svc)| {
-                let state = self.services.get(name);
+                let state = self.service(name);
                 hatoba_api::ServiceSummary {
                     service: name.to_string(),
                     listen: svc.route.listen.to_string(),
-                    serving_version: state.and_then(|s| {
+                    serving_version: state.as_ref().and_then(|s| {
                         s.serving
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .as_ref()
                             .map(|d| d.version.to_string())
                     }),
-                    live_deployment: state.and_then(|s| {
+                    live_deployment: state.as_ref().and_then(|s| {
                         s.live
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -74,6 +74,7 @@ impl Server {
         hatoba_api::EnvironmentInfo {
             name: self.environment.to_string(),
             require_approval: self
+                .current()
                 .spec
                 .environments
                 .get(&self.environment)
@@ -87,9 +88,13 @@ impl Server {
         let Some((service, state)) = name
             .parse::<ServiceName>()
             .ok()
-            .and_then(|n| self.services.get(&n).cloned().map(|s| (n, s)))
+            .and_then(|n| self.service(&n).map(|s| (n, s)))
         else {
-            let names: Vec<String> = self.services.keys().map(ToString::to_string).collect();
+            let names: Vec<String> = self
+                .service_names()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             return Err(
                 OpError::not_found(format!("no service `{}`", hatoba_core::shown(name)))
                     .hint(format!("services: {}", names.join(", "))),
@@ -110,10 +115,7 @@ impl Server {
             .as_ref()
             .and_then(|(id, _)| id.clone());
         let grace = self
-            .spec
-            .environments
-            .get(&self.environment)
-            .map_or(&self.spec.services, |e| &e.services)
+            .services_spec()
             .get(&service)
             .map(|s| s.termination_grace_period);
         let now = crate::deployer::clock_now();
@@ -127,10 +129,17 @@ impl Server {
             Some(id) if maybe_draining => self.draining(id).await,
             _ => std::collections::HashMap::new(),
         };
+        let mut left = std::collections::HashMap::new();
+        for i in listed.iter().filter(|i| draining.contains_key(&i.id.0)) {
+            if let Some(n) = self.data_plane.open_at(i.addr).await {
+                left.insert(i.id.0.clone(), n);
+            }
+        }
         let instances = listed
             .iter()
             .map(|i| {
                 let o = observed.get(&i.id.0);
+                let connections_left = left.get(&i.id.0).copied();
                 hatoba_api::InstanceInfo {
                     id: i.id.to_string(),
                     version: i.version.to_string(),
@@ -146,7 +155,8 @@ impl Server {
                     started_at: i.started_at.to_rfc3339(),
                     draining: draining
                         .get(&i.id.0)
-                        .map(|(at, drain)| drain_words(*at, *drain, grace, now)),
+                        .map(|(at, drain)| drain_words(*at, *drain, connections_left, grace, now)),
+                    connections_left,
                 }
             })
             .collect();
@@ -214,11 +224,13 @@ impl Server {
     }
 }
 
-/// `draining: up to 6s left, then SIGTERM, SIGKILL 30s later` for a drain
-/// that began `at` and may take `drain`, seen at `now`.
+/// `draining: 3 connections left, up to 6s left, then SIGTERM, SIGKILL 30s
+/// later` for a drain that began `at` and may take `drain`, with `open`
+/// connections left (when known), seen at `now`.
 fn drain_words(
     at: hatoba_core::Millis,
     drain: std::time::Duration,
+    open: Option<u32>,
     grace: Option<std::time::Duration>,
     now: hatoba_core::Millis,
 ) -> String {
@@ -233,8 +245,13 @@ fn drain_words(
         ),
         None => "then SIGTERM".to_owned(),
     };
+    let connections = match open {
+        Some(1) => "1 connection left, ".to_owned(),
+        Some(n) => format!("{n} connections left, "),
+        None => String::new(),
+    };
     format!(
-        "draining: up to {} left, {then}",
+        "draining: {connections}up to {} left, {then}",
         hatoba_core::format_duration(left)
     )
 }
@@ -250,20 +267,20 @@ mod drain_tests {
         let d = Duration::from_secs(30);
         let g = Some(Duration::from_secs(10));
         assert_eq!(
-            drain_words(Millis(1_000), d, g, Millis(1_000)),
-            "draining: up to 30s left, then SIGTERM, SIGKILL 10s later"
+            drain_words(Millis(1_000), d, Some(3), g, Millis(1_000)),
+            "draining: 3 connections left, up to 30s left, then SIGTERM, SIGKILL 10s later"
         );
         assert_eq!(
-            drain_words(Millis(1_000), d, g, Millis(25_500)),
-            "draining: up to 6s left, then SIGTERM, SIGKILL 10s later"
+            drain_words(Millis(1_000), d, Some(1), g, Millis(25_500)),
+            "draining: 1 connection left, up to 6s left, then SIGTERM, SIGKILL 10s later"
         );
         // Past its end (the stop is under way), and a clock that went back.
         assert_eq!(
-            drain_words(Millis(1_000), d, None, Millis(99_000)),
-            "draining: up to 0s left, then SIGTERM"
+            drain_words(Millis(1_000), d, Some(0), None, Millis(99_000)),
+            "draining: 0 connections left, up to 0s left, then SIGTERM"
         );
         assert_eq!(
-            drain_words(Millis(9_000), d, None, Millis(1_000)),
+            drain_words(Millis(9_000), d, None, None, Millis(1_000)),
             "draining: up to 30s left, then SIGTERM"
         );
     }

@@ -163,7 +163,7 @@ impl Server {
             Ok(v) => v,
             Err(e) => return Err(OpError::store(&e)),
         };
-        let declared = self.spec.secret_names(&self.environment);
+        let declared = self.current().spec.secret_names(&self.environment);
         let mut names: std::collections::BTreeSet<String> = declared.clone();
         names.extend(stored.iter().map(|v| v.name.clone()));
         let secrets = names
@@ -212,7 +212,7 @@ impl Server {
             ))
             .hint("use the --state-dir of the `hatoba up --env ENV` for that environment"));
         }
-        if !self.spec.secret_names(&env).contains(&name) {
+        if !self.current().spec.secret_names(&env).contains(&name) {
             return Err(OpError::bad_input(format!("`{name}` is not declared a secret for `{env}`")).hint(
                     "add it to `secrets:` in the spec (top level, or the environment's), then restart `hatoba up`",
                 ));
@@ -286,7 +286,7 @@ impl Server {
             next_deploy: Vec::new(),
         };
         for service in users {
-            let Some(state) = self.services.get(&service).cloned() else {
+            let Some(state) = self.service(&service) else {
                 continue;
             };
             let serving = state
@@ -303,7 +303,7 @@ impl Server {
                 change.next_deploy.push(service.to_string());
                 continue;
             };
-            let declared = self.spec.secret_names(&env);
+            let declared = self.current().spec.secret_names(&env);
             let request = hatoba_api::DeployRequest {
                 service: service.to_string(),
                 environment: None,

@@ -38,6 +38,9 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Environments {
     servers: Vec<Arc<Server>>,
+    /// The data plane they share (unqualified keys): a reload closes
+    /// listeners on it once, over every environment's keys.
+    data_plane: Arc<dyn DataPlane>,
     /// The runtime the environments share (the orphan sweep runs on it).
     runtime: Arc<dyn Runtime>,
 }
@@ -112,12 +115,14 @@ impl Environments {
         envs.sort();
         envs.dedup();
         let runtime = Arc::clone(&cfg.runtime);
+        let data_plane = Arc::clone(&cfg.data_plane);
         if envs.len() <= 1 {
             let environment = envs.pop().unwrap_or(cfg.environment.clone());
             let server = Server::start(ServerConfig { environment, ..cfg }).await?;
             return Ok(Environments {
                 servers: vec![server],
                 runtime,
+                data_plane,
             });
         }
         let declared = || {
@@ -168,6 +173,7 @@ impl Environments {
                 ServerConfig {
                     spec: cfg.spec.clone(),
                     spec_digest: cfg.spec_digest.clone(),
+                    spec_path: cfg.spec_path.clone(),
                     environment: env.clone(),
                     base_dir: cfg.base_dir.clone(),
                     store: Arc::clone(&cfg.store),
@@ -185,12 +191,21 @@ impl Environments {
             .await?;
             servers.push(server);
         }
-        Ok(Environments { servers, runtime })
+        Ok(Environments {
+            servers,
+            runtime,
+            data_plane,
+        })
     }
 
     /// The servers, one per environment, by environment name.
     pub fn servers(&self) -> &[Arc<Server>] {
         &self.servers
+    }
+
+    /// The data plane every environment shares, its keys unqualified.
+    pub(crate) fn data_plane(&self) -> Arc<dyn DataPlane> {
+        Arc::clone(&self.data_plane)
     }
 
     /// The environments run, by name.
@@ -402,8 +417,12 @@ impl Runtime for EnvRuntime {
         Ok(status)
     }
 
-    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    async fn check(&self, spec: &InstanceSpec) -> Result<Option<String>, RuntimeError> {
         self.inner.check(spec).await
+    }
+
+    async fn remove_images(&self, ids: &[String]) -> Result<Vec<String>, RuntimeError> {
+        self.inner.remove_images(ids).await
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {

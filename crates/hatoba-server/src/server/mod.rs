@@ -20,6 +20,7 @@ mod envs;
 mod resume;
 
 pub use envs::Environments;
+pub(crate) use envs::{listen_clash, qualified, services_of};
 
 use crate::dataplane::DataPlane;
 use crate::deployer::{DeployError, Deployed, Deployer, Operator, ServiceRecord, ServingRecord};
@@ -53,21 +54,81 @@ pub(crate) struct ServiceState {
     /// A problem the service is recovering from (a rollout stopped by a
     /// store error), shown by `diagnose` until it is over.
     pub(crate) problem: Mutex<Option<String>>,
+    /// The service's spec as what serves was deployed with (the spec at
+    /// start until a deployment of this run succeeds): the supervisor
+    /// probes and restarts by it, so a reload changes nothing of what
+    /// runs until the next deployment.
+    pub(crate) serving_spec: Mutex<Arc<hatoba_spec::Service>>,
+}
+
+impl ServiceState {
+    pub(crate) fn new(deployer: Deployer, svc: hatoba_spec::Service) -> ServiceState {
+        ServiceState {
+            deployer,
+            serving: Mutex::new(None),
+            live: Mutex::new(None),
+            ops: tokio::sync::Mutex::new(()),
+            health: Mutex::new(crate::supervisor::Health::default()),
+            fresh: Mutex::new(std::collections::HashSet::new()),
+            problem: Mutex::new(None),
+            serving_spec: Mutex::new(Arc::new(svc)),
+        }
+    }
+
+    /// The spec what serves runs by.
+    pub(crate) fn serving_spec(&self) -> Arc<hatoba_spec::Service> {
+        Arc::clone(
+            &self
+                .serving_spec
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// A rollout ended: `serving` serves now, and when it is the rollout's
+    /// own version, so is the spec the rollout started with (`svc`).
+    pub(crate) fn rollout_ended(
+        &self,
+        d: &hatoba_store::Deployment,
+        serving: Option<Deployed>,
+        svc: &hatoba_spec::Service,
+    ) {
+        if serving.as_ref().and_then(|s| s.deployment.as_ref()) == Some(&d.id) {
+            *self
+                .serving_spec
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(svc.clone());
+        }
+        *self.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving;
+    }
+}
+
+/// The spec a server runs now and its digest, replaced whole by a reload
+/// (`reload.rs`); an operation takes it once and keeps it.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) spec: Spec,
+    pub(crate) digest: String,
 }
 
 /// The server's parts, shared by the operations and the API.
 pub struct Server {
-    pub(crate) spec: Spec,
+    /// The spec and its digest, now.
+    pub(crate) loaded: std::sync::RwLock<Arc<Loaded>>,
+    /// The file the spec is read from again on a reload (none: the demo).
+    pub(crate) spec_path: Option<PathBuf>,
     pub(crate) environment: EnvName,
     pub(crate) base_dir: PathBuf,
-    pub(crate) spec_digest: String,
     pub(crate) token: String,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) runtime: Arc<dyn Runtime>,
-    pub(crate) services: HashMap<ServiceName, Arc<ServiceState>>,
+    /// Grows and shrinks with a reload.
+    pub(crate) services: std::sync::RwLock<HashMap<ServiceName, Arc<ServiceState>>>,
     pub(crate) data_plane: Arc<dyn DataPlane>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    supervisors: Mutex<Vec<tokio::task::AbortHandle>>,
+    supervisors: Mutex<Vec<(ServiceName, tokio::task::AbortHandle)>>,
+    /// One reload at a time.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
     pub(crate) secret_key: Option<Arc<SecretKey>>,
     /// One secret write at a time: the next version is the newest plus one.
     pub(crate) secret_writes: tokio::sync::Mutex<()>,
@@ -138,6 +199,9 @@ pub struct ServerConfig {
     pub spec: Spec,
     /// Its digest, for the history.
     pub spec_digest: String,
+    /// The file it was read from, read again by a reload (`hatoba reload`,
+    /// SIGHUP); `None` refuses reloads.
+    pub spec_path: Option<PathBuf>,
     /// The environment to run (`development` may be implicit: the base services).
     pub environment: EnvName,
     /// Where relative paths in the spec start.
@@ -222,7 +286,7 @@ impl Server {
             cfg.data_plane.listen(key, addr).await?;
         }
         let mut services = HashMap::new();
-        for name in services_spec.keys() {
+        for (name, svc) in &services_spec {
             let deployer = Deployer::new(
                 Arc::clone(&cfg.store),
                 Arc::clone(&cfg.runtime),
@@ -230,29 +294,25 @@ impl Server {
             );
             services.insert(
                 name.clone(),
-                Arc::new(ServiceState {
-                    deployer,
-                    serving: Mutex::new(None),
-                    live: Mutex::new(None),
-                    ops: tokio::sync::Mutex::new(()),
-                    health: Mutex::new(crate::supervisor::Health::default()),
-                    fresh: Mutex::new(std::collections::HashSet::new()),
-                    problem: Mutex::new(None),
-                }),
+                Arc::new(ServiceState::new(deployer, svc.clone())),
             );
         }
         Ok(Arc::new(Server {
-            spec: cfg.spec,
+            loaded: std::sync::RwLock::new(Arc::new(Loaded {
+                spec: cfg.spec,
+                digest: cfg.spec_digest,
+            })),
+            spec_path: cfg.spec_path,
             environment: cfg.environment,
             base_dir: cfg.base_dir,
-            spec_digest: cfg.spec_digest,
             token: cfg.token,
             store: cfg.store,
             runtime: cfg.runtime,
-            services,
+            services: std::sync::RwLock::new(services),
             data_plane: cfg.data_plane,
             tasks: Mutex::new(Vec::new()),
             supervisors: Mutex::new(Vec::new()),
+            reloading: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
             secret_key: cfg.secret_key,
             secret_writes: tokio::sync::Mutex::new(()),
@@ -275,9 +335,54 @@ impl Server {
     /// round carries the round's time.
     #[doc(hidden)]
     pub async fn between_rounds(&self) {
-        for state in self.services.values() {
+        for (_, state) in self.service_states() {
             drop(state.ops.lock().await);
         }
+    }
+
+    /// The spec and its digest, now: an operation takes it once.
+    pub(crate) fn current(&self) -> Arc<Loaded> {
+        Arc::clone(&self.loaded.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The digest of the spec the server runs now (SHA-256 of its file, hex).
+    pub fn spec_digest(&self) -> String {
+        self.current().digest.clone()
+    }
+
+    /// A service of the spec as the server runs it.
+    pub(crate) fn service(&self, name: &ServiceName) -> Option<Arc<ServiceState>> {
+        self.services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// The services run, by name.
+    pub(crate) fn service_names(&self) -> Vec<ServiceName> {
+        let mut names: Vec<ServiceName> = self
+            .services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The services run, by name, with their state.
+    pub(crate) fn service_states(&self) -> Vec<(ServiceName, Arc<ServiceState>)> {
+        let mut all: Vec<(ServiceName, Arc<ServiceState>)> = self
+            .services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(n, s)| (n.clone(), Arc::clone(s)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// The proxy listeners' addresses, by service.
@@ -294,10 +399,7 @@ impl Server {
     pub(crate) fn services_spec(
         &self,
     ) -> std::collections::BTreeMap<ServiceName, hatoba_spec::Service> {
-        self.spec
-            .environments
-            .get(&self.environment)
-            .map_or_else(|| self.spec.services.clone(), |e| e.services.clone())
+        services_of(&self.current().spec, &self.environment).unwrap_or_default()
     }
 
     /// Stops cleanly. With `keep_running`, instances, the data plane and
@@ -316,12 +418,12 @@ impl Server {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         ) {
-            s.abort();
+            s.1.abort();
         }
         if keep_running {
             return;
         }
-        for state in self.services.values() {
+        for (_, state) in self.service_states() {
             let live = state
                 .live
                 .lock()
@@ -356,7 +458,7 @@ impl Server {
         }
         while stops.join_next().await.is_some() {}
         for name in specs.keys() {
-            if let Some(state) = self.services.get(name) {
+            if let Some(state) = self.service(name) {
                 let serving = state
                     .serving
                     .lock()

@@ -24,7 +24,7 @@ impl Server {
     /// the operator.
     pub async fn resume(self: &Arc<Self>) -> Result<Vec<String>, StartError> {
         let mut report = Vec::new();
-        for name in self.spec.secret_names(&self.environment) {
+        for name in self.current().spec.secret_names(&self.environment) {
             if std::env::var_os(&name).is_some() {
                 report.push(format!(
                     "`{name}` is in hatoba up's environment but declared a secret: that value is \
@@ -34,10 +34,8 @@ impl Server {
         }
         let mut loaded = Vec::new();
         let mut keep = Vec::new();
-        let mut names: Vec<&ServiceName> = self.services.keys().collect();
-        names.sort();
-        for name in names {
-            let state = &self.services[name];
+        for (name, state) in self.service_states() {
+            let name = &name;
             let resume_err = |source| StartError::Resume {
                 service: name.to_string(),
                 source,
@@ -81,7 +79,9 @@ impl Server {
         }
         report.extend(sweep_orphans(self.runtime.as_ref(), &keep).await);
         for (name, record, adopted) in loaded {
-            let state = Arc::clone(&self.services[&name]);
+            let Some(state) = self.service(&name) else {
+                continue;
+            };
             self.resume_service(&name, &state, record, adopted, &mut report)
                 .await
                 .map_err(|source| StartError::Resume {
@@ -95,27 +95,44 @@ impl Server {
 
     /// Starts each service's supervisor loop (health, restarts, usage).
     fn supervise(self: &Arc<Self>) {
-        let specs = self.services_spec();
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        for (name, state) in &self.services {
-            let Some(svc) = specs.get(name).cloned() else {
-                continue;
-            };
-            let task = tokio::spawn(crate::supervisor::run(crate::supervisor::Supervised {
-                name: name.clone(),
-                environment: self.environment.clone(),
-                svc,
-                base_dir: self.base_dir.clone(),
-                state: Arc::clone(state),
-                runtime: Arc::clone(&self.runtime),
-                store: Arc::clone(&self.store),
-            }));
-            self.supervisors
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(task.abort_handle());
-            tasks.push(task);
+        for (name, state) in self.service_states() {
+            self.supervise_one(&name, &state);
         }
+    }
+
+    /// Starts one service's supervisor loop (also for a service a reload
+    /// added).
+    pub(crate) fn supervise_one(self: &Arc<Self>, name: &ServiceName, state: &Arc<ServiceState>) {
+        let task = tokio::spawn(crate::supervisor::run(crate::supervisor::Supervised {
+            name: name.clone(),
+            environment: self.environment.clone(),
+            svc: state.serving_spec(),
+            base_dir: self.base_dir.clone(),
+            state: Arc::clone(state),
+            runtime: Arc::clone(&self.runtime),
+            store: Arc::clone(&self.store),
+        }));
+        self.supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name.clone(), task.abort_handle()));
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    /// Stops the supervisor loop of a service a reload removed.
+    pub(crate) fn unsupervise(&self, name: &ServiceName) {
+        self.supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(n, s)| {
+                if n == name {
+                    s.abort();
+                }
+                n != name
+            });
     }
 
     async fn resume_service(
@@ -134,6 +151,7 @@ impl Server {
                 values: std::collections::BTreeMap::new(),
             },
             deployment: s.deployment.clone(),
+            image_id: s.image_id.clone(),
             instances: s
                 .instances
                 .iter()
@@ -244,7 +262,7 @@ impl Server {
             .saturating_sub(serving.instances.len());
         let mut started = Vec::new();
         for _ in 0..missing {
-            let Ok(spec) = crate::deployer::instance_spec_for(
+            let Ok(mut spec) = crate::deployer::instance_spec_for(
                 name,
                 &svc,
                 &serving.version,
@@ -254,6 +272,11 @@ impl Server {
             ) else {
                 break;
             };
+            crate::deployer::pin(
+                &mut spec,
+                serving.image_id.as_deref(),
+                serving.deployment.as_ref(),
+            );
             match self.runtime.start(&spec, crate::clock_now()).await {
                 Ok(inst) => started.push(inst),
                 // The supervisor reports what it cannot start.
@@ -287,6 +310,7 @@ impl Server {
                 vars: r.vars.clone(),
                 secrets: r.secrets.clone(),
                 deployment: Some(r.deployment.clone()),
+                image_id: r.image_id.clone(),
             })
         } else {
             r.current.clone().map(|c| ServingRecord {
@@ -319,6 +343,7 @@ impl Server {
             vars: c.vars.clone(),
             secrets: current_secrets,
             deployment: c.deployment.clone(),
+            image_id: c.image_id.clone(),
             instances: c
                 .instances
                 .iter()
@@ -334,16 +359,17 @@ impl Server {
             service: name.clone(),
             environment: self.environment.clone(),
             svc,
-            spec: self.spec.clone(),
+            spec: self.current().spec.clone(),
             version: record.version.clone(),
             vars: record.vars.clone(),
             secrets,
             base_dir: self.base_dir.clone(),
-            spec_digest: self.spec_digest.clone(),
+            spec_digest: self.current().digest.clone(),
             deployed_by: record.deployed_by.clone(),
             current,
             rollback_of: record.rollback_of.clone(),
             require_approval: record.awaiting_approval,
+            image_id: record.image_id.clone(),
         };
         let (tx, rx) = mpsc::channel(8);
         *state.live.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -356,7 +382,7 @@ impl Server {
             match &result {
                 Ok((d, serving)) => {
                     log_end(d);
-                    *st.serving.lock().unwrap_or_else(PoisonError::into_inner) = serving.clone();
+                    st.rollout_ended(d, serving.clone(), &req.svc);
                 }
                 Err(e) => me.after_failed_rollout(&req.service, &st, id, e).await,
             }

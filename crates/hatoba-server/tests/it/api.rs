@@ -43,6 +43,7 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/secrets", ""),
     ("PUT", "/api/v1/secrets/API_KEY", r#"{"value": "x"}"#),
     ("DELETE", "/api/v1/secrets/API_KEY", ""),
+    ("POST", "/api/v1/reload", r#"{"by": "bob"}"#),
     ("GET", "/api/v1/no-such-thing", ""),
     ("GET", "/v1/services/web", ""),
     ("DELETE", "/api/v1/services/web", ""),
@@ -57,6 +58,7 @@ const WITH_BODY: &[&str] = &[
     "/api/v1/services/web/promote-full",
     "/api/v1/services/web/abort",
     "/api/v1/secrets/API_KEY",
+    "/api/v1/reload",
 ];
 
 pub(crate) struct Api {
@@ -87,6 +89,7 @@ pub(crate) async fn api_with(limits: hatoba_server::http::ApiLimits) -> Api {
     let server = Server::start(ServerConfig {
         spec: spec(1, "      readiness: {path: /ready}"),
         spec_digest: "test".to_owned(),
+        spec_path: None,
         environment: "development".parse().unwrap(),
         base_dir: dir.path().to_path_buf(),
         store,
@@ -588,7 +591,7 @@ async fn web(a: &Api) -> hatoba_api::ServiceDetail {
 }
 
 #[tokio::test]
-async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
+async fn a_draining_instance_shows_its_connections_and_time_left_and_what_comes_after() {
     let a = api().await;
     let deploy = |version: &'static str| {
         let body = format!(r#"{{"service": "web", "version": "{version}"}}"#);
@@ -624,7 +627,7 @@ async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
         .collect();
     assert_eq!(draining.len(), 1, "{detail:#?}");
     assert!(
-        draining[0].starts_with("draining: up to ")
+        draining[0].starts_with("draining: 1 connection left, up to ")
             && draining[0].ends_with(" left, then SIGTERM, SIGKILL 30s later"),
         "{draining:?}"
     );
@@ -634,8 +637,8 @@ async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
         .find(|i| i.draining.is_some())
         .unwrap();
     assert_eq!(
-        (v1.version.as_str(), v1.in_route),
-        ("v1", false),
+        (v1.version.as_str(), v1.in_route, v1.connections_left),
+        ("v1", false, Some(1)),
         "{detail:#?}"
     );
     // Once drained and stopped, nothing says draining any more.
@@ -643,7 +646,9 @@ async fn a_draining_instance_shows_its_time_left_and_what_comes_after() {
     hatoba_test_support::wait_for_async(Duration::from_secs(20), || async {
         let d = web(&a).await;
         d.serving_version.as_deref() == Some("v2")
-            && d.instances.iter().all(|i| i.draining.is_none())
+            && d.instances
+                .iter()
+                .all(|i| i.draining.is_none() && i.connections_left.is_none())
     })
     .await
     .unwrap();

@@ -378,6 +378,8 @@ pub(crate) struct FakeDataPlane {
     hold: tokio::sync::watch::Sender<bool>,
     /// Drains waiting on the hold now.
     held: tokio::sync::watch::Sender<usize>,
+    /// The connections a drain waits for now, by address.
+    open: Mutex<BTreeMap<SocketAddr, u32>>,
 }
 
 impl FakeDataPlane {
@@ -387,6 +389,7 @@ impl FakeDataPlane {
             trace,
             hold: tokio::sync::watch::Sender::new(false),
             held: tokio::sync::watch::Sender::new(0),
+            open: Mutex::default(),
         }
     }
 
@@ -425,20 +428,35 @@ impl DataPlane for FakeDataPlane {
         Ok(())
     }
 
-    async fn drained(&self, _addr: SocketAddr, timeout: Duration) -> hatoba_proxy::DrainReport {
+    async fn drained(&self, addr: SocketAddr, timeout: Duration) -> hatoba_proxy::DrainReport {
         // A held drain is one long-lived client that stays connected.
         let mut hold = self.hold.subscribe();
         let open = u32::from(*hold.borrow());
+        self.open.lock().unwrap().insert(addr, open);
         self.held.send_modify(|n| *n += usize::from(open > 0));
         let done = tokio::time::timeout(timeout, hold.wait_for(|held| !*held))
             .await
             .is_ok();
+        self.open.lock().unwrap().remove(&addr);
         self.held.send_modify(|n| *n -= usize::from(open > 0));
         hatoba_proxy::DrainReport {
             done,
             open: Some(open),
             left: Some(if done { 0 } else { open }),
         }
+    }
+
+    async fn open_at(&self, addr: SocketAddr) -> Option<u32> {
+        // Before its drain is awaited: what a held drain will wait for.
+        let held = u32::from(*self.hold.borrow());
+        Some(
+            self.open
+                .lock()
+                .unwrap()
+                .get(&addr)
+                .copied()
+                .unwrap_or(held),
+        )
     }
 
     async fn window(&self, _service: &str, _version: &str, _window: Window) -> Option<WindowStats> {
@@ -554,6 +572,7 @@ impl Harness {
                         vars: BTreeMap::new(),
                         secrets: BTreeMap::new(),
                         deployment: None,
+                        image_id: None,
                     }),
                     rollout: None,
                 },
@@ -564,6 +583,7 @@ impl Harness {
         let server = Server::start(ServerConfig {
             spec,
             spec_digest: "test".to_owned(),
+            spec_path: None,
             environment: env,
             base_dir: dir.path().to_path_buf(),
             store,

@@ -10,6 +10,7 @@
 mod api;
 mod event_stream;
 mod fake;
+mod reload;
 mod rollout_health;
 mod supervisor;
 
@@ -223,6 +224,7 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
         current,
         rollback_of: None,
         require_approval: false,
+        image_id: None,
     };
 
     // v1: the first deployment goes straight to full size.

@@ -42,9 +42,9 @@ pub(crate) fn engine() -> Option<()> {
 }
 
 /// Removes the scope's containers and the test's images when dropped.
-struct Cleanup {
-    scope: String,
-    images: Vec<String>,
+pub(crate) struct Cleanup {
+    pub(crate) scope: String,
+    pub(crate) images: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -59,7 +59,7 @@ impl Drop for Cleanup {
 }
 
 /// The running containers of a scope: full id -> version label.
-fn containers(scope: &str) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn containers(scope: &str) -> std::collections::BTreeMap<String, String> {
     let out = Command::new("docker")
         .args([
             "ps",
@@ -81,7 +81,7 @@ fn containers(scope: &str) -> std::collections::BTreeMap<String, String> {
 }
 
 /// The shared libraries a binary needs, as `ldd` lists them.
-fn libraries(exe: &Path) -> Vec<PathBuf> {
+pub(crate) fn libraries(exe: &Path) -> Vec<PathBuf> {
     let out = Command::new("ldd").arg(exe).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -96,7 +96,7 @@ fn libraries(exe: &Path) -> Vec<PathBuf> {
 /// A build context: `rootfs/` with the hatoba binary and its libraries,
 /// a Dockerfile, a file `.dockerignore` leaves out, and a Dockerfile that
 /// copies it (a build that must fail).
-fn context(dir: &Path) {
+pub(crate) fn context(dir: &Path) {
     let exe = Path::new(env!("CARGO_BIN_EXE_hatoba"));
     let root = dir.join("rootfs");
     let copy = |from: &Path, to: &Path| {
