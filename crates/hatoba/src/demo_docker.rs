@@ -140,6 +140,9 @@ pub(crate) fn service(image: &str) -> hatoba_spec::DockerRuntime {
         read_only: true,
         volumes: Vec::new(),
         network: None,
+        // The spec's default; every version runs the one image, removed
+        // by the demo itself at the end.
+        keep_images: 5,
     }
 }
 
