@@ -6,6 +6,11 @@
 //! no behaviour and no internal dependencies, so a client links nothing of
 //! the server; conversions from domain types live in the crates that own
 //! those types' users (the binary, the server).
+//!
+//! Over 800 lines, not yet split: the wire types are one contract, kept in
+//! one file so a change to it reads as one diff. The next split is by
+//! resource (deployments and events, services, secrets, errors) into
+//! modules re-exported here, so the paths stay `hatoba_api::Type`.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +65,11 @@ pub struct Deployment {
     /// it used none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub secrets: std::collections::BTreeMap<String, u64>,
+    /// The exact image it ran (`sha256:…`), resolved from the tag when it
+    /// was recorded: a rollback to it runs this very image. Absent for a
+    /// process service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// One event in a deployment's history.
@@ -616,6 +626,10 @@ pub struct Diagnosis {
     /// The last lines of each running instance's output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<InstanceLog>,
+    /// What was removed from the engine for its latest deployments
+    /// (`container_removed`, `image_pruned` events), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Event>,
 }
 
 /// Lines of one instance's output.

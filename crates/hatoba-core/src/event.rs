@@ -363,6 +363,16 @@ pub enum Event {
         /// The controller is short of resources: tried again.
         retrying: bool,
     },
+    /// An instance of the new version could not be started because the
+    /// runtime does not answer (the Docker Engine is unreachable): the
+    /// rollout waits for it, traffic as it is, and rolls back at its
+    /// progress deadline.
+    RuntimeUnreachable {
+        /// The version.
+        version: String,
+        /// Why.
+        error: String,
+    },
     /// An instance started.
     InstanceStarted {
         /// Its id.
@@ -566,6 +576,38 @@ pub enum Event {
     },
     /// The runtime lists the instances again.
     ListingRecovered,
+
+    // ---- images (Docker) ----
+    /// The version runs the image recorded when it was first deployed
+    /// (a rollback, a re-deployment), not what its tag names now.
+    ImagePinned {
+        /// The version.
+        version: String,
+        /// The image as the spec names it (`shop/web:v1`).
+        image: String,
+        /// The recorded id, as Docker shortens it.
+        id: String,
+        /// What the tag names now, when that is another image.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag_now: Option<String>,
+    },
+    /// A stopped instance's container was removed from the engine.
+    ContainerRemoved {
+        /// The instance.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// The container's id, as Docker shortens it (12 hex digits).
+        container: String,
+    },
+    /// An image of an older version was removed from the engine (the
+    /// service keeps the images of its latest `keepImages` versions).
+    ImagePruned {
+        /// The version it was the image of.
+        version: String,
+        /// Its id, as Docker shortens it (12 hex digits).
+        image: String,
+    },
 
     /// An event stored as text (by a Hatoba before events were typed, or
     /// a rollout line of a machine saved by one): its kind and words.
@@ -865,6 +907,11 @@ impl fmt::Display for Shown<'_> {
                 error,
                 retrying: false,
             } => write!(f, "cannot start an instance of {version}: {error}"),
+            E::RuntimeUnreachable { version, error } => write!(
+                f,
+                "cannot start an instance of {version} now ({error}): the rollout waits for the runtime, \
+                 traffic staying as it is, and rolls back if it is still unreachable at the progress deadline"
+            ),
             E::InstanceStarted {
                 instance,
                 version,
@@ -1069,6 +1116,33 @@ impl fmt::Display for Shown<'_> {
                 "the runtime cannot list the instances ({error}): nothing is restarted until it can"
             ),
             E::ListingRecovered => f.write_str("the runtime lists the instances again"),
+            E::ImagePinned {
+                version,
+                image,
+                id,
+                tag_now,
+            } => {
+                write!(f, "runs image {id}, recorded for {version}")?;
+                match tag_now {
+                    Some(now) => write!(
+                        f,
+                        "; `{image}` names {now} now (built again): deploy a changed app under a new version"
+                    ),
+                    None => Ok(()),
+                }
+            }
+            E::ContainerRemoved {
+                instance,
+                version,
+                container,
+            } => write!(
+                f,
+                "container {container} of instance {instance} ({version}) removed"
+            ),
+            E::ImagePruned { version, image } => write!(
+                f,
+                "image {image} of {version} removed (older than the versions kept)"
+            ),
             E::Text { message, .. } => f.write_str(message),
         }
     }
@@ -1303,6 +1377,25 @@ mod tests {
                 changed: vec!["web".into()],
                 removed: Vec::new(),
                 by: Some("SIGHUP".into()),
+            },
+            Event::ContainerRemoved {
+                instance: "web-v1-3f9a".into(),
+                version: "v1".into(),
+                container: "0123456789ab".into(),
+            },
+            Event::ImagePruned {
+                version: "v1".into(),
+                image: "0123456789ab".into(),
+            },
+            Event::ImagePinned {
+                version: "v1".into(),
+                image: "shop/web:v1".into(),
+                id: "0123456789ab".into(),
+                tag_now: Some("ba9876543210".into()),
+            },
+            Event::RuntimeUnreachable {
+                version: "v2".into(),
+                error: "the docker runtime is unreachable".into(),
             },
         ]
     }

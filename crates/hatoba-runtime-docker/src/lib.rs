@@ -16,7 +16,9 @@
 //! - **Start** creates and starts a container labelled `hatoba.scope`,
 //!   `hatoba.service`, `hatoba.version`, `hatoba.instance` (plus the
 //!   workload's own labels as `hatoba.<key>`: app, environment,
-//!   deployment), named `<instance>-<scope hash>`. The app's port is
+//!   deployment), named `<instance>-<scope hash>`; a container of that
+//!   name made by someone else is never touched: another instance id is
+//!   tried, three in all, then [`DockerError::NameClash`]. The app's port is
 //!   published on `127.0.0.1` with the host port left to Docker and read
 //!   back with an inspect: each instance gets its own loopback port, the
 //!   proxy reaches it like a process instance, and nothing is exposed
@@ -24,6 +26,16 @@
 //!   Docker's network, which the process runtime's proxy is not). The
 //!   container runs with Docker's init (`--init`) so that SIGTERM reaches an
 //!   app that does not expect to be PID 1, and zombies are reaped.
+//! - **The image**: `check` answers the id of the image a workload names
+//!   (its pinned `image_id`, else its tag now), which the caller records;
+//!   a workload with an `image_id` is made from that id, never from what
+//!   the tag names by then, and a pinned id no longer present is
+//!   [`DockerError::RecordedImageGone`]. `remove_images` removes images by
+//!   id, unforced: the engine keeps one a container uses.
+//! - **An engine that does not answer** (refused, cut, timed out) is
+//!   [`DockerError::Unreachable`]; a start that fails so is
+//!   [`RuntimeError::Unreachable`], so the caller can wait rather than
+//!   blame the version.
 //! - **Stop** sends SIGTERM, waits the grace period, sends SIGKILL, then
 //!   removes the container (its exit is remembered by this runtime object).
 //! - **Adoption** checks the recorded container id
@@ -86,6 +98,8 @@ const SWEEP_GRACE: Duration = Duration::from_secs(5);
 /// How many lines of a container's output are kept when it is removed, so
 /// that why it ended can still be read.
 const KEPT_LINES: usize = 200;
+/// How many names a start tries when a container of that name exists.
+const NAME_ATTEMPTS: u32 = 3;
 /// How long to wait for a killed container to be reported ended.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -109,6 +123,23 @@ pub enum DockerError {
         /// The version it is the image of.
         version: String,
     },
+    /// The image recorded for a version when it was deployed is no longer
+    /// on the engine (removed by hand, or pruned): a rollback never runs
+    /// whatever the tag names now instead.
+    #[error(
+        "image {id} (`{image}` when it was deployed) is no longer present on this docker engine, \
+         and a rollback runs only the exact image recorded, never what the tag names now: \
+         build the version anew under a new version name (`hatoba build {service} --version NEW`) \
+         and deploy that"
+    )]
+    RecordedImageGone {
+        /// The recorded id.
+        id: String,
+        /// The image as the spec names it.
+        image: String,
+        /// The service.
+        service: String,
+    },
     /// `docker build` failed: the Dockerfile's own error, after its output.
     #[error("the image build failed: {message}")]
     BuildFailed {
@@ -116,7 +147,10 @@ pub enum DockerError {
         message: String,
     },
     /// A container of that name already exists (made by someone else).
-    #[error("a container named `{name}` already exists: remove it or let hatoba pick another name")]
+    #[error(
+        "a container named `{name}` already exists, not made by this hatoba (and so did the other \
+         names tried): remove the containers named like it (`docker ps -a --filter name=...`)"
+    )]
     NameClash {
         /// The name.
         name: String,
@@ -167,6 +201,8 @@ fn is_unreachable(e: &bollard::errors::Error) -> bool {
         e,
         E::IOError { .. }
             | E::HyperResponseError { .. }
+            // The connection pool's errors: refused, cut, closed early.
+            | E::HyperLegacyError { .. }
             | E::SocketNotFoundError(_)
             | E::RequestTimeoutError
     )
@@ -201,6 +237,9 @@ struct Entry {
 struct Registry {
     entries: BTreeMap<InstanceId, Entry>,
     next: u64,
+    /// The suffixes the next instance ids take before random ones (a test
+    /// seam: [`DockerRuntime::with_id_suffixes`]).
+    suffixes: std::collections::VecDeque<u16>,
 }
 
 /// What to build: the tag, the Dockerfile (relative to the context),
@@ -358,21 +397,27 @@ impl DockerRuntime {
         status
     }
 
+    /// A seam for tests: the next instance ids end in these suffixes (in
+    /// order) instead of random ones, so a test can know a container's
+    /// name before it is made. Production never calls it.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_id_suffixes(self, suffixes: impl IntoIterator<Item = u16>) -> DockerRuntime {
+        self.with(|r| r.suffixes.extend(suffixes));
+        self
+    }
+
     /// The container name of an instance: its id and a hash of the scope,
     /// so that two scopes never clash.
-    fn container_name(&self, id: &InstanceId) -> String {
+    pub fn container_name(&self, id: &InstanceId) -> String {
         format!("{id}-{:08x}", fnv1a(self.scope.as_bytes()))
     }
 
     fn fresh_id(&self, spec: &InstanceSpec) -> InstanceId {
         self.with(|r| {
             loop {
-                let id = InstanceId(format!(
-                    "{}-{}-{:04x}",
-                    spec.service,
-                    spec.version,
-                    rand::random::<u16>()
-                ));
+                let suffix = r.suffixes.pop_front().unwrap_or_else(rand::random::<u16>);
+                let id = InstanceId(format!("{}-{}-{suffix:04x}", spec.service, spec.version));
                 if !r.entries.contains_key(&id) {
                     return id;
                 }
@@ -541,7 +586,9 @@ impl DockerRuntime {
             ..HostConfig::default()
         };
         let body = ContainerCreateBody {
-            image: Some(c.image.clone()),
+            // The recorded id when there is one: a tag built again since
+            // never changes what a version runs.
+            image: Some(c.image_id.clone().unwrap_or_else(|| c.image.clone())),
             entrypoint: c.command.as_ref().map(|a| a.iter().map(fill).collect()),
             cmd: c.args.as_ref().map(|a| a.iter().map(fill).collect()),
             env: Some(env),
@@ -555,6 +602,13 @@ impl DockerRuntime {
         let created = match self.docker.create_container(Some(opts), body).await {
             Ok(c) => c,
             Err(e) if status_code(&e) == Some(404) => {
+                if let Some(id) = &c.image_id {
+                    return Err(DockerError::RecordedImageGone {
+                        id: id.clone(),
+                        image: c.image.clone(),
+                        service: spec.service.to_string(),
+                    });
+                }
                 return Err(DockerError::ImageMissing {
                     image: c.image.clone(),
                     service: spec.service.to_string(),
@@ -709,12 +763,28 @@ impl Runtime for DockerRuntime {
                 service: spec.service.clone(),
             });
         };
-        let id = self.fresh_id(spec);
-        match self.create_and_start(spec, c, &id, now).await {
+        // A container of that name made by someone else is left alone:
+        // another name is tried, a few times.
+        let mut attempt = 0;
+        let made = loop {
+            let id = self.fresh_id(spec);
+            match self.create_and_start(spec, c, &id, now).await {
+                Err(DockerError::NameClash { .. }) if attempt < NAME_ATTEMPTS - 1 => {
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        match made {
             Ok(status) => {
                 let container = status.identity.clone().unwrap_or_default();
                 Ok(self.register(status, container, false))
             }
+            // Not the version's fault: the caller may wait for the engine.
+            Err(e @ DockerError::Unreachable(_)) => Err(RuntimeError::Unreachable {
+                runtime: "docker",
+                source: io(e),
+            }),
             Err(e) => Err(RuntimeError::Spawn {
                 service: spec.service.clone(),
                 program: c.image.clone(),
@@ -724,7 +794,7 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    async fn check(&self, spec: &InstanceSpec) -> Result<Option<String>, RuntimeError> {
         let Workload::Container(c) = &spec.workload else {
             return Err(RuntimeError::Unsupported {
                 runtime: "docker",
@@ -738,14 +808,48 @@ impl Runtime for DockerRuntime {
             resolved: None,
             source: io(e),
         };
+        if let Some(id) = &c.image_id {
+            // The image recorded for this version: that one, never what the
+            // tag names now.
+            return match self.image_id(id).await.map_err(spawn)? {
+                Some(found) => Ok(Some(found)),
+                None => Err(spawn(DockerError::RecordedImageGone {
+                    id: id.clone(),
+                    image: c.image.clone(),
+                    service: spec.service.to_string(),
+                })),
+            };
+        }
         match self.image_id(&c.image).await.map_err(spawn)? {
-            Some(_) => Ok(()),
+            Some(id) => Ok(Some(id)),
             None => Err(spawn(DockerError::ImageMissing {
                 image: c.image.clone(),
                 service: spec.service.to_string(),
                 version: spec.version.to_string(),
             })),
         }
+    }
+
+    async fn remove_images(&self, ids: &[String]) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        for id in ids {
+            // Not forced: an image a container still uses (ours or anyone's)
+            // is refused by the engine and kept.
+            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                .force(false)
+                .noprune(false)
+                .build();
+            match self.docker.remove_image(id, Some(opts), None).await {
+                Ok(_) => removed.push(id.clone()),
+                Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
+                Err(e) => {
+                    return Err(inspect_error(DockerError::api(format!(
+                        "remove image `{id}`"
+                    ))(e)));
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {

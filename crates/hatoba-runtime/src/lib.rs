@@ -100,6 +100,11 @@ pub struct ContainerWorkload {
     /// The image, by name and tag (`web:v2`) or id (`sha256:…`); it must
     /// be present locally (nothing is pulled).
     pub image: String,
+    /// The exact image (`sha256:…`) the tag named when the deployment was
+    /// recorded: when given, containers are made from it and never from
+    /// whatever `image` names now (a tag built again, a rollback); `image`
+    /// still names it in messages.
+    pub image_id: Option<String>,
     /// Replaces the image's entrypoint when given.
     pub command: Option<Vec<String>>,
     /// Replaces the image's command (the arguments to the entrypoint) when
@@ -285,6 +290,17 @@ pub enum RuntimeError {
         /// The service.
         service: ServiceName,
     },
+    /// The runtime itself does not answer (the Docker Engine is
+    /// unreachable): nothing was learnt about the instance or its version,
+    /// and asking again later may work.
+    #[error("the {runtime} runtime is unreachable")]
+    Unreachable {
+        /// The runtime's name.
+        runtime: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The runtime could not look at the machine (for the process runtime:
     /// `/proc` could not be listed), so it cannot tell what runs.
     #[error("cannot inspect the machine: {what}")]
@@ -310,11 +326,22 @@ pub trait Runtime: Send + Sync + fmt::Debug {
 
     /// Checks, before a deployment records anything, that this runtime
     /// could start `spec` (for Docker: its image is present), so a
-    /// deployment that could never start fails before it begins. The
-    /// default has nothing to check.
-    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    /// deployment that could never start fails before it begins; returns
+    /// the exact artifact it would run (for Docker: the image id its
+    /// `image_id`, else its tag, names now), which the caller records and
+    /// gives back in the workload so every later start of the version runs
+    /// that very artifact. The default has nothing to check or pin.
+    async fn check(&self, spec: &InstanceSpec) -> Result<Option<String>, RuntimeError> {
         let _ = spec;
-        Ok(())
+        Ok(None)
+    }
+
+    /// Removes images no longer needed (Docker: by id), each only if no
+    /// container uses it; returns those removed. The default, for a
+    /// runtime without images, removes nothing.
+    async fn remove_images(&self, ids: &[String]) -> Result<Vec<String>, RuntimeError> {
+        let _ = ids;
+        Ok(Vec::new())
     }
 
     /// Stops an instance: SIGTERM (or the runtime's equivalent), then after

@@ -21,6 +21,7 @@ pub fn deployment(d: &hatoba_store::Deployment) -> hatoba_api::Deployment {
         rollback_of: d.rollback_of.as_ref().map(ToString::to_string),
         spec_digest: d.spec_digest.clone(),
         secrets: d.secrets.clone(),
+        image_id: d.image_id.clone(),
     }
 }
 

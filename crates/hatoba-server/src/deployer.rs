@@ -87,6 +87,9 @@ pub struct Deployed {
     pub secrets: SecretEnv,
     /// The deployment that made it serve.
     pub deployment: Option<DeploymentId>,
+    /// The exact image it runs (a Docker image id), so that a replacement
+    /// runs the very same one whatever its tag names by then.
+    pub image_id: Option<String>,
 }
 
 /// One deployment to run.
@@ -119,6 +122,10 @@ pub struct DeployRequest {
     pub rollback_of: Option<hatoba_core::DeploymentId>,
     /// Wait for `hatoba approve` by someone else before starting.
     pub require_approval: bool,
+    /// The exact image recorded for this version by an earlier deployment
+    /// (a rollback, a re-deployment), started instead of what its tag
+    /// names now; `None`: resolve the tag when the deployment is recorded.
+    pub image_id: Option<String>,
 }
 
 /// A message from an operator to a running deployment.
@@ -257,6 +264,9 @@ pub struct ServingRecord {
     /// The deployment that made it serve.
     #[serde(default)]
     pub deployment: Option<DeploymentId>,
+    /// The exact image it runs (a Docker image id); new in format 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 impl ServingRecord {
@@ -268,6 +278,7 @@ impl ServingRecord {
             vars: d.vars.clone(),
             secrets: d.secrets.versions.clone(),
             deployment: d.deployment.clone(),
+            image_id: d.image_id.clone(),
         }
     }
 }
@@ -306,6 +317,10 @@ pub struct RolloutRecord {
     /// Who gave the latest `hatoba promote`.
     #[serde(default)]
     promoted_by: Option<String>,
+    /// The exact image the new version runs (a Docker image id, resolved
+    /// when the deployment was recorded); new in format 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 impl RolloutRecord {
@@ -334,10 +349,11 @@ impl RolloutRecord {
 /// without a `format` field is format 1 (written before formats were
 /// numbered). Format 2 adds the `format` field; readers of format 1 fill the
 /// fields added since by their serde defaults (`secrets`, `promoted_by`, ...).
-/// Format 4 adds an instance's `identity` (a container's id).
+/// Format 4 adds an instance's `identity` (a container's id). Format 5 adds
+/// the exact image (`image_id`) of what serves and of a rollout's version.
 /// A change of shape bumps this, adds a fixture under
 /// `tests/data/controller_state/` and a step in [`ServiceRecord::from_json`].
-pub const STATE_FORMAT: u64 = 4;
+pub const STATE_FORMAT: u64 = 5;
 
 /// Why a saved controller state can not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -422,7 +438,11 @@ impl ServiceRecord {
         // still loads as it was. 3 -> 4: an instance may carry its
         // runtime's `identity` (a container id), absent (none) before; a
         // Hatoba reading format 3 would drop it and lose its containers,
-        // so it must refuse format 4. A future shape change migrates
+        // so it must refuse format 4. 4 -> 5: what serves and a rollout may
+        // carry the exact `image_id` they run, absent (none: the tag, as
+        // before) in older records; a Hatoba reading format 4 would drop
+        // it and start a rebuilt tag's image, so it must refuse format 5.
+        // A future shape change migrates
         // `value` here, one format at a time.
         serde_json::from_value(value).map_err(StateError::Malformed)
     }
@@ -658,16 +678,28 @@ impl Deployer {
         mut commands: tokio::sync::mpsc::Receiver<Operator>,
         on_created: Option<tokio::sync::oneshot::Sender<hatoba_store::Deployment>>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
-        let instance = instance_spec(req)?;
-        // What can never start (an image not built) fails here, before
-        // anything is recorded or started.
-        self.runtime
-            .check(&instance)
-            .await
-            .map_err(|source| DeployError::CannotStart {
-                version: req.version.to_string(),
-                source,
-            })?;
+        let mut instance = instance_spec(req)?;
+        // What the tag names now, when the version is pinned to another
+        // image: said in the timeline, since deploying the tag is not what
+        // happens.
+        let tag_now = match &req.image_id {
+            Some(_) => self.runtime.check(&instance).await.ok().flatten(),
+            None => None,
+        };
+        pin(&mut instance, req.image_id.as_deref(), None);
+        // What can never start (an image not built, or the one recorded
+        // for this version gone) fails here, before anything is recorded
+        // or started. What it would run is pinned: every start of this
+        // deployment runs that very image.
+        let image_id =
+            self.runtime
+                .check(&instance)
+                .await
+                .map_err(|source| DeployError::CannotStart {
+                    version: req.version.to_string(),
+                    source,
+                })?;
+        pin(&mut instance, image_id.as_deref(), None);
         let created = self
             .store
             .create_deployment(NewDeployment {
@@ -681,10 +713,12 @@ impl Deployer {
                 spec_digest: req.spec_digest.clone(),
                 vars: req.vars.clone(),
                 secrets: req.secrets.versions.clone(),
+                image_id: image_id.clone(),
                 at: clock_now(),
             })
             .await?;
         let id = created.id.clone();
+        pin(&mut instance, None, Some(&id));
         let stable = req
             .current
             .as_ref()
@@ -722,6 +756,17 @@ impl Deployer {
             draining: tokio::task::JoinSet::new(),
         };
         run.watch_all();
+        if let (Some(id), hatoba_runtime::Workload::Container(c)) =
+            (&req.image_id, &run.instance.workload)
+        {
+            run.event(Event::ImagePinned {
+                version: req.version.to_string(),
+                image: c.image.clone(),
+                id: prune::short_id(id),
+                tag_now: tag_now.filter(|t| t != id).map(|t| prune::short_id(&t)),
+            })
+            .await?;
+        }
         if run.awaiting_approval {
             // Recorded as waiting before anyone hears of it: a restart from
             // here on resumes the wait.
@@ -819,7 +864,12 @@ impl Deployer {
         adopted: &HashMap<String, InstanceStatus>,
         mut commands: tokio::sync::mpsc::Receiver<Operator>,
     ) -> Result<(hatoba_store::Deployment, Option<Deployed>), DeployError> {
-        let instance = instance_spec(req)?;
+        let mut instance = instance_spec(req)?;
+        pin(
+            &mut instance,
+            record.image_id.as_deref(),
+            Some(&record.deployment),
+        );
         let status = |r: &InstanceRecord| {
             adopted
                 .get(&r.id)
@@ -990,6 +1040,7 @@ impl Deployer {
                     vars: req.vars.clone(),
                     secrets: req.secrets.clone(),
                     deployment: Some(run.id.clone()),
+                    image_id: image_of(&run.instance),
                 }),
             ),
             Some(Outcome::Aborted(r)) => (
@@ -1037,7 +1088,66 @@ impl Deployer {
             },
         )
         .await?;
+        self.prune_images(req, &deployment.id, serving.as_ref())
+            .await;
         Ok((deployment, serving))
+    }
+
+    /// Removes the images of the service's versions older than its latest
+    /// `keepImages` (see [`prune::to_prune`]), each recorded on `id` as an
+    /// `image_pruned` event. A failure is logged and changes nothing else:
+    /// the deployment has ended.
+    async fn prune_images(
+        &self,
+        req: &DeployRequest,
+        id: &DeploymentId,
+        serving: Option<&Deployed>,
+    ) {
+        let RuntimeSpec::Docker(docker) = &req.svc.runtime else {
+            return;
+        };
+        let history = match self
+            .store
+            .history(&hatoba_store::HistoryFilter {
+                service: Some(req.service.clone()),
+                environment: None,
+                limit: 10_000,
+            })
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(service = %req.service, "images not pruned: {}", chain(&e));
+                return;
+            }
+        };
+        let in_use: Vec<&str> = serving
+            .and_then(|s| s.image_id.as_deref())
+            .into_iter()
+            .collect();
+        let plan = prune::to_prune(&history, docker.keep_images, &in_use);
+        if plan.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = plan.iter().map(|(_, i)| i.clone()).collect();
+        let removed = match self.runtime.remove_images(&ids).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(service = %req.service, "images not pruned: {}", chain(&e));
+                return;
+            }
+        };
+        for (version, image) in plan.iter().filter(|(_, i)| removed.contains(i)) {
+            let e = Event::ImagePruned {
+                version: version.to_string(),
+                image: prune::short_id(image),
+            };
+            let new = NewEvent::of(clock_now(), &e, Some(req.service.as_str()));
+            crate::events::trace(id, &req.service, &req.environment, &new);
+            if let Err(e) = self.store.append_event(id, new).await {
+                tracing::warn!(service = %req.service, "image pruning not recorded: {}", chain(&e));
+            }
+        }
     }
 }
 
@@ -1175,6 +1285,7 @@ pub(crate) fn instance_spec_for(
                 read_only: d.read_only,
                 binds,
                 network: d.network.clone(),
+                image_id: None,
                 labels: BTreeMap::new(),
             };
             (
@@ -1202,6 +1313,33 @@ pub(crate) fn instance_spec_for(
         working_dir,
         secrets: req.secrets.values.clone(),
     })
+}
+
+/// Pins a container to the exact image recorded for its version (when
+/// given) and labels it with its deployment (`hatoba.deployment`), so a
+/// later start runs the very same image and `docker ps --filter
+/// label=hatoba.deployment=ID` finds it. A process is left as it is.
+pub(crate) fn pin(
+    spec: &mut InstanceSpec,
+    image_id: Option<&str>,
+    deployment: Option<&DeploymentId>,
+) {
+    if let hatoba_runtime::Workload::Container(c) = &mut spec.workload {
+        if let Some(id) = image_id {
+            c.image_id = Some(id.to_owned());
+        }
+        if let Some(d) = deployment {
+            c.labels.insert("deployment".to_owned(), d.to_string());
+        }
+    }
+}
+
+/// The exact image a container runs, when pinned.
+pub(crate) fn image_of(spec: &InstanceSpec) -> Option<String> {
+    match &spec.workload {
+        hatoba_runtime::Workload::Container(c) => c.image_id.clone(),
+        hatoba_runtime::Workload::Process { .. } => None,
+    }
 }
 
 fn machine_for(req: &DeployRequest, stable_ready: u32) -> Machine {
@@ -1280,6 +1418,7 @@ impl Run<'_> {
                 outcome: self.outcome.clone(),
                 awaiting_approval: self.awaiting_approval,
                 promoted_by: self.promoted_by.clone(),
+                image_id: image_of(&self.instance),
             }),
         }
     }
@@ -1697,6 +1836,21 @@ impl Run<'_> {
                         self.short_scale = Some((track, target));
                         return Ok(());
                     }
+                    Err(e @ RuntimeError::Unreachable { .. }) => {
+                        // The engine does not answer: nothing is known of
+                        // the new version. Traffic stays as it is and the
+                        // start is tried again at each tick, until the
+                        // progress deadline rolls back.
+                        if !was_short {
+                            self.event(Event::RuntimeUnreachable {
+                                version: self.req.version.to_string(),
+                                error: chain(&e),
+                            })
+                            .await?;
+                        }
+                        self.short_scale = Some((track, target));
+                        return Ok(());
+                    }
                     Err(e) => {
                         // Not the rollout's end by itself: the machine
                         // decides (rolled back, traffic stays on stable).
@@ -1843,6 +1997,16 @@ impl Run<'_> {
                 killed,
             })
             .await?;
+            // An instance with an identity is a container, which the
+            // Docker runtime removes once it has stopped.
+            if let Some(container) = &d.instance.identity {
+                self.event(Event::ContainerRemoved {
+                    instance: d.instance.id.to_string(),
+                    version: d.instance.version.to_string(),
+                    container: prune::short_id(container),
+                })
+                .await?;
+            }
         }
     }
 
@@ -2046,12 +2210,18 @@ impl Run<'_> {
             &current.secrets,
             &self.req.base_dir,
         ) {
-            Ok(spec) => self
-                .d
-                .runtime
-                .start(&spec, clock_now())
-                .await
-                .map_err(|e| chain(&e)),
+            Ok(mut spec) => {
+                pin(
+                    &mut spec,
+                    current.image_id.as_deref(),
+                    current.deployment.as_ref(),
+                );
+                self.d
+                    .runtime
+                    .start(&spec, clock_now())
+                    .await
+                    .map_err(|e| chain(&e))
+            }
             Err(e) => Err(e.to_string()),
         };
         let (restarted_as, addr, error) = match started {
@@ -2196,6 +2366,7 @@ impl Run<'_> {
     }
 }
 
+mod prune;
 #[cfg(test)]
 mod state_tests;
 #[cfg(test)]

@@ -117,13 +117,20 @@ impl Runtime for Runtimes {
         Ok(status)
     }
 
-    async fn check(&self, spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    async fn check(&self, spec: &InstanceSpec) -> Result<Option<String>, RuntimeError> {
         match spec.workload {
             Workload::Process { .. } => self.process.check(spec).await,
             Workload::Container(_) => match &self.docker {
                 Some(d) => d.check(spec).await,
                 None => Err(no_docker(&spec.service)),
             },
+        }
+    }
+
+    async fn remove_images(&self, ids: &[String]) -> Result<Vec<String>, RuntimeError> {
+        match &self.docker {
+            Some(d) => d.remove_images(ids).await,
+            None => Ok(Vec::new()),
         }
     }
 

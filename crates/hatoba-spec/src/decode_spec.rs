@@ -4,6 +4,14 @@
 //! paths: see `provider_syntax`), references between sections. Every mistake
 //! becomes a diagnostic and decoding goes on, so one run reports them all.
 //! No IO.
+//!
+//! Over 800 lines, not yet split: one decoder walks the whole spec with one
+//! context (`Cx`: the diagnostics, the templates used, the secrets' names),
+//! and the checks between sections need all of it. The next split follows
+//! the spec's sections: runtimes (process, docker, build, memory, volumes),
+//! strategies (rolling, blue-green, canary, steps), analysis (templates,
+//! metrics, providers) and environments, each a module under `decode_spec/`
+//! taking `Cx`.
 
 use crate::condition::Condition;
 use crate::decode::{
@@ -579,6 +587,9 @@ fn decode_docker(node: &Node, path: &str, d: &mut Diags) -> Option<DockerRuntime
     let network = f
         .get("network")
         .map(|n| non_empty(n, &f.path("network"), d));
+    let keep_images = f
+        .get("keepImages")
+        .map(|n| u32_in(n, &f.path("keepImages"), d, 1, 1000));
     f.finish(d);
     Some(DockerRuntime {
         image: image?,
@@ -593,8 +604,12 @@ fn decode_docker(node: &Node, path: &str, d: &mut Diags) -> Option<DockerRuntime
         read_only: read_only.unwrap_or(Some(false))?,
         volumes: volumes.unwrap_or(Some(Vec::new()))?,
         network: opt(network)?,
+        keep_images: keep_images.unwrap_or(Some(DEFAULT_KEEP_IMAGES))?,
     })
 }
+
+/// Versions of a Docker service whose images are kept by default.
+const DEFAULT_KEEP_IMAGES: u32 = 5;
 
 /// An optional field: absent is `Some(None)`, present and broken `None`.
 fn opt<T>(v: Option<Option<T>>) -> Option<Option<T>> {
@@ -2300,7 +2315,7 @@ mod tests {
     #[test]
     fn a_docker_service_reads_every_field() {
         let text = docker_service(
-            "      image: \"shop/web:${VERSION}\"\n      build: {context: ./app, dockerfile: Dockerfile.prod, args: {GIT: \"${VERSION}\"}, target: runtime}\n      port: 3000\n      command: [/bin/web]\n      args: [--port, \"${PORT}\"]\n      env: {LOG: info}\n      user: \"1000:1000\"\n      memory: 256m\n      cpus: 0.5\n      readOnly: true\n      volumes: [\"./data:/data\", \"cache:/cache:ro\"]\n      network: shop-net\n",
+            "      image: \"shop/web:${VERSION}\"\n      build: {context: ./app, dockerfile: Dockerfile.prod, args: {GIT: \"${VERSION}\"}, target: runtime}\n      port: 3000\n      command: [/bin/web]\n      args: [--port, \"${PORT}\"]\n      env: {LOG: info}\n      user: \"1000:1000\"\n      memory: 256m\n      cpus: 0.5\n      readOnly: true\n      volumes: [\"./data:/data\", \"cache:/cache:ro\"]\n      network: shop-net\n      keepImages: 3\n",
         );
         let parsed = parse(&text);
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
@@ -2340,6 +2355,7 @@ mod tests {
         );
         assert!(d.volumes[0].is_host_path() && !d.volumes[1].is_host_path());
         assert_eq!(d.network.as_deref(), Some("shop-net"));
+        assert_eq!(d.keep_images, 3);
     }
 
     #[test]
@@ -2358,13 +2374,14 @@ mod tests {
             (".", "Dockerfile")
         );
         assert!(!d.read_only && d.volumes.is_empty() && d.memory.is_none() && d.cpus.is_none());
+        assert_eq!(d.keep_images, 5, "the default");
     }
 
     /// Each broken field is reported at its own line and column, and the
     /// spec is refused.
     #[test]
     fn bad_docker_fields_say_where_and_why() {
-        let cases: [(&str, &str); 9] = [
+        let cases: [(&str, &str); 11] = [
             (
                 "      image: web:v1\n      memory: lots\n",
                 "6:15: error: services.web.docker.memory: expected an amount of memory such as `256m`",
@@ -2400,6 +2417,14 @@ mod tests {
             (
                 "      image: web:v1\n      readOnly: yes\n",
                 "6:17: error: services.web.docker.readOnly: expected `true` or `false`",
+            ),
+            (
+                "      image: web:v1\n      keepImages: 0\n",
+                "6:19: error: services.web.docker.keepImages: expected a whole number from 1 to 1000",
+            ),
+            (
+                "      image: web:v1\n      keepImages: all\n",
+                "6:19: error: services.web.docker.keepImages: expected a whole number from 1 to 1000",
             ),
         ];
         for (fields, want) in cases {

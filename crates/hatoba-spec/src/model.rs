@@ -4,6 +4,12 @@
 //! `decode_spec.rs` builds them; `hatoba schema` derives the JSON Schema from
 //! them (the doc comments become the schema's descriptions), so the two can
 //! not drift. They are not `Serialize`: nothing else writes this format.
+//!
+//! Over 800 lines, not yet split: the file format's types are in one file
+//! so the whole format reads top to bottom, in the order `hatoba.yaml` is
+//! written. The next split is by section: strategies (rolling, blue-green,
+//! canary, steps) and analysis (templates, metrics, providers) into modules
+//! of their own, re-exported here.
 
 use crate::condition::Condition;
 use crate::schema::{
@@ -240,6 +246,13 @@ pub struct DockerRuntime {
     /// Docker's bridge. The app's port is published on loopback either way.
     #[serde(default)]
     pub network: Option<String>,
+    /// How many of the service's latest deployed versions keep their
+    /// image on the engine (1 to 1000); older versions' images are
+    /// removed after each deployment, never the image of what runs or of
+    /// a version kept warm for an instant rollback. Default 5.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000), extend("default" = 5))]
+    pub keep_images: u32,
 }
 
 /// CPUs in thousandths: `0.5` is 500.

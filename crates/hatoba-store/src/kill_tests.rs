@@ -46,6 +46,7 @@ fn new_deployment(version: &str, at: u64) -> NewDeployment {
         spec_digest: "sha256:0123".to_owned(),
         vars: Default::default(),
         secrets: Default::default(),
+        image_id: None,
         at: Millis(at),
     }
 }

@@ -70,6 +70,9 @@ pub struct Deployment {
     pub vars: BTreeMap<String, String>,
     /// The version of each secret it ran with (never a value).
     pub secrets: BTreeMap<String, u64>,
+    /// The exact artifact it ran (a Docker image id, `sha256:…`), resolved
+    /// from the tag when it was recorded; `None` for a process.
+    pub image_id: Option<String>,
 }
 
 /// What the caller supplies to create a deployment; the store adds the id,
@@ -96,6 +99,9 @@ pub struct NewDeployment {
     pub vars: BTreeMap<String, String>,
     /// The version of each secret it runs with (never a value).
     pub secrets: BTreeMap<String, u64>,
+    /// The exact artifact it runs (a Docker image id), so that a rollback
+    /// to it runs the very same one.
+    pub image_id: Option<String>,
     /// Now, by the caller's clock.
     pub at: Millis,
 }

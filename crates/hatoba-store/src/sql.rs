@@ -41,7 +41,7 @@ macro_rules! deployment_columns {
     () => {
         "id, service, environment, version, commit_sha, strategy, status, reason, \
          deployed_by, started_at, serving_at, finished_at, rollback_of, spec_digest, vars, \
-         secrets"
+         secrets, image_id"
     };
 }
 
@@ -84,8 +84,8 @@ const SELECT_CURRENT_ALL: &str = concat!(
 
 const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments \
      (id, service, environment, version, commit_sha, strategy, status, reason, deployed_by, \
-      started_at, finished_at, rollback_of, spec_digest, vars, secrets, last_event_seq) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, $11, $12, 1)";
+      started_at, finished_at, rollback_of, spec_digest, vars, secrets, image_id, last_event_seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, $7, $8, NULL, $9, $10, $11, $12, $13, 1)";
 
 const INSERT_EVENT: &str = "INSERT INTO deployment_events \
      (deployment_id, seq, at, kind, message, data, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -208,6 +208,7 @@ impl SqlStore {
             .bind(new.spec_digest.as_str())
             .bind(vars_text(&new.vars).map_err(InsertError::Store)?)
             .bind(secret_versions_text(&new.secrets).map_err(InsertError::Store)?)
+            .bind(new.image_id.as_deref())
             .execute(&mut **tx)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -273,6 +274,7 @@ impl SqlStore {
             spec_digest: new.spec_digest.clone(),
             vars: new.vars.clone(),
             secrets: new.secrets.clone(),
+            image_id: new.image_id.clone(),
         })
     }
 
@@ -1071,6 +1073,7 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {
                 found,
             })?
         },
+        image_id: opt_text(row, "image_id")?,
     })
 }
 

@@ -265,7 +265,7 @@ pub(crate) fn history_table(deployments: &[hatoba_api::Deployment]) -> String {
             d.id.clone(),
             d.service.clone(),
             d.environment.clone(),
-            d.version.clone(),
+            version_cell(&d.version, d.image_id.as_deref()),
             output::strategy(&d.strategy).to_owned(),
             d.status.clone(),
             short_time(&d.started_at),
@@ -310,6 +310,14 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
             live.push_str(&format!("\n  {}", measurement_words(m)));
         }
         let mut version = s.current_version.clone().unwrap_or_else(|| "-".to_owned());
+        if let Some(image) = s
+            .current
+            .as_ref()
+            .filter(|d| Some(&d.version) == s.current_version.as_ref())
+            .and_then(|d| d.image_id.as_deref())
+        {
+            version = version_cell(&version, Some(image));
+        }
         if let Some(w) = &s.warm {
             version.push_str(&format!("\n  {}", warm_words(w)));
         }
@@ -332,6 +340,18 @@ fn status_table(statuses: &[hatoba_api::ServiceStatus]) -> String {
         ]);
     }
     format!("{}\n", trim_lines(&t.to_string()))
+}
+
+/// A version with the image it ran, as Docker shortens ids: `v1
+/// 3f2a1b9c0d12`; a process's version alone.
+fn version_cell(version: &str, image_id: Option<&str>) -> String {
+    match image_id {
+        Some(id) => {
+            let hex = id.strip_prefix("sha256:").unwrap_or(id);
+            format!("{version} {}", hex.get(..12).unwrap_or(hex))
+        }
+        None => version.to_owned(),
+    }
 }
 
 /// `v1 warm, instant rollback for 4m12s`.

@@ -444,6 +444,12 @@ pub(crate) async fn diagnose(
             out.push_str(&format!("  {} {}\n", e.at, e.message));
         }
     }
+    if !d.removed.is_empty() {
+        out.push_str("\nremoved:\n");
+        for e in &d.removed {
+            out.push_str(&format!("  {} {}\n", e.at, e.message));
+        }
+    }
     if !d.history.is_empty() {
         out.push_str("\nhistory:\n");
         out.push_str(&crate::history::history_table(&d.history));

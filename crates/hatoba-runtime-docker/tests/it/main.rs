@@ -19,6 +19,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod clash;
+mod pinned;
+
 use hatoba_runtime::{
     ContainerWorkload, InstanceSpec, InstanceState, OwnHealth, Runtime, RuntimeError, Workload,
 };

@@ -58,6 +58,7 @@ fn serving() -> ServingRecord {
         vars: BTreeMap::from([("LOG".to_owned(), "info".to_owned())]),
         secrets: BTreeMap::from([("DB_PASSWORD".to_owned(), 3)]),
         deployment: Some(DeploymentId::new("d-1").unwrap()),
+        image_id: None,
     }
 }
 
@@ -140,18 +141,26 @@ fn rollout(machine: Machine, canary: Vec<InstanceRecord>, weight: u8) -> Service
             outcome: None,
             awaiting_approval: false,
             promoted_by: None,
+            image_id: None,
         }),
     }
 }
 
 /// The new version runs in a container (a service moved to `docker:`).
 fn canary_record() -> ServiceRecord {
-    rollout(
+    let mut r = rollout(
         canary_machine(),
         vec![container("web-v2-1", "v2", 9003)],
         50,
-    )
+    );
+    if let Some(rollout) = r.rollout.as_mut() {
+        rollout.image_id = Some(IMAGE.to_owned());
+    }
+    r
 }
+
+/// The image id the container's version was pinned to (format 5).
+const IMAGE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 fn blue_green_record() -> ServiceRecord {
     let green = vec![
@@ -184,8 +193,8 @@ fn written(r: &ServiceRecord) -> String {
 type Builder<T> = (&'static str, fn() -> T);
 
 const CURRENT: [Builder<ServiceRecord>; 2] = [
-    ("v4-canary-paused.json", canary_record),
-    ("v4-blue-green-awaiting-promotion.json", blue_green_record),
+    ("v5-canary-paused.json", canary_record),
+    ("v5-blue-green-awaiting-promotion.json", blue_green_record),
 ];
 
 #[test]
@@ -239,6 +248,8 @@ fn every_shipped_fixture_loads() {
         "v3-blue-green-awaiting-promotion.json",
         "v4-canary-paused.json",
         "v4-blue-green-awaiting-promotion.json",
+        "v5-canary-paused.json",
+        "v5-blue-green-awaiting-promotion.json",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -268,15 +279,17 @@ fn a_format_1_serving_record_loads_with_defaults() {
 
 #[test]
 fn saved_rollouts_resume_where_they_were_saved() {
-    let cases: [Builder<Machine>; 8] = [
+    let cases: [Builder<Machine>; 10] = [
         ("v1-canary-paused.json", canary_machine),
         ("v2-canary-paused.json", canary_machine),
         ("v3-canary-paused.json", canary_machine),
         ("v4-canary-paused.json", canary_machine),
+        ("v5-canary-paused.json", canary_machine),
         ("v1-blue-green-awaiting-promotion.json", blue_green_machine),
         ("v2-blue-green-awaiting-promotion.json", blue_green_machine),
         ("v3-blue-green-awaiting-promotion.json", blue_green_machine),
         ("v4-blue-green-awaiting-promotion.json", blue_green_machine),
+        ("v5-blue-green-awaiting-promotion.json", blue_green_machine),
     ];
     for (name, live) in cases {
         let restored = machine_of(ServiceRecord::from_json(&fixture(name)).unwrap());
@@ -349,4 +362,18 @@ fn a_containers_identity_is_saved_and_handed_back_for_adoption() {
     assert!(rollout.old_instances().iter().all(|i| i.identity.is_none()));
     let old = ServiceRecord::from_json(&fixture("v3-canary-paused.json")).unwrap();
     assert!(old.instances().iter().all(|i| i.identity.is_none()));
+}
+
+#[test]
+fn a_rollouts_pinned_image_is_saved_and_older_records_read_as_none() {
+    let r = ServiceRecord::from_json(&fixture("v5-canary-paused.json")).unwrap();
+    let rollout = r.rollout.as_ref().unwrap();
+    assert_eq!(rollout.image_id.as_deref(), Some(IMAGE));
+    // A process service pins nothing, and says nothing of it.
+    let bg = fixture("v5-blue-green-awaiting-promotion.json");
+    assert!(!bg.contains("image_id"), "{bg}");
+    // Format 4 had no pinned image: the tag is resolved, as it was.
+    let old = ServiceRecord::from_json(&fixture("v4-canary-paused.json")).unwrap();
+    assert_eq!(old.rollout.unwrap().image_id, None);
+    assert_eq!(old.serving.unwrap().image_id, None);
 }

@@ -30,6 +30,7 @@ fn deployment(service: &str) -> NewDeployment {
         spec_digest: "sha256:0".to_owned(),
         vars: Default::default(),
         secrets: Default::default(),
+        image_id: None,
         at: Millis(1_000),
     }
 }

@@ -362,6 +362,23 @@ impl Server {
             None => None,
         };
         let logs = self.tails(&service, DIAGNOSIS_LINES).await;
+        let mut removed = Vec::new();
+        for d in &history {
+            let all = self
+                .store
+                .events(&d.id)
+                .await
+                .map_err(|e| store_error(&e))?;
+            removed.extend(all.into_iter().filter(|e| {
+                matches!(
+                    e.typed(),
+                    hatoba_core::Event::ContainerRemoved { .. }
+                        | hatoba_core::Event::ImagePruned { .. }
+                )
+            }));
+        }
+        removed.sort_by_key(|e| e.id);
+        let removed = removed.split_off(removed.len().saturating_sub(DIAGNOSIS_REMOVED));
         Ok(hatoba_api::Diagnosis {
             api_version: hatoba_api::API_VERSION.to_owned(),
             service: detail,
@@ -369,12 +386,15 @@ impl Server {
             events: events.iter().map(api::event).collect(),
             serving_without_evidence,
             logs,
+            removed: removed.iter().map(api::event).collect(),
         })
     }
 }
 
 /// Lines of each instance's output in a diagnosis.
 const DIAGNOSIS_LINES: usize = 5;
+/// Removals (containers, images) a diagnosis shows, the newest.
+const DIAGNOSIS_REMOVED: usize = 20;
 
 #[cfg(test)]
 mod tests {
@@ -446,6 +466,7 @@ mod tests {
                 spec_digest: "digest".to_owned(),
                 vars: Default::default(),
                 secrets: Default::default(),
+                image_id: None,
                 at: Millis(at),
             })
             .await

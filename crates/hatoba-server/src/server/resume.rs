@@ -151,6 +151,7 @@ impl Server {
                 values: std::collections::BTreeMap::new(),
             },
             deployment: s.deployment.clone(),
+            image_id: s.image_id.clone(),
             instances: s
                 .instances
                 .iter()
@@ -261,7 +262,7 @@ impl Server {
             .saturating_sub(serving.instances.len());
         let mut started = Vec::new();
         for _ in 0..missing {
-            let Ok(spec) = crate::deployer::instance_spec_for(
+            let Ok(mut spec) = crate::deployer::instance_spec_for(
                 name,
                 &svc,
                 &serving.version,
@@ -271,6 +272,11 @@ impl Server {
             ) else {
                 break;
             };
+            crate::deployer::pin(
+                &mut spec,
+                serving.image_id.as_deref(),
+                serving.deployment.as_ref(),
+            );
             match self.runtime.start(&spec, crate::clock_now()).await {
                 Ok(inst) => started.push(inst),
                 // The supervisor reports what it cannot start.
@@ -304,6 +310,7 @@ impl Server {
                 vars: r.vars.clone(),
                 secrets: r.secrets.clone(),
                 deployment: Some(r.deployment.clone()),
+                image_id: r.image_id.clone(),
             })
         } else {
             r.current.clone().map(|c| ServingRecord {
@@ -336,6 +343,7 @@ impl Server {
             vars: c.vars.clone(),
             secrets: current_secrets,
             deployment: c.deployment.clone(),
+            image_id: c.image_id.clone(),
             instances: c
                 .instances
                 .iter()
@@ -361,6 +369,7 @@ impl Server {
             current,
             rollback_of: record.rollback_of.clone(),
             require_approval: record.awaiting_approval,
+            image_id: record.image_id.clone(),
         };
         let (tx, rx) = mpsc::channel(8);
         *state.live.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -377,7 +386,7 @@ impl Server {
                 }
                 Err(e) => me.after_failed_rollout(&req.service, &st, id, e).await,
             }
-            *st.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            st.let_go();
         });
         self.keep_task(task);
         Ok(())

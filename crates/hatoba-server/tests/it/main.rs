@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod api;
+mod deploy_after_end;
 mod event_stream;
 mod fake;
 mod reload;
@@ -224,6 +225,7 @@ async fn canary_promotes_a_good_version_and_rolls_back_bad_ones() {
         current,
         rollback_of: None,
         require_approval: false,
+        image_id: None,
     };
 
     // v1: the first deployment goes straight to full size.

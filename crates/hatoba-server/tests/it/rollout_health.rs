@@ -66,6 +66,7 @@ impl World {
             current,
             rollback_of: None,
             require_approval: false,
+            image_id: None,
         }
     }
 }

@@ -57,6 +57,7 @@ fn new_deployment(svc: &str, environment: &str, version: &str, at: u64) -> NewDe
         spec_digest: "sha256:0123".to_owned(),
         vars: [("REGION".to_owned(), format!("{svc}-eu"))].into(),
         secrets: [("DB_PASSWORD".to_owned(), 3)].into(),
+        image_id: None,
         at: Millis(at),
     }
 }

@@ -87,6 +87,18 @@ async fn secrets_story(store: &dyn Store) {
         .unwrap();
     let read = store.deployment(&d.id).await.unwrap().unwrap();
     assert_eq!(read.secrets, [("DB_PASSWORD".to_owned(), 3)].into());
+    // And the exact image it ran (migration 0008); none for a process.
+    assert_eq!(read.image_id, None);
+    let pinned = store
+        .create_deployment(hatoba_store::NewDeployment {
+            image_id: Some("sha256:0123abcd".to_owned()),
+            ..new_deployment("api", "production", "v1", 5_001)
+        })
+        .await
+        .unwrap();
+    assert_eq!(pinned.image_id.as_deref(), Some("sha256:0123abcd"));
+    let read = store.deployment(&pinned.id).await.unwrap().unwrap();
+    assert_eq!(read.image_id.as_deref(), Some("sha256:0123abcd"));
 
     assert_eq!(store.remove_secret(&prod, "DB_PASSWORD").await.unwrap(), 2);
     assert_eq!(store.remove_secret(&prod, "DB_PASSWORD").await.unwrap(), 0);

@@ -33,6 +33,7 @@ fn new_deployment(i: u64) -> NewDeployment {
         spec_digest: "digest".to_owned(),
         vars: Default::default(),
         secrets: Default::default(),
+        image_id: None,
         at: Millis(1_000 + i),
     }
 }

@@ -38,6 +38,7 @@ async fn fill(store: &SqlStore) {
                         spec_digest: "digest".to_owned(),
                         vars: Default::default(),
                         secrets: Default::default(),
+                        image_id: None,
                         at: Millis(at),
                     })
                     .await

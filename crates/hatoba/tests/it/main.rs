@@ -7,6 +7,7 @@ mod cli;
 mod dataplane;
 mod demo;
 mod docker;
+mod docker_faults;
 mod environments;
 mod events;
 mod evidence;

@@ -186,9 +186,9 @@ impl hatoba_runtime::Runtime for Recording {
     async fn check(
         &self,
         spec: &hatoba_runtime::InstanceSpec,
-    ) -> Result<(), hatoba_runtime::RuntimeError> {
+    ) -> Result<Option<String>, hatoba_runtime::RuntimeError> {
         self.ask(format!("check {}", spec.version));
-        Ok(())
+        Ok(None)
     }
 }
 
