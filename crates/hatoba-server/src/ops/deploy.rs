@@ -57,12 +57,7 @@ impl Server {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             if let Some((Some(id), tx)) = live {
-                let serving = state
-                    .serving
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                    .map(|d| d.version.to_string());
+                let serving = state.serving_version();
                 if let Some(v) = &to
                     && Some(v) != serving.as_ref()
                 {
@@ -83,15 +78,7 @@ impl Server {
                 };
             }
         }
-        let history = match self
-            .store
-            .history(&hatoba_store::HistoryFilter {
-                service: Some(service.clone()),
-                environment: Some(self.environment.clone()),
-                limit: 10_000,
-            })
-            .await
-        {
+        let history = match self.service_history(&service).await {
             Ok(h) => h,
             Err(e) => return Err(OpError::store(&e)),
         };
@@ -587,18 +574,27 @@ impl Server {
     /// tag built again since names another one). A version that never
     /// succeeded is resolved from its tag again, so fixing a failed build
     /// under the same version still works.
+    /// Every deployment of `service` in this environment, newest first.
+    async fn service_history(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Vec<hatoba_store::Deployment>, hatoba_store::StoreError> {
+        self.store
+            .history(&hatoba_store::HistoryFilter {
+                service: Some(service.clone()),
+                environment: Some(self.environment.clone()),
+                limit: 10_000,
+            })
+            .await
+    }
+
     async fn recorded_image(
         &self,
         service: &ServiceName,
         version: &Version,
     ) -> Result<Option<String>, OpError> {
         let history = self
-            .store
-            .history(&hatoba_store::HistoryFilter {
-                service: Some(service.clone()),
-                environment: Some(self.environment.clone()),
-                limit: 10_000,
-            })
+            .service_history(service)
             .await
             .map_err(|e| OpError::store(&e))?;
         Ok(history

@@ -20,13 +20,7 @@ impl Server {
                 hatoba_api::ServiceSummary {
                     service: name.to_string(),
                     listen: svc.route.listen.to_string(),
-                    serving_version: state.as_ref().and_then(|s| {
-                        s.serving
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .as_ref()
-                            .map(|d| d.version.to_string())
-                    }),
+                    serving_version: state.as_ref().and_then(|s| s.serving_version()),
                     live_deployment: state.as_ref().and_then(|s| {
                         s.live
                             .lock()
@@ -160,12 +154,7 @@ impl Server {
                 }
             })
             .collect();
-        let serving = state
-            .serving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|d| d.version.to_string());
+        let serving = state.serving_version();
         let live = live.as_ref().map(ToString::to_string);
         Ok(hatoba_api::ServiceDetail {
             api_version: hatoba_api::API_VERSION.to_owned(),

@@ -310,12 +310,7 @@ async fn reload(
     let mut held = Vec::new();
     for (s, name, state) in &removed {
         held.push(state.ops.lock().await);
-        let serving = state
-            .serving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|d| d.version.to_string());
+        let serving = state.serving_version();
         let live = state
             .live
             .lock()

@@ -66,6 +66,15 @@ pub(crate) struct ServiceState {
 }
 
 impl ServiceState {
+    /// The version that serves, as words (`None` before any).
+    pub(crate) fn serving_version(&self) -> Option<String> {
+        self.serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|d| d.version.to_string())
+    }
+
     pub(crate) fn new(deployer: Deployer, svc: hatoba_spec::Service) -> ServiceState {
         ServiceState {
             deployer,
