@@ -655,6 +655,7 @@ impl DockerRuntime {
             log: None,
             identity: Some(created.id),
             oom_killed,
+            memory_limit: c.memory_bytes,
             own_health: inspected.as_ref().and_then(own_health),
         })
     }
@@ -694,6 +695,13 @@ fn state_of(i: &ContainerInspectResponse) -> (InstanceState, bool) {
     }
     let code = s.exit_code.and_then(|c| i32::try_from(c).ok());
     (InstanceState::Exited { code, signal: None }, oom)
+}
+
+/// The container's memory limit, when it has one (the engine says 0 for
+/// none).
+fn memory_limit(i: &ContainerInspectResponse) -> Option<u64> {
+    let m = i.host_config.as_ref()?.memory?;
+    u64::try_from(m).ok().filter(|m| *m > 0)
 }
 
 fn host_port(i: &ContainerInspectResponse, key: &str) -> Option<u16> {
@@ -978,6 +986,7 @@ impl Runtime for DockerRuntime {
         let mut status = known.clone();
         status.state = state;
         status.oom_killed |= oom;
+        status.memory_limit = memory_limit(&i);
         status.own_health = own_health(&i);
         Ok(self.register(status, container, false))
     }

@@ -243,6 +243,7 @@ impl InstanceRecord {
             log: self.log.clone(),
             identity: self.identity.clone(),
             oom_killed: false,
+            memory_limit: None,
             own_health: None,
         }
     }

@@ -263,6 +263,7 @@ mod tests {
                 state: InstanceState::Running,
                 identity: identity.map(str::to_owned),
                 oom_killed: false,
+                memory_limit: None,
                 log: None,
                 own_health: None,
             }

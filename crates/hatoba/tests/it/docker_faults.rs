@@ -4,7 +4,8 @@
 //! changes nothing), old versions' containers and images are removed and
 //! `hatoba diagnose` says so; a container that exits at once is rolled
 //! back with the old version serving; one that ignores SIGTERM is killed
-//! after its grace period and said to be; an engine that stops answering
+//! after its grace period and said to be; one past its `memory` limit is
+//! killed by the OOM killer, said so, and rolled back; an engine that stops answering
 //! mid-rollout (a Unix-socket relay the test cuts, never the real daemon)
 //! leaves the running version serving while the rollout waits for it.
 //!
@@ -54,10 +55,11 @@ const ROLLING: &str = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
 /// The demo app under a shell that passes SIGTERM on to it (it exits)
 /// or, with `IGNORE_TERM=yes`, ignores it (so the container runs on until
 /// it is killed); `HOST` is the address the app listens on (one that is
-/// none makes it exit at once). The demo app run by `hatoba demo-app`
-/// has no slow-shutdown knob, and the image has no shell of its own
-/// (`add_shell`).
-const SHELL: &str = "      command: [/bin/sh, -c, \"if [ ${IGNORE_TERM:-no} = yes ]; then trap '' TERM; else trap 'kill $!; wait; exit 0' TERM; fi; DEMO_HOST=${HOST:-0.0.0.0} /hatoba demo-app --version-label ${VERSION} & wait $!\"]\n";
+/// none makes it exit at once); with `HOG=yes` the shell first doubles a
+/// string without end, past any memory limit. The demo app run by
+/// `hatoba demo-app` has no slow-shutdown or memory knob, and the image
+/// has no shell of its own (`add_shell`).
+const SHELL: &str = "      command: [/bin/sh, -c, \"if [ ${HOG:-no} = yes ]; then a=x; while :; do a=$a$a; done; fi; if [ ${IGNORE_TERM:-no} = yes ]; then trap '' TERM; else trap 'kill $!; wait; exit 0' TERM; fi; DEMO_HOST=${HOST:-0.0.0.0} /hatoba demo-app --version-label ${VERSION} & wait $!\"]\n";
 
 /// Puts the machine's `/bin/sh` and its libraries into the image's files.
 fn add_shell(ctx: &Path) {
@@ -368,6 +370,60 @@ fn a_container_that_exits_at_once_is_rolled_back_and_one_ignoring_sigterm_is_kil
         .map(|d| d["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["succeeded", "rolled_back", "succeeded"]);
+    assert!(up.terminate(), "a clean stop");
+}
+
+#[test]
+fn a_container_past_its_memory_limit_is_oom_killed_said_so_and_rolled_back() {
+    if engine().is_none() {
+        return;
+    }
+    let mut d = Docker::new(
+        "oom",
+        ROLLING,
+        &format!("{SHELL}      memory: 64m\n"),
+        "    progressDeadline: 30s\n",
+    );
+    add_shell(&d.sb.file.with_file_name("ctx"));
+    d.build("v1", "one");
+    d.build("v2", "two");
+    let up = d.sb.up(&[]);
+    d.sb.deploy_ok("v1");
+    let load = Traffic::start(d.sb.port);
+    load.wait_answered(20);
+
+    // v2's shell grows past 64 MiB as it starts: the kernel kills it.
+    let says = "killed by the OOM killer (memory limit 64 MiB)";
+    d.sb.deploy_fails("v2", "HOG=yes", says);
+    let last = latest(&d.sb.state);
+    assert_eq!(last["status"], "rolled_back");
+    assert!(
+        last["reason"].as_str().is_some_and(|r| r.contains(says)),
+        "{last}"
+    );
+    assert_eq!(served(d.sb.port).as_deref(), Ok("v1"));
+    assert!(
+        d.all_containers("label=hatoba.version=v2").is_empty(),
+        "v2's container removed"
+    );
+    let diagnosis = d.diagnose();
+    assert!(diagnosis.contains(says), "{diagnosis}");
+    let history = hatoba(&d.sb.state).args(["history"]).output().unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains(says), "{history}");
+    load.finish().assert_no_failed(20);
+    let out = hatoba(&d.sb.state)
+        .args(["history", "-o", "json"])
+        .output()
+        .unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses: Vec<&str> = h["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["rolled_back", "succeeded"], "newest first");
     assert!(up.terminate(), "a clean stop");
 }
 
