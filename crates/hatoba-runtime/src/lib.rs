@@ -234,6 +234,17 @@ fn mebibytes(bytes: u64) -> String {
     }
 }
 
+/// Lines of an instance's output the runtime kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Whole lines, oldest first.
+    pub lines: Vec<String>,
+    /// Where to read on from (`after` of the next call): opaque to the
+    /// caller (for Docker, the time of the last line in nanoseconds since
+    /// 1970). `None`: nothing more will come (the instance is gone).
+    pub cursor: Option<u64>,
+}
+
 /// The verdict of a workload's own health check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnHealth {
@@ -425,16 +436,19 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     }
 
     /// The last `tail` lines of an instance's output (stdout and stderr
-    /// interleaved as the runtime kept them), oldest first. `Ok(None)`
-    /// means this runtime keeps output in the file named by
-    /// [`InstanceStatus::log`] and the caller reads it there (the default,
-    /// the process runtime). An unknown id is [`RuntimeError::NotFound`].
+    /// interleaved as the runtime kept them), oldest first, or with
+    /// `after` (an earlier answer's [`Output::cursor`]) every line written
+    /// since. `Ok(None)` means this runtime keeps output in the file named
+    /// by [`InstanceStatus::log`] and the caller reads it there (the
+    /// default, the process runtime). An unknown id is
+    /// [`RuntimeError::NotFound`].
     async fn logs(
         &self,
         id: &InstanceId,
         tail: usize,
-    ) -> Result<Option<Vec<String>>, RuntimeError> {
-        let _ = (id, tail);
+        after: Option<u64>,
+    ) -> Result<Option<Output>, RuntimeError> {
+        let _ = (id, tail, after);
         Ok(None)
     }
 

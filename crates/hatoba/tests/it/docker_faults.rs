@@ -5,7 +5,8 @@
 //! `hatoba diagnose` says so; a container that exits at once is rolled
 //! back with the old version serving; one that ignores SIGTERM is killed
 //! after its grace period and said to be; one past its `memory` limit is
-//! killed by the OOM killer, said so, and rolled back; an engine that stops answering
+//! killed by the OOM killer, said so, and rolled back; `hatoba logs -f`
+//! prints what a container writes after it began; an engine that stops answering
 //! mid-rollout (a Unix-socket relay the test cuts, never the real daemon)
 //! leaves the running version serving while the rollout waits for it.
 //!
@@ -424,6 +425,70 @@ fn a_container_past_its_memory_limit_is_oom_killed_said_so_and_rolled_back() {
         .map(|d| d["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["rolled_back", "succeeded"], "newest first");
+    assert!(up.terminate(), "a clean stop");
+}
+
+#[test]
+fn logs_follow_prints_what_a_container_writes_after_it_began() {
+    if engine().is_none() {
+        return;
+    }
+    let mut d = Docker::new("follow", ROLLING, SHELL, "");
+    add_shell(&d.sb.file.with_file_name("ctx"));
+    d.build("v1", "one");
+    let up = d.sb.up(&[]);
+    d.sb.deploy_ok("v1");
+    let follow = Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .arg("--state-dir")
+        .arg(&d.sb.state)
+        .args(["logs", "web", "-f", "-n", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut follow = crate::support::Reaped(follow);
+    let seen = Arc::new(Mutex::new(String::new()));
+    {
+        let seen = Arc::clone(&seen);
+        let out = follow.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+    }
+    poll("logs -f to print the tail", Duration::from_secs(20), || {
+        seen.lock()
+            .unwrap()
+            .contains("demo app v1 listening on")
+            .then_some(())
+    });
+    // The container writes a line (its first process's output, as the
+    // engine keeps it) after `logs -f` began: printed, the tail not again.
+    let (container, _) = containers(&d.scope).into_iter().next().unwrap();
+    let exec = Command::new("docker")
+        .args(["exec", &container, "/bin/sh", "-c"])
+        .arg("echo a line written after the follow began >/proc/1/fd/2")
+        .output()
+        .unwrap();
+    assert!(exec.status.success(), "{exec:?}");
+    poll_explained(
+        "logs -f to print the new line",
+        Duration::from_secs(20),
+        || {
+            seen.lock()
+                .unwrap()
+                .contains("] a line written after the follow began")
+                .then_some(())
+        },
+        || seen.lock().unwrap().clone(),
+    );
+    let s = seen.lock().unwrap().clone();
+    assert_eq!(s.matches("demo app v1 listening on").count(), 1, "{s}");
+    drop(follow);
     assert!(up.terminate(), "a clean stop");
 }
 
