@@ -33,9 +33,9 @@
 //!   [`DockerError::RecordedImageGone`]. `remove_images` removes images by
 //!   id, unforced: the engine keeps one a container uses.
 //! - **An engine that does not answer** (refused, cut, timed out) is
-//!   [`DockerError::Unreachable`]; a start that fails so is
-//!   [`RuntimeError::Unreachable`], so the caller can wait rather than
-//!   blame the version.
+//!   [`DockerError::Unreachable`]; a start or a stop that fails so is
+//!   [`RuntimeError::Unreachable`], so the caller can wait (and try again)
+//!   rather than blame the version.
 //! - **Stop** sends SIGTERM, waits the grace period, sends SIGKILL, then
 //!   removes the container (its exit is remembered by this runtime object).
 //! - **Adoption** checks the recorded container id
@@ -965,13 +965,20 @@ impl Runtime for DockerRuntime {
         if gone {
             return Ok(status);
         }
-        let (state, oom) =
-            self.end(Some(id), &container, grace)
-                .await
-                .map_err(|e| RuntimeError::Stop {
+        let (state, oom) = self
+            .end(Some(id), &container, grace)
+            .await
+            .map_err(|e| match e {
+                // The caller may wait for the engine and stop it again.
+                e @ DockerError::Unreachable(_) => RuntimeError::Unreachable {
+                    runtime: "docker",
+                    source: io(e),
+                },
+                e => RuntimeError::Stop {
                     id: id.clone(),
                     source: io(e),
-                })?;
+                },
+            })?;
         Ok(self.with(|r| match r.entries.get_mut(id) {
             Some(e) => {
                 e.gone = true;

@@ -8,7 +8,8 @@
 //! killed by the OOM killer, said so, and rolled back; `hatoba logs -f`
 //! prints what a container writes after it began; an engine that stops answering
 //! mid-rollout (a Unix-socket relay the test cuts, never the real daemon)
-//! leaves the running version serving while the rollout waits for it.
+//! leaves the running version serving while the rollout waits for it, and
+//! an abort then waits to stop the canary rather than failing.
 //!
 //! Images are built `FROM scratch` by `hatoba build` from the context of
 //! `docker::context` (this build's `hatoba` binary and its libraries): no
@@ -635,6 +636,50 @@ fn an_engine_unreachable_mid_rollout_leaves_the_old_version_serving_and_the_roll
             && containers(&d.scope).len() == 2)
             .then_some(())
     });
+
+    // v1 again as a canary, aborted while the engine does not answer: its
+    // instance, out of the route at once, cannot be stopped; the rollback
+    // waits for the engine (saying so) instead of failing, v2 serving.
+    hatoba(&d.sb.state)
+        .args(["deploy", "web", "--version", "v1"])
+        .assert()
+        .success();
+    let before = load.so_far().ok.get("v1").copied().unwrap_or(0);
+    poll("v1 serving its share", Duration::from_secs(60), || {
+        (load.so_far().ok.get("v1").copied().unwrap_or(0) >= before + 10).then_some(())
+    });
+    relay.cut();
+    hatoba(&d.sb.state)
+        .args(["abort", "web"])
+        .assert()
+        .success();
+    poll_explained(
+        "the rollback says its stop waits",
+        Duration::from_secs(30),
+        || {
+            d.diagnose()
+                .contains("and stopped once the runtime answers again")
+                .then_some(())
+        },
+        || d.diagnose(),
+    );
+    let answered = load.so_far().answered();
+    load.wait_answered(answered + 200);
+    assert_eq!(latest(&d.sb.state)["status"], "in_progress");
+    relay.restore();
+    poll_explained(
+        "the rollback complete",
+        Duration::from_secs(90),
+        || {
+            let l = latest(&d.sb.state);
+            (l["status"] == "aborted"
+                && containers(&d.scope).values().all(|v| v == "v2")
+                && containers(&d.scope).len() == 2)
+                .then_some(())
+        },
+        || format!("{} {:?}", latest(&d.sb.state), containers(&d.scope)),
+    );
+    assert_eq!(served(d.sb.port).as_deref(), Ok("v2"));
     let summary = load.finish();
     summary.assert_no_failed(300);
     assert!(up.terminate(), "a clean stop");
