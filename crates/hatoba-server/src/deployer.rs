@@ -607,6 +607,19 @@ impl Drop for Run<'_> {
     }
 }
 
+/// The `container_removed` event of a stopped instance when it was a
+/// container (it has an identity), which the Docker runtime removes once
+/// it has stopped.
+pub(crate) fn container_removed(i: &InstanceStatus) -> Option<Event> {
+    i.identity
+        .as_ref()
+        .map(|container| Event::ContainerRemoved {
+            instance: i.id.to_string(),
+            version: i.version.to_string(),
+            container: prune::short_id(container),
+        })
+}
+
 /// What a rollout's health rounds found, beside the policy's state.
 #[derive(Default)]
 struct Watch {
@@ -2049,15 +2062,8 @@ impl Run<'_> {
                 killed,
             })
             .await?;
-            // An instance with an identity is a container, which the
-            // Docker runtime removes once it has stopped.
-            if let Some(container) = &d.instance.identity {
-                self.event(Event::ContainerRemoved {
-                    instance: d.instance.id.to_string(),
-                    version: d.instance.version.to_string(),
-                    container: prune::short_id(container),
-                })
-                .await?;
+            if let Some(removed) = container_removed(&d.instance) {
+                self.event(removed).await?;
             }
         }
     }
@@ -2418,7 +2424,7 @@ impl Run<'_> {
     }
 }
 
-mod prune;
+pub(crate) mod prune;
 #[cfg(test)]
 mod state_tests;
 #[cfg(test)]

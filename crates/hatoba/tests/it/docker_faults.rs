@@ -268,6 +268,17 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
     poll("v1 restored", Duration::from_secs(60), || {
         (served(d.sb.port).as_deref() == Ok("v1")).then_some(())
     });
+    // The container the stop removed is recorded on the deployment that
+    // made v1 serve, as a rollout records those it removes.
+    let page = crate::support::api_get(
+        &d.sb.state,
+        &format!(
+            "/api/v1/events?follow=false&deployment={}",
+            rollback["id"].as_str().unwrap()
+        ),
+    );
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(page.matches("(v1) removed").count(), 1, "{page}");
     assert_eq!(d.images_of("v1"), [v1.as_str()]);
     let history = hatoba(&d.sb.state).args(["history"]).output().unwrap();
     let history = String::from_utf8_lossy(&history.stdout);
