@@ -5,6 +5,11 @@
 #
 #   bash bench/api.sh [--clients 100] [--seconds 10] [--subscribers 200]
 #                     [--idle 1000] [--no-build | --hatoba BIN]
+#                     [--baseline OLD_BIN]
+#
+# --baseline: a release `hatoba` built from before the control plane v2
+# (commit 9f48ca1: `git worktree add /tmp/base 9f48ca1 && cd /tmp/base &&
+# cargo build --release`): the same reads on its API first, side by side.
 #
 # Not a test and not run by CI. Needs Python 3 with aiohttp (installed with
 # pip when missing). Builds hatoba in release, runs `hatoba up` in a
@@ -22,10 +27,10 @@ HATOBA=""
 ARGS=()
 while (( $# )); do
     case $1 in
-        --clients|--seconds|--subscribers|--idle) ARGS+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+        --clients|--seconds|--subscribers|--idle|--baseline) ARGS+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --hatoba) HATOBA=${2:?--hatoba needs a path}; BUILD=0; shift 2 ;;
-        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done

@@ -4,6 +4,7 @@
 #   bash bench/rollout.sh [--rate 600] [--duration 2s] [--connections 16]
 #                         [--ready-after 1s] [--probe-period 250ms] [--load-procs 1]
 #                         [--only rolling,bluegreen,canary] [--no-build]
+#                         [--runtime process|docker]
 #
 # Not a test and not run by CI. Builds hatoba and hatoba-demo-app in release,
 # writes a spec with three services (rolling: 4 instances, maxSurge 1,
@@ -19,6 +20,13 @@
 # Everything it starts is stopped on exit, Ctrl-C included. Exit code: 0
 # clean and every goal met, 1 a failed request or a step that went wrong,
 # 3 clean but a rollback goal missed. See bench/README.md.
+#
+# --runtime docker: the same services as Docker containers of the local
+# engine (`docker:`), one image `FROM scratch` with hatoba-demo-app and the
+# libraries it needs, made by `hatoba build` (no registry) and tagged for
+# v2; first, the start-to-ready of one container beside the same binary as
+# a process (bench/lib/rollout_startup.py). The image and every container
+# of the run are removed on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,9 +42,10 @@ PROBE_PERIOD=250ms
 ONLY=rolling,bluegreen,canary
 LOAD_PROCS=1
 BUILD=1
+RUNTIME=process
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while (( $# )); do
@@ -56,6 +65,8 @@ while (( $# )); do
         --load-procs) LOAD_PROCS=${2:?--load-procs needs a value}; shift 2 ;;
         --load-procs=*) LOAD_PROCS=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
+        --runtime) RUNTIME=${2:?--runtime needs a value}; shift 2 ;;
+        --runtime=*) RUNTIME=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -66,6 +77,8 @@ done
 (( CONNS >= LOAD_PROCS )) || die "--connections must be at least --load-procs"
 [[ $ONLY =~ ^(rolling|bluegreen|canary)(,(rolling|bluegreen|canary))*$ ]] ||
     die "--only: expected a comma-separated list of rolling, bluegreen, canary, found '$ONLY'"
+[[ $RUNTIME == process || $RUNTIME == docker ]] ||
+    die "--runtime: expected process or docker, found '$RUNTIME'"
 
 seconds_of() {  # NAME VALUE: 500ms, 2s, 1m -> seconds (decimal) on stdout
     [[ $2 =~ ^([0-9]+)(ms|s|m)$ ]] || die "$1: expected e.g. 500ms, 2s, 1m, found '$2'"
@@ -84,6 +97,12 @@ seconds_of --probe-period "$PROBE_PERIOD" >/dev/null
 for tool in python3 curl; do
     command -v "$tool" >/dev/null || die "missing: $tool (apt-get install -y $tool)"
 done
+if [[ $RUNTIME == docker ]]; then
+    for tool in docker ldd; do
+        command -v "$tool" >/dev/null || die "missing: $tool (needed by --runtime docker)"
+    done
+    docker info >/dev/null 2>&1 || die "--runtime docker: no Docker Engine answers \`docker info\`"
+fi
 
 case ${CARGO_TARGET_DIR:-} in
     "") TARGET_DIR=$ROOT/target ;;
@@ -111,6 +130,8 @@ mkdir -p "$OUT"
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/hatoba-rollout.XXXXXX")
 UP_PID=""
 CHILD=""
+# --runtime docker: the image's name (its tags are removed on exit).
+IMAGE=hatoba-bench-demo-$$
 
 cleanup() {
     local rc=$? pid deadline
@@ -122,7 +143,13 @@ cleanup() {
         kill -KILL "$CHILD" 2>/dev/null || true
         wait "$CHILD" 2>/dev/null || true
     fi
+    local scope=$STATE
     stop_hatoba_up "$UP_PID" "$STATE" "$OUT"
+    if [[ $RUNTIME == docker ]]; then
+        # What `hatoba up` did not stop (it was killed): by its scope label.
+        docker ps -aq --filter "label=hatoba.scope=$scope" | xargs -r docker rm -f >/dev/null 2>&1 || true
+        docker rmi -f "$IMAGE:v1" "$IMAGE:v2" >/dev/null 2>&1 || true
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -138,12 +165,27 @@ while [[ $P_BLUEGREEN == "$P_ROLLING" ]]; do P_BLUEGREEN=$(free_port); done
 while [[ $P_CANARY == "$P_ROLLING" || $P_CANARY == "$P_BLUEGREEN" ]]; do P_CANARY=$(free_port); done
 
 SPEC=$OUT/hatoba.yaml
-service() {  # NAME PORT REPLICAS STRATEGY-YAML (indented 6)
-    cat <<EOF
-  $1:
+workload() {  # the demo app, as a process or as a container of $IMAGE
+    if [[ $RUNTIME == docker ]]; then
+        cat <<EOF
+    docker:
+      image: "$IMAGE:\${VERSION}"
+      build: {context: ctx}
+      port: 8080
+      args: ["--version-label", "\${VERSION}", "--ready-after", "$READY_AFTER"]
+EOF
+    else
+        cat <<EOF
     process:
       command: $DEMO
       args: ["--version-label", "\${VERSION}", "--ready-after", "$READY_AFTER"]
+EOF
+    fi
+}
+service() {  # NAME PORT REPLICAS STRATEGY-YAML (indented 6)
+    cat <<EOF
+  $1:
+$(workload)
     replicas: $3
     route: {listen: 127.0.0.1:$2}
     health:
@@ -176,7 +218,34 @@ EOF
 
 # ------------------------------------------------------------------ run ----
 
-log "results in $OUT; state in $STATE"
+if [[ $RUNTIME == docker ]]; then
+    # The build context: hatoba-demo-app and the shared libraries it needs
+    # at their own paths, for an image FROM scratch (nothing is pulled).
+    CTX=$OUT/ctx
+    mkdir -p "$CTX/rootfs"
+    cp "$DEMO" "$CTX/rootfs/hatoba-demo-app"
+    while read -r lib; do
+        mkdir -p "$CTX/rootfs$(dirname "$lib")"
+        cp "$lib" "$CTX/rootfs$lib"
+    done < <(ldd "$DEMO" 2>/dev/null | grep -o '/[^ ]*' || true)
+    cat >"$CTX/Dockerfile" <<'EOF'
+FROM scratch
+COPY rootfs/ /
+ENV DEMO_HOST=0.0.0.0
+ENTRYPOINT ["/hatoba-demo-app"]
+EOF
+    log "building the image $IMAGE:v1 with hatoba build (FROM scratch, no registry)"
+    "$HATOBA" --state-dir "$STATE" build rolling --version v1 -f "$SPEC" >"$OUT/build.txt" 2>&1 || {
+        tail -n 20 "$OUT/build.txt" >&2
+        die "hatoba build failed (log: $OUT/build.txt)"
+    }
+    docker tag "$IMAGE:v1" "$IMAGE:v2"
+    python3 "$ROOT/bench/lib/rollout_startup.py" --binary "$DEMO" --image "$IMAGE:v1" \
+        --out "$OUT" --runs 5 | tee "$OUT/startup.txt" ||
+        die "start-up comparison failed (see $OUT/startup.json)"
+fi
+
+log "results in $OUT; state in $STATE ($RUNTIME runtime)"
 start_hatoba_up "$HATOBA" "$STATE" "$SPEC" "$OUT"
 log "hatoba up (pid $UP_PID): rolling on :$P_ROLLING, bluegreen on :$P_BLUEGREEN, canary on :$P_CANARY"
 
@@ -184,7 +253,8 @@ rc=0
 python3 "$ROOT/bench/lib/rollout_run.py" --hatoba "$HATOBA" --state-dir "$STATE" --out "$OUT" \
     --ports "rolling=$P_ROLLING,bluegreen=$P_BLUEGREEN,canary=$P_CANARY" \
     --rate "$RATE" --conns "$CONNS" --settle "$SETTLE_S" --ready-after "$READY_AFTER_S" \
-    --probe-period "$PROBE_PERIOD" --load-procs "$LOAD_PROCS" --only "$ONLY" --up-pid "$UP_PID" &
+    --probe-period "$PROBE_PERIOD" --load-procs "$LOAD_PROCS" --only "$ONLY" --up-pid "$UP_PID" \
+    --runtime "$RUNTIME" &
 CHILD=$!
 wait "$CHILD" || rc=$?
 CHILD=""

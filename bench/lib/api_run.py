@@ -3,6 +3,7 @@
 
 Usage: api_run.py --hatoba BIN --out DIR --state DIR [--clients 100]
                   [--seconds 10] [--subscribers 200] [--idle 1000]
+                  [--baseline OLD_BIN]
 
 Starts `hatoba up` on a spec of one canary service (the demo app,
 `hatoba demo-app`, 2 instances; 50 % for 3 s, then 100 %), deploys v1, and
@@ -10,8 +11,11 @@ measures, all on 127.0.0.1:
 
 1. reads: --clients concurrent clients, each sending `GET
    /api/v1/status`, then `GET /api/v1/deployments?limit=20` (the history),
-   then `GET /api/v1/health` (the API's floor: no operation behind it), for
-   --seconds: requests/s and p50/p99 of each;
+   then one service's detail, one deployment's detail, then `GET
+   /api/v1/health` (the API's floor: no operation behind it), for
+   --seconds: requests/s and p50/p99 of each; with --baseline, the same
+   reads (service, deployment, health) first on the API before #15 (the
+   binary given, same spec), side by side;
 2. the event stream: --subscribers clients follow `GET /api/v1/events`
    through a canary deployment of v2; every one must get every event of it,
    once, in order (goal: 0 lost, 0 out of order); the time from an
@@ -78,11 +82,23 @@ class Api:
         self.headers = {"Authorization": "Bearer " + open(os.path.join(state, "token")).read().strip()}
 
 
-async def reads(api, clients, seconds):
-    lat = {"status": [], "history": [], "health": []}
+# What each read asks, by API: `v1` is this build's; `old` the API before
+# the control plane v2 (#15: hand-written routes under /v1, no history or
+# status of every service), for --baseline. `DEPLOYMENT` is replaced by
+# the id of the deployment of v1.
+READS = {
+    "v1": [("status", "/api/v1/status"), ("history", "/api/v1/deployments?limit=20"),
+           ("service", "/api/v1/services/web"), ("deployment", "/api/v1/deployments/DEPLOYMENT"),
+           ("health", "/api/v1/health")],
+    "old": [("service", "/v1/services/web"), ("deployment", "/v1/deployments/DEPLOYMENT"),
+            ("health", "/v1/health")],
+}
+
+
+async def reads(api, clients, seconds, deployment, kind="v1"):
+    paths = [(name, path.replace("DEPLOYMENT", deployment)) for name, path in READS[kind]]
+    lat = {name: [] for name, _ in paths}
     errors = 0
-    paths = [("status", "/api/v1/status"), ("history", "/api/v1/deployments?limit=20"),
-             ("health", "/api/v1/health")]
     stop = time.monotonic() + seconds
 
     async def client(session):
@@ -227,6 +243,17 @@ async def idle(api, up_pid, n):
             "status_answer": status, "status_ms": round(read_ms, 1)}
 
 
+def deploy_v1(hatoba, state):
+    """Deploys v1 of `web` and waits for it; its deployment id."""
+    subprocess.run([hatoba, "--state-dir", state, "deploy", "web", "--version", "v1", "--wait"],
+                   check=True, capture_output=True)
+    out = subprocess.run([hatoba, "--state-dir", state, "history", "web", "-o", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    rows = json.loads(out)
+    rows = rows.get("deployments", rows) if isinstance(rows, dict) else rows
+    return rows[0]["id"]
+
+
 async def amain(args):
     port = free_port()
     spec = os.path.join(args.out, "hatoba.yaml")
@@ -248,14 +275,24 @@ services:
           - setWeight: 50
           - pause: {{duration: 3s}}
 """)
+    res = {}
+    if args.baseline:
+        # The same spec and reads on the API before #15, first, in a state
+        # directory of its own.
+        state = os.path.join(args.out, "baseline-state")
+        base = await up_proc.start(args.baseline, state, spec, os.path.join(args.out, "baseline-up.log"))
+        try:
+            deployment = deploy_v1(args.baseline, state)
+            log(f"baseline reads ({args.baseline}): {args.clients} clients for {args.seconds}s")
+            res["baseline_reads"] = await reads(Api(state), args.clients, args.seconds, deployment, "old")
+        finally:
+            up_proc.stop(base)
     up = await up_proc.start(args.hatoba, args.state, spec, os.path.join(args.out, "up.log"))
     try:
         api = Api(args.state)
-        subprocess.run([args.hatoba, "--state-dir", args.state, "deploy", "web", "--version", "v1", "--wait"],
-                       check=True, capture_output=True)
-        res = {}
+        deployment = deploy_v1(args.hatoba, args.state)
         log(f"reads: {args.clients} clients for {args.seconds}s")
-        res["reads"] = await reads(api, args.clients, args.seconds)
+        res["reads"] = await reads(api, args.clients, args.seconds, deployment)
         log(f"event stream: {args.subscribers} subscribers through a canary")
         res["stream"] = await stream(api, args.hatoba, args.state, args.subscribers)
         log("data plane kill -9 under load")
@@ -276,6 +313,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--subscribers", type=int, default=200)
     ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--baseline", default="",
+                    help="a hatoba binary from before #15 (e.g. commit 9f48ca1): the same reads on its API")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -283,9 +322,15 @@ def main():
     res = asyncio.run(amain(args))
     json.dump(res, open(os.path.join(args.out, "results.json"), "w"), indent=2)
     r = res["reads"]
-    print(f"{'read':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   ({args.clients} clients, errors {r['errors']})")
-    for k in ("status", "history", "health"):
-        print(f"{k:<10} {r[k]['per_s']:>8} {r[k]['p50_ms']:>8} {r[k]['p99_ms']:>8}")
+    b = res.get("baseline_reads", {})
+    print(f"{'read':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   ({args.clients} clients, errors {r['errors']})"
+          + (f"   before #15: {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  p99 ratio  (errors {b['errors']})" if b else ""))
+    for k, _ in READS["v1"]:
+        line = f"{k:<10} {r[k]['per_s']:>8} {r[k]['p50_ms']:>8} {r[k]['p99_ms']:>8}"
+        if k in b:
+            ratio = r[k]["p99_ms"] / b[k]["p99_ms"] if b[k]["p99_ms"] else float("nan")
+            line += f"   {'':<12}{b[k]['per_s']:>8} {b[k]['p50_ms']:>8} {b[k]['p99_ms']:>8}  {ratio:>8.2f}x"
+        print(line)
     s = res["stream"]
     print(f"stream: {s['subscribers']} subscribers, {s['events']} events of the canary each, lost {s['lost']}, "
           f"out of order/repeated {s['out_of_order_or_repeated']}, delay median {s['delay_median_ms']} ms, p99 {s['delay_p99_ms']} ms "

@@ -669,8 +669,20 @@ class Bench:
 
     def end_scale_down(self, svc, name, follower):
         """`hatoba promote` ends a blue-green deployment's scale-down delay
-        (when the command following it still runs)."""
-        if follower.proc.poll() is not None:
+        while the deployment is still in progress, then waits for its end,
+        so that the next rollback is cold. `deploy --wait` returns once the
+        new version serves, before that end: the deployment's status says
+        whether it still runs, not the command."""
+        dep_id = follower.wait_id(1)
+        if dep_id is None:
+            follower.save()
+            return
+        try:
+            status = self.api.detail(dep_id)["deployment"]["status"]
+        except (OSError, Fatal, ValueError) as e:
+            self.problem(f"{follower.name}: cannot read deployment {dep_id}: {e}")
+            return
+        if status in TERMINAL:
             follower.save()
             return
         c = self.cli(name, "promote", svc)
@@ -678,11 +690,14 @@ class Bench:
         c.save()
         if rc != 0:
             self.problem(f"`hatoba promote {svc}` exited {rc}: {c.text()}")
-        rc = follower.wait(30)
-        follower.save()
-        if rc is None:
+        w = Watch(self.api, dep_id, self.a.out)
+        if w.wait_terminal(30) is None:
+            self.problem(f"deployment {dep_id}: not ended 30s after `hatoba promote`")
+        w.finish(grace=0)
+        if follower.wait(30) is None:
             self.problem(f"{follower.name}: still running 30s after `hatoba promote`")
             follower.kill()
+        follower.save()
 
     def run(self):
         only = self.a.only.split(",")
@@ -708,7 +723,8 @@ class Bench:
         p("")
         p(f"Rollouts under load: {a.rate:.0f} req/s paced over {a.conns} keep-alive connections "
           f"per strategy; demo app ready {a.ready_after:g}s after it binds; readiness probe every "
-          f"{a.probe_period}.")
+          f"{a.probe_period}; instances are "
+          + ("Docker containers." if a.runtime == "docker" else "local processes."))
         p("duration: command invoked -> deployment succeeded (blue-green: -> traffic switched; the "
           "deployment itself runs on through the scale-down delay).")
         p("start-ups: instance_started event -> first 200 on its /ready (polled every 10 ms): "
@@ -801,6 +817,7 @@ class Bench:
         self.results["problems"] = self.problems
         self.results["meta"].update(
             rate=a.rate, conns=a.conns, settle_s=a.settle, ready_after_s=a.ready_after,
+            runtime=a.runtime,
             load_procs=a.load_procs, probe_period=a.probe_period, ports=self.ports,
             server=self.api.info,
         )
@@ -835,6 +852,7 @@ def main():
     ap.add_argument("--probe-period", default="250ms")
     ap.add_argument("--load-procs", type=int, default=1)
     ap.add_argument("--only", default="rolling,bluegreen,canary")
+    ap.add_argument("--runtime", default="process", choices=["process", "docker"])
     ap.add_argument("--up-pid", type=int, help="hatoba up's pid: stop waiting when it is gone")
     ap.add_argument("--load-script", default=os.path.join(os.path.dirname(__file__), "rollout_load.py"))
     a = ap.parse_args()

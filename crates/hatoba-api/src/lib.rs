@@ -6,6 +6,11 @@
 //! no behaviour and no internal dependencies, so a client links nothing of
 //! the server; conversions from domain types live in the crates that own
 //! those types' users (the binary, the server).
+//!
+//! Over 800 lines, not yet split: the wire types are one contract, kept in
+//! one file so a change to it reads as one diff. The next split is by
+//! resource (deployments and events, services, secrets, errors) into
+//! modules re-exported here, so the paths stay `hatoba_api::Type`.
 
 use serde::{Deserialize, Serialize};
 

@@ -95,15 +95,17 @@ impl App {
             _ => {}
         }
         let response = match req.uri().path() {
-            "/health" if self.fail_health => text(StatusCode::INTERNAL_SERVER_ERROR, "failing\n"),
-            "/health" => text(StatusCode::OK, "ok\n"),
-            "/ready" if self.draining.load(Relaxed) => {
+            "/health" | "/health/live" if self.fail_health => {
+                text(StatusCode::INTERNAL_SERVER_ERROR, "failing\n")
+            }
+            "/health" | "/health/live" => text(StatusCode::OK, "ok\n"),
+            "/ready" | "/health/ready" if self.draining.load(Relaxed) => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
-            "/ready" if Instant::now() < self.ready_at => {
+            "/ready" | "/health/ready" if Instant::now() < self.ready_at => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
-            "/ready" => text(StatusCode::OK, "ready\n"),
+            "/ready" | "/health/ready" => text(StatusCode::OK, "ready\n"),
             "/metrics" => {
                 let mut r = Response::new(Text::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(CONTENT_TYPE, PROMETHEUS);

@@ -8,6 +8,8 @@
 //! - `/health` is liveness: 200 `ok`, or 500 with [`Config::fail_health`].
 //! - `/ready` is readiness: 503 until [`Config::ready_after`] has passed since
 //!   [`serve`] started, and again once shutdown began; 200 otherwise.
+//! - `/health/live` and `/health/ready` are the same two, as the seeds' API
+//!   names them (`examples/seeds-canary` runs this app in their place).
 //! - `/metrics` is Prometheus text: `http_requests_total{status="..."}` and the
 //!   `http_request_duration_seconds` histogram, and the
 //!   `http_requests_in_flight` gauge.
@@ -19,7 +21,7 @@
 //!   `event: close`.
 //! - anything else is 404.
 //!
-//! Application requests are every request except `/health`, `/ready` and
+//! Application requests are every request except the health paths and
 //! `/metrics`; only they are counted in the metrics and towards
 //! [`Config::crash_after`], so probes and scrapes never change what a test sees.
 //!

@@ -55,6 +55,12 @@
 //! instance's process group. [`ProcessRuntime::rotate_logs`] keeps the logs
 //! within [`LogLimits`] by copy and truncate (see [`LogRotation`]); the
 //! controller calls it periodically, the runtime runs nothing on its own.
+//!
+//! Over 800 lines, not yet split: starting, stopping, adopting and
+//! sweeping share the instance table and the scope and start-time checks
+//! (`/proc` reading and logs are out already, in `procfs` and `logs`). The
+//! next split is the orphan sweep (`find_scoped`, `signal_orphans`,
+//! `end_all`, `all_gone`) into a `sweep` module.
 
 mod logs;
 mod procfs;

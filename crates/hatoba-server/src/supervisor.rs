@@ -8,7 +8,7 @@
 //! once they have left the window, restarts or not), shows a runtime that
 //! cannot list its instances as the service's problem (restarting nothing
 //! for it), and samples each instance's memory and CPU for `status` and
-//! `diagnose`. The rules live in the policy; this loop must not count
+//! `diagnose` (every 2 s, beside the rounds, not in them). The rules live in the policy; this loop must not count
 //! streaks or restarts itself.
 //!
 //! While a rollout runs, its deployer drives the same policy instead (with
@@ -68,6 +68,62 @@ pub(crate) struct Supervised {
     pub(crate) store: Arc<dyn Store>,
 }
 
+/// How often each serving instance's memory and CPU are sampled: apart
+/// from the rounds, which hold the service's `ops` lock a deploy or
+/// rollback waits for, since Docker's stats API takes about a second per
+/// container (a round of four took four seconds and held deploys that long).
+const USAGE_EVERY: Duration = Duration::from_secs(2);
+
+/// The latest usage of each serving instance, by the sampler.
+type Sampled = Arc<std::sync::Mutex<HashMap<InstanceId, Usage>>>;
+
+/// A task aborted when this is dropped (the supervisor's own end).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Samples the usage of what serves every [`USAGE_EVERY`], all instances
+/// at once, into `sampled`, outside the rounds.
+fn sample_usage(
+    state: Arc<ServiceState>,
+    runtime: Arc<dyn Runtime>,
+    sampled: Sampled,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(USAGE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ids: Vec<InstanceId> = state
+                .serving
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|d| d.instances.iter().map(|i| i.id.clone()).collect())
+                .unwrap_or_default();
+            let mut asks = tokio::task::JoinSet::new();
+            for id in ids {
+                let rt = Arc::clone(&runtime);
+                asks.spawn(async move {
+                    let usage = rt.usage(&id).await;
+                    (id, usage)
+                });
+            }
+            let mut fresh = HashMap::new();
+            while let Some(done) = asks.join_next().await {
+                if let Ok((id, Some(usage))) = done {
+                    fresh.insert(id, usage);
+                }
+            }
+            *sampled.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        }
+    }))
+}
+
 /// The words the runtime's listing problem is shown with in `diagnose`.
 fn listing_problem(why: &str) -> String {
     format!("the runtime cannot list the instances ({why}): nothing is restarted until it can")
@@ -96,6 +152,12 @@ async fn run_with(s: &Supervised) {
         .max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sampled = Sampled::default();
+    let _sampler = sample_usage(
+        Arc::clone(&s.state),
+        Arc::clone(&s.runtime),
+        Arc::clone(&sampled),
+    );
     let mut policy = health::Health::new(health_plan(&s.svc, RestartPolicy::BETWEEN_ROLLOUTS));
     let mut routed: Option<(String, Vec<SocketAddr>)> = None;
     let mut was_live = true;
@@ -306,7 +368,11 @@ async fn run_with(s: &Supervised) {
             }
             if let Some(obs) = observed.get_mut(&inst.id) {
                 obs.ready = policy.is_ready(&inst.id.0);
-                obs.usage = s.runtime.usage(&inst.id).await;
+                obs.usage = sampled
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&inst.id)
+                    .cloned();
             }
         }
         observed.retain(|id, _| !policy.is_dead(&id.0));

@@ -4,6 +4,14 @@
 //! paths: see `provider_syntax`), references between sections. Every mistake
 //! becomes a diagnostic and decoding goes on, so one run reports them all.
 //! No IO.
+//!
+//! Over 800 lines, not yet split: one decoder walks the whole spec with one
+//! context (`Cx`: the diagnostics, the templates used, the secrets' names),
+//! and the checks between sections need all of it. The next split follows
+//! the spec's sections: runtimes (process, docker, build, memory, volumes),
+//! strategies (rolling, blue-green, canary, steps), analysis (templates,
+//! metrics, providers) and environments, each a module under `decode_spec/`
+//! taking `Cx`.
 
 use crate::condition::Condition;
 use crate::decode::{

@@ -278,10 +278,20 @@ pub(crate) enum Command {
     )]
     Restore(RestoreArgs),
     /// See the whole idea in a minute, with nothing to install.
+    #[command(
+        after_help = "Examples:\n  hatoba demo             local processes, nothing needed\n  hatoba demo --docker    the same phases with Docker containers\n\n\
+                      Exits 0 when every expectation held, 1 when one did not. With --docker, the demo's\n\
+                      image is built on the local Docker Engine from this binary (FROM scratch, no registry)\n\
+                      and removed at the end with its containers; when no engine answers it says so and\n\
+                      exits 1 before starting anything (DOCKER_HOST is honoured)."
+    )]
     Demo {
         /// A shorter run.
         #[arg(long)]
         quick: bool,
+        /// Run the instances as containers of the local Docker Engine.
+        #[arg(long)]
+        docker: bool,
     },
 }
 

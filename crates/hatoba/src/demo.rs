@@ -8,7 +8,9 @@
 //! a v3 that answers 20 % errors (caught by analysis and rolled back by
 //! itself) and a v4 that never becomes ready (rolled back at its deadline),
 //! prints what happened, and exits 0 only if every expectation held. It
-//! leaves nothing running.
+//! leaves nothing running. With `--docker` the instances are containers of
+//! the local Docker Engine instead, of an image made on the spot
+//! (`demo_docker`); the phases and the expectations are the same.
 
 use crate::exit::Exit;
 use crate::http::Client;
@@ -17,7 +19,7 @@ use comfy_table::{Table, presets};
 use hatoba_core::{DeploymentStatus, EnvName, ServiceName};
 use hatoba_metrics::Recorder;
 use hatoba_proxy::{ProxyOptions, ProxyServer, RouteSpec, Router};
-use hatoba_runtime::Runtime as _;
+use hatoba_runtime::Runtime;
 use hatoba_runtime_process::ProcessRuntime;
 use hatoba_server::{DeployRequest, Deployed, Deployer, LocalDataPlane};
 use hatoba_spec::{Runtime as RuntimeSpec, Step, Strategy};
@@ -130,11 +132,15 @@ pub(crate) fn serve_demo_app(version_label: String) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
+/// `hatoba demo`, with `docker` its instances as containers of the local
+/// Docker Engine (`demo_docker`) instead of local processes.
+pub(crate) async fn run(quick: bool, docker: bool) -> anyhow::Result<Exit> {
     let started = Instant::now();
-    say(
-        "Hatoba demo: deploy, canary, automatic rollback, under live traffic, with nothing installed.\n\n",
-    );
+    say(if docker {
+        "Hatoba demo: deploy, canary, automatic rollback, under live traffic, in Docker containers.\n\n"
+    } else {
+        "Hatoba demo: deploy, canary, automatic rollback, under live traffic, with nothing installed.\n\n"
+    });
     let parsed = hatoba_spec::parse(QUICKSTART);
     let Some(mut spec) = parsed.spec else {
         output::stderr(&hatoba_spec::render(
@@ -186,6 +192,55 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
     svc.drain = Duration::from_secs(2);
 
     let dir = tempfile::Builder::new().prefix("hatoba-demo-").tempdir()?;
+    if !docker {
+        let runtime = Arc::new(ProcessRuntime::new(dir.path().join(".hatoba/logs")));
+        let instances = "local processes of this binary (`hatoba demo-app`)".to_owned();
+        return play(started, spec, svc, &dir, runtime, &instances).await;
+    }
+    // The engine is asked first: without one, nothing else is done.
+    let engine = Arc::new(crate::demo_docker::connect(dir.path()).await?);
+    let image = crate::demo_docker::build_image(&engine, dir.path(), &exe).await?;
+    svc.runtime = RuntimeSpec::Docker(crate::demo_docker::service(&image.tag));
+    let instances = format!(
+        "Docker containers of `{}`, built from this binary in {:.1}s \
+         (FROM scratch with {} libraries), labelled hatoba.scope={}",
+        image.tag,
+        image.took.as_secs_f64(),
+        image.libraries,
+        dir.path().display()
+    );
+    // Containers outlive this process, so Ctrl-C ends the phases here and
+    // the clean-up below still runs.
+    let result = tokio::select! {
+        r = play(started, spec, svc, &dir, engine.clone(), &instances) => r,
+        _ = tokio::signal::ctrl_c() => {
+            output::stderr("interrupted: removing the demo's containers and image\n");
+            Ok(Exit::Failed)
+        }
+    };
+    // However the demo ended: none of its containers left, nor its image.
+    if let Ok(left) = engine.list(&name).await {
+        for i in left {
+            let _ = engine.stop(&i.id, Duration::from_secs(5)).await;
+        }
+    }
+    let _ = engine.sweep(&[]).await;
+    if let Err(e) = crate::demo_docker::remove_image(&engine, &image.tag).await {
+        output::stderr(&format!("warning: {e}\n"));
+    }
+    result
+}
+
+/// The demo's phases on `runtime`, from the store's creation to the table.
+async fn play(
+    started: Instant,
+    spec: hatoba_spec::Spec,
+    svc: hatoba_spec::Service,
+    dir: &tempfile::TempDir,
+    runtime: Arc<dyn Runtime>,
+    instances: &str,
+) -> anyhow::Result<Exit> {
+    let name: ServiceName = "web".parse()?;
     let store: Arc<dyn Store> =
         Arc::new(SqlStore::open_sqlite(dir.path().join(".hatoba/hatoba.db")).await?);
     let recorder = Arc::new(Recorder::new());
@@ -203,10 +258,9 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
         ProxyOptions::default(),
         1,
     )?;
-    let runtime = Arc::new(ProcessRuntime::new(dir.path().join(".hatoba/logs")));
     let deployer = Deployer::new(
         Arc::clone(&store),
-        runtime.clone(),
+        Arc::clone(&runtime),
         Arc::new(LocalDataPlane::attached(Arc::clone(&router))),
     );
     say(&format!(
@@ -215,7 +269,7 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
         describe(&svc.strategy)
     ));
     say(&format!(
-        "proxy     http://{} (Hatoba's proxy; instances are local processes)\n",
+        "proxy     http://{} (Hatoba's proxy)\ninstances {instances}\n",
         proxy.local_addr()
     ));
     say(&format!(
@@ -396,16 +450,20 @@ pub(crate) async fn run(quick: bool) -> anyhow::Result<Exit> {
     say(&format!(
         "\ncurrent version: {} (expected v2). FAILED counts requests the proxy could not serve (connection errors, 502/503/504);\n\
          ERRORS FROM THE APP are the 500s the bad version itself answered before it was caught.\n\
-         {} in {:.1}s; nothing is left running.\n",
+         {} in {:.1}s; nothing is left running{}.\n",
         current.map_or("none".to_owned(), |d| d.version.to_string()),
         if all_ok {
             "Every expectation held"
         } else {
             "Some expectations did NOT hold"
         },
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if runtime.name() == "docker" {
+            " (the containers and the image are removed)"
+        } else {
+            ""
+        }
     ));
-    drop(dir);
     Ok(if all_ok { Exit::Ok } else { Exit::Failed })
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod dataplane_cmd;
 mod demo;
+mod demo_docker;
 mod events_cmd;
 mod exit;
 mod history;
@@ -119,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Dataplane { metrics } => dataplane_cmd::run(&g.state_dir, metrics),
         Command::Backup(args) => runtime()?.block_on(backup_cmd::backup(&g, &args)),
         Command::Restore(args) => runtime()?.block_on(backup_cmd::restore(&g, &args)),
-        Command::Demo { quick } => runtime()?.block_on(demo::run(quick)),
+        Command::Demo { quick, docker } => runtime()?.block_on(demo::run(quick, docker)),
         Command::DemoApp { version_label } => demo::serve_demo_app(version_label),
     }
 }

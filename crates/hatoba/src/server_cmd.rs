@@ -742,8 +742,11 @@ async fn ended(
 
 /// Waits (at most [`SETTLE_FOR`]) until the server has let go of a
 /// deployment that ended: the stream tells its end the moment it is
-/// stored, a little before the deployment's task is over, and a deploy
-/// asked in between would be refused as a conflict.
+/// stored, a little before the deployment's task is over and says what
+/// serves after it. A deploy asked in between waits for the task on the
+/// server's side now; this wait is kept so that `hatoba status` right
+/// after `deploy --wait` shows what serves (`serving_version`) and no
+/// deployment in progress, not the moment before.
 async fn settled(global: &Global, d: &hatoba_api::Deployment) {
     let deadline = tokio::time::Instant::now() + SETTLE_FOR;
     while tokio::time::Instant::now() < deadline {

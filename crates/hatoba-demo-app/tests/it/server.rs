@@ -83,6 +83,7 @@ async fn fail_health_makes_liveness_fail() {
     })
     .await;
     assert_eq!(get(app.addr, "/health").await.status, 500);
+    assert_eq!(get(app.addr, "/health/live").await.status, 500);
     assert_eq!(get(app.addr, "/").await.status, 200);
     app.shutdown().await;
 }
@@ -97,6 +98,9 @@ async fn ready_only_after_ready_after() {
     })
     .await;
     assert_eq!(get(app.addr, "/ready").await.status, 503);
+    // The seeds' names for the same probes (`examples/seeds-canary`).
+    assert_eq!(get(app.addr, "/health/ready").await.status, 503);
+    assert_eq!(get(app.addr, "/health/live").await.status, 200);
     // Live while not ready.
     assert_eq!(get(app.addr, "/health").await.status, 200);
 
@@ -106,6 +110,7 @@ async fn ready_only_after_ready_after() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(before.elapsed() >= ready_after);
+    assert_eq!(get(app.addr, "/health/ready").await.status, 200);
     app.shutdown().await;
 }
 

@@ -1,4 +1,5 @@
-//! The API of `hatoba up`, one environment or several: every route of
+//! The API of `hatoba up`, one environment or several (and of
+//! `Server::serve_api`, one server on its own): every route of
 //! `routes`, once per environment's server, and in front of them the
 //! choice of which one answers a request (one environment: its server,
 //! unless `?env=` names another, which is refused). The environment comes from the

@@ -90,14 +90,17 @@ impl Server {
             .await;
     }
 
-    /// [`Server::serve_api`] with chosen [`ApiLimits`].
+    /// [`Server::serve_api`] with chosen [`ApiLimits`]. Through the same
+    /// front as `hatoba up`'s ([`crate::Environments::serve_api`]), so it
+    /// answers the same: a `?env=` naming another environment is refused.
     pub async fn serve_api_with(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
         limits: ApiLimits,
     ) {
-        serve(routes::app(self), listener, shutdown, limits).await;
+        let one = Arc::new(crate::server::Environments::of_one(self));
+        serve(envs::app(one), listener, shutdown, limits).await;
     }
 }
 

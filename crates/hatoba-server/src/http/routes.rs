@@ -159,7 +159,7 @@ pub(crate) async fn openapi_document() -> impl IntoResponse {
         (status = 400, description = "a malformed body, an unknown field, a bad name or version, a variable the service does not use, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service", body = ApiError),
-        (status = 409, description = "a deployment of the service is in progress", body = ApiError),
+        (status = 409, description = "a deployment of the service is in progress (one whose end is already recorded is waited for, up to 5 s, while its task lets go of the service)", body = ApiError),
         (status = 413, description = "body over 64 KiB", body = ApiError),
         (status = 422, description = "the deployment could not start (a variable without a value, a secret that cannot be opened)", body = ApiError),
         (status = 503, description = "the history store cannot be read or written", body = ApiError),

@@ -13,10 +13,16 @@ use hatoba_rollout::Input;
 use std::sync::{Arc, PoisonError};
 use tokio::sync::mpsc;
 
+/// How long a deploy waits for a deployment whose end is recorded to let
+/// go of its service (its task saves the service's state and says what
+/// serves: one store write, or the cleanup after a rollout's own error).
+const FINISHING: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Server {
     /// Deploys a version of a service through its strategy; returns the
     /// deployment once it is recorded. One at a time per service: a second
-    /// is a conflict naming the one in progress.
+    /// is a conflict naming the one in progress (one whose end is recorded
+    /// is waited for while its task lets go of the service).
     pub async fn deploy(
         self: &Arc<Self>,
         r: hatoba_api::DeployRequest,
@@ -43,6 +49,8 @@ impl Server {
         // colour is still warm, a watch after promotion): the previous
         // version still runs, so going back is aborting it, at once.
         if let Some(state) = self.service(&service) {
+            // One whose end is recorded is over: the rollback is of it.
+            self.ended_let_go(&state).await?;
             let live = state
                 .live
                 .lock()
@@ -182,6 +190,104 @@ impl Server {
             .await
     }
 
+    /// Makes the deployment in `tx` the service's one in progress, and
+    /// returns holding `ops` (the supervisor finishes its round, a restart
+    /// in progress, first). A deployment whose end is recorded may still
+    /// hold the service for a moment (its task saves the service's state,
+    /// then says what serves): a deploy asked then, by a client that saw
+    /// the end, waits for it (at most [`FINISHING`]) rather than being
+    /// refused, and reads what serves only after it. One still running is
+    /// a conflict naming it.
+    async fn take_slot<'a>(
+        &self,
+        service: &ServiceName,
+        state: &'a Arc<crate::server::ServiceState>,
+        tx: mpsc::Sender<Operator>,
+    ) -> Result<tokio::sync::MutexGuard<'a, ()>, OpError> {
+        let deadline = tokio::time::Instant::now() + FINISHING;
+        let mut tx = Some(tx);
+        loop {
+            // Listening before looking: a let-go after the look wakes it.
+            let freed = state.let_go.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let ops = state.ops.lock().await;
+            // A reload may have removed the service meanwhile (it holds
+            // this lock while it does).
+            if !self
+                .service(service)
+                .is_some_and(|s| Arc::ptr_eq(&s, state))
+            {
+                return Err(OpError::not_found(format!(
+                    "service `{service}` was removed from the spec by a reload"
+                )));
+            }
+            let holder = {
+                let mut live = state.live.lock().unwrap_or_else(PoisonError::into_inner);
+                match live.as_ref() {
+                    Some((id, _)) => Some(id.clone()),
+                    None => {
+                        *live = tx.take().map(|tx| (None, tx));
+                        None
+                    }
+                }
+            };
+            let Some(holder) = holder else {
+                return Ok(ops);
+            };
+            drop(ops);
+            if !self.has_ended(holder.as_ref()).await?
+                || tokio::time::timeout_at(deadline, freed).await.is_err()
+            {
+                let id = holder
+                    .as_ref()
+                    .map_or_else(|| "(being recorded)".to_owned(), ToString::to_string);
+                return Err(OpError::conflict(format!(
+                    "service `{service}` already has a deployment in progress: {id}"
+                ))
+                .hint("wait for it (`hatoba status`), promote it or abort it"));
+            }
+        }
+    }
+
+    /// Whether the deployment holding a service (`None`: not recorded yet)
+    /// has its end recorded.
+    async fn has_ended(&self, holder: Option<&DeploymentId>) -> Result<bool, OpError> {
+        match holder {
+            Some(id) => match self.store.deployment(id).await {
+                Ok(d) => Ok(d.is_some_and(|d| d.status.is_terminal())),
+                Err(e) => Err(OpError::store(&e)),
+            },
+            None => Ok(false),
+        }
+    }
+
+    /// Waits (at most [`FINISHING`]) until a deployment whose end is
+    /// recorded has let go of the service; returns at once when none holds
+    /// it or the one holding it still runs.
+    async fn ended_let_go(&self, state: &crate::server::ServiceState) -> Result<(), OpError> {
+        let deadline = tokio::time::Instant::now() + FINISHING;
+        loop {
+            let freed = state.let_go.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let holder = state
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|(id, _)| id.clone());
+            let Some(holder) = holder else {
+                return Ok(());
+            };
+            if !self.has_ended(holder.as_ref()).await?
+                || tokio::time::timeout_at(deadline, freed).await.is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+
     /// [`Server::deploy`], also as a rollback of a deployment (`rollback_of`)
     /// with the secrets' versions it ran with (`pinned_secrets`) and the
     /// exact image it ran (`pinned_image`). A deployment of a version that
@@ -282,31 +388,7 @@ impl Server {
             None => self.recorded_image(&service, &version).await?,
         };
         let (tx, rx) = mpsc::channel(8);
-        // The supervisor finishes its round (a restart in progress) first.
-        let ops = state.ops.lock().await;
-        // A reload may have removed the service meanwhile (it holds this
-        // lock while it does).
-        if !self
-            .service(&service)
-            .is_some_and(|s| Arc::ptr_eq(&s, &state))
-        {
-            return Err(OpError::not_found(format!(
-                "service `{service}` was removed from the spec by a reload"
-            )));
-        }
-        {
-            let mut live = state.live.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((id, _)) = live.as_ref() {
-                let id = id
-                    .as_ref()
-                    .map_or_else(|| "(being recorded)".to_owned(), ToString::to_string);
-                return Err(OpError::conflict(format!(
-                    "service `{service}` already has a deployment in progress: {id}"
-                ))
-                .hint("wait for it (`hatoba status`), promote it or abort it"));
-            }
-            *live = Some((None, tx));
-        }
+        let ops = self.take_slot(&service, &state, tx).await?;
         let mut vars = loaded
             .spec
             .environments
@@ -380,7 +462,7 @@ impl Server {
                 (Err(e), Some(id)) => me.after_failed_rollout(&req.service, &st, id, e).await,
                 (Err(_), None) => {}
             }
-            *st.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            st.let_go();
             let _ = result_tx.send(result);
         });
         self.keep_task(task);

@@ -198,6 +198,16 @@ impl Environments {
         })
     }
 
+    /// One server on its own, as [`Environments::start`] makes it for one
+    /// environment: its API then answers as `hatoba up`'s does.
+    pub(crate) fn of_one(server: Arc<Server>) -> Environments {
+        Environments {
+            runtime: Arc::clone(&server.runtime),
+            data_plane: Arc::clone(&server.data_plane),
+            servers: vec![server],
+        }
+    }
+
     /// The servers, one per environment, by environment name.
     pub fn servers(&self) -> &[Arc<Server>] {
         &self.servers

@@ -42,6 +42,10 @@ pub(crate) struct ServiceState {
     pub(crate) serving: Mutex<Option<Deployed>>,
     /// The deployment in progress (its id once recorded) and its operator channel.
     pub(crate) live: Mutex<Option<(Option<DeploymentId>, mpsc::Sender<Operator>)>>,
+    /// Fired once a deployment's task lets go of `live` ([`Self::let_go`]):
+    /// a deploy asked between a deployment's recorded end and that moment
+    /// waits for it instead of being refused.
+    pub(crate) let_go: tokio::sync::Notify,
     /// Held by the supervisor for one round and by a deploy while it takes
     /// over what serves, so the two never act on the instances at once.
     pub(crate) ops: tokio::sync::Mutex<()>,
@@ -67,12 +71,21 @@ impl ServiceState {
             deployer,
             serving: Mutex::new(None),
             live: Mutex::new(None),
+            let_go: tokio::sync::Notify::new(),
             ops: tokio::sync::Mutex::new(()),
             health: Mutex::new(crate::supervisor::Health::default()),
             fresh: Mutex::new(std::collections::HashSet::new()),
             problem: Mutex::new(None),
             serving_spec: Mutex::new(Arc::new(svc)),
         }
+    }
+
+    /// A deployment's task is done with the service: its end is recorded
+    /// and `serving` says what serves after it. Frees `live` and wakes a
+    /// deploy waiting for it.
+    pub(crate) fn let_go(&self) {
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.let_go.notify_waiters();
     }
 
     /// The spec what serves runs by.

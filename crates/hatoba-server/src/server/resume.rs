@@ -386,7 +386,7 @@ impl Server {
                 }
                 Err(e) => me.after_failed_rollout(&req.service, &st, id, e).await,
             }
-            *st.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            st.let_go();
         });
         self.keep_task(task);
         Ok(())

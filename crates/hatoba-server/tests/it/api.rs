@@ -5,7 +5,8 @@
 //! malformed JSON, an unknown field, an oversized body, an unknown or
 //! malformed id) is the one JSON shape, `hatoba_api::ApiError`, whose kind
 //! gives the status; the OpenAPI document is `docs/openapi.json` and lists
-//! every route with its answers.
+//! every route with its answers; a `?env=` naming an environment the
+//! server does not run is refused as `hatoba up`'s own front refuses it.
 
 use crate::fake::{Action, FakeDataPlane, FakeRuntime, Trace, call, call_raw, spec};
 use hatoba_server::{Server, ServerConfig};
@@ -652,4 +653,75 @@ async fn a_draining_instance_shows_its_connections_and_time_left_and_what_comes_
     })
     .await
     .unwrap();
+}
+
+/// `hatoba up`'s API of one environment (`Environments::serve_api`) over
+/// the fakes, with `token`.
+async fn up_api(token: &str, dir: &std::path::Path) -> SocketAddr {
+    let store: Arc<dyn Store> =
+        Arc::new(SqlStore::open_sqlite(dir.join("hatoba.db")).await.unwrap());
+    let trace = Trace::default();
+    let envs = hatoba_server::Environments::start(
+        ServerConfig {
+            spec: spec(1, "      readiness: {path: /ready}"),
+            spec_digest: "test".to_owned(),
+            spec_path: None,
+            environment: "development".parse().unwrap(),
+            base_dir: dir.to_path_buf(),
+            store,
+            runtime: Arc::new(FakeRuntime::new(trace.clone())),
+            data_plane: Arc::new(FakeDataPlane::new(trace)),
+            token: token.to_owned(),
+            secret_key: None,
+        },
+        &["development".parse().unwrap()],
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(Arc::new(envs).serve_api(listener, std::future::pending()));
+    addr
+}
+
+#[tokio::test]
+async fn an_environment_named_that_the_server_does_not_run_is_refused_as_hatoba_up_refuses_it() {
+    let a = api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = up_api(&a.token, dir.path()).await;
+    for (method, path, body) in [
+        ("GET", "/api/v1/services/web?env=production", ""),
+        ("GET", "/api/v1/services?env=production", ""),
+        ("GET", "/api/v1/services/web/diagnosis?env=production", ""),
+        (
+            "POST",
+            "/api/v1/deployments?env=production",
+            r#"{"service": "web", "version": "v2"}"#,
+        ),
+        ("GET", "/api/v1/secrets?env=production", ""),
+    ] {
+        let (code, answer) = call(a.addr, method, path, Some(&a.token), body.as_bytes()).await;
+        let e = error_body(code, &answer);
+        assert_eq!(code, 400, "{method} {path}: {answer}");
+        assert!(
+            e.message.contains("`development`") && e.message.contains("`production`"),
+            "{method} {path}: {answer}"
+        );
+        let by_up = call(up, method, path, Some(&a.token), body.as_bytes()).await;
+        assert_eq!(
+            by_up,
+            (code, answer),
+            "{method} {path}: `hatoba up` answers otherwise"
+        );
+    }
+    assert!(
+        a.trace.since(hatoba_core::Millis(0)).is_empty(),
+        "nothing was started"
+    );
+    // Its own environment named: served.
+    let path = "/api/v1/services/web?env=development";
+    let (code, answer) = call(a.addr, "GET", path, Some(&a.token), b"").await;
+    assert_eq!(code, 200, "{answer}");
+    let (code, answer) = call(up, "GET", path, Some(&a.token), b"").await;
+    assert_eq!(code, 200, "{answer}");
 }

@@ -98,6 +98,9 @@ struct RtInner {
     list_fails: Option<String>,
     /// Instances ignore SIGTERM: a stop ends them with SIGKILL.
     ignore_sigterm: bool,
+    /// `usage` answers after this long (Docker's stats API takes about a
+    /// second); `None`: it answers nothing at once.
+    usage_after: Option<Duration>,
 }
 
 /// A runtime of in-process HTTP listeners.
@@ -136,6 +139,11 @@ impl FakeRuntime {
     /// From now on, a stop ends instances with SIGKILL (they ignore SIGTERM).
     pub(crate) fn ignore_sigterm(&self) {
         self.inner.lock().unwrap().ignore_sigterm = true;
+    }
+
+    /// From now on `usage` takes `after` to answer 42 MiB and 1.5 s of CPU.
+    pub(crate) fn slow_usage(&self, after: Duration) {
+        self.inner.lock().unwrap().usage_after = Some(after);
     }
 
     pub(crate) fn fail_list(&self, why: Option<&str>) {
@@ -336,6 +344,15 @@ impl Runtime for FakeRuntime {
             .filter(|i| &i.status.service == service)
             .map(|i| i.status.clone())
             .collect())
+    }
+
+    async fn usage(&self, _id: &InstanceId) -> Option<hatoba_runtime::Usage> {
+        let after = self.inner.lock().unwrap().usage_after?;
+        tokio::time::sleep(after).await;
+        Some(hatoba_runtime::Usage {
+            rss_bytes: 42 << 20,
+            cpu_seconds: 1.5,
+        })
     }
 
     async fn forget(&self, id: &InstanceId) {

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
 mod api;
+mod deploy_after_end;
 mod event_stream;
 mod fake;
 mod reload;

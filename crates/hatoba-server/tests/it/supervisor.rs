@@ -8,7 +8,8 @@
 //! and a restart puts no unready instance back in the table; a runtime that
 //! cannot list its instances is the service's problem until it can, and
 //! restarts nothing; a rollout that no round saw running is taken over all
-//! the same (its new instances stay routed).
+//! the same (its new instances stay routed); usage is sampled beside the
+//! rounds, never in them.
 //!
 //! Not here: a probe that fails for the controller's own shortage
 //! (`ProbeFailure::Controller`). Its only honest triggers are process-wide
@@ -293,4 +294,23 @@ async fn a_rollout_between_two_rounds_is_handed_over_without_an_empty_table() {
             (1, Action::Stop(a.id.0.clone())),
         ]
     );
+}
+
+/// Docker's stats API takes about a second per container: the usage is
+/// sampled beside the rounds, so a round (which holds the service's
+/// operations lock a deploy or rollback waits for) never waits for it,
+/// and the API still shows it. Were a round to wait for a sample, it
+/// would not end here: the clock only moves between rounds.
+#[tokio::test(start_paused = true)]
+async fn usage_is_sampled_beside_the_rounds_never_in_them() {
+    let h = Harness::start(spec(2, READY_ONLY)).await;
+    let api = h.api().await;
+    h.runtime.slow_usage(std::time::Duration::from_secs(1));
+    h.step_to(6).await;
+    let detail = h.service_detail(api).await;
+    assert_eq!(detail.instances.len(), 2, "{detail:?}");
+    for i in &detail.instances {
+        assert_eq!(i.rss_bytes, Some(42 << 20), "{detail:?}");
+        assert_eq!(i.cpu_seconds, Some(1.5), "{detail:?}");
+    }
 }

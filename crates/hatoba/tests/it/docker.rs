@@ -4,7 +4,11 @@
 //! shown), a canary under load with no failed request, a `kill -9` of
 //! `hatoba up` mid-canary after which the restarted one re-adopts the very
 //! containers (same ids) and finishes the rollout, and a version whose
-//! image was never built refused before anything starts.
+//! image was never built refused before anything starts; and the three
+//! strategies on containers under load, in one `hatoba up` over one image
+//! (built once, tagged for each version): a bad canary rolled back by its
+//! analysis, blue-green with its preview and an instant rollback onto the
+//! warm colour, rolling.
 //!
 //! No registry is reachable and no base image can be pulled, so the image
 //! is `FROM scratch` with this build's `hatoba` binary (the demo app is
@@ -346,4 +350,345 @@ fn build_and_up_say_what_is_wrong_without_an_engine() {
         .stderr(predicate::str::contains(
             "service `web` runs in Docker, but no Docker Engine answers",
         ));
+}
+
+/// Three Docker services on one image, one per strategy, each on its own
+/// route port: `canary` (50 % judged on its success rate, then a long
+/// pause), `bluegreen` (a preview address, promoted by hand, the old
+/// colour kept warm 10 minutes), `rolling` (one at a time).
+fn strategies_spec(image: &str, ports: [u16; 4]) -> String {
+    let [canary, bluegreen, preview, rolling] = ports;
+    let service = |name: &str, port: u16, strategy: &str| {
+        format!(
+            "  {name}:
+    docker:
+      image: \"{image}:${{VERSION}}\"
+      build: {{context: ctx}}
+      port: 8080
+      args: [\"--version-label\", \"${{VERSION}}\"]
+      env: {{DEMO_ERROR_RATE: \"${{ERROR_RATE:-0}}\"}}
+    replicas: 2
+    route: {{listen: \"127.0.0.1:{port}\"}}
+    health:
+      readiness: {{path: /ready, period: 100ms}}
+    progressDeadline: 1m
+    drain: 1s
+    terminationGracePeriod: 5s
+    strategy:
+{strategy}
+"
+        )
+    };
+    format!(
+        "app: docker-strategies\nservices:\n{}{}{}analysis:
+  templates:
+    success:
+      metrics:
+        - name: success-rate
+          interval: 1s
+          successCondition: result >= 0.95
+          provider: {{builtin: {{metric: success-rate, window: 10s}}}}
+",
+        service(
+            "canary",
+            canary,
+            "      canary:
+        steps:
+          - setWeight: 50
+          - pause: {duration: 5m}
+        analysis: {templates: [success]}",
+        ),
+        service(
+            "bluegreen",
+            bluegreen,
+            &format!(
+                "      blueGreen: {{previewListen: \"127.0.0.1:{preview}\", \
+                 autoPromotionEnabled: false, scaleDownDelay: 10m}}"
+            ),
+        ),
+        service(
+            "rolling",
+            rolling,
+            "      rolling: {maxSurge: 1, maxUnavailable: 0}",
+        ),
+    )
+}
+
+/// The versions the running containers of one service of a scope carry.
+fn versions_of(scope: &str, service: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=hatoba.scope={scope}"),
+            "--filter",
+            &format!("label=hatoba.service={service}"),
+            "--format",
+            "{{.Label \"hatoba.version\"}}",
+        ])
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+/// `hatoba deploy SERVICE --version V` with extra arguments.
+fn deploy(
+    sb: &Sandbox,
+    service: &str,
+    version: &str,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    hatoba(&sb.state)
+        .args(["deploy", service, "--version", version])
+        .args(extra)
+        .assert()
+}
+
+/// The status of the newest deployment of a service.
+fn latest_of(sb: &Sandbox, service: &str) -> serde_json::Value {
+    let out = hatoba(&sb.state)
+        .args(["history", service, "-o", "json", "--limit", "1"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .map(|v| v["deployments"][0].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn containers_roll_back_a_bad_canary_switch_blue_green_back_at_once_and_roll() {
+    if engine().is_none() {
+        return;
+    }
+    let image = format!("hatoba-e2e-strategies-{}", std::process::id());
+    let ports = [0; 3].map(|_| hatoba_test_support::free_port().unwrap());
+    let sb = Sandbox::new(|port| strategies_spec(&image, [port, ports[0], ports[1], ports[2]]));
+    let [bluegreen, preview, rolling] = ports;
+    let dir = sb.file.parent().unwrap().to_path_buf();
+    let scope = std::path::absolute(&sb.state)
+        .unwrap()
+        .display()
+        .to_string();
+    let _cleanup = Cleanup {
+        scope: scope.clone(),
+        images: ["v1", "v2"]
+            .iter()
+            .map(|v| format!("{image}:{v}"))
+            .collect(),
+    };
+    context(&dir.join("ctx"));
+    // One image for every service and version: built once through the
+    // Engine API, then only tagged (the versions differ by their
+    // arguments and environment, which is what the strategies act on).
+    hatoba(&sb.state)
+        .args(["build", "canary", "--version", "v1", "-f"])
+        .arg(&sb.file)
+        .timeout(Duration::from_secs(300))
+        .assert()
+        .success();
+    let tagged = Command::new("docker")
+        .args(["tag", &format!("{image}:v1"), &format!("{image}:v2")])
+        .status()
+        .unwrap();
+    assert!(tagged.success());
+
+    let _up = sb.up(&[]);
+    for service in ["canary", "bluegreen", "rolling"] {
+        deploy(&sb, service, "v1", &["--wait"]).success();
+        assert_eq!(versions_of(&scope, service), ["v1", "v1"], "{service}");
+    }
+    assert_eq!(served(sb.port).as_deref(), Ok("v1"));
+
+    // A bad canary: half its answers are errors; its analysis fails it and
+    // it is rolled back by itself, with no request failed by Hatoba (the
+    // canary's own 500s are the app's, counted apart).
+    let load = Traffic::start(sb.port);
+    load.wait_answered(20);
+    deploy(
+        &sb,
+        "canary",
+        "v2",
+        &["--set", "ERROR_RATE=0.5", "--wait=complete"],
+    )
+    .code(1)
+    .stdout(predicate::str::contains("rolled_back"));
+    assert_eq!(latest_of(&sb, "canary")["status"], "rolled_back");
+    poll(
+        "the bad canary's container removed",
+        Duration::from_secs(30),
+        || (versions_of(&scope, "canary") == ["v1", "v1"]).then_some(()),
+    );
+    let answered = load.so_far().answered();
+    load.wait_answered(answered + 20);
+    let summary = load.finish();
+    summary.assert_no_failed(100);
+    assert!(
+        summary.app_errors.get("v2").copied().unwrap_or(0) > 0,
+        "the canary had traffic and failed some of it: {summary}"
+    );
+    assert_eq!(summary.app_errors.get("v1"), None, "{summary}");
+    assert_eq!(served(sb.port).as_deref(), Ok("v1"));
+
+    // Blue-green: the preview address shows the new colour until it is
+    // promoted; then every request goes to it at once, and a rollback
+    // while the old colour is warm is one weight change back: under 1 s
+    // from the command to the old version answering.
+    let load = Traffic::start(bluegreen);
+    let on_preview = Traffic::start(preview);
+    load.wait_answered(20);
+    on_preview.wait_answered(20);
+    deploy(&sb, "bluegreen", "v2", &[]).success();
+    poll("v2 on the preview address", Duration::from_secs(60), || {
+        (served(preview).as_deref() == Ok("v2")).then_some(())
+    });
+    assert_eq!(served(bluegreen).as_deref(), Ok("v1"));
+    hatoba(&sb.state)
+        .args(["promote", "bluegreen"])
+        .assert()
+        .success();
+    poll("v2 serving", Duration::from_secs(30), || {
+        (served(bluegreen).as_deref() == Ok("v2")).then_some(())
+    });
+    assert_eq!(
+        versions_of(&scope, "bluegreen"),
+        ["v1", "v1", "v2", "v2"],
+        "the old colour is warm"
+    );
+    let answered = load.so_far().answered();
+    load.wait_answered(answered + 20);
+    // The command returns once the aborted deployment is complete (the
+    // new colour drained and stopped); the switch back comes before that,
+    // so it is timed from the load's side while the command runs.
+    let started = std::time::Instant::now();
+    let mut rollback = crate::support::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_hatoba"))
+            .arg("--state-dir")
+            .arg(&sb.state)
+            .args(["rollback", "bluegreen"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    poll("v1 answering again", Duration::from_secs(5), || {
+        (served(bluegreen).as_deref() == Ok("v1")).then_some(())
+    });
+    let took = started.elapsed();
+    eprintln!("blue-green warm rollback: {took:?} from the command to v1 answering");
+    assert!(
+        took < Duration::from_secs(1),
+        "the warm rollback took {took:?}"
+    );
+    let exited = poll("`hatoba rollback` to end", Duration::from_secs(30), || {
+        rollback.0.try_wait().unwrap()
+    });
+    assert!(exited.success(), "hatoba rollback: {exited}");
+    poll(
+        "the new colour's containers removed",
+        Duration::from_secs(30),
+        || (versions_of(&scope, "bluegreen") == ["v1", "v1"]).then_some(()),
+    );
+    let answered = load.so_far().answered();
+    load.wait_answered(answered + 20);
+    let (summary, previewed) = (load.finish(), on_preview.finish());
+    summary.assert_no_failed(100);
+    previewed.assert_no_failed(50);
+    assert!(
+        summary.ok.contains_key("v2") && previewed.ok.contains_key("v2"),
+        "{summary}"
+    );
+    assert_eq!(
+        served(bluegreen).as_deref(),
+        Ok("v1"),
+        "only v1 serves after the rollback"
+    );
+
+    // Rolling: one new container at a time, never below two ready.
+    let load = Traffic::start(rolling);
+    load.wait_answered(20);
+    deploy(&sb, "rolling", "v2", &["--wait=complete"]).success();
+    assert_eq!(served(rolling).as_deref(), Ok("v2"));
+    poll("only v2 containers", Duration::from_secs(30), || {
+        (versions_of(&scope, "rolling") == ["v2", "v2"]).then_some(())
+    });
+    let answered = load.so_far().answered();
+    load.wait_answered(answered + 20);
+    let summary = load.finish();
+    summary.assert_no_failed(100);
+    assert!(
+        summary.ok.contains_key("v1") && summary.ok.contains_key("v2"),
+        "{summary}"
+    );
+}
+
+/// `examples/seeds-canary` as its header says, with its own Dockerfile,
+/// `.dockerignore` and `stage.sh` (this build's binary staged), in its
+/// `staging` environment: `hatoba build`, `hatoba up`, `hatoba deploy`,
+/// and the API answers through the proxy from two containers. Only the
+/// route's address (a free port) and the image's name (this run's) differ.
+#[test]
+fn the_seeds_canary_example_is_built_and_deployed_as_containers() {
+    if engine().is_none() {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seeds-canary");
+    let image = format!("hatoba-e2e-seeds-{}", std::process::id());
+    let sb = Sandbox::new(|port| {
+        let text = std::fs::read_to_string(example.join("hatoba.yaml")).unwrap();
+        let ours = text
+            .replace("listen: 0.0.0.0:8000", &format!("listen: 127.0.0.1:{port}"))
+            .replace("image: moai-adk/api:", &format!("image: {image}:"));
+        assert!(ours.contains(&format!("127.0.0.1:{port}")) && ours.contains(&image));
+        ours
+    });
+    let dir = sb.file.parent().unwrap().to_path_buf();
+    let scope = std::path::absolute(&sb.state)
+        .unwrap()
+        .display()
+        .to_string();
+    let _cleanup = Cleanup {
+        scope: scope.clone(),
+        images: vec![format!("{image}:v1")],
+    };
+    for name in ["Dockerfile", ".dockerignore", "stage.sh"] {
+        std::fs::copy(example.join(name), dir.join(name)).unwrap();
+    }
+    let staged = Command::new("bash")
+        .arg(dir.join("stage.sh"))
+        .arg(env!("CARGO_BIN_EXE_hatoba"))
+        .output()
+        .unwrap();
+    assert!(
+        staged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&staged.stderr)
+    );
+    assert!(dir.join("rootfs/hatoba").is_file());
+
+    hatoba(&sb.state)
+        .args(["build", "api", "--version", "v1", "-f"])
+        .arg(&sb.file)
+        .timeout(Duration::from_secs(300))
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("sha256:"));
+    let up = sb.up(&["--env", "staging"]);
+    hatoba(&sb.state)
+        .args(["deploy", "api", "--version", "v1", "--wait"])
+        .assert()
+        .success();
+    assert_eq!(served(sb.port).as_deref(), Ok("v1"));
+    let running = containers(&scope);
+    assert_eq!(running.len(), 2, "staging runs 2 replicas: {running:?}");
+    assert!(running.values().all(|v| v == "v1"), "{running:?}");
+    assert!(up.terminate(), "a clean stop");
+    assert!(
+        containers(&scope).is_empty(),
+        "stopped containers are removed"
+    );
 }
