@@ -227,7 +227,7 @@ impl InstanceStatus {
 
 /// `64 MiB`, `1.5 MiB`: an amount of memory as an operator reads it.
 fn mebibytes(bytes: u64) -> String {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
