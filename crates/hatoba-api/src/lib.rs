@@ -643,9 +643,10 @@ pub struct InstanceLog {
     /// Whole lines, oldest first (the last one may be partial when it is
     /// the end of a tail).
     pub lines: Vec<String>,
-    /// Where to read on from (`after=` of the next request), a byte offset
-    /// in the instance's log; absent when the runtime keeps the output
-    /// itself and cannot be followed so.
+    /// Where to read on from (`after=` of the next request): a byte offset
+    /// in the instance's log, or for a container the time of its last line
+    /// (nanoseconds since 1970); absent when nothing more will come (the
+    /// container is gone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// The file its output goes to, on the server's machine, when it is one.

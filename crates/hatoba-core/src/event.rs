@@ -373,6 +373,17 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// An instance, drained and out of the route, could not be stopped
+    /// because the runtime does not answer: the stop is tried again until
+    /// it does, and the rollout waits for it (what serves is unchanged).
+    StopWaits {
+        /// The instance.
+        instance: String,
+        /// Its version.
+        version: String,
+        /// Why.
+        error: String,
+    },
     /// An instance started.
     InstanceStarted {
         /// Its id.
@@ -912,6 +923,16 @@ impl fmt::Display for Shown<'_> {
                 "cannot start an instance of {version} now ({error}): the rollout waits for the runtime, \
                  traffic staying as it is, and rolls back if it is still unreachable at the progress deadline"
             ),
+            E::StopWaits {
+                instance,
+                version,
+                error,
+            } => write!(
+                f,
+                "cannot stop instance {instance} of {version} now ({error}): it is out of the route \
+                 and stopped once the runtime answers again; the rollout waits for that, what \
+                 serves staying as it is"
+            ),
             E::InstanceStarted {
                 instance,
                 version,
@@ -1394,6 +1415,11 @@ mod tests {
                 tag_now: Some("ba9876543210".into()),
             },
             Event::RuntimeUnreachable {
+                version: "v2".into(),
+                error: "the docker runtime is unreachable".into(),
+            },
+            Event::StopWaits {
+                instance: "web-v2-3f9a".into(),
                 version: "v2".into(),
                 error: "the docker runtime is unreachable".into(),
             },

@@ -33,9 +33,9 @@
 //!   [`DockerError::RecordedImageGone`]. `remove_images` removes images by
 //!   id, unforced: the engine keeps one a container uses.
 //! - **An engine that does not answer** (refused, cut, timed out) is
-//!   [`DockerError::Unreachable`]; a start that fails so is
-//!   [`RuntimeError::Unreachable`], so the caller can wait rather than
-//!   blame the version.
+//!   [`DockerError::Unreachable`]; a start or a stop that fails so is
+//!   [`RuntimeError::Unreachable`], so the caller can wait (and try again)
+//!   rather than blame the version.
 //! - **Stop** sends SIGTERM, waits the grace period, sends SIGKILL, then
 //!   removes the container (its exit is remembered by this runtime object).
 //! - **Adoption** checks the recorded container id
@@ -76,8 +76,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 use hatoba_core::{Millis, ServiceName};
 use hatoba_runtime::{
-    ContainerWorkload, InstanceId, InstanceSpec, InstanceState, InstanceStatus, OwnHealth, Runtime,
-    RuntimeError, Usage, Workload,
+    ContainerWorkload, InstanceId, InstanceSpec, InstanceState, InstanceStatus, Output, OwnHealth,
+    Runtime, RuntimeError, Usage, Workload,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -509,6 +509,58 @@ impl DockerRuntime {
             .collect())
     }
 
+    /// A running container's output with the engine's timestamps: the last
+    /// `tail` lines, or every line after `after` (nanoseconds since 1970),
+    /// and the time of the last line read (else `after`, else 0).
+    async fn output_since(
+        &self,
+        container: &str,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<(Vec<String>, u64), DockerError> {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true);
+        let opts = match after {
+            // The engine's `since` is in whole seconds: the lines of that
+            // second up to `after` are dropped below.
+            Some(ns) => opts.since(i32::try_from(ns / 1_000_000_000).unwrap_or(i32::MAX)),
+            // One line at least, for the time to read on from.
+            None => opts.tail(&tail.max(1).to_string()),
+        };
+        let mut stream = self.docker.logs(container, Some(opts.build()));
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => text.extend_from_slice(&c.into_bytes()),
+                Err(e) if status_code(&e) == Some(404) => break,
+                Err(e) => {
+                    return Err(DockerError::api(format!(
+                        "read the output of `{container}`"
+                    ))(e));
+                }
+            }
+        }
+        let mut cursor = after.unwrap_or(0);
+        let mut lines = Vec::new();
+        for line in String::from_utf8_lossy(&text).lines() {
+            let (at, line) = stamped(line);
+            if let Some(at) = at {
+                if after.is_some_and(|a| at <= a) {
+                    continue;
+                }
+                cursor = cursor.max(at);
+            }
+            lines.push(line.to_owned());
+        }
+        if after.is_none() {
+            let skip = lines.len().saturating_sub(tail);
+            lines.drain(..skip);
+        }
+        Ok((lines, cursor))
+    }
+
     /// Keeps the container's last lines in its entry, then removes it.
     async fn keep_output_and_remove(
         &self,
@@ -655,6 +707,7 @@ impl DockerRuntime {
             log: None,
             identity: Some(created.id),
             oom_killed,
+            memory_limit: c.memory_bytes,
             own_health: inspected.as_ref().and_then(own_health),
         })
     }
@@ -694,6 +747,39 @@ fn state_of(i: &ContainerInspectResponse) -> (InstanceState, bool) {
     }
     let code = s.exit_code.and_then(|c| i32::try_from(c).ok());
     (InstanceState::Exited { code, signal: None }, oom)
+}
+
+/// A line the engine gave with `timestamps`: its time in nanoseconds since
+/// 1970 (`2026-12-06T15:55:34.123456789Z message`), and the line.
+fn stamped(line: &str) -> (Option<u64>, &str) {
+    let Some((stamp, rest)) = line.split_once(' ') else {
+        return (None, line);
+    };
+    let at = (|| {
+        let whole = hatoba_core::Millis::parse_rfc3339(&format!("{}Z", stamp.get(..19)?))?;
+        let fraction = stamp.get(19..)?.strip_suffix('Z')?;
+        let digits = fraction.strip_prefix('.').unwrap_or(fraction);
+        if digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let nanos = if digits.is_empty() {
+            0
+        } else {
+            digits.parse::<u64>().ok()? * 10u64.pow(9 - u32::try_from(digits.len()).ok()?)
+        };
+        Some(whole.0 / 1000 * 1_000_000_000 + nanos)
+    })();
+    match at {
+        Some(at) => (Some(at), rest),
+        None => (None, line),
+    }
+}
+
+/// The container's memory limit, when it has one (the engine says 0 for
+/// none).
+fn memory_limit(i: &ContainerInspectResponse) -> Option<u64> {
+    let m = i.host_config.as_ref()?.memory?;
+    u64::try_from(m).ok().filter(|m| *m > 0)
 }
 
 fn host_port(i: &ContainerInspectResponse, key: &str) -> Option<u16> {
@@ -879,13 +965,20 @@ impl Runtime for DockerRuntime {
         if gone {
             return Ok(status);
         }
-        let (state, oom) =
-            self.end(Some(id), &container, grace)
-                .await
-                .map_err(|e| RuntimeError::Stop {
+        let (state, oom) = self
+            .end(Some(id), &container, grace)
+            .await
+            .map_err(|e| match e {
+                // The caller may wait for the engine and stop it again.
+                e @ DockerError::Unreachable(_) => RuntimeError::Unreachable {
+                    runtime: "docker",
+                    source: io(e),
+                },
+                e => RuntimeError::Stop {
                     id: id.clone(),
                     source: io(e),
-                })?;
+                },
+            })?;
         Ok(self.with(|r| match r.entries.get_mut(id) {
             Some(e) => {
                 e.gone = true;
@@ -978,6 +1071,7 @@ impl Runtime for DockerRuntime {
         let mut status = known.clone();
         status.state = state;
         status.oom_killed |= oom;
+        status.memory_limit = memory_limit(&i);
         status.own_health = own_health(&i);
         Ok(self.register(status, container, false))
     }
@@ -1035,7 +1129,8 @@ impl Runtime for DockerRuntime {
         &self,
         id: &InstanceId,
         tail: usize,
-    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        after: Option<u64>,
+    ) -> Result<Option<Output>, RuntimeError> {
         let Some((container, gone, kept)) = self.with(|r| {
             r.entries
                 .get(id)
@@ -1043,14 +1138,24 @@ impl Runtime for DockerRuntime {
         }) else {
             return Err(RuntimeError::NotFound { id: id.clone() });
         };
-        let mut lines = if gone {
-            kept
-        } else {
-            self.output(&container, tail).await.map_err(inspect_error)?
-        };
-        let skip = lines.len().saturating_sub(tail);
-        lines.drain(..skip);
-        Ok(Some(lines))
+        if gone {
+            // Nothing more will come: what was kept, once.
+            let mut lines = if after.is_some() { Vec::new() } else { kept };
+            let skip = lines.len().saturating_sub(tail);
+            lines.drain(..skip);
+            return Ok(Some(Output {
+                lines,
+                cursor: None,
+            }));
+        }
+        let (lines, cursor) = self
+            .output_since(&container, tail, after)
+            .await
+            .map_err(inspect_error)?;
+        Ok(Some(Output {
+            lines,
+            cursor: Some(cursor),
+        }))
     }
 
     async fn usage(&self, id: &InstanceId) -> Option<Usage> {
@@ -1103,6 +1208,21 @@ mod tests {
             fill_placeholders("${PORT}:${TOKEN}:${OTHER}", "8080", &secrets),
             "8080:s3:${OTHER}"
         );
+    }
+
+    #[test]
+    fn a_stamped_line_gives_its_time_in_nanoseconds() {
+        assert_eq!(
+            stamped("1970-01-01T00:00:02.000000123Z hello there"),
+            (Some(2_000_000_123), "hello there")
+        );
+        assert_eq!(
+            stamped("1970-01-01T00:00:01.5Z x"),
+            (Some(1_500_000_000), "x")
+        );
+        assert_eq!(stamped("1970-01-01T00:00:01Z "), (Some(1_000_000_000), ""));
+        assert_eq!(stamped("no stamp here"), (None, "no stamp here"));
+        assert_eq!(stamped("plain"), (None, "plain"));
     }
 
     #[test]

@@ -437,6 +437,7 @@ impl ProcessRuntime {
             log: Some(log_path),
             identity: None,
             oom_killed: false,
+            memory_limit: None,
             own_health: None,
         };
         Ok((status, child))

@@ -198,12 +198,51 @@ pub struct InstanceStatus {
     /// Whether the kernel's out-of-memory killer ended it (known to the
     /// Docker runtime; the process runtime cannot tell and says `false`).
     pub oom_killed: bool,
+    /// The memory limit it runs under, in bytes, when the runtime sets one
+    /// (a Docker service's `memory`).
+    pub memory_limit: Option<u64>,
     /// Where its output goes.
     pub log: Option<PathBuf>,
     /// What the workload's own health check says (a Docker image's
     /// HEALTHCHECK), when it has one. Shown, never acted on: Hatoba's
     /// probes decide readiness whether or not the image has a check.
     pub own_health: Option<OwnHealth>,
+}
+
+impl InstanceStatus {
+    /// Its state in words, saying when the out-of-memory killer ended it
+    /// and under what limit: `killed by the OOM killer (memory limit
+    /// 64 MiB)`, else as [`InstanceState`] says.
+    pub fn state_words(&self) -> String {
+        match (&self.state, self.oom_killed, self.memory_limit) {
+            (InstanceState::Exited { .. }, true, Some(limit)) => format!(
+                "killed by the OOM killer (memory limit {})",
+                mebibytes(limit)
+            ),
+            (InstanceState::Exited { .. }, true, None) => "killed by the OOM killer".to_owned(),
+            (state, ..) => state.to_string(),
+        }
+    }
+}
+
+/// `64 MiB`, `1.5 MiB`: an amount of memory as an operator reads it.
+fn mebibytes(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
+    }
+}
+
+/// Lines of an instance's output the runtime kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Whole lines, oldest first.
+    pub lines: Vec<String>,
+    /// Where to read on from (`after` of the next call): opaque to the
+    /// caller (for Docker, the time of the last line in nanoseconds since
+    /// 1970). `None`: nothing more will come (the instance is gone).
+    pub cursor: Option<u64>,
 }
 
 /// The verdict of a workload's own health check.
@@ -397,16 +436,19 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     }
 
     /// The last `tail` lines of an instance's output (stdout and stderr
-    /// interleaved as the runtime kept them), oldest first. `Ok(None)`
-    /// means this runtime keeps output in the file named by
-    /// [`InstanceStatus::log`] and the caller reads it there (the default,
-    /// the process runtime). An unknown id is [`RuntimeError::NotFound`].
+    /// interleaved as the runtime kept them), oldest first, or with
+    /// `after` (an earlier answer's [`Output::cursor`]) every line written
+    /// since. `Ok(None)` means this runtime keeps output in the file named
+    /// by [`InstanceStatus::log`] and the caller reads it there (the
+    /// default, the process runtime). An unknown id is
+    /// [`RuntimeError::NotFound`].
     async fn logs(
         &self,
         id: &InstanceId,
         tail: usize,
-    ) -> Result<Option<Vec<String>>, RuntimeError> {
-        let _ = (id, tail);
+        after: Option<u64>,
+    ) -> Result<Option<Output>, RuntimeError> {
+        let _ = (id, tail, after);
         Ok(None)
     }
 
@@ -428,5 +470,47 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     async fn usage(&self, id: &InstanceId) -> Option<Usage> {
         let _ = id;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oom_kill_is_said_with_its_limit() {
+        let mut s = InstanceStatus {
+            id: InstanceId("web-1".into()),
+            service: ServiceName::new("web").unwrap(),
+            version: Version::new("v1").unwrap(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            pid: None,
+            proc_start: None,
+            started_at: Millis(0),
+            state: InstanceState::Exited {
+                code: Some(137),
+                signal: None,
+            },
+            identity: None,
+            oom_killed: false,
+            memory_limit: Some(64 << 20),
+            log: None,
+            own_health: None,
+        };
+        assert_eq!(s.state_words(), "exited with code 137");
+        s.oom_killed = true;
+        assert_eq!(
+            s.state_words(),
+            "killed by the OOM killer (memory limit 64 MiB)"
+        );
+        s.memory_limit = Some(3 << 19);
+        assert_eq!(
+            s.state_words(),
+            "killed by the OOM killer (memory limit 1.5 MiB)"
+        );
+        s.memory_limit = None;
+        assert_eq!(s.state_words(), "killed by the OOM killer");
+        s.state = InstanceState::Running;
+        assert_eq!(s.state_words(), "running");
     }
 }

@@ -243,6 +243,7 @@ impl InstanceRecord {
             log: self.log.clone(),
             identity: self.identity.clone(),
             oom_killed: false,
+            memory_limit: None,
             own_health: None,
         }
     }
@@ -591,12 +592,32 @@ struct Drained {
     notify_error: Option<String>,
     /// Stopped, and whether it had to be killed.
     stopped: Result<bool, hatoba_runtime::RuntimeError>,
+    /// How many stops were tried before this one (the runtime did not
+    /// answer them).
+    retries: u32,
 }
+
+/// How long a stop the runtime did not answer waits before it is tried
+/// again.
+const STOP_RETRY_EVERY: Duration = Duration::from_secs(1);
 
 impl Drop for Run<'_> {
     fn drop(&mut self) {
         self.draining.detach_all();
     }
+}
+
+/// The `container_removed` event of a stopped instance when it was a
+/// container (it has an identity), which the Docker runtime removes once
+/// it has stopped.
+pub(crate) fn container_removed(i: &InstanceStatus) -> Option<Event> {
+    i.identity
+        .as_ref()
+        .map(|container| Event::ContainerRemoved {
+            instance: i.id.to_string(),
+            version: i.version.to_string(),
+            container: prune::short_id(container),
+        })
 }
 
 /// What a rollout's health rounds found, beside the policy's state.
@@ -1958,9 +1979,33 @@ impl Run<'_> {
                 report,
                 notify_error,
                 stopped,
+                retries: 0,
             }
         });
         Ok(())
+    }
+
+    /// Tries again, in the background, the stop of a drained instance the
+    /// runtime did not answer.
+    fn stop_again(&mut self, d: Drained) {
+        let runtime = Arc::clone(&self.d.runtime);
+        let grace = self.req.svc.termination_grace_period;
+        self.draining.spawn(async move {
+            // Pacing: an unreachable engine has no event saying it is back.
+            tokio::time::sleep(STOP_RETRY_EVERY).await;
+            let stopped = runtime
+                .stop(&d.instance.id, grace)
+                .await
+                .map(|end| killed(&end.state));
+            if stopped.is_ok() {
+                runtime.forget(&d.instance.id).await;
+            }
+            Drained {
+                stopped,
+                retries: d.retries + 1,
+                ..d
+            }
+        });
     }
 
     /// Records the drains that finished; with `all`, waits for every one
@@ -1980,32 +2025,45 @@ impl Run<'_> {
             let Ok(d) = done else {
                 continue;
             };
-            self.event(Event::InstanceDrained {
-                instance: d.instance.id.to_string(),
-                version: d.instance.version.to_string(),
-                after_ms: u64::try_from(d.waited.as_millis()).unwrap_or(u64::MAX),
-                in_time: d.report.done,
-                connections: d.report.open,
-                left: d.report.left,
-                notify_error: d.notify_error,
-            })
-            .await?;
-            let killed = d.stopped?;
+            if d.retries == 0 {
+                self.event(Event::InstanceDrained {
+                    instance: d.instance.id.to_string(),
+                    version: d.instance.version.to_string(),
+                    after_ms: u64::try_from(d.waited.as_millis()).unwrap_or(u64::MAX),
+                    in_time: d.report.done,
+                    connections: d.report.open,
+                    left: d.report.left,
+                    notify_error: d.notify_error.clone(),
+                })
+                .await?;
+            }
+            let killed = match &d.stopped {
+                Ok(killed) => *killed,
+                // The engine does not answer: the instance is out of the
+                // route, so nothing serves differently; its stop is tried
+                // again until the engine is back, as a start is.
+                Err(e @ RuntimeError::Unreachable { .. }) => {
+                    if d.retries == 0 {
+                        self.event(Event::StopWaits {
+                            instance: d.instance.id.to_string(),
+                            version: d.instance.version.to_string(),
+                            error: chain(e),
+                        })
+                        .await?;
+                    }
+                    self.stop_again(d);
+                    continue;
+                }
+                Err(_) => d.stopped?,
+            };
             self.event(Event::InstanceStopped {
                 instance: d.instance.id.to_string(),
                 version: d.instance.version.to_string(),
                 killed,
             })
             .await?;
-            // An instance with an identity is a container, which the
-            // Docker runtime removes once it has stopped.
-            if let Some(container) = &d.instance.identity {
-                self.event(Event::ContainerRemoved {
-                    instance: d.instance.id.to_string(),
-                    version: d.instance.version.to_string(),
-                    container: prune::short_id(container),
-                })
-                .await?;
+            if let Some(removed) = container_removed(&d.instance) {
+                self.event(removed).await?;
             }
         }
     }
@@ -2366,7 +2424,7 @@ impl Run<'_> {
     }
 }
 
-mod prune;
+pub(crate) mod prune;
 #[cfg(test)]
 mod state_tests;
 #[cfg(test)]

@@ -215,7 +215,8 @@ pub(crate) fn health_plan(svc: &Service, restarts: RestartPolicy) -> HealthPlan 
 }
 
 /// What the runtime listed, as the health policy reads it: an exit with a
-/// code or a signal says so, any other end "is gone".
+/// code or a signal (or by the OOM killer) says so, any other end "is
+/// gone".
 pub(crate) fn listed_for_health(listed: &[InstanceStatus]) -> Vec<health::Listed> {
     listed
         .iter()
@@ -223,10 +224,10 @@ pub(crate) fn listed_for_health(listed: &[InstanceStatus]) -> Vec<health::Listed
             id: l.id.0.clone(),
             exited: match &l.state {
                 InstanceState::Running => None,
-                state @ InstanceState::Exited { code, signal }
-                    if code.is_some() || signal.is_some() =>
+                InstanceState::Exited { code, signal }
+                    if code.is_some() || signal.is_some() || l.oom_killed =>
                 {
-                    Some(state.to_string())
+                    Some(l.state_words())
                 }
                 InstanceState::Exited { .. } => Some("is gone".to_owned()),
             },

@@ -206,12 +206,13 @@ impl Runtime for Runtimes {
         &self,
         id: &InstanceId,
         tail: usize,
-    ) -> Result<Option<Vec<String>>, RuntimeError> {
+        after: Option<u64>,
+    ) -> Result<Option<hatoba_runtime::Output>, RuntimeError> {
         let mut last = RuntimeError::NotFound { id: id.clone() };
         // Docker first: it says NotFound for an instance it does not know,
         // where the process runtime answers "read the log file" for any id.
         for rt in self.candidates(id).into_iter().rev() {
-            match rt.logs(id, tail).await {
+            match rt.logs(id, tail, after).await {
                 Err(e @ RuntimeError::NotFound { .. }) => last = e,
                 r => return r,
             }
@@ -263,6 +264,7 @@ mod tests {
                 state: InstanceState::Running,
                 identity: identity.map(str::to_owned),
                 oom_killed: false,
+                memory_limit: None,
                 log: None,
                 own_health: None,
             }

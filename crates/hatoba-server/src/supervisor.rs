@@ -458,11 +458,24 @@ async fn restart(
     // Out of the table first, then stopped (a failed liveness probe leaves
     // a process behind; an exited one is already gone).
     route_stable(s, serving.version.to_string(), in_table.to_vec()).await;
-    let _ = s
+    let stopped = s
         .runtime
         .stop(&inst.id, s.svc.termination_grace_period)
         .await;
     s.runtime.forget(&inst.id).await;
+    if let (Ok(_), Some(removed), Some(id)) = (
+        &stopped,
+        crate::deployer::container_removed(inst),
+        &serving.deployment,
+    ) {
+        let _ = s
+            .store
+            .append_event(
+                id,
+                NewEvent::of(clock_now(), &removed, Some(s.name.as_str())),
+            )
+            .await;
+    }
     let mut spec = instance_spec_for(
         &s.name,
         &s.svc,

@@ -415,17 +415,24 @@ async fn the_output_of_a_container_is_readable_even_after_it_was_removed() {
         .unwrap();
     let said = |lines: &[String]| lines.iter().any(|l| l.contains("no database at db:5432"));
     hatoba_test_support::wait_for_async(Duration::from_secs(30), || async {
-        said(&rt.logs(&dead.id, 50).await.unwrap().unwrap())
+        said(&rt.logs(&dead.id, 50, None).await.unwrap().unwrap().lines)
     })
     .await
     .unwrap();
     // Stopping removes the container; its last words stay readable.
     rt.stop(&dead.id, Duration::from_secs(5)).await.unwrap();
-    let kept = rt.logs(&dead.id, 50).await.unwrap().unwrap();
+    let kept = rt.logs(&dead.id, 50, None).await.unwrap().unwrap().lines;
     assert!(said(&kept), "{kept:?}");
-    assert!(rt.logs(&dead.id, 0).await.unwrap().unwrap().is_empty());
+    assert!(
+        rt.logs(&dead.id, 0, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .lines
+            .is_empty()
+    );
     assert!(matches!(
-        rt.logs(&hatoba_runtime::InstanceId("nope".to_owned()), 5)
+        rt.logs(&hatoba_runtime::InstanceId("nope".to_owned()), 5, None)
             .await,
         Err(RuntimeError::NotFound { .. })
     ));

@@ -184,6 +184,7 @@ fn parse_record(text: &str) -> InstanceStatus {
         log: Some(PathBuf::from(f[4])),
         identity: None,
         oom_killed: false,
+        memory_limit: None,
         own_health: None,
     }
 }

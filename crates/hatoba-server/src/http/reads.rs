@@ -195,8 +195,9 @@ pub(crate) struct LogsParams {
     lines: Option<usize>,
     /// Only this instance (running or not).
     instance: Option<String>,
-    /// With `instance`: the whole lines written after this byte offset
-    /// (an earlier answer's `offset`) instead of a tail.
+    /// With `instance`: the whole lines written after this point (an
+    /// earlier answer's `offset`: a byte offset in a log file, a time for
+    /// a container) instead of a tail.
     after: Option<u64>,
     /// The environment; needed when the server runs several that have the
     /// service (it chooses the environment's server, see `http::envs`).

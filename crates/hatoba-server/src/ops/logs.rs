@@ -24,8 +24,9 @@ pub struct LogsQuery {
     pub lines: usize,
     /// Only this instance.
     pub instance: Option<String>,
-    /// With `instance`: the lines written after this byte offset (an
-    /// earlier answer's `offset`) instead of a tail.
+    /// With `instance`: the lines written after this point (an earlier
+    /// answer's `offset`: a byte offset in a log file, a time for a
+    /// container) instead of a tail.
     pub after: Option<u64>,
 }
 
@@ -101,8 +102,8 @@ impl Server {
         n: usize,
         after: Option<u64>,
     ) -> hatoba_api::InstanceLog {
-        let (lines, offset) = match self.runtime.logs(&i.id, n).await {
-            Ok(Some(lines)) => (lines, None),
+        let (lines, offset) = match self.runtime.logs(&i.id, n, after).await {
+            Ok(Some(kept)) => (kept.lines, kept.cursor),
             _ => match (&i.log, after) {
                 (Some(path), Some(from)) => {
                     let (lines, offset) = read_after(path, from);

@@ -139,7 +139,7 @@ impl Server {
                     version: i.version.to_string(),
                     addr: i.addr.to_string(),
                     pid: i.pid,
-                    state: i.state.to_string(),
+                    state: i.state_words(),
                     in_route: in_route.contains(&i.addr),
                     ready: o.map(|o| o.ready),
                     last_probe: o.and_then(|o| o.last_probe.clone()),

@@ -469,8 +469,9 @@ impl Runtime for EnvRuntime {
         &self,
         id: &InstanceId,
         tail: usize,
-    ) -> Result<Option<Vec<String>>, RuntimeError> {
-        self.inner.logs(id, tail).await
+        after: Option<u64>,
+    ) -> Result<Option<hatoba_runtime::Output>, RuntimeError> {
+        self.inner.logs(id, tail, after).await
     }
 
     async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {

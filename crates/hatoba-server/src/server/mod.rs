@@ -472,13 +472,35 @@ impl Server {
                 for i in list {
                     let runtime = Arc::clone(&self.runtime);
                     let grace = svc.termination_grace_period;
+                    let name = name.clone();
                     stops.spawn(async move {
-                        let _ = runtime.stop(&i.id, grace).await;
+                        let stopped = runtime.stop(&i.id, grace).await;
+                        (name, i, stopped.is_ok())
                     });
                 }
             }
         }
-        while stops.join_next().await.is_some() {}
+        while let Some(done) = stops.join_next().await {
+            // A container stopped is removed: recorded on the deployment
+            // that made its version serve, as a rollout records it.
+            let Ok((name, i, true)) = done else { continue };
+            let serving = self.service(&name).and_then(|state| {
+                state
+                    .serving
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .and_then(|d| d.deployment.clone())
+            });
+            if let (Some(id), Some(removed)) = (serving, crate::deployer::container_removed(&i)) {
+                let new = hatoba_store::NewEvent::of(
+                    crate::deployer::clock_now(),
+                    &removed,
+                    Some(name.as_str()),
+                );
+                let _ = self.store.append_event(&id, new).await;
+            }
+        }
         for name in specs.keys() {
             if let Some(state) = self.service(name) {
                 let serving = state

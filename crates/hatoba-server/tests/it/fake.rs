@@ -272,6 +272,7 @@ impl Runtime for FakeRuntime {
                 log: None,
                 identity: None,
                 oom_killed: false,
+                memory_limit: None,
                 own_health: None,
             },
             ready: Arc::clone(&ready),

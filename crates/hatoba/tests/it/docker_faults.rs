@@ -4,9 +4,12 @@
 //! changes nothing), old versions' containers and images are removed and
 //! `hatoba diagnose` says so; a container that exits at once is rolled
 //! back with the old version serving; one that ignores SIGTERM is killed
-//! after its grace period and said to be; an engine that stops answering
+//! after its grace period and said to be; one past its `memory` limit is
+//! killed by the OOM killer, said so, and rolled back; `hatoba logs -f`
+//! prints what a container writes after it began; an engine that stops answering
 //! mid-rollout (a Unix-socket relay the test cuts, never the real daemon)
-//! leaves the running version serving while the rollout waits for it.
+//! leaves the running version serving while the rollout waits for it, and
+//! an abort then waits to stop the canary rather than failing.
 //!
 //! Images are built `FROM scratch` by `hatoba build` from the context of
 //! `docker::context` (this build's `hatoba` binary and its libraries): no
@@ -54,10 +57,11 @@ const ROLLING: &str = "{rolling: {maxSurge: 1, maxUnavailable: 0}}";
 /// The demo app under a shell that passes SIGTERM on to it (it exits)
 /// or, with `IGNORE_TERM=yes`, ignores it (so the container runs on until
 /// it is killed); `HOST` is the address the app listens on (one that is
-/// none makes it exit at once). The demo app run by `hatoba demo-app`
-/// has no slow-shutdown knob, and the image has no shell of its own
-/// (`add_shell`).
-const SHELL: &str = "      command: [/bin/sh, -c, \"if [ ${IGNORE_TERM:-no} = yes ]; then trap '' TERM; else trap 'kill $!; wait; exit 0' TERM; fi; DEMO_HOST=${HOST:-0.0.0.0} /hatoba demo-app --version-label ${VERSION} & wait $!\"]\n";
+/// none makes it exit at once); with `HOG=yes` the shell first doubles a
+/// string without end, past any memory limit. The demo app run by
+/// `hatoba demo-app` has no slow-shutdown or memory knob, and the image
+/// has no shell of its own (`add_shell`).
+const SHELL: &str = "      command: [/bin/sh, -c, \"if [ ${HOG:-no} = yes ]; then a=x; while :; do a=$a$a; done; fi; if [ ${IGNORE_TERM:-no} = yes ]; then trap '' TERM; else trap 'kill $!; wait; exit 0' TERM; fi; DEMO_HOST=${HOST:-0.0.0.0} /hatoba demo-app --version-label ${VERSION} & wait $!\"]\n";
 
 /// Puts the machine's `/bin/sh` and its libraries into the image's files.
 fn add_shell(ctx: &Path) {
@@ -264,6 +268,17 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
     poll("v1 restored", Duration::from_secs(60), || {
         (served(d.sb.port).as_deref() == Ok("v1")).then_some(())
     });
+    // The container the stop removed is recorded on the deployment that
+    // made v1 serve, as a rollout records those it removes.
+    let page = crate::support::api_get(
+        &d.sb.state,
+        &format!(
+            "/api/v1/events?follow=false&deployment={}",
+            rollback["id"].as_str().unwrap()
+        ),
+    );
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(page.matches("(v1) removed").count(), 1, "{page}");
     assert_eq!(d.images_of("v1"), [v1.as_str()]);
     let history = hatoba(&d.sb.state).args(["history"]).output().unwrap();
     let history = String::from_utf8_lossy(&history.stdout);
@@ -368,6 +383,124 @@ fn a_container_that_exits_at_once_is_rolled_back_and_one_ignoring_sigterm_is_kil
         .map(|d| d["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["succeeded", "rolled_back", "succeeded"]);
+    assert!(up.terminate(), "a clean stop");
+}
+
+#[test]
+fn a_container_past_its_memory_limit_is_oom_killed_said_so_and_rolled_back() {
+    if engine().is_none() {
+        return;
+    }
+    let mut d = Docker::new(
+        "oom",
+        ROLLING,
+        &format!("{SHELL}      memory: 64m\n"),
+        "    progressDeadline: 30s\n",
+    );
+    add_shell(&d.sb.file.with_file_name("ctx"));
+    d.build("v1", "one");
+    d.build("v2", "two");
+    let up = d.sb.up(&[]);
+    d.sb.deploy_ok("v1");
+    let load = Traffic::start(d.sb.port);
+    load.wait_answered(20);
+
+    // v2's shell grows past 64 MiB as it starts: the kernel kills it.
+    let says = "killed by the OOM killer (memory limit 64 MiB)";
+    d.sb.deploy_fails("v2", "HOG=yes", says);
+    let last = latest(&d.sb.state);
+    assert_eq!(last["status"], "rolled_back");
+    assert!(
+        last["reason"].as_str().is_some_and(|r| r.contains(says)),
+        "{last}"
+    );
+    assert_eq!(served(d.sb.port).as_deref(), Ok("v1"));
+    assert!(
+        d.all_containers("label=hatoba.version=v2").is_empty(),
+        "v2's container removed"
+    );
+    let diagnosis = d.diagnose();
+    assert!(diagnosis.contains(says), "{diagnosis}");
+    let history = hatoba(&d.sb.state).args(["history"]).output().unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains(says), "{history}");
+    load.finish().assert_no_failed(20);
+    let out = hatoba(&d.sb.state)
+        .args(["history", "-o", "json"])
+        .output()
+        .unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses: Vec<&str> = h["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["rolled_back", "succeeded"], "newest first");
+    assert!(up.terminate(), "a clean stop");
+}
+
+#[test]
+fn logs_follow_prints_what_a_container_writes_after_it_began() {
+    if engine().is_none() {
+        return;
+    }
+    let mut d = Docker::new("follow", ROLLING, SHELL, "");
+    add_shell(&d.sb.file.with_file_name("ctx"));
+    d.build("v1", "one");
+    let up = d.sb.up(&[]);
+    d.sb.deploy_ok("v1");
+    let follow = Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .arg("--state-dir")
+        .arg(&d.sb.state)
+        .args(["logs", "web", "-f", "-n", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut follow = crate::support::Reaped(follow);
+    let seen = Arc::new(Mutex::new(String::new()));
+    {
+        let seen = Arc::clone(&seen);
+        let out = follow.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+    }
+    poll("logs -f to print the tail", Duration::from_secs(20), || {
+        seen.lock()
+            .unwrap()
+            .contains("demo app v1 listening on")
+            .then_some(())
+    });
+    // The container writes a line (its first process's output, as the
+    // engine keeps it) after `logs -f` began: printed, the tail not again.
+    let (container, _) = containers(&d.scope).into_iter().next().unwrap();
+    let exec = Command::new("docker")
+        .args(["exec", &container, "/bin/sh", "-c"])
+        .arg("echo a line written after the follow began >/proc/1/fd/2")
+        .output()
+        .unwrap();
+    assert!(exec.status.success(), "{exec:?}");
+    poll_explained(
+        "logs -f to print the new line",
+        Duration::from_secs(20),
+        || {
+            seen.lock()
+                .unwrap()
+                .contains("] a line written after the follow began")
+                .then_some(())
+        },
+        || seen.lock().unwrap().clone(),
+    );
+    let s = seen.lock().unwrap().clone();
+    assert_eq!(s.matches("demo app v1 listening on").count(), 1, "{s}");
+    drop(follow);
     assert!(up.terminate(), "a clean stop");
 }
 
@@ -514,6 +647,50 @@ fn an_engine_unreachable_mid_rollout_leaves_the_old_version_serving_and_the_roll
             && containers(&d.scope).len() == 2)
             .then_some(())
     });
+
+    // v1 again as a canary, aborted while the engine does not answer: its
+    // instance, out of the route at once, cannot be stopped; the rollback
+    // waits for the engine (saying so) instead of failing, v2 serving.
+    hatoba(&d.sb.state)
+        .args(["deploy", "web", "--version", "v1"])
+        .assert()
+        .success();
+    let before = load.so_far().ok.get("v1").copied().unwrap_or(0);
+    poll("v1 serving its share", Duration::from_secs(60), || {
+        (load.so_far().ok.get("v1").copied().unwrap_or(0) >= before + 10).then_some(())
+    });
+    relay.cut();
+    hatoba(&d.sb.state)
+        .args(["abort", "web"])
+        .assert()
+        .success();
+    poll_explained(
+        "the rollback says its stop waits",
+        Duration::from_secs(30),
+        || {
+            d.diagnose()
+                .contains("and stopped once the runtime answers again")
+                .then_some(())
+        },
+        || d.diagnose(),
+    );
+    let answered = load.so_far().answered();
+    load.wait_answered(answered + 200);
+    assert_eq!(latest(&d.sb.state)["status"], "in_progress");
+    relay.restore();
+    poll_explained(
+        "the rollback complete",
+        Duration::from_secs(90),
+        || {
+            let l = latest(&d.sb.state);
+            (l["status"] == "aborted"
+                && containers(&d.scope).values().all(|v| v == "v2")
+                && containers(&d.scope).len() == 2)
+                .then_some(())
+        },
+        || format!("{} {:?}", latest(&d.sb.state), containers(&d.scope)),
+    );
+    assert_eq!(served(d.sb.port).as_deref(), Ok("v2"));
     let summary = load.finish();
     summary.assert_no_failed(300);
     assert!(up.terminate(), "a clean stop");

@@ -204,6 +204,7 @@ fn instance(id: &str) -> hatoba_runtime::InstanceStatus {
         state: hatoba_runtime::InstanceState::Running,
         identity: None,
         oom_killed: false,
+        memory_limit: None,
         log: None,
         own_health: None,
     }
