@@ -94,7 +94,12 @@ impl Docker {
             .unwrap()
             .display()
             .to_string();
-        context(&sb.file.with_file_name("ctx"));
+        let ctx = sb.file.with_file_name("ctx");
+        context(&ctx);
+        // The tests run side by side and remove their images by id: the
+        // same files would build the same image id in two tests, and one
+        // test's clean-up would remove the other's image.
+        std::fs::write(ctx.join("rootfs").join("test"), &image).unwrap();
         Docker {
             cleanup: Cleanup {
                 scope: scope.clone(),
