@@ -37,16 +37,27 @@ fn expect_file(path: &Path, actual: &str) -> Result<(), String> {
     ))
 }
 
+/// Every `examples/*/hatoba.yaml` parses without a diagnostic, and the
+/// examples the README names are among them (a renamed or lost one fails).
 #[test]
 fn examples_are_valid() {
+    const NAMED: [&str; 6] = [
+        "quickstart",
+        "docker",
+        "docker-python",
+        "rolling",
+        "blue-green",
+        "seeds-canary",
+    ];
     let dir = workspace_root().join("examples");
-    let mut seen = 0;
+    let mut seen = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
-        let file = entry.unwrap().path().join("hatoba.yaml");
+        let entry = entry.unwrap();
+        let file = entry.path().join("hatoba.yaml");
         if !file.exists() {
             continue;
         }
-        seen += 1;
+        seen.push(entry.file_name().to_string_lossy().into_owned());
         let text = std::fs::read_to_string(&file).unwrap();
         let parsed = hatoba_spec::parse(&text);
         assert!(
@@ -56,7 +67,12 @@ fn examples_are_valid() {
         );
         assert!(parsed.spec.is_some());
     }
-    assert!(seen >= 4, "expected at least 4 examples, found {seen}");
+    for name in NAMED {
+        assert!(
+            seen.iter().any(|s| s == name),
+            "examples/{name}/hatoba.yaml was not found (validated: {seen:?})"
+        );
+    }
 }
 
 /// Specs under `tests/data/valid` read without a single diagnostic.
