@@ -8,10 +8,50 @@ use std::borrow::Cow;
 
 /// The JSON Schema of `hatoba.yaml`, pretty-printed, with a final newline.
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(Spec);
+    let mut schema = schemars::schema_for!(Spec);
+    if let Some(root) = schema.as_object_mut() {
+        root.values_mut().for_each(duration_defaults);
+    }
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// A duration's default as schemars derives it is `std::time::Duration`'s
+/// own shape (`{"secs": 0, "nanos": 0}`), and the zero of a struct's
+/// `Default`, not what the decoder fills in. Each becomes the text its
+/// description gives ("Default `30s`."), or goes when none is given.
+fn duration_defaults(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let is_duration = m.get("default").is_some_and(|d| {
+                d.as_object().is_some_and(|o| {
+                    o.len() == 2 && o.contains_key("secs") && o.contains_key("nanos")
+                })
+            });
+            if is_duration {
+                let stated = m
+                    .get("description")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|d| d.split("Default `").nth(1))
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_owned);
+                match stated {
+                    Some(text) => {
+                        m.insert("default".to_owned(), serde_json::Value::String(text));
+                    }
+                    None => {
+                        m.remove("default");
+                    }
+                }
+            }
+            for child in m.values_mut() {
+                duration_defaults(child);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(duration_defaults),
+        _ => {}
+    }
 }
 
 macro_rules! text_schema {
@@ -103,5 +143,56 @@ impl JsonSchema for IntOrPercent {
                 { "type": "string", "pattern": "^[0-9]{1,3}%$" }
             ]
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Every `default` a duration field shows is a duration as the spec
+    /// writes it, never `std::time::Duration`'s fields.
+    #[test]
+    fn duration_defaults_are_written_as_the_spec_writes_durations() {
+        let text = json_schema();
+        assert!(!text.contains("\"secs\""), "{text}");
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut defaults = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    let is_duration = m.get("$ref").and_then(serde_json::Value::as_str)
+                        == Some("#/$defs/DurationText");
+                    if let (true, Some(d)) = (is_duration, m.get("default")) {
+                        out.push(d.as_str().unwrap_or("not text").to_owned());
+                    }
+                    m.values().for_each(|c| walk(c, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
+                _ => {}
+            }
+        }
+        walk(&doc, &mut defaults);
+        assert!(defaults.len() >= 10, "{defaults:?}");
+        for d in defaults {
+            assert!(
+                hatoba_core::parse_duration(&d).is_ok(),
+                "`{d}` is not a duration"
+            );
+        }
+    }
+
+    /// A default the description does not state goes rather than shows
+    /// the struct's zero.
+    #[test]
+    fn a_duration_default_without_a_stated_one_is_dropped() {
+        let mut v = serde_json::json!({
+            "a": {"description": "How long. Default `2m`.", "default": {"secs": 0, "nanos": 0}},
+            "b": {"description": "How long.", "default": {"secs": 0, "nanos": 0}},
+        });
+        duration_defaults(&mut v);
+        assert_eq!(v["a"]["default"], "2m");
+        assert!(v["b"].get("default").is_none(), "{v}");
     }
 }
