@@ -104,9 +104,23 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(
     if empty_ok && body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    an_object(&body, what)?;
     serde_json::from_slice::<T>(&body).map_err(|e| {
         Failure::new(ErrorKind::BadInput, format!("bad {what} request: {e}")).field(field_of(&e))
     })
+}
+
+/// serde reads a struct from an array too (`[]` as all defaults): the
+/// API's bodies are objects, as its document says, and anything else is
+/// refused before serde sees it.
+fn an_object(body: &[u8], what: &str) -> Result<(), Failure> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return Ok(());
+    }
+    Err(Failure::new(
+        ErrorKind::BadInput,
+        format!("bad {what} request: the body must be a JSON object (`{{...}}`)"),
+    ))
 }
 
 /// The field serde's error names, when it names one.
@@ -500,6 +514,7 @@ pub(crate) async fn set_secret(
         )
     })
     .await?;
+    an_object(&body, "secret")?;
     // serde's message may quote the body: say where, not what.
     let r = serde_json::from_slice::<SecretSetRequest>(&body).map_err(|e| {
         Failure::new(

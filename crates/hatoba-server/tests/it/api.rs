@@ -338,6 +338,35 @@ async fn malformed_json_and_unknown_fields_are_json_400s_naming_the_problem() {
             "unknown field `who`",
             Some("who"),
         ),
+        // serde would read these arrays as structs of defaults.
+        (
+            "POST",
+            "/api/v1/reload",
+            "[]",
+            "must be a JSON object",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/services/web/rollback",
+            " []",
+            "must be a JSON object",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/deployments",
+            r#"["web", "v9"]"#,
+            "must be a JSON object",
+            None,
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/API_KEY",
+            r#"["hunter2"]"#,
+            "must be a JSON object",
+            None,
+        ),
     ] {
         let (code, answer) = call(a.addr, method, path, Some(&a.token), body.as_bytes()).await;
         assert_eq!(code, 400, "{method} {path} {body}: {answer}");
