@@ -61,6 +61,10 @@ impl Diagnostic {
     }
 }
 
+/// The most diagnostics [`render`] shows: a file with thousands of the
+/// same mistake would bury the summary; the JSON report has them all.
+pub(crate) const MAX_RENDERED: usize = 100;
+
 /// Renders diagnostics as `hatoba validate` prints them:
 ///
 /// ```text
@@ -73,7 +77,7 @@ impl Diagnostic {
 pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
     let lines: Vec<&str> = source.lines().collect();
     let mut out = String::new();
-    for d in diagnostics {
+    for d in diagnostics.iter().take(MAX_RENDERED) {
         let level = match d.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
@@ -111,6 +115,13 @@ pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
             let _ = writeln!(out, "  = hint: {hint}");
         }
     }
+    if diagnostics.len() > MAX_RENDERED {
+        let _ = writeln!(
+            out,
+            "... and {} more (`hatoba validate -f {file} -o json` lists every one)",
+            diagnostics.len() - MAX_RENDERED
+        );
+    }
     let errors = diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -132,4 +143,31 @@ pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_a_hundred_diagnostics_the_rest_are_counted_not_shown() {
+        let d = |n: usize| Diagnostic {
+            severity: Severity::Error,
+            span: None,
+            path: format!("services.s{n}"),
+            message: "wrong".to_owned(),
+            hint: None,
+        };
+        let many: Vec<Diagnostic> = (0..MAX_RENDERED + 50).map(d).collect();
+        let text = render("hatoba.yaml", "", &many);
+        assert!(text.contains("services.s99: wrong"), "{text}");
+        assert!(!text.contains("services.s100: wrong"), "{text}");
+        assert!(text.contains("... and 50 more"), "{text}");
+        assert!(
+            text.ends_with("hatoba.yaml: 150 errors, 0 warnings\n"),
+            "{text}"
+        );
+        let few: Vec<Diagnostic> = (0..3).map(d).collect();
+        assert!(!render("hatoba.yaml", "", &few).contains("more"));
+    }
 }
