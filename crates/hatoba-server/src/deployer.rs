@@ -2155,7 +2155,11 @@ impl Run<'_> {
                         && crashed.is_none()
                     {
                         let why = match &why {
-                            Death::Exited(state) => state.clone(),
+                            Death::Exited(state) => match last_words(&*self.d.runtime, &inst).await
+                            {
+                                Some(line) => format!("{state}; its last output: {line}"),
+                                None => state.clone(),
+                            },
                             Death::Liveness { .. } => {
                                 format!("failed {}", self.liveness_words(&why))
                             }
@@ -2429,3 +2433,37 @@ pub(crate) mod prune;
 mod state_tests;
 #[cfg(test)]
 mod workload_tests;
+
+/// The last line an instance wrote (stdout or stderr, as its runtime kept
+/// them), shown safely and cut to 200 characters: what a program that
+/// exits at start usually says about why (`missing DATABASE_URL`).
+async fn last_words(runtime: &dyn Runtime, inst: &InstanceStatus) -> Option<String> {
+    let lines = match runtime.logs(&inst.id, 20, None).await {
+        Ok(Some(kept)) => kept.lines,
+        _ => {
+            let path = inst.log.clone()?;
+            tokio::task::spawn_blocking(move || crate::ops::tail_file(&path, 20).0)
+                .await
+                .ok()?
+        }
+    };
+    let line = lines
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())?;
+    // Control characters (a terminal's colours) escaped, quotes kept.
+    Some(
+        line.chars()
+            .take(200)
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect(),
+    )
+}

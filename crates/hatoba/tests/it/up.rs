@@ -794,6 +794,28 @@ fn blue_green_shows_the_new_colour_on_the_preview_address_until_promoted() {
     );
 }
 
+/// A version whose program exits at start fails with its exit code and the
+/// last line it wrote, which usually says why.
+#[test]
+fn a_program_that_exits_at_start_fails_with_its_last_words() {
+    let sb = rolling_web(
+        r#"{command: /bin/sh, args: ["-c", "echo starting; echo 'config: DATABASE_URL is not set' >&2; exit 3"]}"#,
+        1,
+    );
+    let _server = sb.up(&[]);
+    let out = hatoba(&sb.state)
+        .args(["deploy", "web", "--version", "v1", "--wait"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("exited with code 3; its last output: config: DATABASE_URL is not set"),
+        "{text}"
+    );
+}
+
 /// A command that starts a daemon and returns (here `sleep` in the
 /// background) fails a first rolling deployment at once, saying why, and
 /// leaves nothing running: before, the rollout waited for an old version
