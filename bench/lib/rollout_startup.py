@@ -94,7 +94,7 @@ def wait_ready(port, alive):
             return t - t0
         if not alive():
             return None
-        time.sleep(max(0.0, 0.010 - (time.time() - t)))
+        time.sleep(max(0.0, 0.010 - (time.time() - t)))  # poll interval: every 10 ms
     return None
 
 

@@ -348,6 +348,8 @@ impl Runtime for FakeRuntime {
 
     async fn usage(&self, _id: &InstanceId) -> Option<hatoba_runtime::Usage> {
         let after = self.inner.lock().unwrap().usage_after?;
+        // The slowness is what is modelled (Docker's stats call), not a
+        // wait of the test: the supervisor must not hold its round for it.
         tokio::time::sleep(after).await;
         Some(hatoba_runtime::Usage {
             rss_bytes: 42 << 20,

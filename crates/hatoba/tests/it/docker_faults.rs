@@ -586,6 +586,42 @@ fn engine_socket() -> PathBuf {
     }
 }
 
+/// Cuts the engine off, then asks `ask`: the rollout `says` so and stays
+/// in progress while the data plane answers 200 more requests; once the
+/// engine answers again it ends `ends`, with v2's two containers only.
+fn through_an_outage(
+    d: &Docker,
+    relay: &Relay,
+    load: &Traffic,
+    ask: &[&str],
+    says: &str,
+    ends: &str,
+) {
+    relay.cut();
+    hatoba(&d.sb.state).args(ask).assert().success();
+    poll_explained(
+        &format!("the rollout says `{says}`"),
+        Duration::from_secs(30),
+        || d.diagnose().contains(says).then_some(()),
+        || d.diagnose(),
+    );
+    let answered = load.so_far().answered();
+    load.wait_answered(answered + 200);
+    assert_eq!(latest(&d.sb.state)["status"], "in_progress");
+    relay.restore();
+    poll_explained(
+        &format!("the deployment {ends}"),
+        Duration::from_secs(90),
+        || {
+            (latest(&d.sb.state)["status"] == ends
+                && containers(&d.scope).values().all(|v| v == "v2")
+                && containers(&d.scope).len() == 2)
+                .then_some(())
+        },
+        || format!("{} {:?}", latest(&d.sb.state), containers(&d.scope)),
+    );
+}
+
 #[test]
 fn an_engine_unreachable_mid_rollout_leaves_the_old_version_serving_and_the_rollout_waiting() {
     if engine().is_none() {
@@ -623,35 +659,17 @@ fn an_engine_unreachable_mid_rollout_leaves_the_old_version_serving_and_the_roll
         (load.so_far().ok.get("v2").copied().unwrap_or(0) >= 10).then_some(())
     });
 
-    // The engine stops answering Hatoba; a promote asks for one more v2.
-    relay.cut();
-    hatoba(&d.sb.state)
-        .args(["promote", "web"])
-        .assert()
-        .success();
-    poll_explained(
-        "the rollout says it waits",
-        Duration::from_secs(30),
-        || {
-            d.diagnose()
-                .contains("the rollout waits for the runtime")
-                .then_some(())
-        },
-        || d.diagnose(),
+    // The engine stops answering Hatoba; a promote asks for one more v2:
+    // the rollout waits, both versions keep serving, and it goes on to its
+    // end once the engine answers again.
+    through_an_outage(
+        &d,
+        &relay,
+        &load,
+        &["promote", "web"],
+        "the rollout waits for the runtime",
+        "succeeded",
     );
-    // Both versions keep serving through the data plane meanwhile.
-    let answered = load.so_far().answered();
-    load.wait_answered(answered + 200);
-    assert_eq!(latest(&d.sb.state)["status"], "in_progress");
-
-    // The engine answers again: the rollout goes on to its end.
-    relay.restore();
-    poll("v2 complete", Duration::from_secs(90), || {
-        (latest(&d.sb.state)["status"] == "succeeded"
-            && containers(&d.scope).values().all(|v| v == "v2")
-            && containers(&d.scope).len() == 2)
-            .then_some(())
-    });
 
     // v1 again as a canary, aborted while the engine does not answer: its
     // instance, out of the route at once, cannot be stopped; the rollback
@@ -664,36 +682,13 @@ fn an_engine_unreachable_mid_rollout_leaves_the_old_version_serving_and_the_roll
     poll("v1 serving its share", Duration::from_secs(60), || {
         (load.so_far().ok.get("v1").copied().unwrap_or(0) >= before + 10).then_some(())
     });
-    relay.cut();
-    hatoba(&d.sb.state)
-        .args(["abort", "web"])
-        .assert()
-        .success();
-    poll_explained(
-        "the rollback says its stop waits",
-        Duration::from_secs(30),
-        || {
-            d.diagnose()
-                .contains("and stopped once the runtime answers again")
-                .then_some(())
-        },
-        || d.diagnose(),
-    );
-    let answered = load.so_far().answered();
-    load.wait_answered(answered + 200);
-    assert_eq!(latest(&d.sb.state)["status"], "in_progress");
-    relay.restore();
-    poll_explained(
-        "the rollback complete",
-        Duration::from_secs(90),
-        || {
-            let l = latest(&d.sb.state);
-            (l["status"] == "aborted"
-                && containers(&d.scope).values().all(|v| v == "v2")
-                && containers(&d.scope).len() == 2)
-                .then_some(())
-        },
-        || format!("{} {:?}", latest(&d.sb.state), containers(&d.scope)),
+    through_an_outage(
+        &d,
+        &relay,
+        &load,
+        &["abort", "web"],
+        "and stopped once the runtime answers again",
+        "aborted",
     );
     assert_eq!(served(d.sb.port).as_deref(), Ok("v2"));
     let summary = load.finish();
