@@ -658,7 +658,7 @@ async fn follow(
                                     }
                                     output::stdout(&format!(
                                         "  [{:>6.1}s] {}\n",
-                                        started.elapsed().as_secs_f64(),
+                                        since_start(d, &e.at, started),
                                         e.message
                                     ));
                                 }
@@ -688,6 +688,22 @@ async fn follow(
         }
         // The pause between attempts to reach a server that went away.
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Seconds from the deployment's start to an event, by the times the
+/// server recorded: a follower that joins late (`watch`, `rollback` of a
+/// deployment in progress, `deploy --wait` after a restart) prints the
+/// events it catches up on at the time they happened, not all at 0.0s.
+/// Falls back to the time since following began when either time does
+/// not parse.
+fn since_start(d: &hatoba_api::Deployment, at: &str, started: tokio::time::Instant) -> f64 {
+    match (
+        hatoba_core::Millis::parse_rfc3339(&d.started_at),
+        hatoba_core::Millis::parse_rfc3339(at),
+    ) {
+        (Some(start), Some(at)) => at.since(start).as_secs_f64(),
+        _ => started.elapsed().as_secs_f64(),
     }
 }
 
@@ -864,7 +880,7 @@ async fn follow_polling(
             for e in fresh {
                 text.push_str(&format!(
                     "  [{:>6.1}s] {}\n",
-                    started.elapsed().as_secs_f64(),
+                    since_start(d, &e.at, started),
                     e.message
                 ));
             }

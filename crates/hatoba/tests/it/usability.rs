@@ -169,6 +169,29 @@ fn deploy_wait_and_watch_follow_a_deployment_across_a_server_restart() {
     assert!(out.status.success(), "watch: {out:?}");
     assert!(stdout.contains("following deployment"), "{stdout}");
     assert!(stdout.contains("succeeded"), "{stdout}");
+    // The events `watch` caught up on are printed at the time they happened
+    // in the deployment (as the server recorded them), not all at 0.0s.
+    let d = latest(&sb.state);
+    let start = hatoba_core::Millis::parse_rfc3339(d["started_at"].as_str().unwrap()).unwrap();
+    let events = hatoba(&sb.state)
+        .args(["events", "--deployment", d["id"].as_str().unwrap(), "-o", "json"])
+        .args(["-n", "1000"])
+        .output()
+        .unwrap();
+    assert!(events.status.success(), "{events:?}");
+    let resumed: serde_json::Value = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "controller_resumed")
+        .expect("a controller_resumed event");
+    let at = hatoba_core::Millis::parse_rfc3339(resumed["at"].as_str().unwrap()).unwrap();
+    let line = format!(
+        "[{:>6.1}s] {}",
+        at.since(start).as_secs_f64(),
+        resumed["message"].as_str().unwrap()
+    );
+    assert!(at.since(start) >= Duration::from_millis(100), "{line}");
+    assert!(stdout.contains(&line), "expected `{line}` in:\n{stdout}");
     // Nothing in progress: watch says what serves.
     hatoba(&sb.state)
         .args(["watch", "web"])
