@@ -82,6 +82,13 @@ fn logs_of_silent_instances_say_where_output_goes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no log lines yet"), "{err}");
     assert!(err.contains(".log"), "{err}");
+    // `-n 0` asks for no line (as `tail -n 0`): none is not news.
+    let out = hatoba(&sb.state)
+        .args(["logs", "web", "-n", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
 }
 
 /// A strategy is printed as the spec spells it (`blueGreen`), while the
