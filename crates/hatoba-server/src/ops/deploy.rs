@@ -39,11 +39,10 @@ impl Server {
         to: Option<String>,
         by: String,
     ) -> Result<hatoba_api::Deployment, OpError> {
-        let Ok(service) = name.parse::<ServiceName>() else {
-            return Err(OpError::bad_input(format!(
-                "`{}` is not a service name",
-                hatoba_core::shown(name)
-            )));
+        // The name's rule is in the error: `Web!` alone says not what to type.
+        let service = match name.parse::<ServiceName>() {
+            Ok(service) => service,
+            Err(e) => return Err(OpError::bad_input(e.to_string())),
         };
         // A deployment in progress (a canary, a blue-green switch whose old
         // colour is still warm, a watch after promotion): the previous
@@ -287,11 +286,10 @@ impl Server {
         pinned_secrets: Option<std::collections::BTreeMap<String, u64>>,
         pinned_image: Option<String>,
     ) -> Result<hatoba_api::Deployment, OpError> {
-        let Ok(service) = r.service.parse::<ServiceName>() else {
-            return Err(OpError::bad_input(format!(
-                "`{}` is not a service name",
-                hatoba_core::shown(&r.service)
-            )));
+        // The name's rule is in the error: `Web!` alone says not what to type.
+        let service = match r.service.parse::<ServiceName>() {
+            Ok(service) => service,
+            Err(e) => return Err(OpError::bad_input(e.to_string())),
         };
         // One spec for the whole request: a reload meanwhile is for the
         // next deployment, and this one records the spec it runs with.

@@ -657,6 +657,13 @@ fn a_rollback_keeps_the_variables_the_version_ran_with() {
         .code(2)
         .stderr(predicate::str::contains("uses no ${FLAVOR}"))
         .stderr(predicate::str::contains("did you mean `FLAVOUR`?"));
+    // A service name that breaks the rule says the rule.
+    hatoba(&sb.state)
+        .args(["deploy", "Web!", "--version", "v1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("`Web!` is not a valid service name"))
+        .stderr(predicate::str::contains("lowercase letters"));
     assert!(latest(&sb.state).is_null(), "{}", latest(&sb.state));
     hatoba(&sb.state)
         .args([
