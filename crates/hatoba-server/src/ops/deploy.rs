@@ -327,6 +327,20 @@ impl Server {
             ))
             .hint("use letters, digits and `_`, not starting with a digit"));
         }
+        // Hatoba sets these itself: a value given for them would be ignored
+        // (and the check below would say the service does not use them,
+        // even when it does).
+        if let Some(own) = r.vars.keys().find(|k| *k == "VERSION" || *k == "PORT") {
+            let what = if own == "VERSION" {
+                "the version deployed: give it with `--version`"
+            } else {
+                "each instance's port, chosen by Hatoba"
+            };
+            return Err(OpError::bad_input(format!(
+                "`--set {own}`: ${{{own}}} is set by Hatoba, not by `--set`"
+            ))
+            .hint(format!("${{{own}}} is {what}")));
+        }
         let secret_names = loaded.spec.secret_names(&self.environment);
         if let Some(name) = r.vars.keys().find(|k| secret_names.contains(*k)) {
             return Err(OpError::bad_input(format!(
