@@ -662,7 +662,9 @@ fn a_rollback_keeps_the_variables_the_version_ran_with() {
         .args(["deploy", "Web!", "--version", "v1"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("`Web!` is not a valid service name"))
+        .stderr(predicate::str::contains(
+            "`Web!` is not a valid service name",
+        ))
         .stderr(predicate::str::contains("lowercase letters"));
     // The names Hatoba sets itself are refused as such: the service does
     // use ${VERSION}, so "uses no ${VERSION}" would be wrong.

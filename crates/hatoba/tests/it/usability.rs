@@ -181,7 +181,13 @@ fn deploy_wait_and_watch_follow_a_deployment_across_a_server_restart() {
     let d = latest(&sb.state);
     let start = hatoba_core::Millis::parse_rfc3339(d["started_at"].as_str().unwrap()).unwrap();
     let events = hatoba(&sb.state)
-        .args(["events", "--deployment", d["id"].as_str().unwrap(), "-o", "json"])
+        .args([
+            "events",
+            "--deployment",
+            d["id"].as_str().unwrap(),
+            "-o",
+            "json",
+        ])
         .args(["-n", "1000"])
         .output()
         .unwrap();
