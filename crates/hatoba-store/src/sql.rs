@@ -1102,9 +1102,7 @@ fn opt_parse<T: std::str::FromStr>(
     what: &'static str,
     column: &'static str,
 ) -> Result<Option<T>, StoreError> {
-    opt_text(row, column)?
-        .map(|t| parse(what, t))
-        .transpose()
+    opt_text(row, column)?.map(|t| parse(what, t)).transpose()
 }
 
 fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {

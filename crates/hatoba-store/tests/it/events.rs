@@ -294,7 +294,10 @@ async fn store_at_format_8(store: &dyn Store) -> hatoba_core::DeploymentId {
         .await
         .unwrap();
     store
-        .append_event(&d.id, NewEvent::of(Millis(1_100), &Typed::ColourReady, None))
+        .append_event(
+            &d.id,
+            NewEvent::of(Millis(1_100), &Typed::ColourReady, None),
+        )
         .await
         .unwrap();
     d.id
