@@ -224,7 +224,13 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         hatoba_server::ServerConfig {
             spec,
             spec_digest: hex::encode(sha2::Sha256::digest(&bytes)),
-            spec_path: Some(std::path::absolute(&args.file.file)?),
+            // A spec read from standard input (`-f -`) has no file to read
+            // again: a reload says so instead of reading a file named `-`.
+            spec_path: if args.file.file.as_os_str() == "-" {
+                None
+            } else {
+                Some(std::path::absolute(&args.file.file)?)
+            },
             environment: envs[0].clone(),
             base_dir,
             store,

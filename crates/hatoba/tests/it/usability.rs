@@ -214,3 +214,54 @@ fn deploy_wait_and_watch_follow_a_deployment_across_a_server_restart() {
             "no deployment of `web` in progress; v2 serves",
         ));
 }
+
+/// `hatoba up -f -` read its spec from standard input: a reload has no file
+/// to read again and says so, rather than reading a file named `-` in the
+/// directory it was started from (another spec, here with a second service).
+#[test]
+fn a_server_whose_spec_came_from_stdin_refuses_a_reload() {
+    use std::io::Write as _;
+    let sb = rolling_web(&demo_process("${VERSION}"), 1);
+    let dir = sb.file.parent().unwrap().to_path_buf();
+    let spec = std::fs::read_to_string(&sb.file).unwrap();
+    let other = hatoba_test_support::free_port().unwrap();
+    std::fs::write(
+        dir.join("-"),
+        spec.replace("  web:", &format!("  api:\n    process: {{command: x}}\n    route: {{listen: \"127.0.0.1:{other}\"}}\n  web:")),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .current_dir(&dir)
+        .arg("--state-dir")
+        .arg(&sb.state)
+        .args(["up", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.as_bytes())
+        .unwrap();
+    let pid = u64::from(child.id());
+    let _up = crate::support::Up(child);
+    poll("server.json of the server", Duration::from_secs(60), || {
+        let t = std::fs::read_to_string(sb.state.join("server.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+        (v["pid"].as_u64() == Some(pid)).then_some(())
+    });
+    hatoba(&sb.state)
+        .arg("reload")
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("started without a spec file"));
+    // Nothing was read: `api` (only in the file named `-`) is not served.
+    let out = hatoba(&sb.state)
+        .args(["diagnose", "api"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+}
