@@ -90,7 +90,7 @@ pub(crate) fn bind_reuseport(
             if e.kind() == io::ErrorKind::AddrInUse {
                 io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    "Address already in use (another process listens there)",
+                    "Address already in use (another process listens there: stop it, or listen on another address)",
                 )
             } else {
                 e

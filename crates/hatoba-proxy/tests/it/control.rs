@@ -405,6 +405,7 @@ async fn bad_input_is_an_error_and_the_old_table_keeps_serving() {
     let taken_addr = taken.local_addr().unwrap();
     let message = refused(dp.client.listen("api", taken_addr).await);
     assert!(message.contains("Address already in use"), "{message}");
+    assert!(message.contains("listen on another address"), "{message}");
     assert!(!message.contains("cannot listen"), "{message}");
     let message = refused(dp.client.listen("web", taken_addr).await);
     assert!(message.contains("Address already in use"), "{message}");

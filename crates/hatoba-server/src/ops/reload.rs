@@ -235,6 +235,9 @@ async fn reload(
     let Some(path) = first.spec_path.clone() else {
         return Err(OpError::unavailable(
             "this server was started without a spec file: there is nothing to read again",
+        )
+        .hint(
+            "stop `hatoba up` and start it again with `-f FILE` (a spec read from standard input cannot be read twice)",
         ));
     };
     let _one = first.reloading.lock().await;

@@ -257,7 +257,8 @@ fn a_server_whose_spec_came_from_stdin_refuses_a_reload() {
         .arg("reload")
         .assert()
         .failure()
-        .stderr(predicates::str::contains("started without a spec file"));
+        .stderr(predicates::str::contains("started without a spec file"))
+        .stderr(predicates::str::contains("start it again with `-f FILE`"));
     // Nothing was read: `api` (only in the file named `-`) is not served.
     let out = hatoba(&sb.state)
         .args(["diagnose", "api"])
