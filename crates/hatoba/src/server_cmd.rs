@@ -640,7 +640,12 @@ async fn follow(
                 // What ended it may have been printed before the connection
                 // dropped and not acted on.
                 if again {
-                    match ended(global, d, until).await {
+                    let seen = Seen {
+                        last,
+                        started,
+                        status_line: &mut status_line,
+                    };
+                    match ended(global, d, until, seen).await {
                         Ok(Some(exit)) => return Ok(exit),
                         Ok(None) => {}
                         Err(e) if crate::exit::exit_code(&e) == Exit::Unreachable => {
@@ -656,21 +661,11 @@ async fn follow(
                             Ok(e) => {
                                 last = e.id;
                                 printed += 1;
-                                if global.output == Output::Text {
-                                    if status_line {
-                                        // Clear the status line before more output.
-                                        output::stdout("\r\x1b[2K");
-                                        status_line = false;
-                                    }
-                                    output::stdout(&format!(
-                                        "  [{:>6.1}s] {}\n",
-                                        since_start(d, &e.at, started),
-                                        e.message
-                                    ));
-                                }
+                                print_event(global, d, &e, started, &mut status_line);
                                 // Only a status change or serving can end the wait.
                                 if matches!(e.kind.as_str(), "status_changed" | "serving") {
-                                    match ended(global, d, until).await {
+                                    let seen = Seen { last, started, status_line: &mut status_line };
+                                    match ended(global, d, until, seen).await {
                                         Ok(Some(exit)) => return Ok(exit),
                                         Ok(None) => {}
                                         Err(e) if crate::exit::exit_code(&e) == Exit::Unreachable => break e,
@@ -734,13 +729,47 @@ fn lost_at(
     })
 }
 
+/// One event of a followed deployment, as `deploy --wait` prints it.
+fn print_event(
+    global: &Global,
+    d: &hatoba_api::Deployment,
+    e: &hatoba_api::Event,
+    started: tokio::time::Instant,
+    status_line: &mut bool,
+) {
+    if global.output != Output::Text {
+        return;
+    }
+    if std::mem::take(status_line) {
+        // Clear the status line before more output.
+        output::stdout("\r\x1b[2K");
+    }
+    output::stdout(&format!(
+        "  [{:>6.1}s] {}\n",
+        since_start(d, &e.at, started),
+        e.message
+    ));
+}
+
+/// What [`follow`] printed so far: the last event's id, when following
+/// began, and whether a status line is on screen.
+struct Seen<'a> {
+    last: u64,
+    started: tokio::time::Instant,
+    status_line: &'a mut bool,
+}
+
 /// Whether following a deployment is over, said as [`follow`] says it:
 /// it ended (exit 0 when it succeeded), or with `Serving` it serves all
-/// traffic while the previous version stays warm (exit 0).
+/// traffic while the previous version stays warm (exit 0). A deployment
+/// that ended before the stream delivered all its events (one failing
+/// within a tenth of a second) has the rest printed, from its stored
+/// timeline, before the line that says how it ended.
 async fn ended(
     global: &Global,
     d: &hatoba_api::Deployment,
     until: WaitUntil,
+    seen: Seen<'_>,
 ) -> anyhow::Result<Option<Exit>> {
     let bytes = call(
         global,
@@ -750,6 +779,14 @@ async fn ended(
     )
     .await?;
     let detail: hatoba_api::DeploymentDetail = serde_json::from_slice(&bytes)?;
+    if !matches!(
+        detail.deployment.status.as_str(),
+        "pending" | "in_progress" | "paused"
+    ) {
+        for e in detail.events.iter().filter(|e| e.id > seen.last) {
+            print_event(global, d, e, seen.started, seen.status_line);
+        }
+    }
     let exit = ended_as(global, &detail, until)?;
     if exit.is_some()
         && !matches!(

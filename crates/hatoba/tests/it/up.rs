@@ -834,6 +834,23 @@ fn a_program_that_exits_at_start_fails_with_its_last_words() {
         text.contains("exited with code 3; its last output: config: DATABASE_URL is not set"),
         "{text}"
     );
+    // Every event of the deployment's stored timeline was printed before
+    // the line saying how it ended, although it ended within a moment
+    // (the stream may not have delivered them all when the end was seen).
+    let stored = hatoba(&sb.state)
+        .args(["-o", "json", "events", "web", "-n", "1000"])
+        .output()
+        .unwrap();
+    let (printed, end) = text.rsplit_once("\ndeployment ").expect("the end line");
+    assert!(end.contains("rolled_back"), "{text}");
+    let mut events = 0;
+    for line in String::from_utf8_lossy(&stored.stdout).lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        let message = e["message"].as_str().unwrap();
+        assert!(printed.contains(message), "{message:?} not in {text}");
+        events += 1;
+    }
+    assert!(events >= 3, "{events} events stored");
 }
 
 /// A command that starts a daemon and returns (here `sleep` in the
