@@ -320,6 +320,45 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
         .stderr(predicate::str::contains("is no longer present"));
     assert_eq!(latest(&d.sb.state)["id"], last, "nothing recorded");
     assert_eq!(served(d.sb.port).as_deref(), Ok("v3"));
+
+    // Built and never deployed: v4, v5, then v6 deployed. With
+    // `keepImages: 2` the newest builds v6 and v5 stay, and so does v3
+    // (the history's last two versions are v6 and v3); v4 and the second
+    // build of v1 were never deployed and go, said so; v1's first image
+    // (deployed, now out of the last two versions) goes as before.
+    let v4 = d.build("v4", "fourth");
+    let v5 = d.build("v5", "fifth");
+    let v6 = d.build("v6", "sixth");
+    hatoba(&d.sb.state)
+        .args(["deploy", "web", "--version", "v6", "--wait=complete"])
+        .assert()
+        .success();
+    poll(
+        "the builds never deployed pruned",
+        Duration::from_secs(30),
+        || (!image_exists(&v4) && !image_exists(&v1_again) && !image_exists(&v1)).then_some(()),
+    );
+    assert!(
+        image_exists(&v5) && image_exists(&v6) && image_exists(&v3),
+        "the newest builds and the history's last versions stay"
+    );
+    let diagnosis = d.diagnose();
+    for (id, version) in [(&v4, "v4"), (&v1_again, "v1")] {
+        assert!(
+            diagnosis.contains(&format!(
+                "image {} of {version} removed (built, never deployed",
+                short(id)
+            )),
+            "{diagnosis}"
+        );
+    }
+    assert!(
+        diagnosis.contains(&format!(
+            "image {} of v1 removed (older than the versions kept)",
+            short(&v1)
+        )),
+        "{diagnosis}"
+    );
     assert!(up.terminate(), "a clean stop");
 }
 
