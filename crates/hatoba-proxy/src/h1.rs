@@ -132,7 +132,20 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
                     Ok(_) => {}
                 },
                 () = &mut deadline => return Served::Closed,
-                () = &mut stop, if idle => return Served::Closed,
+                // A stop closes a connection idle between requests, never
+                // one that has not had its first: the proxy accepted it,
+                // so its client is owed an answer, and its request may be
+                // in the socket already, unseen (tokio learns that a
+                // socket is readable only when its driver runs, and
+                // closing a socket with unread data resets it: a cut).
+                // The header read timeout still bounds the wait.
+                () = &mut stop, if idle && !first => {
+                    // Between requests too, a next request the kernel
+                    // holds already is served rather than reset.
+                    if !read_waiting(&conn.io, &mut conn.buf) {
+                        return Served::Closed;
+                    }
+                }
             }
         };
         first = false;
@@ -189,6 +202,22 @@ pub(crate) async fn serve(stream: TcpStream, ctx: &Ctx, peer: Peer) -> Served {
         if conn.buf.is_empty() && conn.buf.capacity() > KEEP_WHEN_IDLE {
             conn.buf = BytesMut::new();
         }
+    }
+}
+
+/// Reads what the kernel holds for `stream` now into `buf`, with a real
+/// `recv` rather than through tokio's cached readiness; false when nothing
+/// is waiting (or the connection is closed or broken).
+fn read_waiting(stream: &TcpStream, buf: &mut BytesMut) -> bool {
+    use std::io::Read as _;
+    let socket = socket2::SockRef::from(stream);
+    let mut chunk = [0u8; 4096];
+    match (&*socket).read(&mut chunk) {
+        Ok(n) if n > 0 => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
     }
 }
 

@@ -19,8 +19,13 @@
 //! Connections hyper serves get a send timeout (`send_timeout`); the plain
 //! HTTP/1 path has its own.
 //!
-//! Shutdown is graceful: stop accepting, let every connection finish its
-//! current request (keep-alive connections close after it), then return.
+//! Shutdown is graceful and cuts nothing the kernel accepted: each socket
+//! first stops completing handshakes (a socket filter dropping SYNs), every
+//! connection queued on it is taken and served, every connection finishes
+//! its current request (keep-alive connections close after it; one that
+//! has not sent its first request yet gets to), and the socket closes only
+//! after a last sweep of its queue found it empty. New clients see their
+//! SYN go unanswered, then refused once the socket closes.
 //!
 //! A listener also keeps a duplicate of each of its sockets, to hand over
 //! ([`ProxyServer::sockets`], `crate::handover`); one started on sockets
@@ -113,6 +118,56 @@ pub(crate) fn bind_reuseport(
     Ok(out)
 }
 
+/// A classic BPF program for a listening TCP socket that drops every
+/// segment with SYN set and lets everything else through. A socket filter
+/// on a TCP socket sees the segment from its TCP header, whose byte 13
+/// holds the flags (SYN is 0x02). Dropping only SYNs (not everything)
+/// lets a handshake already under way finish (its final ACK passes) and
+/// its request arrive, so that connection is queued and served rather
+/// than stranded half-open and reset when the socket closes.
+const DROP_SYN: [socket2::SockFilter; 4] = [
+    // ldb [13]: the TCP flags.
+    socket2::SockFilter::new(0x30, 0, 0, 13),
+    // jset #0x02: SYN set → next instruction (drop), else skip it (keep).
+    socket2::SockFilter::new(0x45, 0, 1, 0x02),
+    // ret #0: drop.
+    socket2::SockFilter::new(0x06, 0, 0, 0),
+    // ret #-1: keep the whole segment.
+    socket2::SockFilter::new(0x06, 0, 0, u32::MAX),
+];
+
+/// Makes the kernel complete no new connection on `listener`: a client
+/// connecting from now on has its SYN dropped (it retries, and is refused
+/// once the socket closes) instead of being queued and then reset by the
+/// close. Connections queued already stay queued, to be taken.
+///
+/// The filter belongs to the socket, so its duplicates (the ones kept to
+/// hand over) have it too: [`ProxyServer::adopt`] takes it off again.
+pub(crate) fn refuse_new_connections(listener: &std::net::TcpListener) -> io::Result<()> {
+    socket2::SockRef::from(listener).attach_filter(&DROP_SYN)
+}
+
+/// Every connection queued on the non-blocking `listener` now, taken with
+/// `accept` calls until the kernel says there is none left (or an error
+/// other than an interruption: out of descriptors, say, which leaves the
+/// rest where they are).
+pub(crate) fn take_queued(
+    listener: &std::net::TcpListener,
+) -> Vec<(std::net::TcpStream, SocketAddr)> {
+    let mut taken = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if stream.set_nonblocking(true).is_ok() {
+                    taken.push((stream, peer));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return taken,
+        }
+    }
+}
+
 impl ProxyServer {
     /// Starts serving `listen` with `threads` threads (0 means one per core).
     pub fn start(
@@ -140,6 +195,9 @@ impl ProxyServer {
     ) -> io::Result<ProxyServer> {
         for l in &listeners {
             l.set_nonblocking(true)?;
+            // A data plane that stopped on them (SIGTERM while `hatoba up`
+            // kept them) left its filter refusing new connections on them.
+            let _ = socket2::SockRef::from(l).detach_filter();
         }
         ProxyServer::run(listeners, router, opts)
     }
@@ -324,7 +382,7 @@ async fn serve(
         .writev(false)
         .keep_alive(true);
     let h1 = Arc::new(h1);
-    let conns = Conns {
+    let mut conns = Conns {
         ctx,
         tls: opts.tls.as_ref().map(TlsSettings::acceptor),
         builder,
@@ -371,25 +429,62 @@ async fn serve(
             }
         }
     }
-    // A stop cuts no request: the sockets other threads handed this one,
-    // and the connections the kernel queued on its listener (closing it
-    // would reset them, after their clients sent a request), are served
-    // like the others before the listener closes. Serving them is only
-    // spawning: each finishes its request under the graceful shutdown.
+    // A stop cuts no request. Closing a listening socket resets every
+    // connection queued on it, and those clients have already sent their
+    // request: to the client that is a cut, not a refusal. So, in order:
+    // 1. the kernel stops completing new handshakes on this socket
+    //    (`refuse_new_connections`): from here a new client's SYN is
+    //    dropped, it retries, and is refused once the socket closes;
+    // 2. the sockets other threads handed this one are served;
+    // 3. every connection the kernel queued is taken, with real `accept`
+    //    calls until the queue is empty (tokio's cached readiness may not
+    //    know yet of the last ones to arrive);
+    // only then does the socket close (after the rounds below). Serving
+    // them is only spawning: each finishes its request under the graceful
+    // shutdown (`h1::serve` waits for the first request of a connection
+    // even while stopping).
+    let listener = listener.into_std();
+    if let Ok(l) = &listener {
+        // Not expected to fail on Linux; if it did, the stop would keep
+        // the window the filter closes (a connection queued after the
+        // last accept is reset), no worse than without it.
+        let _ = refuse_new_connections(l);
+    }
     lane.inbox.close();
     while let Ok((stream, peer, open)) = lane.inbox.try_recv() {
         if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
             conns.spawn(stream, peer, open);
         }
     }
-    while let std::task::Poll::Ready(Ok((stream, peer))) =
-        std::future::poll_fn(|cx| std::task::Poll::Ready(listener.poll_accept(cx))).await
-    {
-        conns.spawn(stream, peer, lane.balance.mine(lane.me));
+    if let Ok(l) = &listener {
+        for (stream, peer) in take_queued(l) {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                conns.spawn(stream, peer, lane.balance.mine(lane.me));
+            }
+        }
+    }
+    h1::stop_this_thread();
+    // A handshake under way when the filter went on still completes (its
+    // final ACK passes) and its client, whose side is connected, sends its
+    // request: the socket stays open while the connections taken finish,
+    // and what queued meanwhile is taken and served in turn. No new
+    // handshake starts, so this ends; the last sweep found the queue
+    // empty right before the close.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    loop {
+        let round = std::mem::replace(&mut conns.graceful, GracefulShutdown::new());
+        let _ = tokio::time::timeout_at(deadline, round.shutdown()).await;
+        let late = listener.as_ref().map(take_queued).unwrap_or_default();
+        if late.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        for (stream, peer) in late {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                conns.spawn(stream, peer, lane.balance.mine(lane.me));
+            }
+        }
     }
     drop(listener);
-    h1::stop_this_thread();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conns.graceful.shutdown()).await;
 }
 
 /// What serving a connection needs, one per thread.
@@ -442,6 +537,11 @@ impl Conns {
                         let conn = h1.serve_connection(io, service).with_upgrades();
                         let mut conn = Box::pin(conn);
                         tokio::select! {
+                            // The connection first: hyper takes the head
+                            // `h1` read already before a stop asks it to
+                            // end, or it would close (reset) a connection
+                            // it has seen no request on.
+                            biased;
                             // A broken client connection is the client's business.
                             _ = conn.as_mut() => return,
                             _ = stop.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
@@ -498,6 +598,35 @@ mod tests {
         drop(first);
         // Once it is free, it binds again.
         assert_eq!(bind_reuseport(addr, 2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_listener_refusing_new_connections_still_hands_over_the_queued_ones() {
+        use std::io::{Read as _, Write as _};
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1)
+            .unwrap()
+            .remove(0);
+        let addr = listener.local_addr().unwrap();
+        let mut queued = std::net::TcpStream::connect(addr).unwrap();
+        queued.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        refuse_new_connections(&listener).unwrap();
+        // No handshake completes now: its SYN is dropped. On loopback a
+        // listener answers a SYN within microseconds, and a client retries
+        // only after a second, so 300 ms without a connection is the drop.
+        let late = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert_eq!(late.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        // The connection queued before is still there, request and all.
+        let mut taken = take_queued(&listener);
+        assert_eq!(taken.len(), 1);
+        let (mut stream, _) = taken.remove(0);
+        stream.set_nonblocking(false).unwrap();
+        let mut request = [0u8; 18];
+        stream.read_exact(&mut request).unwrap();
+        assert_eq!(&request, b"GET / HTTP/1.1\r\n\r\n");
+        // Closed: refused, not queued.
+        drop(listener);
+        let closed = std::net::TcpStream::connect(addr).map(|_| ());
+        assert_eq!(closed.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

@@ -97,14 +97,12 @@ pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
         {
             let number = span.start.line.to_string();
             let pad = " ".repeat(number.len());
-            let text: String = text
-                .chars()
-                .map(|c| if c == '\t' { ' ' } else { c })
-                .take(200)
-                .collect();
-            let width = text.chars().count();
-            let col = span.start.col.saturating_sub(1).min(width);
-            let len = span.len.min(width.saturating_sub(col)).max(1);
+            let (text, at) = shown_line(text);
+            let chars = at.len() - 1;
+            let first = span.start.col.saturating_sub(1).min(chars);
+            let last = first.saturating_add(span.len.max(1)).min(chars);
+            let col = at[first];
+            let len = (at[last] - col).max(1);
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{number} | {text}");
             let _ = writeln!(out, "{pad} | {}{}", " ".repeat(col), "^".repeat(len));
@@ -145,6 +143,33 @@ pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
     out
 }
 
+/// The first 200 characters of a source line as the terminal shows them,
+/// and the column each character starts at (one more entry: where the
+/// line ends), so the carets stand under the span. A tab is one space; a
+/// control character is written as its escape (`\u{1b}`), so a spec cannot
+/// drive the operator's terminal; a wide character takes two columns.
+fn shown_line(line: &str) -> (String, Vec<usize>) {
+    use unicode_width::UnicodeWidthChar as _;
+    let mut text = String::new();
+    let mut at = vec![0];
+    let mut col = 0;
+    for c in line.chars().take(200) {
+        if c == '\t' {
+            text.push(' ');
+            col += 1;
+        } else if c.is_control() {
+            let escaped = c.escape_unicode().to_string();
+            col += escaped.len();
+            text.push_str(&escaped);
+        } else {
+            text.push(c);
+            col += c.width().unwrap_or(0);
+        }
+        at.push(col);
+    }
+    (text, at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +194,35 @@ mod tests {
         );
         let few: Vec<Diagnostic> = (0..3).map(d).collect();
         assert!(!render("hatoba.yaml", "", &few).contains("more"));
+    }
+
+    /// The carets stand under the span when the line holds a control
+    /// character (shown escaped, never sent raw to the terminal) or wide
+    /// characters.
+    #[test]
+    fn carets_stand_under_the_span_past_escapes_and_wide_characters() {
+        use crate::yaml::Pos;
+        let d = |col: usize, len: usize| Diagnostic {
+            severity: Severity::Error,
+            span: Some(Span {
+                start: Pos { line: 1, col },
+                len,
+            }),
+            path: "name".to_owned(),
+            message: "wrong".to_owned(),
+            hint: None,
+        };
+        let source = "name: \u{1b}[31m红 bad";
+        let text = render("s.yaml", source, &[d(14, 3)]);
+        assert!(!text.contains('\u{1b}'), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        let shown = lines[2].strip_prefix("1 | ").unwrap();
+        assert_eq!(shown, "name: \\u{1b}[31m红 bad");
+        let carets = lines[3].strip_prefix("  | ").unwrap();
+        // `bad` starts at column 6 + 6 (`\u{1b}`) + 4 (`[31m`) + 2 (红) + 1.
+        assert_eq!(carets, format!("{}^^^", " ".repeat(19)));
+        // A span past the end of the line points at its end.
+        let text = render("s.yaml", "a: b", &[d(40, 3)]);
+        assert!(text.contains("  |     ^\n"), "{text}");
     }
 }

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // Help and --version are successes; usage mistakes exit 2.
+            let e = without_value_tip(e);
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
                 Exit::BadInput.code()
@@ -53,6 +54,28 @@ fn main() -> ExitCode {
             ExitCode::from(exit.code())
         }
     }
+}
+
+/// Clap's error for an unknown flag, without its tip "to pass '--bogus' as
+/// a value, use '-- --bogus'": no argument of ours takes a value starting
+/// with `-` (a service, version or environment name cannot), so the tip
+/// only misleads; the usage line and `--help` say what the command takes.
+/// Its other tips ("a similar argument exists: '--version'") stay.
+fn without_value_tip(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return e;
+    }
+    if let Some(ContextValue::StyledStrs(tips)) = e.remove(ContextKind::Suggested) {
+        let kept: Vec<_> = tips
+            .into_iter()
+            .filter(|t| !t.to_string().starts_with("to pass "))
+            .collect();
+        if !kept.is_empty() {
+            e.insert(ContextKind::Suggested, ContextValue::StyledStrs(kept));
+        }
+    }
+    e
 }
 
 fn run(cli: Cli) -> anyhow::Result<Exit> {

@@ -174,3 +174,189 @@ async fn sigkilled_instance_costs_users_nothing() {
     assert_no_failures(&tally);
     drop(survivor);
 }
+
+/// A stop cuts no connection the kernel completed: clients that connected
+/// and sent their request before the stop, still queued in the listener's
+/// backlog (accepted by the kernel, not yet by the proxy), all get their
+/// answer, none a reset; then the port refuses. The proxy is started on a
+/// socket that already holds them and told to stop at once, so its threads
+/// find the stop and the full backlog together, every time. Before the
+/// fix it failed in about one run of three, all 64 reset (which branch of
+/// the accept loop's `select!` wins is random): tokio had not yet been
+/// told the socket was readable, and a connection taken at the stop was
+/// closed before its request was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_every_connection_queued_on_the_listener() {
+    use std::io::{Read as _, Write as _};
+    const QUEUED: usize = 64;
+    let backend = InProcess::start("v1", |_| {}).await;
+    let router = std::sync::Arc::new(
+        hatoba_proxy::Router::new(
+            spec(vec![group(Role::Stable, "v1", 100, &[backend.addr])]),
+            std::sync::Arc::new(hatoba_metrics::Recorder::new()),
+        )
+        .unwrap(),
+    );
+    // Listening, not yet served: connections complete and queue.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Vec<std::net::TcpStream> = (0..QUEUED)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    let server =
+        hatoba_proxy::ProxyServer::adopt(vec![listener], router, ProxyOptions::default()).unwrap();
+    // Joining its threads blocks until their connections are served.
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for mut c in clients {
+        let mut out = Vec::new();
+        let read = c.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        answers.push(match read {
+            Ok(_)
+                if text.starts_with("HTTP/1.1 200")
+                    && text.to_ascii_lowercase().contains("x-version: v1") =>
+            {
+                "answered".to_owned()
+            }
+            Ok(_) => format!("closed after {:?}", text.lines().next()),
+            Err(e) => format!("cut: {e}"),
+        });
+    }
+    let failed: Vec<&String> = answers.iter().filter(|a| *a != "answered").collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {QUEUED} queued connections not answered: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // Stopped: a new connection is refused, not queued.
+    let late = std::net::TcpStream::connect(addr).map(|_| ());
+    assert_eq!(
+        late.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    backend.stop().await;
+}
+
+/// The stop under load, many times over: clients open a fresh connection
+/// per request as fast as they can while the listener stops; every
+/// connection must be answered or refused, none cut. A measurement more
+/// than a check (it found the stop's cut about once in a few rounds before
+/// the listener stopped taking handshakes first), so it is not run by
+/// default: `HATOBA_STOP_ROUNDS=30 cargo test -p hatoba-proxy --test it
+/// stops_under_load -- --ignored --nocapture`. Bounded: rounds (default 10,
+/// at most 200) and 20 s of load a round at most.
+#[test]
+#[ignore = "a stress measurement; run by hand"]
+fn stops_under_load_cut_nothing() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let rounds: u64 = std::env::var("HATOBA_STOP_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .min(200);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(InProcess::start("v1", |_| {}));
+    let (mut cut_rounds, mut cut_total, mut answered_total) = (0u64, 0u64, 0u64);
+    for round in 0..rounds {
+        let proxy = hatoba_proxy::ProxyServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            std::sync::Arc::new(
+                hatoba_proxy::Router::new(
+                    spec(vec![group(Role::Stable, "v1", 100, &[backend.addr])]),
+                    std::sync::Arc::new(hatoba_metrics::Recorder::new()),
+                )
+                .unwrap(),
+            ),
+            ProxyOptions::default(),
+            2,
+        )
+        .unwrap();
+        let addr = proxy.local_addr();
+        let refused = std::sync::Arc::new(AtomicBool::new(false));
+        let answered = std::sync::Arc::new(AtomicU64::new(0));
+        let cuts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let started = std::time::Instant::now();
+        let clients: Vec<_> = (0..6)
+            .map(|_| {
+                let (refused, answered, cuts) = (
+                    std::sync::Arc::clone(&refused),
+                    std::sync::Arc::clone(&answered),
+                    std::sync::Arc::clone(&cuts),
+                );
+                std::thread::spawn(move || {
+                    while !refused.load(Ordering::Relaxed)
+                        && started.elapsed() < Duration::from_secs(20)
+                    {
+                        let mut s = match std::net::TcpStream::connect(addr) {
+                            Ok(s) => s,
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                refused.store(true, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(e) => {
+                                cuts.lock().unwrap().push(format!("connecting: {e}"));
+                                continue;
+                            }
+                        };
+                        let mut out = Vec::new();
+                        let got = s
+                            .set_read_timeout(Some(Duration::from_secs(10)))
+                            .and_then(|()| {
+                                s.write_all(
+                                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                )
+                            })
+                            .and_then(|()| s.read_to_end(&mut out));
+                        match got {
+                            Ok(_) if out.starts_with(b"HTTP/1.1 200") => {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(_) => cuts.lock().unwrap().push(format!(
+                                "answer: {:?}",
+                                String::from_utf8_lossy(&out[..out.len().min(40)])
+                            )),
+                            Err(e) => cuts.lock().unwrap().push(format!("{e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Load first, so the stop meets connections at every stage.
+        hatoba_test_support::wait_for(Duration::from_secs(20), || {
+            answered.load(Ordering::Relaxed) >= 200
+        })
+        .expect("the proxy answers under load");
+        proxy.shutdown();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let cuts = cuts.lock().unwrap().clone();
+        let n = answered.load(Ordering::Relaxed);
+        println!(
+            "round {round}: {n} answered, {} cut {:?}",
+            cuts.len(),
+            cuts.first()
+        );
+        answered_total += n;
+        if !cuts.is_empty() {
+            cut_rounds += 1;
+            cut_total += cuts.len() as u64;
+        }
+    }
+    println!(
+        "{rounds} stops under load: {cut_rounds} with a cut, {cut_total} cut in all, {answered_total} answered"
+    );
+    rt.block_on(backend.stop());
+    assert_eq!(cut_total, 0, "{cut_rounds} of {rounds} stops cut a request");
+}

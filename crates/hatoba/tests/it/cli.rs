@@ -308,3 +308,26 @@ fn validate_counts_one_replica_in_the_singular() {
         .success()
         .stdout(predicate::str::contains("(rolling, 3 replicas,"));
 }
+
+/// An unknown flag exits 2 naming it, keeps clap's "similar argument" tip,
+/// and does not suggest passing it as a value after `--` (no service or
+/// version name starts with `-`).
+#[test]
+fn an_unknown_flag_is_named_without_a_misleading_tip() {
+    let out = hatoba().args(["status", "--bogus"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unexpected argument '--bogus'"), "{err}");
+    assert!(!err.contains("as a value"), "{err}");
+    assert!(err.contains("Usage: hatoba status"), "{err}");
+    let out = hatoba()
+        .args(["deploy", "web", "--versoin", "v1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("a similar argument exists: '--version'"),
+        "{err}"
+    );
+}
