@@ -92,10 +92,10 @@ impl<S> Follow<S> {
     fn take(&mut self, raw: &[u8], stderr: bool) {
         let text = String::from_utf8_lossy(raw);
         let (at, line) = stamped(text.trim_end_matches('\r'));
-        if let (Some(at), Some(after)) = (at, self.after) {
-            if at <= after {
-                return;
-            }
+        if let (Some(at), Some(after)) = (at, self.after)
+            && at <= after
+        {
+            return;
         }
         self.ready.push_back(LogLine {
             line: line.to_owned(),

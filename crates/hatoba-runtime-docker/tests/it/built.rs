@@ -151,7 +151,7 @@ async fn only_this_scopes_builds_of_the_service_are_listed_as_built() {
         .output();
     assert_eq!(
         rt.remove_images(&[v1.clone(), v2.clone()]).await.unwrap(),
-        [v2.clone()]
+        [v2.as_str()]
     );
     assert!(rt.image_id(&users).await.unwrap().is_some());
     let left: Vec<String> = rt
@@ -161,5 +161,5 @@ async fn only_this_scopes_builds_of_the_service_are_listed_as_built() {
         .into_iter()
         .map(|b| b.id)
         .collect();
-    assert_eq!(left, [v1.clone()]);
+    assert_eq!(left, [v1.as_str()]);
 }
