@@ -1,12 +1,14 @@
 //! A Docker service's image identity, clean-up and faults, with real
 //! containers of the local Docker Engine: a rollback runs the exact image
 //! recorded when the version was first deployed (its tag built again since
-//! changes nothing), old versions' containers and images are removed and
-//! `hatoba diagnose` says so; a container that exits at once is rolled
+//! changes nothing), old versions' containers and images are removed,
+//! and so are images built and never deployed beyond the newest builds
+//! kept, and `hatoba diagnose` says so; a container that exits at once is rolled
 //! back with the old version serving; one that ignores SIGTERM is killed
 //! after its grace period and said to be; one past its `memory` limit is
 //! killed by the OOM killer, said so, and rolled back; `hatoba logs -f`
-//! prints what a container writes after it began; an engine that stops answering
+//! prints what a container writes after it began, from the server's
+//! stream, which ends (said) when the container stops; an engine that stops answering
 //! mid-rollout (a Unix-socket relay the test cuts, never the real daemon)
 //! leaves the running version serving while the rollout waits for it, and
 //! an abort then waits to stop the canary rather than failing.
@@ -544,6 +546,34 @@ fn logs_follow_prints_what_a_container_writes_after_it_began() {
     );
     let s = seen.lock().unwrap().clone();
     assert_eq!(s.matches("demo app v1 listening on").count(), 1, "{s}");
+    // The output came on the server's stream (not a poll), which ends
+    // when v2 replaces v1: said, and v2's new instance followed from its
+    // first line.
+    d.build("v2", "two");
+    hatoba(&d.sb.state)
+        .args(["deploy", "web", "--version", "v2", "--wait=complete"])
+        .assert()
+        .success();
+    poll_explained(
+        "logs -f to say v1's instance stopped and follow v2's",
+        Duration::from_secs(30),
+        || {
+            let s = seen.lock().unwrap();
+            (s.contains("--- stopped ---") && s.contains("demo app v2 listening on")).then_some(())
+        },
+        || seen.lock().unwrap().clone(),
+    );
+    let s = seen.lock().unwrap().clone();
+    let v1_instance = s
+        .lines()
+        .find(|l| l.contains("demo app v1 listening on"))
+        .and_then(|l| l.split(']').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        s.contains(&format!("{v1_instance}] --- stopped ---")),
+        "{s}"
+    );
     drop(follow);
     assert!(up.terminate(), "a clean stop");
 }
