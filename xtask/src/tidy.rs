@@ -29,6 +29,8 @@ const PURE_ALLOWED_DEPS: &[&str] = &[
     "serde_json",
     "strsim",
     "serde",
+    // Display widths of characters, for the carets under a diagnostic.
+    "unicode-width",
 ];
 
 const FORBIDDEN_IN_PURE: &[&str] = &[

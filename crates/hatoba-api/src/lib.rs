@@ -72,7 +72,8 @@ pub struct Deployment {
     pub image_id: Option<String>,
 }
 
-/// One event in a deployment's history.
+/// One event: of a deployment, or of the server itself (a spec reload:
+/// `deployment` and `service` empty).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
@@ -81,13 +82,18 @@ pub struct Event {
     /// had no such ids.
     #[serde(default)]
     pub id: u64,
-    /// The deployment it belongs to (empty from an older server).
+    /// The deployment it belongs to; empty for an event of the server
+    /// itself, tied to no deployment (`spec_reloaded` of a reload), and
+    /// from an older server.
     #[serde(default)]
     pub deployment: String,
-    /// The deployment's environment (empty from an older server).
+    /// The deployment's environment; for a server event, the environment
+    /// it concerns, empty for every one (and from an older server).
     #[serde(default)]
     pub environment: String,
-    /// The deployment's service (empty from an older server).
+    /// The deployment's service; empty for a server event (it concerns
+    /// every service: a `service` filter lets it through) and from an older
+    /// server.
     #[serde(default)]
     pub service: String,
     /// When, RFC 3339 UTC.

@@ -50,13 +50,24 @@ pub fn warm_version(
     })
 }
 
-/// A stored event as the wire shows it.
+/// A stored event as the wire shows it (a server event with an empty
+/// deployment and service, and an empty environment when it concerns
+/// every one).
 pub fn event(e: &hatoba_store::Event) -> hatoba_api::Event {
     hatoba_api::Event {
         id: e.id,
-        deployment: e.deployment_id.to_string(),
-        environment: e.environment.to_string(),
-        service: e.service.to_string(),
+        deployment: e
+            .deployment_id
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string),
+        environment: e
+            .environment
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string),
+        service: e
+            .service
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string),
         at: e.at.to_rfc3339(),
         kind: e.kind.clone(),
         message: e.message.clone(),

@@ -262,6 +262,17 @@ impl Store for Publishing {
         out
     }
 
+    async fn append_server_event(
+        &self,
+        environment: Option<&EnvName>,
+        event: NewEvent,
+    ) -> Result<Event, StoreError> {
+        self.bus.ready().await?;
+        let out = self.store().append_server_event(environment, event).await;
+        self.bus.publish().await;
+        out
+    }
+
     async fn deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>, StoreError> {
         self.store().deployment(id).await
     }

@@ -30,7 +30,9 @@
 //!   without gaps, also under concurrent writers.
 //! - Every event also has a global id from one counter row bumped as the
 //!   first write of its transaction: strictly increasing in commit order,
-//!   without gaps, so `events_after` resumes a stream exactly.
+//!   without gaps, so `events_after` resumes a stream exactly. The
+//!   server's own events (tied to no deployment, `server_events`) take
+//!   theirs from the same row and are read in the same stream.
 //! - The store reads no clock: every time is a [`Millis`](hatoba_core::Millis)
 //!   argument.
 //!

@@ -106,20 +106,24 @@ pub struct NewDeployment {
     pub at: Millis,
 }
 
-/// One entry in a deployment's timeline.
+/// One entry in a deployment's timeline, or an event of the server itself
+/// (a spec reload), tied to no deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Made by the store: the event's place among every event stored,
-    /// from 1, strictly increasing in commit order (a reader resumes
-    /// after the last one it has seen: [`Store::events_after`](crate::Store::events_after)).
+    /// the server's too, from 1, strictly increasing in commit order (a
+    /// reader resumes after the last one it has seen:
+    /// [`Store::events_after`](crate::Store::events_after)).
     pub id: u64,
-    /// The deployment it belongs to.
-    pub deployment_id: DeploymentId,
-    /// The deployment's service.
-    pub service: ServiceName,
-    /// The deployment's environment.
-    pub environment: EnvName,
-    /// Its position in the deployment's timeline, from 1, without gaps.
+    /// The deployment it belongs to; `None` for a server event.
+    pub deployment_id: Option<DeploymentId>,
+    /// The deployment's service; `None` for a server event.
+    pub service: Option<ServiceName>,
+    /// The deployment's environment; for a server event, the environment
+    /// it concerns, `None` for all of them.
+    pub environment: Option<EnvName>,
+    /// Its position in the deployment's timeline, from 1, without gaps; 0
+    /// for a server event.
     pub seq: u64,
     /// When it happened.
     pub at: Millis,
@@ -138,10 +142,17 @@ impl Event {
     pub fn typed(&self) -> hatoba_core::Event {
         hatoba_core::Event::from_stored(&self.kind, &self.message, self.data.as_ref())
     }
+
+    /// Whether it is an event of the server, tied to no deployment.
+    pub fn is_server_event(&self) -> bool {
+        self.deployment_id.is_none()
+    }
 }
 
 /// Which events [`Store::events_after`](crate::Store::events_after) returns;
-/// each field set narrows it.
+/// each field set narrows it. A server event passes a filter by
+/// environment (unless it concerns another one) or by service (it
+/// concerns every service), never one by deployment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// Only this environment's.
@@ -157,12 +168,15 @@ impl EventFilter {
     pub fn matches(&self, e: &Event) -> bool {
         self.environment
             .as_ref()
-            .is_none_or(|x| *x == e.environment)
-            && self.service.as_ref().is_none_or(|x| *x == e.service)
+            .is_none_or(|x| e.environment.as_ref().is_none_or(|y| y == x))
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|x| e.service.as_ref().is_none_or(|y| y == x))
             && self
                 .deployment
                 .as_ref()
-                .is_none_or(|x| *x == e.deployment_id)
+                .is_none_or(|x| e.deployment_id.as_ref() == Some(x))
     }
 }
 

@@ -112,19 +112,39 @@ macro_rules! event_select {
 const SELECT_EVENTS_OF: &str =
     concat!(event_select!(), "WHERE e.deployment_id = $1 ORDER BY e.seq");
 
-const SELECT_EVENTS_AFTER: &str = concat!(
-    event_select!(),
-    "WHERE e.event_id > $1 AND ($2 IS NULL OR d.environment = $2) \
-     AND ($3 IS NULL OR d.service = $3) AND ($4 IS NULL OR e.deployment_id = $4) \
-     ORDER BY e.event_id LIMIT $5"
-);
+/// Every event, the deployments' and the server's (migration 0009), as one
+/// stream: both tables take their ids from `event_counter`. A server event
+/// has no deployment, service or seq (0), and NULL for an environment when
+/// it concerns all of them; it passes a filter by environment or service
+/// (it concerns every service) but never one by deployment.
+macro_rules! stream_select {
+    ($cursor:literal, $order:literal) => {
+        concat!(
+            "SELECT event_id, deployment_id, seq, at, kind, message, data, service, environment \
+             FROM (SELECT e.event_id, e.deployment_id, e.seq, e.at, e.kind, e.message, e.data, \
+                   d.service, d.environment \
+                   FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id \
+                   UNION ALL \
+                   SELECT s.event_id, NULL, 0, s.at, s.kind, s.message, s.data, NULL, \
+                   s.environment FROM server_events s) AS stream \
+             WHERE event_id ",
+            $cursor,
+            " $1 AND ($2 IS NULL OR environment IS NULL OR environment = $2) \
+             AND ($3 IS NULL OR service IS NULL OR service = $3) \
+             AND ($4 IS NULL OR deployment_id = $4) \
+             ORDER BY event_id ",
+            $order,
+            " LIMIT $5"
+        )
+    };
+}
 
-const SELECT_EVENTS_BEFORE: &str = concat!(
-    event_select!(),
-    "WHERE e.event_id < $1 AND ($2 IS NULL OR d.environment = $2) \
-     AND ($3 IS NULL OR d.service = $3) AND ($4 IS NULL OR e.deployment_id = $4) \
-     ORDER BY e.event_id DESC LIMIT $5"
-);
+const SELECT_EVENTS_AFTER: &str = stream_select!(">", "");
+
+const SELECT_EVENTS_BEFORE: &str = stream_select!("<", "DESC");
+
+const INSERT_SERVER_EVENT: &str = "INSERT INTO server_events \
+     (event_id, at, environment, kind, message, data) VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Takes the next measurement seq and, on PostgreSQL, the deployment's row
 /// lock, which queues concurrent writers of the same deployment.
@@ -338,7 +358,8 @@ struct EventSlot {
     environment: EnvName,
 }
 
-/// An event row of [`SELECT_EVENTS_OF`] or [`SELECT_EVENTS_AFTER`].
+/// An event row of [`SELECT_EVENTS_OF`], [`SELECT_EVENTS_AFTER`] or
+/// [`SELECT_EVENTS_BEFORE`].
 fn event_from_row(row: &AnyRow) -> Result<Event, StoreError> {
     let data = match opt_text(row, "data")? {
         Some(text) => Some(
@@ -351,9 +372,9 @@ fn event_from_row(row: &AnyRow) -> Result<Event, StoreError> {
     };
     Ok(Event {
         id: to_u64("event id", int(row, "event_id")?)?,
-        deployment_id: parse("deployment id", text(row, "deployment_id")?)?,
-        service: parse("service name", text(row, "service")?)?,
-        environment: parse("environment name", text(row, "environment")?)?,
+        deployment_id: opt_parse(row, "deployment id", "deployment_id")?,
+        service: opt_parse(row, "service name", "service")?,
+        environment: opt_parse(row, "environment name", "environment")?,
         seq: seq_from_db(int(row, "seq")?)?,
         at: millis(row, "at")?,
         kind: text(row, "kind")?,
@@ -515,10 +536,43 @@ impl Store for SqlStore {
         tx.commit().await.map_err(StoreError::db(DOING))?;
         Ok(Event {
             id: to_u64("event id", slot.event_id)?,
-            deployment_id: id.clone(),
-            service: slot.service,
-            environment: slot.environment,
+            deployment_id: Some(id.clone()),
+            service: Some(slot.service),
+            environment: Some(slot.environment),
             seq: seq_from_db(slot.seq)?,
+            at: event.at,
+            kind: event.kind,
+            message: event.message,
+            data: event.data,
+        })
+    }
+
+    async fn append_server_event(
+        &self,
+        environment: Option<&EnvName>,
+        event: NewEvent,
+    ) -> Result<Event, StoreError> {
+        const DOING: &str = "appending a server event";
+        let at_db = db_time(event.at)?;
+        let mut tx = self.begin_write(DOING).await?;
+        let event_id = SqlStore::next_event_id(&mut tx, DOING).await?;
+        sqlx::query(INSERT_SERVER_EVENT)
+            .bind(event_id)
+            .bind(at_db)
+            .bind(environment.map(EnvName::as_str))
+            .bind(event.kind.as_str())
+            .bind(event.message.as_str())
+            .bind(event.data.as_ref().map(serde_json::Value::to_string))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(DOING))?;
+        tx.commit().await.map_err(StoreError::db(DOING))?;
+        Ok(Event {
+            id: to_u64("event id", event_id)?,
+            deployment_id: None,
+            service: None,
+            environment: environment.cloned(),
+            seq: 0,
             at: event.at,
             kind: event.kind,
             message: event.message,
@@ -1039,6 +1093,16 @@ fn status(text: String) -> Result<DeploymentStatus, StoreError> {
 fn parse<T: std::str::FromStr>(what: &'static str, text: String) -> Result<T, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt { what, found: text })
+}
+
+/// A nullable column parsed into a core type (a server event has no
+/// deployment, no service and maybe no environment).
+fn opt_parse<T: std::str::FromStr>(
+    row: &AnyRow,
+    what: &'static str,
+    column: &'static str,
+) -> Result<Option<T>, StoreError> {
+    opt_text(row, column)?.map(|t| parse(what, t)).transpose()
 }
 
 fn deployment_from_row(row: &AnyRow) -> Result<Deployment, StoreError> {

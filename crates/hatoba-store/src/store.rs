@@ -62,6 +62,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Appends an event to a deployment's timeline (finished ones included).
     async fn append_event(&self, id: &DeploymentId, event: NewEvent) -> Result<Event, StoreError>;
 
+    /// Appends an event of the server itself, tied to no deployment (a
+    /// spec reload that changes what the next deployment does), concerning
+    /// `environment` or, for `None`, every environment. It takes its id
+    /// from the same counter as the deployments' events, so
+    /// [`Store::events_after`] hands both out as one stream.
+    async fn append_server_event(
+        &self,
+        environment: Option<&EnvName>,
+        event: NewEvent,
+    ) -> Result<Event, StoreError>;
+
     /// The deployment with this id, if any.
     async fn deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>, StoreError>;
 
@@ -69,8 +80,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// an unknown id).
     async fn events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError>;
 
-    /// At most `limit` events with an id above `after` that pass `filter`,
-    /// in id order: what a reader that has seen every event up to `after`
+    /// At most `limit` events (the deployments' and the server's) with an
+    /// id above `after` that pass `filter`, in id order: what a reader that has seen every event up to `after`
     /// has not seen yet. Ids are taken in commit order, so a reader that
     /// resumes after the last id it got misses nothing and sees nothing
     /// twice, across restarts too.

@@ -195,12 +195,18 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// One event as a line of text: time, service, deployment, words.
+/// One event as a line of text: time, service, deployment, words; an
+/// event of the server itself (a reload) says `(server)` and `-` instead.
 pub(crate) fn line(e: &hatoba_api::Event) -> String {
     // `2026-12-06T12:05:32.123Z` → `2026-12-06 12:05:32`.
     let at = e.at.get(..19).unwrap_or(&e.at).replacen('T', " ", 1);
     let message = e.message.replace(['\r', '\n'], " ");
-    format!("{at}  {:<12} {}  {message}\n", e.service, e.deployment)
+    let (service, deployment) = if e.deployment.is_empty() && e.service.is_empty() {
+        ("(server)", "-")
+    } else {
+        (e.service.as_str(), e.deployment.as_str())
+    };
+    format!("{at}  {service:<12} {deployment}  {message}\n")
 }
 
 fn print(global: &Global, e: &hatoba_api::Event) -> anyhow::Result<()> {
@@ -328,6 +334,24 @@ mod tests {
         assert_eq!(
             line(&e),
             "2026-12-06 12:05:32  web          d-1  new version weight 20% second\n"
+        );
+    }
+
+    #[test]
+    fn a_server_event_is_one_line_without_service_or_deployment() {
+        let e = hatoba_api::Event {
+            id: 9,
+            deployment: String::new(),
+            environment: String::new(),
+            service: String::new(),
+            at: "2026-12-06T12:06:00.000Z".to_owned(),
+            kind: "spec_reloaded".to_owned(),
+            message: "spec reloaded: 0b00845ef5a1 -> 5e1f3d2a9c44; changed web".to_owned(),
+            data: None,
+        };
+        assert_eq!(
+            line(&e),
+            "2026-12-06 12:06:00  (server)     -  spec reloaded: 0b00845ef5a1 -> 5e1f3d2a9c44; changed web\n"
         );
     }
 }

@@ -741,9 +741,9 @@ async fn a_state_file_from_before_the_retention_loads_and_keeps_a_set_one() {
 
 /// A data plane that stops while the controller's keeper holds duplicates
 /// of its listening sockets leaves them open: a client connecting meanwhile
-/// waits in the backlog, and the next data plane, which takes the sockets
-/// over instead of binding new ones, answers it. Without a keeper a restart
-/// binds new sockets, as a first start does.
+/// is not refused (its SYN waits for a retry), and the next data plane,
+/// which takes the sockets over instead of binding new ones, answers it.
+/// Without a keeper a restart binds new sockets, as a first start does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_data_plane_takes_over_the_kept_sockets_and_serves_what_queued() {
     use hatoba_proxy::handover::{Keeper, keeper_path};
@@ -764,13 +764,22 @@ async fn a_restarted_data_plane_takes_over_the_kept_sockets_and_serves_what_queu
     assert_eq!(keeper.held(), [("web".to_owned(), addr, 2)]);
     first.stop().await;
 
-    // No data plane runs, yet the kernel queues the connection.
-    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
-    waiting
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    // No data plane runs, yet the port does not refuse: the stopped one
+    // left the socket dropping SYNs (its stop completes no new handshake),
+    // so the client retries, and the next data plane, which takes the
+    // socket over and lifts that filter, answers it.
+    let waiting = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        Ok::<_, std::io::Error>(s)
+    });
     let second = Running::start(dir.path()).await;
+    let mut waiting = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the client's retried SYN is answered once the socket is adopted")
+        .unwrap()
+        .unwrap();
     assert_eq!(
         second.taken.adopted,
         [("web".to_owned(), 2)],

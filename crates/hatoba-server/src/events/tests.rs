@@ -128,7 +128,7 @@ async fn a_filter_narrows_and_a_new_bus_resumes_after_an_id() {
         ..EventFilter::default()
     };
     let mut sub = bus.subscribe(only_api.clone(), 0);
-    assert_eq!(next(&mut sub).await.deployment_id, api.id);
+    assert_eq!(next(&mut sub).await.deployment_id, Some(api.id.clone()));
     store.append_event(&web.id, step(0)).await.unwrap();
     store
         .transition(&api.id, DeploymentStatus::InProgress, None, Millis(3_000))

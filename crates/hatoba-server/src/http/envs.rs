@@ -4,7 +4,8 @@
 //! choice of which one answers a request (one environment: its server,
 //! unless `?env=` names another, which is refused). The environment comes from the
 //! request: `?env=ENV`, or the body's `environment` (deploy, secret set);
-//! a deployment's id names its own; the history (`GET /api/v1/deployments`)
+//! a deployment's id names its own (a `?env=` naming another is a 404
+//! saying where the deployment is); the history (`GET /api/v1/deployments`)
 //! is the shared store's and `status` is put together from every
 //! environment (`reads::status_of_several`); otherwise the rule of
 //! `ops::pick_environment` (the only environment with the named service,
@@ -148,9 +149,15 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
         .split('/')
         .collect();
     match segments.as_slice() {
-        // A deployment names its environment.
-        ["deployments", id, ..] if named.is_none() => {
-            let env = match id.parse::<hatoba_core::DeploymentId>() {
+        // A deployment names its environment; a request that names one
+        // too must name the same (and one the server runs).
+        ["deployments", id, ..] => {
+            let run = runs(servers);
+            let named_at = named
+                .as_deref()
+                .map(|n| crate::ops::pick_environment(&run, Some(n), None))
+                .transpose()?;
+            let recorded = match id.parse::<hatoba_core::DeploymentId>() {
                 Ok(id) => first
                     .store
                     .deployment(&id)
@@ -160,10 +167,23 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
                     .map(|d| d.environment),
                 Err(_) => None,
             };
-            let target = env
-                .and_then(|e| servers.iter().position(|s| s.environment == e))
-                .unwrap_or(0);
-            Ok((req, target))
+            match (named_at, recorded) {
+                (Some(at), Some(env)) if servers[at].environment != env => {
+                    Err(crate::ops::OpError::not_found(format!(
+                        "deployment {} is in environment `{env}`, not `{}`",
+                        hatoba_core::shown(id),
+                        servers[at].environment
+                    ))
+                    .hint(format!("ask with `?env={env}`, or without `?env=`"))
+                    .into())
+                }
+                (Some(at), _) => Ok((req, at)),
+                (None, env) => Ok((
+                    req,
+                    env.and_then(|e| servers.iter().position(|s| s.environment == e))
+                        .unwrap_or(0),
+                )),
+            }
         }
         // The history is the store's, which every environment shares.
         ["deployments"] if req.method() == Method::GET => Ok((req, 0)),
@@ -172,15 +192,23 @@ async fn choose(environments: &Environments, req: Request) -> Result<(Request, u
                 ["services", name, ..] => Some((*name).to_owned()),
                 _ => body.service,
             };
-            let run: Vec<(hatoba_core::EnvName, Vec<hatoba_core::ServiceName>)> = servers
-                .iter()
-                .map(|s| (s.environment.clone(), s.service_names()))
-                .collect();
-            let target = crate::ops::pick_environment(&run, named.as_deref(), service.as_deref())?;
+            let target =
+                crate::ops::pick_environment(&runs(servers), named.as_deref(), service.as_deref())?;
             Ok((req, target))
         }
         _ => Ok((req, 0)),
     }
+}
+
+/// Each environment the servers run, with its services: what
+/// `ops::pick_environment` chooses from.
+fn runs(
+    servers: &[Arc<crate::Server>],
+) -> Vec<(hatoba_core::EnvName, Vec<hatoba_core::ServiceName>)> {
+    servers
+        .iter()
+        .map(|s| (s.environment.clone(), s.service_names()))
+        .collect()
 }
 
 /// Whether the API has a route for `method` on `path`, from its OpenAPI

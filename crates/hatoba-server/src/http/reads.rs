@@ -111,12 +111,15 @@ pub(crate) async fn status(
     path = "/api/v1/deployments/{id}/analysis",
     tag = "deployments",
     summary = "every analysis measurement of a deployment (`hatoba analysis`)",
-    params(("id" = String, Path, description = "a deployment id, `d-...`")),
+    params(
+        ("id" = String, Path, description = "a deployment id, `d-...`"),
+        ("env" = Option<String>, Query, description = "the environment the deployment is in; none needed (its id names it)"),
+    ),
     responses(
         (status = 200, description = "the deployment and its measurements, in order", body = AnalysisReport),
-        (status = 400, description = "not a deployment id", body = ApiError),
+        (status = 400, description = "not a deployment id, or `env` names an environment the server does not run", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
-        (status = 404, description = "no such deployment", body = ApiError),
+        (status = 404, description = "no such deployment, or it is in another environment than `env` (named in the message)", body = ApiError),
         (status = 503, description = "the history store cannot be read", body = ApiError),
     ),
 )]

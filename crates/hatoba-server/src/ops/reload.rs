@@ -30,9 +30,10 @@
 //! - Recorded: the new digest is the one every deployment from now on
 //!   records (`spec_digest`); the reload is in the audit log (action
 //!   `reload`, the file, the `spec_reloaded` words) and the log, and the
-//!   `spec_reloaded` event goes to each deployment in progress (it keeps its
-//!   spec). Events belong to a deployment in the store, so a reload with no
-//!   deployment in progress is not on the event stream.
+//!   `spec_reloaded` event is stored once as a server event (tied to no
+//!   deployment, concerning every environment of the server: on the event
+//!   stream whether or not a deployment is in progress) and once more on
+//!   each deployment in progress, whose timeline says it keeps its spec.
 
 use super::OpError;
 use crate::dataplane::{DataPlane, preview_key, preview_listen};
@@ -481,6 +482,15 @@ async fn reload(
         by: by.clone(),
     };
     let now = crate::clock_now();
+    // The server's own: what the next deployment of any service does has
+    // changed, whether or not one is in progress.
+    if let Err(e) = first
+        .store
+        .append_server_event(None, hatoba_store::NewEvent::of(now, &event, None))
+        .await
+    {
+        tracing::warn!(error = %error_chain(&e), "reload: the spec_reloaded event could not be stored; the reload stands");
+    }
     for p in &plans {
         for (name, state) in p.server.service_states() {
             let live = state

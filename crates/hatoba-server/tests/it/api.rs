@@ -116,7 +116,7 @@ pub(crate) async fn api_with(limits: hatoba_server::http::ApiLimits) -> Api {
 
 /// The answer as the API's error shape, checked against its status: the
 /// kind decides the status, always.
-fn error_body(code: u16, answer: &str) -> hatoba_api::ApiError {
+pub(crate) fn error_body(code: u16, answer: &str) -> hatoba_api::ApiError {
     let e: hatoba_api::ApiError = serde_json::from_str(answer)
         .unwrap_or_else(|e| panic!("not the JSON error shape ({e}): {answer}"));
     assert_eq!(e.kind.http_status(), code, "{answer}");
@@ -728,6 +728,11 @@ async fn an_environment_named_that_the_server_does_not_run_is_refused_as_hatoba_
             r#"{"service": "web", "version": "v2"}"#,
         ),
         ("GET", "/api/v1/secrets?env=production", ""),
+        (
+            "GET",
+            "/api/v1/deployments/d-01kbx2m3n4p5q6r7s8t9v0w1x2?env=production",
+            "",
+        ),
     ] {
         let (code, answer) = call(a.addr, method, path, Some(&a.token), body.as_bytes()).await;
         let e = error_body(code, &answer);

@@ -92,6 +92,14 @@ impl Store for Gate {
         self.inner.append_event(id, event).await
     }
 
+    async fn append_server_event(
+        &self,
+        environment: Option<&EnvName>,
+        event: NewEvent,
+    ) -> Result<Event, StoreError> {
+        self.inner.append_server_event(environment, event).await
+    }
+
     async fn deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>, StoreError> {
         if self.held.borrow().as_ref() == Some(id) && !*self.released.borrow() {
             self.asked.send_modify(|n| *n += 1);

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// One open stream, read with the API's own parser.
-struct Sse {
+pub(crate) struct Sse {
     body: hyper::body::Incoming,
     parser: hatoba_api::sse::Parser,
     ready: std::collections::VecDeque<hatoba_api::Event>,
@@ -24,7 +24,7 @@ struct Sse {
 impl Sse {
     /// Opens `GET path` with the token and `Last-Event-ID: last`; panics
     /// unless it is a 200 event stream.
-    async fn open(addr: SocketAddr, token: &str, path: &str, last: Option<u64>) -> Sse {
+    pub(crate) async fn open(addr: SocketAddr, token: &str, path: &str, last: Option<u64>) -> Sse {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
@@ -55,7 +55,7 @@ impl Sse {
     }
 
     /// The next event, within 10 s.
-    async fn next(&mut self) -> hatoba_api::Event {
+    pub(crate) async fn next(&mut self) -> hatoba_api::Event {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(e) = self.ready.pop_front() {

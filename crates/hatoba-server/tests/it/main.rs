@@ -9,6 +9,7 @@
 
 mod api;
 mod deploy_after_end;
+mod environments;
 mod event_stream;
 mod fake;
 mod reload;

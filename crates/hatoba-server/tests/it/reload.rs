@@ -6,9 +6,13 @@
 //! deployed; a spec that removes a service still running is refused, one
 //! that removes an idle service removes it; what serves is probed by the
 //! spec it was deployed with until a deployment brings the new one;
-//! several environments reload together or not at all; the in-process
-//! data plane moves a listener without refusing a connection meanwhile.
+//! several environments reload together or not at all (one server event
+//! for all of them); the in-process data plane moves a listener without
+//! refusing a connection meanwhile. With no deployment in progress, the
+//! event stream still carries the reload (a server event), and a stream
+//! resumed from before it replays it once.
 
+use crate::event_stream::Sse;
 use crate::fake::{FakeDataPlane, FakeRuntime, Trace};
 use hatoba_api::{DeployRequest, ReloadRequest};
 use hatoba_core::{DeploymentId, DeploymentStatus, Event};
@@ -47,6 +51,7 @@ struct World {
     store: Arc<dyn Store>,
     data_plane: Arc<FakeDataPlane>,
     file: PathBuf,
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +72,7 @@ impl World {
         let trace = Trace::default();
         let data_plane = Arc::new(FakeDataPlane::new(trace.clone()));
         let runtime = Arc::new(FakeRuntime::new(trace));
+        let token = hatoba_server::new_token();
         let server = Server::start(ServerConfig {
             spec: hatoba_spec::parse(yaml).spec.unwrap(),
             spec_digest: digest(yaml),
@@ -76,7 +82,7 @@ impl World {
             store: Arc::clone(&store),
             runtime: runtime.clone(),
             data_plane: data_plane.clone(),
-            token: hatoba_server::new_token(),
+            token: token.clone(),
             secret_key: None,
         })
         .await
@@ -88,6 +94,7 @@ impl World {
             store,
             data_plane,
             file,
+            token,
             _dir: dir,
         }
     }
@@ -299,6 +306,121 @@ async fn a_changed_strategy_is_for_the_next_deployment_and_one_in_progress_keeps
                 .as_deref()
                 .is_some_and(|d| d.contains("changed web"))),
         "{audit:#?}"
+    );
+}
+
+#[tokio::test]
+async fn with_no_deployment_in_progress_a_subscriber_gets_the_reload_and_a_resumed_stream_replays_it_once()
+ {
+    let rolling = spec_of(&[service("web", 1, ROLLING)]);
+    let w = World::new(&rolling).await;
+    let d1 = w.deploy("web", "v1").await.unwrap();
+    w.until(&d1, DeploymentStatus::Succeeded).await;
+    let before = w.store.last_event_id().await.unwrap();
+    let api = crate::fake::serve_api(&w.server).await;
+    // Following live, all of it and one service's; nothing is in progress.
+    let mut all = Sse::open(api, &w.token, "/api/v1/events", Some(before)).await;
+    let mut web = Sse::open(
+        api,
+        &w.token,
+        "/api/v1/events?service=web&environment=development",
+        Some(before),
+    )
+    .await;
+
+    let one_at_a_time = spec_of(&[service(
+        "web",
+        1,
+        "{rolling: {maxSurge: 0, maxUnavailable: 1}}",
+    )]);
+    let r = w.reload(&one_at_a_time).await.unwrap();
+    assert!(r.in_progress.is_empty(), "{r:?}");
+    let expected = Event::SpecReloaded {
+        digest: digest(&one_at_a_time),
+        previous: digest(&rolling),
+        added: vec![],
+        changed: vec!["web".to_owned()],
+        removed: vec![],
+        by: Some("test".to_owned()),
+    };
+    let live = all.next().await;
+    assert_eq!(live.kind, "spec_reloaded", "{live:?}");
+    assert!(live.id > before, "{live:?}");
+    assert_eq!(
+        (
+            live.deployment.as_str(),
+            live.service.as_str(),
+            live.environment.as_str()
+        ),
+        ("", "", ""),
+        "a server event: no deployment, every environment"
+    );
+    let typed = Event::from_stored(&live.kind, &live.message, live.data.as_ref());
+    assert_eq!(typed, expected, "with the new digest");
+    assert_eq!(web.next().await, live, "a service's stream has it too");
+
+    // The next deployment's events follow it, in id order.
+    let d2 = w.deploy("web", "v2").await.unwrap();
+    let created = all.next().await;
+    assert_eq!(
+        (created.kind.as_str(), created.deployment.as_str()),
+        ("created", d2.to_string().as_str())
+    );
+    assert!(created.id > live.id);
+    w.until(&d2, DeploymentStatus::Succeeded).await;
+    let last = w.store.last_event_id().await.unwrap();
+
+    // Resumed from before the reload (after a restart of the client): it
+    // comes back once, at its place; resumed after it, not again.
+    let mut resumed = Sse::open(api, &w.token, "/api/v1/events", Some(before)).await;
+    let mut replayed = vec![resumed.next().await];
+    while replayed.last().is_some_and(|e| e.id < last) {
+        replayed.push(resumed.next().await);
+    }
+    let reloads: Vec<&hatoba_api::Event> = replayed
+        .iter()
+        .filter(|e| e.kind == "spec_reloaded")
+        .collect();
+    assert_eq!(reloads, [&live], "exactly once");
+    assert_eq!(replayed[0], live, "first, as it was stored");
+    assert!(
+        replayed.windows(2).all(|p| p[0].id < p[1].id),
+        "in id order"
+    );
+    let mut after_it = Sse::open(api, &w.token, "/api/v1/events", Some(live.id)).await;
+    assert_eq!(after_it.next().await, created);
+    // A page without a cursor (`hatoba events`) shows it too; a
+    // deployment's own timeline does not (none was in progress).
+    let page = w
+        .server
+        .stored_events(&hatoba_server::ops::EventsQuery {
+            after: Some(before),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events[0], live);
+    let deployment_only = w
+        .server
+        .stored_events(&hatoba_server::ops::EventsQuery {
+            after: Some(before),
+            deployment: Some(d2.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        deployment_only
+            .events
+            .iter()
+            .all(|e| e.kind != "spec_reloaded"),
+        "{deployment_only:?}"
+    );
+    assert!(
+        !w.events(&d1)
+            .await
+            .iter()
+            .any(|e| matches!(e, Event::SpecReloaded { .. }))
     );
 }
 
@@ -518,6 +640,11 @@ async fn several_environments_reload_together_or_not_at_all() {
     let file = dir.path().join("hatoba.yaml");
     std::fs::write(&file, &yaml).unwrap();
     let trace = Trace::default();
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::open_sqlite(dir.path().join("hatoba.db"))
+            .await
+            .unwrap(),
+    );
     let envs = hatoba_server::Environments::start(
         ServerConfig {
             spec: hatoba_spec::parse(&yaml).spec.unwrap(),
@@ -525,11 +652,7 @@ async fn several_environments_reload_together_or_not_at_all() {
             spec_path: Some(file.clone()),
             environment: "staging".parse().unwrap(),
             base_dir: dir.path().to_path_buf(),
-            store: Arc::new(
-                SqlStore::open_sqlite(dir.path().join("hatoba.db"))
-                    .await
-                    .unwrap(),
-            ),
+            store: Arc::clone(&store),
             runtime: Arc::new(FakeRuntime::new(trace.clone())),
             data_plane: Arc::new(FakeDataPlane::new(trace)),
             token: hatoba_server::new_token(),
@@ -575,6 +698,27 @@ async fn several_environments_reload_together_or_not_at_all() {
     for (d, services) in names(&envs) {
         assert_eq!(d, digest(&good));
         assert_eq!(services, ["api", "web"]);
+    }
+    // One server event for the reload of both (the refused one has none),
+    // on each environment's stream.
+    for environment in [None, Some("staging"), Some("production")] {
+        let filter = hatoba_store::EventFilter {
+            environment: environment.map(|e| e.parse().unwrap()),
+            ..Default::default()
+        };
+        let reloads: Vec<Event> = store
+            .events_after(0, &filter, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.is_server_event())
+            .map(hatoba_store::Event::typed)
+            .collect();
+        assert!(
+            matches!(reloads.as_slice(), [Event::SpecReloaded { digest: d, added, .. }]
+                if *d == digest(&good) && added == &["production/api", "staging/api"]),
+            "{environment:?}: {reloads:#?}"
+        );
     }
 }
 

@@ -30,7 +30,10 @@ async fn cursor_sqlite() {
         .await
         .unwrap();
     assert_eq!(after.len(), 1);
-    assert_eq!((after[0].id, &after[0].deployment_id), (last + 1, &d.id));
+    assert_eq!(
+        (after[0].id, after[0].deployment_id.as_ref()),
+        (last + 1, Some(&d.id))
+    );
 }
 
 #[tokio::test]
@@ -107,8 +110,8 @@ async fn cursor(store: &dyn Store) {
     assert_eq!(store.last_event_id().await.unwrap(), 6);
     assert_eq!(appended.id, 4);
     assert_eq!(
-        (appended.service.as_str(), appended.environment.as_str()),
-        ("web", "production")
+        (appended.service, appended.environment),
+        (Some(service("web")), Some(env("production")))
     );
     // The row keeps the tag, the words and the fields; it reads back typed.
     let w = &every[3];
@@ -193,6 +196,158 @@ async fn cursor(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+
+    // Server events (a reload, no deployment) take the next ids of the
+    // same stream, between the deployments' events.
+    let reloaded = Typed::SpecReloaded {
+        digest: "b".repeat(64),
+        previous: "a".repeat(64),
+        added: vec![],
+        changed: vec!["web".to_owned()],
+        removed: vec![],
+        by: Some("SIGHUP".to_owned()),
+    };
+    let everywhere = store
+        .append_server_event(None, NewEvent::of(Millis(1_700), &reloaded, None))
+        .await
+        .unwrap();
+    let staging_only = store
+        .append_server_event(
+            Some(&env("staging")),
+            NewEvent::of(Millis(1_800), &reloaded, None),
+        )
+        .await
+        .unwrap();
+    store
+        .append_event(&web.id, NewEvent::of(Millis(1_900), &weight, Some("web")))
+        .await
+        .unwrap();
+    assert_eq!((everywhere.id, staging_only.id), (7, 8));
+    assert_eq!(store.last_event_id().await.unwrap(), 9);
+    let tail = store.events_after(6, &all, 100).await.unwrap();
+    assert_eq!(ids(&tail), vec![7, 8, 9], "one stream, in id order");
+    assert_eq!(tail[0], everywhere, "read back as appended");
+    assert_eq!(
+        (
+            tail[0].deployment_id.as_ref(),
+            tail[0].service.as_ref(),
+            tail[0].environment.as_ref(),
+            tail[0].seq
+        ),
+        (None, None, None, 0)
+    );
+    assert!(tail[0].is_server_event() && !tail[2].is_server_event());
+    assert_eq!(tail[0].typed(), reloaded);
+    assert_eq!(tail[1].environment, Some(env("staging")));
+    // A server event passes a filter by service (it concerns them all) and
+    // by its environment, never one by deployment.
+    for (filter, expected) in [
+        (&by_service, vec![7, 8]),
+        (&by_env, vec![7, 9]),
+        (&by_deployment, vec![]),
+        (&all, vec![7, 8, 9]),
+    ] {
+        let got = store.events_after(6, filter, 100).await.unwrap();
+        assert_eq!(ids(&got), expected, "{filter:?}");
+        assert!(got.iter().all(|e| filter.matches(e)), "{filter:?}");
+        let before = store.events_before(u64::MAX, filter, 3).await.unwrap();
+        let newest: Vec<u64> = ids(&before).into_iter().filter(|id| *id > 6).collect();
+        assert_eq!(newest, expected, "the tail, {filter:?}");
+    }
+    // A deployment's own timeline has no server event.
+    assert_eq!(ids(&store.events(&web.id).await.unwrap()), vec![1, 3, 4, 9]);
+}
+
+#[tokio::test]
+async fn migration_0009_keeps_every_event_and_server_events_go_on_from_its_ids_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let d = store_at_format_8(&store).await;
+    store.close().await;
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("state").join("hatoba.db").display()
+    );
+    back_to_format_8(&url).await;
+    let store = sqlite_store(&dir).await;
+    after_0009(&store, &d).await;
+}
+
+#[tokio::test]
+async fn migration_0009_keeps_every_event_and_server_events_go_on_from_its_ids_postgres() {
+    let Some((pg, store)) = postgres_store().await else {
+        return;
+    };
+    let d = store_at_format_8(&store).await;
+    store.close().await;
+    back_to_format_8(&pg.url()).await;
+    let store = hatoba_store::SqlStore::connect_postgres(&pg.url())
+        .await
+        .unwrap();
+    after_0009(&store, &d).await;
+}
+
+/// A deployment with events (ids 1 and 2), written by today's store.
+async fn store_at_format_8(store: &dyn Store) -> hatoba_core::DeploymentId {
+    let d = store
+        .create_deployment(new_deployment("web", "production", "v1", 1_000))
+        .await
+        .unwrap();
+    store
+        .append_event(
+            &d.id,
+            NewEvent::of(Millis(1_100), &Typed::ColourReady, None),
+        )
+        .await
+        .unwrap();
+    d.id
+}
+
+/// Takes the database back to what migrations 0001-0008 made: no
+/// `server_events`, 0009 not applied.
+async fn back_to_format_8(url: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::raw_sql("DROP TABLE server_events; DELETE FROM _sqlx_migrations WHERE version = 9")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (newest,): (i64,) = sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(newest, 8, "the database is at the previous format");
+    pool.close().await;
+}
+
+/// Opened again, 0009 has run: the old events read back as they were, and
+/// server and deployment events go on from the old ids.
+async fn after_0009(store: &hatoba_store::SqlStore, d: &hatoba_core::DeploymentId) {
+    let all = EventFilter::default();
+    let old = store.events_after(0, &all, 100).await.unwrap();
+    assert_eq!(ids(&old), vec![1, 2]);
+    assert!(old.iter().all(|e| e.deployment_id.as_ref() == Some(d)));
+    assert_eq!(old[1].typed(), Typed::ColourReady);
+    let reloaded = Typed::SpecReloaded {
+        digest: "c".repeat(64),
+        previous: "b".repeat(64),
+        added: vec![],
+        changed: vec![],
+        removed: vec![],
+        by: None,
+    };
+    let server = store
+        .append_server_event(None, NewEvent::of(Millis(2_000), &reloaded, None))
+        .await
+        .unwrap();
+    let next = store
+        .append_event(d, NewEvent::of(Millis(2_100), &Typed::ColourReady, None))
+        .await
+        .unwrap();
+    assert_eq!((server.id, next.id), (3, 4));
+    let new = store.events_after(2, &all, 100).await.unwrap();
+    assert_eq!(new, vec![server, next]);
+    assert_eq!(ids(&store.events(d).await.unwrap()), vec![1, 2, 4]);
 }
 
 const WRITERS: usize = 4;
