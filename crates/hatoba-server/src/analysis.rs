@@ -136,14 +136,14 @@ pub(crate) struct Taken {
     pub(crate) detail: String,
 }
 
+/// The proxy's window for a wanted length, by the spec's rule (whose
+/// `hatoba validate` warns when a `window` is not one of them).
 fn window_for(d: Duration) -> Window {
-    if d <= Duration::from_secs(10) {
-        Window::S10
-    } else if d <= Duration::from_secs(60) {
-        Window::M1
-    } else {
-        Window::M5
-    }
+    let kept = hatoba_spec::BuiltinProvider::kept_window(d);
+    Window::ALL
+        .into_iter()
+        .find(|w| w.length() == kept)
+        .unwrap_or(Window::M5)
 }
 
 /// `wanted`, or a shorter window when the new version has not been running

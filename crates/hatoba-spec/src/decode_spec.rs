@@ -1910,9 +1910,27 @@ fn decode_provider(
                 }
                 found
             });
-            let window = f
-                .get("window")
-                .map(|n| positive_duration(n, &f.path("window"), d));
+            let window = f.get("window").map(|n| {
+                let w = positive_duration(n, &f.path("window"), d)?;
+                // Any other length would be silently read as the next kept
+                // window (`30s` as `1m`, `1h` as `5m`).
+                let kept = BuiltinProvider::kept_window(w);
+                if kept != w {
+                    d.push(
+                        Diagnostic::warning(
+                            n.span,
+                            &f.path("window"),
+                            format!(
+                                "the proxy keeps 10s, 1m and 5m windows: `{}` is read as `{}`",
+                                hatoba_core::format_duration(w),
+                                hatoba_core::format_duration(kept)
+                            ),
+                        )
+                        .with_hint("write `10s`, `1m` or `5m`"),
+                    );
+                }
+                Some(w)
+            });
             f.finish(d);
             Provider::Builtin(BuiltinProvider {
                 metric: metric?,

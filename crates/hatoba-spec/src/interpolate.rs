@@ -23,6 +23,18 @@ pub enum InterpolationError {
         /// The text between the braces.
         name: String,
     },
+    /// `${A:-${B}}`: a default is plain text. It was read up to the first
+    /// `}`, so the value came out as the text `${B}` (and `${A:-${B:-x}}`
+    /// as `${B:-x}`), never B's value.
+    #[error(
+        "`${{{name}:-...}}` at character {offset} has `${{` in its default: a default is plain text, not another variable"
+    )]
+    NestedDefault {
+        /// 0-based character offset of the `$`.
+        offset: usize,
+        /// The variable whose default it is.
+        name: String,
+    },
     /// A variable with no value and no default.
     #[error("variable `{name}` is not set and has no default")]
     Unset {
@@ -91,6 +103,12 @@ fn expand_with(
                     name: name.to_owned(),
                 });
             }
+            if default.is_some_and(|d| d.contains("${")) {
+                return Err(InterpolationError::NestedDefault {
+                    offset: i,
+                    name: name.to_owned(),
+                });
+            }
             match resolve(name, default) {
                 Some(v) => out.push_str(&v),
                 None => {
@@ -154,6 +172,15 @@ mod tests {
             interpolate("${}", vars).unwrap_err().to_string(),
             "`` at character 0 is not a variable name"
         );
+        // A default is plain text: a variable in it is refused, not
+        // expanded to the text `${B}`.
+        assert_eq!(
+            interpolate("x ${A:-${VERSION}}", vars)
+                .unwrap_err()
+                .to_string(),
+            "`${A:-...}` at character 2 has `${` in its default: a default is plain text, not another variable"
+        );
+        assert!(variables("${A:-${B:-x}}").is_err());
         assert_eq!(
             variables("${A} ${B:-1}").unwrap(),
             [("A".to_owned(), false), ("B".to_owned(), true)]

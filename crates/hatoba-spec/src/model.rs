@@ -695,10 +695,31 @@ pub struct BuiltinProvider {
     /// (WebSockets and event streams open now) or `long-lived-abnormal`
     /// (those the version reset or cut since it started serving).
     pub metric: BuiltinMetric,
-    /// Over how much recent traffic. Default: the metric's interval.
+    /// Over how much recent traffic: `10s`, `1m` or `5m`, the windows the
+    /// proxy keeps (another length is read as the next of them, at most
+    /// `5m`, with a warning). Default: the metric's interval, read the same way.
     #[serde(default)]
     #[schemars(with = "Option<DurationText>")]
     pub window: Option<Duration>,
+}
+
+impl BuiltinProvider {
+    /// The windows the proxy keeps per version, shortest first.
+    pub const WINDOWS: [Duration; 3] = [
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+        Duration::from_secs(300),
+    ];
+
+    /// The window the proxy answers for a wanted one (`window`, else the
+    /// metric's interval): the shortest kept window that covers it, or the
+    /// longest (5 minutes) beyond that. The analysis reads this one.
+    pub fn kept_window(wanted: Duration) -> Duration {
+        Self::WINDOWS
+            .into_iter()
+            .find(|w| wanted <= *w)
+            .unwrap_or(Self::WINDOWS[2])
+    }
 }
 
 /// The metrics the proxy measures per version.

@@ -264,9 +264,10 @@ async fn play(
         Arc::new(LocalDataPlane::attached(Arc::clone(&router))),
     );
     say(&format!(
-        "spec      examples/quickstart/hatoba.yaml: service `web`, {} replicas, {}\n",
+        "spec      examples/quickstart/hatoba.yaml, its waits shortened for the demo: service `web`, {} replicas, {}, progress deadline {}\n",
         svc.replicas,
-        describe(&svc.strategy)
+        describe(&svc.strategy),
+        hatoba_core::format_duration(svc.progress_deadline)
     ));
     say(&format!(
         "proxy     http://{} (Hatoba's proxy)\ninstances {instances}\n",

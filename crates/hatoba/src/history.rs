@@ -137,7 +137,17 @@ pub(crate) async fn status(global: &Global, args: &StatusArgs) -> anyhow::Result
     match global.output {
         Output::Json => output::json(&status)?,
         Output::Text if status.services.is_empty() => {
-            output::stderr("nothing has been deployed yet\n");
+            // With --env, say so: "nothing has been deployed yet" read as if
+            // the whole history were empty when only the filter matched
+            // nothing (a misspelt environment, most often).
+            match &args.env {
+                Some(env) => output::stderr(&format!(
+                    "nothing has been deployed to environment `{}` yet \
+                     (`hatoba status` without --env shows every environment)\n",
+                    hatoba_core::shown(env)
+                )),
+                None => output::stderr("nothing has been deployed yet\n"),
+            }
         }
         Output::Text => output::stdout(&status_table(&status.services)),
     }

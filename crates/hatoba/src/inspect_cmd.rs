@@ -175,7 +175,8 @@ async fn logs_from_api(
         }
         offsets.insert(i.instance.clone(), i.offset);
     }
-    if shown == 0 {
+    // `-n 0` (as `tail -n 0 -f`: only what comes next) asked for no line.
+    if shown == 0 && lines > 0 {
         // Silence would look like a broken command: say what was read.
         let files: Vec<&str> = first
             .instances
@@ -353,7 +354,8 @@ async fn logs_from_files(
         }
         offsets.insert(path.clone(), offset);
     }
-    if shown == 0 {
+    // `-n 0` (as `tail -n 0 -f`: only what comes next) asked for no line.
+    if shown == 0 && lines > 0 {
         // Silence would look like a broken command: say what was read.
         output::stderr(&format!(
             "no log lines yet from the {} instance(s) of `{service}`: their output goes to {}\n",

@@ -224,7 +224,13 @@ pub(crate) async fn up(global: &Global, args: &UpArgs) -> anyhow::Result<Exit> {
         hatoba_server::ServerConfig {
             spec,
             spec_digest: hex::encode(sha2::Sha256::digest(&bytes)),
-            spec_path: Some(std::path::absolute(&args.file.file)?),
+            // A spec read from standard input (`-f -`) has no file to read
+            // again: a reload says so instead of reading a file named `-`.
+            spec_path: if args.file.file.as_os_str() == "-" {
+                None
+            } else {
+                Some(std::path::absolute(&args.file.file)?)
+            },
             environment: envs[0].clone(),
             base_dir,
             store,
@@ -658,7 +664,7 @@ async fn follow(
                                     }
                                     output::stdout(&format!(
                                         "  [{:>6.1}s] {}\n",
-                                        started.elapsed().as_secs_f64(),
+                                        since_start(d, &e.at, started),
                                         e.message
                                     ));
                                 }
@@ -688,6 +694,22 @@ async fn follow(
         }
         // The pause between attempts to reach a server that went away.
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Seconds from the deployment's start to an event, by the times the
+/// server recorded: a follower that joins late (`watch`, `rollback` of a
+/// deployment in progress, `deploy --wait` after a restart) prints the
+/// events it catches up on at the time they happened, not all at 0.0s.
+/// Falls back to the time since following began when either time does
+/// not parse.
+fn since_start(d: &hatoba_api::Deployment, at: &str, started: tokio::time::Instant) -> f64 {
+    match (
+        hatoba_core::Millis::parse_rfc3339(&d.started_at),
+        hatoba_core::Millis::parse_rfc3339(at),
+    ) {
+        (Some(start), Some(at)) => at.since(start).as_secs_f64(),
+        _ => started.elapsed().as_secs_f64(),
     }
 }
 
@@ -864,7 +886,7 @@ async fn follow_polling(
             for e in fresh {
                 text.push_str(&format!(
                     "  [{:>6.1}s] {}\n",
-                    started.elapsed().as_secs_f64(),
+                    since_start(d, &e.at, started),
                     e.message
                 ));
             }

@@ -39,11 +39,10 @@ impl Server {
         to: Option<String>,
         by: String,
     ) -> Result<hatoba_api::Deployment, OpError> {
-        let Ok(service) = name.parse::<ServiceName>() else {
-            return Err(OpError::bad_input(format!(
-                "`{}` is not a service name",
-                hatoba_core::shown(name)
-            )));
+        // The name's rule is in the error: `Web!` alone says not what to type.
+        let service = match name.parse::<ServiceName>() {
+            Ok(service) => service,
+            Err(e) => return Err(OpError::bad_input(e.to_string())),
         };
         // A deployment in progress (a canary, a blue-green switch whose old
         // colour is still warm, a watch after promotion): the previous
@@ -287,11 +286,10 @@ impl Server {
         pinned_secrets: Option<std::collections::BTreeMap<String, u64>>,
         pinned_image: Option<String>,
     ) -> Result<hatoba_api::Deployment, OpError> {
-        let Ok(service) = r.service.parse::<ServiceName>() else {
-            return Err(OpError::bad_input(format!(
-                "`{}` is not a service name",
-                hatoba_core::shown(&r.service)
-            )));
+        // The name's rule is in the error: `Web!` alone says not what to type.
+        let service = match r.service.parse::<ServiceName>() {
+            Ok(service) => service,
+            Err(e) => return Err(OpError::bad_input(e.to_string())),
         };
         // One spec for the whole request: a reload meanwhile is for the
         // next deployment, and this one records the spec it runs with.
@@ -328,6 +326,20 @@ impl Server {
                 hatoba_core::shown(bad)
             ))
             .hint("use letters, digits and `_`, not starting with a digit"));
+        }
+        // Hatoba sets these itself: a value given for them would be ignored
+        // (and the check below would say the service does not use them,
+        // even when it does).
+        if let Some(own) = r.vars.keys().find(|k| *k == "VERSION" || *k == "PORT") {
+            let what = if own == "VERSION" {
+                "the version deployed: give it with `--version`"
+            } else {
+                "each instance's port, chosen by Hatoba"
+            };
+            return Err(OpError::bad_input(format!(
+                "`--set {own}`: ${{{own}}} is set by Hatoba, not by `--set`"
+            ))
+            .hint(format!("${{{own}}} is {what}")));
         }
         let secret_names = loaded.spec.secret_names(&self.environment);
         if let Some(name) = r.vars.keys().find(|k| secret_names.contains(*k)) {

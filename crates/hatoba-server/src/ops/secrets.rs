@@ -214,7 +214,7 @@ impl Server {
         }
         if !self.current().spec.secret_names(&env).contains(&name) {
             return Err(OpError::bad_input(format!("`{name}` is not declared a secret for `{env}`")).hint(
-                    "add it to `secrets:` in the spec (top level, or the environment's), then restart `hatoba up`",
+                    "add it to `secrets:` in the spec (top level, or the environment's), then `hatoba reload`",
                 ));
         }
         let value = hatoba_core::SecretValue::new(r.value);

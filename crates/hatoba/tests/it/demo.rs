@@ -28,6 +28,11 @@ fn quick_demo_holds_every_expectation_and_cleans_up() {
         assert!(row.trim_end_matches(['|', ' ']).ends_with("yes"), "{row}");
     }
     assert!(text.contains("current version: v2"), "{text}");
+    // The spec line does not pass the demo's pauses off as the file's.
+    assert!(
+        text.contains("examples/quickstart/hatoba.yaml, its waits shortened for the demo"),
+        "{text}"
+    );
     // The demo's instances are this binary running `demo-app` in a state
     // directory named `hatoba-demo-*` (other tests run their own instances
     // of it meanwhile, in other directories); none is left.

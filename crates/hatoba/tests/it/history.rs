@@ -182,6 +182,15 @@ fn check_reading_commands(args: &[&str]) {
         .success()
         .stdout(predicate::str::contains("v4 in_progress"));
 
+    // An environment with nothing deployed is named, not "nothing has
+    // been deployed yet" as if the history were empty.
+    run(&["status", "--env", "nope"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "nothing has been deployed to environment `nope` yet",
+        ));
+
     // Not found and bad input have their own exit codes.
     run(&["status", "nope"])
         .assert()

@@ -177,7 +177,9 @@ fn a_secret_reaches_the_instance_and_nothing_else() {
                 .write_stdin(CANARY_1),
         )
         .code(2)
-        .stderr(predicate::str::contains("not declared a secret"));
+        .stderr(predicate::str::contains("not declared a secret"))
+        // A reload declares it: no restart (which would stop the instances).
+        .stderr(predicate::str::contains("then `hatoba reload`"));
 
     outputs
         .run(

@@ -657,6 +657,26 @@ fn a_rollback_keeps_the_variables_the_version_ran_with() {
         .code(2)
         .stderr(predicate::str::contains("uses no ${FLAVOR}"))
         .stderr(predicate::str::contains("did you mean `FLAVOUR`?"));
+    // A service name that breaks the rule says the rule.
+    hatoba(&sb.state)
+        .args(["deploy", "Web!", "--version", "v1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "`Web!` is not a valid service name",
+        ))
+        .stderr(predicate::str::contains("lowercase letters"));
+    // The names Hatoba sets itself are refused as such: the service does
+    // use ${VERSION}, so "uses no ${VERSION}" would be wrong.
+    for (own, hint) in [("VERSION=x", "--version"), ("PORT=1", "port")] {
+        hatoba(&sb.state)
+            .args(["deploy", "web", "--version", "v1", "--set", own])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("is set by Hatoba"))
+            .stderr(predicate::str::contains(hint))
+            .stderr(predicate::str::contains("uses no").not());
+    }
     assert!(latest(&sb.state).is_null(), "{}", latest(&sb.state));
     hatoba(&sb.state)
         .args([

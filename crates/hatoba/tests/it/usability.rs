@@ -82,6 +82,13 @@ fn logs_of_silent_instances_say_where_output_goes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no log lines yet"), "{err}");
     assert!(err.contains(".log"), "{err}");
+    // `-n 0` asks for no line (as `tail -n 0`): none is not news.
+    let out = hatoba(&sb.state)
+        .args(["logs", "web", "-n", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
 }
 
 /// A strategy is printed as the spec spells it (`blueGreen`), while the
@@ -169,6 +176,35 @@ fn deploy_wait_and_watch_follow_a_deployment_across_a_server_restart() {
     assert!(out.status.success(), "watch: {out:?}");
     assert!(stdout.contains("following deployment"), "{stdout}");
     assert!(stdout.contains("succeeded"), "{stdout}");
+    // The events `watch` caught up on are printed at the time they happened
+    // in the deployment (as the server recorded them), not all at 0.0s.
+    let d = latest(&sb.state);
+    let start = hatoba_core::Millis::parse_rfc3339(d["started_at"].as_str().unwrap()).unwrap();
+    let events = hatoba(&sb.state)
+        .args([
+            "events",
+            "--deployment",
+            d["id"].as_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .args(["-n", "1000"])
+        .output()
+        .unwrap();
+    assert!(events.status.success(), "{events:?}");
+    let resumed: serde_json::Value = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["kind"] == "controller_resumed")
+        .expect("a controller_resumed event");
+    let at = hatoba_core::Millis::parse_rfc3339(resumed["at"].as_str().unwrap()).unwrap();
+    let line = format!(
+        "[{:>6.1}s] {}",
+        at.since(start).as_secs_f64(),
+        resumed["message"].as_str().unwrap()
+    );
+    assert!(at.since(start) >= Duration::from_millis(100), "{line}");
+    assert!(stdout.contains(&line), "expected `{line}` in:\n{stdout}");
     // Nothing in progress: watch says what serves.
     hatoba(&sb.state)
         .args(["watch", "web"])
@@ -177,4 +213,55 @@ fn deploy_wait_and_watch_follow_a_deployment_across_a_server_restart() {
         .stdout(predicates::str::contains(
             "no deployment of `web` in progress; v2 serves",
         ));
+}
+
+/// `hatoba up -f -` read its spec from standard input: a reload has no file
+/// to read again and says so, rather than reading a file named `-` in the
+/// directory it was started from (another spec, here with a second service).
+#[test]
+fn a_server_whose_spec_came_from_stdin_refuses_a_reload() {
+    use std::io::Write as _;
+    let sb = rolling_web(&demo_process("${VERSION}"), 1);
+    let dir = sb.file.parent().unwrap().to_path_buf();
+    let spec = std::fs::read_to_string(&sb.file).unwrap();
+    let other = hatoba_test_support::free_port().unwrap();
+    std::fs::write(
+        dir.join("-"),
+        spec.replace("  web:", &format!("  api:\n    process: {{command: x}}\n    route: {{listen: \"127.0.0.1:{other}\"}}\n  web:")),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .current_dir(&dir)
+        .arg("--state-dir")
+        .arg(&sb.state)
+        .args(["up", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.as_bytes())
+        .unwrap();
+    let pid = u64::from(child.id());
+    let _up = crate::support::Up(child);
+    poll("server.json of the server", Duration::from_secs(60), || {
+        let t = std::fs::read_to_string(sb.state.join("server.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+        (v["pid"].as_u64() == Some(pid)).then_some(())
+    });
+    hatoba(&sb.state)
+        .arg("reload")
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("started without a spec file"));
+    // Nothing was read: `api` (only in the file named `-`) is not served.
+    let out = hatoba(&sb.state)
+        .args(["diagnose", "api"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
 }
