@@ -146,15 +146,17 @@ mod tests {
 
     #[tokio::test]
     async fn streams_stay_apart_partial_lines_wait_and_the_cursor_drops_what_was_given() {
-        let chunks = vec![
-            out("1970-01-01T00:00:01Z one\n1970-01-01T00:00:02Z tw"),
-            // A stderr line between the two halves of a stdout line.
-            err("1970-01-01T00:00:02.5Z oops\n"),
-            out("o\r\n"),
-            out("1970-01-01T00:00:03Z unfinished"),
-        ];
+        let chunks = || {
+            vec![
+                out("1970-01-01T00:00:01Z one\n1970-01-01T00:00:02Z tw"),
+                // A stderr line between the two halves of a stdout line.
+                err("1970-01-01T00:00:02.5Z oops\n"),
+                out("o\r\n"),
+                out("1970-01-01T00:00:03Z unfinished"),
+            ]
+        };
         assert_eq!(
-            lines(chunks.clone(), None).await,
+            lines(chunks(), None).await,
             [
                 ("one".to_owned(), false, Some(1_000_000_000)),
                 ("oops".to_owned(), true, Some(2_500_000_000)),
@@ -164,7 +166,7 @@ mod tests {
             ]
         );
         // After 2 s: the lines of that second up to it were given already.
-        let later: Vec<String> = lines(chunks, Some(2_000_000_000))
+        let later: Vec<String> = lines(chunks(), Some(2_000_000_000))
             .await
             .into_iter()
             .map(|l| l.0)
