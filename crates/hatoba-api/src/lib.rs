@@ -660,6 +660,23 @@ pub struct InstanceLog {
     pub log: Option<String>,
 }
 
+/// One line of a followed output (`GET /api/v1/services/{name}/logs`
+/// with `follow=true`): the `data` of each `line` message of the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogLine {
+    /// The instance.
+    pub instance: String,
+    /// The line, without its end.
+    pub line: String,
+    /// Written to stderr (else stdout).
+    #[serde(default)]
+    pub stderr: bool,
+    /// Where to read on from after it (`after=`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
 /// `GET /api/v1/services/{name}/logs` (`hatoba logs`): the output of a
 /// service's running instances.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

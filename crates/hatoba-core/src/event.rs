@@ -612,12 +612,16 @@ pub enum Event {
         container: String,
     },
     /// An image of an older version was removed from the engine (the
-    /// service keeps the images of its latest `keepImages` versions).
+    /// service keeps the images of its latest `keepImages` versions and of
+    /// its newest `keepImages` builds).
     ImagePruned {
         /// The version it was the image of.
         version: String,
         /// Its id, as Docker shortens it (12 hex digits).
         image: String,
+        /// Built by `hatoba build` and never deployed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        never_deployed: bool,
     },
 
     /// An event stored as text (by a Hatoba before events were typed, or
@@ -1160,9 +1164,21 @@ impl fmt::Display for Shown<'_> {
                 f,
                 "container {container} of instance {instance} ({version}) removed"
             ),
-            E::ImagePruned { version, image } => write!(
+            E::ImagePruned {
+                version,
+                image,
+                never_deployed: false,
+            } => write!(
                 f,
                 "image {image} of {version} removed (older than the versions kept)"
+            ),
+            E::ImagePruned {
+                version,
+                image,
+                never_deployed: true,
+            } => write!(
+                f,
+                "image {image} of {version} removed (built, never deployed, older than the builds kept)"
             ),
             E::Text { message, .. } => f.write_str(message),
         }
@@ -1407,6 +1423,12 @@ mod tests {
             Event::ImagePruned {
                 version: "v1".into(),
                 image: "0123456789ab".into(),
+                never_deployed: false,
+            },
+            Event::ImagePruned {
+                version: "v7".into(),
+                image: "ba9876543210".into(),
+                never_deployed: true,
             },
             Event::ImagePinned {
                 version: "v1".into(),

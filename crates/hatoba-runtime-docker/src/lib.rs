@@ -2,11 +2,12 @@
 //! Engine, made from an image already present (nothing is pulled: no
 //! registry is assumed, even on one host).
 //!
-//! Over 800 lines, not yet split: the `Runtime` implementation (~300
-//! lines) sits beside image builds and the inspection helpers it shares
-//! with them. The next split is `build.rs` (`DockerRuntime::build` and its
-//! stream) and `inspect.rs` (state, health, ports and labels read from an
-//! inspect), beside `context.rs`.
+//! Over 800 lines, not yet split: the `Runtime` implementation (~400
+//! lines) sits beside image builds, the followed output's line splitting
+//! and the inspection helpers it shares with them. The next split is
+//! `build.rs` (`DockerRuntime::build`, its stream and `built_here`) and
+//! `inspect.rs` (state, health, ports and labels read from an inspect),
+//! beside `context.rs` and `follow.rs`.
 //!
 //! It executes and observes, never decides (invariant 2): no restart
 //! policy, no auto-remove, no HEALTHCHECK-driven action; the controller
@@ -31,7 +32,13 @@
 //!   a workload with an `image_id` is made from that id, never from what
 //!   the tag names by then, and a pinned id no longer present is
 //!   [`DockerError::RecordedImageGone`]. `remove_images` removes images by
-//!   id, unforced: the engine keeps one a container uses.
+//!   id, unforced: the engine keeps one a container uses, or one another
+//!   image is made from. `build` labels its image with the scope, the
+//!   tag it was built as ([`IMAGE_LABEL`]), the service and the version;
+//!   `built_images` lists the scope's images of a service by those labels
+//!   (one still tagged as built, or no longer tagged at all), each with
+//!   its build time and whether a container is made from it, for the
+//!   deployer to prune those never deployed too.
 //! - **An engine that does not answer** (refused, cut, timed out) is
 //!   [`DockerError::Unreachable`]; a start or a stop that fails so is
 //!   [`RuntimeError::Unreachable`], so the caller can wait (and try again)
@@ -50,6 +57,11 @@
 //! - **Logs** are the container's output as Docker keeps it; the last
 //!   lines are read just before a stopped container is removed, so why an
 //!   instance ended stays readable from this runtime object.
+//!   `follow_logs` reads the tail to its end, then follows from its last
+//!   line's time on the engine's stream (`follow=true`): each line comes
+//!   as written, stdout and stderr apart (a partial line waits for its end
+//!   on its own stream), and the stream ends when the engine ends it (the
+//!   container stopped or was removed); dropping it drops the request.
 //!
 //! Errors that call for a decision are [`DockerError`] variants, carried as
 //! the source of the [`RuntimeError`] the trait returns.
@@ -65,19 +77,20 @@
 //! and busybox would be one more Debian package for CI.
 
 pub mod context;
+mod follow;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StatsOptionsBuilder, WaitContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
 use hatoba_core::{Millis, ServiceName};
 use hatoba_runtime::{
-    ContainerWorkload, InstanceId, InstanceSpec, InstanceState, InstanceStatus, Output, OwnHealth,
-    Runtime, RuntimeError, Usage, Workload,
+    BuiltImage, ContainerWorkload, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
+    LogLine, LogStream, Output, OwnHealth, Runtime, RuntimeError, Usage, Workload,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -92,6 +105,11 @@ pub const SERVICE_LABEL: &str = "hatoba.service";
 pub const VERSION_LABEL: &str = "hatoba.version";
 /// The label naming the instance id.
 pub const INSTANCE_LABEL: &str = "hatoba.instance";
+/// The label an image built by [`DockerRuntime::build`] carries with the
+/// tag it was built as: an image made `FROM` it inherits the scope and
+/// service labels, but is tagged otherwise, and so is never taken for one
+/// of ours.
+pub const IMAGE_LABEL: &str = "hatoba.image";
 
 /// How long the sweep lets an orphan end on SIGTERM before killing it.
 const SWEEP_GRACE: Duration = Duration::from_secs(5);
@@ -254,6 +272,12 @@ pub struct BuildSpec {
     pub args: BTreeMap<String, String>,
     /// The stage of a multi-stage Dockerfile; the last when `None`.
     pub target: Option<String>,
+    /// The service it is the image of ([`SERVICE_LABEL`]): what
+    /// [`Runtime::built_images`] finds it by, to prune it once it is
+    /// older than the versions the service keeps, deployed or not.
+    pub service: Option<String>,
+    /// The version it is built as ([`VERSION_LABEL`]).
+    pub version: Option<String>,
 }
 
 /// The Docker runtime of one controller scope.
@@ -313,7 +337,9 @@ impl DockerRuntime {
     }
 
     /// Builds an image from a context archive ([`context::context_tar`])
-    /// and tags it `tag`, passing each line of the build's output to
+    /// and tags it `tag`, labelled with the scope ([`SCOPE_LABEL`]), the
+    /// tag ([`IMAGE_LABEL`]) and the spec's service and version, passing
+    /// each line of the build's output to
     /// `out` as it comes; returns the image's id. Nothing is pulled that
     /// is not already there: a `FROM` of a missing image fails the build.
     pub async fn build(
@@ -322,11 +348,24 @@ impl DockerRuntime {
         build: &BuildSpec,
         mut out: impl FnMut(&str) + Send,
     ) -> Result<String, DockerError> {
+        let mut labels = HashMap::from([
+            (SCOPE_LABEL.to_owned(), self.scope.clone()),
+            (IMAGE_LABEL.to_owned(), build.tag.clone()),
+        ]);
+        for (key, value) in [
+            (SERVICE_LABEL, &build.service),
+            (VERSION_LABEL, &build.version),
+        ] {
+            if let Some(v) = value {
+                labels.insert(key.to_owned(), v.clone());
+            }
+        }
         let mut opts = bollard::query_parameters::BuildImageOptionsBuilder::default()
             .dockerfile(&build.dockerfile)
             .t(&build.tag)
             .rm(true)
             .forcerm(true)
+            .labels(&labels)
             .buildargs(&build.args.iter().collect::<HashMap<_, _>>());
         if let Some(t) = &build.target {
             opts = opts.target(t);
@@ -713,6 +752,25 @@ impl DockerRuntime {
     }
 }
 
+/// Whether an image listed by the scope and service labels is one that
+/// [`DockerRuntime::build`] made for them: labelled so, and still tagged
+/// as it was built (or no longer tagged at all: built again since). An
+/// image someone made `FROM` ours inherits our labels but carries its own
+/// tag, and is not ours.
+fn built_here(
+    labels: &HashMap<String, String>,
+    tags: &[String],
+    scope: &str,
+    service: &str,
+) -> bool {
+    let is = |key: &str, want: &str| labels.get(key).map(String::as_str) == Some(want);
+    let Some(built_as) = labels.get(IMAGE_LABEL) else {
+        return false;
+    };
+    let untagged = tags.iter().all(|t| t == "<none>:<none>");
+    is(SCOPE_LABEL, scope) && is(SERVICE_LABEL, service) && (untagged || tags.contains(built_as))
+}
+
 /// The state of an instance whose container has gone without a trace.
 fn gone_state() -> InstanceState {
     InstanceState::Exited {
@@ -938,6 +996,46 @@ impl Runtime for DockerRuntime {
         Ok(removed)
     }
 
+    async fn built_images(&self, service: &ServiceName) -> Result<Vec<BuiltImage>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{SCOPE_LABEL}={}", self.scope),
+                format!("{SERVICE_LABEL}={service}"),
+            ],
+        )]);
+        let opts = ListImagesOptionsBuilder::default()
+            .all(false)
+            .filters(&filters)
+            .build();
+        let images = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| inspect_error(DockerError::api("list the service's images")(e)))?;
+        // What any container is made from, running or not, ours or not:
+        // the engine would refuse to remove it; it is said so beforehand.
+        let opts = ListContainersOptionsBuilder::default().all(true).build();
+        let used: std::collections::BTreeSet<String> = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| inspect_error(DockerError::api("list the containers")(e)))?
+            .into_iter()
+            .filter_map(|c| c.image_id)
+            .collect();
+        Ok(images
+            .into_iter()
+            .filter(|i| built_here(&i.labels, &i.repo_tags, &self.scope, service.as_str()))
+            .map(|i| BuiltImage {
+                in_use: used.contains(&i.id),
+                version: i.labels.get(VERSION_LABEL).cloned(),
+                created: i.created,
+                id: i.id,
+            })
+            .collect())
+    }
+
     async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {
         let (container, gone) = self
             .with(|r| r.entries.get(id).map(|e| (e.container.clone(), e.gone)))
@@ -1158,6 +1256,76 @@ impl Runtime for DockerRuntime {
         }))
     }
 
+    async fn follow_logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<Option<LogStream>, RuntimeError> {
+        let Some((container, gone, kept)) = self.with(|r| {
+            r.entries
+                .get(id)
+                .map(|e| (e.container.clone(), e.gone, e.last_output.clone()))
+        }) else {
+            return Err(RuntimeError::NotFound { id: id.clone() });
+        };
+        if gone {
+            // Nothing more will come: what was kept, as `logs` gives it.
+            let mut lines = if after.is_some() { Vec::new() } else { kept };
+            let skip = lines.len().saturating_sub(tail);
+            lines.drain(..skip);
+            let lines = lines.into_iter().map(|line| {
+                Ok(LogLine {
+                    line,
+                    stderr: false,
+                    cursor: None,
+                })
+            });
+            return Ok(Some(Box::pin(futures_util::stream::iter(lines))));
+        }
+        // The tail first, read to its end: its last line's time is where
+        // the follow begins, so a line written after this call is given
+        // however late the engine gets the follow's request (and a line
+        // already given is not given twice).
+        let (past, from) = match after {
+            Some(from) => (Vec::new(), from),
+            None => {
+                let opts = LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .timestamps(true)
+                    // One line at least, for the time to follow from.
+                    .tail(&tail.max(1).to_string())
+                    .build();
+                let engine = Box::pin(self.docker.logs(&container, Some(opts)));
+                let mut past = follow::follow(engine, container.clone(), None)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<LogLine>, RuntimeError>>()?;
+                // Nothing written yet: from the start.
+                let from = past.iter().filter_map(|l| l.cursor).max().unwrap_or(0);
+                let skip = past.len().saturating_sub(tail);
+                past.drain(..skip);
+                (past, from)
+            }
+        };
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            // Whole seconds, as in `output_since`: the lines of that second
+            // up to `from` are dropped as they come.
+            .since(i32::try_from(from / 1_000_000_000).unwrap_or(i32::MAX))
+            .build();
+        let engine = Box::pin(self.docker.logs(&container, Some(opts)));
+        let rest = follow::follow(engine, container, Some(from));
+        Ok(Some(Box::pin(
+            futures_util::stream::iter(past.into_iter().map(Ok)).chain(rest),
+        )))
+    }
+
     async fn usage(&self, id: &InstanceId) -> Option<Usage> {
         let container = self.with(|r| {
             r.entries
@@ -1223,6 +1391,67 @@ mod tests {
         assert_eq!(stamped("1970-01-01T00:00:01Z "), (Some(1_000_000_000), ""));
         assert_eq!(stamped("no stamp here"), (None, "no stamp here"));
         assert_eq!(stamped("plain"), (None, "plain"));
+    }
+
+    #[test]
+    fn a_build_is_ours_only_with_our_labels_and_tagged_as_built_or_not_at_all() {
+        let labels = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let ours = labels(&[
+            (SCOPE_LABEL, "/srv/state"),
+            (SERVICE_LABEL, "web"),
+            (IMAGE_LABEL, "shop/web:v1"),
+        ]);
+        let tags = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(built_here(
+            &ours,
+            &tags(&["shop/web:v1"]),
+            "/srv/state",
+            "web"
+        ));
+        // Also tagged otherwise: still the build (its removal is refused
+        // by the engine while another tag names it, never forced).
+        assert!(built_here(
+            &ours,
+            &tags(&["shop/web:v1", "x:1"]),
+            "/srv/state",
+            "web"
+        ));
+        // Built again under the tag: the old one is untagged, still ours.
+        assert!(built_here(
+            &ours,
+            &tags(&["<none>:<none>"]),
+            "/srv/state",
+            "web"
+        ));
+        assert!(built_here(&ours, &[], "/srv/state", "web"));
+        // A user's image made FROM ours: our labels, its own tag.
+        assert!(!built_here(&ours, &tags(&["mine:1"]), "/srv/state", "web"));
+        // Another scope or service, or no tag label (not built by us).
+        assert!(!built_here(
+            &ours,
+            &tags(&["shop/web:v1"]),
+            "/srv/other",
+            "web"
+        ));
+        assert!(!built_here(
+            &ours,
+            &tags(&["shop/web:v1"]),
+            "/srv/state",
+            "api"
+        ));
+        let mut unlabelled = ours.clone();
+        unlabelled.remove(IMAGE_LABEL);
+        assert!(!built_here(
+            &unlabelled,
+            &tags(&["shop/web:v1"]),
+            "/srv/state",
+            "web"
+        ));
     }
 
     #[test]

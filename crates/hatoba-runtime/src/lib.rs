@@ -245,6 +245,39 @@ pub struct Output {
     pub cursor: Option<u64>,
 }
 
+/// One line of an output being followed ([`Runtime::follow_logs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// The line, without its end.
+    pub line: String,
+    /// Written to stderr (else stdout).
+    pub stderr: bool,
+    /// Where to read on from after it (as [`Output::cursor`]), when the
+    /// runtime knows: a follow that broke resumes with it as `after`.
+    pub cursor: Option<u64>,
+}
+
+/// An instance's output as it is written: whole lines, oldest first. It
+/// ends once the instance has stopped (or is gone) and everything it wrote
+/// was given; dropping it stops reading.
+pub type LogStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogLine, RuntimeError>> + Send>>;
+
+/// An image a runtime's own builds made for a service (Docker: one
+/// `hatoba build` labelled with the scope, the service and the version),
+/// whether or not it was ever deployed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// Its id (`sha256:…`).
+    pub id: String,
+    /// The version it was built as, when its label says one.
+    pub version: Option<String>,
+    /// When it was built, in seconds since 1970.
+    pub created: i64,
+    /// A container (running or not) is made from it: it must stay.
+    pub in_use: bool,
+}
+
 /// The verdict of a workload's own health check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnHealth {
@@ -383,6 +416,15 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// The images this runtime's builds made for `service` (see
+    /// [`BuiltImage`]), deployed or not, so that those never deployed are
+    /// pruned too. Only the scope's own: never an image someone else
+    /// built. The default, for a runtime without images, has none.
+    async fn built_images(&self, service: &ServiceName) -> Result<Vec<BuiltImage>, RuntimeError> {
+        let _ = service;
+        Ok(Vec::new())
+    }
+
     /// Stops an instance: SIGTERM (or the runtime's equivalent), then after
     /// `grace` SIGKILL. Returns once it is gone. Stopping a stopped instance
     /// is fine (idempotent).
@@ -448,6 +490,25 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         tail: usize,
         after: Option<u64>,
     ) -> Result<Option<Output>, RuntimeError> {
+        let _ = (id, tail, after);
+        Ok(None)
+    }
+
+    /// Follows an instance's output: first what [`Runtime::logs`] with the
+    /// same `tail` and `after` gives, then each line as it is written,
+    /// with no polling, stdout and stderr told apart; the stream ends once
+    /// the instance has stopped (or was removed) and what it wrote was
+    /// given, and dropping it stops the reading. An instance already gone
+    /// gives what was kept of it and ends. `Ok(None)`: this runtime keeps
+    /// output in the file named by [`InstanceStatus::log`] (the default,
+    /// the process runtime), to be followed there. An unknown id is
+    /// [`RuntimeError::NotFound`].
+    async fn follow_logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<Option<LogStream>, RuntimeError> {
         let _ = (id, tail, after);
         Ok(None)
     }

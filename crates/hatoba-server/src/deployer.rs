@@ -1115,9 +1115,11 @@ impl Deployer {
     }
 
     /// Removes the images of the service's versions older than its latest
-    /// `keepImages` (see [`prune::to_prune`]), each recorded on `id` as an
-    /// `image_pruned` event. A failure is logged and changes nothing else:
-    /// the deployment has ended.
+    /// `keepImages`, and those `hatoba build` made for it older than its
+    /// newest `keepImages` builds, deployed or not (see
+    /// [`prune::to_prune`]), each recorded on `id` as an `image_pruned`
+    /// event. A failure is logged and changes nothing else: the
+    /// deployment has ended.
     async fn prune_images(
         &self,
         req: &DeployRequest,
@@ -1142,15 +1144,24 @@ impl Deployer {
                 return;
             }
         };
+        let built = match self.runtime.built_images(&req.service).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Without the list, only what the history recorded is
+                // considered: never more than before.
+                tracing::warn!(service = %req.service, "built images not listed: {}", chain(&e));
+                Vec::new()
+            }
+        };
         let in_use: Vec<&str> = serving
             .and_then(|s| s.image_id.as_deref())
             .into_iter()
             .collect();
-        let plan = prune::to_prune(&history, docker.keep_images, &in_use);
+        let plan = prune::to_prune(&history, &built, docker.keep_images, &in_use);
         if plan.is_empty() {
             return;
         }
-        let ids: Vec<String> = plan.iter().map(|(_, i)| i.clone()).collect();
+        let ids: Vec<String> = plan.iter().map(|p| p.id.clone()).collect();
         let removed = match self.runtime.remove_images(&ids).await {
             Ok(r) => r,
             Err(e) => {
@@ -1158,10 +1169,11 @@ impl Deployer {
                 return;
             }
         };
-        for (version, image) in plan.iter().filter(|(_, i)| removed.contains(i)) {
+        for p in plan.iter().filter(|p| removed.contains(&p.id)) {
             let e = Event::ImagePruned {
-                version: version.to_string(),
-                image: prune::short_id(image),
+                version: p.version.clone(),
+                image: prune::short_id(&p.id),
+                never_deployed: p.never_deployed,
             };
             let new = NewEvent::of(clock_now(), &e, Some(req.service.as_str()));
             crate::events::trace(id, &req.service, &req.environment, &new);

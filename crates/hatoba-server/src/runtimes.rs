@@ -134,6 +134,16 @@ impl Runtime for Runtimes {
         }
     }
 
+    async fn built_images(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Vec<hatoba_runtime::BuiltImage>, RuntimeError> {
+        match &self.docker {
+            Some(d) => d.built_images(service).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {
         let mut last = RuntimeError::NotFound { id: id.clone() };
         for rt in self.candidates(id) {
@@ -213,6 +223,23 @@ impl Runtime for Runtimes {
         // where the process runtime answers "read the log file" for any id.
         for rt in self.candidates(id).into_iter().rev() {
             match rt.logs(id, tail, after).await {
+                Err(e @ RuntimeError::NotFound { .. }) => last = e,
+                r => return r,
+            }
+        }
+        Err(last)
+    }
+
+    async fn follow_logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<Option<hatoba_runtime::LogStream>, RuntimeError> {
+        let mut last = RuntimeError::NotFound { id: id.clone() };
+        // Docker first, as for `logs`.
+        for rt in self.candidates(id).into_iter().rev() {
+            match rt.follow_logs(id, tail, after).await {
                 Err(e @ RuntimeError::NotFound { .. }) => last = e,
                 r => return r,
             }

@@ -176,6 +176,10 @@ pub(crate) async fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<E
         dockerfile: b.dockerfile.clone(),
         args: build_args,
         target: b.target.clone(),
+        // Labelled so: pruned with the service's images once older than
+        // its newest `keepImages` builds, even if never deployed.
+        service: Some(args.service.clone()),
+        version: Some(version.to_string()),
     };
     let quiet = matches!(global.output, Output::Json);
     let id = docker

@@ -199,11 +199,21 @@ async fn logs_from_api(
     if !follow {
         return Ok(Exit::Ok);
     }
+    // A container's output comes on the server's stream as it is written;
+    // a log file's is read on every FOLLOW_EVERY.
+    for (id, offset) in &mut offsets {
+        if let Some(from) = *offset
+            && stream_instance(server, service, env, id, from).await
+        {
+            *offset = None;
+        }
+    }
     let mut refresh = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
-            // Pacing of a poll that runs until Ctrl-C: new lines have no event.
+            // Pacing of a poll that runs until Ctrl-C: new lines of a log
+            // file have no event.
             () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
         if refresh.elapsed() > REFRESH_EVERY {
@@ -215,7 +225,12 @@ async fn logs_from_api(
                     if let std::collections::btree_map::Entry::Vacant(e) = offsets.entry(i.instance)
                     {
                         output::stdout(&format!("[{}] --- new instance ---\n", e.key()));
-                        e.insert(i.offset.map(|_| 0));
+                        let from = i.offset.map(|_| 0);
+                        let streamed = match from {
+                            Some(f) => stream_instance(server, service, env, e.key(), f).await,
+                            None => false,
+                        };
+                        e.insert(if streamed { None } else { from });
                     }
                 }
             }
@@ -253,6 +268,68 @@ async fn logs_from_api(
             }
         }
     }
+}
+
+/// Follows one instance's output on the server's stream (`follow=true`)
+/// after `from`, printing each line as it comes, in a task that ends with
+/// the stream (the instance stopped). False when the server does not
+/// stream it (a log file's output, or an older server): the caller polls.
+async fn stream_instance(
+    server: &crate::client::Server,
+    service: &str,
+    env: Option<&str>,
+    instance: &str,
+    from: u64,
+) -> bool {
+    let q = [
+        ("lines", Some("0".to_owned())),
+        ("instance", Some(instance.to_owned())),
+        ("after", Some(from.to_string())),
+        ("follow", Some("true".to_owned())),
+        ("env", env.map(str::to_owned)),
+    ];
+    let path = format!(
+        "/api/v1/services/{service}/logs{}",
+        crate::client::query(&q)
+    );
+    let accept = [("accept", hatoba_api::sse::CONTENT_TYPE.to_owned())];
+    let Ok(resp) = server.open(&path, &accept).await else {
+        return false;
+    };
+    let instance = instance.to_owned();
+    tokio::spawn(async move {
+        use http_body_util::BodyExt as _;
+        let mut body = resp.into_body();
+        let mut parser = hatoba_api::sse::Parser::new();
+        loop {
+            let data = match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                },
+                // The server ends the stream once the instance stopped.
+                None => {
+                    output::stdout(&format!("[{instance}] --- stopped ---\n"));
+                    return;
+                }
+                Some(Err(e)) => {
+                    output::stderr(&format!(
+                        "the output of {instance} is no longer followed: the stream broke ({e})\n"
+                    ));
+                    return;
+                }
+            };
+            let Ok(messages) = parser.push(&data) else {
+                return;
+            };
+            for m in messages.iter().filter(|m| m.event == "line") {
+                if let Ok(l) = serde_json::from_str::<hatoba_api::LogLine>(&m.data) {
+                    output::stdout(&format!("[{instance}] {}\n", l.line));
+                }
+            }
+        }
+    });
+    true
 }
 
 async fn logs_from_files(

@@ -19,7 +19,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod built;
 mod clash;
+mod follow;
 mod pinned;
 
 use hatoba_runtime::{
@@ -74,10 +76,20 @@ fn child() {
                 let Ok((mut s, _)) = listener.accept().await else {
                     continue;
                 };
+                let say = role == "say";
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let mut buf = [0u8; 1024];
                     let _ = s.read(&mut buf).await;
+                    if say {
+                        // One line on each stream per request: what a
+                        // follow of the output must see as it is written.
+                        use std::sync::atomic::{AtomicU64, Ordering};
+                        static SAID: AtomicU64 = AtomicU64::new(0);
+                        let n = SAID.fetch_add(1, Ordering::SeqCst);
+                        println!("said {n}");
+                        eprintln!("warned {n}");
+                    }
                     let _ = s
                         .write_all(
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",

@@ -38,7 +38,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         reads::diagnosis,
         reads::logs,
     ),
-    components(schemas(hatoba_api::ApiError, hatoba_api::ErrorKind, hatoba_api::EventPage)),
+    components(schemas(
+        hatoba_api::ApiError,
+        hatoba_api::ErrorKind,
+        hatoba_api::EventPage,
+        hatoba_api::LogLine
+    )),
     modifiers(&BearerToken),
     security(("token" = [])),
     tags(

@@ -202,6 +202,13 @@ pub(crate) struct LogsParams {
     /// earlier answer's `offset`: a byte offset in a log file, a time for
     /// a container) instead of a tail.
     after: Option<u64>,
+    /// With `instance`: follow its output, as server-sent events (one
+    /// `line` message per line, its data a `LogLine`, a comment as a
+    /// heartbeat) that end when the instance stops: its tail (`lines`,
+    /// default 20) or what came `after`, then each line as it is written.
+    /// A 400 when its runtime keeps output in a file (the process
+    /// runtime): read on with `after` instead.
+    follow: Option<bool>,
     /// The environment; needed when the server runs several that have the
     /// service (it chooses the environment's server, see `http::envs`).
     #[allow(dead_code, reason = "read by the router of several environments")]
@@ -215,8 +222,8 @@ pub(crate) struct LogsParams {
     summary = "the output of a service's running instances (`hatoba logs`)",
     params(("name" = String, Path, description = "a service of the spec"), LogsParams),
     responses(
-        (status = 200, description = "one entry per instance", body = Logs),
-        (status = 400, description = "an unknown parameter, lines over 10000, `after` without `instance`, an environment the server does not run or none when it is ambiguous", body = ApiError),
+        (status = 200, description = "one entry per instance; with `follow=true`, server-sent events: `line` messages whose data is a LogLine", body = Logs),
+        (status = 400, description = "an unknown parameter, lines over 10000, `after` or `follow` without `instance`, `follow` of an output kept in a file, an environment the server does not run or none when it is ambiguous", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such service or instance", body = ApiError),
         (status = 503, description = "the runtime cannot list the instances", body = ApiError),
@@ -225,13 +232,18 @@ pub(crate) struct LogsParams {
 pub(crate) async fn logs(
     State(s): Shared,
     Path(name): Path<String>,
+    conn: Option<axum::Extension<Arc<super::stream::ConnState>>>,
     q: Result<Query<LogsParams>, QueryRejection>,
-) -> Result<Json<Logs>, Failure> {
+) -> Result<Response, Failure> {
     let Query(q) = q.map_err(|r| bad_query(&r))?;
+    let follow = q.follow == Some(true);
     let q = LogsQuery {
         lines: q.lines.unwrap_or(DEFAULT_LINES),
         instance: q.instance,
         after: q.after,
     };
-    Ok(Json(s.logs(&name, &q).await?))
+    if follow {
+        return super::stream::follow_logs(&s, &name, &q, conn.map(|c| c.0)).await;
+    }
+    Ok(Json(s.logs(&name, &q).await?).into_response())
 }

@@ -99,7 +99,7 @@ impl ConnState {
         );
     }
 
-    fn streaming(&self) {
+    pub(crate) fn streaming(&self) {
         self.taken();
         self.phase.store(Phase::Streaming as u8, Ordering::Relaxed);
     }
@@ -388,6 +388,98 @@ async fn produce(
                 Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, last_event_id = sub.last_event_id(), "an event stream ended: the store could not be read; its client resumes after the last id it got");
+                    return;
+                }
+            },
+            _ = beat.tick() => hatoba_api::sse::HEARTBEAT.to_owned(),
+        };
+        if tx.send(Bytes::from(frame)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `GET /api/v1/services/{name}/logs?follow=true&instance=`: one
+/// instance's output as it is written, as server-sent events (`line`
+/// messages, a heartbeat when it is quiet), ending when the instance
+/// stops. It counts among the event streams (their budget, limits and
+/// heartbeat); a client gone drops the runtime's follow.
+pub(crate) async fn follow_logs(
+    s: &Arc<Server>,
+    name: &str,
+    q: &crate::ops::LogsQuery,
+    conn: Option<Arc<ConnState>>,
+) -> Result<Response, Failure> {
+    let Ok(permit) = Arc::clone(&s.event_streams).try_acquire_owned() else {
+        return Err(Failure::new(
+            ErrorKind::Unavailable,
+            format!("{MAX_EVENT_STREAMS} streams are open already"),
+        )
+        .hint("close one, or read on with `after` instead of `follow`"));
+    };
+    let instance = q.instance.clone().unwrap_or_default();
+    let Some(lines) = s.follow_logs(name, q).await? else {
+        return Err(Failure::new(
+            ErrorKind::BadInput,
+            format!(
+                "the output of `{}` is kept in a log file, which is not followed as a stream",
+                hatoba_core::shown(&instance)
+            ),
+        )
+        .hint("read on from an answer's `offset` with `after` instead"));
+    };
+    if let Some(c) = &conn {
+        c.streaming();
+    }
+    let heartbeat = conn
+        .as_ref()
+        .map_or(HEARTBEAT_EVERY, |c| c.limits.stream_heartbeat);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(produce_lines(instance, lines, tx, permit, heartbeat));
+    let body = Body::new(Frames { rx, conn });
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(hatoba_api::sse::CONTENT_TYPE),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// Writes a followed output's lines as `line` messages, with a heartbeat
+/// when it is quiet, until it ends (the instance stopped: the body ends)
+/// or the client is gone (the follow is dropped, and with it the
+/// runtime's reading).
+async fn produce_lines(
+    instance: String,
+    mut lines: hatoba_runtime::LogStream,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    heartbeat: Duration,
+) {
+    use futures_util::StreamExt as _;
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            () = tx.closed() => return,
+            next = lines.next() => match next {
+                Some(Ok(l)) => {
+                    beat.reset();
+                    let line = hatoba_api::LogLine {
+                        instance: instance.clone(),
+                        line: l.line,
+                        stderr: l.stderr,
+                        offset: l.cursor,
+                    };
+                    let data = serde_json::to_string(&line).unwrap_or_else(|_| "{}".to_owned());
+                    format!("event: line\ndata: {data}\n\n")
+                }
+                None => return,
+                Some(Err(e)) => {
+                    tracing::warn!(%instance, "a followed output ended: {e}");
                     return;
                 }
             },

@@ -3,7 +3,9 @@
 //! comes from the runtime when it keeps it (`Runtime::logs`), else from the
 //! instance's log file, read here on the server's machine: a client needs
 //! no access to the files. [`tail_file`] and [`read_after`] are also what
-//! the CLI reads with when no server runs.
+//! the CLI reads with when no server runs. [`Server::follow_logs`] gives
+//! one instance's output as it is written when its runtime streams it
+//! (Docker), for the API's `follow=true`.
 
 use super::OpError;
 use crate::server::Server;
@@ -80,6 +82,50 @@ impl Server {
             environment: self.environment.to_string(),
             instances,
         })
+    }
+
+    /// Follows one instance's output (`q.instance`, required): its last
+    /// `q.lines` lines or those after `q.after`, then each line as it is
+    /// written, until it stops. `None`: its runtime keeps output in a file,
+    /// read on with `after` instead ([`Server::logs`]).
+    pub async fn follow_logs(
+        &self,
+        name: &str,
+        q: &LogsQuery,
+    ) -> Result<Option<hatoba_runtime::LogStream>, OpError> {
+        if q.lines > MAX_LINES {
+            return Err(OpError::BadInput {
+                message: format!("lines {} is over {MAX_LINES}", q.lines),
+                hint: Some(format!("ask for at most {MAX_LINES} lines")),
+                field: Some("lines".to_owned()),
+            });
+        }
+        let Some(id) = &q.instance else {
+            return Err(OpError::BadInput {
+                message: "`follow` follows one instance's output: it needs `instance`".to_owned(),
+                hint: Some("the instances are in the answer without `follow`".to_owned()),
+                field: Some("follow".to_owned()),
+            });
+        };
+        let service = self.known_service(name)?;
+        let listed = self
+            .runtime
+            .list(&service)
+            .await
+            .map_err(|e| OpError::unavailable(format!("cannot list the instances: {e}")))?;
+        let Some(i) = listed.iter().find(|i| i.id.0 == *id) else {
+            return Err(OpError::not_found(format!(
+                "no instance `{}` of `{service}`",
+                hatoba_core::shown(id)
+            ))
+            .hint(format!("`hatoba diagnose {service}` lists its instances")));
+        };
+        self.runtime
+            .follow_logs(&i.id, q.lines, q.after)
+            .await
+            .map_err(|e| {
+                OpError::unavailable(format!("cannot follow the output of `{}`: {e}", i.id))
+            })
     }
 
     /// The last `n` lines of each running instance of a service.

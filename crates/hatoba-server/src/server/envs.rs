@@ -435,6 +435,13 @@ impl Runtime for EnvRuntime {
         self.inner.remove_images(ids).await
     }
 
+    async fn built_images(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Vec<hatoba_runtime::BuiltImage>, RuntimeError> {
+        self.inner.built_images(service).await
+    }
+
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<InstanceStatus, RuntimeError> {
         self.inner.stop(id, grace).await
     }
@@ -472,6 +479,15 @@ impl Runtime for EnvRuntime {
         after: Option<u64>,
     ) -> Result<Option<hatoba_runtime::Output>, RuntimeError> {
         self.inner.logs(id, tail, after).await
+    }
+
+    async fn follow_logs(
+        &self,
+        id: &InstanceId,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<Option<hatoba_runtime::LogStream>, RuntimeError> {
+        self.inner.follow_logs(id, tail, after).await
     }
 
     async fn signal(&self, id: &InstanceId, signal: &str) -> Result<(), RuntimeError> {

@@ -1,12 +1,14 @@
 //! A Docker service's image identity, clean-up and faults, with real
 //! containers of the local Docker Engine: a rollback runs the exact image
 //! recorded when the version was first deployed (its tag built again since
-//! changes nothing), old versions' containers and images are removed and
-//! `hatoba diagnose` says so; a container that exits at once is rolled
+//! changes nothing), old versions' containers and images are removed,
+//! and so are images built and never deployed beyond the newest builds
+//! kept, and `hatoba diagnose` says so; a container that exits at once is rolled
 //! back with the old version serving; one that ignores SIGTERM is killed
 //! after its grace period and said to be; one past its `memory` limit is
 //! killed by the OOM killer, said so, and rolled back; `hatoba logs -f`
-//! prints what a container writes after it began; an engine that stops answering
+//! prints what a container writes after it began, from the server's
+//! stream, which ends (said) when the container stops; an engine that stops answering
 //! mid-rollout (a Unix-socket relay the test cuts, never the real daemon)
 //! leaves the running version serving while the rollout waits for it, and
 //! an abort then waits to stop the canary rather than failing.
@@ -320,6 +322,45 @@ fn a_rollback_runs_the_image_recorded_and_old_containers_and_images_are_removed(
         .stderr(predicate::str::contains("is no longer present"));
     assert_eq!(latest(&d.sb.state)["id"], last, "nothing recorded");
     assert_eq!(served(d.sb.port).as_deref(), Ok("v3"));
+
+    // Built and never deployed: v4, v5, then v6 deployed. With
+    // `keepImages: 2` the newest builds v6 and v5 stay, and so does v3
+    // (the history's last two versions are v6 and v3); v4 and the second
+    // build of v1 were never deployed and go, said so; v1's first image
+    // (deployed, now out of the last two versions) goes as before.
+    let v4 = d.build("v4", "fourth");
+    let v5 = d.build("v5", "fifth");
+    let v6 = d.build("v6", "sixth");
+    hatoba(&d.sb.state)
+        .args(["deploy", "web", "--version", "v6", "--wait=complete"])
+        .assert()
+        .success();
+    poll(
+        "the builds never deployed pruned",
+        Duration::from_secs(30),
+        || (!image_exists(&v4) && !image_exists(&v1_again) && !image_exists(&v1)).then_some(()),
+    );
+    assert!(
+        image_exists(&v5) && image_exists(&v6) && image_exists(&v3),
+        "the newest builds and the history's last versions stay"
+    );
+    let diagnosis = d.diagnose();
+    for (id, version) in [(&v4, "v4"), (&v1_again, "v1")] {
+        assert!(
+            diagnosis.contains(&format!(
+                "image {} of {version} removed (built, never deployed",
+                short(id)
+            )),
+            "{diagnosis}"
+        );
+    }
+    assert!(
+        diagnosis.contains(&format!(
+            "image {} of v1 removed (older than the versions kept)",
+            short(&v1)
+        )),
+        "{diagnosis}"
+    );
     assert!(up.terminate(), "a clean stop");
 }
 
@@ -505,6 +546,34 @@ fn logs_follow_prints_what_a_container_writes_after_it_began() {
     );
     let s = seen.lock().unwrap().clone();
     assert_eq!(s.matches("demo app v1 listening on").count(), 1, "{s}");
+    // The output came on the server's stream (not a poll), which ends
+    // when v2 replaces v1: said, and v2's new instance followed from its
+    // first line.
+    d.build("v2", "two");
+    hatoba(&d.sb.state)
+        .args(["deploy", "web", "--version", "v2", "--wait=complete"])
+        .assert()
+        .success();
+    poll_explained(
+        "logs -f to say v1's instance stopped and follow v2's",
+        Duration::from_secs(30),
+        || {
+            let s = seen.lock().unwrap();
+            (s.contains("--- stopped ---") && s.contains("demo app v2 listening on")).then_some(())
+        },
+        || seen.lock().unwrap().clone(),
+    );
+    let s = seen.lock().unwrap().clone();
+    let v1_instance = s
+        .lines()
+        .find(|l| l.contains("demo app v1 listening on"))
+        .and_then(|l| l.split(']').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        s.contains(&format!("{v1_instance}] --- stopped ---")),
+        "{s}"
+    );
     drop(follow);
     assert!(up.terminate(), "a clean stop");
 }
