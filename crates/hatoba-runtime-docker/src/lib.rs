@@ -448,6 +448,17 @@ impl DockerRuntime {
 
     /// The container name of an instance: its id and a hash of the scope,
     /// so that two scopes never clash.
+    /// An instance's container, and the output kept of it once it is
+    /// gone (`None` while it runs: read it from the engine).
+    fn output_of(&self, id: &InstanceId) -> Result<(String, Option<Vec<String>>), RuntimeError> {
+        self.with(|r| {
+            r.entries
+                .get(id)
+                .map(|e| (e.container.clone(), e.gone.then(|| e.last_output.clone())))
+        })
+        .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })
+    }
+
     pub fn container_name(&self, id: &InstanceId) -> String {
         format!("{id}-{:08x}", fnv1a(self.scope.as_bytes()))
     }
@@ -772,6 +783,17 @@ fn built_here(
 }
 
 /// The state of an instance whose container has gone without a trace.
+/// The last `tail` of the lines kept of a container that is gone; none
+/// when read on from a cursor (nothing new will come).
+fn kept_lines(mut kept: Vec<String>, tail: usize, after: Option<u64>) -> Vec<String> {
+    if after.is_some() {
+        return Vec::new();
+    }
+    let skip = kept.len().saturating_sub(tail);
+    kept.drain(..skip);
+    kept
+}
+
 fn gone_state() -> InstanceState {
     InstanceState::Exited {
         code: None,
@@ -1229,18 +1251,10 @@ impl Runtime for DockerRuntime {
         tail: usize,
         after: Option<u64>,
     ) -> Result<Option<Output>, RuntimeError> {
-        let Some((container, gone, kept)) = self.with(|r| {
-            r.entries
-                .get(id)
-                .map(|e| (e.container.clone(), e.gone, e.last_output.clone()))
-        }) else {
-            return Err(RuntimeError::NotFound { id: id.clone() });
-        };
-        if gone {
+        let (container, kept) = self.output_of(id)?;
+        if let Some(kept) = kept {
             // Nothing more will come: what was kept, once.
-            let mut lines = if after.is_some() { Vec::new() } else { kept };
-            let skip = lines.len().saturating_sub(tail);
-            lines.drain(..skip);
+            let lines = kept_lines(kept, tail, after);
             return Ok(Some(Output {
                 lines,
                 cursor: None,
@@ -1262,19 +1276,10 @@ impl Runtime for DockerRuntime {
         tail: usize,
         after: Option<u64>,
     ) -> Result<Option<LogStream>, RuntimeError> {
-        let Some((container, gone, kept)) = self.with(|r| {
-            r.entries
-                .get(id)
-                .map(|e| (e.container.clone(), e.gone, e.last_output.clone()))
-        }) else {
-            return Err(RuntimeError::NotFound { id: id.clone() });
-        };
-        if gone {
+        let (container, kept) = self.output_of(id)?;
+        if let Some(kept) = kept {
             // Nothing more will come: what was kept, as `logs` gives it.
-            let mut lines = if after.is_some() { Vec::new() } else { kept };
-            let skip = lines.len().saturating_sub(tail);
-            lines.drain(..skip);
-            let lines = lines.into_iter().map(|line| {
+            let lines = kept_lines(kept, tail, after).into_iter().map(|line| {
                 Ok(LogLine {
                     line,
                     stderr: false,

@@ -346,6 +346,11 @@ async fn answer(s: &Arc<Server>, req: Request) -> Result<Response, Failure> {
         .map_or(HEARTBEAT_EVERY, |c| c.limits.stream_heartbeat);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     tokio::spawn(produce(sub, tx, permit, heartbeat));
+    Ok(sse_response(rx, conn))
+}
+
+/// A server-sent events answer whose frames come from `rx`.
+fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>, conn: Option<Arc<ConnState>>) -> Response {
     let body = Body::new(Frames { rx, conn });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -356,7 +361,7 @@ async fn answer(s: &Arc<Server>, req: Request) -> Result<Response, Failure> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx and the like would otherwise hold the stream in their buffers.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+    resp
 }
 
 /// Writes a subscription's events as frames, with a heartbeat when there
@@ -436,16 +441,7 @@ pub(crate) async fn follow_logs(
         .map_or(HEARTBEAT_EVERY, |c| c.limits.stream_heartbeat);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(produce_lines(instance, lines, tx, permit, heartbeat));
-    let body = Body::new(Frames { rx, conn });
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(hatoba_api::sse::CONTENT_TYPE),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+    Ok(sse_response(rx, conn))
 }
 
 /// Writes a followed output's lines as `line` messages, with a heartbeat

@@ -32,17 +32,38 @@ pub struct LogsQuery {
     pub after: Option<u64>,
 }
 
+/// At most [`MAX_LINES`] lines are asked for.
+fn check_lines(q: &LogsQuery) -> Result<(), OpError> {
+    if q.lines > MAX_LINES {
+        return Err(OpError::BadInput {
+            message: format!("lines {} is over {MAX_LINES}", q.lines),
+            hint: Some(format!("ask for at most {MAX_LINES} lines")),
+            field: Some("lines".to_owned()),
+        });
+    }
+    Ok(())
+}
+
+/// The instance `id` among a service's `listed` ones.
+fn one_of<'a>(
+    listed: &'a [hatoba_runtime::InstanceStatus],
+    service: &ServiceName,
+    id: &str,
+) -> Result<&'a hatoba_runtime::InstanceStatus, OpError> {
+    listed.iter().find(|i| i.id.0 == *id).ok_or_else(|| {
+        OpError::not_found(format!(
+            "no instance `{}` of `{service}`",
+            hatoba_core::shown(id)
+        ))
+        .hint(format!("`hatoba diagnose {service}` lists its instances"))
+    })
+}
+
 impl Server {
     /// The output of a service's running instances (or of the one asked
     /// for, running or not).
     pub async fn logs(&self, name: &str, q: &LogsQuery) -> Result<hatoba_api::Logs, OpError> {
-        if q.lines > MAX_LINES {
-            return Err(OpError::BadInput {
-                message: format!("lines {} is over {MAX_LINES}", q.lines),
-                hint: Some(format!("ask for at most {MAX_LINES} lines")),
-                field: Some("lines".to_owned()),
-            });
-        }
+        check_lines(q)?;
         if q.after.is_some() && q.instance.is_none() {
             return Err(OpError::BadInput {
                 message: "`after` is an offset in one instance's log: it needs `instance`"
@@ -51,21 +72,10 @@ impl Server {
                 field: Some("after".to_owned()),
             });
         }
-        let service = self.known_service(name)?;
-        let listed = self
-            .runtime
-            .list(&service)
-            .await
-            .map_err(|e| OpError::unavailable(format!("cannot list the instances: {e}")))?;
+        let (service, listed) = self.instances_of(name).await?;
         let instances = match &q.instance {
             Some(id) => {
-                let Some(i) = listed.iter().find(|i| i.id.0 == *id) else {
-                    return Err(OpError::not_found(format!(
-                        "no instance `{}` of `{service}`",
-                        hatoba_core::shown(id)
-                    ))
-                    .hint(format!("`hatoba diagnose {service}` lists its instances")));
-                };
+                let i = one_of(&listed, &service, id)?;
                 vec![self.instance_log(i, q.lines, q.after).await]
             }
             None => {
@@ -93,13 +103,7 @@ impl Server {
         name: &str,
         q: &LogsQuery,
     ) -> Result<Option<hatoba_runtime::LogStream>, OpError> {
-        if q.lines > MAX_LINES {
-            return Err(OpError::BadInput {
-                message: format!("lines {} is over {MAX_LINES}", q.lines),
-                hint: Some(format!("ask for at most {MAX_LINES} lines")),
-                field: Some("lines".to_owned()),
-            });
-        }
+        check_lines(q)?;
         let Some(id) = &q.instance else {
             return Err(OpError::BadInput {
                 message: "`follow` follows one instance's output: it needs `instance`".to_owned(),
@@ -107,25 +111,29 @@ impl Server {
                 field: Some("follow".to_owned()),
             });
         };
-        let service = self.known_service(name)?;
-        let listed = self
-            .runtime
-            .list(&service)
-            .await
-            .map_err(|e| OpError::unavailable(format!("cannot list the instances: {e}")))?;
-        let Some(i) = listed.iter().find(|i| i.id.0 == *id) else {
-            return Err(OpError::not_found(format!(
-                "no instance `{}` of `{service}`",
-                hatoba_core::shown(id)
-            ))
-            .hint(format!("`hatoba diagnose {service}` lists its instances")));
-        };
+        let (service, listed) = self.instances_of(name).await?;
+        let i = one_of(&listed, &service, id)?;
         self.runtime
             .follow_logs(&i.id, q.lines, q.after)
             .await
             .map_err(|e| {
                 OpError::unavailable(format!("cannot follow the output of `{}`: {e}", i.id))
             })
+    }
+
+    /// A service of this server and its instances, as the runtime lists
+    /// them.
+    async fn instances_of(
+        &self,
+        name: &str,
+    ) -> Result<(ServiceName, Vec<hatoba_runtime::InstanceStatus>), OpError> {
+        let service = self.known_service(name)?;
+        let listed = self
+            .runtime
+            .list(&service)
+            .await
+            .map_err(|e| OpError::unavailable(format!("cannot list the instances: {e}")))?;
+        Ok((service, listed))
     }
 
     /// The last `n` lines of each running instance of a service.

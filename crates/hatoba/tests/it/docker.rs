@@ -641,7 +641,10 @@ fn the_seeds_canary_example_is_built_and_deployed_as_containers() {
     let sb = Sandbox::new(|port| {
         let text = std::fs::read_to_string(example.join("hatoba.yaml")).unwrap();
         let ours = text
-            .replace("listen: 127.0.0.1:8000", &format!("listen: 127.0.0.1:{port}"))
+            .replace(
+                "listen: 127.0.0.1:8000",
+                &format!("listen: 127.0.0.1:{port}"),
+            )
             .replace("image: moai-adk/api:", &format!("image: {image}:"));
         assert!(ours.contains(&format!("127.0.0.1:{port}")) && ours.contains(&image));
         ours
