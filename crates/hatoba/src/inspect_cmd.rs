@@ -143,7 +143,7 @@ pub(crate) async fn logs(
     // Checked before anything is asked: the environment goes into a URL.
     crate::server_cmd::env_query(env)?;
     match LogSource::find(global, service).await? {
-        LogSource::Api(server) => logs_from_api(&server, service, env, follow, lines).await,
+        LogSource::Api(server) => logs_from_api(global, &server, service, env, follow, lines).await,
         LogSource::Files(dir) => logs_from_files(&dir, service, follow, lines).await,
     }
 }
@@ -153,6 +153,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 async fn logs_from_api(
+    global: &Global,
     server: &crate::client::Server,
     service: &str,
     env: Option<&str>,
@@ -199,14 +200,100 @@ async fn logs_from_api(
     if !follow {
         return Ok(Exit::Ok);
     }
-    // A container's output comes on the server's stream as it is written;
-    // a log file's is read on every FOLLOW_EVERY.
-    for (id, offset) in &mut offsets {
-        if let Some(from) = *offset
-            && stream_instance(server, service, env, id, from).await
-        {
-            *offset = None;
+    follow_api(global, server.clone(), service, env, offsets).await
+}
+
+/// How `logs -f` follows one instance's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Following {
+    /// Its log file, read on from this offset every FOLLOW_EVERY.
+    File(u64),
+    /// On the server's stream, in a task that says how it ended.
+    Streamed,
+    /// Its stream broke: opened again, after this cursor (the last line
+    /// printed), once the server answers.
+    Reopen(u64),
+    /// Nothing more will come (stopped, or gone).
+    Done,
+}
+
+/// How a followed stream ended: the instance stopped, or the connection
+/// broke after the line at this cursor.
+enum StreamEnd {
+    Stopped,
+    Broke(u64),
+}
+
+/// Whether the server answers, and since when it does not: `hatoba up`
+/// restarting (an upgrade, a crash; it adopts the instances again) is not
+/// the end of their output, so `logs -f` waits for it for up to
+/// `RECONNECT_FOR`, as `deploy --wait` does.
+#[derive(Default)]
+struct Reach {
+    lost: Option<tokio::time::Instant>,
+}
+
+impl Reach {
+    /// The server answered: says so when it was lost.
+    fn answered(&mut self) {
+        if self.lost.take().is_some() {
+            output::stderr("(the server is back: following on)\n");
         }
+    }
+
+    /// A request failed: `Ok` when it is the server not answering and
+    /// worth waiting for (said the first time), else the error.
+    fn failed(&mut self, e: anyhow::Error) -> anyhow::Result<()> {
+        if crate::exit::exit_code(&e) != Exit::Unreachable {
+            return Err(e);
+        }
+        let since = *self.lost.get_or_insert_with(|| {
+            output::stderr(&format!(
+                "(lost the server: {e:#}; waiting up to {}s for it to come back, Ctrl-C stops waiting)\n",
+                crate::server_cmd::RECONNECT_FOR.as_secs()
+            ));
+            tokio::time::Instant::now()
+        });
+        if since.elapsed() > crate::server_cmd::RECONNECT_FOR {
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// `logs -f` through the API from `offsets` (each instance's, after what
+/// was printed): a container's output comes on the server's stream as it
+/// is written, a log file's is read on every FOLLOW_EVERY; both go on
+/// from where they were when the server comes back after going away
+/// (the state directory's server found again: a new `hatoba up` listens
+/// on a new port).
+async fn follow_api(
+    global: &Global,
+    mut server: crate::client::Server,
+    service: &str,
+    env: Option<&str>,
+    offsets: std::collections::BTreeMap<String, Option<u64>>,
+) -> anyhow::Result<Exit> {
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let mut reach = Reach::default();
+    let mut follows: std::collections::BTreeMap<String, Following> =
+        std::collections::BTreeMap::new();
+    for (id, offset) in offsets {
+        let how = match offset {
+            Some(from) => {
+                match stream_instance(&server, service, env, &id, from, &ended_tx).await {
+                    Ok(true) => Following::Streamed,
+                    Ok(false) => Following::File(from),
+                    Err(e) if crate::exit::exit_code(&e) == Exit::NotFound => Following::Done,
+                    Err(e) => {
+                        reach.failed(e)?;
+                        Following::Reopen(from)
+                    }
+                }
+            }
+            None => Following::Done,
+        };
+        follows.insert(id, how);
     }
     let mut refresh = tokio::time::Instant::now();
     loop {
@@ -216,71 +303,132 @@ async fn logs_from_api(
             // file have no event.
             () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
+        if reach.lost.is_some()
+            && !server.explicit
+            && let Ok(Some(found)) = crate::client::locate(global)
+        {
+            server = found;
+        }
+        let server = &server;
+        while let Ok((id, end)) = ended.try_recv() {
+            let how = match end {
+                StreamEnd::Stopped => Following::Done,
+                StreamEnd::Broke(after) => Following::Reopen(after),
+            };
+            follows.insert(id, how);
+        }
         if refresh.elapsed() > REFRESH_EVERY {
             refresh = tokio::time::Instant::now();
-            if let Ok(now) =
-                api_logs(server, service, env, &[("lines", Some("0".to_owned()))]).await
-            {
-                for i in now.instances {
-                    if let std::collections::btree_map::Entry::Vacant(e) = offsets.entry(i.instance)
-                    {
-                        output::stdout(&format!("[{}] --- new instance ---\n", e.key()));
-                        let from = i.offset.map(|_| 0);
-                        let streamed = match from {
-                            Some(f) => stream_instance(server, service, env, e.key(), f).await,
-                            None => false,
-                        };
-                        e.insert(if streamed { None } else { from });
+            match api_logs(server, service, env, &[("lines", Some("0".to_owned()))]).await {
+                Ok(now) => {
+                    reach.answered();
+                    for i in now.instances {
+                        if let std::collections::btree_map::Entry::Vacant(e) =
+                            follows.entry(i.instance)
+                        {
+                            output::stdout(&format!("[{}] --- new instance ---\n", e.key()));
+                            // From its first line.
+                            e.insert(i.offset.map_or(Following::Done, |_| Following::Reopen(0)));
+                        }
                     }
                 }
+                Err(e) => reach.failed(e)?,
             }
         }
-        let ids: Vec<(String, u64)> = offsets
+        let due: Vec<(String, Following)> = follows
             .iter()
-            .filter_map(|(id, o)| o.map(|o| (id.clone(), o)))
+            .filter(|(_, how)| matches!(how, Following::File(_) | Following::Reopen(_)))
+            .map(|(id, how)| (id.clone(), *how))
             .collect();
-        for (id, from) in ids {
-            let answer = api_logs(
-                server,
-                service,
-                env,
-                &[
-                    ("lines", Some("0".to_owned())),
-                    ("instance", Some(id.clone())),
-                    ("after", Some(from.to_string())),
-                ],
-            )
-            .await;
-            match answer {
-                Ok(l) => {
-                    for i in l.instances {
-                        for line in &i.lines {
-                            output::stdout(&format!("[{}] {line}\n", i.instance));
+        for (id, how) in due {
+            let next = match how {
+                Following::Reopen(from) => {
+                    match stream_instance(server, service, env, &id, from, &ended_tx).await {
+                        Ok(streamed) => {
+                            reach.answered();
+                            if streamed {
+                                Following::Streamed
+                            } else {
+                                Following::File(from)
+                            }
                         }
-                        offsets.insert(i.instance, i.offset);
+                        // Gone (stopped and removed): nothing more to follow.
+                        Err(e) if crate::exit::exit_code(&e) == Exit::NotFound => {
+                            reach.answered();
+                            Following::Done
+                        }
+                        Err(e) => {
+                            reach.failed(e)?;
+                            how
+                        }
                     }
                 }
-                // Gone (stopped and removed): nothing more to follow.
-                Err(e) if crate::exit::exit_code(&e) == Exit::NotFound => {
-                    offsets.insert(id, None);
-                }
-                Err(e) => return Err(e),
-            }
+                Following::File(from) => match read_on(server, service, env, &id, from).await {
+                    Ok(next) => {
+                        reach.answered();
+                        next.map_or(Following::Done, Following::File)
+                    }
+                    Err(e) if crate::exit::exit_code(&e) == Exit::NotFound => {
+                        reach.answered();
+                        Following::Done
+                    }
+                    Err(e) => {
+                        reach.failed(e)?;
+                        how
+                    }
+                },
+                Following::Streamed | Following::Done => how,
+            };
+            follows.insert(id, next);
         }
     }
 }
 
+/// Prints the lines of one instance's log written after `from`, and
+/// answers where to read on from (`None`: nothing more will come).
+async fn read_on(
+    server: &crate::client::Server,
+    service: &str,
+    env: Option<&str>,
+    id: &str,
+    from: u64,
+) -> anyhow::Result<Option<u64>> {
+    let l = api_logs(
+        server,
+        service,
+        env,
+        &[
+            ("lines", Some("0".to_owned())),
+            ("instance", Some(id.to_owned())),
+            ("after", Some(from.to_string())),
+        ],
+    )
+    .await?;
+    let mut next = None;
+    for i in l.instances.iter().filter(|i| i.instance == id) {
+        for line in &i.lines {
+            output::stdout(&format!("[{}] {line}\n", i.instance));
+        }
+        next = i.offset;
+    }
+    Ok(next)
+}
+
 /// Follows one instance's output on the server's stream (`follow=true`)
 /// after `from`, printing each line as it comes, in a task that ends with
-/// the stream (the instance stopped). False when the server does not
-/// stream it (a log file's output, or an older server): the caller polls.
+/// the stream and says how on `ended`: the instance stopped, or the
+/// connection broke after the last line printed (to open it again after
+/// that line). False when the server does not stream it (a log file's
+/// output, or an older server): the caller polls. An error when the
+/// server does not answer, or the instance is gone.
 async fn stream_instance(
     server: &crate::client::Server,
     service: &str,
     env: Option<&str>,
     instance: &str,
     from: u64,
-) -> bool {
+    ended: &tokio::sync::mpsc::UnboundedSender<(String, StreamEnd)>,
+) -> anyhow::Result<bool> {
     let q = [
         ("lines", Some("0".to_owned())),
         ("instance", Some(instance.to_owned())),
@@ -293,15 +441,27 @@ async fn stream_instance(
         crate::client::query(&q)
     );
     let accept = [("accept", hatoba_api::sse::CONTENT_TYPE.to_owned())];
-    let Ok(resp) = server.open(&path, &accept).await else {
-        return false;
+    let resp = match server.open(&path, &accept).await {
+        Ok(resp) => resp,
+        Err(e)
+            if matches!(
+                crate::exit::exit_code(&e),
+                Exit::Unreachable | Exit::NotFound
+            ) =>
+        {
+            return Err(e);
+        }
+        Err(_) => return Ok(false),
     };
     let instance = instance.to_owned();
+    let ended = ended.clone();
     tokio::spawn(async move {
         use http_body_util::BodyExt as _;
         let mut body = resp.into_body();
         let mut parser = hatoba_api::sse::Parser::new();
-        loop {
+        // The cursor of the last line printed: where to open it again.
+        let mut after = from;
+        let end = loop {
             let data = match body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(d) => d,
@@ -310,26 +470,29 @@ async fn stream_instance(
                 // The server ends the stream once the instance stopped.
                 None => {
                     output::stdout(&format!("[{instance}] --- stopped ---\n"));
-                    return;
+                    break StreamEnd::Stopped;
                 }
                 Some(Err(e)) => {
-                    output::stderr(&format!(
-                        "the output of {instance} is no longer followed: the stream broke ({e})\n"
-                    ));
-                    return;
+                    tracing::debug!(%instance, "the output's stream broke: {e}");
+                    break StreamEnd::Broke(after);
                 }
             };
             let Ok(messages) = parser.push(&data) else {
-                return;
+                output::stderr(&format!(
+                    "the output of {instance} is no longer followed: the server's stream did not parse\n"
+                ));
+                break StreamEnd::Stopped;
             };
             for m in messages.iter().filter(|m| m.event == "line") {
                 if let Ok(l) = serde_json::from_str::<hatoba_api::LogLine>(&m.data) {
                     output::stdout(&format!("[{instance}] {}\n", l.line));
+                    after = l.offset.unwrap_or(after);
                 }
             }
-        }
+        };
+        let _ = ended.send((instance, end));
     });
-    true
+    Ok(true)
 }
 
 async fn logs_from_files(

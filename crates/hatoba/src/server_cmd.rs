@@ -592,7 +592,7 @@ pub(crate) async fn watch(
 
 /// How long `deploy --wait` waits for a server that went away to answer
 /// again before it gives up (exit 3).
-const RECONNECT_FOR: Duration = Duration::from_secs(120);
+pub(crate) const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 /// `until`: `Serving` returns (exit 0) as soon as the new version serves
 /// all traffic while the previous one stays warm; the end is followed when

@@ -8,7 +8,8 @@
 //! after its grace period and said to be; one past its `memory` limit is
 //! killed by the OOM killer, said so, and rolled back; `hatoba logs -f`
 //! prints what a container writes after it began, from the server's
-//! stream, which ends (said) when the container stops; an engine that stops answering
+//! stream, which ends (said) when the container stops, and goes on after
+//! the last line printed across a restart of `hatoba up` (`logs_restart`); an engine that stops answering
 //! mid-rollout (a Unix-socket relay the test cuts, never the real daemon)
 //! leaves the running version serving while the rollout waits for it, and
 //! an abort then waits to stop the canary rather than failing.
@@ -18,6 +19,8 @@
 //! registry is reachable. Without an engine each test skips with the
 //! reason (fails under `HATOBA_REQUIRE_EXTERNAL=1`); its containers and
 //! images are removed when it ends, passed or not.
+
+mod logs_restart;
 
 use crate::docker::{Cleanup, containers, context, engine, libraries};
 use crate::support::{Sandbox, Traffic, hatoba, latest, poll, poll_explained, served};
