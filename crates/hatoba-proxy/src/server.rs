@@ -23,9 +23,10 @@
 //! first stops completing handshakes (a socket filter dropping SYNs), every
 //! connection queued on it is taken and served, every connection finishes
 //! its current request (keep-alive connections close after it; one that
-//! has not sent its first request yet gets to), and the socket closes only
-//! after a last sweep of its queue found it empty. New clients see their
-//! SYN go unanswered, then refused once the socket closes.
+//! has not sent its first request yet gets to, and a TLS one finishes its
+//! handshake first, both bounded by `header_read_timeout`), and the socket
+//! closes only after a last sweep of its queue found it empty. New clients
+//! see their SYN go unanswered, then refused once the socket closes.
 //!
 //! A listener also keeps a duplicate of each of its sockets, to hand over
 //! ([`ProxyServer::sockets`], `crate::handover`); one started on sockets
@@ -44,12 +45,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 
 /// Largest request head accepted (request line and headers); larger gets 431.
@@ -563,21 +568,105 @@ impl Conns {
         tokio::spawn(async move {
             let _open = open;
             // A client that sends no ClientHello, garbage, or never
-            // finishes the handshake just gets its connection closed.
-            let stream = tokio::select! {
-                done = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => match done {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(_)) | Err(_) => return,
-                },
-                _ = stop.wait_for(|stop| *stop) => return,
+            // finishes the handshake just gets its connection closed. A
+            // stop does not end a handshake: the proxy accepted the
+            // connection, so its client is owed an answer (the timeout
+            // still bounds the wait).
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+            else {
+                return;
             };
-            let io = TokioIo::new(SendTimeout::new(stream, send_timeout));
+            let heard = Arc::new(AtomicBool::new(false));
+            let io = Heard {
+                inner: SendTimeout::new(stream, send_timeout),
+                heard: Arc::clone(&heard),
+            };
             let conn = builder
-                .serve_connection_with_upgrades(io, service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             drop(builder);
-            let _ = watcher.watch(conn).await;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                // The connection first, as on the plain path.
+                biased;
+                // A broken client connection is the client's business.
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+            // hyper's graceful shutdown closes a connection it has read
+            // nothing on yet (HTTP/1 and before the protocol is known), so
+            // it is asked only once the first request's bytes have been
+            // read: they are in hyper's buffer then, and it answers them
+            // (HTTP/2 goes on with the streams opened before its GOAWAY;
+            // only a client whose preface came split over several TLS
+            // records would still be closed). Bounded like the handshake.
+            let first = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(true),
+                Poll::Pending if heard.load(Ordering::Relaxed) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            });
+            if let Ok(true) = tokio::time::timeout(handshake_timeout, first).await {
+                return;
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+            // Held until here so that shutdown waits for this connection.
+            drop(watcher);
         });
+    }
+}
+
+/// A TLS connection's stream that notes when the first bytes from the
+/// client have been read (see the TLS branch of [`Conns::spawn`]).
+struct Heard<S> {
+    inner: S,
+    heard: Arc<AtomicBool>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.heard.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -302,10 +302,19 @@ fn temp_beside(dest: &Path, prefix: &str) -> Result<tempfile::NamedTempFile, Cli
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(|e| {
+            // tempfile's own words end with its random file's path, which
+            // the operator never named.
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such directory".to_owned(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                std::io::ErrorKind::NotADirectory => "not a directory".to_owned(),
+                kind => kind.to_string(),
+            };
             CliError::new(
                 Exit::BadInput,
-                format!("cannot write into `{}`: {e}", dir.display()),
+                format!("cannot write into `{}`: {why}", dir.display()),
             )
+            .hint("--to names a file in a directory that exists and you can write to")
         })
 }
 

@@ -508,11 +508,26 @@ pub(crate) async fn deploy(global: &Global, args: &DeployArgs) -> anyhow::Result
         vars,
         deployed_by: Some(crate::inspect_cmd::actor(args.actor.clone())),
     };
+    let json = serde_json::to_vec(&body)?;
+    if json.len() > hatoba_server::http::MAX_BODY {
+        // The server would answer 413 about a "request body" the operator
+        // never wrote: say it in the command's words.
+        let set: usize = body.vars.iter().map(|(k, v)| k.len() + v.len()).sum();
+        return Err(CliError::new(
+            Exit::BadInput,
+            format!(
+                "the --set values take {set} bytes; a deploy carries at most {} bytes in all",
+                hatoba_server::http::MAX_BODY
+            ),
+        )
+        .hint("keep large values off the command line: a secret (`hatoba secret set NAME`) or a file the app reads")
+        .into());
+    }
     let bytes = call(
         global,
         hyper::Method::POST,
         "/api/v1/deployments",
-        Some(serde_json::to_vec(&body)?),
+        Some(json),
     )
     .await?;
     let d: hatoba_api::Deployment = serde_json::from_slice(&bytes)?;

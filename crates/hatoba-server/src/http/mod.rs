@@ -30,7 +30,7 @@ pub(crate) use stream::MAX_EVENT_STREAMS;
 use stream::{ConnState, Phase, Timer};
 
 /// Largest API request body accepted.
-pub(crate) const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
 /// API connections served at once; one more is closed at accept.
 pub(crate) const MAX_API_CONNECTIONS: usize = 128;
 /// How long a client may take to send a request's head after connecting.

@@ -143,6 +143,19 @@ fn a_backup_taken_while_writing_is_consistent_and_restores() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("already exists"));
+    // Into a directory that does not exist: named, without the temporary
+    // file's path the operator never chose.
+    let nowhere = dir.path().join("nowhere");
+    hatoba(&state)
+        .args(["backup", "--to"])
+        .arg(nowhere.join("x.db"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(format!(
+            "cannot write into `{}`: no such directory",
+            nowhere.display()
+        )))
+        .stderr(predicate::str::contains(".partial").not());
 
     // Not while a server runs for the state directory: this test holds the
     // controller's lock as `hatoba up` does, with its pid in it.

@@ -331,3 +331,25 @@ fn an_unknown_flag_is_named_without_a_misleading_tip() {
         "{err}"
     );
 }
+
+/// `--set` values too large for one deploy request are refused by the CLI
+/// in its own words (exit 2), before any server is asked: the server's
+/// 413 spoke of a "request body" the operator never wrote.
+#[test]
+fn set_values_too_large_for_a_deploy_are_refused_in_the_commands_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = format!("BIG={}", "x".repeat(70_000));
+    let out = hatoba()
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["deploy", "web", "--version", "v1", "--set", &big])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the --set values take 70003 bytes; a deploy carries at most 65536"),
+        "{err}"
+    );
+    assert!(err.contains("hatoba secret set"), "{err}");
+}
