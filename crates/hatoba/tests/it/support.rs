@@ -728,3 +728,95 @@ pub(crate) fn api_get(state: &Path, path: &str) -> Vec<u8> {
     );
     out
 }
+
+/// What `hatoba logs web -f` printed across a kill -9 and a restart of
+/// `hatoba up` (`up`; `restart` starts it again and it adopts the running
+/// instance): a line the instance writes (`write`) before, while the
+/// server is away and after, each printed once with the tail's `listening
+/// on`; "lost the server" said once and "the server is back" said; still
+/// following at the end. Gives the new server, and stdout and stderr.
+pub(crate) fn logs_follow_across_a_restart(
+    state: &Path,
+    up: Up,
+    write: &dyn Fn(&str),
+    restart: &dyn Fn() -> Up,
+) -> (Up, String, String) {
+    use std::sync::{Arc, Mutex};
+    let follow = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["logs", "web", "-f", "-n", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut follow = Reaped(follow);
+    // What it printed so far, on stdout and on stderr, read as it comes.
+    let read = |from: Box<dyn std::io::Read + Send>| {
+        let seen = Arc::new(Mutex::new(String::new()));
+        let into = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+                let mut s = into.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        seen
+    };
+    let out = read(Box::new(follow.0.stdout.take().unwrap()));
+    let err = read(Box::new(follow.0.stderr.take().unwrap()));
+    let both = || {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            out.lock().unwrap(),
+            err.lock().unwrap()
+        )
+    };
+    let has = |seen: &Mutex<String>, what: &str| seen.lock().unwrap().contains(what);
+    write("a line written before the restart");
+    poll_explained(
+        "logs -f to print the line written before the restart",
+        Duration::from_secs(20),
+        || has(&out, "] a line written before the restart").then_some(()),
+        both,
+    );
+    up.kill9();
+    poll_explained(
+        "logs -f to say it lost the server",
+        Duration::from_secs(20),
+        || has(&err, "lost the server").then_some(()),
+        both,
+    );
+    write("a line written while the server was away");
+    let up = restart();
+    write("a line written after the restart");
+    poll_explained(
+        "logs -f to follow on",
+        Duration::from_secs(30),
+        || {
+            (has(&err, "(the server is back: following on)")
+                && has(&out, "] a line written while the server was away")
+                && has(&out, "] a line written after the restart"))
+            .then_some(())
+        },
+        both,
+    );
+    assert!(
+        matches!(follow.0.try_wait(), Ok(None)),
+        "logs -f still follows\n{}",
+        both()
+    );
+    let (o, e) = (out.lock().unwrap().clone(), err.lock().unwrap().clone());
+    for line in [
+        "demo app v1 listening on",
+        "a line written before the restart",
+        "a line written while the server was away",
+        "a line written after the restart",
+    ] {
+        assert_eq!(o.matches(line).count(), 1, "`{line}` once in:\n{}", both());
+    }
+    assert_eq!(e.matches("lost the server").count(), 1, "{}", both());
+    (up, o, e)
+}

@@ -284,45 +284,6 @@ fn logs_follow_goes_on_across_a_server_restart() {
     let sb = rolling_web(&demo_process("${VERSION}"), 1);
     let up = sb.up(&[]);
     sb.deploy_ok("v1");
-    let follow = std::process::Command::new(env!("CARGO_BIN_EXE_hatoba"))
-        .arg("--state-dir")
-        .arg(&sb.state)
-        .args(["logs", "web", "-f", "-n", "5"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut follow = crate::support::Reaped(follow);
-    // What it printed so far, on stdout and on stderr, read as it comes.
-    let read = |from: Box<dyn std::io::Read + Send>| {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let into = std::sync::Arc::clone(&seen);
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
-                let mut s = into.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        seen
-    };
-    let out = read(Box::new(follow.0.stdout.take().unwrap()));
-    let err = read(Box::new(follow.0.stderr.take().unwrap()));
-    let both = || {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            out.lock().unwrap(),
-            err.lock().unwrap()
-        )
-    };
-    let has = |seen: &std::sync::Mutex<String>, what: &str| seen.lock().unwrap().contains(what);
-    crate::support::poll_explained(
-        "logs -f to print the tail",
-        Duration::from_secs(20),
-        || has(&out, "demo app v1 listening on").then_some(()),
-        both,
-    );
     // The instance's output goes to its log file on this machine: a line
     // added there is a line the instance wrote.
     let dir = sb.state.join("logs").join("web");
@@ -341,49 +302,8 @@ fn logs_follow_goes_on_across_a_server_restart() {
             .unwrap();
         writeln!(f, "{line}").unwrap();
     };
-    write("a line written before the restart");
-    crate::support::poll_explained(
-        "logs -f to print the line written before the restart",
-        Duration::from_secs(20),
-        || has(&out, "] a line written before the restart").then_some(()),
-        both,
-    );
-    up.kill9();
-    crate::support::poll_explained(
-        "logs -f to say it lost the server",
-        Duration::from_secs(20),
-        || has(&err, "lost the server").then_some(()),
-        both,
-    );
-    write("a line written while the server was away");
-    let _up = sb.up(&[]);
-    write("a line written after the restart");
-    crate::support::poll_explained(
-        "logs -f to follow on",
-        Duration::from_secs(30),
-        || {
-            (has(&err, "(the server is back: following on)")
-                && has(&out, "] a line written after the restart"))
-            .then_some(())
-        },
-        both,
-    );
-    assert!(
-        matches!(follow.0.try_wait(), Ok(None)),
-        "logs -f still follows\n{}",
-        both()
-    );
-    let s = out.lock().unwrap().clone();
-    for line in [
-        "demo app v1 listening on",
-        "a line written before the restart",
-        "a line written while the server was away",
-        "a line written after the restart",
-    ] {
-        assert_eq!(s.matches(line).count(), 1, "`{line}` once in:\n{}", both());
-    }
-    assert!(!s.contains("--- new instance ---"), "{}", both());
-    let e = err.lock().unwrap().clone();
-    assert_eq!(e.matches("lost the server").count(), 1, "{}", both());
-    assert!(!e.contains("no longer followed"), "{}", both());
+    let (_up, out, err) =
+        crate::support::logs_follow_across_a_restart(&sb.state, up, &write, &|| sb.up(&[]));
+    assert!(!out.contains("--- new instance ---"), "{out}");
+    assert!(!err.contains("no longer followed"), "{err}");
 }
