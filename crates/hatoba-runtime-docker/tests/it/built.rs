@@ -7,7 +7,9 @@
 use super::*;
 use hatoba_runtime_docker::BuildSpec;
 
-/// Removes images by id (or tag), forced, on drop.
+/// Removes images by id (or tag), forced, on drop: the last made first,
+/// since the engine never removes an image another is made `FROM` (the
+/// user's image here), even forced, and the base was left behind.
 struct Images(Vec<String>);
 
 impl Drop for Images {
@@ -15,7 +17,7 @@ impl Drop for Images {
         if !self.0.is_empty() {
             let _ = Command::new("docker")
                 .args(["rmi", "-f"])
-                .args(&self.0)
+                .args(self.0.iter().rev())
                 .output();
         }
     }
