@@ -371,3 +371,26 @@ pub(crate) async fn echo_backend() -> SocketAddr {
     });
     addr
 }
+
+/// After a stop with connections queued: every one `answered` (each
+/// answer is "answered" or what went wrong), none cut, and the port now
+/// refuses a new connection rather than queue it.
+pub(crate) fn assert_every_queued_answered_then_refused(
+    answers: &[String],
+    what: &str,
+    addr: std::net::SocketAddr,
+) {
+    let failed: Vec<&String> = answers.iter().filter(|a| *a != "answered").collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} queued {what} not answered: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let late = std::net::TcpStream::connect(addr).map(|_| ());
+    assert_eq!(
+        late.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+}

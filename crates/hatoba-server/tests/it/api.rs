@@ -697,30 +697,8 @@ async fn a_draining_instance_shows_its_connections_and_time_left_and_what_comes_
 /// `hatoba up`'s API of one environment (`Environments::serve_api`) over
 /// the fakes, with `token`.
 async fn up_api(token: &str, dir: &std::path::Path) -> SocketAddr {
-    let store: Arc<dyn Store> =
-        Arc::new(SqlStore::open_sqlite(dir.join("hatoba.db")).await.unwrap());
-    let trace = Trace::default();
-    let envs = hatoba_server::Environments::start(
-        ServerConfig {
-            spec: spec(1, "      readiness: {path: /ready}"),
-            spec_digest: "test".to_owned(),
-            spec_path: None,
-            environment: "development".parse().unwrap(),
-            base_dir: dir.to_path_buf(),
-            store,
-            runtime: Arc::new(FakeRuntime::new(trace.clone())),
-            data_plane: Arc::new(FakeDataPlane::new(trace)),
-            token: token.to_owned(),
-            secret_key: None,
-        },
-        &["development".parse().unwrap()],
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(Arc::new(envs).serve_api(listener, std::future::pending()));
-    addr
+    let spec = spec(1, "      readiness: {path: /ready}");
+    crate::fake::environments_api(token, dir, spec, &["development"]).await
 }
 
 #[tokio::test]

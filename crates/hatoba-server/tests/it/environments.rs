@@ -5,11 +5,8 @@
 //! run is the bad input of every route.
 
 use crate::api::error_body;
-use crate::fake::{FakeDataPlane, FakeRuntime, Trace, call};
-use hatoba_server::ServerConfig;
-use hatoba_store::{SqlStore, Store};
+use crate::fake::call;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// `hatoba up --env staging --env production` over the fakes, `web` in
 /// both, served on a loopback port with `token`.
@@ -31,30 +28,8 @@ environments:
     services:
       web: {route: {listen: "127.0.0.1:12"}}
 "#;
-    let store: Arc<dyn Store> =
-        Arc::new(SqlStore::open_sqlite(dir.join("hatoba.db")).await.unwrap());
-    let trace = Trace::default();
-    let envs = hatoba_server::Environments::start(
-        ServerConfig {
-            spec: hatoba_spec::parse(yaml).spec.unwrap(),
-            spec_digest: "test".to_owned(),
-            spec_path: None,
-            environment: "staging".parse().unwrap(),
-            base_dir: dir.to_path_buf(),
-            store,
-            runtime: Arc::new(FakeRuntime::new(trace.clone())),
-            data_plane: Arc::new(FakeDataPlane::new(trace)),
-            token: token.to_owned(),
-            secret_key: None,
-        },
-        &["staging".parse().unwrap(), "production".parse().unwrap()],
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(Arc::new(envs).serve_api(listener, std::future::pending()));
-    addr
+    let spec = hatoba_spec::parse(yaml).spec.unwrap();
+    crate::fake::environments_api(token, dir, spec, &["staging", "production"]).await
 }
 
 #[tokio::test]

@@ -725,3 +725,39 @@ pub(crate) async fn call_raw(
         .unwrap_or_default();
     (code, body)
 }
+
+/// `hatoba up --env E…` over the fakes (`Environments::serve_api`): the
+/// environments `envs` of `spec` run in one server, on a loopback port,
+/// with `token`, the history in `dir`.
+pub(crate) async fn environments_api(
+    token: &str,
+    dir: &std::path::Path,
+    spec: hatoba_spec::Spec,
+    envs: &[&str],
+) -> SocketAddr {
+    let store: Arc<dyn Store> =
+        Arc::new(SqlStore::open_sqlite(dir.join("hatoba.db")).await.unwrap());
+    let trace = Trace::default();
+    let names: Vec<EnvName> = envs.iter().map(|e| e.parse().unwrap()).collect();
+    let envs = hatoba_server::Environments::start(
+        hatoba_server::ServerConfig {
+            spec,
+            spec_digest: "test".to_owned(),
+            spec_path: None,
+            environment: names[0].clone(),
+            base_dir: dir.to_path_buf(),
+            store,
+            runtime: Arc::new(FakeRuntime::new(trace.clone())),
+            data_plane: Arc::new(FakeDataPlane::new(trace)),
+            token: token.to_owned(),
+            secret_key: None,
+        },
+        &names,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(Arc::new(envs).serve_api(listener, std::future::pending()));
+    addr
+}

@@ -32,7 +32,8 @@ services:
     process:
       command: {exe}
       args: ["demo-app", "--version-label", "${{VERSION}}"]
-      env: {{DEMO_TICK: "100ms"}}
+      # The ticks pace the WebSocket clients too (a message a tick).
+      env: {{DEMO_TICK: "20ms"}}
     replicas: 2
     route: {{listen: "127.0.0.1:{port}"}}
     health:
@@ -135,41 +136,46 @@ struct SocketReport {
 }
 
 /// Talks on one WebSocket until the server closes it: a message, its echo,
-/// every 20 ms, checking the ticks in between (`last_tick`: the last one
-/// read already); then answers the close and reads to the end.
+/// then the next tick before the next message (a client at the server's
+/// pace, not a flood), checking the ticks (`last_tick`: the last one read
+/// already); then answers the close and reads to the end.
 fn talk(mut s: TcpStream, mut last_tick: u64, r: &mut SocketReport) {
     let deadline = Instant::now() + Duration::from_secs(40);
     'talk: while Instant::now() < deadline {
         r.sent += 1;
         let message = format!("m{}", r.sent);
         s.write_all(&client_frame(0x1, message.as_bytes())).unwrap();
+        let mut echoed = false;
         loop {
             let (op, payload) = read_frame(&mut s).unwrap();
             let text = String::from_utf8_lossy(&payload).into_owned();
             match op {
                 0x8 => {
-                    r.unanswered_at_close += 1;
+                    if !echoed {
+                        r.unanswered_at_close += 1;
+                    }
                     if let Some(b) = payload.get(..2) {
                         r.close_statuses.push(u16::from_be_bytes([b[0], b[1]]));
                     }
                     break 'talk;
                 }
-                0x1 if text == message => {
+                0x1 if !echoed && text == message => {
                     r.echoed += 1;
-                    break;
+                    echoed = true;
                 }
                 0x1 => match tick(&text) {
                     Some((_, n)) => {
                         r.tick_gap |= n != last_tick + 1;
                         last_tick = n;
+                        if echoed {
+                            break;
+                        }
                     }
                     None => panic!("neither a tick nor the echo of {message}: {text:?}"),
                 },
                 other => panic!("unexpected opcode {other}"),
             }
         }
-        // Pacing: a chatty client, not a flood.
-        std::thread::sleep(Duration::from_millis(20));
     }
     // The closing handshake's answer, then the server's end.
     s.write_all(&client_frame(0x8, &[0x03, 0xe8])).unwrap();
