@@ -238,21 +238,56 @@ impl Up {
             .arg(file)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let pid = u64::from(child.id());
-        let up = Up(child);
+        let mut up = Up(child);
+        // Its log, read as it comes (a pipe left unread would block it),
+        // to say why when it never serves.
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(mut err) = up.0.stderr.take() {
+            let said = std::sync::Arc::clone(&said);
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut s = said.lock().unwrap();
+                    if s.len() < 64 << 10 {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
         let info = state.join("server.json");
-        poll(
+        let mut exited = None;
+        poll_explained(
             "server.json of the new server",
             Duration::from_secs(60),
             || {
+                if let Ok(Some(status)) = up.0.try_wait() {
+                    exited = Some(status);
+                    return Some(());
+                }
                 let t = std::fs::read_to_string(&info).ok()?;
                 let v: serde_json::Value = serde_json::from_str(&t).ok()?;
                 (v["pid"].as_u64() == Some(pid)).then_some(())
             },
+            || format!("its log:\n{}", said.lock().unwrap()),
         );
+        if let Some(status) = exited {
+            // Its last words come with its end; the reader gets them at EOF.
+            poll("the end of its log", Duration::from_secs(5), || {
+                (std::sync::Arc::strong_count(&said) == 1).then_some(())
+            });
+            panic!(
+                "hatoba up exited ({status}) before serving; its log:\n{}",
+                said.lock().unwrap()
+            );
+        }
         up
     }
 
